@@ -1,0 +1,1 @@
+"""dref-compat: golden vectors, backend conformance suite, history checker."""

@@ -1,0 +1,189 @@
+"""Every error dref raises, in one tree.
+
+```
+DRefError
+├── ConfigurationError          invalid settings or options (names field, value, reason)
+├── PluginError
+│   ├── BackendNotFoundError    no installed backend has that name (lists the installed ones)
+│   └── PluginLoadError         a plugin failed to import (names plugin and distribution)
+├── ElementNotFoundError        get/modify on a missing element: "Element <name> not found"
+├── CodecError                  a value could not be encoded or decoded (names the element)
+├── LockError
+│   ├── LockStolenError         the lock was lost while held; the body was cancelled
+│   └── LockTimeoutError        the lock was not acquired in time (also a builtin TimeoutError)
+├── ChangeStreamLaggedError     a subscriber fell behind its bounded buffer: resynchronise
+├── ClosedError                 the context or stream was closed
+└── BackendError                the backend failed; the library's exception is chained
+    ├── BackendUnavailableError the backend could not be reached in time
+    ├── BackendTimeoutError     an operation did not finish in time (also a builtin TimeoutError)
+    └── ConsensusError
+        ├── NotLeaderError      this node is not the leader (carries the leader id if known)
+        ├── NoLeaderError       no leader is elected right now
+        └── QuorumLostError     a majority could not be reached
+```
+
+Backends map their library's errors at their boundary and chain them (`raise ... from exc`).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "BackendNotFoundError",
+    "BackendTimeoutError",
+    "BackendUnavailableError",
+    "ChangeStreamLaggedError",
+    "ClosedError",
+    "CodecError",
+    "ConfigurationError",
+    "ConsensusError",
+    "DRefError",
+    "ElementNotFoundError",
+    "LockError",
+    "LockStolenError",
+    "LockTimeoutError",
+    "NoLeaderError",
+    "NotLeaderError",
+    "PluginError",
+    "PluginLoadError",
+    "QuorumLostError",
+]
+
+
+class DRefError(Exception):
+    """Base class of every error raised by dref."""
+
+
+class ConfigurationError(DRefError, ValueError):
+    """Settings or options are invalid; raised before anything starts."""
+
+
+class PluginError(DRefError):
+    """A plugin or backend could not be found or loaded."""
+
+
+class BackendNotFoundError(PluginError, LookupError):
+    """No installed backend is registered under the requested name."""
+
+    def __init__(self, name: str, installed: list[str]) -> None:
+        self.name = name
+        self.installed = sorted(installed)
+        names = ", ".join(self.installed) or "none"
+        super().__init__(
+            f"no dref backend named {name!r} is installed (installed backends: {names}); "
+            f"install the distribution that provides it, e.g. `pip install dref-{name}`"
+        )
+
+
+class PluginLoadError(PluginError, ImportError):
+    """A plugin's module failed to import or register; the cause is chained."""
+
+    def __init__(self, plugin: str, distribution: str | None, reason: str) -> None:
+        self.plugin = plugin
+        self.distribution = distribution
+        where = f" from distribution {distribution!r}" if distribution else ""
+        super().__init__(f"dref plugin {plugin!r}{where} failed to load: {reason}")
+
+
+class ElementNotFoundError(DRefError, KeyError):
+    """The element does not exist (never set, deleted or expired)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"Element {name} not found")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class CodecError(DRefError, ValueError):
+    """A value could not be encoded or decoded."""
+
+    def __init__(self, message: str, *, name: str | None = None) -> None:
+        self.name = name
+        prefix = f"element {name!r}: " if name is not None else ""
+        super().__init__(prefix + message)
+
+
+class LockError(DRefError):
+    """Base class of lock failures."""
+
+
+class LockStolenError(LockError):
+    """The lock was lost while held (expired, deleted or overwritten); the body was cancelled.
+
+    `token` is the lock value as a signed 64-bit integer, as upstream prints it.
+    """
+
+    def __init__(self, name: str, token: int, reason: str | None = None) -> None:
+        self.name = name
+        self.token = token
+        self.reason = reason
+        text = f"Lock {name} with value {token} has been stolen"
+        super().__init__(f"{text} ({reason})" if reason else text)
+
+
+class LockTimeoutError(LockError, TimeoutError):
+    """The lock could not be acquired within the timeout; the body did not run."""
+
+    def __init__(self, name: str, timeout: float) -> None:
+        self.name = name
+        self.timeout = timeout
+        super().__init__(f"Lock {name} not acquired within {timeout:g} s")
+
+
+class ChangeStreamLaggedError(DRefError):
+    """A change subscriber fell behind its bounded buffer and missed changes.
+
+    Nothing is skipped silently: re-read the current value and subscribe again.
+    """
+
+    def __init__(self, name: str, capacity: int) -> None:
+        self.name = name
+        self.capacity = capacity
+        super().__init__(
+            f"change stream of {name!r} fell more than {capacity} events behind; "
+            "re-read the value and subscribe again"
+        )
+
+
+class ClosedError(DRefError, RuntimeError):
+    """The context, backend or stream has been closed."""
+
+
+class BackendError(DRefError):
+    """The backend failed; the underlying exception is chained as `__cause__`."""
+
+
+class BackendUnavailableError(BackendError, ConnectionError):
+    """The backend could not be reached within the configured time."""
+
+
+class BackendTimeoutError(BackendError, TimeoutError):
+    """A backend operation did not complete within the configured time."""
+
+
+class ConsensusError(BackendError):
+    """The consensus layer could not serve the operation."""
+
+
+class NotLeaderError(ConsensusError):
+    """This node is not the leader; `leader_id` names the leader when known."""
+
+    def __init__(self, leader_id: str | None = None) -> None:
+        self.leader_id = leader_id
+        super().__init__(f"not the leader (leader: {leader_id or 'unknown'})")
+
+
+class NoLeaderError(ConsensusError):
+    """No leader is currently elected."""
+
+    def __init__(self, message: str = "no leader elected") -> None:
+        super().__init__(message)
+
+
+class QuorumLostError(ConsensusError):
+    """A majority of the cluster could not be reached."""
+
+    def __init__(self, message: str = "quorum lost") -> None:
+        super().__init__(message)

@@ -1,0 +1,147 @@
+"""The backend SPI: what a storage backend implements so that dref's API works on top of it.
+
+A backend stores opaque bytes under string names with optional TTLs (seconds, float) and reports
+committed changes. Everything generic — `modify`/`update*`, the lock protocol, codecs — lives in
+core and is written once over this interface.
+
+Required: `get`, `set`, `set_if_absent`, `delete`, `expire`, `subscribe`, `aclose`.
+
+Optional native paths, announced by `capabilities`:
+- `compare_and_set` (`native_cas`): core's `modify` uses it instead of the portable lock protocol.
+- `try_lock` / `refresh_lock` / `release_lock`: the defaults here are built from the required
+  methods and are NOT atomic; a backend that overrides them atomically sets `owner_checked_locks`,
+  and one whose `try_lock` returns a strictly increasing fence sets `fencing`.
+
+A third-party backend is one module exposing a `dref_register_backends(registry)` hook
+implementation (see `dref.hookspecs`) and a `dref.backends` entry point naming that module.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dref.changes import ChangeEvent, Subscription
+from dref.clock import Clock
+
+if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings
+
+    from dref.settings import DRefSettings
+
+__all__ = [
+    "Backend",
+    "BackendSpec",
+    "Capabilities",
+    "ChangeEvent",
+    "LockGrant",
+    "Subscription",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend guarantees; the conformance suite asserts exactly what is claimed."""
+
+    linearizable: bool = False
+    """Every read reflects every write acknowledged before it started, from any context."""
+    durable: bool = False
+    """Acknowledged writes survive a crash of the process or server that stores them."""
+    distributed: bool = False
+    """Contexts in different processes (or hosts) share the same state."""
+    fencing: bool = False
+    """`try_lock` returns a fence that grows strictly with every acquisition of a lock."""
+    native_cas: bool = False
+    """`compare_and_set` is implemented atomically."""
+    owner_checked_locks: bool = False
+    """`refresh_lock` and `release_lock` compare the token atomically with their effect."""
+    exact_events: bool = False
+    """No change event is ever lost; without it core adds a bounded poll to lock waits."""
+    expiry_events: bool = False
+    """An element that expires is reported as a delete event."""
+
+
+@dataclass(frozen=True, slots=True)
+class LockGrant:
+    """A successful lock acquisition; `fence` is None when the backend has no fencing."""
+
+    fence: int | None = None
+
+
+class Backend(abc.ABC):
+    """Base class of backends. Names are str, values are bytes, TTLs are seconds (float)."""
+
+    capabilities: Capabilities = Capabilities()
+    default_ttl: float = 20.0
+    """TTL used for locks when neither the call nor the settings give one."""
+    poll_interval: float = 1.0
+    """Fallback poll period for lock waiters when `exact_events` is False."""
+
+    # -- required ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def get(self, name: str) -> bytes | None:
+        """The current value, or None if the element is missing or expired."""
+
+    @abc.abstractmethod
+    async def set(self, name: str, value: bytes, ttl: float | None = None) -> None:
+        """Write unconditionally (`ttl=None`: no expiry) and publish a change event."""
+
+    @abc.abstractmethod
+    async def set_if_absent(self, name: str, value: bytes, ttl: float | None = None) -> bool:
+        """Create atomically if absent (expired counts as absent); True iff written."""
+
+    @abc.abstractmethod
+    async def delete(self, name: str) -> None:
+        """Remove the element and publish a delete event."""
+
+    @abc.abstractmethod
+    async def expire(self, name: str, ttl: float) -> bool:
+        """Re-arm the expiry to now + ttl; False if the element does not exist."""
+
+    @abc.abstractmethod
+    async def subscribe(self, name: str) -> Subscription:
+        """Subscribe to change events of `name`; events committed after this returns are seen."""
+
+    async def aclose(self) -> None:
+        """Release connections and tasks; idempotent."""
+        return None
+
+    # -- optional native paths --------------------------------------------------------------------
+    async def compare_and_set(
+        self, name: str, expected: bytes, value: bytes, ttl: float | None = None
+    ) -> bool:
+        """Set `value` iff the current value equals `expected`; requires `native_cas`."""
+        raise NotImplementedError(f"{type(self).__name__} has no native compare-and-set")
+
+    async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
+        """Take the lock if free; None when someone holds it."""
+        if await self.set_if_absent(name, token, ttl):
+            return LockGrant()
+        return None
+
+    async def refresh_lock(self, name: str, token: bytes, ttl: float) -> bool:
+        """Extend our lock to now + ttl; False if it is no longer ours (not atomic by default)."""
+        if await self.get(name) != token:
+            return False
+        return await self.expire(name, ttl)
+
+    async def release_lock(self, name: str, token: bytes) -> bool:
+        """Delete the lock iff it is still ours; False otherwise (not atomic by default)."""
+        if await self.get(name) != token:
+            return False
+        await self.delete(name)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """How to configure and open one backend; added to the registry by a backend plugin."""
+
+    name: str
+    settings: type[BaseSettings]
+    """The backend's own settings model (its own env prefix, e.g. `DREF_REDIS_`)."""
+    open: Callable[[Any, DRefSettings, Clock], Awaitable[Backend]]
+    """Called as `await open(backend_settings, core_settings, clock)`."""
+    description: str = ""

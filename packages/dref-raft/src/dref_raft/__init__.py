@@ -1,0 +1,1 @@
+"""Raft consensus backend for dref."""
