@@ -1,0 +1,5 @@
+"""Generated protobuf and gRPC code for the upstream DRef protocol (package io.github.tobia80).
+
+Do not edit: regenerate with `python packages/dref-raft/scripts/generate_protos.py`.
+These types stay inside dref_raft (wire codec, transport, storage); convert at the edge.
+"""
