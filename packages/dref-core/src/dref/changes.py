@@ -126,9 +126,9 @@ class ChangeHub:
         self.capacity = capacity
         self._subs: dict[str, set[Subscription]] = {}
 
-    def subscribe(self, name: str) -> Subscription:
+    def subscribe(self, name: str, capacity: int | None = None) -> Subscription:
         """A new subscription that receives every event for `name` published from now on."""
-        sub = Subscription(self, name, self.capacity)
+        sub = Subscription(self, name, capacity or self.capacity)
         self._subs.setdefault(name, set()).add(sub)
         return sub
 

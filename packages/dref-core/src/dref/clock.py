@@ -1,7 +1,7 @@
 """Injected time: every TTL, keep-alive and deadline in dref reads a `Clock`.
 
 `SystemClock` uses the event loop's monotonic time. `ManualClock` only moves when a test calls
-`advance()`, waking every sleeper whose deadline has passed, so TTL logic is tested without sleeping.
+`advance()`, waking every sleeper whose deadline has passed: TTL logic is tested without sleeping.
 """
 
 from __future__ import annotations

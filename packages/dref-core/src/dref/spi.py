@@ -106,7 +106,7 @@ class Backend(abc.ABC):
 
     async def aclose(self) -> None:
         """Release connections and tasks; idempotent."""
-        return None
+        return
 
     # -- optional native paths --------------------------------------------------------------------
     async def compare_and_set(

@@ -1,0 +1,465 @@
+"""The backend conformance suite: the definition of "a backend works".
+
+A backend's test file runs it by subclassing:
+
+```python
+from dref_compat.conformance import BackendConformance
+
+class TestMyBackend(BackendConformance):
+    backend = "mybackend"
+
+    @pytest.fixture
+    def connect_options(self, my_server):      # optional: options for dref.connect
+        return {"url": my_server.url}
+```
+
+Every test opens real contexts through `dref.connect`, so it exercises the plugin, the settings and
+the backend together. `capabilities` decide what is asserted: a backend is held to exactly what it
+claims. Waiting is on conditions with deadlines, never on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pytest
+
+import dref
+from dref import lock_value
+from dref.errors import CodecError, ElementNotFoundError, LockStolenError, LockTimeoutError
+from dref_compat.vectors import load_vectors
+
+__all__ = ["BackendConformance", "eventually"]
+
+DEADLINE = 10.0
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = DEADLINE, what: str = "condition"
+) -> None:
+    """Wait until `check()` is true, re-checking on every loop turn, failing after `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.001
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        await asyncio.sleep(delay)  # back-off between re-checks, not a settle-sleep
+        delay = min(delay * 2, 0.05)
+
+
+@dataclass
+class Wrapper:
+    """Upstream's cross-language test struct `{value: String}`."""
+
+    value: str
+
+
+class BackendConformance:
+    """Subclass with `backend = "<id>"` (and optionally a `connect_options` fixture)."""
+
+    backend: ClassVar[str]
+    contenders: ClassVar[int] = 20
+    lock_ttl: ClassVar[float] = 2.0
+
+    # -- fixtures -------------------------------------------------------------------------------
+    @pytest.fixture
+    def connect_options(self) -> dict[str, Any]:
+        return {}
+
+    @pytest.fixture
+    async def open_context(
+        self, connect_options: dict[str, Any]
+    ) -> AsyncIterator[Callable[[], Awaitable[dref.DRefContext]]]:
+        async with AsyncExitStack() as stack:
+
+            async def open_one() -> dref.DRefContext:
+                return await stack.enter_async_context(
+                    dref.connect(self.backend, **connect_options)
+                )
+
+            yield open_one
+
+    @pytest.fixture
+    async def ctx(
+        self, open_context: Callable[[], Awaitable[dref.DRefContext]]
+    ) -> dref.DRefContext:
+        return await open_context()
+
+    @pytest.fixture
+    async def ctx2(
+        self, open_context: Callable[[], Awaitable[dref.DRefContext]]
+    ) -> dref.DRefContext:
+        return await open_context()
+
+    @pytest.fixture
+    def name(self) -> str:
+        return f"conformance:{uuid.uuid4().hex}"
+
+    # -- golden vectors -------------------------------------------------------------------------
+    async def test_string_value_bytes_match_upstream(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        vec = load_vectors("vectors")["msgpack_string_hello"]
+        ref = await ctx.make(vec["value"], name)
+        assert await ctx.backend.get(ref.name) == bytes.fromhex(vec["hex"])
+        assert await ref.get() == "hello"
+
+    async def test_struct_value_bytes_match_upstream(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        vec = load_vectors("vectors")["msgpack_wrapper_hello"]
+        ref = await ctx.make(Wrapper(vec["value"]["value"]), name)
+        assert await ctx.backend.get(name) == bytes.fromhex(vec["hex"])
+        assert await ref.get() == Wrapper("hello")
+
+    async def test_reads_value_written_by_upstream(self, ctx: dref.DRefContext, name: str) -> None:
+        vec = load_vectors("vectors")["msgpack_wrapper_hello"]
+        await ctx.backend.set(name, bytes.fromhex(vec["hex"]))
+        ref = await ctx.make(Wrapper("ignored: the element exists"), name)
+        assert await ref.get() == Wrapper("hello")
+
+    async def test_lock_token_is_upstream_lock_value(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        vec = load_vectors("vectors")["lock_value"]
+        assert lock_value.to_bytes(vec["value"]).hex() == vec["hex"]
+        async with ctx.lock(name, ttl=self.lock_ttl) as guard:
+            assert await ctx.backend.get(name) == guard.token
+            assert len(guard.token) == 8
+            assert lock_value.from_bytes(guard.token) == guard.token_int
+
+    # -- values ---------------------------------------------------------------------------------
+    async def test_get_set_delete(self, ctx: dref.DRefContext, name: str) -> None:
+        ref = await ctx.make(1, name)
+        assert await ref.get() == 1
+        await ref.set(2)
+        assert await ref.get() == 2
+        await ref.delete()
+        with pytest.raises(ElementNotFoundError, match=f"^Element {name} not found$"):
+            await ref.get()
+
+    async def test_make_keeps_an_existing_value(self, ctx: dref.DRefContext, name: str) -> None:
+        await ctx.make("first", name)
+        ref = await ctx.make("second", name)
+        assert await ref.get() == "first"
+
+    async def test_writes_are_visible_to_other_contexts(
+        self, ctx: dref.DRefContext, ctx2: dref.DRefContext, name: str
+    ) -> None:
+        ref = await ctx.make({"a": [1, 2]}, name)
+        other = ctx2.ref(name, type=dict)
+        await ref.set({"a": [3]})
+        if ctx.backend.capabilities.linearizable:
+            assert await other.get() == {"a": [3]}
+        else:
+
+            async def seen() -> bool:
+                return bool(await other.get() == {"a": [3]})
+
+            await eventually(seen, what="write visible from the other context")
+
+    async def test_set_if_not_exist_has_exactly_one_winner(
+        self, ctx: dref.DRefContext, ctx2: dref.DRefContext, name: str
+    ) -> None:
+        refs = [ctx.ref(name, type=int), ctx2.ref(name, type=int)]
+        results = await asyncio.gather(
+            *(refs[i % 2].set_if_not_exist(i) for i in range(self.contenders))
+        )
+        assert sum(results) == 1
+        assert await refs[0].get() == results.index(True)
+
+    async def test_concurrent_updates_are_atomic(
+        self, ctx: dref.DRefContext, ctx2: dref.DRefContext, name: str
+    ) -> None:
+        refs = [await ctx.make(0, name), await ctx2.make(0, name)]
+        await asyncio.gather(*(refs[i % 2].update(lambda n: n + 1) for i in range(self.contenders)))
+        assert await refs[0].get() == self.contenders
+
+    async def test_modify_family(self, ctx: dref.DRefContext, name: str) -> None:
+        ref = await ctx.make(10, name)
+        assert await ref.modify(lambda n: (f"was {n}", n * 2)) == "was 10"
+        assert await ref.get_and_update(lambda n: n + 1) == 20
+        assert await ref.update_and_get(lambda n: n + 1) == 22
+
+        async def add_async(n: int) -> int:
+            await asyncio.sleep(0)
+            return n + 100
+
+        assert await ref.update_and_get(add_async) == 122
+
+    async def test_modify_of_a_missing_element_fails(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        ref = ctx.ref(name, type=int)
+        with pytest.raises(ElementNotFoundError):
+            await ref.update(lambda n: n + 1)
+
+    async def test_undecodable_value_raises_codec_error_naming_the_element(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        await ctx.backend.set(name, b"\xc1 not msgpack")
+        ref = ctx.ref(name, type=int)
+        with pytest.raises(CodecError, match=name):
+            await ref.get()
+
+    async def test_value_of_wrong_type_raises_codec_error(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        await ctx.make("text", name)
+        with pytest.raises(CodecError, match=name):
+            await ctx.ref(name, type=Wrapper).get()
+
+    # -- change streams -------------------------------------------------------------------------
+    async def test_changes_arrive_in_order_to_every_subscriber(
+        self, ctx: dref.DRefContext, ctx2: dref.DRefContext, name: str
+    ) -> None:
+        ref = await ctx.make(0, name)
+        other = ctx2.ref(name, type=int)
+        async with ref.changes() as s1, other.changes() as s2, ref.changes() as s3:
+            for i in range(1, 21):
+                await ref.set(i)
+            for stream in (s1, s2, s3):
+                got = [await _next(stream) for _ in range(20)]
+                assert got == list(range(1, 21))
+
+    async def test_delete_events(self, ctx: dref.DRefContext, name: str) -> None:
+        ref = await ctx.make("x", name)
+        async with await ctx.backend.subscribe(name) as raw, ref.changes() as values:
+            await ref.delete()
+            await ref.set("y")
+            first = await _next(raw)
+            assert first.name == name
+            assert first.deleted
+            assert (await _next(raw)).value == await ctx.backend.get(name)
+            assert await _next(values) == "y"  # DRef streams skip deletes, as upstream
+
+    async def test_on_change_calls_back_until_cancelled(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        ref = await ctx.make(0, name)
+        seen: list[int] = []
+        handle = await ref.on_change(seen.append)
+        await ref.set(1)
+        await ref.set(2)
+
+        async def both() -> bool:
+            return seen == [1, 2]
+
+        await eventually(both, what="on_change saw 1, 2")
+        handle.cancel()
+
+        async def stopped() -> bool:
+            return handle.done
+
+        await eventually(stopped, what="handle done")
+
+    # -- TTL ------------------------------------------------------------------------------------
+    async def test_ttl_expiry(self, ctx: dref.DRefContext, name: str) -> None:
+        async with await ctx.backend.subscribe(name) as events:
+            await ctx.backend.set(name, b"\x01", ttl=0.2)
+            assert await ctx.backend.get(name) == b"\x01"
+
+            async def gone() -> bool:
+                return await ctx.backend.get(name) is None
+
+            await eventually(gone, what="expiry")
+            assert await ctx.backend.set_if_absent(name, b"\x02", ttl=5)
+            if ctx.backend.capabilities.expiry_events:
+                assert (await _next(events)).value == b"\x01"
+                assert (await _next(events)).deleted
+
+    async def test_expire_rearms_ttl(self, ctx: dref.DRefContext, name: str) -> None:
+        assert not await ctx.backend.expire(name, 1.0)
+        await ctx.backend.set(name, b"\x01", ttl=0.3)
+        assert await ctx.backend.expire(name, 30.0)
+        await ctx.backend.set(f"{name}:probe", b"\x01", ttl=0.3)
+
+        async def probe_gone() -> bool:
+            return await ctx.backend.get(f"{name}:probe") is None
+
+        await eventually(probe_gone, what="probe expiry")
+        assert await ctx.backend.get(name) == b"\x01"
+
+    # -- locks ----------------------------------------------------------------------------------
+    async def test_lock_mutual_exclusion_across_contexts(
+        self, ctx: dref.DRefContext, ctx2: dref.DRefContext, name: str
+    ) -> None:
+        inside = 0
+        peak = 0
+        order: list[int] = []
+
+        async def critical(i: int) -> None:
+            nonlocal inside, peak
+            async with (ctx if i % 2 else ctx2).lock(name, ttl=self.lock_ttl, timeout=30):
+                inside += 1
+                peak = max(peak, inside)
+                await asyncio.sleep(0)
+                order.append(i)
+                inside -= 1
+
+        await asyncio.gather(*(critical(i) for i in range(8)))
+        assert peak == 1
+        assert sorted(order) == list(range(8))
+
+    async def test_lock_fence_grows(self, ctx: dref.DRefContext, name: str) -> None:
+        fences = []
+        for _ in range(3):
+            async with ctx.lock(name, ttl=self.lock_ttl) as guard:
+                fences.append(guard.fence)
+        if ctx.backend.capabilities.fencing:
+            numbers = [f for f in fences if isinstance(f, int)]
+            assert len(numbers) == 3
+            assert numbers == sorted(set(numbers))
+        else:
+            assert fences == [None, None, None]
+
+    async def test_lock_timeout_never_runs_the_body(
+        self, ctx: dref.DRefContext, ctx2: dref.DRefContext, name: str
+    ) -> None:
+        ran = False
+        async with ctx.lock(name, ttl=self.lock_ttl):
+            with pytest.raises(LockTimeoutError) as info:
+                async with ctx2.lock(name, ttl=self.lock_ttl, timeout=0.2):
+                    ran = True
+            assert isinstance(info.value, TimeoutError)
+        assert not ran
+
+    async def test_lock_released_on_exit_and_on_error(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        async with ctx.lock(name, ttl=self.lock_ttl):
+            pass
+        assert await ctx.backend.get(name) is None
+        with pytest.raises(ZeroDivisionError):
+            async with ctx.lock(name, ttl=self.lock_ttl):
+                1 / 0  # noqa: B018
+        assert await ctx.backend.get(name) is None
+
+    async def test_waiter_gets_the_lock_when_the_holder_releases(
+        self, ctx: dref.DRefContext, ctx2: dref.DRefContext, name: str
+    ) -> None:
+        release = asyncio.Event()
+        holding = asyncio.Event()
+
+        async def holder() -> None:
+            async with ctx.lock(name, ttl=self.lock_ttl):
+                holding.set()
+                await release.wait()
+
+        task = asyncio.create_task(holder())
+        await holding.wait()
+        waiter = asyncio.create_task(_acquire_once(ctx2, name, self.lock_ttl))
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        release.set()
+        await asyncio.wait_for(waiter, DEADLINE)
+        await task
+
+    async def test_waiter_gets_the_lock_of_a_crashed_holder_after_its_ttl(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        crashed = lock_value.to_bytes(7)
+        assert await ctx.backend.try_lock(name, crashed, 0.3) is not None
+        async with ctx.lock(name, ttl=self.lock_ttl, timeout=DEADLINE) as guard:
+            assert await ctx.backend.get(name) == guard.token
+
+    async def test_stolen_lock_cancels_the_body(self, ctx: dref.DRefContext, name: str) -> None:
+        body_cancelled = False
+        with pytest.raises(LockStolenError) as info:
+            async with ctx.lock(name, ttl=self.lock_ttl) as guard:
+                await ctx.backend.set(name, lock_value.to_bytes(12345))  # someone else's token
+                try:
+                    await asyncio.sleep(DEADLINE)
+                except asyncio.CancelledError:
+                    body_cancelled = True
+                    raise
+        assert body_cancelled
+        assert info.value.name == name
+        assert info.value.token == guard.token_int
+        assert str(info.value).startswith(
+            f"Lock {name} with value {guard.token_int} has been stolen"
+        )
+        # The thief's lock is untouched by our exit.
+        assert await ctx.backend.get(name) == lock_value.to_bytes(12345)
+
+    async def test_deleted_lock_cancels_the_body(self, ctx: dref.DRefContext, name: str) -> None:
+        with pytest.raises(LockStolenError):
+            async with ctx.lock(name, ttl=self.lock_ttl):
+                await ctx.backend.delete(name)
+                await asyncio.sleep(DEADLINE)
+
+    async def test_lock_is_kept_alive_beyond_its_ttl(
+        self, ctx: dref.DRefContext, ctx2: dref.DRefContext, name: str
+    ) -> None:
+        ttl = 0.6
+        async with ctx.lock(name, ttl=ttl) as guard:
+            probe = f"{name}:probe"
+            await ctx.backend.set(probe, b"\x01", ttl=ttl * 2)
+
+            async def two_ttls_passed() -> bool:
+                return await ctx.backend.get(probe) is None
+
+            await eventually(two_ttls_passed, what="two TTLs")
+            assert await ctx2.backend.get(name) == guard.token
+            with pytest.raises(LockTimeoutError):
+                await _acquire_once(ctx2, name, ttl, timeout=0.05)
+
+    async def test_release_and_refresh_are_owner_checked(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        backend = ctx.backend
+        if not backend.capabilities.owner_checked_locks:
+            pytest.skip("backend does not claim owner-checked locks")
+        mine, theirs = lock_value.to_bytes(1), lock_value.to_bytes(2)
+        assert await backend.try_lock(name, mine, 5) is not None
+        assert await backend.try_lock(name, theirs, 5) is None
+        await backend.delete(name)  # as if our lease expired
+        assert await backend.try_lock(name, theirs, 5) is not None
+        assert not await backend.refresh_lock(name, mine, 5)
+        assert not await backend.release_lock(name, mine)
+        assert await backend.get(name) == theirs
+        assert await backend.refresh_lock(name, theirs, 5)
+        assert await backend.release_lock(name, theirs)
+        assert await backend.get(name) is None
+
+    async def test_cancelled_waiter_leaves_no_lock_behind(
+        self, ctx: dref.DRefContext, ctx2: dref.DRefContext, name: str
+    ) -> None:
+        async with ctx.lock(name, ttl=self.lock_ttl):
+            waiter = asyncio.create_task(_acquire_once(ctx2, name, self.lock_ttl))
+            for _ in range(20):  # let the waiter get into its wait
+                await asyncio.sleep(0)
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+        async with ctx2.lock(name, ttl=self.lock_ttl, timeout=DEADLINE):
+            pass
+
+    # -- capabilities ---------------------------------------------------------------------------
+    async def test_capabilities_are_declared(self, ctx: dref.DRefContext) -> None:
+        caps = ctx.backend.capabilities
+        assert isinstance(caps, dref.Capabilities)
+        assert ctx.backend.default_ttl > 0
+        if caps.native_cas:
+            name = f"conformance:{uuid.uuid4().hex}"
+            await ctx.backend.set(name, b"\x01")
+            assert not await ctx.backend.compare_and_set(name, b"\x02", b"\x03")
+            assert await ctx.backend.compare_and_set(name, b"\x01", b"\x03")
+            assert await ctx.backend.get(name) == b"\x03"
+
+
+async def _next(stream: Any) -> Any:
+    return await asyncio.wait_for(stream.__anext__(), DEADLINE)
+
+
+async def _acquire_once(
+    ctx: dref.DRefContext, name: str, ttl: float, timeout: float | None = DEADLINE
+) -> None:
+    async with ctx.lock(name, ttl=ttl, timeout=timeout):
+        pass

@@ -1,0 +1,285 @@
+"""The distributed lock protocol, written once over the backend SPI.
+
+Acquire: subscribe to the lock's changes first, then `try_lock`; while it is held elsewhere, wait
+for a delete event (no wake-up can be lost: we subscribed before checking) or a bounded poll, up to
+`timeout`. Hold: a watchdog renews the lease every `lock_refresh_fraction`·TTL with an
+owner-checked `refresh_lock`, and treats as lost any change event that replaces our token, any
+renewal that finds the lock no longer ours, and a lease that runs out because renewals failed. A
+lost lock cancels the body and `LockStolenError` leaves the `async with`. Release: the watchdog is
+stopped first, then an owner-checked `release_lock` runs to completion even if the caller is
+cancelled; it never deletes a successor's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from dref import lock_value
+from dref._aio import cancel_and_wait, shielded, within
+from dref.changes import Subscription
+from dref.clock import Clock
+from dref.errors import (
+    ChangeStreamLaggedError,
+    DRefError,
+    LockStolenError,
+    LockTimeoutError,
+)
+from dref.plugins import PluginManager
+from dref.spi import Backend, LockGrant
+
+__all__ = ["Lock", "LockGuard"]
+
+log = logging.getLogger("dref.lock")
+
+
+@dataclass(eq=False)
+class LockGuard:
+    """What `async with ctx.lock(...) as guard` gives: the token and the fence of this hold."""
+
+    name: str
+    token: bytes
+    """The 8-byte lock value stored under the lock's key (upstream's `LockValue`)."""
+    fence: int | None
+    """Grows with every acquisition of this lock (None if the backend has no fencing)."""
+    ttl: float
+    lost_reason: str | None = field(default=None, init=False)
+    released: bool = field(default=False, init=False)
+
+    @property
+    def token_int(self) -> int:
+        """The token as the signed 64-bit integer upstream prints."""
+        return lock_value.from_bytes(self.token)
+
+    @property
+    def held(self) -> bool:
+        """False once the lock is known to be lost or released."""
+        return self.lost_reason is None and not self.released
+
+
+class Lock:
+    """An async context manager acquiring one distributed lock; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        clock: Clock,
+        plugins: PluginManager,
+        name: str,
+        ttl: float,
+        timeout: float | None,
+        refresh_fraction: float,
+    ) -> None:
+        if ttl <= 0:
+            raise ValueError("lock ttl must be positive")
+        if timeout is not None and timeout < 0:
+            raise ValueError("lock timeout must not be negative")
+        self.name = name
+        self.ttl = ttl
+        self.timeout = timeout
+        self._backend = backend
+        self._clock = clock
+        self._plugins = plugins
+        self._period = ttl * refresh_fraction
+        self._guard: LockGuard | None = None
+        self._sub: Subscription | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._body: asyncio.Task[object] | None = None
+        self._exiting = False
+        self._cancelled_body = False
+
+    # -- acquire -----------------------------------------------------------------------------------
+    async def __aenter__(self) -> LockGuard:
+        if self._guard is not None:
+            raise RuntimeError(f"lock {self.name!r} is already held through this object")
+        token = lock_value.to_bytes(_random_token())
+        self._sub = await self._backend.subscribe(self.name)
+        try:
+            grant, lease_start = await self._acquire(token)
+        except BaseException:
+            await self._sub.aclose()
+            self._sub = None
+            raise
+        guard = LockGuard(self.name, token, grant.fence, self.ttl)
+        self._guard = guard
+        self._exiting = False
+        self._cancelled_body = False
+        self._body = asyncio.current_task()
+        self._watchdog = asyncio.create_task(
+            self._watch(guard, lease_start), name=f"dref-lock-watchdog:{self.name}"
+        )
+        log.debug("Lock %s acquired (fence %s)", self.name, grant.fence)
+        self._plugins.notify(
+            "dref_lock_acquired", name=self.name, token=guard.token_int, fence=guard.fence
+        )
+        return guard
+
+    async def _acquire(self, token: bytes) -> tuple[LockGrant, float]:
+        assert self._sub is not None
+        clock = self._clock
+        deadline = None if self.timeout is None else clock.now() + self.timeout
+        caps = self._backend.capabilities
+        poll = None if (caps.exact_events and caps.expiry_events) else self._backend.poll_interval
+        while True:
+            started = clock.now()
+            try:
+                grant = await self._backend.try_lock(self.name, token, self.ttl)
+            except asyncio.CancelledError:
+                # The request may have reached the backend: give back whatever we might hold.
+                self._release_later(token)
+                raise
+            if grant is not None:
+                return grant, started
+            wait = poll
+            if deadline is not None:
+                remaining = deadline - clock.now()
+                if remaining <= 0:
+                    raise LockTimeoutError(self.name, self.timeout or 0.0)
+                wait = remaining if wait is None else min(wait, remaining)
+            try:
+                await within(clock, wait, self._next_delete())
+            except TimeoutError:
+                pass  # poll tick or deadline: try again (the deadline is checked above)
+            except ChangeStreamLaggedError:
+                await self._sub.aclose()
+                self._sub = await self._backend.subscribe(self.name)
+
+    async def _next_delete(self) -> None:
+        assert self._sub is not None
+        async for event in self._sub:
+            if event.deleted:
+                return
+
+    def _release_later(self, token: bytes) -> None:
+        task = asyncio.ensure_future(self._backend.release_lock(self.name, token))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    # -- hold --------------------------------------------------------------------------------------
+    async def _watch(self, guard: LockGuard, lease_start: float) -> None:
+        """Renew the lease and watch for theft until cancelled; on loss cancel the body."""
+        assert self._sub is not None
+        clock = self._clock
+        lease_end = lease_start + self.ttl
+        # Give up a little before the store would expire the key, to stop the body in time.
+        margin = self._period / 2
+        next_refresh = lease_start + self._period
+        self._skip_own_acquisition(guard)
+        while True:
+            now = clock.now()
+            if now >= lease_end - margin:
+                self._lose(guard, "the lease ran out before it could be renewed")
+                return
+            try:
+                await within(
+                    clock, min(next_refresh, lease_end - margin) - now, self._next_foreign(guard)
+                )
+                self._lose(guard, "the lock key was deleted or overwritten by another holder")
+                return
+            except TimeoutError:
+                pass
+            except ChangeStreamLaggedError:
+                self._sub = await self._backend.subscribe(self.name)
+                next_refresh = clock.now()  # events were missed: confirm ownership now
+            now = clock.now()
+            if now < next_refresh:
+                continue
+            try:
+                ours = await within(
+                    clock,
+                    lease_end - margin - now,
+                    self._backend.refresh_lock(self.name, guard.token, self.ttl),
+                )
+            except (TimeoutError, DRefError) as exc:
+                log.warning("Lock %s: renewal failed, retrying: %s", self.name, exc)
+                next_refresh = clock.now() + self._period / 4
+                continue
+            if not ours:
+                self._lose(guard, "the lock is no longer held by this owner")
+                return
+            lease_end = now + self.ttl
+            next_refresh = now + self._period
+
+    def _skip_own_acquisition(self, guard: LockGuard) -> None:
+        """Drop events from before our acquisition; keep a theft that followed it."""
+        assert self._sub is not None
+        events = self._sub.drain()
+        for i, event in enumerate(events):
+            if event.value == guard.token:
+                for later in events[i + 1 :]:
+                    if later.value != guard.token:
+                        self._lose(guard, "the lock key was replaced right after acquisition")
+                        return
+                return
+
+    async def _next_foreign(self, guard: LockGuard) -> None:
+        assert self._sub is not None
+        async for event in self._sub:
+            if event.value != guard.token:
+                return
+        await asyncio.Future()  # the subscription ended: rely on renewals alone
+
+    def _lose(self, guard: LockGuard, reason: str) -> None:
+        if guard.lost_reason is not None:
+            return
+        guard.lost_reason = reason
+        log.warning("Lock %s lost: %s", self.name, reason)
+        self._plugins.notify("dref_lock_lost", name=self.name, token=guard.token_int, reason=reason)
+        if not self._exiting and self._body is not None and not self._body.done():
+            self._cancelled_body = True
+            self._body.cancel(f"dref lock {self.name!r} lost: {reason}")
+
+    # -- release -----------------------------------------------------------------------------------
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        guard = self._guard
+        assert guard is not None
+        self._exiting = True  # from here on the watchdog never cancels the body
+        try:
+            await cancel_and_wait(self._watchdog)
+            if self._sub is not None:
+                await self._sub.aclose()
+            if guard.lost_reason is None:
+                await self._release(guard)
+        finally:
+            self._guard = self._watchdog = self._sub = None
+        if guard.lost_reason is None:
+            return False
+        body = self._body
+        if self._cancelled_body and body is not None:
+            body.uncancel()
+            if body.cancelling():
+                return False  # cancelled from outside as well: let CancelledError through
+        raise LockStolenError(self.name, guard.token_int, guard.lost_reason)
+
+    async def _release(self, guard: LockGuard) -> None:
+        guard.released = True
+        try:
+            released = await shielded(
+                self._backend.release_lock(self.name, guard.token), f"release of lock {self.name}"
+            )
+        except DRefError as exc:
+            # The critical section is over; the key expires by its TTL.
+            log.warning("Lock %s: release failed, it will expire by TTL: %s", self.name, exc)
+            return
+        if not released:
+            guard.lost_reason = "the lock was no longer held when it was released"
+            log.warning("Lock %s: %s", self.name, guard.lost_reason)
+            self._plugins.notify(
+                "dref_lock_lost", name=self.name, token=guard.token_int, reason=guard.lost_reason
+            )
+            return
+        self._plugins.notify("dref_lock_released", name=self.name, token=guard.token_int)
+
+
+def _random_token() -> int:
+    """A random signed 64-bit token, like upstream's `Random.nextLong`."""
+    n = secrets.randbits(64)
+    return n - (1 << 64) if n >= 1 << 63 else n

@@ -1,0 +1,253 @@
+"""`DRef[T]`: a typed handle to one named value in a backend. It caches nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+from collections.abc import Awaitable, Callable, Generator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from dref.changes import Subscription
+from dref.errors import CodecError, ElementNotFoundError
+
+if TYPE_CHECKING:
+    from dref.codecs import Codec
+    from dref.context import DRefContext
+
+__all__ = ["ChangeHandle", "ChangeStream", "DRef"]
+
+T = TypeVar("T")
+B = TypeVar("B")
+
+log = logging.getLogger("dref")
+
+
+class DRef(Generic[T]):
+    """Handle to one named value: atomic get/set/modify, deletes and change streams."""
+
+    __slots__ = ("_backend", "_codec", "_ctx", "_name", "_type")
+
+    def __init__(self, ctx: DRefContext, name: str, codec: Codec, type: Any) -> None:
+        self._ctx = ctx
+        self._backend = ctx.backend
+        self._name = name
+        self._codec = codec
+        self._type = type
+
+    @property
+    def name(self) -> str:
+        """The backend key of this value."""
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"DRef({self._name!r})"
+
+    # -- codec -------------------------------------------------------------------------------------
+    def _encode(self, value: T) -> bytes:
+        try:
+            return self._codec.encode(value)
+        except CodecError as exc:
+            raise CodecError(str(exc), name=self._name) from exc
+
+    def _decode(self, data: bytes) -> T:
+        try:
+            return self._codec.decode(data, self._type)  # type: ignore[no-any-return]
+        except CodecError as exc:
+            raise CodecError(
+                f"stored value cannot be decoded by the {self._codec.name} codec: {exc}",
+                name=self._name,
+            ) from exc
+
+    # -- plain operations --------------------------------------------------------------------------
+    async def get(self) -> T:
+        """The current value; `ElementNotFoundError` if it does not exist."""
+        data = await self._backend.get(self._name)
+        if data is None:
+            raise ElementNotFoundError(self._name)
+        return self._decode(data)
+
+    async def set(self, value: T) -> None:
+        """Write `value` unconditionally (no TTL)."""
+        await self._backend.set(self._name, self._encode(value))
+
+    async def set_if_not_exist(self, value: T) -> bool:
+        """Write `value` only if the element does not exist; True iff written."""
+        return await self._backend.set_if_absent(self._name, self._encode(value))
+
+    async def delete(self) -> None:
+        """Remove the element (subscribers see a delete)."""
+        await self._backend.delete(self._name)
+
+    # -- atomic read-modify-write ------------------------------------------------------------------
+    async def modify(self, f: Callable[[T], tuple[B, T] | Awaitable[tuple[B, T]]]) -> B:
+        """Atomically replace the value by `f(old)[1]` and return `f(old)[0]`.
+
+        `f` may be sync or async. With a backend's native compare-and-set, `f` can run more than
+        once under contention (keep it free of side effects); otherwise upstream's lock protocol
+        (`lock:<name>`, get, set, release) runs it exactly once.
+        """
+        if self._backend.capabilities.native_cas:
+            result: B = await self._modify_cas(f)
+        else:
+            result = await self._modify_locked(f)
+        return result
+
+    async def _modify_cas(self, f: Callable[[T], Any]) -> Any:
+        conflicts = 0
+        while True:
+            data = await self._backend.get(self._name)
+            if data is None:
+                raise ElementNotFoundError(self._name)
+            result, new = await _call(f, self._decode(data))
+            if await self._backend.compare_and_set(self._name, data, self._encode(new)):
+                return result
+            conflicts += 1
+            # Back off with jitter under contention so that contenders interleave.
+            await asyncio.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** min(conflicts, 7))))
+
+    async def _modify_locked(self, f: Callable[[T], Any]) -> Any:
+        async with self._ctx._lock_named(f"lock:{self._name}"):
+            data = await self._backend.get(self._name)
+            if data is None:
+                raise ElementNotFoundError(self._name)
+            result, new = await _call(f, self._decode(data))
+            await self._backend.set(self._name, self._encode(new))
+            return result
+
+    async def update(self, f: Callable[[T], T | Awaitable[T]]) -> None:
+        """Atomically replace the value by `f(old)`."""
+        await self.modify(_pair_new(f))
+
+    async def get_and_update(self, f: Callable[[T], T | Awaitable[T]]) -> T:
+        """Atomically replace the value by `f(old)`; return the old value."""
+        return await self.modify(_pair_old(f))
+
+    async def update_and_get(self, f: Callable[[T], T | Awaitable[T]]) -> T:
+        """Atomically replace the value by `f(old)`; return the new value."""
+        return await self.modify(_pair_new(f))
+
+    # -- changes -----------------------------------------------------------------------------------
+    def changes(self) -> ChangeStream[T]:
+        """New values in commit order (deletes are skipped), as an async iterator.
+
+        `async with ref.changes() as stream:` subscribes on entry, so that nothing written after
+        the `async with` line is missed; a bare `async for` subscribes at the first iteration.
+        """
+        return ChangeStream(self)
+
+    def on_change(self, callback: Callable[[T], Any]) -> ChangeHandle:
+        """Call `callback(value)` (sync or async) for every new value until the handle is cancelled.
+
+        `await ref.on_change(cb)` returns once the subscription is active. Callback exceptions are
+        logged and the stream goes on.
+        """
+        return ChangeHandle(self, callback)
+
+
+class ChangeStream(Generic[T]):
+    """Decoded values of one element's change events; close with `aclose()` or `async with`."""
+
+    def __init__(self, ref: DRef[T]) -> None:
+        self._ref = ref
+        self._sub: Subscription | None = None
+
+    async def _subscription(self) -> Subscription:
+        if self._sub is None:
+            self._sub = await self._ref._backend.subscribe(self._ref.name)
+        return self._sub
+
+    async def __aenter__(self) -> ChangeStream[T]:
+        await self._subscription()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> ChangeStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        sub = await self._subscription()
+        while True:
+            event = await sub.__anext__()
+            if event.value is not None:
+                return self._ref._decode(event.value)
+
+    async def aclose(self) -> None:
+        if self._sub is not None:
+            await self._sub.aclose()
+
+
+class ChangeHandle:
+    """A running `on_change` consumer: `cancel()` stops it; `await` it to wait until subscribed."""
+
+    def __init__(self, ref: DRef[Any], callback: Callable[[Any], Any]) -> None:
+        self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._task = ref._ctx._spawn(self._run(ref, callback), f"dref-on-change:{ref.name}")
+
+    async def _run(self, ref: DRef[Any], callback: Callable[[Any], Any]) -> None:
+        try:
+            async with ref.changes() as stream:
+                if not self._ready.done():
+                    self._ready.set_result(None)
+                while True:
+                    try:
+                        value = await stream.__anext__()
+                    except CodecError as exc:
+                        log.warning("on_change(%s): skipped a value: %s", ref.name, exc)
+                        continue
+                    try:
+                        result = callback(value)
+                        if inspect.isawaitable(result):
+                            await result
+                    except Exception:
+                        log.exception("on_change(%s) callback failed", ref.name)
+        except asyncio.CancelledError:
+            self._ready.cancel()
+            raise
+        except BaseException as exc:
+            if not self._ready.done():
+                self._ready.set_exception(exc)
+            raise
+
+    def cancel(self) -> None:
+        """Stop calling the callback."""
+        self._task.cancel()
+
+    @property
+    def done(self) -> bool:
+        return self._task.done()
+
+    def __await__(self) -> Generator[Any, None, ChangeHandle]:
+        yield from self._ready.__await__()
+        return self
+
+
+async def _call(f: Callable[..., Any], value: Any) -> Any:
+    result = f(value)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _pair_new(f: Callable[[T], Any]) -> Callable[[T], Awaitable[tuple[T, T]]]:
+    async def g(old: T) -> tuple[T, T]:
+        new = await _call(f, old)
+        return new, new
+
+    return g
+
+
+def _pair_old(f: Callable[[T], Any]) -> Callable[[T], Awaitable[tuple[T, T]]]:
+    async def g(old: T) -> tuple[T, T]:
+        return old, await _call(f, old)
+
+    return g

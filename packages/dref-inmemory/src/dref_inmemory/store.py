@@ -1,0 +1,126 @@
+"""The shared store behind in-memory contexts: one per namespace per process."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+
+from dref.changes import ChangeEvent, ChangeHub
+from dref.clock import Clock
+
+__all__ = ["Store"]
+
+
+class Store:
+    """Values with optional expiry, fences and change fan-out; every method is atomic.
+
+    Expired entries are removed (with a delete event) before every operation, so they are never
+    visible and never block `set_if_absent`; open backends also run a reaper so that expiry is
+    reported on time even when nobody calls in.
+    """
+
+    def __init__(self, namespace: str, clock: Clock) -> None:
+        self.namespace = namespace
+        self.clock = clock
+        self.hub = ChangeHub()
+        self._data: dict[str, tuple[bytes, float | None]] = {}
+        self._fences: dict[str, int] = {}
+        self._expiries: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._on_new_expiry: set[Callable[[], None]] = set()
+
+    # -- expiry ------------------------------------------------------------------------------------
+    def purge(self) -> None:
+        """Remove every entry whose expiry has passed, publishing a delete for each."""
+        now = self.clock.now()
+        heap = self._expiries
+        while heap and heap[0][0] <= now:
+            expire_at, _, name = heapq.heappop(heap)
+            entry = self._data.get(name)
+            if entry is not None and entry[1] == expire_at:
+                del self._data[name]
+                self.hub.publish(ChangeEvent(name, None))
+
+    def next_expiry(self) -> float | None:
+        return self._expiries[0][0] if self._expiries else None
+
+    def watch_expiries(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` whenever an expiry is scheduled; returns the function that unwatches."""
+        self._on_new_expiry.add(callback)
+        return lambda: self._on_new_expiry.discard(callback)
+
+    def _schedule(self, name: str, ttl: float | None) -> float | None:
+        """The absolute expiry for `ttl` (None: never), queued for the reaper."""
+        if ttl is None:
+            return None
+        if ttl <= 0:
+            raise ValueError(f"ttl must be positive, got {ttl}")
+        expire_at = self.clock.now() + ttl
+        heapq.heappush(self._expiries, (expire_at, next(self._seq), name))
+        for callback in tuple(self._on_new_expiry):
+            callback()
+        return expire_at
+
+    def _put(self, name: str, value: bytes, ttl: float | None) -> None:
+        self._data[name] = (value, self._schedule(name, ttl))
+        self.hub.publish(ChangeEvent(name, value))
+
+    # -- operations --------------------------------------------------------------------------------
+    def get(self, name: str) -> bytes | None:
+        self.purge()
+        entry = self._data.get(name)
+        return None if entry is None else entry[0]
+
+    def set(self, name: str, value: bytes, ttl: float | None) -> None:
+        self.purge()
+        self._put(name, value, ttl)
+
+    def set_if_absent(self, name: str, value: bytes, ttl: float | None) -> bool:
+        self.purge()
+        if name in self._data:
+            return False
+        self._put(name, value, ttl)
+        return True
+
+    def compare_and_set(self, name: str, expected: bytes, value: bytes, ttl: float | None) -> bool:
+        self.purge()
+        entry = self._data.get(name)
+        if entry is None or entry[0] != expected:
+            return False
+        self._put(name, value, ttl)
+        return True
+
+    def delete(self, name: str) -> None:
+        self.purge()
+        self._data.pop(name, None)
+        self.hub.publish(ChangeEvent(name, None))  # emitted even when absent, as upstream
+
+    def compare_and_delete(self, name: str, expected: bytes) -> bool:
+        self.purge()
+        entry = self._data.get(name)
+        if entry is None or entry[0] != expected:
+            return False
+        self.delete(name)
+        return True
+
+    def expire(self, name: str, ttl: float, expected: bytes | None = None) -> bool:
+        """Re-arm the expiry (only if the value is `expected`, when given)."""
+        self.purge()
+        entry = self._data.get(name)
+        if entry is None or (expected is not None and entry[0] != expected):
+            return False
+        self._data[name] = (entry[0], self._schedule(name, ttl))
+        return True
+
+    def try_lock(self, name: str, token: bytes, ttl: float) -> int | None:
+        """Acquire if absent; the new fence, or None if held."""
+        if not self.set_if_absent(name, token, ttl):
+            return None
+        fence = self._fences.get(name, 0) + 1
+        self._fences[name] = fence
+        return fence
+
+    def __len__(self) -> int:
+        self.purge()
+        return len(self._data)

@@ -1,0 +1,18 @@
+"""The in-memory backend passes the whole conformance suite."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from dref_compat.conformance import BackendConformance
+
+
+class TestInMemory(BackendConformance):
+    backend = "inmemory"
+
+    @pytest.fixture
+    def connect_options(self) -> dict[str, Any]:
+        return {"namespace": f"conformance-{uuid.uuid4().hex}"}
