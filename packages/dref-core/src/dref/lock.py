@@ -255,8 +255,8 @@ class Lock:
         body = self._body
         if self._cancelled_body and body is not None:
             body.uncancel()
-            if body.cancelling():
-                return False  # cancelled from outside as well: let CancelledError through
+        if exc_type is asyncio.CancelledError and body is not None and body.cancelling():
+            return False  # cancelled from outside as well: that cancellation wins
         raise LockStolenError(self.name, guard.token_int, guard.lost_reason)
 
     async def _release(self, guard: LockGuard) -> None:
