@@ -1,4 +1,4 @@
-"""Build every distribution's wheel, install them into a fresh venv, check entry points and py.typed.
+"""Build every wheel, install them into a fresh venv, check entry points and py.typed.
 
 Run by `tox -e pkg`. Exits non-zero with a message naming what is wrong.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -85,16 +86,19 @@ async def test_failing_callback_is_logged_and_the_stream_goes_on(
     ref = await ctx.make(0, "api:failing")
     seen: list[int] = []
 
+    both = asyncio.Event()
+
     def callback(value: int) -> None:
         seen.append(value)
+        if value == 2:
+            both.set()
         if value == 1:
             raise RuntimeError("callback bug")
 
     await ref.on_change(callback)
     await ref.set(1)
     await ref.set(2)
-    while len(seen) < 2:
-        await asyncio.sleep(0)
+    await asyncio.wait_for(both.wait(), 5)
     assert seen == [1, 2]
     assert "callback bug" in caplog.text
 
@@ -137,10 +141,8 @@ async def test_body_swallowing_the_cancellation_still_gets_lock_stolen(
     with pytest.raises(LockStolenError):
         async with ctx.lock("api:swallow"):
             await ctx.backend.set("api:swallow", b"thief123")
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                pass  # a body that ignores cancellation must not hide the loss
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()  # a body ignoring cancellation must not hide the loss
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 

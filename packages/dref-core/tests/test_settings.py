@@ -71,7 +71,7 @@ def test_out_of_range_value() -> None:
 
 
 def test_unknown_option_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigurationError, match="unknown option 'nmespace'.*namespace"):
+    with pytest.raises(ConfigurationError, match=r"unknown option 'nmespace'.*namespace"):
         dref.connect("inmemory", nmespace="x")
 
 
@@ -79,7 +79,7 @@ def test_unknown_key_in_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     config = tmp_path / "dref.toml"
     config.write_text("lock_tll = 3\n")
     monkeypatch.setenv("DREF_CONFIG", str(config))
-    with pytest.raises(ConfigurationError, match="lock_tll.*unknown setting"):
+    with pytest.raises(ConfigurationError, match=r"lock_tll.*unknown setting"):
         dref.connect()
 
 
@@ -95,7 +95,7 @@ def test_broken_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_unknown_codec_fails_at_connect() -> None:
-    with pytest.raises(ConfigurationError, match="'yaml'.*registered codecs: json, msgpack"):
+    with pytest.raises(ConfigurationError, match=r"'yaml'.*registered codecs: json, msgpack"):
         dref.connect("inmemory", codec="yaml")
 
 
