@@ -33,7 +33,7 @@ PROTOS = ("dref.proto", "raft.proto", "state_command.proto", "dref_consensus.pro
 SERVICE_PROTOS = ("dref.proto", "dref_consensus.proto")
 MODULES = tuple(name.removesuffix(".proto") + "_pb2" for name in PROTOS)
 
-INIT = '''"""Generated protobuf and gRPC code for the upstream DRef protocol (package io.github.tobia80).
+INIT = '''"""Generated protobuf and gRPC code of the upstream DRef protocol (io.github.tobia80).
 
 Do not edit: regenerate with `python packages/dref-raft/scripts/generate_protos.py`.
 These types stay inside dref_raft (wire codec, transport, storage); convert at the edge.
@@ -41,7 +41,7 @@ These types stay inside dref_raft (wire codec, transport, storage); convert at t
 '''
 
 _MODULE_ALTERNATION = "|".join(MODULES)
-# `import dref_pb2 as dref__pb2` / `import dref_pb2` / `from dref_pb2 import X`, for our modules only.
+# `import dref_pb2 as dref__pb2`, `import dref_pb2`, `from dref_pb2 import X`: our modules only.
 _IMPORT_AS = re.compile(rf"^import ({_MODULE_ALTERNATION})(_grpc)?( as \w+)?$", re.MULTILINE)
 _FROM_IMPORT = re.compile(rf"^from ({_MODULE_ALTERNATION})(_grpc)? import ", re.MULTILINE)
 
@@ -59,7 +59,9 @@ def pinned_versions() -> dict[str, str]:
             continue
         name, sep, version = line.partition("==")
         if not sep:
-            raise GeneratorError(f"{REQUIREMENTS.name}: every line must pin `name==version`: {raw!r}")
+            raise GeneratorError(
+                f"{REQUIREMENTS.name}: every line must pin `name==version`: {raw!r}"
+            )
         pins[name.strip()] = version.strip()
     return pins
 
@@ -78,7 +80,8 @@ def check_tool_versions() -> None:
     if problems:
         raise GeneratorError(
             "; ".join(problems)
-            + f". Install the pinned generator first: pip install -r {REQUIREMENTS.relative_to(PACKAGE_DIR.parent.parent)}"
+            + ". Install the pinned generator first: "
+            + f"pip install -r {REQUIREMENTS.relative_to(PACKAGE_DIR.parent.parent)}"
         )
 
 
@@ -93,7 +96,9 @@ def _plugin(name: str) -> str:
         name, path=sysconfig.get_path("scripts")
     )
     if found is None:
-        raise GeneratorError(f"{name} not found next to {sys.executable}; is mypy-protobuf installed?")
+        raise GeneratorError(
+            f"{name} not found next to {sys.executable}; is mypy-protobuf installed?"
+        )
     return found
 
 
@@ -130,7 +135,9 @@ def committed() -> dict[str, bytes]:
     """The generated files currently in the package."""
     if not OUT_DIR.is_dir():
         return {}
-    return {p.name: p.read_bytes() for p in sorted(OUT_DIR.iterdir()) if p.suffix in {".py", ".pyi"}}
+    return {
+        p.name: p.read_bytes() for p in sorted(OUT_DIR.iterdir()) if p.suffix in {".py", ".pyi"}
+    }
 
 
 def stale_report(fresh: dict[str, bytes], current: dict[str, bytes]) -> list[str]:
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         if report:
             print(
                 "generate_protos: the committed code in packages/dref-raft/src/dref_raft/_pb is "
-                f"stale (it does not match packages/dref-raft/protos):\n  "
+                "stale (it does not match packages/dref-raft/protos):\n  "
                 + "\n  ".join(report)
                 + f"\nRegenerate it with: python {SELF}",
                 file=sys.stderr,
