@@ -1,0 +1,85 @@
+"""The replicated commands of the DRef state machine (upstream `StateCommand`), as dataclasses.
+
+Times are absolute Unix epoch milliseconds chosen by the proposer, never read at apply time.
+Conversion to and from upstream's protobuf bytes is in `dref_raft.wire`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "Command",
+    "DeleteElement",
+    "DeleteIfExpired",
+    "ExpireElement",
+    "NoOp",
+    "SetElement",
+    "SetIfNotExist",
+    "StartNewTerm",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SetElement:
+    """Insert or overwrite `name`; `expire_at` (epoch ms) is absent for no TTL."""
+
+    name: str
+    value: bytes
+    expire_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetIfNotExist:
+    """Insert `name` only if it is absent (an expired but not yet deleted element is present)."""
+
+    name: str
+    value: bytes
+    expire_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteElement:
+    """Remove `name`; removing an absent element is fine."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireElement:
+    """Set the expiry of `name` if it exists (keep-alive); never creates it."""
+
+    name: str
+    expire_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteIfExpired:
+    """Remove `name` if it exists and `expire_at <= now` (the leader's reaper proposes it)."""
+
+    name: str
+    now: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartNewTerm:
+    """Upstream's term-start marker; applied as a no-op."""
+
+
+@dataclass(frozen=True, slots=True)
+class NoOp:
+    """A `StateCommand` with no operation set, e.g. empty bytes or an operation unknown here.
+
+    Upstream applies it as a no-op and so do we; it encodes back to empty bytes.
+    """
+
+
+Command = (
+    SetElement
+    | SetIfNotExist
+    | DeleteElement
+    | ExpireElement
+    | DeleteIfExpired
+    | StartNewTerm
+    | NoOp
+)

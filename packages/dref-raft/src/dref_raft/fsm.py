@@ -1,0 +1,171 @@
+"""The deterministic DRef state machine: commands in, change events out (spec §5.15).
+
+It never reads a clock: expiry is decided by times carried in commands and, for reads, by
+the `now_ms` the caller passes in. Two machines that apply the same commands hold the same
+elements, which is what lets every node of a cluster agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from dref_raft.commands import (
+    Command,
+    DeleteElement,
+    DeleteIfExpired,
+    ExpireElement,
+    NoOp,
+    SetElement,
+    SetIfNotExist,
+    StartNewTerm,
+)
+
+__all__ = [
+    "ApplyResult",
+    "Changed",
+    "ClusterSnapshot",
+    "Element",
+    "SnapshotEntry",
+    "StateMachine",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Element:
+    """A stored value and its absolute expiry in epoch milliseconds (None: no TTL)."""
+
+    value: bytes
+    expire_at: int | None = None
+
+    def expired(self, now_ms: int) -> bool:
+        """True when the element has a TTL and `expire_at <= now_ms`."""
+        return self.expire_at is not None and self.expire_at <= now_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """A change of one element: its new value, or None when it was deleted."""
+
+    name: str
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What applying one command did: its change events and, for `SetIfNotExist`, `created`."""
+
+    events: tuple[Changed, ...] = ()
+    created: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotEntry:
+    """One element of a snapshot (upstream `KVEntry`)."""
+
+    key: str
+    value: bytes
+    expire_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    """The whole state (upstream `ClusterSnapshot`): entries and the last seq they include."""
+
+    entries: tuple[SnapshotEntry, ...] = ()
+    last_seq: int = 0
+
+
+_NOTHING = ApplyResult()
+
+
+class StateMachine:
+    """Map name → `Element`, changed only by `apply` and `install`."""
+
+    def __init__(self) -> None:
+        self._elements: dict[str, Element] = {}
+
+    def __len__(self) -> int:
+        return len(self._elements)
+
+    def apply(self, command: Command) -> ApplyResult:
+        """Apply one command and return its events (and `created` for `SetIfNotExist`)."""
+        elements = self._elements
+        match command:
+            case SetElement(name, value, expire_at):
+                elements[name] = Element(value, expire_at)
+                return ApplyResult((Changed(name, value),))
+            case SetIfNotExist(name, value, expire_at):
+                if name in elements:
+                    return ApplyResult((), created=False)
+                elements[name] = Element(value, expire_at)
+                return ApplyResult((Changed(name, value),), created=True)
+            case DeleteElement(name):
+                elements.pop(name, None)
+                return ApplyResult((Changed(name, None),))
+            case ExpireElement(name, expire_at):
+                current = elements.get(name)
+                if current is not None:
+                    elements[name] = Element(current.value, expire_at)
+                return _NOTHING
+            case DeleteIfExpired(name, now):
+                current = elements.get(name)
+                if current is None or not current.expired(now):
+                    return _NOTHING
+                del elements[name]
+                return ApplyResult((Changed(name, None),))
+            case StartNewTerm() | NoOp():
+                return _NOTHING
+        raise TypeError(f"not a state command: {command!r}")
+
+    def get(self, name: str, now_ms: int) -> bytes | None:
+        """The value of `name`, or None if it is absent or expired at `now_ms`."""
+        element = self._elements.get(name)
+        if element is None or element.expired(now_ms):
+            return None
+        return element.value
+
+    def element(self, name: str) -> Element | None:
+        """The stored element, expired or not."""
+        return self._elements.get(name)
+
+    def elements(self) -> Mapping[str, Element]:
+        """A read-only live view of every stored element, expired ones included."""
+        return MappingProxyType(self._elements)
+
+    def expiration_table(self) -> dict[str, int]:
+        """Name → expire_at of every element that has a TTL (what the reaper scans)."""
+        return {n: e.expire_at for n, e in self._elements.items() if e.expire_at is not None}
+
+    def snapshot(self, last_seq: int = 0) -> ClusterSnapshot:
+        """Every element (expired ones included), sorted by name, stamped with `last_seq`."""
+        return ClusterSnapshot(
+            tuple(
+                SnapshotEntry(name, e.value, e.expire_at)
+                for name, e in sorted(self._elements.items())
+            ),
+            last_seq,
+        )
+
+    def install(self, snapshot: ClusterSnapshot) -> tuple[Changed, ...]:
+        """Replace the whole state with `snapshot` and return what changed, sorted by name.
+
+        An element is reported when it was removed (value None) or when its value is new or
+        different; a changed expiry alone is not a change. Duplicate keys: the later wins.
+        """
+        new = _elements_of(snapshot.entries)
+        old = self._elements
+        changes = []
+        for name in sorted(old.keys() | new.keys()):
+            after = new.get(name)
+            if after is None:
+                changes.append(Changed(name, None))
+            elif (before := old.get(name)) is None or before.value != after.value:
+                changes.append(Changed(name, after.value))
+        self._elements = new
+        return tuple(changes)
+
+
+def _elements_of(entries: Iterable[SnapshotEntry]) -> dict[str, Element]:
+    return {entry.key: Element(entry.value, entry.expire_at) for entry in entries}

@@ -1,0 +1,150 @@
+"""Where a store's bytes live: a durable file, or memory for tests (same operations).
+
+File durability (spec §4.1, plus the directory fsync upstream forgets):
+
+* `replace` writes `<name>.tmp`, fsyncs it, renames it over `<name>`, then fsyncs the directory,
+  so after a crash the file holds either the old or the new bytes, and the rename survives;
+* `write_at` and `append_at` change the file in place and fsync before they return.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+from dref_raft.storage.errors import CorruptStateError
+from dref_raft.storage.layout import TMP_SUFFIX
+
+__all__ = ["FileMedium", "Medium", "MemoryMedium"]
+
+
+class Medium(Protocol):
+    """The byte operations a store needs."""
+
+    @property
+    def name(self) -> str:
+        """What error messages call it (the file path)."""
+        ...
+
+    def read(self) -> bytes | None:
+        """All bytes, or None when it does not exist."""
+        ...
+
+    def replace(self, data: bytes) -> None:
+        """Atomically replace the whole content (creating it if needed)."""
+        ...
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        """Overwrite bytes in place at `offset` (inside the existing content)."""
+        ...
+
+    def append_at(self, offset: int, data: bytes) -> None:
+        """Drop everything from `offset` on, then write `data` there: one durable append."""
+        ...
+
+
+class FileMedium:
+    """A file on disk, written durably."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def read(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def replace(self, data: bytes) -> None:
+        _ensure_directory(self.path.parent)
+        tmp = self.path.with_name(self.path.name + TMP_SUFFIX)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        _fsync_directory(self.path.parent)
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        with open(self.path, "r+b") as f:
+            f.seek(offset)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def append_at(self, offset: int, data: bytes) -> None:
+        with open(self.path, "r+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size < offset:
+                raise CorruptStateError(
+                    self.name, size, f"the file shrank to {size} bytes while in use"
+                )
+            if size > offset:
+                f.truncate(offset)  # a torn record left by a crash: never acknowledged
+            f.seek(offset)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class MemoryMedium:
+    """Bytes in memory; `data` is None while "the file" does not exist. For tests."""
+
+    def __init__(self, name: str, data: bytes | None = None) -> None:
+        self._name = name
+        self.data = data
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def read(self) -> bytes | None:
+        return self.data
+
+    def replace(self, data: bytes) -> None:
+        self.data = bytes(data)
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        current = self._existing()
+        if offset + len(data) > len(current):
+            raise ValueError("write_at must stay inside the existing content")
+        self.data = current[:offset] + data + current[offset + len(data) :]
+
+    def append_at(self, offset: int, data: bytes) -> None:
+        current = self._existing()
+        if len(current) < offset:
+            raise CorruptStateError(
+                self.name, len(current), f"the content shrank to {len(current)} bytes while in use"
+            )
+        self.data = current[:offset] + data
+
+    def _existing(self) -> bytes:
+        if self.data is None:
+            raise FileNotFoundError(self.name)
+        return self.data
+
+
+def _ensure_directory(directory: Path) -> None:
+    """Create `directory` (and parents) and make the new entries durable."""
+    if directory.is_dir():
+        return
+    missing = [directory, *(p for p in directory.parents if not p.exists())]
+    directory.mkdir(parents=True, exist_ok=True)
+    for created in reversed(missing):
+        _fsync_directory(created.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist a directory's entries (a rename or a creation inside it)."""
+    if os.name == "nt":  # Windows cannot open a directory for fsync; NTFS journals renames
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,133 @@
+"""Our dataclasses ⇄ upstream's protobuf bytes, byte for byte (spec §3).
+
+This is the edge: the generated `_pb` types are used here (and in storage/transport) and
+never handed out. `StateCommand` is the replicated log entry; `ClusterSnapshot` is the
+payload of snapshot files and of InstallSnapshot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.message import DecodeError, EncodeError
+
+from dref.errors import DRefError
+from dref_raft._pb import dref_consensus_pb2, raft_pb2, state_command_pb2
+from dref_raft.commands import (
+    Command,
+    DeleteElement,
+    DeleteIfExpired,
+    ExpireElement,
+    NoOp,
+    SetElement,
+    SetIfNotExist,
+    StartNewTerm,
+)
+from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
+
+__all__ = [
+    "WireFormatError",
+    "decode_command",
+    "decode_snapshot",
+    "encode_command",
+    "encode_snapshot",
+]
+
+
+class WireFormatError(DRefError, ValueError):
+    """Bytes are not a valid protobuf message of the expected type."""
+
+
+def encode_command(command: Command) -> bytes:
+    """Encode a command as upstream `StateCommand` bytes."""
+    msg: Any = state_command_pb2.StateCommand()
+    try:
+        match command:
+            case SetElement(name, value, expire_at):
+                _fill_set(msg.set_element, name, value, expire_at)
+            case SetIfNotExist(name, value, expire_at):
+                _fill_set(msg.set_element_if_not_exist, name, value, expire_at)
+            case DeleteElement(name):
+                msg.delete_element.name = name
+            case ExpireElement(name, expire_at):
+                msg.expire_element.name = name
+                msg.expire_element.expire_at = expire_at
+            case DeleteIfExpired(name, now):
+                msg.delete_if_expired.name = name
+                msg.delete_if_expired.now = now
+            case StartNewTerm():
+                msg.start_new_term.SetInParent()
+            case NoOp():
+                pass
+            case _:
+                raise TypeError(f"not a state command: {command!r}")
+        return bytes(msg.SerializeToString())
+    except (ValueError, TypeError, EncodeError) as exc:
+        raise ValueError(f"cannot encode {command!r}: {exc}") from exc
+
+
+def decode_command(data: bytes) -> Command:
+    """Decode upstream `StateCommand` bytes; no operation set (or an unknown one) is `NoOp`."""
+    msg: Any = _parse(state_command_pb2.StateCommand(), data, "StateCommand")
+    op = msg.WhichOneof("op")
+    if op == "set_element":
+        return SetElement(*_read_set(msg.set_element))
+    if op == "set_element_if_not_exist":
+        return SetIfNotExist(*_read_set(msg.set_element_if_not_exist))
+    if op == "delete_element":
+        return DeleteElement(str(msg.delete_element.name))
+    if op == "expire_element":
+        return ExpireElement(str(msg.expire_element.name), int(msg.expire_element.expire_at))
+    if op == "delete_if_expired":
+        return DeleteIfExpired(str(msg.delete_if_expired.name), int(msg.delete_if_expired.now))
+    if op == "start_new_term":
+        return StartNewTerm()
+    return NoOp()
+
+
+def encode_snapshot(snapshot: ClusterSnapshot) -> bytes:
+    """Encode upstream `ClusterSnapshot` bytes, entries in the given order."""
+    msg: Any = dref_consensus_pb2.ClusterSnapshot(last_seq=snapshot.last_seq)
+    try:
+        for entry in snapshot.entries:
+            kv: Any = raft_pb2.KVEntry(key=entry.key, value=entry.value)
+            if entry.expire_at is not None:
+                kv.expireAt = entry.expire_at
+            msg.entries.append(kv)
+        return bytes(msg.SerializeToString())
+    except (ValueError, TypeError, EncodeError) as exc:
+        raise ValueError(f"cannot encode snapshot: {exc}") from exc
+
+
+def decode_snapshot(data: bytes) -> ClusterSnapshot:
+    """Decode upstream `ClusterSnapshot` bytes (entries keep their encoded order)."""
+    msg: Any = _parse(dref_consensus_pb2.ClusterSnapshot(), data, "ClusterSnapshot")
+    entries = tuple(
+        SnapshotEntry(
+            str(kv.key),
+            bytes(kv.value),
+            int(kv.expireAt) if kv.HasField("expireAt") else None,
+        )
+        for kv in msg.entries
+    )
+    return ClusterSnapshot(entries, int(msg.last_seq))
+
+
+def _fill_set(target: Any, name: str, value: bytes, expire_at: int | None) -> None:
+    target.name = name
+    target.value = value
+    if expire_at is not None:
+        target.expire_at = expire_at
+
+
+def _read_set(source: Any) -> tuple[str, bytes, int | None]:
+    expire_at = int(source.expire_at) if source.HasField("expire_at") else None
+    return str(source.name), bytes(source.value), expire_at
+
+
+def _parse(msg: Any, data: bytes, what: str) -> Any:
+    try:
+        msg.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise WireFormatError(f"not a valid {what}: {exc}") from exc
+    return msg
