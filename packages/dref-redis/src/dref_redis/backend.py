@@ -1,0 +1,214 @@
+"""`RedisBackend`: the dref SPI over Redis, in upstream's key and notification layout."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from dref import change_payload
+from dref.changes import ChangeEvent, ChangeHub, Subscription
+from dref.clock import Clock, SystemClock
+from dref.errors import BackendUnavailableError, ClosedError, DRefError
+from dref.spi import Backend, Capabilities, LockGrant
+from dref_redis import scripts
+from dref_redis.connection import Connections
+from dref_redis.errors import map_error
+from dref_redis.keys import CHANNEL, KeyLayout, fence_key
+from dref_redis.listener import ChangeListener
+from dref_redis.settings import RedisSettings
+
+__all__ = ["RedisBackend"]
+
+T = TypeVar("T")
+
+_CHANNEL = CHANNEL.encode()
+
+
+def _px(ttl: float | None) -> bytes:
+    """A TTL in seconds as the PX milliseconds argument of the scripts (b"" = no expiry)."""
+    if ttl is None:
+        return b""
+    if not ttl > 0 or math.isinf(ttl):
+        raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+    return b"%d" % max(1, math.ceil(ttl * 1000))
+
+
+class RedisBackend(Backend):
+    """Elements are Redis strings; writes and their notifications are Lua scripts."""
+
+    def __init__(
+        self,
+        settings: RedisSettings,
+        *,
+        clock: Clock | None = None,
+        change_buffer: int = 1024,
+    ) -> None:
+        self.settings = settings
+        self.default_ttl = settings.default_ttl
+        self.poll_interval = settings.poll_interval
+        self.capabilities = Capabilities(
+            # Reads and writes go to one primary; with Sentinel or Cluster a failover can lose
+            # acknowledged writes (replication is asynchronous), so we do not claim it there.
+            linearizable=not (settings.cluster or settings.sentinel_master),
+            durable=False,
+            distributed=True,
+            fencing=True,
+            native_cas=settings.modify_strategy == "cas",
+            owner_checked_locks=True,
+            exact_events=False,
+            expiry_events=False,
+        )
+        self.keys = KeyLayout(settings.key_prefix)
+        self.hub = ChangeHub(change_buffer)
+        self._flavor: Literal["scala", "rust"] = settings.payload_flavor
+        self._conns = Connections(settings)
+        self._where = self._conns.where
+        self._deadline = settings.connect_timeout + settings.op_timeout
+        client = self._conns.client
+        self._client: Redis | RedisCluster = client
+        self._set = client.register_script(scripts.SET)
+        self._set_if_absent = client.register_script(scripts.SET_IF_ABSENT)
+        self._delete = client.register_script(scripts.DELETE)
+        self._cas = client.register_script(scripts.COMPARE_AND_SET)
+        self._try_lock = client.register_script(scripts.TRY_LOCK)
+        self._refresh_lock = client.register_script(scripts.REFRESH_LOCK)
+        self._release_lock = client.register_script(scripts.RELEASE_LOCK)
+        self._resync_script = client.register_script(scripts.RESYNC)
+        self.listener = ChangeListener(
+            connections=self._conns,
+            hub=self.hub,
+            keys=self.keys,
+            decode=change_payload.decode,
+            resync=self._resync,
+            clock=clock or SystemClock(),
+            ping_interval=settings.ping_interval,
+            reconnect_max_delay=settings.reconnect_max_delay,
+            subscribe_timeout=settings.connect_timeout + settings.op_timeout,
+        )
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, settings: RedisSettings, *, clock: Clock | None = None, change_buffer: int = 1024
+    ) -> RedisBackend:
+        """Connect, check credentials and database, and subscribe to change notifications."""
+        backend = cls(settings, clock=clock, change_buffer=change_buffer)
+        try:
+            await backend._call("connect", None, backend._conns.initialize)
+            await backend._call("subscribe", None, backend.listener.start)
+        except BaseException:
+            await backend.aclose()
+            raise
+        return backend
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    async def _call(self, what: str, name: str | None, op: Callable[[], Awaitable[T]]) -> T:
+        """Run `op` within the deadline, mapping redis-py's errors to dref's."""
+        if self._closed:
+            raise ClosedError("the redis backend is closed")
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await op()
+        except DRefError:
+            raise
+        except (RedisError, OSError) as exc:
+            raise map_error(exc, where=self._where, what=what, name=name) from exc
+
+    async def _run(
+        self, script: AsyncScript, what: str, name: str, keys: list[bytes], args: list[bytes]
+    ) -> Any:
+        return await self._call(what, name, lambda: script(keys=keys, args=args))
+
+    def _payload(self, key: bytes, value: bytes | None) -> bytes:
+        return change_payload.encode(ChangeEvent(key.decode(), value), flavor=self._flavor)
+
+    async def _resync(self, key: bytes, channel: str) -> object:
+        return await self._call(
+            "resync", key.decode(), lambda: self._resync_script(keys=[key], args=[channel])
+        )
+
+    # -- required ---------------------------------------------------------------------------------
+    async def get(self, name: str) -> bytes | None:
+        key = self.keys.key(name)
+        value = await self._call("get", name, lambda: self._client.get(key))
+        assert value is None or isinstance(value, bytes)  # decode_responses is off
+        return value
+
+    async def set(self, name: str, value: bytes, ttl: float | None = None) -> None:
+        key = self.keys.key(name)
+        args = [value, _px(ttl), self._payload(key, value), _CHANNEL]
+        await self._run(self._set, "set", name, [key], args)
+
+    async def set_if_absent(self, name: str, value: bytes, ttl: float | None = None) -> bool:
+        key = self.keys.key(name)
+        args = [value, _px(ttl), self._payload(key, value), _CHANNEL]
+        return bool(await self._run(self._set_if_absent, "set_if_absent", name, [key], args))
+
+    async def delete(self, name: str) -> None:
+        key = self.keys.key(name)
+        await self._run(self._delete, "delete", name, [key], [self._payload(key, None), _CHANNEL])
+
+    async def expire(self, name: str, ttl: float) -> bool:
+        key = self.keys.key(name)
+        px = int(_px(ttl))
+        return bool(await self._call("expire", name, lambda: self._client.pexpire(key, px)))
+
+    async def subscribe(self, name: str) -> Subscription:
+        if self._closed:
+            raise ClosedError("the redis backend is closed")
+        timeout = self.settings.connect_timeout + self.settings.op_timeout
+        if not await self.listener.wait_connected(timeout):
+            raise BackendUnavailableError(
+                f"redis at {self._where}: change notifications are not connected "
+                f"(waited {timeout:g} s to subscribe to {name!r})"
+            )
+        self.listener.prepare(name)
+        sub = self.hub.subscribe(name)
+        try:
+            await self.listener.barrier(sub)
+        except BaseException:
+            await sub.aclose()
+            raise
+        return sub
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.listener.aclose()
+        finally:
+            self.hub.close()
+            await self._conns.aclose()
+
+    # -- native paths -----------------------------------------------------------------------------
+    async def compare_and_set(
+        self, name: str, expected: bytes, value: bytes, ttl: float | None = None
+    ) -> bool:
+        key = self.keys.key(name)
+        args = [expected, value, _px(ttl), self._payload(key, value), _CHANNEL]
+        return bool(await self._run(self._cas, "compare_and_set", name, [key], args))
+
+    async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
+        key = self.keys.key(name)
+        args = [token, _px(ttl), self._payload(key, token), _CHANNEL]
+        fence = await self._run(self._try_lock, "try_lock", name, [key, fence_key(key)], args)
+        return None if fence is None else LockGrant(fence=int(fence))
+
+    async def refresh_lock(self, name: str, token: bytes, ttl: float) -> bool:
+        key = self.keys.key(name)
+        return bool(
+            await self._run(self._refresh_lock, "refresh_lock", name, [key], [token, _px(ttl)])
+        )
+
+    async def release_lock(self, name: str, token: bytes) -> bool:
+        key = self.keys.key(name)
+        args = [token, self._payload(key, None), _CHANNEL]
+        return bool(await self._run(self._release_lock, "release_lock", name, [key], args))

@@ -1,0 +1,73 @@
+"""The Redis key layout shared with upstream, plus dref's fence companion keys.
+
+- An element named `n` lives under the key `<key_prefix>n` (the prefix is empty by default, as
+  upstream has none); its value is the codec's bytes, a lock's value the 8-byte token.
+- Change notifications go to the channel `dref-change`; their `name` is the full key.
+- The fence counter of a lock key `k` is `{k}:dref-fence` when `k` is not empty and contains no
+  `}` (Redis Cluster hashes `k` and the tag `{k}` alike, so both share a slot). A key containing
+  `}` that has a hash tag of its own uses `k:dref-fence` (same tag); any other key uses
+  `{<t>}:dref-fence:k`, where `t` is a short tag chosen to hash to `k`'s slot. Upstream never
+  reads these keys.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+from redis.crc import key_slot
+
+__all__ = ["CHANNEL", "FENCE_SUFFIX", "KeyLayout", "fence_key", "hash_tag"]
+
+CHANNEL = "dref-change"
+FENCE_SUFFIX = ":dref-fence"
+
+
+class KeyLayout:
+    """Maps element names to Redis keys and back."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self._raw_prefix = prefix.encode()
+
+    def key(self, name: str) -> bytes:
+        return (self.prefix + name).encode()
+
+    def name_of(self, key: bytes) -> str | None:
+        """The element name of a key, or None when the key is outside our prefix."""
+        if not key.startswith(self._raw_prefix):
+            return None
+        try:
+            return key[len(self._raw_prefix) :].decode()
+        except UnicodeDecodeError:
+            return None
+
+
+def hash_tag(key: bytes) -> bytes | None:
+    """The part of `key` Redis Cluster hashes when it is not the whole key (None otherwise)."""
+    start = key.find(b"{")
+    if start < 0:
+        return None
+    end = key.find(b"}", start + 1)
+    if end <= start + 1:
+        return None
+    return key[start + 1 : end]
+
+
+def fence_key(key: bytes) -> bytes:
+    """The fence counter's key for lock key `key`, in the same cluster slot."""
+    if key and b"}" not in key:
+        return b"{" + key + b"}" + FENCE_SUFFIX.encode()
+    if hash_tag(key) is not None:
+        return key + FENCE_SUFFIX.encode()
+    return b"{" + _tag_for_slot(key_slot(key)) + b"}" + FENCE_SUFFIX.encode() + b":" + key
+
+
+@functools.lru_cache(maxsize=1024)
+def _tag_for_slot(slot: int) -> bytes:
+    """The first tag `f<n>` (n = 0, 1, …) that hashes to `slot`."""
+    for n in itertools.count():
+        tag = b"f%d" % n
+        if key_slot(tag) == slot:
+            return tag
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,325 @@
+"""The change listener: one pub/sub connection, reconnect with backoff, resynchronise after.
+
+The listener subscribes to `dref-change` (upstream's channel) and to a private resync channel.
+Pub/sub drops whatever is published while the connection is down, so after every reconnect each
+name with subscribers is re-read by a script that publishes the value as a marker on the private
+channel. The marker is ordered with the key's notifications on our connection: notifications
+before it are older than the value it carries, those after it newer. A marker whose value differs
+from the last one delivered for its name is delivered as a change (None → a delete), so streams
+stay ordered and end on the latest value.
+
+A new subscription only goes live after a barrier: a PING on the pub/sub connection, whose reply
+Redis queues behind every notification already on its way to us. Notifications that arrive before
+the reply were committed before the subscription and are dropped from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgpack
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from dref.changes import ChangeEvent, ChangeHub, Subscription
+from dref.clock import Clock
+from dref.errors import CodecError
+from dref_redis.connection import Connections
+from dref_redis.keys import CHANNEL, KeyLayout
+
+__all__ = ["ChangeListener"]
+
+log = logging.getLogger("dref_redis.listener")
+
+_RESYNC_CONCURRENCY = 16
+_FIRST_DELAY = 0.05
+_MAX_LOGGED_REASONS = 64
+
+
+class _Unknown(enum.Enum):
+    TOKEN = 0
+
+
+_UNKNOWN = _Unknown.TOKEN
+
+
+class ChangeListener:
+    """Reads change notifications into a `ChangeHub`; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        connections: Connections,
+        hub: ChangeHub,
+        keys: KeyLayout,
+        decode: Callable[[bytes], ChangeEvent],
+        resync: Callable[[bytes, str], Awaitable[object]],
+        clock: Clock,
+        ping_interval: float,
+        reconnect_max_delay: float,
+        subscribe_timeout: float,
+    ) -> None:
+        self.resync_channel = f"dref-resync:{uuid.uuid4().hex}"
+        self.reconnects = 0
+        """How many times the connection was re-established (for tests and metrics)."""
+        self.bad_payloads = 0
+        """How many notifications could not be decoded and were skipped."""
+        self._connections = connections
+        self._hub = hub
+        self._keys = keys
+        self._decode = decode
+        self._resync = resync
+        self._clock = clock
+        self._ping_interval = ping_interval
+        self._max_delay = reconnect_max_delay
+        self._subscribe_timeout = subscribe_timeout
+        self._last: dict[str, bytes | _Unknown | None] = {}
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._resync_task: asyncio.Task[None] | None = None
+        self._logged_reasons: set[str] = set()
+        self._pubsub: PubSub | None = None
+        self._barrier_ids = itertools.count()
+        self._barriers: dict[bytes, tuple[asyncio.Future[None], Subscription]] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect and subscribe; raises redis-py's error if the first attempt fails."""
+        conn = await self._connect()
+        self._connected.set()
+        self._task = asyncio.create_task(self._run(conn), name="dref-redis-listener")
+
+    async def aclose(self) -> None:
+        self._connected.clear()
+        for task in (self._resync_task, self._task):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        self._task = self._resync_task = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """True once subscribed (at once if already), False if `timeout` passes first."""
+        if self._connected.is_set():
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def prepare(self, name: str) -> None:
+        """Call before a subscription to `name` is added to the hub."""
+        if self._hub.subscribers(name) == 0:
+            # Whatever was delivered before is unknown to the new subscriber.
+            self._last[name] = _UNKNOWN
+        if len(self._last) > 2 * len(self._hub.names()) + 256:
+            live = self._hub.names() | {name}
+            self._last = {n: v for n, v in self._last.items() if n in live}
+
+    async def barrier(self, sub: Subscription) -> None:
+        """Wait until notifications sent before this call are dispatched; drop them from `sub`.
+
+        Without a connection there is nothing to wait for: the resync after the reconnect
+        brings `sub` the current value.
+        """
+        pubsub = self._pubsub
+        if pubsub is None:
+            return
+        token = b"dref-barrier-%d" % next(self._barrier_ids)
+        done = asyncio.get_running_loop().create_future()
+        self._barriers[token] = (done, sub)
+        try:
+            async with asyncio.timeout(self._subscribe_timeout):
+                await pubsub.ping(token)
+                await done
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.debug("dref-redis: subscription barrier failed: %s", exc)
+        finally:
+            self._barriers.pop(token, None)
+
+    def _release_barriers(self) -> None:
+        for done, _ in self._barriers.values():
+            if not done.done():
+                done.set_result(None)
+
+    # -- the connection loop ----------------------------------------------------------------------
+    async def _connect(self) -> tuple[PubSub, Redis | None]:
+        pubsub, node = await self._connections.open_pubsub()
+        try:
+            async with asyncio.timeout(self._subscribe_timeout):
+                await pubsub.subscribe(CHANNEL, self.resync_channel)
+                pending = {CHANNEL.encode(), self.resync_channel.encode()}
+                while pending:
+                    msg = await pubsub.get_message(timeout=self._subscribe_timeout)
+                    if msg is not None and msg["type"] == "subscribe":
+                        pending.discard(msg["channel"])
+        except BaseException:
+            await _close(pubsub, node)
+            raise
+        return pubsub, node
+
+    async def _run(self, conn: tuple[PubSub, Redis | None] | None) -> None:
+        delay = _FIRST_DELAY
+        while True:
+            if conn is None:
+                try:
+                    conn = await self._connect()
+                except Exception as exc:
+                    log.warning(
+                        "dref-redis: change notifications unavailable (%s); retrying in %.2f s",
+                        exc or type(exc).__name__,
+                        delay,
+                    )
+                    await self._clock.sleep(delay * random.uniform(0.5, 1.0))
+                    delay = min(delay * 2, self._max_delay)
+                    continue
+                self.reconnects += 1
+                log.info("dref-redis: change notifications reconnected; resynchronising")
+                self._connected.set()
+                self._resync_task = asyncio.create_task(
+                    self._resync_all(), name="dref-redis-resync"
+                )
+            delay = _FIRST_DELAY
+            self._pubsub = conn[0]
+            try:
+                await self._read(conn[0])
+            except Exception as exc:
+                log.warning(
+                    "dref-redis: change notifications interrupted (%s); reconnecting",
+                    exc or type(exc).__name__,
+                )
+            finally:
+                self._pubsub = None
+                self._connected.clear()
+                self._release_barriers()
+                if self._resync_task is not None:
+                    self._resync_task.cancel()
+                    await asyncio.wait({self._resync_task})
+                    self._resync_task = None
+                await _close(*conn)
+                conn = None
+
+    async def _read(self, pubsub: PubSub) -> None:
+        awaiting_pong = False
+        while True:
+            msg = await pubsub.get_message(timeout=self._ping_interval)
+            if msg is None:
+                if awaiting_pong:
+                    raise ConnectionError(f"no reply to PING within {self._ping_interval:g} s")
+                await pubsub.ping()
+                awaiting_pong = True
+                continue
+            awaiting_pong = False
+            if msg["type"] == "message":
+                self._dispatch(msg["channel"], msg["data"])
+            elif msg["type"] == "pong":
+                self._pass_barrier(msg["data"])
+
+    async def _resync_all(self) -> None:
+        """Re-read every subscribed name through a marker; retried until done or cancelled."""
+        delay = _FIRST_DELAY
+        names = sorted(self._hub.names())
+        gate = asyncio.Semaphore(_RESYNC_CONCURRENCY)
+        while names:
+
+            async def one(name: str) -> str | None:
+                async with gate:
+                    try:
+                        await self._resync(self._keys.key(name), self.resync_channel)
+                    except Exception as exc:
+                        log.warning("dref-redis: resync of %r failed: %s", name, exc)
+                        return name
+                    return None
+
+            results = await asyncio.gather(*(one(n) for n in names))
+            names = [n for n in results if n is not None and self._hub.subscribers(n)]
+            if names:
+                await self._clock.sleep(delay)
+                delay = min(delay * 2, self._max_delay)
+
+    # -- dispatch ---------------------------------------------------------------------------------
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        if channel == CHANNEL.encode():
+            try:
+                event = self._decode(data)
+            except CodecError as exc:
+                self._skip(str(exc), data)
+                return
+            name = self._keys.name_of(event.name.encode())
+            if name is not None:
+                self._deliver(name, event.value)
+        elif channel == self.resync_channel.encode():
+            try:
+                key, value = _unpack_marker(data)
+            except (ValueError, TypeError) as exc:
+                self._skip(f"bad resync marker: {exc}", data)
+                return
+            name = self._keys.name_of(key)
+            if name is not None and self._last.get(name, _UNKNOWN) != value:
+                self._deliver(name, value)
+
+    def _pass_barrier(self, token: bytes) -> None:
+        entry = self._barriers.pop(token, None)
+        if entry is not None:
+            done, sub = entry
+            if sub.drain():  # committed before the subscription: not for this subscriber
+                self._last[sub.name] = _UNKNOWN
+            if not done.done():
+                done.set_result(None)
+
+    def _deliver(self, name: str, value: bytes | None) -> None:
+        if self._hub.subscribers(name) == 0:
+            self._last.pop(name, None)
+            return
+        self._last[name] = value
+        self._hub.publish(ChangeEvent(name, value))
+
+    def _skip(self, reason: str, data: bytes) -> None:
+        self.bad_payloads += 1
+        if reason in self._logged_reasons or len(self._logged_reasons) >= _MAX_LOGGED_REASONS:
+            log.debug("dref-redis: skipped undecodable notification: %s", reason)
+            return
+        self._logged_reasons.add(reason)
+        log.warning(
+            "dref-redis: skipped a notification on %r that cannot be decoded: %s (payload %s%s)",
+            CHANNEL,
+            reason,
+            data[:32].hex(),
+            "…" if len(data) > 32 else "",
+        )
+
+
+def _unpack_marker(data: bytes) -> tuple[bytes, bytes | None]:
+    item: Any = msgpack.unpackb(data, raw=True)
+    if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], bytes):
+        raise ValueError("expected [key, value]")
+    key, value = item
+    if value is False:
+        return key, None
+    if not isinstance(value, bytes):
+        raise TypeError(f"value is {type(value).__name__}")
+    return key, value
+
+
+async def _close(pubsub: PubSub, node: Redis | None) -> None:
+    """Close without letting a failure or a hung socket escape (bounded)."""
+    try:
+        async with asyncio.timeout(1.0):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if node is not None:
+                await node.aclose()
+    except Exception as exc:
+        log.debug("dref-redis: closing the pub/sub connection: %s", exc)

@@ -1,0 +1,111 @@
+"""The Lua scripts: every write and its change notification happen in one atomic step.
+
+Running the write and its PUBLISH in one script means notifications leave Redis in commit order,
+which two separate commands from concurrent writers cannot promise. Each script is run with
+EVALSHA and loaded on NOSCRIPT (redis-py `Script` objects do that). A TTL argument of `""` means
+no expiry; otherwise it is milliseconds.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "COMPARE_AND_SET",
+    "DELETE",
+    "REFRESH_LOCK",
+    "RELEASE_LOCK",
+    "RESYNC",
+    "SET",
+    "SET_IF_ABSENT",
+    "TRY_LOCK",
+]
+
+_SET_VALUE = """
+local function set_value(key, value, px)
+  if px == '' then
+    redis.call('SET', key, value)
+  else
+    redis.call('SET', key, value, 'PX', px)
+  end
+end
+"""
+
+SET = (
+    _SET_VALUE
+    + """
+-- KEYS: key; ARGV: value, px, payload, channel
+set_value(KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[3])
+return 1
+"""
+)
+
+SET_IF_ABSENT = """
+-- KEYS: key; ARGV: value, px, payload, channel
+local ok
+if ARGV[2] == '' then
+  ok = redis.call('SET', KEYS[1], ARGV[1], 'NX')
+else
+  ok = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+end
+if not ok then
+  return 0
+end
+redis.call('PUBLISH', ARGV[4], ARGV[3])
+return 1
+"""
+
+DELETE = """
+-- KEYS: key; ARGV: payload, channel. Upstream publishes the delete even if nothing was deleted.
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[1])
+return 1
+"""
+
+COMPARE_AND_SET = (
+    _SET_VALUE
+    + """
+-- KEYS: key; ARGV: expected, value, px, payload, channel
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+set_value(KEYS[1], ARGV[2], ARGV[3])
+redis.call('PUBLISH', ARGV[5], ARGV[4])
+return 1
+"""
+)
+
+TRY_LOCK = """
+-- KEYS: lock key, fence key; ARGV: token, px, payload, channel. Returns the fence or nil.
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return false
+end
+local fence = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[4], ARGV[3])
+return fence
+"""
+
+REFRESH_LOCK = """
+-- KEYS: lock key; ARGV: token, px. 1 iff the lock is still ours and was extended.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+RELEASE_LOCK = """
+-- KEYS: lock key; ARGV: token, payload, channel. 1 iff the lock was ours and is now deleted.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[3], ARGV[2])
+return 1
+"""
+
+RESYNC = """
+-- KEYS: key; ARGV: private channel. Publishes [key, value or false] as a marker that is ordered
+-- with the key's change notifications on the subscriber's connection.
+local value = redis.call('GET', KEYS[1])
+redis.call('PUBLISH', ARGV[1], cmsgpack.pack({KEYS[1], value}))
+return 1
+"""

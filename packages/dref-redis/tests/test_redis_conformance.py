@@ -1,0 +1,36 @@
+"""The backend conformance suite against a private redis-server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from redis_procs import RedisServer
+
+from dref_compat.conformance import BackendConformance
+
+
+class TestRedisConformance(BackendConformance):
+    backend = "redis"
+
+    @pytest.fixture
+    def connect_options(self, redis_server: RedisServer) -> dict[str, Any]:
+        return {"url": redis_server.url, "poll_interval": 0.2}
+
+
+class TestRedisConformanceLockStrategy(BackendConformance):
+    """`modify_strategy = "lock"`: `update` goes through upstream's lock protocol."""
+
+    backend = "redis"
+
+    @pytest.fixture
+    def connect_options(self, redis_server: RedisServer) -> dict[str, Any]:
+        return {"url": redis_server.url, "poll_interval": 0.2, "modify_strategy": "lock"}
+
+
+class TestRedisConformanceKeyPrefix(BackendConformance):
+    backend = "redis"
+
+    @pytest.fixture
+    def connect_options(self, redis_server: RedisServer) -> dict[str, Any]:
+        return {"url": redis_server.url, "poll_interval": 0.2, "key_prefix": "app1:"}
