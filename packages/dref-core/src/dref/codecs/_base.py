@@ -51,7 +51,7 @@ class TypedCodec:
             return self._dumps(self._plain(value))
         except CodecError:
             raise
-        except (TypeError, ValueError, OverflowError) as exc:
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise CodecError(
                 f"cannot encode {value.__class__.__qualname__} as {self.name}: {exc}"
             ) from exc

@@ -412,6 +412,8 @@ class Format:
         if origin in _SETS or origin is frozenset:
             build = frozenset if origin is frozenset else set
             return self._sequence(tp, args[0] if args else Any, build)
+        if isinstance(origin, type) and _is_struct(origin):  # a generic struct, e.g. Box[int]
+            return self.converter(origin)
         if isinstance(tp, type):
             if issubclass(tp, enum.Enum):
                 return self._enum(tp)
