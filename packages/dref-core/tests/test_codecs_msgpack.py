@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from importlib.resources import files
-from typing import Any, Literal, NamedTuple, Optional
+from typing import Any, Generic, Literal, NamedTuple, Optional, TypeVar
 
 import msgpack
 import pydantic
@@ -22,6 +22,7 @@ VECTORS: dict[str, Any] = json.loads(
     (files("dref_compat") / "data" / "vectors.json").read_text(encoding="utf-8")
 )
 SCALA, RUST = MsgPackCodec("scala"), MsgPackCodec("rust")
+T = TypeVar("T")
 BOTH = pytest.mark.parametrize("codec", [SCALA, RUST], ids=["scala", "rust"])
 
 
@@ -287,6 +288,18 @@ def test_namedtuple_is_an_array_and_decodes_from_a_map() -> None:
     assert SCALA.decode(SCALA.encode({"x": 5}), Point) == Point(5, 0)
 
 
+@dataclass
+class Box(Generic[T]):
+    item: T
+
+
+def test_generic_dataclass_and_plain_conversion() -> None:
+    assert SCALA.decode(SCALA.encode(Box([1])), Box[list[int]]) == Box([1])  # parameters: Any
+    assert SCALA.to_plain(Maybe(None)) == {"o": []}
+    assert RUST.to_plain(None, int | None) is None
+    assert SCALA.from_plain({"o": [3]}, Maybe) == Maybe(3)
+
+
 def test_sets_encode_deterministically() -> None:
     assert SCALA.encode({"b", "a", "c"}) == SCALA.encode({"c", "a", "b"}) == b"\x93\xa1a\xa1b\xa1c"
 
@@ -384,6 +397,10 @@ def test_encode_errors_name_the_type() -> None:
         SCALA.encode({"x": [Opaque()]})
     with pytest.raises(CodecError, match=r"cannot encode int as msgpack: .*"):
         SCALA.encode(2**64)
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    with pytest.raises(CodecError, match=r"cannot encode list as msgpack: .*recursion"):
+        SCALA.encode(cycle)
     with pytest.raises(CodecError, match=r"a map cannot be a map key"):
         SCALA.encode({Item("k"): 1})
     with pytest.raises(CodecError, match=r"unsupported type .*Opaque"):

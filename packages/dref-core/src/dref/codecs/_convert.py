@@ -16,6 +16,7 @@ import binascii
 import collections.abc as abc
 import dataclasses
 import enum
+import keyword
 import sys
 import threading
 import types
@@ -528,11 +529,11 @@ class Format:
                 return list(v)
             raise expected(what, v)
 
-        order = _ordered if build in (set, frozenset) else (lambda items: items)
-
         def enc(v: Any) -> Any:
-            if isinstance(v, list | tuple | set | frozenset):
-                return [item_enc(x) for x in order(v)]
+            if isinstance(v, list | tuple):
+                return [item_enc(x) for x in v]
+            if isinstance(v, set | frozenset):
+                return [item_enc(x) for x in _ordered(v)]
             return plain(v)
 
         decoder: Fn = dec_list if item is self._any and build is list else dec
@@ -705,6 +706,11 @@ class _Field:
     """Decoded values of exactly this class are taken as they are."""
 
 
+def _is_name(name: str) -> bool:
+    """Whether `name` can be written as is in generated code (attribute, keyword argument)."""
+    return name.isidentifier() and not keyword.iskeyword(name)
+
+
 def _function(source: str, namespace: dict[str, Any]) -> Fn:
     """Compile a generated function `f` (struct fast paths, as `dataclasses` itself does)."""
     exec(source, namespace)
@@ -715,7 +721,7 @@ def _function(source: str, namespace: dict[str, Any]) -> Fn:
 def _fast_decoder(spec: _StructSpec, fields: list[_Field]) -> Fn | None:
     """A generated decoder for a map holding every field; it raises on anything else."""
     fields = [field for field in fields if field.init]
-    if not all(field.name.isidentifier() for field in fields):
+    if not all(_is_name(field.name) for field in fields):
         return None
     namespace: dict[str, Any] = {"build": spec.build, "cls": spec.cls}
     items = []
@@ -735,7 +741,7 @@ def _encoder(spec: _StructSpec, fields: list[_Field], plain: Fn) -> Fn:
     items = []
     for i, field in enumerate(fields):
         namespace.update({f"n{i}": field.name, f"e{i}": field.conv.enc, f"g{i}": field.name})
-        get = f"v.{field.name}" if field.name.isidentifier() else f"getattr(v, g{i})"
+        get = f"v.{field.name}" if _is_name(field.name) else f"getattr(v, g{i})"
         if field.conv.enc is plain:  # inline the common case of a scalar value
             items.append((f"n{i}", f"(x if (x := {get}).__class__ in S else e{i}(x))"))
         else:
