@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from raft_helpers import COMMANDS, SNAPSHOTS
@@ -185,3 +188,20 @@ def test_events_describe_the_resulting_values(commands: list[Command]) -> None:
         for event in machine.apply(command).events:
             element = machine.element(event.name)
             assert event.value == (None if element is None else element.value)
+
+
+def test_the_machine_never_reads_a_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_clock() -> float:
+        raise AssertionError("the state machine read the clock")
+
+    for name in ("time", "time_ns", "monotonic", "monotonic_ns"):
+        monkeypatch.setattr(time, name, no_clock)
+    machine = machine_with(
+        SetElement("a", b"1", 5),
+        SetIfNotExist("b", b"2", 5),
+        ExpireElement("a", 7),
+        DeleteIfExpired("b", 6),
+    )
+    assert machine.get("a", now_ms=6) == b"1"
+    assert machine.expiration_table() == {"a": 7}
+    machine.install(machine.snapshot(last_seq=4))
