@@ -33,8 +33,10 @@ class Store:
     # -- expiry ------------------------------------------------------------------------------------
     def purge(self) -> None:
         """Remove every entry whose expiry has passed, publishing a delete for each."""
-        now = self.clock.now()
         heap = self._expiries
+        if not heap:
+            return  # the common case costs no clock read
+        now = self.clock.now()
         while heap and heap[0][0] <= now:
             expire_at, _, name = heapq.heappop(heap)
             entry = self._data.get(name)
