@@ -177,6 +177,23 @@ def test_the_next_append_cuts_off_a_torn_record(node: NodeStorage) -> None:
     assert contents.discarded_bytes == 0
 
 
+@pytest.mark.parametrize("zeros", [1, 12, 13, 40])
+def test_a_zero_filled_tail_is_a_torn_record(node: NodeStorage, zeros: int) -> None:
+    # after a power loss the file may have grown by the in-flight append without its data
+    whole = log_bytes(1, (1, b"one"))
+    node.write(COMMAND_LOG_FILE, whole + bytes(zeros))
+    contents = node.command_log().load()
+    assert (contents.records, contents.discarded_bytes) == ((LogRecord(1, b"one"),), zeros)
+
+
+def test_a_seq_0_record_followed_by_data_is_corruption(node: NodeStorage) -> None:
+    data = log_bytes(0, (1, b"a")) + bytes(12) + encode_log_record(LogRecord(2, b"b"))
+    node.write(COMMAND_LOG_FILE, data)
+    with pytest.raises(CorruptStateError, match="seq 0") as caught:
+        node.command_log().load()
+    assert caught.value.offset == 13 + 13
+
+
 @given(
     U63,
     st.lists(st.tuples(st.integers(1, 2**63 - 1), st.binary(max_size=10)), max_size=8),

@@ -4,10 +4,10 @@ Layout: header "DRFL" · version 01 · commit_seq (8, BE), then records until th
 file, each seq (8, BE) · length L (4, BE signed) · L bytes of protobuf `StateCommand`.
 
 Loading keeps every complete record and ignores a torn final record (a crash in the middle of
-an append: it was never acknowledged), reporting how many bytes it ignored; the next write
-cuts them off before it appends. Anything else unexpected raises `CorruptStateError`.
-Duplicate seqs: the later record wins (upstream). A store assumes it is the only writer of
-its file.
+an append, which was never acknowledged; it may also be zero-filled), reporting how many bytes
+it ignored; the next write cuts them off before it appends. Anything else unexpected raises
+`CorruptStateError`. Duplicate seqs: the later record wins (upstream). A store assumes it is
+the only writer of its file.
 """
 
 from __future__ import annotations
@@ -113,6 +113,10 @@ def decode_command_log(data: bytes, path: str) -> LogContents:
         if size - pos < LOG_RECORD_HEADER_SIZE:
             break  # torn inside the seq or length field
         seq = read_u63(data, pos, "seq", path)
+        if seq == 0:
+            if not data[pos:].strip(b"\0"):
+                break  # a zero-filled tail: space allocated by an append that never completed
+            raise CorruptStateError(path, pos, "seq 0 is not a log position")
         length = read_i32(data, pos + 8)
         if length < 0:
             raise CorruptStateError(path, pos + 8, f"negative command length {length} at seq {seq}")
@@ -199,7 +203,11 @@ class _CommandLogStoreBase:
     def set_commit_seq(self, seq: int) -> None:
         """Overwrite the header's commit_seq in place and fsync."""
         header = encode_log_header(seq)
-        self._append_offset()  # creates the file, or validates the existing one
+        if self._end is None and self._medium.read() is None:
+            self._medium.replace(header)
+            self._end = LOG_HEADER_SIZE
+            return
+        self._append_offset()  # validates the existing file first
         self._medium.write_at(COMMIT_SEQ_OFFSET, header[COMMIT_SEQ_OFFSET:])
 
     def truncate_through(self, seq: int) -> None:
