@@ -52,7 +52,6 @@ def _common_kwargs(s: RedisSettings) -> dict[str, Any]:
         "password": s.effective_password,
         "socket_connect_timeout": s.connect_timeout,
         "socket_timeout": None,
-        "socket_keepalive": True,
         "retry": _retry(),
     }
 
@@ -70,6 +69,8 @@ class Connections:
     def _build(self) -> Client:
         s = self.settings
         common = _common_kwargs(s)
+        if s.unix_path is None:
+            common["socket_keepalive"] = True
         if s.cluster:
             host, port = s.address
             return RedisCluster(
@@ -135,6 +136,7 @@ class Connections:
                 host=host,
                 port=port,
                 ssl=s.tls,
+                socket_keepalive=True,
                 **_tls_kwargs(s),
                 **_common_kwargs(s),
             )
