@@ -158,8 +158,12 @@ def stale_report(fresh: dict[str, bytes], current: dict[str, bytes]) -> list[str
                 n=1,
             )
             lines.append(f"differs: {name}")
-            lines.extend("    " + d for d in list(diff)[:20])
+            lines.extend("    " + _shorten(d) for d in list(diff)[:20])
     return lines
+
+
+def _shorten(line: str, width: int = 120) -> str:
+    return line if len(line) <= width else line[: width - 3] + "..."
 
 
 def write(fresh: dict[str, bytes]) -> None:
