@@ -141,6 +141,10 @@ class ChangeHub:
         for event in events:
             self.publish(event)
 
+    def wants(self, name: str) -> bool:
+        """Whether `name` has a subscriber (lets publishers skip building unseen events)."""
+        return name in self._subs
+
     def names(self) -> set[str]:
         """Names that currently have at least one subscriber."""
         return set(self._subs)

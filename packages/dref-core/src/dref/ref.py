@@ -56,10 +56,13 @@ class DRef(Generic[T]):
         try:
             return self._codec.decode(data, self._type)  # type: ignore[no-any-return]
         except CodecError as exc:
-            raise CodecError(
-                f"stored value cannot be decoded by the {self._codec.name} codec: {exc}",
-                name=self._name,
-            ) from exc
+            raise self._decode_error(exc) from exc
+
+    def _decode_error(self, exc: CodecError) -> CodecError:
+        return CodecError(
+            f"stored value cannot be decoded by the {self._codec.name} codec: {exc}",
+            name=self._name,
+        )
 
     # -- plain operations --------------------------------------------------------------------------
     async def get(self) -> T:
@@ -67,7 +70,10 @@ class DRef(Generic[T]):
         data = await self._backend.get(self._name)
         if data is None:
             raise ElementNotFoundError(self._name)
-        return self._decode(data)
+        try:  # _decode inlined: this is the hottest path
+            return self._codec.decode(data, self._type)  # type: ignore[no-any-return]
+        except CodecError as exc:
+            raise self._decode_error(exc) from exc
 
     async def set(self, value: T) -> None:
         """Write `value` unconditionally (no TTL)."""

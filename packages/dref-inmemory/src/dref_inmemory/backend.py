@@ -84,10 +84,14 @@ class InMemoryBackend(Backend):
         return self.store
 
     async def get(self, name: str) -> bytes | None:
-        return self._live().get(name)
+        if self._closed:
+            self._live()
+        return self.store.get(name)
 
     async def set(self, name: str, value: bytes, ttl: float | None = None) -> None:
-        self._live().set(name, value, ttl)
+        if self._closed:
+            self._live()
+        self.store.set(name, value, ttl)
 
     async def set_if_absent(self, name: str, value: bytes, ttl: float | None = None) -> bool:
         return self._live().set_if_absent(name, value, ttl)

@@ -66,16 +66,19 @@ class Store:
 
     def _put(self, name: str, value: bytes, ttl: float | None) -> None:
         self._data[name] = (value, self._schedule(name, ttl))
-        self.hub.publish(ChangeEvent(name, value))
+        if self.hub.wants(name):
+            self.hub.publish(ChangeEvent(name, value))
 
     # -- operations --------------------------------------------------------------------------------
     def get(self, name: str) -> bytes | None:
-        self.purge()
+        if self._expiries:
+            self.purge()
         entry = self._data.get(name)
         return None if entry is None else entry[0]
 
     def set(self, name: str, value: bytes, ttl: float | None) -> None:
-        self.purge()
+        if self._expiries:
+            self.purge()
         self._put(name, value, ttl)
 
     def set_if_absent(self, name: str, value: bytes, ttl: float | None) -> bool:
