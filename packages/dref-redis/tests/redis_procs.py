@@ -232,6 +232,7 @@ class RedisCluster:
             node.port = free_port()
             node.args = [
                 "--cluster-enabled", "yes",
+                "--cluster-port", str(free_port()),
                 "--cluster-config-file", str(node.workdir / f"nodes-{node.port}.conf"),
                 "--cluster-node-timeout", "2000",
             ]  # fmt: skip

@@ -81,12 +81,14 @@ class RedisBackend(Backend):
         self._refresh_lock = client.register_script(scripts.REFRESH_LOCK)
         self._release_lock = client.register_script(scripts.RELEASE_LOCK)
         self._resync_script = client.register_script(scripts.RESYNC)
+        self._barrier_script = client.register_script(scripts.BARRIER)
         self.listener = ChangeListener(
             connections=self._conns,
             hub=self.hub,
             keys=self.keys,
             decode=change_payload.decode,
             resync=self._resync,
+            route_barrier=self._barrier if settings.cluster else None,
             clock=clock or SystemClock(),
             ping_interval=settings.ping_interval,
             reconnect_max_delay=settings.reconnect_max_delay,
@@ -132,6 +134,13 @@ class RedisBackend(Backend):
     async def _resync(self, key: bytes, channel: str) -> object:
         return await self._call(
             "resync", key.decode(), lambda: self._resync_script(keys=[key], args=[channel])
+        )
+
+    async def _barrier(self, key: bytes, channel: str, message: bytes) -> object:
+        return await self._call(
+            "subscribe",
+            key.decode(),
+            lambda: self._barrier_script(keys=[key], args=[channel, message]),
         )
 
     # -- required ---------------------------------------------------------------------------------

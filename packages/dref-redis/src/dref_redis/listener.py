@@ -10,7 +10,9 @@ stay ordered and end on the latest value.
 
 A new subscription only goes live after a barrier: a PING on the pub/sub connection, whose reply
 Redis queues behind every notification already on its way to us. Notifications that arrive before
-the reply were committed before the subscription and are dropped from it.
+the reply were committed before the subscription and are dropped from it. In Redis Cluster a
+notification may still be travelling from the key's shard, so there the barrier is a message that
+a script publishes from that shard instead.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from redis.exceptions import RedisError
 
 from dref.changes import ChangeEvent, ChangeHub, Subscription
 from dref.clock import Clock
-from dref.errors import CodecError
+from dref.errors import CodecError, DRefError
 from dref_redis.connection import Connections
 from dref_redis.keys import CHANNEL, KeyLayout
 
@@ -62,6 +64,7 @@ class ChangeListener:
         keys: KeyLayout,
         decode: Callable[[bytes], ChangeEvent],
         resync: Callable[[bytes, str], Awaitable[object]],
+        route_barrier: Callable[[bytes, str, bytes], Awaitable[object]] | None,
         clock: Clock,
         ping_interval: float,
         reconnect_max_delay: float,
@@ -77,6 +80,7 @@ class ChangeListener:
         self._keys = keys
         self._decode = decode
         self._resync = resync
+        self._route_barrier = route_barrier
         self._clock = clock
         self._ping_interval = ping_interval
         self._max_delay = reconnect_max_delay
@@ -143,9 +147,15 @@ class ChangeListener:
         self._barriers[token] = (done, sub)
         try:
             async with asyncio.timeout(self._subscribe_timeout):
-                await pubsub.ping(token)
+                if self._route_barrier is None:
+                    await pubsub.ping(token)
+                else:
+                    message = msgpack.packb([token])
+                    await self._route_barrier(
+                        self._keys.key(sub.name), self.resync_channel, message
+                    )
                 await done
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (DRefError, RedisError, OSError, TimeoutError) as exc:
             log.debug("dref-redis: subscription barrier failed: %s", exc)
         finally:
             self._barriers.pop(token, None)
@@ -263,10 +273,14 @@ class ChangeListener:
                 self._deliver(name, event.value)
         elif channel == self.resync_channel.encode():
             try:
-                key, value = _unpack_marker(data)
+                marker = _unpack_marker(data)
             except (ValueError, TypeError) as exc:
                 self._skip(f"bad resync marker: {exc}", data)
                 return
+            if isinstance(marker, bytes):
+                self._pass_barrier(marker)
+                return
+            key, value = marker
             name = self._keys.name_of(key)
             if name is not None and self._last.get(name, _UNKNOWN) != value:
                 self._deliver(name, value)
@@ -302,10 +316,13 @@ class ChangeListener:
         )
 
 
-def _unpack_marker(data: bytes) -> tuple[bytes, bytes | None]:
+def _unpack_marker(data: bytes) -> bytes | tuple[bytes, bytes | None]:
+    """A barrier token (`[token]`) or a resync marker (`[key, value or false]`)."""
     item: Any = msgpack.unpackb(data, raw=True)
+    if isinstance(item, list) and len(item) == 1 and isinstance(item[0], bytes):
+        return item[0]
     if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], bytes):
-        raise ValueError("expected [key, value]")
+        raise ValueError("expected [key, value] or [token]")
     key, value = item
     if value is False:
         return key, None

@@ -9,6 +9,7 @@ no expiry; otherwise it is milliseconds.
 from __future__ import annotations
 
 __all__ = [
+    "BARRIER",
     "COMPARE_AND_SET",
     "DELETE",
     "REFRESH_LOCK",
@@ -107,5 +108,12 @@ RESYNC = """
 -- with the key's change notifications on the subscriber's connection.
 local value = redis.call('GET', KEYS[1])
 redis.call('PUBLISH', ARGV[1], cmsgpack.pack({KEYS[1], value}))
+return 1
+"""
+
+BARRIER = """
+-- KEYS: key (only to run on its shard); ARGV: private channel, message. In Redis Cluster the
+-- message then travels to the subscriber's node behind the key's earlier notifications.
+redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 """
