@@ -154,3 +154,21 @@ async def test_context_closes_its_on_change_consumers(namespace: str) -> None:
     with pytest.raises(dref.errors.ClosedError):
         await ref.get()
     reset(namespace)
+
+
+async def test_waiters_get_the_lock_first_come_first_served(ctx: dref.DRefContext) -> None:
+    order: list[int] = []
+    hub = ctx.backend.store.hub  # type: ignore[attr-defined]
+
+    async def waiter(i: int) -> None:
+        async with ctx.lock("fifo", ttl=30):
+            order.append(i)
+
+    async with ctx.lock("fifo", ttl=30):
+        tasks = []
+        for i in range(5):
+            tasks.append(asyncio.create_task(waiter(i)))
+            waiting = i + 2  # the holder's watchdog and i + 1 waiters are subscribed
+            await until(lambda n=waiting: hub.subscribers("fifo") == n)
+    await asyncio.gather(*tasks)
+    assert order == [0, 1, 2, 3, 4]

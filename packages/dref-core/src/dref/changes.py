@@ -124,12 +124,13 @@ class ChangeHub:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
-        self._subs: dict[str, set[Subscription]] = {}
+        # Insertion-ordered, so subscribers (and lock waiters) are served first come, first served.
+        self._subs: dict[str, dict[Subscription, None]] = {}
 
     def subscribe(self, name: str, capacity: int | None = None) -> Subscription:
         """A new subscription that receives every event for `name` published from now on."""
         sub = Subscription(self, name, capacity or self.capacity)
-        self._subs.setdefault(name, set()).add(sub)
+        self._subs.setdefault(name, {})[sub] = None
         return sub
 
     def publish(self, event: ChangeEvent) -> None:
@@ -162,6 +163,6 @@ class ChangeHub:
     def _detach(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.name)
         if subs is not None:
-            subs.discard(sub)
+            subs.pop(sub, None)
             if not subs:
                 del self._subs[sub.name]
