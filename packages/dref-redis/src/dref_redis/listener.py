@@ -263,6 +263,8 @@ class ChangeListener:
     # -- dispatch ---------------------------------------------------------------------------------
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         if channel == CHANNEL.encode():
+            if not self._hub.names():
+                return  # nobody listens: skip decoding (a bad payload then goes unnoticed)
             try:
                 event = self._decode(data)
             except CodecError as exc:

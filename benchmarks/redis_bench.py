@@ -1,0 +1,354 @@
+"""dref's Redis backend against hand-written redis-py code, side by side on one private server.
+
+    python benchmarks/redis_bench.py [--seconds 2] [--json out.json] [--no-plot] [--check]
+
+Rows (the baseline is named in the row): `get` against redis-py `GET` + msgpack with the same
+number of connections; `update` (dref's native compare-and-set) against a hand-written
+GET + EVALSHA compare-and-set loop and against upstream's lock-protocol `modify`
+(`modify_strategy="lock"`), uncontended and with 8 tasks over 2 processes on one key; lock
+acquire+release against redis-py's `Lock`; and lock fairness among 4 contending processes. The
+script starts its own redis-server on a free port. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import platform
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import redis
+import redis.asyncio as aioredis
+from _common import Row, Sample, Stats, Target, comparison_table, results_json, write_plot
+from _redis_server import RedisProcess
+from rich.console import Console
+
+import dref
+
+TITLE = "dref redis (dref) vs redis-py (base), one private redis-server; latencies in µs"
+BASELINE = "base"
+SUBJECT = "dref"
+OUT_DIR = Path(__file__).resolve().parent / "out"
+CONNECTIONS = 8
+CAS_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+def at_least(ratio: float) -> Target:
+    """dref reaches at least `ratio` times the baseline's ops/s."""
+    return Target(f"≥{ratio:g}x base", lambda row: row.baseline.ops_per_s * ratio <= _ops(row))
+
+
+def _ops(row: Row) -> float:
+    return row.subject.ops_per_s
+
+
+def _inc(n: int) -> int:
+    return n + 1
+
+
+# -- measuring ------------------------------------------------------------------------------------
+Op = Callable[[], Awaitable[object]]
+
+
+async def run_tasks(op: Op, tasks: int, seconds: float, start_at: float | None = None) -> Sample:
+    """Run `op` in `tasks` concurrent loops for `seconds`; every call is timed."""
+    if start_at is not None:
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+    clock = time.perf_counter_ns
+    end = clock() + int(seconds * 1e9)
+    latencies: list[int] = []
+
+    async def loop() -> None:
+        append = latencies.append
+        while True:
+            t0 = clock()
+            await op()
+            t1 = clock()
+            append(t1 - t0)
+            if t1 >= end:
+                return
+
+    begin = clock()
+    await asyncio.gather(*(loop() for _ in range(tasks)))
+    return Sample(len(latencies), clock() - begin, latencies)
+
+
+async def warm(op: Op, n: int = 200) -> None:
+    for _ in range(n):
+        await op()
+
+
+# -- the two sides --------------------------------------------------------------------------------
+def raw_client(url: str) -> aioredis.Redis:
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=CONNECTIONS)
+    return aioredis.Redis(connection_pool=pool)
+
+
+def connect(url: str, **options: Any) -> dref.Connector:
+    return dref.connect("redis", url=url, max_connections=CONNECTIONS, **options)
+
+
+async def side_op(kind: str, url: str, key: str, stack: Any) -> Op:
+    """The operation `kind` on one side, opened inside `stack` (an AsyncExitStack)."""
+    if kind == "base-get":
+        r = raw_client(url)
+        stack.push_async_callback(r.aclose)
+        unpackb = msgpack.unpackb
+        return lambda: _base_get(r, key, unpackb)
+    if kind == "base-cas":
+        r = raw_client(url)
+        stack.push_async_callback(r.aclose)
+        script = r.register_script(CAS_LUA)
+        return lambda: _base_cas(r, script, key)
+    if kind == "base-lock":
+        r = raw_client(url)
+        stack.push_async_callback(r.aclose)
+        return lambda: _base_lock(r, key)
+    options = {"modify_strategy": "lock"} if kind == "dref-update-lock" else {}
+    ctx: dref.DRefContext = await stack.enter_async_context(connect(url, **options))
+    ref: dref.DRef[int] = ctx.ref(key, type=int)
+    if kind == "dref-get":
+        return ref.get
+    if kind in ("dref-update", "dref-update-lock"):
+        return lambda: ref.update(_inc)
+    if kind == "dref-lock":
+        return lambda: _dref_lock(ctx, key)
+    raise ValueError(kind)
+
+
+async def _base_get(r: aioredis.Redis, key: str, unpackb: Any) -> object:
+    return unpackb(await r.get(key))
+
+
+async def _base_cas(r: aioredis.Redis, script: Any, key: str) -> None:
+    while True:
+        old = await r.get(key)
+        new = msgpack.packb(msgpack.unpackb(old) + 1)
+        if await script(keys=[key], args=[old, new]):
+            return
+
+
+async def _base_lock(r: aioredis.Redis, key: str) -> None:
+    async with r.lock(key, timeout=20, sleep=0.1):
+        pass
+
+
+async def _dref_lock(ctx: dref.DRefContext, key: str) -> None:
+    async with ctx.lock(key, ttl=20):
+        pass
+
+
+async def measure_side(
+    kind: str, url: str, key: str, tasks: int, seconds: float, start_at: float | None = None
+) -> Sample:
+    from contextlib import AsyncExitStack
+
+    async with AsyncExitStack() as stack:
+        op = await side_op(kind, url, key, stack)
+        await warm(op)
+        return await run_tasks(op, tasks, seconds, start_at)
+
+
+def _process_main(
+    kind: str, url: str, key: str, tasks: int, seconds: float, start_at: float
+) -> Any:
+    sample = asyncio.run(measure_side(kind, url, key, tasks, seconds, start_at))
+    return sample.ops, sample.elapsed_ns, sample.latencies_ns[::10]
+
+
+def measure_processes(
+    pool: Any, kind: str, url: str, key: str, procs: int, tasks: int, seconds: float
+) -> list[Sample]:
+    """`procs` processes of `tasks` tasks each, started together; one Sample per process."""
+    start_at = time.time() + 1.5  # time for the processes to start and warm up
+    args = [(kind, url, key, tasks, seconds, start_at)] * procs
+    return [Sample(ops, ns, lat) for ops, ns, lat in pool.starmap(_process_main, args)]
+
+
+def combined(samples: list[Sample]) -> Stats:
+    """Processes ran side by side: their ops/s add up."""
+    total = sum(s.ops_per_s for s in samples)
+    latencies = sorted(x for s in samples for x in s.latencies_ns)
+    return Stats(
+        ops_per_s=total,
+        p50_ns=float(latencies[len(latencies) // 2]),
+        p99_ns=float(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]),
+        rounds=[s.ops_per_s for s in samples],
+    )
+
+
+# -- the benchmark --------------------------------------------------------------------------------
+@dataclass
+class Fairness:
+    side: str
+    counts: list[int]
+
+    @property
+    def ratio(self) -> float:
+        return min(self.counts) / max(self.counts) if max(self.counts) else 0.0
+
+
+async def seed(url: str, keys: list[str]) -> None:
+    r = aioredis.Redis.from_url(url)
+    for key in keys:
+        await r.set(key, msgpack.packb(0))
+    await r.aclose()
+
+
+def run(url: str, seconds: float, console: Console) -> tuple[list[Row], list[Fairness]]:
+    rows: list[Row] = []
+    asyncio.run(seed(url, ["bench:get", "bench:u1", "bench:u8"]))
+
+    def single(kind: str, key: str, tasks: int) -> Stats:
+        console.print(f"  {kind} ({tasks} task{'s' * (tasks > 1)}) …", highlight=False)
+        return Stats.of([asyncio.run(measure_side(kind, url, key, tasks, seconds))])
+
+    console.print("measuring:")
+    for tasks in (1, CONNECTIONS):
+        rows.append(
+            Row(
+                f"get, {tasks} task{'s' * (tasks > 1)} (base: GET+unpack)",
+                baseline=single("base-get", "bench:get", tasks),
+                subject=single("dref-get", "bench:get", tasks),
+                target=at_least(0.8),
+            )
+        )
+    cas = single("dref-update", "bench:u1", 1)
+    rows.append(
+        Row(
+            "update, 1 task (base: GET+EVALSHA CAS loop)",
+            baseline=single("base-cas", "bench:u1", 1),
+            subject=cas,
+            target=at_least(0.8),
+        )
+    )
+    rows.append(
+        Row(
+            "update, 1 task (base: upstream lock modify)",
+            baseline=single("dref-update-lock", "bench:u1", 1),
+            subject=cas,
+            target=at_least(4),
+        )
+    )
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+
+        def procs(kind: str, key: str, n: int, tasks: int) -> list[Sample]:
+            console.print(f"  {kind} ({n} processes x {tasks} tasks) …", highlight=False)
+            return measure_processes(pool, kind, url, key, n, tasks, seconds)
+
+        cas8 = combined(procs("dref-update", "bench:u8", 2, 4))
+        rows.append(
+            Row(
+                "update, 8 tasks/2 procs (base: CAS loop)",
+                baseline=combined(procs("base-cas", "bench:u8", 2, 4)),
+                subject=cas8,
+                target=at_least(0.8),
+            )
+        )
+        rows.append(
+            Row(
+                "update, 8 tasks/2 procs (base: upstream lock)",
+                baseline=combined(procs("dref-update-lock", "bench:u8", 2, 4)),
+                subject=cas8,
+                target=at_least(4),
+            )
+        )
+        rows.append(
+            Row(
+                "lock acquire+release, 1 task (base: redis-py Lock)",
+                baseline=single("base-lock", "bench:lock1", 1),
+                subject=single("dref-lock", "bench:lock1", 1),
+                target=at_least(1),
+            )
+        )
+        base4 = procs("base-lock", "bench:lock4:base", 4, 1)
+        dref4 = procs("dref-lock", "bench:lock4:dref", 4, 1)
+        rows.append(
+            Row(
+                "lock, 4 contending procs (base: redis-py Lock)",
+                baseline=combined(base4),
+                subject=combined(dref4),
+                target=at_least(1),
+            )
+        )
+    fairness = [
+        Fairness(BASELINE, [s.ops for s in base4]),
+        Fairness(SUBJECT, [s.ops for s in dref4]),
+    ]
+    return rows, fairness
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per row side")
+    parser.add_argument("--json", type=Path, metavar="OUT.json", help="also write results here")
+    parser.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    args = parser.parse_args(argv)
+    console = Console()
+    meta: dict[str, Any] = {
+        "benchmark": "redis",
+        "python": platform.python_version(),
+        "redis_py": redis.__version__,
+        "dref": dref.__version__,
+        "seconds": args.seconds,
+        "connections": CONNECTIONS,
+    }
+    with RedisProcess() as server:
+        info = redis.Redis(host="127.0.0.1", port=server.port).info("server")
+        meta["redis_server"] = info["redis_version"]
+        console.print(
+            f"Python {meta['python']}, redis-py {meta['redis_py']}, redis-server "
+            f"{meta['redis_server']}, dref {meta['dref']}; {args.seconds:g} s per side, "
+            f"{CONNECTIONS} connections per client",
+            highlight=False,
+        )
+        rows, fairness = run(server.url, args.seconds, console)
+    console.print(comparison_table(rows, title=TITLE, baseline=BASELINE, subject=SUBJECT))
+    missed = [row.op for row in rows if row.passed is False]
+    for f in fairness:
+        ok = f.ratio >= 0.5
+        if f.side == SUBJECT and not ok:
+            missed.append("lock fairness")
+        verdict = ("[green]pass[/]" if ok else "[bold red]FAIL[/]") if f.side == SUBJECT else ""
+        console.print(
+            f"  lock fairness, 4 processes, {f.side}: acquisitions {f.counts}, "
+            f"least/most = {f.ratio:.2f} {verdict} (target for dref ≥ 0.5)",
+            highlight=False,
+        )
+    console.print(
+        f"[bold red]targets missed: {', '.join(missed)}[/]" if missed else "[green]all targets met"
+    )
+    if args.json is not None:
+        data = results_json(rows, baseline=BASELINE, subject=SUBJECT, **meta)
+        data["fairness"] = {f.side: {"counts": f.counts, "ratio": f.ratio} for f in fairness}
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+        console.print(f"results written to {args.json}")
+    if not args.no_plot:
+        png = write_plot(
+            rows,
+            OUT_DIR / "redis_bench.png",
+            title="dref redis vs redis-py (higher is better)",
+            baseline=BASELINE,
+            subject=SUBJECT,
+        )
+        if png is not None:
+            console.print(f"plot written to {png}")
+    return 1 if missed and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
