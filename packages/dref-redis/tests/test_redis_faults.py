@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 import uuid
@@ -372,3 +373,25 @@ def _settings(url: str, **overrides: Any) -> Any:
     from conftest import fast_settings
 
     return fast_settings(url, **overrides)
+
+
+async def test_contended_lock_modify_never_reports_a_false_theft(
+    redis_server: RedisServer,
+) -> None:
+    """Stale notifications (earlier holders' set/release) must not look like a theft."""
+    name = f"contended:{uuid.uuid4().hex}"
+    options = {**FAST, "modify_strategy": "lock"}
+    async with contextlib.AsyncExitStack() as stack:
+        ctxs = [
+            await stack.enter_async_context(dref.connect("redis", url=redis_server.url, **options))
+            for _ in range(4)
+        ]
+        await ctxs[0].make(0, name)
+        refs = [ctx.ref(name, type=int) for ctx in ctxs]
+
+        async def worker(i: int) -> None:
+            for _ in range(20):
+                await refs[i % 4].update(lambda n: n + 1)
+
+        await asyncio.wait_for(asyncio.gather(*(worker(i) for i in range(12))), 60)
+        assert await refs[0].get() == 240

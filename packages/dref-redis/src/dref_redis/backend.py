@@ -206,10 +206,29 @@ class RedisBackend(Backend):
         return bool(await self._run(self._cas, "compare_and_set", name, [key], args))
 
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
+        """Acquire with fencing; returns only after our acquisition's notification is dispatched.
+
+        Notifications are in commit order, so every notification from before the acquisition
+        (say, the previous holder's release) has then reached the lock's subscription ahead of
+        ours, and a watchdog that drops what precedes its own token never mistakes one of those
+        for a theft. The wait is bounded and usually free (the notification travels alongside
+        the reply).
+        """
         key = self.keys.key(name)
         args = [token, _px(ttl), self._payload(key, token), _CHANNEL]
-        fence = await self._run(self._try_lock, "try_lock", name, [key, fence_key(key)], args)
-        return None if fence is None else LockGrant(fence=int(fence))
+        dispatched = self.listener.expect(name, token)
+        try:
+            fence = await self._run(self._try_lock, "try_lock", name, [key, fence_key(key)], args)
+            if fence is None:
+                return None
+            try:
+                async with asyncio.timeout(self.settings.op_timeout):
+                    await asyncio.shield(dispatched)
+            except TimeoutError:
+                pass  # the listener is reconnecting; its resync delivers the current value
+            return LockGrant(fence=int(fence))
+        finally:
+            self.listener.forget(name, token)
 
     async def refresh_lock(self, name: str, token: bytes, ttl: float) -> bool:
         key = self.keys.key(name)
