@@ -193,6 +193,20 @@ class BackendConformance:
 
         assert await ref.update_and_get(add_async) == 122
 
+    async def test_update_through_a_stale_handle_sees_other_writers(
+        self, ctx: dref.DRefContext, ctx2: dref.DRefContext, name: str
+    ) -> None:
+        mine = await ctx.make(0, name)
+        assert await mine.update_and_get(lambda n: n + 1) == 1
+        theirs = ctx2.ref(name, type=int)
+        await theirs.set(100)
+        assert await mine.update_and_get(lambda n: n + 1) == 101
+        await theirs.delete()
+        with pytest.raises(ElementNotFoundError):
+            await mine.update(lambda n: n + 1)
+        await theirs.set(7)
+        assert await mine.update_and_get(lambda n: n * 2) == 14
+
     async def test_modify_of_a_missing_element_fails(
         self, ctx: dref.DRefContext, name: str
     ) -> None:
@@ -452,6 +466,11 @@ class BackendConformance:
             assert not await ctx.backend.compare_and_set(name, b"\x02", b"\x03")
             assert await ctx.backend.compare_and_set(name, b"\x01", b"\x03")
             assert await ctx.backend.get(name) == b"\x03"
+            assert await ctx.backend.compare_and_swap(name, b"\x01", b"\x04") == (False, b"\x03")
+            assert await ctx.backend.compare_and_swap(name, b"\x03", b"\x04") == (True, b"\x04")
+            await ctx.backend.delete(name)
+            assert await ctx.backend.compare_and_swap(name, b"\x04", b"\x05") == (False, None)
+            assert await ctx.backend.get(name) is None
 
 
 async def _next(stream: Any) -> Any:

@@ -27,6 +27,8 @@ Backends map their library's errors at their boundary and chain them (`raise ...
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BackendError",
     "BackendNotFoundError",
@@ -52,6 +54,18 @@ __all__ = [
 
 class DRefError(Exception):
     """Base class of every error raised by dref."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take other __init__ arguments than their message: rebuild without __init__,
+        # so that errors cross process boundaries (multiprocessing, pickled results) intact.
+        return (_restore, (type(self), self.args, self.__dict__))
+
+
+def _restore(cls: type[DRefError], args: tuple[Any, ...], state: dict[str, Any]) -> DRefError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigurationError(DRefError, ValueError):

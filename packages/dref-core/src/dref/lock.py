@@ -97,13 +97,7 @@ class Lock:
         if self._guard is not None:
             raise RuntimeError(f"lock {self.name!r} is already held through this object")
         token = lock_value.to_bytes(_random_token())
-        self._sub = await self._backend.subscribe(self.name)
-        try:
-            grant, lease_start = await self._acquire(token)
-        except BaseException:
-            await self._sub.aclose()
-            self._sub = None
-            raise
+        grant, lease_start = await self._acquire(token)
         guard = LockGuard(self.name, token, grant.fence, self.ttl)
         self._guard = guard
         self._exiting = False
@@ -119,71 +113,92 @@ class Lock:
         return guard
 
     async def _acquire(self, token: bytes) -> tuple[LockGrant, float]:
-        assert self._sub is not None
+        """Try at once; when held, subscribe, re-check, and wait for deletes or the poll."""
         clock = self._clock
         deadline = None if self.timeout is None else clock.now() + self.timeout
         caps = self._backend.capabilities
         poll = None if (caps.exact_events and caps.expiry_events) else self._backend.poll_interval
-        while True:
-            started = clock.now()
-            try:
-                grant = await self._backend.try_lock(self.name, token, self.ttl)
-            except asyncio.CancelledError:
-                # The request may have reached the backend: give back whatever we might hold.
-                self._release_later(token)
-                raise
-            if grant is not None:
-                return grant, started
-            wait = poll
-            if deadline is not None:
-                remaining = deadline - clock.now()
-                if remaining <= 0:
-                    raise LockTimeoutError(self.name, self.timeout or 0.0)
-                wait = remaining if wait is None else min(wait, remaining)
-            try:
-                await within(clock, wait, self._next_delete())
-            except TimeoutError:
-                pass  # poll tick or deadline: try again (the deadline is checked above)
-            except ChangeStreamLaggedError:
-                await self._sub.aclose()
-                self._sub = await self._backend.subscribe(self.name)
-
-    async def _next_delete(self) -> None:
-        assert self._sub is not None
-        async for event in self._sub:
-            if event.deleted:
-                return
+        sub: Subscription | None = None
+        try:
+            while True:
+                started = clock.now()
+                try:
+                    grant = await self._backend.try_lock(self.name, token, self.ttl)
+                except asyncio.CancelledError:
+                    # The request may have reached the backend: give back what we might hold.
+                    self._release_later(token)
+                    raise
+                if grant is not None:
+                    return grant, started
+                if sub is None:
+                    # Subscribe, then re-check at once: a release in between cannot be missed.
+                    sub = await self._backend.subscribe(self.name)
+                    continue
+                wait = poll
+                if deadline is not None:
+                    remaining = deadline - clock.now()
+                    if remaining <= 0:
+                        raise LockTimeoutError(self.name, self.timeout or 0.0)
+                    wait = remaining if wait is None else min(wait, remaining)
+                try:
+                    await within(clock, wait, _next_delete(sub))
+                except TimeoutError:
+                    pass  # poll tick or deadline: try again (the deadline is checked above)
+                except ChangeStreamLaggedError:
+                    await sub.aclose()
+                    sub = None
+        finally:
+            if sub is not None:
+                await sub.aclose()
 
     def _release_later(self, token: bytes) -> None:
         task = asyncio.ensure_future(self._backend.release_lock(self.name, token))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    # -- hold --------------------------------------------------------------------------------------
+    # -- hold -------------------------------------------------------------------------------------
     async def _watch(self, guard: LockGuard, lease_start: float) -> None:
         """Renew the lease and watch for theft until cancelled; on loss cancel the body."""
-        assert self._sub is not None
         clock = self._clock
+        backend = self._backend
         lease_end = lease_start + self.ttl
         # Give up a little before the store would expire the key, to stop the body in time.
         margin = self._period / 2
         next_refresh = lease_start + self._period
-        self._skip_own_acquisition(guard)
+        # Where events can be lost, ownership is also checked every poll interval.
+        poll = None if backend.capabilities.exact_events else backend.poll_interval
+        next_check = clock.now()  # events before our subscription were not seen: check at once
         while True:
             now = clock.now()
             if now >= lease_end - margin:
                 self._lose(guard, "the lease ran out before it could be renewed")
                 return
+            if self._sub is None:
+                try:
+                    self._sub = await backend.subscribe(self.name)
+                except DRefError as exc:
+                    log.warning(
+                        "Lock %s: cannot watch for theft, renewals only: %s", self.name, exc
+                    )
+            if now >= next_check:
+                try:
+                    current = await within(clock, lease_end - margin - now, backend.get(self.name))
+                except (TimeoutError, DRefError) as exc:
+                    log.warning("Lock %s: ownership check failed: %s", self.name, exc)
+                else:
+                    if current != guard.token:
+                        self._lose(guard, "the lock key was deleted or overwritten")
+                        return
+                next_check = now + poll if poll is not None else float("inf")
+            wake = min(next_refresh, next_check, lease_end - margin)
             try:
-                await within(
-                    clock, min(next_refresh, lease_end - margin) - now, self._next_foreign(guard)
-                )
+                await within(clock, wake - clock.now(), self._next_foreign(guard))
                 self._lose(guard, "the lock key was deleted or overwritten by another holder")
                 return
             except TimeoutError:
                 pass
             except ChangeStreamLaggedError:
-                self._sub = await self._backend.subscribe(self.name)
-                next_refresh = clock.now()  # events were missed: confirm ownership now
+                self._sub = None
+                next_check = clock.now()  # events were missed: confirm ownership now
             now = clock.now()
             if now < next_refresh:
                 continue
@@ -191,7 +206,7 @@ class Lock:
                 ours = await within(
                     clock,
                     lease_end - margin - now,
-                    self._backend.refresh_lock(self.name, guard.token, self.ttl),
+                    backend.refresh_lock(self.name, guard.token, self.ttl),
                 )
             except (TimeoutError, DRefError) as exc:
                 log.warning("Lock %s: renewal failed, retrying: %s", self.name, exc)
@@ -203,24 +218,13 @@ class Lock:
             lease_end = now + self.ttl
             next_refresh = now + self._period
 
-    def _skip_own_acquisition(self, guard: LockGuard) -> None:
-        """Drop events from before our acquisition; keep a theft that followed it."""
-        assert self._sub is not None
-        events = self._sub.drain()
-        for i, event in enumerate(events):
-            if event.value == guard.token:
-                for later in events[i + 1 :]:
-                    if later.value != guard.token:
-                        self._lose(guard, "the lock key was replaced right after acquisition")
-                        return
-                return
-
     async def _next_foreign(self, guard: LockGuard) -> None:
-        assert self._sub is not None
-        async for event in self._sub:
-            if event.value != guard.token:
-                return
-        await asyncio.Future()  # the subscription ended: rely on renewals alone
+        """Return at the first event that is not our own token (a delete or another value)."""
+        if self._sub is not None:
+            async for event in self._sub:
+                if event.value != guard.token:
+                    return
+        await asyncio.Future()  # no (more) events: rely on renewals and ownership checks
 
     def _lose(self, guard: LockGuard, reason: str) -> None:
         if guard.lost_reason is not None:
@@ -277,6 +281,12 @@ class Lock:
             )
             return
         self._plugins.notify("dref_lock_released", name=self.name, token=guard.token_int)
+
+
+async def _next_delete(sub: Subscription) -> None:
+    async for event in sub:
+        if event.deleted:
+            return
 
 
 def _random_token() -> int:

@@ -28,7 +28,7 @@ log = logging.getLogger("dref")
 class DRef(Generic[T]):
     """Handle to one named value: atomic get/set/modify, deletes and change streams."""
 
-    __slots__ = ("_backend", "_codec", "_ctx", "_name", "_type")
+    __slots__ = ("_backend", "_codec", "_ctx", "_name", "_seen", "_type")
 
     def __init__(self, ctx: DRefContext, name: str, codec: Codec, type: Any) -> None:
         self._ctx = ctx
@@ -36,6 +36,9 @@ class DRef(Generic[T]):
         self._name = name
         self._codec = codec
         self._type = type
+        # The bytes this handle last read or wrote: only the first guess of a compare-and-swap
+        # (never served to readers), so an uncontended update is one round trip.
+        self._seen: bytes | None = None
 
     @property
     def name(self) -> str:
@@ -67,7 +70,7 @@ class DRef(Generic[T]):
     # -- plain operations --------------------------------------------------------------------------
     async def get(self) -> T:
         """The current value; `ElementNotFoundError` if it does not exist."""
-        data = await self._backend.get(self._name)
+        data = self._seen = await self._backend.get(self._name)
         if data is None:
             raise ElementNotFoundError(self._name)
         try:  # _decode inlined: this is the hottest path
@@ -102,17 +105,24 @@ class DRef(Generic[T]):
         return result
 
     async def _modify_cas(self, f: Callable[[T], Any]) -> Any:
+        data = self._seen
+        if data is None:
+            data = await self._backend.get(self._name)
         conflicts = 0
         while True:
-            data = await self._backend.get(self._name)
             if data is None:
+                self._seen = None
                 raise ElementNotFoundError(self._name)
             result, new = await _call(f, self._decode(data))
-            if await self._backend.compare_and_set(self._name, data, self._encode(new)):
+            encoded = self._encode(new)
+            swapped, data = await self._backend.compare_and_swap(self._name, data, encoded)
+            if swapped:
+                self._seen = encoded
                 return result
             conflicts += 1
-            # Back off with jitter under contention so that contenders interleave.
-            await asyncio.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** min(conflicts, 7))))
+            if conflicts > 1:  # the first miss is usually just a stale guess
+                # Back off with jitter under contention so that contenders interleave.
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** min(conflicts, 7))))
 
     async def _modify_locked(self, f: Callable[[T], Any]) -> Any:
         async with self._ctx._lock_named(f"lock:{self._name}"):

@@ -7,7 +7,8 @@ core and is written once over this interface.
 Required: `get`, `set`, `set_if_absent`, `delete`, `expire`, `subscribe`, `aclose`.
 
 Optional native paths, announced by `capabilities`:
-- `compare_and_set` (`native_cas`): core's `modify` uses it instead of the portable lock protocol.
+- `compare_and_set` / `compare_and_swap` (`native_cas`): core's `modify` uses them instead of the
+  portable lock protocol.
 - `try_lock` / `refresh_lock` / `release_lock`: the defaults here are built from the required
   methods and are NOT atomic; a backend that overrides them atomically sets `owner_checked_locks`,
   and one whose `try_lock` returns a strictly increasing fence sets `fencing`.
@@ -114,6 +115,18 @@ class Backend(abc.ABC):
     ) -> bool:
         """Set `value` iff the current value equals `expected`; requires `native_cas`."""
         raise NotImplementedError(f"{type(self).__name__} has no native compare-and-set")
+
+    async def compare_and_swap(
+        self, name: str, expected: bytes, value: bytes
+    ) -> tuple[bool, bytes | None]:
+        """`compare_and_set`, returning also the current value when it did not match.
+
+        `(True, value)` when written, `(False, current)` otherwise (`current` None: missing).
+        Backends override it to answer in one round trip; requires `native_cas`.
+        """
+        if await self.compare_and_set(name, expected, value):
+            return True, value
+        return False, await self.get(name)
 
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
         """Take the lock if free; None when someone holds it."""

@@ -110,6 +110,14 @@ class InMemoryBackend(Backend):
     ) -> bool:
         return self._live().compare_and_set(name, expected, value, ttl)
 
+    async def compare_and_swap(
+        self, name: str, expected: bytes, value: bytes
+    ) -> tuple[bool, bytes | None]:
+        store = self._live()
+        if store.compare_and_set(name, expected, value, None):
+            return True, value
+        return False, store.get(name)
+
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
         fence = self._live().try_lock(name, token, ttl)
         return None if fence is None else LockGrant(fence)

@@ -201,34 +201,33 @@ class RedisBackend(Backend):
     async def compare_and_set(
         self, name: str, expected: bytes, value: bytes, ttl: float | None = None
     ) -> bool:
+        swapped, _ = await self._swap(name, expected, value, ttl)
+        return swapped
+
+    async def compare_and_swap(
+        self, name: str, expected: bytes, value: bytes
+    ) -> tuple[bool, bytes | None]:
+        return await self._swap(name, expected, value, None)
+
+    async def _swap(
+        self, name: str, expected: bytes, value: bytes, ttl: float | None
+    ) -> tuple[bool, bytes | None]:
+        """One script: write iff the value is `expected`; otherwise return the current value."""
         key = self.keys.key(name)
         args = [expected, value, _px(ttl), self._payload(key, value), _CHANNEL]
-        return bool(await self._run(self._cas, "compare_and_set", name, [key], args))
+        reply = await self._run(self._cas, "compare_and_set", name, [key], args)
+        if reply[0] == 1:
+            return True, value
+        current = reply[1] if len(reply) > 1 else None
+        assert current is None or isinstance(current, bytes)  # decode_responses is off
+        return False, current
 
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
-        """Acquire with fencing; returns only after our acquisition's notification is dispatched.
-
-        Notifications are in commit order, so every notification from before the acquisition
-        (say, the previous holder's release) has then reached the lock's subscription ahead of
-        ours, and a watchdog that drops what precedes its own token never mistakes one of those
-        for a theft. The wait is bounded and usually free (the notification travels alongside
-        the reply).
-        """
+        """Acquire with fencing: SET NX PX, INCR of the fence key and PUBLISH in one script."""
         key = self.keys.key(name)
         args = [token, _px(ttl), self._payload(key, token), _CHANNEL]
-        dispatched = self.listener.expect(name, token)
-        try:
-            fence = await self._run(self._try_lock, "try_lock", name, [key, fence_key(key)], args)
-            if fence is None:
-                return None
-            try:
-                async with asyncio.timeout(self.settings.op_timeout):
-                    await asyncio.shield(dispatched)
-            except TimeoutError:
-                pass  # the listener is reconnecting; its resync delivers the current value
-            return LockGrant(fence=int(fence))
-        finally:
-            self.listener.forget(name, token)
+        fence = await self._run(self._try_lock, "try_lock", name, [key, fence_key(key)], args)
+        return None if fence is None else LockGrant(fence=int(fence))
 
     async def refresh_lock(self, name: str, token: bytes, ttl: float) -> bool:
         key = self.keys.key(name)

@@ -93,7 +93,6 @@ class ChangeListener:
         self._pubsub: PubSub | None = None
         self._barrier_ids = itertools.count()
         self._barriers: dict[bytes, tuple[asyncio.Future[None], Subscription]] = {}
-        self._expected: dict[tuple[str, bytes], asyncio.Future[None]] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -161,30 +160,10 @@ class ChangeListener:
         finally:
             self._barriers.pop(token, None)
 
-    def expect(self, name: str, value: bytes) -> asyncio.Future[None]:
-        """A future done once the notification setting `name` to `value` has been dispatched.
-
-        Register it before the write, so that a notification outrunning the reply is not missed;
-        `forget()` it if the write did not happen. Done at once when disconnected.
-        """
-        done = asyncio.get_running_loop().create_future()
-        if self._pubsub is None:
-            done.set_result(None)
-        else:
-            self._expected[(name, value)] = done
-        return done
-
-    def forget(self, name: str, value: bytes) -> None:
-        self._expected.pop((name, value), None)
-
     def _release_barriers(self) -> None:
         for done, _ in self._barriers.values():
             if not done.done():
                 done.set_result(None)
-        for done in self._expected.values():
-            if not done.done():
-                done.set_result(None)
-        self._expected.clear()
 
     # -- the connection loop ----------------------------------------------------------------------
     async def _connect(self) -> tuple[PubSub, Redis | None]:
@@ -284,7 +263,7 @@ class ChangeListener:
     # -- dispatch ---------------------------------------------------------------------------------
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         if channel == CHANNEL.encode():
-            if not self._expected and not self._hub.names():
+            if not self._hub.names():
                 return  # nobody listens: skip decoding (a bad payload then goes unnoticed)
             try:
                 event = self._decode(data)
@@ -318,10 +297,6 @@ class ChangeListener:
                 done.set_result(None)
 
     def _deliver(self, name: str, value: bytes | None) -> None:
-        if value is not None and self._expected:
-            expected = self._expected.pop((name, value), None)
-            if expected is not None and not expected.done():
-                expected.set_result(None)
         if self._hub.subscribers(name) == 0:
             self._last.pop(name, None)
             return

@@ -65,13 +65,15 @@ return 1
 COMPARE_AND_SET = (
     _SET_VALUE
     + """
--- KEYS: key; ARGV: expected, value, px, payload, channel
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
+-- KEYS: key; ARGV: expected, value, px, payload, channel. {1} when written, else {0, current}
+-- (current absent when the key is missing), so a failed swap needs no extra GET.
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then
+  return {0, current}
 end
 set_value(KEYS[1], ARGV[2], ARGV[3])
 redis.call('PUBLISH', ARGV[5], ARGV[4])
-return 1
+return {1}
 """
 )
 
