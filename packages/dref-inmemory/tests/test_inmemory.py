@@ -110,9 +110,9 @@ async def test_lock_is_renewed_on_the_injected_clock(
     ctx: dref.DRefContext, clock: dref.ManualClock
 ) -> None:
     async with ctx.lock("job", ttl=3) as guard:
-        for _ in range(10):  # ten TTLs of virtual time, one refresh period at a time
-            await until(lambda: clock.sleepers > 1)
-            clock.advance(1)
+        for _ in range(120):  # ten TTLs of virtual time, in steps of a quarter period
+            await until(lambda: clock.sleepers > 1)  # the reaper and the watchdog both wait
+            clock.advance(0.25)
             await asyncio.sleep(0)
         assert await ctx.backend.get("job") == guard.token
         assert guard.held
@@ -168,7 +168,7 @@ async def test_waiters_get_the_lock_first_come_first_served(ctx: dref.DRefContex
         tasks = []
         for i in range(5):
             tasks.append(asyncio.create_task(waiter(i)))
-            waiting = i + 2  # the holder's watchdog and i + 1 waiters are subscribed
+            waiting = i + 1  # (the holder's watchdog waits for the clock before subscribing)
             await until(lambda n=waiting: hub.subscribers("fifo") == n)
     await asyncio.gather(*tasks)
     assert order == [0, 1, 2, 3, 4]

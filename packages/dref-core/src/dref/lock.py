@@ -35,6 +35,9 @@ __all__ = ["Lock", "LockGuard"]
 
 log = logging.getLogger("dref.lock")
 
+WATCH_GRACE = 0.02
+"""Seconds after acquisition before the watchdog subscribes to the lock's changes."""
+
 
 @dataclass(eq=False)
 class LockGuard:
@@ -166,7 +169,11 @@ class Lock:
         next_refresh = lease_start + self._period
         # Where events can be lost, ownership is also checked every poll interval.
         poll = None if backend.capabilities.exact_events else backend.poll_interval
-        next_check = clock.now()  # events before our subscription were not seen: check at once
+        # Short critical sections pay nothing for watching: the subscription (and an ownership
+        # check covering the events before it) starts after a grace period; a loss before then
+        # is still caught by the owner-checked release.
+        await clock.sleep(lease_start + min(WATCH_GRACE, self._period / 4) - clock.now())
+        next_check = clock.now()
         while True:
             now = clock.now()
             if now >= lease_end - margin:

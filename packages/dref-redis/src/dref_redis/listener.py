@@ -98,6 +98,7 @@ class ChangeListener:
     async def start(self) -> None:
         """Connect and subscribe; raises redis-py's error if the first attempt fails."""
         conn = await self._connect()
+        self._pubsub = conn[0]  # now, not when the task first runs: barriers need it at once
         self._connected.set()
         self._task = asyncio.create_task(self._run(conn), name="dref-redis-listener")
 
