@@ -148,6 +148,7 @@ async def test_operations_fail_after_the_timeout_while_redis_hangs(
         own_server.url, connect_timeout=0.5, op_timeout=0.5, ping_interval=0.3
     )
     await backend.set("k", b"\x01")
+    await (await backend.subscribe("k")).aclose()  # notifications start on first subscribe
     own_server.pause()
     try:
         for op in (
@@ -395,3 +396,15 @@ async def test_contended_lock_modify_never_reports_a_false_theft(
 
         await asyncio.wait_for(asyncio.gather(*(worker(i) for i in range(12))), 60)
         assert await refs[0].get() == 240
+
+
+async def test_notifications_start_on_the_first_subscription(
+    own_server: RedisServer, open_backend: Callable[..., Any]
+) -> None:
+    backend: RedisBackend = await open_backend(own_server.url)
+    await backend.set("k", b"\x01")
+    assert not backend.listener.started  # a context that never subscribes reads nothing
+    async with await backend.subscribe("k") as events:
+        assert backend.listener.started
+        await backend.set("k", b"\x02")
+        assert (await asyncio.wait_for(events.__anext__(), 5)).value == b"\x02"

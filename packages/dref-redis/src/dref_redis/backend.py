@@ -100,11 +100,10 @@ class RedisBackend(Backend):
     async def open(
         cls, settings: RedisSettings, *, clock: Clock | None = None, change_buffer: int = 1024
     ) -> RedisBackend:
-        """Connect, check credentials and database, and subscribe to change notifications."""
+        """Connect and check credentials and database (notifications start on first subscribe)."""
         backend = cls(settings, clock=clock, change_buffer=change_buffer)
         try:
             await backend._call("connect", None, backend._conns.initialize)
-            await backend._call("subscribe", None, backend.listener.start)
         except BaseException:
             await backend.aclose()
             raise
@@ -172,6 +171,8 @@ class RedisBackend(Backend):
     async def subscribe(self, name: str) -> Subscription:
         if self._closed:
             raise ClosedError("the redis backend is closed")
+        if not self.listener.started:
+            await self._call("subscribe", name, self.listener.ensure_started)
         timeout = self.settings.connect_timeout + self.settings.op_timeout
         if not await self.listener.wait_connected(timeout):
             raise BackendUnavailableError(

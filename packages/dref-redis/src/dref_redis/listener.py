@@ -1,6 +1,7 @@
 """The change listener: one pub/sub connection, reconnect with backoff, resynchronise after.
 
-The listener subscribes to `dref-change` (upstream's channel) and to a private resync channel.
+The listener subscribes to `dref-change` (upstream's channel) and to a private resync channel,
+when the first change subscription is made (a context that never subscribes pays nothing).
 Pub/sub drops whatever is published while the connection is down, so after every reconnect each
 name with subscribers is re-read by a script that publishes the value as a marker on the private
 channel. The marker is ordered with the key's notifications on our connection: notifications
@@ -87,6 +88,7 @@ class ChangeListener:
         self._subscribe_timeout = subscribe_timeout
         self._last: dict[str, bytes | _Unknown | None] = {}
         self._connected = asyncio.Event()
+        self._starting = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._resync_task: asyncio.Task[None] | None = None
         self._logged_reasons: set[str] = set()
@@ -95,6 +97,16 @@ class ChangeListener:
         self._barriers: dict[bytes, tuple[asyncio.Future[None], Subscription]] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
+    async def ensure_started(self) -> None:
+        """Start on first use: a context that never subscribes never reads notifications."""
+        async with self._starting:
+            if self._task is None:
+                await self.start()
+
     async def start(self) -> None:
         """Connect and subscribe; raises redis-py's error if the first attempt fails."""
         conn = await self._connect()
