@@ -4,7 +4,9 @@
 
 Rows (the baseline is named in the row): `get` against redis-py `GET` + msgpack with the same
 number of connections; `update` (dref's native compare-and-set) against a hand-written
-GET + EVALSHA compare-and-set loop and against upstream's lock-protocol `modify`
+GET + EVALSHA compare-and-set loop, against upstream's `modify` command for command (redis-py:
+lock `SET NX EX` + `PUBLISH`, `GET`, `SET` + `PUBLISH`, `DEL` + `PUBLISH`) and against dref's
+own upstream-compatible lock strategy
 (`modify_strategy="lock"`), uncontended and with 8 tasks over 2 processes on one key; lock
 acquire+release against redis-py's `Lock`; and lock fairness among 4 contending processes. The
 script starts its own redis-server on a free port. See benchmarks/README.md.
@@ -16,6 +18,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import platform
 import sys
 import time
@@ -32,12 +35,15 @@ from _redis_server import RedisProcess
 from rich.console import Console
 
 import dref
+from dref import change_payload
+from dref.changes import ChangeEvent
 
 TITLE = "dref redis (dref) vs redis-py (base), one private redis-server; latencies in µs"
 BASELINE = "base"
 SUBJECT = "dref"
 OUT_DIR = Path(__file__).resolve().parent / "out"
 CONNECTIONS = 8
+CHANNEL = "dref-change"
 CAS_LUA = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
@@ -112,6 +118,10 @@ async def side_op(kind: str, url: str, key: str, stack: Any) -> Op:
         stack.push_async_callback(r.aclose)
         script = r.register_script(CAS_LUA)
         return lambda: _base_cas(r, script, key)
+    if kind == "base-upstream-modify":
+        r = raw_client(url)
+        stack.push_async_callback(r.aclose)
+        return lambda: _base_upstream_modify(r, key)
     if kind == "base-lock":
         r = raw_client(url)
         stack.push_async_callback(r.aclose)
@@ -138,6 +148,24 @@ async def _base_cas(r: aioredis.Redis, script: Any, key: str) -> None:
         new = msgpack.packb(msgpack.unpackb(old) + 1)
         if await script(keys=[key], args=[old, new]):
             return
+
+
+async def _base_upstream_modify(r: aioredis.Redis, key: str) -> None:
+    """Upstream's `modify` command for command (spec §1.4, §6.2): 7 round trips uncontended."""
+    lock = f"lock:{key}"
+    token = os.urandom(8)
+    while not await r.set(lock, token, nx=True, ex=20):  # noqa: ASYNC110 (upstream's polling)
+        await asyncio.sleep(0.05)  # upstream's Rust probe; Scala waits for the delete event
+    await r.publish(CHANNEL, _payload(lock, token))
+    new = msgpack.packb(msgpack.unpackb(await r.get(key)) + 1)
+    await r.set(key, new)
+    await r.publish(CHANNEL, _payload(key, new))
+    await r.delete(lock)
+    await r.publish(CHANNEL, _payload(lock, None))
+
+
+def _payload(name: str, value: bytes | None) -> bytes:
+    return change_payload.encode(ChangeEvent(name, value))
 
 
 async def _base_lock(r: aioredis.Redis, key: str) -> None:
@@ -236,10 +264,17 @@ def run(url: str, seconds: float, console: Console) -> tuple[list[Row], list[Fai
     )
     rows.append(
         Row(
-            "update, 1 task (base: upstream lock modify)",
-            baseline=single("dref-update-lock", "bench:u1", 1),
+            "update, 1 task (base: upstream's modify, redis-py)",
+            baseline=single("base-upstream-modify", "bench:u1", 1),
             subject=cas,
             target=at_least(4),
+        )
+    )
+    rows.append(
+        Row(
+            'update, 1 task (base: dref modify_strategy="lock")',
+            baseline=single("dref-update-lock", "bench:u1", 1),
+            subject=cas,
         )
     )
     ctx = multiprocessing.get_context("spawn")
