@@ -1,0 +1,80 @@
+"""What a leader knows about replicating to one peer."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+
+__all__ = ["PeerKind", "Progress", "ReplicationState"]
+
+
+class ReplicationState(Enum):
+    """PROBE: one message at a time until the match is known; REPLICATE: a window in flight;
+    SNAPSHOT: an InstallSnapshot is in flight."""
+
+    PROBE = "probe"
+    REPLICATE = "replicate"
+    SNAPSHOT = "snapshot"
+
+
+class PeerKind(Enum):
+    """Whether a peer advertised the dref extensions (learned from the last message it sent)."""
+
+    UNKNOWN = "unknown"
+    DREF = "dref"
+    UPSTREAM = "upstream"
+
+
+@dataclass(slots=True)
+class Progress:
+    """Match/next seqs, flow control and liveness of one peer, reset on every election."""
+
+    next_seq: int
+    match_seq: int = 0
+    state: ReplicationState = ReplicationState.PROBE
+    #: PROBE: a message is outstanding.
+    probe_sent: bool = False
+    #: REPLICATE: last seq of each AppendEntries in flight, oldest first.
+    inflight: deque[int] = field(default_factory=deque)
+    #: SNAPSHOT: the seq being installed and the leader ticks since it was sent.
+    snapshot_seq: int = 0
+    snapshot_age: int = 0
+    #: An upstream peer's log is trusted only after it installed our snapshot in this term.
+    synced: bool = False
+    #: The peer answered during the current check-quorum period.
+    recent_active: bool = False
+    #: Match at the previous heartbeat response (no progress since → probe again).
+    match_at_heartbeat: int = -1
+
+    def become_probe(self) -> None:
+        """Probe from the seq after the match."""
+        self.state = ReplicationState.PROBE
+        self.next_seq = self.match_seq + 1
+        self.probe_sent = False
+        self.inflight.clear()
+
+    def become_replicate(self) -> None:
+        """Stream optimistically from the seq after the match."""
+        self.state = ReplicationState.REPLICATE
+        self.next_seq = self.match_seq + 1
+        self.probe_sent = False
+        self.inflight.clear()
+
+    def become_snapshot(self, seq: int) -> None:
+        """Wait for the install of the snapshot at `seq`."""
+        self.state = ReplicationState.SNAPSHOT
+        self.snapshot_seq = seq
+        self.snapshot_age = 0
+        self.probe_sent = False
+        self.inflight.clear()
+
+    def acknowledge(self, seq: int) -> bool:
+        """Record that the peer matches through `seq`; True if the match grew."""
+        while self.inflight and self.inflight[0] <= seq:
+            self.inflight.popleft()
+        if seq > self.match_seq:
+            self.match_seq = seq
+            self.next_seq = max(self.next_seq, seq + 1)
+            return True
+        return False

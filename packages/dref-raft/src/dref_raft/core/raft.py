@@ -1,0 +1,744 @@
+"""`RaftCore`: the pure, deterministic Raft state machine (etcd-io/raft's `RawNode`, in Python).
+
+No clock, I/O, threads or global randomness: time is `tick()`, input is `step()`,
+`propose()` and `read_index()`, output is `ready()`. The same inputs (and the same seeded
+`random.Random`) give the same outputs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dref_raft.commands import (
+    Command,
+    DeleteElement,
+    DeleteIfExpired,
+    ExpireElement,
+    SetElement,
+    SetIfNotExist,
+    StartNewTerm,
+)
+from dref_raft.core.config import CoreConfig
+from dref_raft.core.log import RaftLog
+from dref_raft.core.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Message,
+    PreVote,
+    PreVoteResponse,
+    ReadIndex,
+    ReadIndexResponse,
+    Vote,
+    VoteResponse,
+)
+from dref_raft.core.progress import PeerKind, Progress, ReplicationState
+from dref_raft.core.ready import CoreState, Ready
+from dref_raft.core.types import (
+    Entry,
+    HardState,
+    NotLeader,
+    Proposed,
+    ReadState,
+    Role,
+    Snapshot,
+    SoftState,
+)
+from dref_raft.fsm import ClusterSnapshot
+
+__all__ = ["RaftCore"]
+
+_LEADER_MESSAGES = (AppendEntries, Heartbeat, ReadIndex, InstallSnapshot)
+
+
+@dataclass(slots=True)
+class _ReadBatch:
+    seq: int
+    request_ids: list[int]
+    acks: set[str] = field(default_factory=set)
+
+
+def command_size(command: Command) -> int:
+    """An estimate of a command's encoded size, for batch byte limits."""
+    match command:
+        case SetElement(name, value, _) | SetIfNotExist(name, value, _):
+            return len(name) + len(value) + 16
+        case DeleteElement(name) | ExpireElement(name, _) | DeleteIfExpired(name, _):
+            return len(name) + 12
+    return 2
+
+
+class RaftCore:
+    """One node's Raft state. See docs/raft-consensus.md for the driver contract."""
+
+    def __init__(
+        self,
+        node_id: str,
+        peers: Sequence[str],
+        *,
+        rng: random.Random,
+        config: CoreConfig | None = None,
+        state: CoreState | None = None,
+    ) -> None:
+        state = state if state is not None else CoreState()
+        self.id = node_id
+        self.peers: tuple[str, ...] = tuple(sorted({p for p in peers if p != node_id}))
+        self.config = config if config is not None else CoreConfig()
+        self._rng = rng
+        self.log = RaftLog(state.snapshot, state.entries)
+        if state.commit > self.log.last_seq:
+            raise ValueError(f"commit {state.commit} is beyond the log ({self.log.last_seq})")
+        self.term = state.term
+        self.vote = state.vote
+        self.commit = max(state.commit, self.log.base_seq)
+        #: Highest seq handed to the driver to apply (restored state: applied through commit).
+        self.applied = self.commit
+        self._stable = self.log.last_seq
+        self.role = Role.FOLLOWER
+        self.leader_id: str | None = None
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._randomized_timeout = 0
+        self._randomize_timeout()
+        self._votes: dict[str, bool] = {}
+        self._progress: dict[str, Progress] = {}
+        self.peer_kinds: dict[str, PeerKind] = dict.fromkeys(self.peers, PeerKind.UNKNOWN)
+        self._messages: list[Message] = []
+        self._saved_hard = HardState(self.term, self.vote, self.commit)
+        self._reported_soft = SoftState(self.role, None, self.term)
+        self._snapshot_to_install: Snapshot | None = None
+        self._reads_ready: list[ReadState] = []
+        self._reads_dropped: list[int] = []
+        self._reads_waiting: list[int] = []
+        self._reads_open: list[int] = []
+        self._read_batches: dict[int, _ReadBatch] = {}
+        self._read_ctx = 0
+        self._broadcast_append = False
+        self._broadcast_heartbeat = False
+        self._in_ready = False
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def quorum(self) -> int:
+        """Votes or acknowledgements needed: a majority of the voters (self included)."""
+        return (len(self.peers) + 1) // 2 + 1
+
+    @property
+    def soft_state(self) -> SoftState:
+        """Role, known leader and term right now."""
+        return SoftState(self.role, self.leader_id, self.term)
+
+    def progress(self, peer: str) -> Progress | None:
+        """The leader's replication progress of `peer` (None when not leader)."""
+        return self._progress.get(peer)
+
+    # ------------------------------------------------------------------ inputs
+
+    def tick(self) -> None:
+        """Advance logical time by one tick."""
+        self._check_not_in_ready()
+        if self.role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self._election_elapsed += 1
+            if self._election_elapsed >= self._randomized_timeout:
+                self._campaign(pre=self.config.pre_vote)
+
+    def propose(self, commands: Sequence[Command]) -> Proposed | NotLeader:
+        """Append `commands` as one batch if this node leads; they are sent on `ready()`."""
+        self._check_not_in_ready()
+        if self.role is not Role.LEADER:
+            return NotLeader(self.leader_id)
+        if not commands or len(commands) > self.config.max_proposal_entries:
+            raise ValueError(f"propose 1..{self.config.max_proposal_entries} commands")
+        first = self.log.last_seq + 1
+        self.log.append([Entry(first + i, self.term, c) for i, c in enumerate(commands)])
+        self._broadcast_append = True
+        return Proposed(self.term, first, self.log.last_seq)
+
+    def read_index(self, request_id: int) -> NotLeader | None:
+        """Ask for a linearizable read; it comes back in `Ready.reads` (or `dropped_reads`).
+
+        The leader waits until an entry of its own term is committed, then confirms its
+        leadership with a majority (one ReadIndex round shared by all reads of a batch).
+        """
+        self._check_not_in_ready()
+        if self.role is not Role.LEADER:
+            return NotLeader(self.leader_id)
+        if self._committed_own_term():
+            self._reads_open.append(request_id)
+        else:
+            self._reads_waiting.append(request_id)
+        return None
+
+    def compact(self, through_seq: int, data: ClusterSnapshot) -> None:
+        """Record the driver's snapshot of the state machine at `through_seq` (≤ applied)
+        and drop the log entries it covers. The driver saves the snapshot itself."""
+        self._check_not_in_ready()
+        if through_seq > self.applied:
+            raise ValueError(f"cannot compact through {through_seq}: applied is {self.applied}")
+        term = self.log.term_at(through_seq)
+        if term is None:
+            return  # already compacted further
+        self.log.compact(Snapshot(through_seq, term, data))
+
+    def step(self, msg: Message) -> None:
+        """Handle one received message."""
+        self._check_not_in_ready()
+        if msg.to != self.id or msg.sender not in self.peer_kinds:
+            return
+        self.peer_kinds[msg.sender] = PeerKind.DREF if msg.ext else PeerKind.UPSTREAM
+        if msg.term > self.term:
+            if isinstance(msg, PreVote) or (isinstance(msg, PreVoteResponse) and msg.granted):
+                pass
+            elif isinstance(msg, Vote) and self.config.check_quorum and self._in_lease():
+                self._send(VoteResponse(self.id, msg.sender, self.term, False, ext=True))
+                return
+            elif isinstance(msg, _LEADER_MESSAGES):
+                self._become_follower(msg.term, msg.sender)
+            else:
+                self._become_follower(msg.term, None)
+        elif msg.term < self.term and not isinstance(msg, PreVoteResponse):
+            self._reject_stale(msg)
+            return
+        self._dispatch(msg)
+
+    # ------------------------------------------------------------------ output
+
+    def has_ready(self) -> bool:
+        """Whether `ready()` would return anything."""
+        return bool(
+            self._messages
+            or self._broadcast_append
+            or self._broadcast_heartbeat
+            or self._reads_open
+            or self._snapshot_to_install
+            or self.log.truncate_from is not None
+            or self.log.unstable_from <= self.log.last_seq
+            or HardState(self.term, self.vote, self.commit) != self._saved_hard
+            or self.soft_state != self._reported_soft
+            or self.commit > self.applied
+            or self._reads_ready
+            or self._reads_dropped
+        )
+
+    def ready(self) -> Ready:
+        """Drain everything the driver must persist, send and apply; then call `advance`."""
+        self._check_not_in_ready()
+        self._flush()
+        hard = HardState(self.term, self.vote, self.commit)
+        soft = self.soft_state
+        committed: tuple[Entry, ...] = ()
+        if self.commit > self.applied:
+            committed = tuple(self.log.slice(self.applied + 1, self.commit))
+        ready = Ready(
+            messages=tuple(self._messages),
+            snapshot=self._snapshot_to_install,
+            truncate_from=self.log.truncate_from,
+            entries=tuple(self.log.unstable()),
+            hard_state=hard if hard != self._saved_hard else None,
+            committed=committed,
+            reads=tuple(self._reads_ready),
+            dropped_reads=tuple(self._reads_dropped),
+            soft_state=soft if soft != self._reported_soft else None,
+        )
+        self._messages = []
+        self._reads_ready = []
+        self._reads_dropped = []
+        self._in_ready = True
+        return ready
+
+    def advance(self, ready: Ready) -> None:
+        """The driver persisted, sent and applied `ready`."""
+        if not self._in_ready:
+            raise RuntimeError("advance() without ready()")
+        self._in_ready = False
+        if ready.snapshot is not None:
+            self._snapshot_to_install = None
+            self.applied = max(self.applied, ready.snapshot.seq)
+        if ready.truncate_from is not None:
+            self._stable = min(self._stable, ready.truncate_from - 1)
+            self.log.truncate_from = None
+        if ready.entries:
+            self._stable = ready.entries[-1].seq
+            self.log.unstable_from = self._stable + 1
+        if ready.snapshot is not None:
+            self._stable = max(self._stable, ready.snapshot.seq)
+        if ready.hard_state is not None:
+            self._saved_hard = ready.hard_state
+        if ready.soft_state is not None:
+            self._reported_soft = ready.soft_state
+        if ready.committed:
+            self.applied = ready.committed[-1].seq
+        if self.role is Role.LEADER:
+            self._maybe_commit()
+
+    # ------------------------------------------------------------------ roles
+
+    def _randomize_timeout(self) -> None:
+        self._randomized_timeout = self._rng.randint(
+            self.config.election_ticks, self.config.max_election_ticks
+        )
+
+    def _in_lease(self) -> bool:
+        return self.leader_id is not None and self._election_elapsed < self.config.election_ticks
+
+    def _become_follower(self, term: int, leader: str | None) -> None:
+        if term > self.term:
+            self.term = term
+            self.vote = None
+        if self.role is Role.LEADER:
+            self._drop_reads()
+        self.role = Role.FOLLOWER
+        self.leader_id = leader
+        self._progress = {}
+        self._votes = {}
+        self._election_elapsed = 0
+        self._randomize_timeout()
+
+    def _campaign(self, *, pre: bool) -> None:
+        self._election_elapsed = 0
+        self._randomize_timeout()
+        self.leader_id = None
+        self._votes = {self.id: True}
+        if pre:
+            self.role = Role.PRE_CANDIDATE
+        else:
+            self.role = Role.CANDIDATE
+            self.term += 1
+            self.vote = self.id
+        if self._tally_votes():
+            return
+        last_seq, last_term = self.log.last_seq, self.log.last_term
+        for peer in self.peers:
+            if pre:
+                self._send(PreVote(self.id, peer, self.term + 1, last_seq, True, last_term))
+            else:
+                self._send(Vote(self.id, peer, self.term, last_seq, True, last_term))
+
+    def _tally_votes(self) -> bool:
+        """Act on the votes so far; True when the election is decided."""
+        granted = sum(self._votes.values())
+        rejected = len(self._votes) - granted
+        if granted >= self.quorum:
+            if self.role is Role.PRE_CANDIDATE:
+                self._campaign(pre=False)
+            else:
+                self._become_leader()
+            return True
+        if rejected >= self.quorum:
+            self._become_follower(self.term, None)
+            return True
+        return False
+
+    def _become_leader(self) -> None:
+        self.role = Role.LEADER
+        self.leader_id = self.id
+        self._votes = {}
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        next_seq = self.log.last_seq + 1
+        self._progress = {p: Progress(next_seq, recent_active=True) for p in self.peers}
+        self._read_batches = {}
+        # The term-start marker: committing it commits every earlier entry (Raft §5.4.2)
+        # and makes the terms of stored entries recoverable (restore_entries).
+        self.log.append([Entry(next_seq, self.term, StartNewTerm())])
+        self._broadcast_append = True
+        self._maybe_commit()
+
+    def _tick_leader(self) -> None:
+        self._heartbeat_elapsed += 1
+        self._election_elapsed += 1
+        if self._election_elapsed >= self.config.election_ticks:
+            self._election_elapsed = 0
+            if self.config.check_quorum:
+                active = 1 + sum(pr.recent_active for pr in self._progress.values())
+                if active < self.quorum:
+                    self._become_follower(self.term, None)
+                    return
+                for pr in self._progress.values():
+                    pr.recent_active = False
+        for peer, pr in self._progress.items():
+            if pr.state is ReplicationState.SNAPSHOT:
+                pr.snapshot_age += 1
+                if pr.snapshot_age >= self.config.election_ticks:
+                    pr.become_probe()
+                    self._send_append(peer)
+        if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            self._broadcast_heartbeat = True
+            self._resend_reads()
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _dispatch(self, msg: Message) -> None:
+        match msg:
+            case AppendEntries():
+                self._on_leader_contact(msg.sender)
+                self._handle_append(msg)
+            case Heartbeat():
+                self._on_leader_contact(msg.sender)
+                self._handle_heartbeat(msg)
+            case InstallSnapshot():
+                self._on_leader_contact(msg.sender)
+                self._handle_snapshot(msg)
+            case ReadIndex():
+                self._on_leader_contact(msg.sender)
+                granted = self.leader_id == msg.sender
+                self._send(
+                    ReadIndexResponse(self.id, msg.sender, self.term, granted, msg.read_ctx, True)
+                )
+            case Vote():
+                self._handle_vote(msg)
+            case PreVote():
+                self._handle_pre_vote(msg)
+            case VoteResponse():
+                if self.role is Role.CANDIDATE and msg.term == self.term:
+                    self._votes[msg.sender] = msg.granted
+                    self._tally_votes()
+            case PreVoteResponse():
+                if self.role is Role.PRE_CANDIDATE and msg.term <= self.term + 1:
+                    self._votes[msg.sender] = msg.granted
+                    self._tally_votes()
+            case _ if self.role is not Role.LEADER or msg.term != self.term:
+                return
+            case AppendEntriesResponse():
+                self._handle_append_response(msg)
+            case HeartbeatResponse():
+                self._handle_heartbeat_response(msg)
+            case InstallSnapshotResponse():
+                self._handle_snapshot_response(msg)
+            case ReadIndexResponse():
+                self._handle_read_index_response(msg)
+
+    def _reject_stale(self, msg: Message) -> None:
+        """Answer a request from a lower term with our term (responses are dropped)."""
+        to, term = msg.sender, self.term
+        match msg:
+            case AppendEntries():
+                self._send(
+                    AppendEntriesResponse(
+                        self.id, to, term, False, ext=True, reject_hint=self.log.last_seq
+                    )
+                )
+            case Heartbeat():
+                self._send(HeartbeatResponse(self.id, to, term, False, True, self.log.last_seq))
+            case InstallSnapshot():
+                self._send(InstallSnapshotResponse(self.id, to, term, False, ext=True))
+            case ReadIndex():
+                self._send(ReadIndexResponse(self.id, to, term, False, msg.read_ctx, True))
+            case Vote():
+                self._send(VoteResponse(self.id, to, term, False, True))
+            case PreVote():
+                self._send(PreVoteResponse(self.id, to, term, False, True))
+
+    def _on_leader_contact(self, leader: str) -> None:
+        if self.role is not Role.FOLLOWER or self.leader_id != leader:
+            self._become_follower(self.term, leader)
+        self._election_elapsed = 0
+
+    # ------------------------------------------------------------------ follower side
+
+    def _handle_append(self, msg: AppendEntries) -> None:
+        if not msg.ext:
+            self._handle_upstream_append(msg)
+            return
+        entries: Sequence[Entry] = msg.entries
+        prev_seq, prev_term = msg.prev_seq, msg.prev_term
+        if prev_seq <= self.commit:
+            # Entries through our commit are committed, so they match the leader's.
+            skip = self.commit - prev_seq
+            if skip >= len(entries) and skip > 0:
+                self._append_reply(msg.sender, True, self.commit)
+                return
+            entries = entries[skip:]
+            prev_seq = self.commit
+            prev_term = self._term_at_or_zero(prev_seq)
+        if self.log.term_at(prev_seq) != prev_term:
+            self._append_reply(msg.sender, False, 0, self._reject_hint(prev_seq))
+            return
+        for i, entry in enumerate(entries):
+            held = self.log.term_at(entry.seq)
+            if held == entry.term:
+                continue
+            if held is not None:
+                if entry.seq <= self.commit:
+                    raise AssertionError(
+                        f"leader {msg.sender} conflicts with committed {entry.seq}"
+                    )
+                self._truncate_after(entry.seq - 1)
+            self.log.append(entries[i:])
+            break
+        last_new = prev_seq + len(entries)
+        self._commit_to(min(msg.commit_seq, last_new))
+        self._append_reply(msg.sender, True, last_new)
+
+    def _term_at_or_zero(self, seq: int) -> int:
+        term = self.log.term_at(seq)
+        return 0 if term is None else term
+
+    def _handle_upstream_append(self, msg: AppendEntries) -> None:
+        """Upstream's rule (spec §5.9): accept only `seq == last_seq + 1`."""
+        if msg.seq != self.log.last_seq + 1:
+            self._append_reply(msg.sender, False, 0, self.log.last_seq)
+            return
+        self.log.append([Entry(msg.seq, msg.term, msg.command)])
+        self._commit_to(min(msg.commit_seq, self.log.last_seq))
+        self._append_reply(msg.sender, True, msg.seq)
+
+    def _reject_hint(self, prev_seq: int) -> int:
+        """The highest seq that may match the leader, skipping a whole conflicting term."""
+        if prev_seq > self.log.last_seq:
+            return self.log.last_seq
+        return max(self.commit, self.log.first_seq_of_term_at(prev_seq) - 1)
+
+    def _append_reply(self, to: str, success: bool, match_seq: int, hint: int = 0) -> None:
+        self._send(AppendEntriesResponse(self.id, to, self.term, success, match_seq, True, hint))
+
+    def _truncate_after(self, seq: int) -> None:
+        self.log.truncate_after(seq)
+        self._stable = min(self._stable, seq)
+
+    def _commit_to(self, seq: int) -> None:
+        if seq > self.commit:
+            self.commit = min(seq, self.log.last_seq)
+
+    def _handle_heartbeat(self, msg: Heartbeat) -> None:
+        self._commit_to(min(msg.commit_seq, self.log.last_seq))
+        self._send(HeartbeatResponse(self.id, msg.sender, self.term, True, True, self.log.last_seq))
+
+    def _handle_snapshot(self, msg: InstallSnapshot) -> None:
+        if msg.last_seq > self.commit:
+            term = msg.last_term if msg.ext else msg.term
+            snapshot = Snapshot(msg.last_seq, term, msg.snapshot)
+            self.log.restore(snapshot, keep_suffix=msg.ext)
+            self._stable = max(snapshot.seq, min(self._stable, self.log.last_seq))
+            self.commit = snapshot.seq
+            self.applied = snapshot.seq
+            self._snapshot_to_install = snapshot
+        self._send(
+            InstallSnapshotResponse(self.id, msg.sender, self.term, True, msg.last_seq, True)
+        )
+
+    def _up_to_date(self, msg: Vote | PreVote) -> bool:
+        if msg.ext:
+            return (msg.last_term, msg.last_seq) >= (self.log.last_term, self.log.last_seq)
+        return msg.last_seq >= self.log.last_seq  # upstream peers: last_seq only (weaker)
+
+    def _handle_vote(self, msg: Vote) -> None:
+        can_vote = self.vote == msg.sender or (self.vote is None and self.leader_id is None)
+        granted = can_vote and self._up_to_date(msg)
+        if granted:
+            self.vote = msg.sender
+            self._election_elapsed = 0
+        self._send(VoteResponse(self.id, msg.sender, self.term, granted, True))
+
+    def _handle_pre_vote(self, msg: PreVote) -> None:
+        granted = (
+            msg.term > self.term
+            and self.role is not Role.LEADER
+            and not self._in_lease()
+            and self._up_to_date(msg)
+        )
+        self._send(PreVoteResponse(self.id, msg.sender, self.term, granted, True))
+
+    # ------------------------------------------------------------------ leader side
+
+    def _committed_own_term(self) -> bool:
+        return self.log.term_at(self.commit) == self.term
+
+    def _maybe_commit(self) -> None:
+        matches = sorted([self._stable, *(pr.match_seq for pr in self._progress.values())])
+        candidate = matches[len(matches) - self.quorum]
+        if candidate > self.commit and self.log.term_at(candidate) == self.term:
+            first_own = not self._committed_own_term()
+            self.commit = candidate
+            self._broadcast_heartbeat = True
+            if first_own:
+                self._reads_open.extend(self._reads_waiting)
+                self._reads_waiting = []
+
+    def _flush(self) -> None:
+        if self.role is not Role.LEADER:
+            self._broadcast_append = self._broadcast_heartbeat = False
+            return
+        if self._broadcast_append:
+            self._broadcast_append = False
+            for peer in self.peers:
+                self._send_append(peer)
+        if self._broadcast_heartbeat:
+            self._broadcast_heartbeat = False
+            for peer in self.peers:
+                pr = self._progress[peer]
+                commit = min(self.commit, pr.match_seq)
+                self._send(Heartbeat(self.id, peer, self.term, commit, True))
+        if self._reads_open:
+            ids, self._reads_open = self._reads_open, []
+            if not self.peers:
+                self._reads_ready.extend(ReadState(i, self.commit) for i in ids)
+            else:
+                self._read_ctx += 1
+                self._read_batches[self._read_ctx] = _ReadBatch(self.commit, ids, {self.id})
+                for peer in self.peers:
+                    self._send(ReadIndex(self.id, peer, self.term, True, self._read_ctx))
+
+    def _resend_reads(self) -> None:
+        if not self._read_batches:
+            return
+        ctx = max(self._read_batches)
+        for peer in self.peers:
+            if peer not in self._read_batches[ctx].acks:
+                self._send(ReadIndex(self.id, peer, self.term, True, ctx))
+
+    def _drop_reads(self) -> None:
+        self._reads_dropped.extend(self._reads_waiting)
+        self._reads_dropped.extend(self._reads_open)
+        for batch in self._read_batches.values():
+            self._reads_dropped.extend(batch.request_ids)
+        self._reads_waiting, self._reads_open, self._read_batches = [], [], {}
+
+    def _handle_read_index_response(self, msg: ReadIndexResponse) -> None:
+        self._progress[msg.sender].recent_active = True
+        batch = self._read_batches.get(msg.read_ctx)
+        if not msg.granted or batch is None:
+            return
+        batch.acks.add(msg.sender)
+        if len(batch.acks) >= self.quorum:
+            for ctx in sorted(c for c in self._read_batches if c <= msg.read_ctx):
+                done = self._read_batches.pop(ctx)
+                self._reads_ready.extend(ReadState(i, done.seq) for i in done.request_ids)
+
+    def _send_append(self, peer: str) -> None:
+        pr = self._progress[peer]
+        if pr.state is ReplicationState.SNAPSHOT:
+            return
+        kind = self.peer_kinds[peer]
+        if (kind is PeerKind.UPSTREAM and not pr.synced) or pr.next_seq <= self.log.base_seq:
+            self._send_snapshot(peer)
+            return
+        if pr.next_seq > self.log.last_seq:
+            return
+        if kind is not PeerKind.DREF:
+            # Upstream (or not yet known): one entry at a time, strictly in order.
+            if not pr.probe_sent:
+                pr.probe_sent = True
+                self._send(self._append_message(peer, pr, pr.next_seq, pr.next_seq))
+            return
+        if pr.state is ReplicationState.PROBE:
+            if not pr.probe_sent:
+                pr.probe_sent = True
+                self._send(
+                    self._append_message(peer, pr, pr.next_seq, self._batch_end(pr.next_seq))
+                )
+            return
+        while len(pr.inflight) < self.config.max_inflight and pr.next_seq <= self.log.last_seq:
+            last = self._batch_end(pr.next_seq)
+            self._send(self._append_message(peer, pr, pr.next_seq, last))
+            pr.inflight.append(last)
+            pr.next_seq = last + 1
+
+    def _batch_end(self, first: int) -> int:
+        last = min(self.log.last_seq, first + self.config.max_batch_entries - 1)
+        size = 0
+        for seq in range(first, last + 1):
+            size += command_size(self.log.entry(seq).command)
+            if size > self.config.max_batch_bytes and seq > first:
+                return seq - 1
+        return last
+
+    def _append_message(self, peer: str, pr: Progress, first: int, last: int) -> AppendEntries:
+        entries = tuple(self.log.slice(first, last))
+        prev_term = self._term_at_or_zero(first - 1)
+        kind = self.peer_kinds[peer]
+        commit = (
+            self.commit if kind is PeerKind.DREF or pr.synced else min(self.commit, pr.match_seq)
+        )
+        return AppendEntries(
+            self.id,
+            peer,
+            self.term,
+            first,
+            entries[0].command,
+            commit,
+            True,
+            first - 1,
+            prev_term,
+            entries,
+        )
+
+    def _send_snapshot(self, peer: str) -> None:
+        snap = self.log.snapshot
+        self._progress[peer].become_snapshot(snap.seq)
+        self._send(InstallSnapshot(self.id, peer, self.term, snap.data, snap.seq, True, snap.term))
+
+    def _handle_append_response(self, msg: AppendEntriesResponse) -> None:
+        pr = self._progress[msg.sender]
+        pr.recent_active = True
+        if not msg.ext:
+            # Upstream peer: its log is trusted only after our snapshot reset it this term;
+            # any rejection is answered with a snapshot (upstream's own recovery, spec §5.12).
+            if pr.state is ReplicationState.SNAPSHOT:
+                return
+            if not pr.synced or not msg.success:
+                self._send_snapshot(msg.sender)
+                return
+            pr.probe_sent = False
+            if pr.acknowledge(msg.match_seq):
+                self._maybe_commit()
+            self._send_append(msg.sender)
+            return
+        if msg.success:
+            if pr.acknowledge(msg.match_seq):
+                self._maybe_commit()
+            if pr.state is ReplicationState.PROBE or (
+                pr.state is ReplicationState.SNAPSHOT and pr.match_seq >= pr.snapshot_seq
+            ):
+                pr.become_replicate()
+        else:
+            if pr.state is ReplicationState.SNAPSHOT:
+                return
+            pr.state = ReplicationState.PROBE
+            pr.inflight.clear()
+            pr.probe_sent = False
+            pr.next_seq = max(pr.match_seq + 1, min(pr.next_seq, msg.reject_hint + 1))
+        self._send_append(msg.sender)
+
+    def _handle_heartbeat_response(self, msg: HeartbeatResponse) -> None:
+        pr = self._progress[msg.sender]
+        pr.recent_active = True
+        if pr.match_seq < self.log.last_seq or (
+            self.peer_kinds[msg.sender] is PeerKind.UPSTREAM and not pr.synced
+        ):
+            if pr.state is ReplicationState.PROBE:
+                pr.probe_sent = False
+            elif pr.state is ReplicationState.REPLICATE and pr.match_seq == pr.match_at_heartbeat:
+                pr.become_probe()
+            pr.match_at_heartbeat = pr.match_seq
+            self._send_append(msg.sender)
+
+    def _handle_snapshot_response(self, msg: InstallSnapshotResponse) -> None:
+        pr = self._progress[msg.sender]
+        pr.recent_active = True
+        if pr.state is not ReplicationState.SNAPSHOT:
+            return
+        if msg.success:
+            pr.synced = True
+            if pr.acknowledge(msg.match_seq):
+                self._maybe_commit()
+        pr.become_probe()
+        self._send_append(msg.sender)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _send(self, msg: Message) -> None:
+        self._messages.append(msg)
+
+    def _check_not_in_ready(self) -> None:
+        if self._in_ready:
+            raise RuntimeError("call advance(ready) before giving the core more input")

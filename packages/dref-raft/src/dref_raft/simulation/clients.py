@@ -1,0 +1,102 @@
+"""Simulated clients: register operations through the cores, recorded as a history."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from dref_raft.commands import Command, DeleteElement, SetElement, SetIfNotExist
+from dref_raft.core import NotLeader, Proposed
+
+__all__ = ["ClientOp", "RecordedOp", "SimClient"]
+
+#: Steps an operation may wait before its outcome is declared unknown (or it is dropped).
+OP_TIMEOUT = 400
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedOp:
+    """A finished operation, field for field `dref_compat.history.Operation`."""
+
+    client: int
+    key: str
+    kind: str
+    value: Any = None
+    expected: Any = None
+    output: Any = None
+    call: float = 0.0
+    ret: float | None = None
+
+
+@dataclass(slots=True)
+class ClientOp:
+    """An operation in progress: not sent yet, proposed at (node, seq, term), or reading."""
+
+    kind: str
+    key: str
+    value: bytes | None
+    call: int
+    node: str | None = None
+    seq: int = 0
+    term: int = 0
+    request_id: int = 0
+    sent_at: int = 0
+    output: Any = None
+
+    def command(self) -> Command:
+        """The command a write proposes."""
+        if self.kind == "set":
+            assert self.value is not None
+            return SetElement(self.key, self.value)
+        if self.kind == "set_if_absent":
+            assert self.value is not None
+            return SetIfNotExist(self.key, self.value)
+        return DeleteElement(self.key)
+
+
+@dataclass(slots=True)
+class SimClient:
+    """One client with at most one operation in flight and a guess of the leader."""
+
+    id: int
+    leader_guess: str
+    op: ClientOp | None = None
+    counter: int = 0
+    history: list[RecordedOp] = field(default_factory=list)
+
+    def new_op(self, rng: random.Random, now: int, keys: tuple[str, ...]) -> ClientOp:
+        """Start a random operation (writes carry values unique to this client)."""
+        kind = rng.choices(["get", "set", "set_if_absent", "delete"], [35, 30, 20, 15])[0]
+        self.counter += 1
+        value = f"c{self.id}-{self.counter}".encode() if kind in ("set", "set_if_absent") else None
+        self.op = ClientOp(kind, rng.choice(keys), value, now)
+        return self.op
+
+    def submitted(self, result: Proposed | NotLeader | None, node: str, now: int) -> bool:
+        """Record where the op went; False when it must be retried elsewhere."""
+        op = self.op
+        assert op is not None
+        if isinstance(result, NotLeader):
+            if result.leader_id is not None:
+                self.leader_guess = result.leader_id
+            return False
+        op.node, op.sent_at = node, now
+        if isinstance(result, Proposed):
+            op.seq, op.term = result.first_seq, result.term
+        return True
+
+    def finish(self, now: int | None, output: Any = None) -> None:
+        """Complete the op (`now=None`: unknown outcome) and record it."""
+        op = self.op
+        assert op is not None
+        self.op = None
+        kind = op.kind
+        self.history.append(
+            RecordedOp(self.id, op.key, kind, op.value, None, output, float(op.call),
+                       None if now is None else float(now))
+        )
+
+    def discard(self) -> None:
+        """Forget an op that certainly had no effect."""
+        self.op = None

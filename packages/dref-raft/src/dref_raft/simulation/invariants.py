@@ -1,0 +1,97 @@
+"""Raft's safety properties, checked incrementally as the simulation runs."""
+
+from __future__ import annotations
+
+from dref_raft.commands import Command
+from dref_raft.core import Entry, RaftCore
+from dref_raft.fsm import StateMachine
+
+__all__ = ["InvariantViolation", "Invariants"]
+
+
+class InvariantViolation(AssertionError):
+    """A safety property does not hold."""
+
+
+class Invariants:
+    """Election safety, log matching, leader completeness, state-machine safety, durability.
+
+    Log matching is checked through two facts that imply it by induction: an entry is
+    identified by (seq, term), so (a) every log holding (seq, term) has the same command there
+    and (b) the same term at seq-1.
+    """
+
+    def __init__(self) -> None:
+        self.leaders: dict[int, str] = {}
+        self.entries: dict[tuple[int, int], tuple[Command, int | None]] = {}
+        #: seq → (term, command) of every applied entry.
+        self.applied: dict[int, tuple[int, Command]] = {}
+        self.max_applied = 0
+        #: seq → a term such that every leader of a higher term must hold the entry: the
+        #: highest leader term seen when it was first applied (it was committed by then).
+        self.committed_by: dict[int, int] = {}
+
+    def check_leader(self, core: RaftCore) -> None:
+        """Election safety and leader completeness for a node that leads now."""
+        holder = self.leaders.setdefault(core.term, core.id)
+        if holder != core.id:
+            raise InvariantViolation(f"two leaders in term {core.term}: {holder} and {core.id}")
+        log = core.log
+        required = self.max_applied
+        while required > 0 and self.committed_by[required] >= core.term:
+            required -= 1
+        if log.last_seq < required:
+            raise InvariantViolation(
+                f"leader {core.id} (term {core.term}) ends at {log.last_seq} but "
+                f"{required} was committed before its term"
+            )
+        for seq in range(log.base_seq + 1, required + 1):
+            term, command = self.applied[seq]
+            entry = log.entry(seq)
+            if entry.term != term or entry.command != command:
+                raise InvariantViolation(
+                    f"leader {core.id} (term {core.term}) lacks committed entry {seq}: has "
+                    f"{entry}, applied was term {term} {command!r}"
+                )
+
+    def check_entries(self, core: RaftCore, entries: tuple[Entry, ...]) -> None:
+        """Log matching for entries a node just appended."""
+        log = core.log
+        for entry in entries:
+            if log.term_at(entry.seq) != entry.term:
+                continue  # already replaced again before this check
+            prev = log.term_at(entry.seq - 1)
+            known = self.entries.setdefault((entry.seq, entry.term), (entry.command, prev))
+            if known[0] != entry.command:
+                raise InvariantViolation(
+                    f"log matching: {core.id} holds {entry} but another log has "
+                    f"{known[0]!r} at the same seq and term"
+                )
+            if prev is not None and known[1] is not None and known[1] != prev:
+                raise InvariantViolation(
+                    f"log matching: {core.id} holds {entry} after term {prev}, another "
+                    f"log after term {known[1]}"
+                )
+
+    def check_apply(self, node: str, entry: Entry) -> None:
+        """State-machine safety: every node applies the same command at each seq."""
+        known = self.applied.setdefault(entry.seq, (entry.term, entry.command))
+        if known != (entry.term, entry.command):
+            raise InvariantViolation(
+                f"state-machine safety: {node} applies {entry} at {entry.seq}, another node "
+                f"applied term {known[0]} {known[1]!r}"
+            )
+        if entry.seq not in self.committed_by:
+            self.committed_by[entry.seq] = max(self.leaders, default=0)
+        self.max_applied = max(self.max_applied, entry.seq)
+
+    def check_recovered(self, node: str, commit: int, machine: StateMachine) -> None:
+        """Durability: a restarted node's state is the committed log replayed through commit."""
+        reference = StateMachine()
+        for seq in range(1, commit + 1):
+            known = self.applied.get(seq)
+            if known is None:
+                raise InvariantViolation(f"{node} restarted with commit {commit} but {seq} unknown")
+            reference.apply(known[1])
+        if dict(reference.elements()) != dict(machine.elements()):
+            raise InvariantViolation(f"{node} recovered a state that differs from the log")
