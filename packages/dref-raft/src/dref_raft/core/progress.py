@@ -44,6 +44,8 @@ class Progress:
     synced: bool = False
     #: The peer answered during the current check-quorum period.
     recent_active: bool = False
+    #: The highest commit seq sent to the peer (a follower learns commits from messages).
+    commit_sent: int = 0
     #: Match at the previous heartbeat response (no progress since → probe again).
     match_at_heartbeat: int = -1
 

@@ -575,9 +575,7 @@ class RaftCore:
         if self._broadcast_heartbeat:
             self._broadcast_heartbeat = False
             for peer in self.peers:
-                pr = self._progress[peer]
-                commit = min(self.commit, pr.match_seq)
-                self._send(Heartbeat(self.id, peer, self.term, commit, True))
+                self._send_heartbeat(peer)
         if self._reads_open:
             ids, self._reads_open = self._reads_open, []
             if not self.peers:
@@ -587,6 +585,12 @@ class RaftCore:
                 self._read_batches[self._read_ctx] = _ReadBatch(self.commit, ids, {self.id})
                 for peer in self.peers:
                     self._send(ReadIndex(self.id, peer, self.term, True, self._read_ctx))
+
+    def _send_heartbeat(self, peer: str) -> None:
+        pr = self._progress[peer]
+        commit = min(self.commit, pr.match_seq)
+        pr.commit_sent = max(pr.commit_sent, commit)
+        self._send(Heartbeat(self.id, peer, self.term, commit, True))
 
     def _resend_reads(self) -> None:
         if not self._read_batches:
@@ -659,6 +663,7 @@ class RaftCore:
         commit = (
             self.commit if kind is PeerKind.DREF or pr.synced else min(self.commit, pr.match_seq)
         )
+        pr.commit_sent = max(pr.commit_sent, min(commit, last))
         return AppendEntries(
             self.id,
             peer,
@@ -696,6 +701,8 @@ class RaftCore:
         if msg.success:
             if pr.acknowledge(msg.match_seq):
                 self._maybe_commit()
+                if min(self.commit, pr.match_seq) > pr.commit_sent:
+                    self._send_heartbeat(msg.sender)  # it holds committed entries to apply
             if pr.state is ReplicationState.PROBE or (
                 pr.state is ReplicationState.SNAPSHOT and pr.match_seq >= pr.snapshot_seq
             ):

@@ -93,8 +93,16 @@ class SimClient:
         self.op = None
         kind = op.kind
         self.history.append(
-            RecordedOp(self.id, op.key, kind, op.value, None, output, float(op.call),
-                       None if now is None else float(now))
+            RecordedOp(
+                self.id,
+                op.key,
+                kind,
+                op.value,
+                None,
+                output,
+                float(op.call),
+                None if now is None else float(now),
+            )
         )
 
     def discard(self) -> None:

@@ -30,6 +30,9 @@ class Invariants:
         #: seq → a term such that every leader of a higher term must hold the entry: the
         #: highest leader term seen when it was first applied (it was committed by then).
         self.committed_by: dict[int, int] = {}
+        #: (leader, term) → seq through which completeness was checked (a leader's log only
+        #: grows, so each entry is checked once per leadership).
+        self._checked: dict[tuple[str, int], int] = {}
 
     def check_leader(self, core: RaftCore) -> None:
         """Election safety and leader completeness for a node that leads now."""
@@ -45,7 +48,9 @@ class Invariants:
                 f"leader {core.id} (term {core.term}) ends at {log.last_seq} but "
                 f"{required} was committed before its term"
             )
-        for seq in range(log.base_seq + 1, required + 1):
+        checked = self._checked.get((core.id, core.term), log.base_seq)
+        self._checked[(core.id, core.term)] = max(checked, required)
+        for seq in range(max(checked, log.base_seq) + 1, required + 1):
             term, command = self.applied[seq]
             entry = log.entry(seq)
             if entry.term != term or entry.command != command:

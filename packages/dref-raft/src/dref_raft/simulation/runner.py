@@ -9,7 +9,7 @@ from typing import Any
 from dref_raft.core import CoreConfig, Entry, Message, Role
 from dref_raft.fsm import ApplyResult
 from dref_raft.simulation.clients import OP_TIMEOUT, RecordedOp, SimClient
-from dref_raft.simulation.invariants import InvariantViolation, Invariants
+from dref_raft.simulation.invariants import Invariants, InvariantViolation
 from dref_raft.simulation.network import Network, NetworkFaults
 from dref_raft.simulation.node import SimNode
 
@@ -17,6 +17,8 @@ __all__ = ["SimConfig", "SimResult", "run_seed"]
 
 #: One simulation step is 5 ms; a core tick (40 ms) is about 8 steps, skewed per node.
 STEP_MS = 5
+#: Steps after the run in which the cluster must converge (liveness).
+SETTLE_STEPS = 4000
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +70,21 @@ class _Run:
         self.net = Network(random.Random(f"net/{seed}"), faults)
         self.invariants = Invariants()
         ids = [f"n{i}" for i in range(1, cfg.nodes + 1)]
-        core_config = CoreConfig(max_batch_entries=rng.choice([1, 4, 64]),
-                                 max_inflight=rng.choice([1, 2, 8]))
+        core_config = CoreConfig(
+            max_batch_entries=rng.choice([1, 4, 64]), max_inflight=rng.choice([1, 2, 8])
+        )
         self.nodes = {
-            i: SimNode(i, ids, core_config, seed, self.invariants,
-                       snapshot_every=rng.choice([0, cfg.snapshot_every, 7]),
-                       on_apply=self.on_apply, on_read=self.on_read,
-                       trace=self.trace if trace else None)
+            i: SimNode(
+                i,
+                ids,
+                core_config,
+                seed,
+                self.invariants,
+                snapshot_every=rng.choice([0, cfg.snapshot_every, 7]),
+                on_apply=self.on_apply,
+                on_read=self.on_read,
+                trace=self.trace if trace else None,
+            )
             for i in ids
         }
         base = core_config.tick_ms // STEP_MS
@@ -121,7 +131,8 @@ class _Run:
         fault_end = int(cfg.steps * cfg.fault_share)
         client_end = cfg.steps - cfg.steps // 10
         try:
-            for self.now in range(cfg.steps):
+            for now in range(cfg.steps):
+                self.now = now
                 if self.now == fault_end:
                     self.end_faults()
                 elif self.now < fault_end:
@@ -133,6 +144,7 @@ class _Run:
                     self.client_steps()
                 self.timeouts()
                 self.flush()
+            self.settle()
             self.final_checks()
         except InvariantViolation as exc:
             self.result.failure = f"step {self.now}: {exc}"
@@ -193,7 +205,10 @@ class _Run:
 
     def ticks(self) -> None:
         for node_id, node in self.nodes.items():
-            if node.core is not None and self.now % self.tick_period[node_id] == self.tick_phase[node_id]:
+            if (
+                node.core is not None
+                and self.now % self.tick_period[node_id] == self.tick_phase[node_id]
+            ):
                 node.core.tick()
                 self.drain(node_id)
 
@@ -210,8 +225,8 @@ class _Run:
         for client in self.clients:
             if client.op is None:
                 if rng.random() < 0.2:
-                    op = client.new_op(rng, self.now, self.cfg.keys)
-                    self.trace(f"client {client.id} calls {op.kind} {op.key} {op.value!r}")
+                    new = client.new_op(rng, self.now, self.cfg.keys)
+                    self.trace(f"client {client.id} calls {new.kind} {new.key} {new.value!r}")
                 else:
                     continue
             op = client.op
@@ -260,6 +275,23 @@ class _Run:
         self.stats[what] = self.stats.get(what, 0) + 1
 
     # ---------------------------------------------------------------- end
+
+    def settle(self) -> None:
+        """Without faults or clients, run until every node applied the leader's commit."""
+        for now in range(self.cfg.steps, self.cfg.steps + SETTLE_STEPS):
+            self.now = now
+            if self.now % 50 == 0 and self.converged():
+                return
+            self.deliver()
+            self.ticks()
+            self.timeouts()
+            self.flush()
+
+    def converged(self) -> bool:
+        leaders = [n.core for n in self.nodes.values() if n.core and n.core.role is Role.LEADER]
+        return len(leaders) == 1 and all(
+            n.core is not None and n.core.applied == leaders[0].commit for n in self.nodes.values()
+        )
 
     def final_checks(self) -> None:
         leaders = [n for n in self.nodes.values() if n.core and n.core.role is Role.LEADER]

@@ -19,7 +19,7 @@ class SimStorage:
     store would; terms of other entries are rebuilt with `restore_entries` on restart.
     """
 
-    hard: HardState = HardState(0, None, 0)
+    hard: HardState = field(default_factory=lambda: HardState(0, None, 0))
     snapshot: Snapshot = EMPTY_SNAPSHOT
     log: dict[int, tuple[Command, int | None]] = field(default_factory=dict)
 
