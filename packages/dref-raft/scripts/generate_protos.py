@@ -29,8 +29,14 @@ OUT_DIR = PACKAGE_DIR / "src" / "dref_raft" / "_pb"
 REQUIREMENTS = Path(__file__).resolve().with_name("requirements-protos.txt")
 SELF = "packages/dref-raft/scripts/generate_protos.py"
 
-PROTOS = ("dref.proto", "raft.proto", "state_command.proto", "dref_consensus.proto")
-SERVICE_PROTOS = ("dref.proto", "dref_consensus.proto")
+PROTOS = (
+    "dref.proto",
+    "raft.proto",
+    "state_command.proto",
+    "dref_consensus.proto",
+    "dref_watch.proto",
+)
+SERVICE_PROTOS = ("dref.proto", "dref_consensus.proto", "dref_watch.proto")
 MODULES = tuple(name.removesuffix(".proto") + "_pb2" for name in PROTOS)
 
 INIT = '''"""Generated protobuf and gRPC code of the upstream DRef protocol (io.github.tobia80).

@@ -50,18 +50,54 @@ class StartNewTermCommand(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class CompareAndSetCommand(_message.Message):
+    __slots__ = ("name", "expected", "value", "expire_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    expected: bytes
+    value: bytes
+    expire_at: int
+    def __init__(self, name: _Optional[str] = ..., expected: _Optional[bytes] = ..., value: _Optional[bytes] = ..., expire_at: _Optional[int] = ...) -> None: ...
+
+class CompareAndDeleteCommand(_message.Message):
+    __slots__ = ("name", "expected")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    expected: bytes
+    def __init__(self, name: _Optional[str] = ..., expected: _Optional[bytes] = ...) -> None: ...
+
+class CompareAndExpireCommand(_message.Message):
+    __slots__ = ("name", "expected", "expire_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    expected: bytes
+    expire_at: int
+    def __init__(self, name: _Optional[str] = ..., expected: _Optional[bytes] = ..., expire_at: _Optional[int] = ...) -> None: ...
+
 class StateCommand(_message.Message):
-    __slots__ = ("set_element", "set_element_if_not_exist", "delete_element", "expire_element", "delete_if_expired", "start_new_term")
+    __slots__ = ("set_element", "set_element_if_not_exist", "delete_element", "expire_element", "delete_if_expired", "start_new_term", "compare_and_set", "compare_and_delete", "compare_and_expire")
     SET_ELEMENT_FIELD_NUMBER: _ClassVar[int]
     SET_ELEMENT_IF_NOT_EXIST_FIELD_NUMBER: _ClassVar[int]
     DELETE_ELEMENT_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_ELEMENT_FIELD_NUMBER: _ClassVar[int]
     DELETE_IF_EXPIRED_FIELD_NUMBER: _ClassVar[int]
     START_NEW_TERM_FIELD_NUMBER: _ClassVar[int]
+    COMPARE_AND_SET_FIELD_NUMBER: _ClassVar[int]
+    COMPARE_AND_DELETE_FIELD_NUMBER: _ClassVar[int]
+    COMPARE_AND_EXPIRE_FIELD_NUMBER: _ClassVar[int]
     set_element: SetElementCommand
     set_element_if_not_exist: SetElementIfNotExistCommand
     delete_element: DeleteElementCommand
     expire_element: ExpireElementCommand
     delete_if_expired: DeleteIfExpiredCommand
     start_new_term: StartNewTermCommand
-    def __init__(self, set_element: _Optional[_Union[SetElementCommand, _Mapping]] = ..., set_element_if_not_exist: _Optional[_Union[SetElementIfNotExistCommand, _Mapping]] = ..., delete_element: _Optional[_Union[DeleteElementCommand, _Mapping]] = ..., expire_element: _Optional[_Union[ExpireElementCommand, _Mapping]] = ..., delete_if_expired: _Optional[_Union[DeleteIfExpiredCommand, _Mapping]] = ..., start_new_term: _Optional[_Union[StartNewTermCommand, _Mapping]] = ...) -> None: ...
+    compare_and_set: CompareAndSetCommand
+    compare_and_delete: CompareAndDeleteCommand
+    compare_and_expire: CompareAndExpireCommand
+    def __init__(self, set_element: _Optional[_Union[SetElementCommand, _Mapping]] = ..., set_element_if_not_exist: _Optional[_Union[SetElementIfNotExistCommand, _Mapping]] = ..., delete_element: _Optional[_Union[DeleteElementCommand, _Mapping]] = ..., expire_element: _Optional[_Union[ExpireElementCommand, _Mapping]] = ..., delete_if_expired: _Optional[_Union[DeleteIfExpiredCommand, _Mapping]] = ..., start_new_term: _Optional[_Union[StartNewTermCommand, _Mapping]] = ..., compare_and_set: _Optional[_Union[CompareAndSetCommand, _Mapping]] = ..., compare_and_delete: _Optional[_Union[CompareAndDeleteCommand, _Mapping]] = ..., compare_and_expire: _Optional[_Union[CompareAndExpireCommand, _Mapping]] = ...) -> None: ...
