@@ -38,7 +38,7 @@ from dref_raft.storage.layout import (
     LOG_HEADER_SIZE,
     LOG_RECORD_HEADER_SIZE,
 )
-from dref_raft.storage.media import FileMedium, Medium, MemoryMedium
+from dref_raft.storage.media import FileMedium, InMemoryFile, Medium, MemoryMedium
 
 __all__ = [
     "CommandLogStorage",
@@ -268,19 +268,12 @@ class CommandLogStore(_CommandLogStoreBase):
         super().__init__(FileMedium(self.path))
 
 
-class InMemoryCommandLogStore(_CommandLogStoreBase):
+class InMemoryCommandLogStore(InMemoryFile, _CommandLogStoreBase):
     """The same store over bytes in memory; `contents` is what the file would hold."""
 
     def __init__(self, contents: bytes | None = None) -> None:
         self._memory = MemoryMedium(f"<memory>/{COMMAND_LOG_FILE}", contents)
         super().__init__(self._memory)
 
-    @property
-    def contents(self) -> bytes | None:
-        """The file's bytes (None: no file). Setting it forgets the cached append offset."""
-        return self._memory.data
-
-    @contents.setter
-    def contents(self, data: bytes | None) -> None:
-        self._memory.data = data
-        self._end = None
+    def _contents_replaced(self) -> None:
+        self._end = None  # the cached append offset belonged to the old bytes

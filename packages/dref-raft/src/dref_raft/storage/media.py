@@ -16,7 +16,7 @@ from typing import Protocol
 from dref_raft.storage.errors import CorruptStateError
 from dref_raft.storage.layout import TMP_SUFFIX
 
-__all__ = ["FileMedium", "Medium", "MemoryMedium"]
+__all__ = ["FileMedium", "InMemoryFile", "Medium", "MemoryMedium"]
 
 
 class Medium(Protocol):
@@ -148,3 +148,22 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class InMemoryFile:
+    """Mixin of the stores' in-memory twins: `contents` is what the store's file would hold."""
+
+    _memory: MemoryMedium
+
+    @property
+    def contents(self) -> bytes | None:
+        """The file's bytes (None: no file)."""
+        return self._memory.data
+
+    @contents.setter
+    def contents(self, data: bytes | None) -> None:
+        self._memory.data = data
+        self._contents_replaced()
+
+    def _contents_replaced(self) -> None:
+        """Called after `contents` was set: drop whatever was derived from the old bytes."""

@@ -22,7 +22,7 @@ from dref_raft.storage._binary import (
 )
 from dref_raft.storage.errors import CorruptStateError
 from dref_raft.storage.layout import MAX_U63, PREAMBLE_SIZE, SNAPSHOT_FILE, SNAPSHOT_MAGIC
-from dref_raft.storage.media import FileMedium, Medium, MemoryMedium
+from dref_raft.storage.media import FileMedium, InMemoryFile, Medium, MemoryMedium
 from dref_raft.wire import WireFormatError, decode_snapshot, encode_snapshot
 
 __all__ = [
@@ -99,18 +99,9 @@ class SnapshotStore(_SnapshotStoreBase):
         super().__init__(FileMedium(self.path))
 
 
-class InMemorySnapshotStore(_SnapshotStoreBase):
+class InMemorySnapshotStore(InMemoryFile, _SnapshotStoreBase):
     """The same store over bytes in memory; `contents` is what the file would hold."""
 
     def __init__(self, contents: bytes | None = None) -> None:
         self._memory = MemoryMedium(f"<memory>/{SNAPSHOT_FILE}", contents)
         super().__init__(self._memory)
-
-    @property
-    def contents(self) -> bytes | None:
-        """The file's bytes (None: no file)."""
-        return self._memory.data
-
-    @contents.setter
-    def contents(self, data: bytes | None) -> None:
-        self._memory.data = data

@@ -24,7 +24,7 @@ from dref_raft.storage._binary import (
 )
 from dref_raft.storage.errors import CorruptStateError
 from dref_raft.storage.layout import PREAMBLE_SIZE, VOTER_STATE_FILE, VOTER_STATE_MAGIC
-from dref_raft.storage.media import FileMedium, Medium, MemoryMedium
+from dref_raft.storage.media import FileMedium, InMemoryFile, Medium, MemoryMedium
 
 __all__ = [
     "InMemoryVoterStateStore",
@@ -120,18 +120,9 @@ class VoterStateStore(_VoterStateStoreBase):
         super().__init__(FileMedium(self.path))
 
 
-class InMemoryVoterStateStore(_VoterStateStoreBase):
+class InMemoryVoterStateStore(InMemoryFile, _VoterStateStoreBase):
     """The same store over bytes in memory; `contents` is what the file would hold."""
 
     def __init__(self, contents: bytes | None = None) -> None:
         self._memory = MemoryMedium(f"<memory>/{VOTER_STATE_FILE}", contents)
         super().__init__(self._memory)
-
-    @property
-    def contents(self) -> bytes | None:
-        """The file's bytes (None: no file)."""
-        return self._memory.data
-
-    @contents.setter
-    def contents(self, data: bytes | None) -> None:
-        self._memory.data = data
