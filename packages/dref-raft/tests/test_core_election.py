@@ -77,7 +77,8 @@ def test_randomized_timeout_comes_from_the_seeded_rng() -> None:
 
     runs = [timeout(s) for s in range(20)]
     assert runs == [timeout(s) for s in range(20)]
-    assert all(10 <= t <= 15 for t in runs) and len(set(runs)) > 1
+    assert all(10 <= t <= 15 for t in runs)
+    assert len(set(runs)) > 1
 
 
 @pytest.mark.parametrize(
@@ -105,7 +106,8 @@ def test_vote_from_an_upstream_candidate_compares_last_seq_only() -> None:
     voter = RaftCore("b", IDS, rng=random.Random(0), state=CoreState(term=2, entries=_log(1, 2)))
     voter.step(Vote("a", "b", 3, 3, ext=False, last_term=0))
     (reply,) = voter.ready().messages
-    assert isinstance(reply, VoteResponse) and reply.granted  # upstream's weaker rule
+    assert isinstance(reply, VoteResponse)
+    assert reply.granted
 
 
 def test_one_vote_per_term_and_idempotent_re_vote() -> None:
@@ -134,8 +136,10 @@ def test_pre_vote_refused_while_a_leader_was_heard_within_the_election_timeout()
     b.step(Vote("c", "b", b.term + 1, b.log.last_seq + 5, ext=True, last_term=b.term))
     h.drain("b")
     (vote_reply,) = h.take()
-    assert isinstance(vote_reply, VoteResponse) and not vote_reply.granted
-    assert b.term == 1 and b.leader_id == "a"  # not disrupted
+    assert isinstance(vote_reply, VoteResponse)
+    assert not vote_reply.granted
+    assert b.term == 1
+    assert b.leader_id == "a"
 
 
 def test_partitioned_node_does_not_disrupt_the_leader_when_it_returns() -> None:
@@ -148,7 +152,8 @@ def test_partitioned_node_does_not_disrupt_the_leader_when_it_returns() -> None:
     h.inflight.clear()
     h.tick("a", 2)
     h.stabilize()
-    assert h.cores["a"].role is Role.LEADER and h.cores["a"].term == 1
+    assert h.cores["a"].role is Role.LEADER
+    assert h.cores["a"].term == 1
 
 
 def test_check_quorum_leader_steps_down_without_a_majority() -> None:
@@ -157,7 +162,9 @@ def test_check_quorum_leader_steps_down_without_a_majority() -> None:
     h.down.update({"b", "c"})
     a = h.cores["a"]
     h.tick("a", 2 * a.config.election_ticks)
-    assert a.role is Role.FOLLOWER and a.leader_id is None and a.term == 1
+    assert a.role is Role.FOLLOWER
+    assert a.leader_id is None
+    assert a.term == 1
 
 
 def test_leader_keeps_leading_with_a_majority() -> None:

@@ -48,7 +48,8 @@ def test_a_batch_is_one_proposal_one_append_and_commits_everywhere() -> None:
     assert proposed == Proposed(1, 2, 11)
     h.drain("a")
     appends = [m for m in h.inflight if isinstance(m, AppendEntries)]
-    assert len(appends) == 2 and all(len(m.entries) == 10 for m in appends)
+    assert len(appends) == 2
+    assert all(len(m.entries) == 10 for m in appends)
     h.stabilize()
     for node in IDS:
         assert [e.seq for e in h.applied[node]] == list(range(1, 12))
@@ -69,7 +70,8 @@ def test_commit_needs_a_majority_not_all() -> None:
     h.down.add("c")
     h.cores["a"].propose([_set(1)])
     h.stabilize()
-    assert h.cores["a"].commit == 2 and [e.seq for e in h.applied["b"]][-1] <= 2
+    assert h.cores["a"].commit == 2
+    assert [e.seq for e in h.applied["b"]][-1] <= 2
 
 
 def test_no_commit_without_a_majority() -> None:
@@ -98,7 +100,8 @@ def test_commit_is_not_counted_for_an_old_term_entry() -> None:
         a.tick()
     a.step(PreVoteResponse("b", "a", 2, True, ext=True))
     a.step(VoteResponse("b", "a", 3, True, ext=True))
-    assert a.role is Role.LEADER and a.log.entry(3) == Entry(3, 3, StartNewTerm())
+    assert a.role is Role.LEADER
+    assert a.log.entry(3) == Entry(3, 3, StartNewTerm())
     a.advance(a.ready())
     a.step(AppendEntriesResponse("b", "a", 3, True, match_seq=2, ext=True))
     assert a.commit == 1  # seq 2 is from term 2: counting replicas does not commit it
@@ -113,7 +116,8 @@ def test_follower_truncates_a_conflicting_uncommitted_suffix() -> None:
     new = (Entry(2, 3, StartNewTerm()), Entry(3, 3, _set(9)))
     follower.step(AppendEntries("a", "b", 3, 2, new[0].command, 1, True, 1, 1, new))
     ready = follower.ready()
-    assert ready.truncate_from == 2 and ready.entries == new
+    assert ready.truncate_from == 2
+    assert ready.entries == new
     assert ready.messages == (AppendEntriesResponse("b", "a", 3, True, 3, True, 0),)
     follower.advance(ready)
 
@@ -125,7 +129,8 @@ def test_follower_never_truncates_committed_entries() -> None:
     # Entries at or below the commit are known to match: they are skipped, never replaced.
     follower.step(AppendEntries("a", "b", 3, 2, stale[0].command, 2, True, 1, 1, stale))
     ready = follower.ready()
-    assert ready.truncate_from is None and not ready.entries
+    assert ready.truncate_from is None
+    assert not ready.entries
     assert ready.messages == (AppendEntriesResponse("b", "a", 3, True, 2, True, 0),)
     assert follower.log.entry(2) == _log(1, 2)[1]
 
@@ -212,6 +217,7 @@ def test_snapshot_install_keeps_a_matching_suffix_for_dref_leaders() -> None:
     )
     follower.step(InstallSnapshot("a", "b", 2, ClusterSnapshot(), 2, True, 2))
     ready = follower.ready()
-    assert ready.snapshot is not None and ready.snapshot.seq == 2
+    assert ready.snapshot is not None
+    assert ready.snapshot.seq == 2
     assert ready.truncate_from is None
     assert follower.log.last_seq == 3
