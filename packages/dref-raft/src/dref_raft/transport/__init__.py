@@ -1,0 +1,60 @@
+"""The transport of dref-raft: gRPC (upstream-compatible) and in-memory (tests).
+
+* `convert`: core messages ⇄ protobuf bytes (the `_pb` types never leave this package);
+* `grpc_server.GrpcServer`: `DRefConsensus` + `DRefRaft` + `DRefWatch` on one port;
+* `grpc_client.PeerClients` / `LeaderClient` / `WatchClient`: the calling side;
+* `memory.MemoryNetwork`: the same interfaces without sockets, with fault injection;
+* `retry.with_leader`: upstream's client retry policy, bounded by a deadline;
+* `status`: dref errors ⇄ upstream's gRPC statuses.
+
+Wire details and the extension-field table: docs/raft-wire.md.
+"""
+
+from __future__ import annotations
+
+from dref_raft.transport.base import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_PORT,
+    ClientHandler,
+    ConsensusHandler,
+    LeaderApi,
+    PeerTransport,
+    WatchApi,
+    WatchEvent,
+    WatchHandler,
+)
+from dref_raft.transport.errors import TransportError, WatchUnsupportedError, WireError
+from dref_raft.transport.grpc_client import LeaderClient, PeerClients, WatchClient
+from dref_raft.transport.grpc_server import GrpcServer
+from dref_raft.transport.memory import (
+    MemoryLeaderClient,
+    MemoryNetwork,
+    MemoryPeerClients,
+    MemoryWatchClient,
+)
+from dref_raft.transport.retry import RetryPolicy, with_leader
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_PORT",
+    "ClientHandler",
+    "ConsensusHandler",
+    "GrpcServer",
+    "LeaderApi",
+    "LeaderClient",
+    "MemoryLeaderClient",
+    "MemoryNetwork",
+    "MemoryPeerClients",
+    "MemoryWatchClient",
+    "PeerClients",
+    "PeerTransport",
+    "RetryPolicy",
+    "TransportError",
+    "WatchApi",
+    "WatchClient",
+    "WatchEvent",
+    "WatchHandler",
+    "WatchUnsupportedError",
+    "WireError",
+    "with_leader",
+]

@@ -1,0 +1,134 @@
+"""The transport's interfaces: what the node implements (handlers) and what it calls (clients).
+
+The gRPC server (`grpc_server.GrpcServer`) and the in-memory network (`memory.MemoryNetwork`)
+both serve these handlers; `grpc_client` and `memory` both provide the client side with the
+same methods, so the node is written once against these protocols.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from dref_raft.core.messages import Request, Response
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_PORT",
+    "ClientHandler",
+    "ConsensusHandler",
+    "LeaderApi",
+    "PeerTransport",
+    "WatchApi",
+    "WatchEvent",
+    "WatchHandler",
+    "aclose_iterator",
+]
+
+DEFAULT_PORT = 8082
+"""Upstream's default gRPC port (spec §5.18)."""
+
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""Largest message accepted or sent (an InstallSnapshot carries the whole state)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """A committed change of `name` at `seq`: its new value, or None when it was deleted.
+
+    `resync=True`: the member could not replay from the requested seq and sends the current
+    value instead (events before it may have been missed).
+    """
+
+    name: str
+    value: bytes | None
+    seq: int
+    resync: bool = False
+
+
+async def aclose_iterator(iterator: AsyncIterator[object]) -> None:
+    """Close an async iterator that has `aclose` (async generators do)."""
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+class ConsensusHandler(Protocol):
+    """Serves `DRefConsensus`: one core request in, its response out."""
+
+    async def handle(self, request: Request) -> Response:
+        """Answer `request` (whose `to` is this node's id); the response type must match."""
+        ...
+
+
+class ClientHandler(Protocol):
+    """Serves `DRefRaft` (the leader-facing data operations).
+
+    Errors map to upstream's statuses (spec §3.5): `NotLeaderError`, `NoLeaderError`,
+    `QuorumLostError`, `CodecError`, other `BackendError` (see `status.py`).
+    """
+
+    async def set_element(self, name: str, value: bytes, expire_at: int | None) -> None: ...
+
+    async def set_element_if_not_exist(
+        self, name: str, value: bytes, expire_at: int | None
+    ) -> bool: ...
+
+    async def get_element(self, name: str) -> bytes | None: ...
+
+    async def delete_element(self, name: str) -> None: ...
+
+    async def expire_element(self, name: str, expire_at: int) -> None: ...
+
+    def endpoint_ids(self) -> list[str]:
+        """`GetEndpoints`: the member ids, this node's own id last."""
+        ...
+
+
+class WatchHandler(Protocol):
+    """Serves `DRefWatch`: committed changes of `names` (all when empty) after `from_seq`."""
+
+    def watch(self, names: list[str], from_seq: int) -> AsyncIterator[WatchEvent]: ...
+
+
+class PeerTransport(Protocol):
+    """Node-to-node consensus calls (`grpc_client.PeerClients`, `memory.MemoryPeerClients`)."""
+
+    async def call(self, address: str, request: Request, timeout: float) -> Response:
+        """Send `request` to `address`; raise `TransportError` if no answer comes in time."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class LeaderApi(Protocol):
+    """`DRefRaft` calls to one member (`grpc_client.LeaderClient`, `memory.MemoryLeaderClient`)."""
+
+    async def set_element(
+        self, name: str, value: bytes, expire_at: int | None = None, *, timeout: float | None = None
+    ) -> None: ...
+
+    async def set_element_if_not_exist(
+        self, name: str, value: bytes, expire_at: int | None = None, *, timeout: float | None = None
+    ) -> bool: ...
+
+    async def get_element(self, name: str, *, timeout: float | None = None) -> bytes | None: ...
+
+    async def delete_element(self, name: str, *, timeout: float | None = None) -> None: ...
+
+    async def expire_element(
+        self, name: str, expire_at: int, *, timeout: float | None = None
+    ) -> None: ...
+
+    async def get_endpoints(self, *, timeout: float | None = None) -> list[str]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class WatchApi(Protocol):
+    """`DRefWatch` calls to one member (`grpc_client.WatchClient`, `memory.MemoryWatchClient`)."""
+
+    def watch(self, names: list[str], from_seq: int) -> AsyncIterator[WatchEvent]: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,292 @@
+"""gRPC clients: `PeerClients` (DRefConsensus), `LeaderClient` (DRefRaft), `WatchClient`.
+
+Channels are plaintext, created lazily, and after a transport failure (UNAVAILABLE,
+DEADLINE_EXCEEDED) the cached channel is dropped and rebuilt on next use (as upstream's Rust
+client does), so a restarted peer is reached without waiting out gRPC's reconnect backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, Final
+
+import grpc
+
+from dref.errors import ClosedError, DRefError
+from dref_raft.core.messages import Request, Response
+from dref_raft.transport import convert
+from dref_raft.transport.base import DEFAULT_MAX_MESSAGE_BYTES, WatchEvent
+from dref_raft.transport.errors import TransportError, WatchUnsupportedError, WireError
+from dref_raft.transport.grpc_server import grpc_options
+from dref_raft.transport.status import error_of
+
+__all__ = ["DEFAULT_TIMEOUT", "LeaderClient", "PeerClients", "WatchClient"]
+
+logger = logging.getLogger("dref_raft.transport")
+
+DEFAULT_TIMEOUT: Final = 5.0
+"""Per-call timeout of `LeaderClient` when none is given (upstream Rust's connection timeout)."""
+
+_REBUILD_CODES: Final = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def _channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        *grpc_options(max_message_bytes),
+        # Reconnect quickly to a peer that comes back (the default backoff grows to 120 s).
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
+
+
+class _Channels:
+    """One lazily created channel per address; retired channels are closed in the background."""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self._max = max_message_bytes
+        self._channels: dict[str, Any] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def get(self, address: str) -> Any:
+        if self._closed:
+            raise ClosedError("the transport client is closed")
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(address, options=_channel_options(self._max))
+            self._channels[address] = channel
+        return channel
+
+    def drop(self, address: str, channel: Any, grace: float) -> None:
+        """Retire `channel` if it is still the one cached for `address`."""
+        current: Any = self._channels.get(address)
+        if current is None or current is not channel:
+            return
+        del self._channels[address]
+        task = asyncio.get_running_loop().create_task(current.close(grace))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close(None)
+        for task in list(self._closing):
+            task.cancel()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+class PeerClients:
+    """`DRefConsensus` calls to peers by address (`host:port`)."""
+
+    def __init__(self, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self._max = max_message_bytes
+        self._channels = _Channels(max_message_bytes)
+
+    async def call(self, address: str, request: Request, timeout: float) -> Response:
+        """Send `request` to the peer at `address` and return its response.
+
+        Raises `TransportError` if the peer cannot be reached, does not answer within
+        `timeout` seconds, fails the RPC, or answers with undecodable bytes; `WireError` if
+        `request` itself cannot be encoded (a bug in the caller).
+        """
+        method = convert.method_of(request)
+        data = convert.encode_request(request)
+        if timeout <= 0:
+            raise TransportError(f"{address}: {method}: no time left")
+        channel = self._channels.get(address)
+        rpc = channel.unary_unary(convert.method_path(convert.CONSENSUS_SERVICE, method))
+        try:
+            answer = await rpc(data, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _REBUILD_CODES:
+                self._channels.drop(address, channel, timeout)
+            raise TransportError(
+                f"{address}: {method}: {exc.code().name}: {exc.details()}"
+            ) from exc
+        try:
+            return convert.decode_response(request, answer, self._max)
+        except WireError as exc:
+            raise TransportError(f"{address}: {method}: undecodable response: {exc}") from exc
+
+    async def aclose(self) -> None:
+        """Close every channel (in-flight calls are cancelled)."""
+        await self._channels.aclose()
+
+    async def __aenter__(self) -> PeerClients:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class LeaderClient:
+    """`DRefRaft` calls to the member at `address` (normally the leader).
+
+    Failures raise what upstream's clients read from the status (see `status.py`):
+    `NotLeaderError(hint)`, `NoLeaderError`, `QuorumLostError`, `TransportError`,
+    `CodecError`, or a fatal `BackendError`. `target_id` fills the informational `id` field.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        target_id: str = "",
+        timeout: float = DEFAULT_TIMEOUT,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.address = address
+        self.target_id = target_id
+        self.timeout = timeout
+        self._max = max_message_bytes
+        self._channels = _Channels(max_message_bytes)
+
+    async def _call(self, method: str, timeout: float | None, **fields: Any) -> Any:
+        pb_request, pb_response = convert.raft_pb_classes(method)
+        try:
+            data = bytes(pb_request(**fields).SerializeToString())
+        except (ValueError, TypeError) as exc:
+            raise WireError(f"cannot encode {method} request: {exc}") from exc
+        wait = self.timeout if timeout is None else timeout
+        channel = self._channels.get(self.address)
+        rpc = channel.unary_unary(convert.method_path(convert.RAFT_SERVICE, method))
+        try:
+            answer = await rpc(data, timeout=wait)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _REBUILD_CODES:
+                self._channels.drop(self.address, channel, wait)
+            raise error_of(exc.code(), exc.details(), self.address) from exc
+        try:
+            return convert.parse(pb_response, answer, pb_response.DESCRIPTOR.name, self._max)
+        except WireError as exc:
+            raise TransportError(f"{self.address}: {method}: undecodable response: {exc}") from exc
+
+    async def set_element(
+        self, name: str, value: bytes, expire_at: int | None = None, *, timeout: float | None = None
+    ) -> None:
+        """`SetElement` (`expire_at`: absolute epoch ms, None for no TTL)."""
+        extra = {} if expire_at is None else {"expireAt": expire_at}
+        await self._call("SetElement", timeout, id=self.target_id, name=name, value=value, **extra)
+
+    async def set_element_if_not_exist(
+        self, name: str, value: bytes, expire_at: int | None = None, *, timeout: float | None = None
+    ) -> bool:
+        """`SetElementIfNotExist`; True if the element was created."""
+        extra = {} if expire_at is None else {"expireAt": expire_at}
+        msg = await self._call(
+            "SetElementIfNotExist", timeout, id=self.target_id, name=name, value=value, **extra
+        )
+        return bool(msg.created)
+
+    async def get_element(self, name: str, *, timeout: float | None = None) -> bytes | None:
+        """`GetElement` (the leader runs ReadIndex); None if missing or expired."""
+        msg = await self._call("GetElement", timeout, id=self.target_id, name=name)
+        return bytes(msg.value) if msg.HasField("value") else None
+
+    async def delete_element(self, name: str, *, timeout: float | None = None) -> None:
+        """`DeleteElement`."""
+        await self._call("DeleteElement", timeout, id=self.target_id, name=name)
+
+    async def expire_element(
+        self, name: str, expire_at: int, *, timeout: float | None = None
+    ) -> None:
+        """`ExpireElement` (keep-alive; absolute epoch ms)."""
+        await self._call("ExpireElement", timeout, id=self.target_id, name=name, expireAt=expire_at)
+
+    async def get_endpoints(self, *, timeout: float | None = None) -> list[str]:
+        """`GetEndpoints`: the member ids, the responder's own id last."""
+        msg = await self._call("GetEndpoints", timeout)
+        return [str(i) for i in msg.ids]
+
+    async def aclose(self) -> None:
+        """Close the channel."""
+        await self._channels.aclose()
+
+    async def __aenter__(self) -> LeaderClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class WatchClient:
+    """`DRefWatch` streams from the member at `address` (dref nodes only).
+
+    An idle stream stays open. Resuming is the caller's: reconnect with `from_seq` = the last
+    seq received (the member replays from there or answers with `resync=True` events).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.address = address
+        self._max = max_message_bytes
+        self._channels = _Channels(max_message_bytes)
+
+    async def watch(self, names: list[str], from_seq: int) -> AsyncIterator[WatchEvent]:
+        """Yield committed change events of `names` (all when empty) after `from_seq`.
+
+        Raises `TransportError` when the stream breaks, `WatchUnsupportedError` when the
+        member does not serve `DRefWatch`, or the error the member's handler reported.
+        """
+        channel = self._channels.get(self.address)
+        rpc = channel.unary_stream(convert.method_path(convert.WATCH_SERVICE, convert.WATCH_METHOD))
+        call = rpc(convert.encode_watch_request(names, from_seq))
+        try:
+            while True:
+                try:
+                    data = await call.read()
+                except grpc.aio.AioRpcError as exc:
+                    raise self._error(exc, channel) from exc
+                if data is grpc.aio.EOF:
+                    return
+                try:
+                    event = convert.decode_watch_event(data, self._max)
+                except WireError as exc:
+                    raise TransportError(f"{self.address}: Watch: {exc}") from exc
+                yield event
+        finally:
+            call.cancel()
+
+    def _error(self, exc: grpc.aio.AioRpcError, channel: Any) -> DRefError:
+        code = exc.code()
+        if code == grpc.StatusCode.UNIMPLEMENTED:
+            return WatchUnsupportedError(f"{self.address} does not serve DRefWatch")
+        if code in _REBUILD_CODES:
+            self._channels.drop(self.address, channel, 1.0)
+        return error_of(code, exc.details(), self.address)
+
+    async def aclose(self) -> None:
+        """Close the channel (open streams end with `TransportError`)."""
+        await self._channels.aclose()
+
+    async def __aenter__(self) -> WatchClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

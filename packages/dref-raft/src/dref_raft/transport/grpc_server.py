@@ -1,0 +1,305 @@
+"""One `grpc.aio` server per node hosting `DRefConsensus`, `DRefRaft` and `DRefWatch`.
+
+Methods are registered with raw-bytes handlers so that this module decodes requests itself:
+an undecodable request is logged with its reason and rejected with `INVALID_ARGUMENT`, and
+the server keeps serving. Requests above `max_message_bytes` are refused by gRPC itself
+(`RESOURCE_EXHAUSTED`).
+
+`DRefConsensus` never answers with an error for a request it could decode (spec §3.5): the
+handler's response is sent. If the handler itself fails (a bug, or the node is stopping) there
+is no local term to answer with, so the call fails with `UNAVAILABLE` — callers (upstream's
+too) treat that as an unreachable peer, which is always safe, whereas `success=false` with a
+made-up term would make an upstream leader push a full snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from dref.errors import ClosedError
+from dref_raft.core.messages import (
+    AppendEntriesResponse,
+    HeartbeatResponse,
+    InstallSnapshotResponse,
+    PreVoteResponse,
+    ReadIndexResponse,
+    VoteResponse,
+)
+from dref_raft.transport import convert
+from dref_raft.transport.base import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_PORT,
+    ClientHandler,
+    ConsensusHandler,
+    WatchHandler,
+    aclose_iterator,
+)
+from dref_raft.transport.errors import TransportError, WireError
+from dref_raft.transport.status import status_of
+
+__all__ = ["GrpcServer"]
+
+logger = logging.getLogger("dref_raft.transport")
+
+_RESPONSE_TYPE: dict[str, type[Any]] = {
+    "AppendEntries": AppendEntriesResponse,
+    "Heartbeat": HeartbeatResponse,
+    "ReadIndex": ReadIndexResponse,
+    "RequestVote": VoteResponse,
+    "RequestPreVote": PreVoteResponse,
+    "InstallSnapshot": InstallSnapshotResponse,
+}
+
+_Unary = Callable[[bytes, Any], Awaitable[bytes]]
+
+
+def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """Channel/server options shared by our servers and clients."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+class GrpcServer:
+    """The node's gRPC server (plaintext HTTP/2, like upstream's).
+
+    `node_id` is set as `to` on every consensus request handed to `consensus`. Without a
+    `watch` handler `DRefWatch` is not served (callers get `UNIMPLEMENTED`, as from upstream).
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        consensus: ConsensusHandler,
+        client: ClientHandler,
+        watch: WatchHandler | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.node_id = node_id
+        self._consensus = consensus
+        self._client = client
+        self._watch = watch
+        self._host = host
+        self._requested_port = port
+        self._max = max_message_bytes
+        self._server: Any = None
+        self._port: int | None = None
+        self._closed = False
+
+    @property
+    def port(self) -> int:
+        """The bound port (after `start`)."""
+        if self._port is None:
+            raise ClosedError("the gRPC server is not started")
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """`host:port` of the bound server (after `start`)."""
+        return _host_port(self._host, self.port)
+
+    async def start(self) -> int:
+        """Bind and start serving; return the bound port (a free one when `port` is 0)."""
+        if self._closed:
+            raise ClosedError("the gRPC server is closed")
+        if self._server is not None:
+            return self.port
+        server = grpc.aio.server(options=grpc_options(self._max))
+        server.add_generic_rpc_handlers(self._handlers())
+        target = _host_port(self._host, self._requested_port)
+        try:
+            port = server.add_insecure_port(target)
+        except RuntimeError as exc:
+            await server.stop(None)
+            raise TransportError(f"cannot bind the gRPC server to {target}: {exc}") from exc
+        if not port:
+            await server.stop(None)
+            raise TransportError(f"cannot bind the gRPC server to {target}")
+        await server.start()
+        self._server, self._port = server, int(port)
+        logger.info("gRPC server of node %s listening on %s", self.node_id, self.address)
+        return self._port
+
+    async def aclose(self, grace: float | None = 0.5) -> None:
+        """Stop serving; in-flight calls get `grace` seconds to finish (idempotent)."""
+        self._closed = True
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(grace)
+            await server.wait_for_termination(0)
+
+    async def __aenter__(self) -> GrpcServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ registration
+
+    def _handlers(self) -> tuple[Any, ...]:
+        consensus = {
+            method: grpc.unary_unary_rpc_method_handler(self._consensus_method(method))
+            for method in convert.CONSENSUS_METHODS
+        }
+        raft: dict[str, _Unary] = {
+            "SetElement": self._set_element,
+            "ExpireElement": self._expire_element,
+            "SetElementIfNotExist": self._set_element_if_not_exist,
+            "GetElement": self._get_element,
+            "DeleteElement": self._delete_element,
+            "GetEndpoints": self._get_endpoints,
+            "SendCommand": self._send_command,
+        }
+        handlers = [
+            grpc.method_handlers_generic_handler(convert.CONSENSUS_SERVICE, consensus),
+            grpc.method_handlers_generic_handler(
+                convert.RAFT_SERVICE,
+                {
+                    name: grpc.unary_unary_rpc_method_handler(self._raft_method(name, fn))
+                    for name, fn in raft.items()
+                },
+            ),
+        ]
+        if self._watch is not None:
+            handlers.append(
+                grpc.method_handlers_generic_handler(
+                    convert.WATCH_SERVICE,
+                    {convert.WATCH_METHOD: grpc.unary_stream_rpc_method_handler(self._watch_rpc)},
+                )
+            )
+        return tuple(handlers)
+
+    # ------------------------------------------------------------------ DRefConsensus
+
+    def _consensus_method(self, method: str) -> _Unary:
+        expected = _RESPONSE_TYPE[method]
+
+        async def handle(data: bytes, context: Any) -> bytes:
+            try:
+                request = convert.decode_request(method, data, self.node_id, self._max)
+            except WireError as exc:
+                await _reject(context, "DRefConsensus", method, exc)
+                raise AssertionError("unreachable") from None  # abort raises
+            try:
+                response = await self._consensus.handle(request)
+                if not isinstance(response, expected):
+                    raise TypeError(
+                        f"handler answered {type(response).__name__} to {method}, "
+                        f"expected {expected.__name__}"
+                    )
+                return convert.encode_response(response)
+            except Exception as exc:
+                logger.exception(
+                    "node %s: DRefConsensus/%s from %s failed; answering UNAVAILABLE",
+                    self.node_id,
+                    method,
+                    request.sender,
+                )
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"consensus handler: {exc}")
+                raise AssertionError("unreachable") from None
+
+        return handle
+
+    # ------------------------------------------------------------------ DRefRaft
+
+    def _raft_method(self, method: str, fn: _Unary) -> _Unary:
+        pb_request, _ = convert.raft_pb_classes(method)
+
+        async def handle(data: bytes, context: Any) -> bytes:
+            try:
+                msg = convert.parse(pb_request, data, pb_request.DESCRIPTOR.name, self._max)
+            except WireError as exc:
+                await _reject(context, "DRefRaft", method, exc)
+                raise AssertionError("unreachable") from None
+            try:
+                return await fn(msg, context)
+            except Exception as exc:
+                code, details = status_of(exc)
+                if code == grpc.StatusCode.INTERNAL and not details.startswith("serialize: "):
+                    logger.exception("node %s: DRefRaft/%s failed", self.node_id, method)
+                await context.abort(code, details)
+                raise AssertionError("unreachable") from None
+
+        return handle
+
+    def _response(self, method: str, **fields: Any) -> bytes:
+        _, pb_response = convert.raft_pb_classes(method)
+        return bytes(pb_response(**fields).SerializeToString())
+
+    async def _set_element(self, msg: Any, context: Any) -> bytes:
+        expire_at = int(msg.expireAt) if msg.HasField("expireAt") else None
+        await self._client.set_element(str(msg.name), bytes(msg.value), expire_at)
+        return self._response("SetElement")
+
+    async def _set_element_if_not_exist(self, msg: Any, context: Any) -> bytes:
+        expire_at = int(msg.expireAt) if msg.HasField("expireAt") else None
+        created = await self._client.set_element_if_not_exist(
+            str(msg.name), bytes(msg.value), expire_at
+        )
+        return self._response("SetElementIfNotExist", created=bool(created))
+
+    async def _get_element(self, msg: Any, context: Any) -> bytes:
+        value = await self._client.get_element(str(msg.name))
+        if value is None:
+            return self._response("GetElement")
+        return self._response("GetElement", value=bytes(value))
+
+    async def _delete_element(self, msg: Any, context: Any) -> bytes:
+        await self._client.delete_element(str(msg.name))
+        return self._response("DeleteElement")
+
+    async def _expire_element(self, msg: Any, context: Any) -> bytes:
+        await self._client.expire_element(str(msg.name), int(msg.expireAt))
+        return self._response("ExpireElement")
+
+    async def _get_endpoints(self, msg: Any, context: Any) -> bytes:
+        return self._response("GetEndpoints", ids=list(self._client.endpoint_ids()))
+
+    async def _send_command(self, msg: Any, context: Any) -> bytes:
+        return self._response("SendCommand")  # a no-op, as upstream (MicroRaft leftover)
+
+    # ------------------------------------------------------------------ DRefWatch
+
+    async def _watch_rpc(self, data: bytes, context: Any) -> AsyncIterator[bytes]:
+        assert self._watch is not None
+        try:
+            names, from_seq = convert.decode_watch_request(data, self._max)
+        except WireError as exc:
+            await _reject(context, "DRefWatch", convert.WATCH_METHOD, exc)
+            return
+        events = self._watch.watch(names, from_seq)
+        try:
+            async for event in events:
+                yield convert.encode_watch_event(event)
+        except Exception as exc:
+            code, details = status_of(exc)
+            logger.warning("node %s: DRefWatch/Watch ended: %s", self.node_id, details)
+            await context.abort(code, details)
+        finally:
+            await aclose_iterator(events)
+
+
+async def _reject(context: Any, service: str, method: str, exc: WireError) -> None:
+    logger.warning(
+        "rejected an undecodable %s/%s request from %s: %s", service, method, context.peer(), exc
+    )
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"undecodable request: {exc}")

@@ -1,0 +1,79 @@
+"""dref errors ⇄ upstream's `DRefRaft` gRPC statuses (spec §3.5), both directions.
+
+| error                         | code                  | description                 |
+|-------------------------------|-----------------------|-----------------------------|
+| `NotLeaderError(id)`          | `FAILED_PRECONDITION` | `not-leader:<id>` / `not-leader:unknown` |
+| `NoLeaderError`               | `FAILED_PRECONDITION` | `no-leader:unknown`         |
+| `QuorumLostError`             | `UNAVAILABLE`         | `quorum-lost`               |
+| `CodecError(m)`               | `INTERNAL`            | `serialize: <m>`            |
+| other `BackendError(m)`       | `UNAVAILABLE`         | `<m>`                       |
+| anything else                 | `INTERNAL`            | `internal: <type>: <m>`     |
+
+Client side, as upstream's clients read them: prefix `not-leader:` → `NotLeaderError` (hint
+unless empty or `unknown`); prefix `no-leader:` → `NoLeaderError`; `UNAVAILABLE` +
+`quorum-lost` → `QuorumLostError`; other `UNAVAILABLE`, `DEADLINE_EXCEEDED` (and `CANCELLED`,
+a server going away) → `TransportError`; `INTERNAL` + `serialize: ` → `CodecError`; anything
+else → a fatal `BackendError`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import grpc
+
+from dref.errors import (
+    BackendError,
+    CodecError,
+    DRefError,
+    NoLeaderError,
+    NotLeaderError,
+    QuorumLostError,
+)
+from dref_raft.transport.errors import TransportError
+
+__all__ = ["error_of", "status_of"]
+
+NOT_LEADER: Final = "not-leader:"
+NO_LEADER: Final = "no-leader:"
+QUORUM_LOST: Final = "quorum-lost"
+SERIALIZE: Final = "serialize: "
+UNKNOWN_ID: Final = "unknown"
+
+_TRANSPORT_CODES: Final = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status a `DRefRaft` server answers for `exc` (spec §3.5)."""
+    match exc:
+        case NotLeaderError():
+            return grpc.StatusCode.FAILED_PRECONDITION, NOT_LEADER + (exc.leader_id or UNKNOWN_ID)
+        case NoLeaderError():
+            return grpc.StatusCode.FAILED_PRECONDITION, NO_LEADER + UNKNOWN_ID
+        case QuorumLostError():
+            return grpc.StatusCode.UNAVAILABLE, QUORUM_LOST
+        case CodecError():
+            return grpc.StatusCode.INTERNAL, SERIALIZE + str(exc)
+        case BackendError():
+            return grpc.StatusCode.UNAVAILABLE, str(exc) or type(exc).__name__
+        case _:
+            return grpc.StatusCode.INTERNAL, f"internal: {type(exc).__name__}: {exc}"
+
+
+def error_of(code: grpc.StatusCode, details: str | None, address: str) -> DRefError:
+    """The dref error for a failed `DRefRaft` call to `address` (upstream's interpretation)."""
+    text = details or ""
+    if text.startswith(NOT_LEADER):
+        hint = text.removeprefix(NOT_LEADER)
+        return NotLeaderError(None if hint in ("", UNKNOWN_ID) else hint)
+    if text.startswith(NO_LEADER):
+        return NoLeaderError()
+    if code == grpc.StatusCode.UNAVAILABLE and text == QUORUM_LOST:
+        return QuorumLostError(QUORUM_LOST)
+    if code in _TRANSPORT_CODES:
+        return TransportError(f"{address}: {code.name}: {text}")
+    if code == grpc.StatusCode.INTERNAL and text.startswith(SERIALIZE):
+        return CodecError(text.removeprefix(SERIALIZE))
+    return BackendError(f"{address}: {code.name}: {text}")
