@@ -9,7 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "COMPARE_COMMANDS",
     "Command",
+    "CompareAndDelete",
+    "CompareAndExpire",
+    "CompareAndSet",
     "DeleteElement",
     "DeleteIfExpired",
     "ExpireElement",
@@ -74,6 +78,40 @@ class NoOp:
     """
 
 
+@dataclass(frozen=True, slots=True)
+class CompareAndSet:
+    """dref-only: set `name` to `value` iff it holds `expected` (None: iff it is absent);
+    an element expired at `now` (epoch ms, 0: no check) counts as absent.
+
+    Only proposed when every voter is a dref node (an upstream node would apply it as a no-op).
+    """
+
+    name: str
+    expected: bytes | None
+    value: bytes
+    expire_at: int | None = None
+    now: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CompareAndDelete:
+    """dref-only: delete `name` iff it holds `expected` and is not expired at `now`."""
+
+    name: str
+    expected: bytes
+    now: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CompareAndExpire:
+    """dref-only: set the expiry of `name` iff it holds `expected` and is not expired at `now`."""
+
+    name: str
+    expected: bytes
+    expire_at: int
+    now: int = 0
+
+
 Command = (
     SetElement
     | SetIfNotExist
@@ -82,4 +120,10 @@ Command = (
     | DeleteIfExpired
     | StartNewTerm
     | NoOp
+    | CompareAndSet
+    | CompareAndDelete
+    | CompareAndExpire
 )
+
+#: The dref-only commands (StateCommand oneof numbers 1001..1003).
+COMPARE_COMMANDS = (CompareAndSet, CompareAndDelete, CompareAndExpire)

@@ -13,6 +13,9 @@ from types import MappingProxyType
 
 from dref_raft.commands import (
     Command,
+    CompareAndDelete,
+    CompareAndExpire,
+    CompareAndSet,
     DeleteElement,
     DeleteIfExpired,
     ExpireElement,
@@ -54,10 +57,15 @@ class Changed:
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
-    """What applying one command did: its change events and, for `SetIfNotExist`, `created`."""
+    """What applying one command did: its change events and, for `SetIfNotExist`, `created`.
+
+    For the compare commands `created` says whether the comparison matched (and the effect
+    happened) and, when it did not, `current` is the value found (None: absent or expired).
+    """
 
     events: tuple[Changed, ...] = ()
     created: bool | None = None
+    current: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,8 @@ class ClusterSnapshot:
 
     entries: tuple[SnapshotEntry, ...] = ()
     last_seq: int = 0
+    #: dref extension: the Raft term of the entry at `last_seq` (0: unknown / upstream).
+    last_term: int = 0
 
 
 _NOTHING = ApplyResult()
@@ -117,7 +127,33 @@ class StateMachine:
                 return ApplyResult((Changed(name, None),))
             case StartNewTerm() | NoOp():
                 return _NOTHING
+            case CompareAndSet(name, expected, value, expire_at, now):
+                matched, current = self._matching(name, expected, now)
+                if not matched:
+                    return ApplyResult((), created=False, current=current)
+                elements[name] = Element(value, expire_at)
+                return ApplyResult((Changed(name, value),), created=True)
+            case CompareAndDelete(name, expected, now):
+                matched, current = self._matching(name, expected, now)
+                if not matched:
+                    return ApplyResult((), created=False, current=current)
+                del elements[name]
+                return ApplyResult((Changed(name, None),), created=True)
+            case CompareAndExpire(name, expected, expire_at, now):
+                matched, current = self._matching(name, expected, now)
+                if not matched:
+                    return ApplyResult((), created=False, current=current)
+                elements[name] = Element(expected, expire_at)
+                return ApplyResult((), created=True)
         raise TypeError(f"not a state command: {command!r}")
+
+    def _matching(self, name: str, expected: bytes | None, now: int) -> tuple[bool, bytes | None]:
+        """Whether `name` holds `expected` unexpired at `now` (`now` 0: no expiry check;
+        `expected` None: absent), and the live value (None: absent or expired)."""
+        element = self._elements.get(name)
+        if element is None or (now > 0 and element.expired(now)):
+            return expected is None, None
+        return element.value == expected, element.value
 
     def get(self, name: str, now_ms: int) -> bytes | None:
         """The value of `name`, or None if it is absent or expired at `now_ms`."""

@@ -1,0 +1,209 @@
+"""`RaftSettings`: how a `raft` node joins its cluster (env prefix `DREF_RAFT_`).
+
+Upstream's environment names are read too, below ours: `DREF_PORT` (the port when
+`DREF_RAFT_PORT` is unset or 0), `DREF_NODE_ADDRESSES` and `DREF_NODE_SERVICES`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import Field, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+__all__ = ["DEFAULT_PORT", "RaftSettings", "parse_endpoint", "random_node_id"]
+
+DEFAULT_PORT = 8082
+#: Upstream's environment variable → our field.
+UPSTREAM_ENV = {
+    "DREF_PORT": "port",
+    "DREF_NODE_ADDRESSES": "node_addresses",
+    "DREF_NODE_SERVICES": "node_services",
+}
+
+
+def random_node_id() -> str:
+    """Upstream's default node id: a random integer in [0, 99999) in decimal."""
+    return str(random.randrange(0, 99_999))
+
+
+def parse_endpoint(text: str) -> tuple[str, str]:
+    """`id=host:port` → (id, "host:port"); ValueError naming the problem."""
+    node_id, sep, address = text.strip().partition("=")
+    node_id, address = node_id.strip(), address.strip()
+    if not sep or not node_id or not address:
+        raise ValueError(f"endpoint {text!r} is not id=host:port")
+    host, colon, port = address.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"endpoint {text!r}: address {address!r} is not host:port")
+    return node_id, address
+
+
+class RaftSettings(BaseSettings):
+    """Settings of the `raft` backend; each field reads `DREF_RAFT_<FIELD>`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DREF_RAFT_", extra="forbid", validate_default=True
+    )
+
+    mode: Literal["member", "client"] = Field(
+        "member", description="member: run a voting node in this process; client: use one."
+    )
+    node_id: str = Field(
+        default_factory=random_node_id,
+        min_length=1,
+        description="This node's id (upstream default: random decimal in [0, 99999)).",
+    )
+    host: str = Field("127.0.0.1", min_length=1, description="Address the node binds to.")
+    port: int = Field(0, ge=0, lt=65536, description="gRPC port; 0: DREF_PORT or 8082 (upstream).")
+    endpoints: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Static members id=host:port (comma-separated in env); self may be listed.",
+    )
+    node_addresses: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Upstream static IP discovery (not supported yet)."
+    )
+    node_services: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Upstream DNS discovery (not supported yet)."
+    )
+    expected_size: int | None = Field(
+        None,
+        ge=1,
+        description="Voters of the cluster; it must equal the configured members (self included).",
+    )
+    transport: Literal["grpc", "memory"] = Field(
+        "grpc", description="grpc: real network; memory: in-process cluster (tests)."
+    )
+    storage_dir: Path | None = Field(None, description="Directory of the node's files; None: RAM.")
+    snapshot_every: int = Field(1000, ge=0, description="Snapshot after N applies; 0: never.")
+    heartbeat_interval: float = Field(0.08, gt=0, description="Leader heartbeat (s, Scala's).")
+    election_timeout: float = Field(0.4, gt=0, description="Election timeout (s, Scala's).")
+    rpc_timeout: float = Field(0.5, gt=0, description="Per-RPC deadline between nodes (s).")
+    default_ttl: float = Field(10.0, gt=0, description="Lock TTL in seconds (upstream: 10).")
+    leader_wait: float = Field(10.0, ge=0, description="connect waits this long for a leader.")
+    op_timeout: float = Field(
+        10.0, gt=0, description="Deadline of one operation, retries included."
+    )
+    reaper_interval: float = Field(0.2, gt=0, description="Leader's TTL reaper period (s).")
+    max_pending: int = Field(
+        1024, ge=1, description="Proposals in flight per node; more callers wait (backpressure)."
+    )
+    mixed_cluster: bool = Field(
+        False,
+        description="Upstream nodes may vote: no dref-only commands (no native CAS, "
+        "no owner-checked locks).",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _RaftEnv(settings_cls), file_secret_settings)
+
+    @field_validator("endpoints", "node_addresses", "node_services", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("endpoints")
+    @classmethod
+    def _check_endpoints(cls, value: list[str]) -> list[str]:
+        seen: dict[str, str] = {}
+        for text in value:
+            node_id, address = parse_endpoint(text)
+            if node_id in seen and seen[node_id] != address:
+                raise ValueError(f"node id {node_id!r} is listed with two addresses")
+            seen[node_id] = address
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.port == 0:
+            raw = os.environ.get("DREF_PORT", "").strip()
+            if raw:
+                if not raw.isdigit() or not 0 < int(raw) < 65536:
+                    raise ValueError(f"DREF_PORT = {raw!r} is not a port number")
+                self.port = int(raw)
+            else:
+                self.port = DEFAULT_PORT
+        if self.election_timeout < 2 * self.heartbeat_interval:
+            raise ValueError(
+                f"election_timeout ({self.election_timeout:g} s) must be at least twice "
+                f"heartbeat_interval ({self.heartbeat_interval:g} s)"
+            )
+        if self.node_addresses or self.node_services:
+            raise ValueError(
+                "address discovery (node_addresses / node_services, DREF_NODE_ADDRESSES / "
+                "DREF_NODE_SERVICES) is not supported yet: list the members in endpoints"
+            )
+        members = self.members
+        own = members.get(self.node_id)
+        if own is not None and own != self.address:
+            raise ValueError(
+                f"endpoints list this node ({self.node_id}) at {own}, but it binds {self.address}"
+            )
+        if self.expected_size is not None and self.expected_size != len(members):
+            raise ValueError(
+                f"expected_size is {self.expected_size} but {len(members)} members are configured "
+                f"({', '.join(sorted(members))}): a cluster never starts with a different quorum"
+            )
+        return self
+
+    # -- derived ----------------------------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        """The address other nodes reach this one at: host:port."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def members(self) -> dict[str, str]:
+        """Every voter id → address, this node included (upstream: drop entries at our address)."""
+        out: dict[str, str] = {}
+        for text in self.endpoints:
+            node_id, address = parse_endpoint(text)
+            if address == self.address and node_id != self.node_id:
+                continue  # upstream drops configured endpoints at its own bind address
+            out[node_id] = address
+        out[self.node_id] = self.address
+        return out
+
+    @property
+    def peers(self) -> dict[str, str]:
+        """The other voters: id → address."""
+        return {k: v for k, v in self.members.items() if k != self.node_id}
+
+
+class _RaftEnv(PydanticBaseSettingsSource):
+    """`DREF_RAFT_<FIELD>` raw strings, then upstream's names for fields still unset."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        prefix = str(self.config.get("env_prefix", ""))
+        out: dict[str, Any] = {}
+        for name in self.settings_cls.model_fields:
+            raw = os.environ.get(f"{prefix}{name}".upper())
+            if raw is not None:
+                out[name] = raw
+        for env, name in UPSTREAM_ENV.items():
+            raw = os.environ.get(env)
+            if raw is not None and name not in out and name != "port":
+                out[name] = raw  # DREF_PORT is applied only when port is 0 (see _check)
+        return out
