@@ -203,7 +203,7 @@ def _all_messages() -> dict[str, Any]:
     return found
 
 
-# dref's additive extensions (numbers >= 1000, docs/raft-wire.md; checked in test_transport_protos.py).
+# dref's additive extensions (numbers >= 1000, docs/raft-wire.md, test_transport_convert.py).
 EXTENSION_MESSAGES = {
     "LogEntry",
     "CompareAndSetCommand",

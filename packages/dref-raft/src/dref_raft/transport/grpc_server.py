@@ -117,7 +117,8 @@ class GrpcServer:
             raise ClosedError("the gRPC server is closed")
         if self._server is not None:
             return self.port
-        server = grpc.aio.server(options=grpc_options(self._max))
+        # No SO_REUSEPORT: a second node on a taken port must fail, not share it.
+        server = grpc.aio.server(options=[*grpc_options(self._max), ("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers(self._handlers())
         target = _host_port(self._host, self._requested_port)
         try:
