@@ -205,7 +205,7 @@ def _all_messages() -> dict[str, Any]:
 
 # dref's additive extensions (numbers >= 1000, docs/raft-wire.md, test_transport_convert.py).
 EXTENSION_MESSAGES = {
-    "LogEntry",
+    "DrefEntry",
     "CompareAndSetCommand",
     "CompareAndDeleteCommand",
     "CompareAndExpireCommand",

@@ -197,10 +197,12 @@ def test_extension_fields_use_numbers_from_1000_and_follow_the_upstream_bytes() 
     data = convert.encode_request(extended)
     assert data.startswith(convert.encode_request(plain))
     tail = data[len(convert.encode_request(plain)) :]
-    entry = _field(1, 13) + _field(2, 7)  # NoOp: empty command bytes are not written
+    first = _field(1, 12) + _field(2, 7) + _field(3, SET_K_BYTES)
+    second = _field(1, 13) + _field(2, 7)  # NoOp: empty command bytes are not written
     assert tail == (
-        _field(1000, 1) + _field(1001, 11) + _field(1002, 6) + _field(1003, 7) + _field(1004, entry)
-    )
+        _field(1000, 1) + _field(1001, 11) + _field(1002, 6) + _field(1003, first)
+        + _field(1003, second)
+    )  # fmt: skip
 
 
 def test_upstream_responses_get_match_seq_and_read_ctx_from_the_request() -> None:
@@ -228,8 +230,9 @@ def test_extension_fields_without_dref_ext_are_ignored() -> None:
         b"\xff\xff\xff",  # truncated varint / bad tag
         _field(1, b"\xff\xfe"),  # invalid UTF-8 in leader_id
         _field(3, b"\x0a\x05ab"),  # command: truncated submessage
-        _field(1000, 1) + _field(1004, _field(1, 5)),  # more_entries without first_term
-        _field(4, 5) + _field(1000, 1) + _field(1003, 1) + _field(1004, _field(1, 9)),  # gap
+        _field(4, 5) + _field(1000, 1) + _field(1003, _field(1, 6)),  # entries[0] is not seq
+        _field(4, 5) + _field(1000, 1) + _field(1003, _field(1, 5)) + _field(1003, _field(1, 9)),
+        _field(3, b"\x1a\x00") + _field(4, 5) + _field(1000, 1) + _field(1003, _field(1, 5)),
     ],
 )
 def test_malformed_bytes_raise_wire_error(data: bytes) -> None:

@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ClusterSnapshot(_message.Message):
-    __slots__ = ("entries", "last_seq")
+    __slots__ = ("entries", "last_seq", "last_term")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_TERM_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[_raft_pb2.KVEntry]
     last_seq: int
-    def __init__(self, entries: _Optional[_Iterable[_Union[_raft_pb2.KVEntry, _Mapping]]] = ..., last_seq: _Optional[int] = ...) -> None: ...
+    last_term: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[_raft_pb2.KVEntry, _Mapping]]] = ..., last_seq: _Optional[int] = ..., last_term: _Optional[int] = ...) -> None: ...
 
-class LogEntry(_message.Message):
+class DrefEntry(_message.Message):
     __slots__ = ("seq", "term", "command")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
@@ -26,7 +28,7 @@ class LogEntry(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., term: _Optional[int] = ..., command: _Optional[bytes] = ...) -> None: ...
 
 class AppendEntriesRequest(_message.Message):
-    __slots__ = ("leader_id", "term", "command", "seq", "commit_seq", "dref_ext", "prev_seq", "prev_term", "first_term", "more_entries")
+    __slots__ = ("leader_id", "term", "command", "seq", "commit_seq", "dref_ext", "prev_seq", "prev_term", "entries")
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
@@ -35,8 +37,7 @@ class AppendEntriesRequest(_message.Message):
     DREF_EXT_FIELD_NUMBER: _ClassVar[int]
     PREV_SEQ_FIELD_NUMBER: _ClassVar[int]
     PREV_TERM_FIELD_NUMBER: _ClassVar[int]
-    FIRST_TERM_FIELD_NUMBER: _ClassVar[int]
-    MORE_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
     leader_id: str
     term: int
     command: bytes
@@ -45,9 +46,8 @@ class AppendEntriesRequest(_message.Message):
     dref_ext: bool
     prev_seq: int
     prev_term: int
-    first_term: int
-    more_entries: _containers.RepeatedCompositeFieldContainer[LogEntry]
-    def __init__(self, leader_id: _Optional[str] = ..., term: _Optional[int] = ..., command: _Optional[bytes] = ..., seq: _Optional[int] = ..., commit_seq: _Optional[int] = ..., dref_ext: bool = ..., prev_seq: _Optional[int] = ..., prev_term: _Optional[int] = ..., first_term: _Optional[int] = ..., more_entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ...) -> None: ...
+    entries: _containers.RepeatedCompositeFieldContainer[DrefEntry]
+    def __init__(self, leader_id: _Optional[str] = ..., term: _Optional[int] = ..., command: _Optional[bytes] = ..., seq: _Optional[int] = ..., commit_seq: _Optional[int] = ..., dref_ext: bool = ..., prev_seq: _Optional[int] = ..., prev_term: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[DrefEntry, _Mapping]]] = ...) -> None: ...
 
 class AppendEntriesResponse(_message.Message):
     __slots__ = ("success", "term", "dref_ext", "match_seq", "reject_hint")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13state_command.proto\x12\x11io.github.tobia80\"V\n\x11SetElementCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x16\n\texpire_at\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x0c\n\n_expire_at\"`\n\x1bSetElementIfNotExistCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x16\n\texpire_at\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x0c\n\n_expire_at\"$\n\x14\x44\x65leteElementCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x14\x45xpireElementCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\texpire_at\x18\x02 \x01(\x04\"3\n\x16\x44\x65leteIfExpiredCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03now\x18\x02 \x01(\x04\"\x15\n\x13StartNewTermCommand\"}\n\x14\x43ompareAndSetCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\x08\x65xpected\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x16\n\texpire_at\x18\x04 \x01(\x04H\x01\x88\x01\x01\x42\x0b\n\t_expectedB\x0c\n\n_expire_at\"9\n\x17\x43ompareAndDeleteCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65xpected\x18\x02 \x01(\x0c\"L\n\x17\x43ompareAndExpireCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65xpected\x18\x02 \x01(\x0c\x12\x11\n\texpire_at\x18\x03 \x01(\x04\"\x90\x05\n\x0cStateCommand\x12;\n\x0bset_element\x18\x01 \x01(\x0b\x32$.io.github.tobia80.SetElementCommandH\x00\x12R\n\x18set_element_if_not_exist\x18\x02 \x01(\x0b\x32..io.github.tobia80.SetElementIfNotExistCommandH\x00\x12\x41\n\x0e\x64\x65lete_element\x18\x03 \x01(\x0b\x32\'.io.github.tobia80.DeleteElementCommandH\x00\x12\x41\n\x0e\x65xpire_element\x18\x04 \x01(\x0b\x32\'.io.github.tobia80.ExpireElementCommandH\x00\x12\x46\n\x11\x64\x65lete_if_expired\x18\x05 \x01(\x0b\x32).io.github.tobia80.DeleteIfExpiredCommandH\x00\x12@\n\x0estart_new_term\x18\x06 \x01(\x0b\x32&.io.github.tobia80.StartNewTermCommandH\x00\x12\x43\n\x0f\x63ompare_and_set\x18\xe9\x07 \x01(\x0b\x32\'.io.github.tobia80.CompareAndSetCommandH\x00\x12I\n\x12\x63ompare_and_delete\x18\xea\x07 \x01(\x0b\x32*.io.github.tobia80.CompareAndDeleteCommandH\x00\x12I\n\x12\x63ompare_and_expire\x18\xeb\x07 \x01(\x0b\x32*.io.github.tobia80.CompareAndExpireCommandH\x00\x42\x04\n\x02opb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13state_command.proto\x12\x11io.github.tobia80\"V\n\x11SetElementCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x16\n\texpire_at\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x0c\n\n_expire_at\"`\n\x1bSetElementIfNotExistCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x16\n\texpire_at\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x0c\n\n_expire_at\"$\n\x14\x44\x65leteElementCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x14\x45xpireElementCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\texpire_at\x18\x02 \x01(\x04\"3\n\x16\x44\x65leteIfExpiredCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03now\x18\x02 \x01(\x04\"$\n\x13StartNewTermCommand\x12\r\n\x04term\x18\xe8\x07 \x01(\x04\"}\n\x14\x43ompareAndSetCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\x08\x65xpected\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x16\n\texpire_at\x18\x04 \x01(\x04H\x01\x88\x01\x01\x42\x0b\n\t_expectedB\x0c\n\n_expire_at\"9\n\x17\x43ompareAndDeleteCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65xpected\x18\x02 \x01(\x0c\"L\n\x17\x43ompareAndExpireCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65xpected\x18\x02 \x01(\x0c\x12\x11\n\texpire_at\x18\x03 \x01(\x04\"\x90\x05\n\x0cStateCommand\x12;\n\x0bset_element\x18\x01 \x01(\x0b\x32$.io.github.tobia80.SetElementCommandH\x00\x12R\n\x18set_element_if_not_exist\x18\x02 \x01(\x0b\x32..io.github.tobia80.SetElementIfNotExistCommandH\x00\x12\x41\n\x0e\x64\x65lete_element\x18\x03 \x01(\x0b\x32\'.io.github.tobia80.DeleteElementCommandH\x00\x12\x41\n\x0e\x65xpire_element\x18\x04 \x01(\x0b\x32\'.io.github.tobia80.ExpireElementCommandH\x00\x12\x46\n\x11\x64\x65lete_if_expired\x18\x05 \x01(\x0b\x32).io.github.tobia80.DeleteIfExpiredCommandH\x00\x12@\n\x0estart_new_term\x18\x06 \x01(\x0b\x32&.io.github.tobia80.StartNewTermCommandH\x00\x12\x43\n\x0f\x63ompare_and_set\x18\xe9\x07 \x01(\x0b\x32\'.io.github.tobia80.CompareAndSetCommandH\x00\x12I\n\x12\x63ompare_and_delete\x18\xea\x07 \x01(\x0b\x32*.io.github.tobia80.CompareAndDeleteCommandH\x00\x12I\n\x12\x63ompare_and_expire\x18\xeb\x07 \x01(\x0b\x32*.io.github.tobia80.CompareAndExpireCommandH\x00\x42\x04\n\x02opb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,13 +42,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEIFEXPIREDCOMMAND']._serialized_start=323
   _globals['_DELETEIFEXPIREDCOMMAND']._serialized_end=374
   _globals['_STARTNEWTERMCOMMAND']._serialized_start=376
-  _globals['_STARTNEWTERMCOMMAND']._serialized_end=397
-  _globals['_COMPAREANDSETCOMMAND']._serialized_start=399
-  _globals['_COMPAREANDSETCOMMAND']._serialized_end=524
-  _globals['_COMPAREANDDELETECOMMAND']._serialized_start=526
-  _globals['_COMPAREANDDELETECOMMAND']._serialized_end=583
-  _globals['_COMPAREANDEXPIRECOMMAND']._serialized_start=585
-  _globals['_COMPAREANDEXPIRECOMMAND']._serialized_end=661
-  _globals['_STATECOMMAND']._serialized_start=664
-  _globals['_STATECOMMAND']._serialized_end=1320
+  _globals['_STARTNEWTERMCOMMAND']._serialized_end=412
+  _globals['_COMPAREANDSETCOMMAND']._serialized_start=414
+  _globals['_COMPAREANDSETCOMMAND']._serialized_end=539
+  _globals['_COMPAREANDDELETECOMMAND']._serialized_start=541
+  _globals['_COMPAREANDDELETECOMMAND']._serialized_end=598
+  _globals['_COMPAREANDEXPIRECOMMAND']._serialized_start=600
+  _globals['_COMPAREANDEXPIRECOMMAND']._serialized_end=676
+  _globals['_STATECOMMAND']._serialized_start=679
+  _globals['_STATECOMMAND']._serialized_end=1335
 # @@protoc_insertion_point(module_scope)

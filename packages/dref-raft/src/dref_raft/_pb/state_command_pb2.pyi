@@ -47,8 +47,10 @@ class DeleteIfExpiredCommand(_message.Message):
     def __init__(self, name: _Optional[str] = ..., now: _Optional[int] = ...) -> None: ...
 
 class StartNewTermCommand(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("term",)
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    term: int
+    def __init__(self, term: _Optional[int] = ...) -> None: ...
 
 class CompareAndSetCommand(_message.Message):
     __slots__ = ("name", "expected", "value", "expire_at")

@@ -225,23 +225,20 @@ def _request_pb(request: Request) -> Any:
 
 
 def _put_entries(msg: Any, request: AppendEntries) -> None:
-    entries = request.entries
-    if not entries:
-        return
-    first = entries[0]
-    if first.seq != request.seq or first.command != request.command:
+    first = request.entries[0] if request.entries else None
+    if first is not None and (first.seq != request.seq or first.command != request.command):
         raise WireError(
             f"AppendEntries: the first entry (seq {first.seq}) must be the message's "
             f"seq {request.seq} and command"
         )
-    msg.first_term = first.term
-    for offset, entry in enumerate(entries[1:], start=1):
+    for offset, entry in enumerate(request.entries):
         if entry.seq != request.seq + offset:
             raise WireError(
                 f"AppendEntries: entries must be consecutive from seq {request.seq}, "
                 f"got {entry.seq} at position {offset}"
             )
-        msg.more_entries.add(seq=entry.seq, term=entry.term, command=_command_bytes(entry.command))
+        command = msg.command if offset == 0 else _command_bytes(entry.command)
+        msg.entries.add(seq=entry.seq, term=entry.term, command=command)
 
 
 def decode_request(
@@ -297,20 +294,20 @@ def decode_request(
 
 
 def _read_entries(msg: Any, command: Command) -> tuple[Entry, ...]:
-    more = msg.more_entries
-    if not msg.HasField("first_term"):
-        if len(more):
-            raise WireError("AppendEntries: more_entries without first_term")
-        return ()
     seq = int(msg.seq)
-    entries = [Entry(seq, int(msg.first_term), command)]
-    for offset, item in enumerate(more, start=1):
+    entries = []
+    for offset, item in enumerate(msg.entries):
         if int(item.seq) != seq + offset:
             raise WireError(
                 f"AppendEntries: entries must be consecutive from seq {seq}, "
                 f"got {int(item.seq)} at position {offset}"
             )
-        entries.append(Entry(int(item.seq), int(item.term), _command(bytes(item.command))))
+        if offset == 0:
+            if bytes(item.command) != bytes(msg.command):
+                raise WireError("AppendEntries: entries[0] differs from `command`")
+            entries.append(Entry(seq, int(item.term), command))
+        else:
+            entries.append(Entry(int(item.seq), int(item.term), _command(bytes(item.command))))
     return tuple(entries)
 
 
