@@ -1,0 +1,673 @@
+"""`RaftNode`: the asyncio driver of one Raft member (the only place with asyncio).
+
+It owns a `RaftCore`, the node's stores, the `StateMachine` and a `ChangeHub`. One driver task
+ticks the core, feeds it queued inputs (received messages, responses, proposals, reads) and
+processes every `Ready` strictly in the contract order (docs/raft-consensus.md):
+
+1. persist (snapshot, truncation, entries, hard state) in one thread hop;
+2. send messages (requests as fire-and-forget RPC tasks; responses to the waiting handlers);
+3. apply committed entries, publish their change events in commit order, complete proposals;
+4. serve ReadIndex reads, fail dropped ones;
+5. advance.
+
+Inputs never touch the core between `ready()` and `advance()`: they are queued, and whatever
+arrives during an fsync is handled by the next `Ready` as one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from dref.changes import ChangeEvent, ChangeHub
+from dref.errors import (
+    BackendError,
+    BackendTimeoutError,
+    ClosedError,
+    ConsensusError,
+    DRefError,
+    NoLeaderError,
+    NotLeaderError,
+    QuorumLostError,
+)
+from dref_raft.commands import (
+    Command,
+    CompareAndSet,
+    DeleteIfExpired,
+    ExpireElement,
+    SetIfNotExist,
+    StartNewTerm,
+)
+from dref_raft.core import (
+    AppendEntries,
+    AppendEntriesResponse,
+    CoreConfig,
+    CoreState,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Message,
+    NotLeader,
+    PeerKind,
+    PreVote,
+    PreVoteResponse,
+    RaftCore,
+    ReadIndex,
+    ReadIndexResponse,
+    Ready,
+    Request,
+    Response,
+    Role,
+    Snapshot,
+    Vote,
+    VoteResponse,
+    restore_entries,
+)
+from dref_raft.fsm import ApplyResult, ClusterSnapshot, StateMachine
+from dref_raft.recovery import recover
+from dref_raft.storage import LogRecord, Stores, VoterState
+from dref_raft.transport.base import PeerTransport
+from dref_raft.wire import decode_command_term, encode_command
+
+__all__ = ["NodeConfig", "RaftNode", "wall_clock_ms"]
+
+logger = logging.getLogger("dref_raft.node")
+
+_REPLY_TYPE: dict[type[Request], type[Response]] = {
+    AppendEntries: AppendEntriesResponse,
+    Heartbeat: HeartbeatResponse,
+    Vote: VoteResponse,
+    PreVote: PreVoteResponse,
+    ReadIndex: ReadIndexResponse,
+    InstallSnapshot: InstallSnapshotResponse,
+}
+_RESPONSES = tuple(_REPLY_TYPE.values())
+#: Most inputs handled per driver turn before a Ready is processed (fairness).
+_MAX_INPUTS_PER_TURN = 4096
+#: Most RPCs in flight to one peer; more are dropped (Raft tolerates loss).
+_MAX_INFLIGHT_PER_PEER = 64
+#: Most DeleteIfExpired proposals per reaper round.
+_MAX_REAP = 256
+
+
+def wall_clock_ms() -> int:
+    """Unix epoch milliseconds (upstream's TTL clock, spec §5.16)."""
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """What a node needs beyond its transport and stores (built from `RaftSettings`)."""
+
+    node_id: str
+    peers: dict[str, str]
+    """Other voters: id → address."""
+    heartbeat_interval: float = 0.08
+    election_timeout: float = 0.4
+    rpc_timeout: float = 0.5
+    snapshot_every: int = 1000
+    reaper_interval: float = 0.2
+    max_pending: int = 1024
+    change_buffer: int = 1024
+
+    def core_config(self) -> CoreConfig:
+        heartbeat_ms = max(2, round(self.heartbeat_interval * 1000))
+        return CoreConfig(
+            tick_ms=max(1, heartbeat_ms // 2),
+            heartbeat_interval_ms=heartbeat_ms,
+            election_timeout_ms=max(2 * heartbeat_ms, round(self.election_timeout * 1000)),
+        )
+
+
+@dataclass(slots=True)
+class _Pending:
+    term: int
+    future: asyncio.Future[tuple[int, ApplyResult]]
+
+
+class RaftNode:
+    """One member: create with `await RaftNode.open(...)`, then `start()`, finally `aclose()`."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        transport: PeerTransport,
+        *,
+        stores: Stores | None = None,
+        machine: StateMachine | None = None,
+        state: CoreState | None = None,
+        rng: random.Random | None = None,
+        wall_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.config = config
+        self.id = config.node_id
+        self.peers = dict(config.peers)
+        self._transport = transport
+        self._stores = stores
+        self.machine = machine if machine is not None else StateMachine()
+        self.core = RaftCore(
+            self.id,
+            list(self.peers),
+            rng=rng if rng is not None else random.Random(),
+            config=config.core_config(),
+            state=state,
+        )
+        self.wall_ms = wall_ms
+        self.hub = ChangeHub(config.change_buffer)
+        self._tick = self.core.config.tick_ms / 1000
+        self._inputs: deque[Callable[[], None]] = deque()
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.max_pending)
+        self._pending: dict[int, _Pending] = {}
+        self._reads: dict[int, asyncio.Future[None]] = {}
+        self._read_ids = 0
+        self._replies: dict[tuple[str, type[Response]], deque[asyncio.Future[Response]]] = {}
+        self._unanswered: list[tuple[tuple[str, type[Response]], asyncio.Future[Response]]] = []
+        self._created: dict[tuple[str, bytes], asyncio.Future[int]] = {}
+        self._inflight: dict[str, int] = dict.fromkeys(self.peers, 0)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reaping: set[str] = set()
+        self._leader_changed = asyncio.Event()
+        self._applies_since_snapshot = 0
+        self._saved_voter = (self.core.term, self.core.vote)
+        self._saved_commit = self.core.commit
+        self._driver: asyncio.Task[None] | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self._closed = False
+        self.failure: BaseException | None = None
+
+    # ------------------------------------------------------------------ life cycle
+
+    @classmethod
+    async def open(
+        cls,
+        config: NodeConfig,
+        transport: PeerTransport,
+        *,
+        stores: Stores | None = None,
+        rng: random.Random | None = None,
+        wall_ms: Callable[[], int] = wall_clock_ms,
+    ) -> RaftNode:
+        """Boot from `stores` (None: empty, in memory); `CorruptStateError` refuses to start."""
+        machine, state = None, None
+        if stores is not None:
+            machine, state = await asyncio.to_thread(_boot, stores)
+        return cls(
+            config, transport, stores=stores, machine=machine, state=state, rng=rng, wall_ms=wall_ms
+        )
+
+    def start(self) -> None:
+        """Start the driver and the reaper (idempotent)."""
+        if self._driver is None:
+            self._driver = asyncio.create_task(self._run(), name=f"dref-raft-driver:{self.id}")
+            self._reaper = asyncio.create_task(self._reap(), name=f"dref-raft-reaper:{self.id}")
+
+    async def aclose(self) -> None:
+        """Stop every task and fail whatever waits (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [t for t in (self._driver, self._reaper, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        self._fail_all(ClosedError(f"raft node {self.id} stopped"))
+        self.hub.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def role(self) -> Role:
+        return self.core.role
+
+    @property
+    def is_leader(self) -> bool:
+        return self.core.role is Role.LEADER
+
+    @property
+    def leader_id(self) -> str | None:
+        return self.core.leader_id
+
+    @property
+    def term(self) -> int:
+        return self.core.term
+
+    @property
+    def applied(self) -> int:
+        return self.core.applied
+
+    def all_peers_dref(self) -> bool:
+        """Whether every other voter has advertised the dref extensions."""
+        return all(kind is PeerKind.DREF for kind in self.core.peer_kinds.values())
+
+    def get_local(self, name: str) -> bytes | None:
+        """The value in this node's state machine (expiry by this node's wall clock)."""
+        return self.machine.get(name, self.wall_ms())
+
+    async def wait_for_leader(self, timeout: float) -> str | None:
+        """The leader id, waiting up to `timeout` seconds for one to be known."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.leader_id is None and not self._closed:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            event = self._leader_changed
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await event.wait()
+        return self.leader_id
+
+    # ------------------------------------------------------------------ operations
+
+    async def propose(self, command: Command, timeout: float) -> tuple[int, ApplyResult]:
+        """Replicate `command`; its seq and apply result once applied on this node.
+
+        `NotLeaderError`: refused, or its entry was replaced (certainly not applied).
+        `BackendTimeoutError`: not known to be applied within `timeout` (outcome unknown).
+        """
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise BackendTimeoutError(
+                f"node {self.id}: {self.config.max_pending} proposals in flight"
+            ) from None
+        future: asyncio.Future[tuple[int, ApplyResult]] = loop.create_future()
+        try:
+
+            def go() -> None:
+                if future.done():
+                    return
+                result = self.core.propose([command])
+                if isinstance(result, NotLeader):
+                    future.set_exception(_not_leader(result.leader_id))
+                else:
+                    self._pending[result.first_seq] = _Pending(result.term, future)
+
+            self._submit(go)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await asyncio.shield(future)
+            except TimeoutError:
+                raise BackendTimeoutError(
+                    f"node {self.id}: {type(command).__name__} not applied within "
+                    f"{timeout:g} s (outcome unknown)"
+                ) from None
+        finally:
+            if not future.done():
+                future.cancel()
+            self._slots.release()
+
+    async def read_barrier(self, timeout: float) -> None:
+        """Return once every write committed before the call is applied here (leader only)."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._read_ids += 1
+        request_id = self._read_ids
+
+        def go() -> None:
+            if future.done():
+                return
+            result = self.core.read_index(request_id)
+            if isinstance(result, NotLeader):
+                future.set_exception(_not_leader(result.leader_id))
+            else:
+                self._reads[request_id] = future
+
+        self._submit(go)
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(future)
+        except TimeoutError:
+            raise QuorumLostError(
+                f"node {self.id}: leadership not confirmed by a majority within {timeout:g} s"
+            ) from None
+        finally:
+            self._reads.pop(request_id, None)
+            if not future.done():
+                future.cancel()
+
+    def watch_created(self, name: str, value: bytes) -> asyncio.Future[int]:
+        """A future of the seq at which `SetIfNotExist(name, value)` creates the element here."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._created[(name, value)] = future
+        future.add_done_callback(lambda _: self._forget_created(name, value, future))
+        return future
+
+    def _forget_created(self, name: str, value: bytes, future: asyncio.Future[int]) -> None:
+        if self._created.get((name, value)) is future:
+            del self._created[(name, value)]
+
+    # ------------------------------------------------------------------ transport side
+
+    async def handle(self, request: Request) -> Response:
+        """`ConsensusHandler`: step `request` into the core, answer with the core's response."""
+        self._check_open()
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        key = (request.sender, _REPLY_TYPE[type(request)])
+
+        def go() -> None:
+            if future.done():
+                return
+            self.core.step(request)
+            self._replies.setdefault(key, deque()).append(future)
+            self._unanswered.append((key, future))
+
+        self._submit(go)
+        return await future
+
+    # ------------------------------------------------------------------ driver
+
+    def _submit(self, fn: Callable[[], None]) -> None:
+        self._inputs.append(fn)
+        self._wake.set()
+
+    def _check_open(self) -> None:
+        if self.failure is not None:
+            raise ConsensusError(f"raft node {self.id} failed: {self.failure}") from self.failure
+        if self._closed:
+            raise ClosedError(f"raft node {self.id} is stopped")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self._tick
+        try:
+            while True:
+                if not self._inputs:
+                    delay = next_tick - loop.time()
+                    if delay > 0:
+                        self._wake.clear()
+                        timer = loop.call_later(delay, self._wake.set)
+                        try:
+                            await self._wake.wait()
+                        finally:
+                            timer.cancel()
+                now = loop.time()
+                if now >= next_tick:
+                    self.core.tick()
+                    next_tick = max(next_tick + self._tick, now)
+                for _ in range(_MAX_INPUTS_PER_TURN):
+                    if not self._inputs:
+                        break
+                    self._inputs.popleft()()
+                while self.core.has_ready():
+                    await self._handle_ready(self.core.ready())
+                self._fail_unanswered()
+                await self._maybe_snapshot()
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            logger.exception("raft node %s failed; it stops serving", self.id)
+            self.failure = exc
+            self._fail_all(ConsensusError(f"raft node {self.id} failed: {exc}"))
+            self.hub.close(ConsensusError(f"raft node {self.id} failed: {exc}"))
+
+    async def _handle_ready(self, ready: Ready) -> None:
+        # 1. persist
+        if self._stores is not None and (
+            ready.snapshot or ready.entries or ready.hard_state or ready.truncate_from is not None
+        ):
+            await asyncio.to_thread(self._persist, ready)
+        if ready.snapshot is not None:
+            self._install(ready.snapshot)
+        if ready.truncate_from is not None:
+            for seq in [s for s in self._pending if s >= ready.truncate_from]:
+                self._pending.pop(seq).future.set_exception(_not_leader(self.core.leader_id))
+        # 2. send
+        for msg in ready.messages:
+            self._dispatch(msg)
+        # 3. apply
+        for entry in ready.committed:
+            self._apply(entry.seq, entry.term, entry.command)
+        # 4. reads
+        for read in ready.reads:
+            future = self._reads.pop(read.request_id, None)
+            if future is not None and not future.done():
+                future.set_result(None)
+        for request_id in ready.dropped_reads:
+            future = self._reads.pop(request_id, None)
+            if future is not None and not future.done():
+                future.set_exception(_not_leader(self.core.leader_id))
+        if ready.soft_state is not None:
+            self._leader_changed.set()
+            self._leader_changed = asyncio.Event()
+            logger.debug(
+                "node %s: %s in term %s (leader %s)",
+                self.id,
+                ready.soft_state.role.value,
+                ready.soft_state.term,
+                ready.soft_state.leader_id,
+            )
+        # 5. advance
+        self.core.advance(ready)
+
+    def _persist(self, ready: Ready) -> None:
+        """Step 1 of the contract, in a worker thread; every write is durable on return."""
+        stores = self._stores
+        assert stores is not None
+        log = stores.command_log
+        rewrote = False
+        if ready.snapshot is not None:
+            snap = ready.snapshot
+            stores.snapshot.save(
+                dataclasses.replace(snap.data, last_seq=snap.seq, last_term=snap.term)
+            )
+            log.truncate_through(snap.seq)
+            rewrote = True
+        if ready.truncate_from is not None:
+            log.truncate_from(ready.truncate_from)
+        if ready.entries:
+            log.append_many(
+                LogRecord(
+                    e.seq,
+                    encode_command(
+                        e.command, term=e.term if isinstance(e.command, StartNewTerm) else None
+                    ),
+                )
+                for e in ready.entries
+            )
+        hard = ready.hard_state
+        if hard is not None and (hard.term, hard.vote) != self._saved_voter:
+            stores.voter_state.save(VoterState(hard.term, hard.vote))
+            self._saved_voter = (hard.term, hard.vote)
+        commit = hard.commit if hard is not None else self._saved_commit
+        if commit != self._saved_commit or rewrote:
+            log.set_commit_seq(commit)
+            self._saved_commit = commit
+
+    def _install(self, snapshot: Snapshot) -> None:
+        changes = self.machine.install(snapshot.data)
+        self.hub.publish_all(ChangeEvent(c.name, c.value) for c in changes)
+        self._applies_since_snapshot = 0
+        for seq in [s for s in self._pending if s <= snapshot.seq]:
+            self._pending.pop(seq).future.set_exception(
+                QuorumLostError(
+                    f"node {self.id}: entry {seq} was overtaken by a snapshot (outcome unknown)"
+                )
+            )
+
+    def _apply(self, seq: int, term: int, command: Command) -> None:
+        existed = None
+        if isinstance(command, ExpireElement):
+            existed = self.machine.element(command.name) is not None
+        result = self.machine.apply(command)
+        if existed is not None:
+            result = dataclasses.replace(result, created=existed)
+        for change in result.events:
+            self.hub.publish(ChangeEvent(change.name, change.value))
+        if result.created and isinstance(command, SetIfNotExist | CompareAndSet):
+            watcher = self._created.get((command.name, command.value))
+            if watcher is not None and not watcher.done():
+                watcher.set_result(seq)
+        self._applies_since_snapshot += 1
+        pending = self._pending.pop(seq, None)
+        if pending is not None and not pending.future.done():
+            if pending.term == term:
+                pending.future.set_result((seq, result))
+            else:
+                pending.future.set_exception(_not_leader(self.core.leader_id))
+
+    def _dispatch(self, msg: Message) -> None:
+        if isinstance(msg, _RESPONSES):
+            waiting = self._replies.get((msg.to, type(msg)))
+            while waiting:
+                future = waiting.popleft()
+                if not future.done():
+                    future.set_result(msg)
+                    break
+            return
+        peer = msg.to
+        address = self.peers.get(peer)
+        if address is None or self._inflight.get(peer, 0) >= _MAX_INFLIGHT_PER_PEER:
+            return
+        self._inflight[peer] += 1
+        task = asyncio.create_task(self._call(peer, address, msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _call(self, peer: str, address: str, msg: Message) -> None:
+        try:
+            assert not isinstance(msg, _RESPONSES)
+            response = await self._transport.call(address, msg, self.config.rpc_timeout)
+        except (DRefError, OSError) as exc:
+            logger.debug("node %s → %s: %s", self.id, peer, exc)
+            return
+        finally:
+            self._inflight[peer] -= 1
+        self._submit(lambda: self.core.step(response))
+
+    def _fail_unanswered(self) -> None:
+        for key, future in self._unanswered:
+            if not future.done():
+                future.set_exception(ConsensusError(f"node {self.id} has no answer to that"))
+            waiting = self._replies.get(key)
+            if waiting is not None:
+                with contextlib.suppress(ValueError):
+                    waiting.remove(future)
+                if not waiting:
+                    del self._replies[key]
+        self._unanswered.clear()
+
+    async def _maybe_snapshot(self) -> None:
+        every = self.config.snapshot_every
+        if not every or self._applies_since_snapshot < every:
+            return
+        self._applies_since_snapshot = 0
+        applied = self.core.applied
+        term = self.core.log.term_at(applied)
+        if term is None or applied <= self.core.log.base_seq:
+            return
+        data = dataclasses.replace(self.machine.snapshot(applied), last_term=term)
+        self.core.compact(applied, data)
+        if self._stores is not None:
+            await asyncio.to_thread(self._save_snapshot, data)
+
+    def _save_snapshot(self, data: ClusterSnapshot) -> None:
+        stores = self._stores
+        assert stores is not None
+        stores.snapshot.save(data)
+        stores.command_log.truncate_through(data.last_seq)
+        stores.command_log.set_commit_seq(self._saved_commit)
+
+    async def _reap(self) -> None:
+        """As leader, propose `DeleteIfExpired` for every element past its expiry (§5.16)."""
+        while True:
+            await asyncio.sleep(self.config.reaper_interval)
+            if not self.is_leader or self.failure is not None:
+                continue
+            now = self.wall_ms()
+            due = [
+                name
+                for name, expire_at in self.machine.expiration_table().items()
+                if expire_at <= now and name not in self._reaping
+            ][:_MAX_REAP]
+            for name in due:
+                self._reaping.add(name)
+                task = asyncio.create_task(self._reap_one(name, now))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _reap_one(self, name: str, now: int) -> None:
+        try:
+            await self.propose(DeleteIfExpired(name, now), self.config.election_timeout * 4)
+        except BackendError as exc:
+            logger.debug("node %s: reaping %s: %s", self.id, name, exc)
+        finally:
+            self._reaping.discard(name)
+
+    def _fail_all(self, error: BaseException) -> None:
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        self._pending.clear()
+        for future in self._reads.values():
+            if not future.done():
+                future.set_exception(error)
+        self._reads.clear()
+        for waiting in self._replies.values():
+            for reply in waiting:
+                if not reply.done():
+                    reply.set_exception(error)
+        self._replies.clear()
+        for created in self._created.values():
+            if not created.done():
+                created.set_exception(error)
+        self._inputs.clear()
+
+
+def _not_leader(leader_id: str | None) -> ConsensusError:
+    return NotLeaderError(leader_id) if leader_id is not None else NoLeaderError()
+
+
+def _boot(stores: Stores) -> tuple[StateMachine, CoreState]:
+    """Load the three stores (spec §4.5) into a state machine and the core's start state."""
+    snapshot = stores.snapshot.load()
+    log = stores.command_log.load()
+    voter = stores.voter_state.load()
+    recovered = recover(snapshot, log, voter)
+    base = snapshot if snapshot is not None else ClusterSnapshot()
+    records: list[tuple[int, Command, int | None]] = []
+    expected = base.last_seq + 1
+    for record in log.records:
+        if record.seq < expected:
+            continue
+        if record.seq != expected:
+            # A gap above the commit: uncommitted leftovers (spec §9.1.3) are dropped.
+            stores.command_log.truncate_from(expected)
+            break
+        command, marker = decode_command_term(record.command)
+        records.append((record.seq, command, marker))
+        expected += 1
+    entries = restore_entries(records, base.last_term)
+    state = CoreState(
+        term=voter.term,
+        vote=voter.voted_for,
+        commit=recovered.commit_seq,
+        snapshot=Snapshot(base.last_seq, base.last_term, base),
+        entries=entries,
+    )
+    return recovered.state_machine, state
+
+
+def quorum_of(peers: Sequence[str]) -> int:
+    """Votes needed in a cluster of `peers` plus this node."""
+    return (len(peers) + 1) // 2 + 1
