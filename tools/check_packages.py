@@ -23,6 +23,7 @@ DISTRIBUTIONS = {
 EXPECTED_BACKENDS = {
     "inmemory": "dref_inmemory.plugin",
     "redis": "dref_redis.plugin",
+    "raft": "dref_raft.plugin",
 }
 
 CHECK = """

@@ -131,7 +131,10 @@ class StateMachine:
                 matched, current = self._matching(name, expected, now)
                 if not matched:
                     return ApplyResult((), created=False, current=current)
+                expired = name in elements  # matched while present: it had expired
                 elements[name] = Element(value, expire_at)
+                if expired:
+                    return ApplyResult((Changed(name, None), Changed(name, value)), created=True)
                 return ApplyResult((Changed(name, value),), created=True)
             case CompareAndDelete(name, expected, now):
                 matched, current = self._matching(name, expected, now)
