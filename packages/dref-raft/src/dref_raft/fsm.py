@@ -128,24 +128,24 @@ class StateMachine:
             case StartNewTerm() | NoOp():
                 return _NOTHING
             case CompareAndSet(name, expected, value, expire_at, now):
-                matched, current = self._matching(name, expected, now)
+                matched, found = self._matching(name, expected, now)
                 if not matched:
-                    return ApplyResult((), created=False, current=current)
+                    return ApplyResult((), created=False, current=found)
                 expired = name in elements  # matched while present: it had expired
                 elements[name] = Element(value, expire_at)
                 if expired:
                     return ApplyResult((Changed(name, None), Changed(name, value)), created=True)
                 return ApplyResult((Changed(name, value),), created=True)
             case CompareAndDelete(name, expected, now):
-                matched, current = self._matching(name, expected, now)
+                matched, found = self._matching(name, expected, now)
                 if not matched:
-                    return ApplyResult((), created=False, current=current)
+                    return ApplyResult((), created=False, current=found)
                 del elements[name]
                 return ApplyResult((Changed(name, None),), created=True)
             case CompareAndExpire(name, expected, expire_at, now):
-                matched, current = self._matching(name, expected, now)
+                matched, found = self._matching(name, expected, now)
                 if not matched:
-                    return ApplyResult((), created=False, current=current)
+                    return ApplyResult((), created=False, current=found)
                 elements[name] = Element(expected, expire_at)
                 return ApplyResult((), created=True)
         raise TypeError(f"not a state command: {command!r}")

@@ -89,7 +89,7 @@ _REPLY_TYPE: dict[type[Request], type[Response]] = {
     ReadIndex: ReadIndexResponse,
     InstallSnapshot: InstallSnapshotResponse,
 }
-_RESPONSES = tuple(_REPLY_TYPE.values())
+_REQUESTS = (AppendEntries, Heartbeat, Vote, PreVote, ReadIndex, InstallSnapshot)
 #: Most inputs handled per driver turn before a Ready is processed (fairness).
 _MAX_INPUTS_PER_TURN = 4096
 #: Most RPCs in flight to one peer; more are dropped (Raft tolerates loss).
@@ -500,7 +500,7 @@ class RaftNode:
         self._applies_since_snapshot = 0
         for seq in [s for s in self._pending if s <= snapshot.seq]:
             self._pending.pop(seq).future.set_exception(
-                QuorumLostError(
+                ConsensusError(
                     f"node {self.id}: entry {seq} was overtaken by a snapshot (outcome unknown)"
                 )
             )
@@ -527,7 +527,7 @@ class RaftNode:
                 pending.future.set_exception(_not_leader(self.core.leader_id))
 
     def _dispatch(self, msg: Message) -> None:
-        if isinstance(msg, _RESPONSES):
+        if not isinstance(msg, _REQUESTS):
             waiting = self._replies.get((msg.to, type(msg)))
             while waiting:
                 future = waiting.popleft()
@@ -544,9 +544,8 @@ class RaftNode:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _call(self, peer: str, address: str, msg: Message) -> None:
+    async def _call(self, peer: str, address: str, msg: Request) -> None:
         try:
-            assert not isinstance(msg, _RESPONSES)
             response = await self._transport.call(address, msg, self.config.rpc_timeout)
         except (DRefError, OSError) as exc:
             logger.debug("node %s → %s: %s", self.id, peer, exc)

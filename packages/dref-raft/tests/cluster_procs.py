@@ -1,0 +1,120 @@
+"""Real multi-process Raft clusters on 127.0.0.1: one `python -m dref_raft` process per node."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["NodeProcess", "ProcCluster", "free_ports"]
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel reports free right now (bound once, then released)."""
+    socks, ports = [], []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+@dataclass
+class NodeProcess:
+    node_id: str
+    port: int
+    args: list[str]
+    proc: subprocess.Popen[str] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DREF_")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dref_raft", *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = self.proc.stdout.readline()  # the process prints one line once serving
+        if "serving" not in line or time.monotonic() > deadline:
+            self.kill()
+            raise RuntimeError(f"node {self.node_id} did not start: {line!r}")
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL and reap."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def stop(self) -> None:
+        """SIGTERM (SIGCONT first, in case it is stopped), then SIGKILL after 5 s."""
+        if self.proc is None:
+            return
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self.proc = None
+
+
+@dataclass
+class ProcCluster:
+    """`size` node processes, plus `extra` member slots for in-test members."""
+
+    size: int
+    storage: Path | None = None
+    extra: int = 0
+    nodes: list[NodeProcess] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.ports = free_ports(self.size + self.extra)
+        self.ids = [f"p{i}" for i in range(self.size + self.extra)]
+        self.endpoints = ",".join(
+            f"{i}=127.0.0.1:{p}" for i, p in zip(self.ids, self.ports, strict=True)
+        )
+        for node_id, port in list(zip(self.ids, self.ports, strict=True))[: self.size]:
+            args = ["--node-id", node_id, "--port", str(port), "--endpoints", self.endpoints]
+            if self.storage is not None:
+                args += ["--storage-dir", str(self.storage / node_id)]
+            self.nodes.append(NodeProcess(node_id, port, args))
+
+    def member_options(self, index: int) -> dict[str, object]:
+        """connect options of the in-test member slot `index` (0-based among the extras)."""
+        slot = self.size + index
+        return {
+            "node_id": self.ids[slot],
+            "port": self.ports[slot],
+            "endpoints": self.endpoints,
+        }
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
