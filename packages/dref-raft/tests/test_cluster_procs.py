@@ -33,7 +33,8 @@ async def member(procs: ProcCluster) -> AsyncIterator[dref.DRefContext]:
 
 async def test_writes_reads_and_events_across_processes(member: dref.DRefContext) -> None:
     backend = member.backend
-    assert backend.capabilities.distributed and backend.capabilities.linearizable
+    assert backend.capabilities.distributed
+    assert backend.capabilities.linearizable
     async with await backend.subscribe("k") as events:
         for i in range(20):
             await backend.set("k", b"%d" % i)

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from dref.changes import ChangeEvent, ChangeHub
 from dref.errors import (
@@ -80,6 +81,7 @@ from dref_raft.wire import decode_command_term, encode_command
 __all__ = ["NodeConfig", "RaftNode", "wall_clock_ms"]
 
 logger = logging.getLogger("dref_raft.node")
+_T = TypeVar("_T")
 
 _REPLY_TYPE: dict[type[Request], type[Response]] = {
     AppendEntries: AppendEntriesResponse,
@@ -431,7 +433,7 @@ class RaftNode:
             self._install(ready.snapshot)
         if ready.truncate_from is not None:
             for seq in [s for s in self._pending if s >= ready.truncate_from]:
-                self._pending.pop(seq).future.set_exception(_not_leader(self.core.leader_id))
+                _fail(self._pending.pop(seq).future, _not_leader(self.core.leader_id))
         # 2. send
         for msg in ready.messages:
             self._dispatch(msg)
@@ -499,10 +501,11 @@ class RaftNode:
         self.hub.publish_all(ChangeEvent(c.name, c.value) for c in changes)
         self._applies_since_snapshot = 0
         for seq in [s for s in self._pending if s <= snapshot.seq]:
-            self._pending.pop(seq).future.set_exception(
+            _fail(
+                self._pending.pop(seq).future,
                 ConsensusError(
                     f"node {self.id}: entry {seq} was overtaken by a snapshot (outcome unknown)"
-                )
+                ),
             )
 
     def _apply(self, seq: int, term: int, command: Command) -> None:
@@ -631,6 +634,11 @@ class RaftNode:
             if not created.done():
                 created.set_exception(error)
         self._inputs.clear()
+
+
+def _fail(future: asyncio.Future[_T], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
 
 
 def _not_leader(leader_id: str | None) -> ConsensusError:
