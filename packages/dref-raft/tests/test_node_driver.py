@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dref.errors import NoLeaderError, NotLeaderError
+from dref.errors import DRefError, NoLeaderError, NotLeaderError
 from dref_raft.commands import DeleteElement, SetElement, SetIfNotExist
 from dref_raft.node import NodeConfig, RaftNode
 from dref_raft.storage import open_stores
@@ -80,7 +80,8 @@ async def test_one_leader_and_every_node_applies_in_order(cluster: Cluster) -> N
         got = [(await anext(events)).value for _ in range(31)]
     assert got == [b"%d" % i for i in range(30)] + [None]
     seq, result = await leader.propose(SetIfNotExist("x", b"1"), 5)
-    assert result.created and seq > 31
+    assert result.created
+    assert seq > 31
     with pytest.raises((NotLeaderError, NoLeaderError)):
         await follower.propose(SetElement("y", b"1"), 5)
     with pytest.raises(NotLeaderError):
@@ -128,7 +129,7 @@ async def test_partitioned_leader_steps_down_and_loses_no_acknowledged_write(
     for other in IDS:
         if other != old.id:
             cluster.net.partition(f"mem:{old.id}", f"mem:{other}")
-    with pytest.raises(Exception):  # noqa: B017 - outcome unknown or not leader
+    with pytest.raises(DRefError):  # outcome unknown, or not leader
         await old.propose(SetElement("lost?", b"1"), 1.0)
     await until(lambda: not old.is_leader, timeout=5)  # check-quorum
     others = [n for n in cluster.nodes.values() if n is not old]
