@@ -53,34 +53,40 @@ class StartNewTermCommand(_message.Message):
     def __init__(self, term: _Optional[int] = ...) -> None: ...
 
 class CompareAndSetCommand(_message.Message):
-    __slots__ = ("name", "expected", "value", "expire_at")
+    __slots__ = ("name", "expected", "value", "expire_at", "now")
     NAME_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_AT_FIELD_NUMBER: _ClassVar[int]
+    NOW_FIELD_NUMBER: _ClassVar[int]
     name: str
     expected: bytes
     value: bytes
     expire_at: int
-    def __init__(self, name: _Optional[str] = ..., expected: _Optional[bytes] = ..., value: _Optional[bytes] = ..., expire_at: _Optional[int] = ...) -> None: ...
+    now: int
+    def __init__(self, name: _Optional[str] = ..., expected: _Optional[bytes] = ..., value: _Optional[bytes] = ..., expire_at: _Optional[int] = ..., now: _Optional[int] = ...) -> None: ...
 
 class CompareAndDeleteCommand(_message.Message):
-    __slots__ = ("name", "expected")
+    __slots__ = ("name", "expected", "now")
     NAME_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    NOW_FIELD_NUMBER: _ClassVar[int]
     name: str
     expected: bytes
-    def __init__(self, name: _Optional[str] = ..., expected: _Optional[bytes] = ...) -> None: ...
+    now: int
+    def __init__(self, name: _Optional[str] = ..., expected: _Optional[bytes] = ..., now: _Optional[int] = ...) -> None: ...
 
 class CompareAndExpireCommand(_message.Message):
-    __slots__ = ("name", "expected", "expire_at")
+    __slots__ = ("name", "expected", "expire_at", "now")
     NAME_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_AT_FIELD_NUMBER: _ClassVar[int]
+    NOW_FIELD_NUMBER: _ClassVar[int]
     name: str
     expected: bytes
     expire_at: int
-    def __init__(self, name: _Optional[str] = ..., expected: _Optional[bytes] = ..., expire_at: _Optional[int] = ...) -> None: ...
+    now: int
+    def __init__(self, name: _Optional[str] = ..., expected: _Optional[bytes] = ..., expire_at: _Optional[int] = ..., now: _Optional[int] = ...) -> None: ...
 
 class StateCommand(_message.Message):
     __slots__ = ("set_element", "set_element_if_not_exist", "delete_element", "expire_element", "delete_if_expired", "start_new_term", "compare_and_set", "compare_and_delete", "compare_and_expire")
