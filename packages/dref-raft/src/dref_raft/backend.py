@@ -3,7 +3,8 @@
 `dref.connect("raft", ...)` starts (or, when a member with the same `node_id` already runs in
 this process, joins) a voting member and waits up to `leader_wait` for a leader. Writes are
 proposals: on the leader directly, from a follower forwarded to the leader over `DRefRaft`
-with upstream's retry policy bounded by `op_timeout`. Reads are linearizable (ReadIndex on the
+(compare commands over the dref-only `DRefExt/Compare`) with upstream's retry policy bounded by
+`op_timeout`. Reads are linearizable (ReadIndex on the
 leader). Change events come from the member's own state machine: every member sees every
 committed change, in commit order.
 """
@@ -14,12 +15,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from dref.changes import Subscription
 from dref.clock import Clock
 from dref.errors import (
-    BackendTimeoutError,
     ClosedError,
     ConfigurationError,
     ConsensusError,
@@ -41,13 +41,15 @@ from dref_raft.commands import (
 )
 from dref_raft.fsm import ApplyResult
 from dref_raft.node import NodeConfig, RaftNode
+from dref_raft.ops import expire_at_ms, fenced_try_lock, open_leader_client, remote_expire
 from dref_raft.settings import RaftSettings
 from dref_raft.storage import open_stores
-from dref_raft.transport.base import LeaderApi, PeerTransport
-from dref_raft.transport.grpc_client import LeaderClient, PeerClients
+from dref_raft.transport.base import CompareResult, LeaderApi, PeerTransport
+from dref_raft.transport.grpc_client import PeerClients
 from dref_raft.transport.grpc_server import GrpcServer
-from dref_raft.transport.memory import MemoryLeaderClient, MemoryNetwork
+from dref_raft.transport.memory import MemoryNetwork
 from dref_raft.transport.retry import with_leader
+from dref_raft.watch_service import WatchService
 
 __all__ = [
     "Member",
@@ -81,7 +83,10 @@ def reset_memory_network() -> None:
 
 
 class NodeClientHandler:
-    """`ClientHandler` (DRefRaft) of a member: serves data operations when it leads."""
+    """`ClientHandler` (DRefRaft) and `CompareHandler` (DRefExt) of a member.
+
+    Serves data operations when this member leads.
+    """
 
     def __init__(self, node: RaftNode, settings: RaftSettings) -> None:
         self.node = node
@@ -119,8 +124,9 @@ class NodeClientHandler:
     def endpoint_ids(self) -> list[str]:
         return [*self.node.peers, self.node.id]
 
-    async def compare(self, command: Command) -> tuple[int, ApplyResult]:
-        """dref-only: propose a compare command, stamped with this leader's clock."""
+    async def compare(self, command: Command) -> CompareResult:
+        """dref-only (`DRefExt/Compare`): propose a compare command, stamped with this leader's
+        clock, and await its outcome."""
         if not isinstance(command, COMPARE_COMMANDS):
             raise ConsensusError(f"not a compare command: {type(command).__name__}")
         self._check_leader()
@@ -140,7 +146,8 @@ class NodeClientHandler:
                 stamped = CompareAndDelete(command.name, command.expected, now)
             case CompareAndExpire():
                 stamped = CompareAndExpire(command.name, command.expected, command.expire_at, now)
-        return await self.node.propose(stamped, self.settings.op_timeout)
+        seq, result = await self.node.propose(stamped, self.settings.op_timeout)
+        return CompareResult(bool(result.created), result.current, seq)
 
 
 @dataclass(eq=False)
@@ -153,6 +160,7 @@ class Member:
     transport: PeerTransport
     server: GrpcServer | None = None
     network: MemoryNetwork | None = None
+    watch: WatchService | None = None
     refs: int = 0
     clients: dict[str, LeaderApi] = field(default_factory=dict)
 
@@ -162,14 +170,15 @@ class Member:
             address = self.settings.members.get(node_id)
             if address is None:
                 raise NoLeaderError(f"leader {node_id!r} is not a configured member")
-            if self.network is not None:
-                client = self.network.leader_client(self.settings.address, address)
-            else:
-                client = LeaderClient(address, target_id=node_id, timeout=self.settings.op_timeout)
+            client = open_leader_client(
+                address, node_id, self.settings.op_timeout, self.network, self.settings.address
+            )
             self.clients[node_id] = client
         return client
 
     async def stop(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
         await self.node.aclose()
         if self.network is not None:
             self.network.stop(self.settings.address)
@@ -212,13 +221,20 @@ async def acquire_member(settings: RaftSettings, change_buffer: int = 1024) -> M
     )
     node = await RaftNode.open(config, transport, stores=stores)
     handler = NodeClientHandler(node, settings)
-    member = Member(settings, node, handler, transport, network=network, refs=1)
+    watch = WatchService(node, history=settings.watch_history, buffer=change_buffer)
+    member = Member(settings, node, handler, transport, network=network, watch=watch, refs=1)
     try:
         if network is not None:
-            network.serve(settings.address, settings.node_id, node, handler)
+            network.serve(settings.address, settings.node_id, node, handler, watch, compare=handler)
         else:
             member.server = GrpcServer(
-                settings.node_id, node, handler, host=settings.host, port=settings.port
+                settings.node_id,
+                node,
+                handler,
+                watch,
+                compare=handler,
+                host=settings.host,
+                port=settings.port,
             )
             await member.server.start()
         node.start()
@@ -250,7 +266,9 @@ class RaftBackend(Backend):
         self.poll_interval = 1.0
         self._change_buffer = change_buffer
         self._closed = False
-        native = not self.settings.mixed_cluster and self.settings.transport == "memory"
+        # Compare commands need every voter to be a dref node (upstream would apply them as
+        # no-ops); they reach the leader over DRefExt/Compare on either transport.
+        native = not self.settings.mixed_cluster
         self.capabilities = Capabilities(
             linearizable=True,
             durable=self.settings.storage_dir is not None,
@@ -289,20 +307,13 @@ class RaftBackend(Backend):
         return await with_leader(op, self._find_leader, deadline)
 
     def _expire_at(self, ttl: float | None) -> int | None:
-        return None if ttl is None else self.node.wall_ms() + max(1, round(ttl * 1000))
+        return expire_at_ms(self.node.wall_ms(), ttl)
 
-    async def _compare(self, command: Command) -> ApplyResult:
-        async def remote(client: LeaderApi, left: float) -> tuple[int, ApplyResult]:
-            run: Any = getattr(client, "_run", None)
-            if not isinstance(client, MemoryLeaderClient) or run is None:
-                raise ConsensusError("compare commands cannot be forwarded over this transport")
-            result: tuple[int, ApplyResult] = await run(
-                "Compare", left, lambda handler: handler.compare(command)
-            )
-            return result
-
-        _, result = await self._route(lambda h: h.compare(command), remote)
-        return result
+    async def _compare(self, command: Command) -> CompareResult:
+        return await self._route(
+            lambda h: h.compare(command),
+            lambda c, left: c.compare(command, timeout=left),
+        )
 
     # -- required ---------------------------------------------------------------------------------
     async def get(self, name: str) -> bytes | None:
@@ -323,8 +334,7 @@ class RaftBackend(Backend):
         if self.capabilities.native_cas:
             # An expired element counts as absent (SPI); upstream's SetIfNotExist would keep it
             # until the reaper deletes it (spec §9.1.9).
-            result = await self._compare(CompareAndSet(name, None, value, expire_at))
-            return bool(result.created)
+            return (await self._compare(CompareAndSet(name, None, value, expire_at))).matched
         return await self._route(
             lambda h: h.set_element_if_not_exist(name, value, expire_at),
             lambda c, left: c.set_element_if_not_exist(name, value, expire_at, timeout=left),
@@ -345,8 +355,7 @@ class RaftBackend(Backend):
             return bool(result.created)
 
         async def remote(c: LeaderApi, left: float) -> bool:
-            await c.expire_element(name, expire_at, timeout=left)
-            return await c.get_element(name, timeout=left) is not None
+            return await remote_expire(c, name, expire_at, left)
 
         return await self._route(local, remote)
 
@@ -363,20 +372,12 @@ class RaftBackend(Backend):
     # -- native paths -----------------------------------------------------------------------------
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
         self._check()
-        created = self.node.watch_created(name, token)
-        try:
-            if not await self.set_if_absent(name, token, ttl) and not created.done():
-                return None
-            try:
-                async with asyncio.timeout(self.settings.op_timeout):
-                    fence = await asyncio.shield(created)
-            except TimeoutError:
-                raise BackendTimeoutError(
-                    f"lock {name} acquired but not applied on node {self.node.id} in time"
-                ) from None
-            return LockGrant(fence=fence)
-        finally:
-            created.cancel()
+        return await fenced_try_lock(
+            lambda: self.set_if_absent(name, token, ttl),
+            self.node.watch_created(name, token),
+            self.settings.op_timeout,
+            f"on node {self.node.id}",
+        )
 
     async def compare_and_set(
         self, name: str, expected: bytes, value: bytes, ttl: float | None = None
@@ -384,7 +385,7 @@ class RaftBackend(Backend):
         if not self.capabilities.native_cas:
             return await super().compare_and_set(name, expected, value, ttl)
         result = await self._compare(CompareAndSet(name, expected, value, self._expire_at(ttl)))
-        return bool(result.created)
+        return result.matched
 
     async def compare_and_swap(
         self, name: str, expected: bytes, value: bytes
@@ -392,19 +393,19 @@ class RaftBackend(Backend):
         if not self.capabilities.native_cas:
             return await super().compare_and_swap(name, expected, value)
         result = await self._compare(CompareAndSet(name, expected, value))
-        return (True, value) if result.created else (False, result.current)
+        return (True, value) if result.matched else (False, result.current)
 
     async def refresh_lock(self, name: str, token: bytes, ttl: float) -> bool:
         if not self.capabilities.owner_checked_locks:
             return await super().refresh_lock(name, token, ttl)
         expire_at = self._expire_at(ttl)
         assert expire_at is not None
-        return bool((await self._compare(CompareAndExpire(name, token, expire_at))).created)
+        return (await self._compare(CompareAndExpire(name, token, expire_at))).matched
 
     async def release_lock(self, name: str, token: bytes) -> bool:
         if not self.capabilities.owner_checked_locks:
             return await super().release_lock(name, token)
-        return bool((await self._compare(CompareAndDelete(name, token))).created)
+        return (await self._compare(CompareAndDelete(name, token))).matched
 
 
 async def open_backend(settings: RaftSettings, core: DRefSettings, clock: Clock) -> Backend:

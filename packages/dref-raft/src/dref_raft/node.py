@@ -72,7 +72,7 @@ from dref_raft.core import (
     VoteResponse,
     restore_entries,
 )
-from dref_raft.fsm import ApplyResult, ClusterSnapshot, StateMachine
+from dref_raft.fsm import ApplyResult, Changed, ClusterSnapshot, StateMachine
 from dref_raft.recovery import recover
 from dref_raft.storage import LogRecord, Stores, VoterState
 from dref_raft.transport.base import PeerTransport
@@ -164,6 +164,8 @@ class RaftNode:
         )
         self.wall_ms = wall_ms
         self.hub = ChangeHub(config.change_buffer)
+        self.on_applied: list[Callable[[int, str, bytes | None], None]] = []
+        """Called in commit order with (seq, name, value or None) for every change (DRefWatch)."""
         self._tick = self.core.config.tick_ms / 1000
         self._inputs: deque[Callable[[], None]] = deque()
         self._wake = asyncio.Event()
@@ -499,6 +501,7 @@ class RaftNode:
     def _install(self, snapshot: Snapshot) -> None:
         changes = self.machine.install(snapshot.data)
         self.hub.publish_all(ChangeEvent(c.name, c.value) for c in changes)
+        self._report_applied(snapshot.seq, changes)
         self._applies_since_snapshot = 0
         for seq in [s for s in self._pending if s <= snapshot.seq]:
             _fail(
@@ -517,6 +520,7 @@ class RaftNode:
             result = dataclasses.replace(result, created=existed)
         for change in result.events:
             self.hub.publish(ChangeEvent(change.name, change.value))
+        self._report_applied(seq, result.events)
         if result.created and isinstance(command, SetIfNotExist | CompareAndSet):
             watcher = self._created.get((command.name, command.value))
             if watcher is not None and not watcher.done():
@@ -528,6 +532,11 @@ class RaftNode:
                 pending.future.set_result((seq, result))
             else:
                 pending.future.set_exception(_not_leader(self.core.leader_id))
+
+    def _report_applied(self, seq: int, changes: Sequence[Changed]) -> None:
+        for listener in self.on_applied:
+            for change in changes:
+                listener(seq, change.name, change.value)
 
     def _dispatch(self, msg: Message) -> None:
         if not isinstance(msg, _REQUESTS):

@@ -97,6 +97,9 @@ class RaftSettings(BaseSettings):
     max_pending: int = Field(
         1024, ge=1, description="Proposals in flight per node; more callers wait (backpressure)."
     )
+    watch_history: int = Field(
+        4096, ge=1, description="Committed change events a member keeps to resume DRefWatch."
+    )
     mixed_cluster: bool = Field(
         False,
         description="Upstream nodes may vote: no dref-only commands (no native CAS, "

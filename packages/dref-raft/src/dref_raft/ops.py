@@ -1,0 +1,59 @@
+"""Operation helpers shared by the member backend (`backend.py`) and client mode (`client.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from dref.errors import BackendTimeoutError
+from dref.spi import LockGrant
+from dref_raft.transport.base import LeaderApi
+from dref_raft.transport.grpc_client import LeaderClient
+from dref_raft.transport.memory import MemoryNetwork
+
+__all__ = ["expire_at_ms", "fenced_try_lock", "open_leader_client", "remote_expire"]
+
+
+def expire_at_ms(now_ms: int, ttl: float | None) -> int | None:
+    """Absolute epoch-ms expiry of a TTL in seconds (at least 1 ms ahead); None for no TTL."""
+    return None if ttl is None else now_ms + max(1, round(ttl * 1000))
+
+
+async def remote_expire(client: LeaderApi, name: str, expire_at: int, timeout: float) -> bool:
+    """`expire` over `DRefRaft`: re-arm, then whether the element exists (two round trips)."""
+    await client.expire_element(name, expire_at, timeout=timeout)
+    return await client.get_element(name, timeout=timeout) is not None
+
+
+def open_leader_client(
+    address: str, node_id: str, timeout: float, network: MemoryNetwork | None, source: str
+) -> LeaderApi:
+    """A `DRefRaft` client to `address`: gRPC, or from `source` on an in-memory `network`."""
+    if network is not None:
+        return network.leader_client(source, address)
+    return LeaderClient(address, target_id=node_id, timeout=timeout)
+
+
+async def fenced_try_lock(
+    acquire: Callable[[], Awaitable[bool]],
+    created: asyncio.Future[int],
+    timeout: float,
+    where: str,
+) -> LockGrant | None:
+    """`try_lock` with a fence: `acquire()` is `set_if_absent(name, token, ttl)`.
+
+    `created` resolves to the log seq at which this node saw `name` hold the token (armed
+    before `acquire`, so a retried request that won earlier still counts). It is cancelled
+    on return.
+    """
+    try:
+        if not await acquire() and not created.done():
+            return None
+        try:
+            async with asyncio.timeout(timeout):
+                fence = await asyncio.shield(created)
+        except TimeoutError:
+            raise BackendTimeoutError(f"lock acquired but not seen {where} in time") from None
+        return LockGrant(fence=fence)
+    finally:
+        created.cancel()

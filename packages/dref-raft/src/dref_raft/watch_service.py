@@ -1,0 +1,142 @@
+"""`WatchService`: a member's `DRefWatch` handler, streaming its committed change events.
+
+The node reports every change in commit order (`RaftNode.on_applied`); the service keeps the
+last `history` of them with their log seq in a ring. `watch(names, from_seq)`:
+
+* `from_seq` > 0 and still covered by the ring: replay every event after it for `names` (all
+  when empty), then stream live ones;
+* otherwise (0: a new watch, or too old): send the current value of each name (`resync=True`,
+  with the member's applied seq; for all names, every stored element), then stream live ones.
+
+Every live watcher has a bounded buffer; one that falls behind ends with `WatchLaggedError`
+(`UNAVAILABLE` on the wire) so its client resumes — never a silent gap.
+
+A seq may carry several events (a snapshot install reports every changed element at the
+snapshot's seq): a resume from exactly such a seq, or from before a dropped event, is answered
+with a resync, since the client may hold only part of that batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from dref.errors import BackendUnavailableError, ClosedError
+from dref_raft.node import RaftNode
+from dref_raft.transport.base import WatchEvent
+
+__all__ = ["DEFAULT_HISTORY", "WatchLaggedError", "WatchService"]
+
+DEFAULT_HISTORY = 4096
+"""Committed change events a member keeps to replay resumed watches."""
+
+
+class WatchLaggedError(BackendUnavailableError):
+    """A watcher fell behind its buffer; the client resumes from its last seq."""
+
+
+@dataclass(eq=False)
+class _Watcher:
+    names: frozenset[str]
+    after: int
+    capacity: int
+    buffer: deque[WatchEvent] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    error: BaseException | None = None
+
+    def push(self, event: WatchEvent) -> bool:
+        """Buffer a live event; False (and ended) when the buffer is full."""
+        if self.error is not None:
+            return False
+        if len(self.buffer) >= self.capacity:
+            self.end(WatchLaggedError(f"watcher fell {self.capacity} events behind"))
+            return False
+        self.buffer.append(event)
+        self.wake.set()
+        return True
+
+    def end(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+        self.wake.set()
+
+
+class WatchService:
+    """`WatchHandler` over a member node; see the module docstring."""
+
+    def __init__(self, node: RaftNode, *, history: int = DEFAULT_HISTORY, buffer: int = 1024):
+        if history < 1 or buffer < 1:
+            raise ValueError("history and buffer must be at least 1")
+        self.node = node
+        self.buffer = buffer
+        self._ring: deque[WatchEvent] = deque(maxlen=history)
+        self._floor = node.applied
+        """Smallest `from_seq` the ring can replay from (every later event is in it)."""
+        self._watchers: set[_Watcher] = set()
+        self._closed = False
+        node.on_applied.append(self._applied)
+
+    def _applied(self, seq: int, name: str, value: bytes | None) -> None:
+        """Node hook: called in commit order; never raises."""
+        ring = self._ring
+        if ring and ring[-1].seq == seq:
+            self._floor = max(self._floor, seq + 1)  # a batch: no resume from inside it
+        if len(ring) == ring.maxlen:
+            self._floor = max(self._floor, ring[0].seq + 1)
+        event = WatchEvent(name, value, seq)
+        ring.append(event)
+        for watcher in tuple(self._watchers):
+            wanted = not watcher.names or name in watcher.names
+            if wanted and seq > watcher.after and not watcher.push(event):
+                self._watchers.discard(watcher)
+
+    def _start(self, names: list[str], from_seq: int) -> tuple[list[WatchEvent], _Watcher]:
+        """The first events and the registered live watcher (synchronous: nothing between)."""
+        if self._closed or self.node.closed:
+            raise ClosedError(f"node {self.node.id} does not serve watches any more")
+        wanted = frozenset(names)
+        if from_seq > 0 and from_seq >= self._floor:
+            first = [e for e in self._ring if e.seq > from_seq and (not wanted or e.name in wanted)]
+            after = from_seq
+        else:
+            after = self.node.applied
+            machine = self.node.machine
+            if wanted:
+                current = {n: machine.element(n) for n in sorted(wanted)}
+            else:
+                current = dict(sorted(machine.elements().items()))
+            first = [
+                WatchEvent(n, None if e is None else e.value, after, resync=True)
+                for n, e in current.items()
+            ]
+        watcher = _Watcher(wanted, after, self.buffer)
+        self._watchers.add(watcher)
+        return first, watcher
+
+    async def watch(self, names: list[str], from_seq: int) -> AsyncIterator[WatchEvent]:
+        """Committed changes of `names` (all when empty) after `from_seq`; see the module."""
+        first, watcher = self._start(names, from_seq)
+        try:
+            for event in first:
+                yield event
+            while True:
+                while watcher.buffer:
+                    yield watcher.buffer.popleft()
+                if watcher.error is not None:
+                    raise watcher.error
+                watcher.wake.clear()
+                await watcher.wake.wait()
+        finally:
+            self._watchers.discard(watcher)
+
+    def close(self) -> None:
+        """End every watch (clients resume on another member); idempotent."""
+        self._closed = True
+        error = BackendUnavailableError(f"node {self.node.id} stopped serving watches")
+        for watcher in self._watchers:
+            watcher.end(error)
+        self._watchers.clear()
+        if self._applied in self.node.on_applied:
+            self.node.on_applied.remove(self._applied)
