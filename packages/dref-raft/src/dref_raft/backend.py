@@ -3,7 +3,8 @@
 `dref.connect("raft", ...)` starts (or, when a member with the same `node_id` already runs in
 this process, joins) a voting member and waits up to `leader_wait` for a leader. Writes are
 proposals: on the leader directly, from a follower forwarded to the leader over `DRefRaft`
-with upstream's retry policy bounded by `op_timeout`. Reads are linearizable (ReadIndex on the
+(compare commands over the dref-only `DRefExt/Compare`) with upstream's retry policy bounded by
+`op_timeout`. Reads are linearizable (ReadIndex on the
 leader). Change events come from the member's own state machine: every member sees every
 committed change, in commit order.
 """
@@ -14,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from dref.changes import Subscription
 from dref.clock import Clock
@@ -43,10 +44,10 @@ from dref_raft.node import NodeConfig, RaftNode
 from dref_raft.ops import expire_at_ms, fenced_try_lock, open_leader_client, remote_expire
 from dref_raft.settings import RaftSettings
 from dref_raft.storage import open_stores
-from dref_raft.transport.base import LeaderApi, PeerTransport
+from dref_raft.transport.base import CompareResult, LeaderApi, PeerTransport
 from dref_raft.transport.grpc_client import PeerClients
 from dref_raft.transport.grpc_server import GrpcServer
-from dref_raft.transport.memory import MemoryLeaderClient, MemoryNetwork
+from dref_raft.transport.memory import MemoryNetwork
 from dref_raft.transport.retry import with_leader
 from dref_raft.watch_service import WatchService
 
@@ -82,7 +83,10 @@ def reset_memory_network() -> None:
 
 
 class NodeClientHandler:
-    """`ClientHandler` (DRefRaft) of a member: serves data operations when it leads."""
+    """`ClientHandler` (DRefRaft) and `CompareHandler` (DRefExt) of a member.
+
+    Serves data operations when this member leads.
+    """
 
     def __init__(self, node: RaftNode, settings: RaftSettings) -> None:
         self.node = node
@@ -120,8 +124,9 @@ class NodeClientHandler:
     def endpoint_ids(self) -> list[str]:
         return [*self.node.peers, self.node.id]
 
-    async def compare(self, command: Command) -> tuple[int, ApplyResult]:
-        """dref-only: propose a compare command, stamped with this leader's clock."""
+    async def compare(self, command: Command) -> CompareResult:
+        """dref-only (`DRefExt/Compare`): propose a compare command, stamped with this leader's
+        clock, and await its outcome."""
         if not isinstance(command, COMPARE_COMMANDS):
             raise ConsensusError(f"not a compare command: {type(command).__name__}")
         self._check_leader()
@@ -141,7 +146,8 @@ class NodeClientHandler:
                 stamped = CompareAndDelete(command.name, command.expected, now)
             case CompareAndExpire():
                 stamped = CompareAndExpire(command.name, command.expected, command.expire_at, now)
-        return await self.node.propose(stamped, self.settings.op_timeout)
+        seq, result = await self.node.propose(stamped, self.settings.op_timeout)
+        return CompareResult(bool(result.created), result.current, seq)
 
 
 @dataclass(eq=False)
@@ -219,10 +225,16 @@ async def acquire_member(settings: RaftSettings, change_buffer: int = 1024) -> M
     member = Member(settings, node, handler, transport, network=network, watch=watch, refs=1)
     try:
         if network is not None:
-            network.serve(settings.address, settings.node_id, node, handler, watch)
+            network.serve(settings.address, settings.node_id, node, handler, watch, compare=handler)
         else:
             member.server = GrpcServer(
-                settings.node_id, node, handler, watch, host=settings.host, port=settings.port
+                settings.node_id,
+                node,
+                handler,
+                watch,
+                compare=handler,
+                host=settings.host,
+                port=settings.port,
             )
             await member.server.start()
         node.start()
@@ -254,7 +266,9 @@ class RaftBackend(Backend):
         self.poll_interval = 1.0
         self._change_buffer = change_buffer
         self._closed = False
-        native = not self.settings.mixed_cluster and self.settings.transport == "memory"
+        # Compare commands need every voter to be a dref node (upstream would apply them as
+        # no-ops); they reach the leader over DRefExt/Compare on either transport.
+        native = not self.settings.mixed_cluster
         self.capabilities = Capabilities(
             linearizable=True,
             durable=self.settings.storage_dir is not None,
@@ -295,18 +309,11 @@ class RaftBackend(Backend):
     def _expire_at(self, ttl: float | None) -> int | None:
         return expire_at_ms(self.node.wall_ms(), ttl)
 
-    async def _compare(self, command: Command) -> ApplyResult:
-        async def remote(client: LeaderApi, left: float) -> tuple[int, ApplyResult]:
-            run: Any = getattr(client, "_run", None)
-            if not isinstance(client, MemoryLeaderClient) or run is None:
-                raise ConsensusError("compare commands cannot be forwarded over this transport")
-            result: tuple[int, ApplyResult] = await run(
-                "Compare", left, lambda handler: handler.compare(command)
-            )
-            return result
-
-        _, result = await self._route(lambda h: h.compare(command), remote)
-        return result
+    async def _compare(self, command: Command) -> CompareResult:
+        return await self._route(
+            lambda h: h.compare(command),
+            lambda c, left: c.compare(command, timeout=left),
+        )
 
     # -- required ---------------------------------------------------------------------------------
     async def get(self, name: str) -> bytes | None:
@@ -327,8 +334,7 @@ class RaftBackend(Backend):
         if self.capabilities.native_cas:
             # An expired element counts as absent (SPI); upstream's SetIfNotExist would keep it
             # until the reaper deletes it (spec §9.1.9).
-            result = await self._compare(CompareAndSet(name, None, value, expire_at))
-            return bool(result.created)
+            return (await self._compare(CompareAndSet(name, None, value, expire_at))).matched
         return await self._route(
             lambda h: h.set_element_if_not_exist(name, value, expire_at),
             lambda c, left: c.set_element_if_not_exist(name, value, expire_at, timeout=left),
@@ -379,7 +385,7 @@ class RaftBackend(Backend):
         if not self.capabilities.native_cas:
             return await super().compare_and_set(name, expected, value, ttl)
         result = await self._compare(CompareAndSet(name, expected, value, self._expire_at(ttl)))
-        return bool(result.created)
+        return result.matched
 
     async def compare_and_swap(
         self, name: str, expected: bytes, value: bytes
@@ -387,19 +393,19 @@ class RaftBackend(Backend):
         if not self.capabilities.native_cas:
             return await super().compare_and_swap(name, expected, value)
         result = await self._compare(CompareAndSet(name, expected, value))
-        return (True, value) if result.created else (False, result.current)
+        return (True, value) if result.matched else (False, result.current)
 
     async def refresh_lock(self, name: str, token: bytes, ttl: float) -> bool:
         if not self.capabilities.owner_checked_locks:
             return await super().refresh_lock(name, token, ttl)
         expire_at = self._expire_at(ttl)
         assert expire_at is not None
-        return bool((await self._compare(CompareAndExpire(name, token, expire_at))).created)
+        return (await self._compare(CompareAndExpire(name, token, expire_at))).matched
 
     async def release_lock(self, name: str, token: bytes) -> bool:
         if not self.capabilities.owner_checked_locks:
             return await super().release_lock(name, token)
-        return bool((await self._compare(CompareAndDelete(name, token))).created)
+        return (await self._compare(CompareAndDelete(name, token))).matched
 
 
 async def open_backend(settings: RaftSettings, core: DRefSettings, clock: Clock) -> Backend:

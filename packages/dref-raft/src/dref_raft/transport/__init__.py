@@ -1,7 +1,7 @@
 """The transport of dref-raft: gRPC (upstream-compatible) and in-memory (tests).
 
 * `convert`: core messages ⇄ protobuf bytes (the `_pb` types never leave this package);
-* `grpc_server.GrpcServer`: `DRefConsensus` + `DRefRaft` + `DRefWatch` on one port;
+* `grpc_server.GrpcServer`: `DRefConsensus` + `DRefRaft` + `DRefWatch` + `DRefExt` on one port;
 * `grpc_client.PeerClients` / `LeaderClient` / `WatchClient`: the calling side;
 * `memory.MemoryNetwork`: the same interfaces without sockets, with fault injection;
 * `retry.with_leader`: upstream's client retry policy, bounded by a deadline;
@@ -16,6 +16,8 @@ from dref_raft.transport.base import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_PORT,
     ClientHandler,
+    CompareHandler,
+    CompareResult,
     ConsensusHandler,
     LeaderApi,
     PeerTransport,
@@ -23,7 +25,12 @@ from dref_raft.transport.base import (
     WatchEvent,
     WatchHandler,
 )
-from dref_raft.transport.errors import TransportError, WatchUnsupportedError, WireError
+from dref_raft.transport.errors import (
+    CompareUnsupportedError,
+    TransportError,
+    WatchUnsupportedError,
+    WireError,
+)
 from dref_raft.transport.grpc_client import LeaderClient, PeerClients, WatchClient
 from dref_raft.transport.grpc_server import GrpcServer
 from dref_raft.transport.memory import (
@@ -38,6 +45,9 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_PORT",
     "ClientHandler",
+    "CompareHandler",
+    "CompareResult",
+    "CompareUnsupportedError",
     "ConsensusHandler",
     "GrpcServer",
     "LeaderApi",

@@ -11,12 +11,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from dref_raft.commands import Command
 from dref_raft.core.messages import Request, Response
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_PORT",
     "ClientHandler",
+    "CompareHandler",
+    "CompareResult",
     "ConsensusHandler",
     "LeaderApi",
     "PeerTransport",
@@ -45,6 +48,19 @@ class WatchEvent:
     value: bytes | None
     seq: int
     resync: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CompareResult:
+    """Outcome of a committed compare command (`DRefExt/Compare`).
+
+    `matched`: the comparison held and the effect happened; otherwise `current` is the value
+    found (None: missing or expired). `seq`: the log seq of the committed command.
+    """
+
+    matched: bool
+    current: bytes | None
+    seq: int
 
 
 async def aclose_iterator(iterator: AsyncIterator[object]) -> None:
@@ -86,6 +102,17 @@ class ClientHandler(Protocol):
         ...
 
 
+class CompareHandler(Protocol):
+    """Serves `DRefExt/Compare` (dref-only): commit a compare command on the leader.
+
+    Errors map like `ClientHandler`'s (`NotLeaderError`, `NoLeaderError`, ...).
+    """
+
+    async def compare(self, command: Command) -> CompareResult:
+        """Propose `command` (a compare command; the leader stamps `now`) and await it."""
+        ...
+
+
 class WatchHandler(Protocol):
     """Serves `DRefWatch`: committed changes of `names` (all when empty) after `from_seq`."""
 
@@ -122,6 +149,10 @@ class LeaderApi(Protocol):
     ) -> None: ...
 
     async def get_endpoints(self, *, timeout: float | None = None) -> list[str]: ...
+
+    async def compare(self, command: Command, *, timeout: float | None = None) -> CompareResult:
+        """`DRefExt/Compare` (dref nodes only; `CompareUnsupportedError` from upstream)."""
+        ...
 
     async def aclose(self) -> None: ...
 

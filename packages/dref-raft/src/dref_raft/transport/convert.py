@@ -19,8 +19,8 @@ from typing import Any, Final
 
 from google.protobuf.message import DecodeError, EncodeError
 
-from dref_raft._pb import dref_consensus_pb2, dref_pb2, dref_watch_pb2
-from dref_raft.commands import Command
+from dref_raft._pb import dref_consensus_pb2, dref_ext_pb2, dref_pb2, dref_watch_pb2
+from dref_raft.commands import COMPARE_COMMANDS, Command
 from dref_raft.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -38,22 +38,28 @@ from dref_raft.core.messages import (
     VoteResponse,
 )
 from dref_raft.core.types import Entry
-from dref_raft.transport.base import DEFAULT_MAX_MESSAGE_BYTES, WatchEvent
+from dref_raft.transport.base import DEFAULT_MAX_MESSAGE_BYTES, CompareResult, WatchEvent
 from dref_raft.transport.errors import WireError
 from dref_raft.wire import decode_command, decode_snapshot, encode_command, encode_snapshot
 
 __all__ = [
+    "COMPARE_METHOD",
     "CONSENSUS_METHODS",
     "CONSENSUS_SERVICE",
+    "EXT_SERVICE",
     "PACKAGE",
     "RAFT_METHODS",
     "RAFT_SERVICE",
     "WATCH_METHOD",
     "WATCH_SERVICE",
+    "decode_compare_request",
+    "decode_compare_response",
     "decode_request",
     "decode_response",
     "decode_watch_event",
     "decode_watch_request",
+    "encode_compare_request",
+    "encode_compare_response",
     "encode_request",
     "encode_response",
     "encode_watch_event",
@@ -68,6 +74,8 @@ CONSENSUS_SERVICE: Final = f"{PACKAGE}.DRefConsensus"
 RAFT_SERVICE: Final = f"{PACKAGE}.DRefRaft"
 WATCH_SERVICE: Final = f"{PACKAGE}.DRefWatch"
 WATCH_METHOD: Final = "Watch"
+EXT_SERVICE: Final = f"{PACKAGE}.DRefExt"
+COMPARE_METHOD: Final = "Compare"
 
 # Request type → DRefConsensus method name (upstream's order, spec §3.3).
 _METHOD_OF: Final[dict[type[Any], str]] = {
@@ -432,3 +440,43 @@ def decode_watch_event(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) 
     msg = parse(dref_watch_pb2.WatchEvent, data, "WatchEvent", max_bytes)
     value = bytes(msg.value) if msg.HasField("value") else None
     return WatchEvent(str(msg.name), value, int(msg.seq), bool(msg.resync))
+
+
+# ---------------------------------------------------------------------------- DRefExt
+
+
+def encode_compare_request(command: Command) -> bytes:
+    """Encode a `CompareRequest` carrying `command` (a compare command) as StateCommand bytes."""
+    if not isinstance(command, COMPARE_COMMANDS):
+        raise WireError(f"not a compare command: {type(command).__name__}")
+    msg: Any = dref_ext_pb2.CompareRequest(command=_command_bytes(command))
+    return _serialize(msg, "CompareRequest")
+
+
+def decode_compare_request(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Command:
+    """Decode a `CompareRequest`; anything but a compare command → `WireError`."""
+    msg = parse(dref_ext_pb2.CompareRequest, data, "CompareRequest", max_bytes)
+    command = _command(bytes(msg.command))
+    if not isinstance(command, COMPARE_COMMANDS):
+        raise WireError(f"CompareRequest carries {type(command).__name__}, not a compare command")
+    return command
+
+
+def encode_compare_response(result: CompareResult) -> bytes:
+    """Encode a `CompareResponse` (absent `current` = missing)."""
+    try:
+        msg: Any = dref_ext_pb2.CompareResponse(matched=result.matched, seq=result.seq)
+        if result.current is not None:
+            msg.current = result.current
+    except (ValueError, TypeError) as exc:
+        raise WireError(f"cannot encode CompareResponse: {exc}") from exc
+    return _serialize(msg, "CompareResponse")
+
+
+def decode_compare_response(
+    data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> CompareResult:
+    """Decode a `CompareResponse`."""
+    msg = parse(dref_ext_pb2.CompareResponse, data, "CompareResponse", max_bytes)
+    current = bytes(msg.current) if msg.HasField("current") else None
+    return CompareResult(bool(msg.matched), current, int(msg.seq))

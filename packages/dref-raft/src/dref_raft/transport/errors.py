@@ -1,10 +1,10 @@
-"""Errors of the transport layer (both are `dref.errors.BackendError`s)."""
+"""Errors of the transport layer (all are `dref.errors.BackendError`s)."""
 
 from __future__ import annotations
 
 from dref.errors import BackendError, BackendUnavailableError
 
-__all__ = ["TransportError", "WatchUnsupportedError", "WireError"]
+__all__ = ["CompareUnsupportedError", "TransportError", "WatchUnsupportedError", "WireError"]
 
 
 class WireError(BackendError):
@@ -17,3 +17,10 @@ class TransportError(BackendUnavailableError):
 
 class WatchUnsupportedError(BackendError):
     """The member does not serve `DRefWatch` (an upstream node): use another member."""
+
+
+class CompareUnsupportedError(BackendError):
+    """The leader does not serve `DRefExt/Compare` (an upstream node): the cluster is mixed.
+
+    Not retried; configure `mixed_cluster = true` so that compare commands are not used.
+    """

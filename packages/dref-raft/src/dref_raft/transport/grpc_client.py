@@ -1,4 +1,4 @@
-"""gRPC clients: `PeerClients` (DRefConsensus), `LeaderClient` (DRefRaft), `WatchClient`.
+"""gRPC clients: `PeerClients` (DRefConsensus), `LeaderClient` (DRefRaft + DRefExt), `WatchClient`.
 
 Channels are plaintext, created lazily, and after a transport failure (UNAVAILABLE,
 DEADLINE_EXCEEDED) the cached channel is dropped and rebuilt on next use (as upstream's Rust
@@ -16,10 +16,16 @@ from typing import Any, Final
 import grpc
 
 from dref.errors import ClosedError, DRefError
+from dref_raft.commands import Command
 from dref_raft.core.messages import Request, Response
 from dref_raft.transport import convert
-from dref_raft.transport.base import DEFAULT_MAX_MESSAGE_BYTES, WatchEvent
-from dref_raft.transport.errors import TransportError, WatchUnsupportedError, WireError
+from dref_raft.transport.base import DEFAULT_MAX_MESSAGE_BYTES, CompareResult, WatchEvent
+from dref_raft.transport.errors import (
+    CompareUnsupportedError,
+    TransportError,
+    WatchUnsupportedError,
+    WireError,
+)
 from dref_raft.transport.grpc_server import grpc_options
 from dref_raft.transport.status import error_of
 
@@ -209,6 +215,32 @@ class LeaderClient:
         """`GetEndpoints`: the member ids, the responder's own id last."""
         msg = await self._call("GetEndpoints", timeout)
         return [str(i) for i in msg.ids]
+
+    async def compare(self, command: Command, *, timeout: float | None = None) -> CompareResult:
+        """`DRefExt/Compare` (dref nodes only): commit a compare command on the leader.
+
+        Errors as for `DRefRaft`; a member that does not serve `DRefExt` (an upstream node)
+        raises `CompareUnsupportedError`.
+        """
+        data = convert.encode_compare_request(command)
+        wait = self.timeout if timeout is None else timeout
+        channel = self._channels.get(self.address)
+        rpc = channel.unary_unary(convert.method_path(convert.EXT_SERVICE, convert.COMPARE_METHOD))
+        try:
+            answer = await rpc(data, timeout=wait)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                raise CompareUnsupportedError(
+                    f"{self.address} does not serve DRefExt/Compare (an upstream node?): "
+                    "set mixed_cluster = true for clusters with upstream nodes"
+                ) from exc
+            if exc.code() in _REBUILD_CODES:
+                self._channels.drop(self.address, channel, wait)
+            raise error_of(exc.code(), exc.details(), self.address) from exc
+        try:
+            return convert.decode_compare_response(answer, self._max)
+        except WireError as exc:
+            raise TransportError(f"{self.address}: Compare: undecodable response: {exc}") from exc
 
     async def aclose(self) -> None:
         """Close the channel."""

@@ -1,4 +1,4 @@
-"""One `grpc.aio` server per node hosting `DRefConsensus`, `DRefRaft` and `DRefWatch`.
+"""One `grpc.aio` server per node hosting `DRefConsensus`, `DRefRaft`, `DRefWatch`, `DRefExt`.
 
 Methods are registered with raw-bytes handlers so that this module decodes requests itself:
 an undecodable request is logged with its reason and rejected with `INVALID_ARGUMENT`, and
@@ -35,6 +35,7 @@ from dref_raft.transport.base import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_PORT,
     ClientHandler,
+    CompareHandler,
     ConsensusHandler,
     WatchHandler,
     aclose_iterator,
@@ -74,7 +75,8 @@ class GrpcServer:
     """The node's gRPC server (plaintext HTTP/2, like upstream's).
 
     `node_id` is set as `to` on every consensus request handed to `consensus`. Without a
-    `watch` handler `DRefWatch` is not served (callers get `UNIMPLEMENTED`, as from upstream).
+    `watch` handler `DRefWatch` is not served, without a `compare` handler `DRefExt` is not
+    (callers get `UNIMPLEMENTED`, as from upstream).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class GrpcServer:
         client: ClientHandler,
         watch: WatchHandler | None = None,
         *,
+        compare: CompareHandler | None = None,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -92,6 +95,7 @@ class GrpcServer:
         self._consensus = consensus
         self._client = client
         self._watch = watch
+        self._compare = compare
         self._host = host
         self._requested_port = port
         self._max = max_message_bytes
@@ -187,6 +191,17 @@ class GrpcServer:
                     {convert.WATCH_METHOD: grpc.unary_stream_rpc_method_handler(self._watch_rpc)},
                 )
             )
+        if self._compare is not None:
+            handlers.append(
+                grpc.method_handlers_generic_handler(
+                    convert.EXT_SERVICE,
+                    {
+                        convert.COMPARE_METHOD: grpc.unary_unary_rpc_method_handler(
+                            self._compare_rpc
+                        )
+                    },
+                )
+            )
         return tuple(handlers)
 
     # ------------------------------------------------------------------ DRefConsensus
@@ -277,6 +292,26 @@ class GrpcServer:
 
     async def _send_command(self, msg: Any, context: Any) -> bytes:
         return self._response("SendCommand")  # a no-op, as upstream (MicroRaft leftover)
+
+    # ------------------------------------------------------------------ DRefExt
+
+    async def _compare_rpc(self, data: bytes, context: Any) -> bytes:
+        """`DRefExt/Compare`: statuses as for `DRefRaft` (`status.py`)."""
+        assert self._compare is not None
+        method = convert.COMPARE_METHOD
+        try:
+            command = convert.decode_compare_request(data, self._max)
+        except WireError as exc:
+            await _reject(context, "DRefExt", method, exc)
+            raise AssertionError("unreachable") from None
+        try:
+            return convert.encode_compare_response(await self._compare.compare(command))
+        except Exception as exc:
+            code, details = status_of(exc)
+            if code == grpc.StatusCode.INTERNAL and not details.startswith("serialize: "):
+                logger.exception("node %s: DRefExt/%s failed", self.node_id, method)
+            await context.abort(code, details)
+            raise AssertionError("unreachable") from None
 
     # ------------------------------------------------------------------ DRefWatch
 

@@ -26,16 +26,24 @@ from typing import TypeVar
 import grpc
 
 from dref.errors import ClosedError, DRefError
+from dref_raft.commands import Command
 from dref_raft.core.messages import Request, Response
 from dref_raft.transport import convert
 from dref_raft.transport.base import (
     ClientHandler,
+    CompareHandler,
+    CompareResult,
     ConsensusHandler,
     WatchEvent,
     WatchHandler,
     aclose_iterator,
 )
-from dref_raft.transport.errors import TransportError, WatchUnsupportedError, WireError
+from dref_raft.transport.errors import (
+    CompareUnsupportedError,
+    TransportError,
+    WatchUnsupportedError,
+    WireError,
+)
 from dref_raft.transport.status import error_of, status_of
 
 __all__ = [
@@ -56,6 +64,7 @@ class _Host:
     consensus: ConsensusHandler
     client: ClientHandler | None
     watch: WatchHandler | None
+    compare: CompareHandler | None = None
 
 
 @dataclass
@@ -77,9 +86,11 @@ class MemoryNetwork:
         consensus: ConsensusHandler,
         client: ClientHandler | None = None,
         watch: WatchHandler | None = None,
+        *,
+        compare: CompareHandler | None = None,
     ) -> None:
         """Start serving the handlers at `address` (like `GrpcServer.start`)."""
-        self._hosts[address] = _Host(node_id, consensus, client, watch)
+        self._hosts[address] = _Host(node_id, consensus, client, watch, compare)
 
     def stop(self, address: str) -> None:
         """Stop serving `address`; calls to it fail like a refused connection."""
@@ -233,6 +244,24 @@ class MemoryLeaderClient:
             return list(h.endpoint_ids())
 
         return await self._run("GetEndpoints", timeout, ids)
+
+    async def compare(self, command: Command, *, timeout: float | None = None) -> CompareResult:
+        """`DRefExt/Compare` through the wire conversion, like `LeaderClient.compare`."""
+        what = convert.COMPARE_METHOD
+        data = convert.encode_compare_request(command)
+        host = self._net._host(self.source, self.address, what)
+        handler = host.compare
+        if handler is None:
+            raise CompareUnsupportedError(
+                f"{self.address} does not serve DRefExt/Compare (an upstream node?): "
+                "set mixed_cluster = true for clusters with upstream nodes"
+            )
+        received = convert.decode_compare_request(data)
+
+        async def call(_: ClientHandler) -> bytes:
+            return convert.encode_compare_response(await handler.compare(received))
+
+        return convert.decode_compare_response(await self._run(what, timeout, call))
 
     async def aclose(self) -> None:
         pass
