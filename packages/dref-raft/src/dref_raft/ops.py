@@ -11,7 +11,13 @@ from dref_raft.transport.base import LeaderApi
 from dref_raft.transport.grpc_client import LeaderClient
 from dref_raft.transport.memory import MemoryNetwork
 
-__all__ = ["expire_at_ms", "fenced_try_lock", "open_leader_client", "remote_expire"]
+__all__ = [
+    "create_if_absent",
+    "expire_at_ms",
+    "fenced_try_lock",
+    "open_leader_client",
+    "remote_expire",
+]
 
 
 def expire_at_ms(now_ms: int, ttl: float | None) -> int | None:
@@ -57,3 +63,26 @@ async def fenced_try_lock(
         return LockGrant(fence=fence)
     finally:
         created.cancel()
+
+
+async def create_if_absent(
+    set_if_not_exist: Callable[[], Awaitable[bool]],
+    get: Callable[[], Awaitable[bytes | None]],
+    pause: float,
+    timeout: float,
+) -> bool:
+    """`set_if_absent` over upstream's `SetIfNotExist`, where an expired element counts as absent.
+
+    `SetIfNotExist` refuses while an expired element waits for the leader's reaper; then the
+    (linearizable) `get` reads None, and the create is retried every `pause` seconds until it
+    wins, someone else's value appears (False), or `timeout` passes (`BackendTimeoutError`).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await set_if_not_exist():
+        if await get() is not None:
+            return False
+        if loop.time() + pause > deadline:
+            raise BackendTimeoutError(f"an expired element was not reaped within {timeout:g} s")
+        await asyncio.sleep(pause)  # the reaper deletes it within one reaper period
+    return True

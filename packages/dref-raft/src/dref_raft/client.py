@@ -1,0 +1,312 @@
+"""`RaftClientBackend`: `mode="client"`, a full context in a process that is not a member.
+
+No vote, no log. Every operation goes to the leader over `DRefRaft` (leader discovery from the
+configured `endpoints`, following `not-leader:<id>` hints, bounded by `op_timeout`); `get` is
+linearizable (the leader runs ReadIndex). Change streams come over `DRefWatch`: one stream per
+subscribed name, preferably from the leader, that remembers the last seq it received and, when
+it breaks, reconnects with backoff to another member and resumes from that seq. The member
+replays what was missed, or answers `resync=True` with the current value, which is delivered
+when it differs from the last one delivered (None: a delete). Guarantee: ordered, no silent
+gaps; after a resync you see the latest value (intermediate values may be collapsed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from dref.changes import ChangeEvent, ChangeHub, Subscription
+from dref.clock import Clock
+from dref.errors import BackendTimeoutError, ClosedError, ConfigurationError, NoLeaderError
+from dref.settings import DRefSettings
+from dref.spi import Backend, Capabilities, LockGrant
+from dref_raft.backend import memory_network
+from dref_raft.node import wall_clock_ms
+from dref_raft.ops import (
+    create_if_absent,
+    expire_at_ms,
+    fenced_try_lock,
+    open_leader_client,
+    remote_expire,
+)
+from dref_raft.settings import RaftSettings, parse_endpoint
+from dref_raft.transport.base import LeaderApi, WatchApi, WatchEvent
+from dref_raft.transport.grpc_client import WatchClient
+from dref_raft.transport.memory import MemoryNetwork
+from dref_raft.transport.retry import with_leader
+
+__all__ = ["RaftClientBackend", "open_client_backend"]
+
+logger = logging.getLogger("dref_raft.client")
+T = TypeVar("T")
+
+_FIRST_DELAY = 0.05
+_MAX_DELAY = 1.0
+
+
+class _Unknown(enum.Enum):
+    TOKEN = 0
+
+
+_UNKNOWN = _Unknown.TOKEN
+
+
+class _Hub(ChangeHub):
+    """A `ChangeHub` that reports when a name loses its last subscriber."""
+
+    def __init__(self, capacity: int, on_idle: Callable[[str], None]) -> None:
+        super().__init__(capacity)
+        self._on_idle = on_idle
+
+    def _detach(self, sub: Subscription) -> None:
+        super()._detach(sub)
+        if not self.wants(sub.name):
+            self._on_idle(sub.name)
+
+
+class _Stream:
+    """The resuming `DRefWatch` stream of one name, publishing into the backend's hub."""
+
+    def __init__(self, backend: RaftClientBackend, name: str) -> None:
+        self.backend = backend
+        self.name = name
+        self.seq = 0
+        """Last seq received (0: none yet; the member then starts with a resync)."""
+        self.value: bytes | _Unknown | None = _UNKNOWN
+        self.address: str | None = None
+        """The member currently streaming (None while reconnecting)."""
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._created: dict[bytes, asyncio.Future[int]] = {}
+        self.task = asyncio.create_task(self._run(), name=f"dref-raft-watch:{name}")
+
+    def created(self, value: bytes) -> asyncio.Future[int]:
+        """A future of the seq at which `name` is seen holding `value`."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._created[value] = future
+        future.add_done_callback(
+            lambda f: self._created.pop(value) if self._created.get(value) is f else None
+        )
+        return future
+
+    async def _run(self) -> None:
+        delay, failed = _FIRST_DELAY, None
+        while True:
+            address = self.backend._watch_target(failed)
+            try:
+                async for event in self.backend._watch_client(address).watch([self.name], self.seq):
+                    self.address, delay, failed = address, _FIRST_DELAY, None
+                    self._on_event(event)
+                reason = "stream ended"
+            except Exception as exc:  # any failure: resume elsewhere, never give up
+                reason = str(exc) or type(exc).__name__
+            self.address, failed = None, address
+            logger.debug(
+                "watch of %s from %s: %s; resuming after seq %d",
+                self.name,
+                address,
+                reason,
+                self.seq,
+            )
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, _MAX_DELAY)
+
+    def _on_event(self, event: WatchEvent) -> None:
+        if event.seq < self.seq or (event.seq == self.seq and not event.resync):
+            return  # already seen (a replay overlapping what we had), or a stale resync
+        self.seq = event.seq
+        if event.resync and self.value is _UNKNOWN:
+            self.value = event.value  # the baseline of a new stream: not a change
+        elif not event.resync or event.value != self.value:
+            self.value = event.value
+            self.backend._hub.publish(ChangeEvent(self.name, event.value))
+        if event.value is not None:
+            waiter = self._created.get(event.value)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(event.seq)
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+
+class RaftClientBackend(Backend):
+    """The `raft` backend in client mode; see the module docstring."""
+
+    def __init__(
+        self, settings: RaftSettings, *, change_buffer: int, network: MemoryNetwork | None
+    ) -> None:
+        members = dict(parse_endpoint(text) for text in settings.endpoints)
+        if not members:
+            raise ConfigurationError("mode = 'client' needs endpoints: the members to talk to")
+        self.settings = settings
+        self.default_ttl = settings.default_ttl
+        self.poll_interval = 1.0
+        self.capabilities = Capabilities(
+            linearizable=True,
+            distributed=network is None,
+            fencing=True,
+            expiry_events=True,
+        )
+        self._members = members
+        self._order = list(members)
+        self._rotation = 0
+        self._network = network
+        self._source = f"client-{settings.node_id}"
+        self._leader: str | None = None
+        self._leaders: dict[str, LeaderApi] = {}
+        self._watchers: dict[str, WatchApi] = {}
+        self._hub = _Hub(change_buffer, self._idle)
+        self._streams: dict[str, _Stream] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # -- routing ----------------------------------------------------------------------------------
+    def _check(self) -> None:
+        if self._closed:
+            raise ClosedError("the raft client context is closed")
+
+    def _next_member(self, avoid: str | None = None) -> str:
+        for _ in range(len(self._order)):
+            node_id = self._order[self._rotation % len(self._order)]
+            self._rotation += 1
+            if node_id != avoid or len(self._order) == 1:
+                return node_id
+        return self._order[0]
+
+    async def _find_leader(self) -> str | None:
+        return self._leader if self._leader is not None else self._next_member()
+
+    async def _call(self, remote: Callable[[LeaderApi, float], Awaitable[T]]) -> T:
+        """Run `remote` on the leader over DRefRaft, retrying per `with_leader` (op_timeout)."""
+        self._check()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.op_timeout
+
+        async def op(target: str) -> T:
+            address = self._members.get(target)
+            if address is None:
+                raise NoLeaderError(f"leader {target!r} is not among the configured endpoints")
+            client = self._leaders.get(target)
+            if client is None:
+                client = open_leader_client(
+                    address, target, self.settings.op_timeout, self._network, self._source
+                )
+                self._leaders[target] = client
+            try:
+                result = await remote(client, max(0.001, deadline - loop.time()))
+            except Exception:
+                if self._leader == target:
+                    self._leader = None
+                raise
+            self._leader = target
+            return result
+
+        return await with_leader(op, self._find_leader, deadline)
+
+    def _expire_at(self, ttl: float | None) -> int | None:
+        return expire_at_ms(wall_clock_ms(), ttl)
+
+    # -- change streams ---------------------------------------------------------------------------
+    def _watch_target(self, failed: str | None) -> str:
+        """Address to watch from: the leader if known (and not the one that just failed)."""
+        leader = self._leader
+        node_id = leader if leader is not None and leader != failed else None
+        node_id = node_id or self._next_member(avoid=failed)
+        return self._members[node_id]
+
+    def _watch_client(self, address: str) -> WatchApi:
+        client = self._watchers.get(address)
+        if client is None:
+            if self._network is not None:
+                client = self._network.watch_client(self._source, address)
+            else:
+                client = WatchClient(address)
+            self._watchers[address] = client
+        return client
+
+    def _idle(self, name: str) -> None:
+        stream = self._streams.pop(name, None)
+        if stream is not None:
+            stream.task.cancel()
+            self._stopping.add(stream.task)
+            stream.task.add_done_callback(self._stopping.discard)
+
+    async def subscribe(self, name: str) -> Subscription:
+        self._check()
+        if self._leader is None and name not in self._streams:
+            await self.get(name)  # find the leader: its stream starts after every acked write
+        sub = self._hub.subscribe(name)
+        stream = self._streams.get(name)
+        if stream is None:
+            stream = self._streams[name] = _Stream(self, name)
+        try:
+            async with asyncio.timeout(self.settings.op_timeout):
+                await asyncio.shield(stream.ready)
+        except TimeoutError:
+            await sub.aclose()
+            raise BackendTimeoutError(
+                f"no member answered the watch of {name} within {self.settings.op_timeout:g} s"
+            ) from None
+        except BaseException:
+            await sub.aclose()
+            raise
+        return sub
+
+    # -- operations -------------------------------------------------------------------------------
+    async def get(self, name: str) -> bytes | None:
+        return await self._call(lambda c, left: c.get_element(name, timeout=left))
+
+    async def set(self, name: str, value: bytes, ttl: float | None = None) -> None:
+        expire_at = self._expire_at(ttl)
+        await self._call(lambda c, left: c.set_element(name, value, expire_at, timeout=left))
+
+    async def set_if_absent(self, name: str, value: bytes, ttl: float | None = None) -> bool:
+        expire_at = self._expire_at(ttl)
+        return await create_if_absent(
+            lambda: self._call(
+                lambda c, left: c.set_element_if_not_exist(name, value, expire_at, timeout=left)
+            ),
+            lambda: self.get(name),
+            self.settings.reaper_interval / 2,
+            self.settings.op_timeout,
+        )
+
+    async def delete(self, name: str) -> None:
+        await self._call(lambda c, left: c.delete_element(name, timeout=left))
+
+    async def expire(self, name: str, ttl: float) -> bool:
+        expire_at = self._expire_at(ttl)
+        assert expire_at is not None
+        return await self._call(lambda c, left: remote_expire(c, name, expire_at, left))
+
+    async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
+        """Fenced: the fence is the seq at which the name's stream sees our token."""
+        async with await self.subscribe(name):
+            return await fenced_try_lock(
+                lambda: self.set_if_absent(name, token, ttl),
+                self._streams[name].created(token),
+                self.settings.op_timeout,
+                "by this client's watch",
+            )
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for name in list(self._streams):
+            self._idle(name)
+        if self._stopping:
+            await asyncio.wait(list(self._stopping))
+        self._hub.close()
+        for leader in self._leaders.values():
+            await leader.aclose()
+        for watcher in self._watchers.values():
+            await watcher.aclose()
+
+
+async def open_client_backend(settings: RaftSettings, core: DRefSettings, clock: Clock) -> Backend:
+    """A client-mode context: nothing starts until the first operation (no leader wait)."""
+    network = memory_network() if settings.transport == "memory" else None
+    return RaftClientBackend(settings, change_buffer=core.change_buffer, network=network)

@@ -1,0 +1,136 @@
+"""Client mode against a 3-node in-process cluster (in-memory transport): the conformance suite
+through client contexts, and watch resumes (after a member stops, within and beyond the ring)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+
+import dref
+from dref.errors import BackendUnavailableError
+from dref_compat.conformance import BackendConformance, eventually
+from dref_raft.backend import Member, acquire_member, release_member, reset_memory_network
+from dref_raft.client import RaftClientBackend
+from dref_raft.settings import RaftSettings
+
+pytestmark = pytest.mark.timeout(60)
+
+IDS = ("n1", "n2", "n3")
+ENDPOINTS = [f"{i}=mem-{i}:1" for i in IDS]
+HISTORY = 8
+
+
+def member_options(node_id: str) -> dict[str, Any]:
+    return {
+        "node_id": node_id,
+        "host": f"mem-{node_id}",
+        "port": 1,
+        "endpoints": ENDPOINTS,
+        "transport": "memory",
+        "watch_history": HISTORY,
+    }
+
+
+CLIENT = {"mode": "client", "transport": "memory", "endpoints": ENDPOINTS}
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[list[Member]]:
+    reset_memory_network()
+    members = [await acquire_member(RaftSettings(**member_options(i))) for i in IDS]
+    try:
+        for member in members:
+            assert await member.node.wait_for_leader(10) is not None
+        yield members
+    finally:
+        for member in members:
+            if member.refs > 0:
+                await release_member(member)
+        reset_memory_network()
+
+
+class TestRaftClientMemory(BackendConformance):
+    backend = "raft"
+
+    @pytest.fixture
+    async def open_context(
+        self, cluster: list[Member]
+    ) -> AsyncIterator[Callable[[], Awaitable[dref.DRefContext]]]:
+        async with AsyncExitStack() as stack:
+
+            async def open_one() -> dref.DRefContext:
+                return await stack.enter_async_context(dref.connect("raft", **CLIENT))
+
+            yield open_one
+
+
+@pytest.fixture
+async def client(cluster: list[Member]) -> AsyncIterator[RaftClientBackend]:
+    async with dref.connect("raft", **CLIENT) as ctx:
+        assert isinstance(ctx.backend, RaftClientBackend)
+        yield ctx.backend
+
+
+def _member_at(cluster: list[Member], address: str) -> Member:
+    return next(m for m in cluster if m.settings.address == address)
+
+
+async def test_client_mode_capabilities(client: RaftClientBackend) -> None:
+    caps = client.capabilities
+    assert caps.linearizable and caps.fencing and caps.expiry_events
+    assert not caps.exact_events and not caps.native_cas and not caps.distributed
+
+
+async def test_watch_survives_the_stop_of_its_member(
+    cluster: list[Member], client: RaftClientBackend
+) -> None:
+    async with await client.subscribe("k") as sub:
+        stream = client._streams["k"]
+        assert stream.address is not None
+        victim = _member_at(cluster, stream.address)
+        for i in range(10):
+            await client.set("k", b"%d" % i)
+        await release_member(victim)  # its watch ends; the stream resumes elsewhere
+        for i in range(10, 30):
+            await client.set("k", b"%d" % i)
+        got = [(await asyncio.wait_for(anext(sub), 10)).value for _ in range(30)]
+    assert got == [b"%d" % i for i in range(30)]
+    assert stream.address != victim.settings.address
+
+
+@pytest.mark.parametrize(("writes", "expected"), [(5, list(range(5))), (3 * HISTORY, [23])])
+async def test_resume_replays_within_the_ring_and_resyncs_beyond_it(
+    cluster: list[Member], client: RaftClientBackend, writes: int, expected: list[int]
+) -> None:
+    network = cluster[0].network
+    assert network is not None
+    async with await client.subscribe("k") as sub, dref.connect(
+        "raft", **member_options("n1")
+    ) as member_ctx:
+        writer = member_ctx.backend
+        await writer.set("k", b"start")
+        assert (await asyncio.wait_for(anext(sub), 10)).value == b"start"
+        stream = client._streams["k"]
+        source = client._source
+        for member in cluster:  # the client cannot reconnect while the writes happen
+            network.partition(source, member.settings.address)
+        watching = _member_at(cluster, stream.address or "")
+        assert watching.watch is not None
+        for watcher in list(watching.watch._watchers):
+            watcher.end(BackendUnavailableError("test: connection lost"))
+
+        async def disconnected() -> bool:
+            return stream.address is None
+
+        await eventually(disconnected, what="the stream broke")
+        for i in range(writes):
+            await writer.set("k", b"%d" % i)
+        network.heal()
+        got = [(await asyncio.wait_for(anext(sub), 10)).value for _ in expected]
+        assert got == [b"%d" % i for i in expected]
+        await writer.set("k", b"end")  # nothing else was queued before it
+        assert (await asyncio.wait_for(anext(sub), 10)).value == b"end"
