@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -9,10 +10,37 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["NodeProcess", "ProcCluster", "free_ports"]
+__all__ = ["NodeProcess", "ProcCluster", "free_ports", "lead_elsewhere", "wait_until"]
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `condition` every 20 ms until it holds; AssertionError after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def lead_elsewhere(node: Any, timeout: float = 20.0) -> str:
+    """Make sure the in-test member `node` (a RaftNode) does not lead; the leader's id.
+
+    Uses `RaftNode.step_down` (bounded: at most `timeout` seconds).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while node.is_leader or node.leader_id is None:
+        assert loop.time() < deadline, "no other member became leader"
+        if node.is_leader:
+            await node.step_down()
+        await asyncio.sleep(0.02)
+    leader: str = node.leader_id
+    return leader
 
 
 def free_ports(count: int) -> list[int]:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from cluster_procs import ProcCluster
+from cluster_procs import ProcCluster, lead_elsewhere
 
 import dref
 from dref.errors import DRefError
@@ -54,11 +54,7 @@ async def test_kill_leader_during_writes_loses_no_acknowledged_write(
     # Make a node process the leader: the in-test member must not be the one killed.
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 30
-    while node.is_leader or node.leader_id is None:
-        assert loop.time() < deadline, "no process became leader"
-        if node.is_leader:  # test-only nudge, through the driver's input queue
-            node._submit(lambda: node.core._become_follower(node.core.term, None))
-        await asyncio.sleep(0.05)
+    await lead_elsewhere(node)
     victim = next(n for n in procs.nodes if n.node_id == node.leader_id)
 
     async def writer() -> None:

@@ -275,6 +275,22 @@ class RaftNode:
                     await event.wait()
         return self.leader_id
 
+    async def step_down(self) -> bool:
+        """Give up leadership (`RaftCore.step_down`); False if this node was not the leader.
+
+        Proposals and reads are refused from then on; another member is elected within about
+        two election timeouts (this one holds back its own campaign for one).
+        """
+        self._check_open()
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def go() -> None:
+            if not future.done():
+                future.set_result(self.core.step_down())
+
+        self._submit(go)
+        return await future
+
     # ------------------------------------------------------------------ operations
 
     async def propose(self, command: Command, timeout: float) -> tuple[int, ApplyResult]:

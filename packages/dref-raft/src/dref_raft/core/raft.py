@@ -104,6 +104,8 @@ class RaftCore:
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         self._randomized_timeout = 0
+        #: Ticks left during which this node does not start elections (after `step_down`).
+        self._campaign_hold = 0
         self._randomize_timeout()
         self._votes: dict[str, bool] = {}
         self._progress: dict[str, Progress] = {}
@@ -145,6 +147,8 @@ class RaftCore:
         self._check_not_in_ready()
         if self.role is Role.LEADER:
             self._tick_leader()
+        elif self._campaign_hold > 0:
+            self._campaign_hold -= 1
         else:
             self._election_elapsed += 1
             if self._election_elapsed >= self._randomized_timeout:
@@ -161,6 +165,23 @@ class RaftCore:
         self.log.append([Entry(first + i, self.term, c) for i, c in enumerate(commands)])
         self._broadcast_append = True
         return Proposed(self.term, first, self.log.last_seq)
+
+    def step_down(self) -> bool:
+        """Give up leadership so that another member gets elected (False: not the leader).
+
+        The leader becomes a follower in the same term: it stops heartbeats and refuses
+        proposals and reads at once (pending reads are dropped; its uncommitted entries commit
+        under the next leader or are replaced, as after any leader change), and it starts no
+        election for one maximum election timeout, so one of the others, whose election timers
+        fire first, wins. It still votes. Upstream's message set has no `TimeoutNow`, so this is
+        not etcd's targeted transfer: the next leader is whichever up-to-date member wins.
+        """
+        self._check_not_in_ready()
+        if self.role is not Role.LEADER:
+            return False
+        self._become_follower(self.term, None)
+        self._campaign_hold = self.config.max_election_ticks
+        return True
 
     def read_index(self, request_id: int) -> NotLeader | None:
         """Ask for a linearizable read; it comes back in `Ready.reads` (or `dropped_reads`).
