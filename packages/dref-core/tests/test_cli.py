@@ -1,13 +1,16 @@
-"""The `dref` console script: demo, backends, --version and error reporting."""
+"""The `dref` console script: demo, backends, --version, error reporting and `dref.cli` commands."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import logging
+import sys
+import textwrap
 import uuid
 from collections.abc import Callable
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -34,7 +37,7 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str
 @pytest.mark.filterwarnings("error")
 def test_demo_tells_the_four_use_cases(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
-    code, out, err = invoke("demo")
+    code, out, err = invoke("demo", "--backend", "inmemory")
     assert code == 0, err
     assert err == ""
     assert [r.getMessage() for r in caplog.records] == []
@@ -61,7 +64,7 @@ def test_demo_tells_the_four_use_cases(caplog: pytest.LogCaptureFixture) -> None
 
 
 def test_demo_runs_only_the_named_use_cases() -> None:
-    code, out, _ = invoke("demo", "counter")
+    code, out, _ = invoke("demo", "--backend", "inmemory", "counter")
     assert code == 0
     assert "4. Live counter" in out
     assert "Leader election" not in out
@@ -103,7 +106,9 @@ def test_version() -> None:
 
 
 def test_a_dref_error_is_one_red_line_and_exit_status_1() -> None:
-    code, out, err = invoke("demo", env={"DREF_BLOCK_PLUGINS": "inmemory", "FORCE_COLOR": "1"})
+    code, out, err = invoke(
+        "demo", "--backend", "inmemory", env={"DREF_BLOCK_PLUGINS": "inmemory", "FORCE_COLOR": "1"}
+    )
     assert code == 1
     assert out == ""
     assert err.count("\n") == 1
@@ -118,6 +123,86 @@ def test_a_failed_demo_check_is_reported_like_an_error(monkeypatch: pytest.Monke
         raise DemoFailure("the counter ended at 999,\nexpected 1000")
 
     monkeypatch.setattr(dref.cli, "run_demo", failing)
-    code, _, err = invoke("demo")
+    code, _, err = invoke("demo", "--backend", "inmemory")
     assert code == 1
     assert err == "error: DemoFailure: the counter ended at 999, expected 1000\n"
+
+
+# -- `dref.cli` entry points --------------------------------------------------------------------
+def cli_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str) -> str:
+    """Install a throw-away distribution with the `dref.cli` entry point `name = <module>:cli`."""
+    module = f"fake_cli_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+    info = tmp_path / f"dref_fakecli_{module}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dref-fakecli\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(f"[dref.cli]\n{name} = {module}:cli\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return module
+
+
+HELLO = """
+    import click
+
+    @click.group()
+    def cli():
+        \"\"\"Hello commands.\"\"\"
+
+    @cli.command()
+    @click.argument("who")
+    def greet(who):
+        click.echo(f"hello {who}")
+
+    @cli.command()
+    @click.argument("use_cases", nargs=-1)
+    def demo(use_cases):
+        click.echo(f"fake demo of {list(use_cases)}")
+"""
+
+
+def test_a_contributed_command_is_listed_without_import_and_loaded_when_invoked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = cli_dist(tmp_path, monkeypatch, "hello", HELLO)
+    code, out, _ = invoke("--help")
+    assert code == 0
+    assert "hello     Commands of dref-fakecli (dref.cli entry point)." in out
+    assert module not in sys.modules  # listed from metadata only
+    code, out, _ = invoke("hello", "greet", "world")
+    assert (code, out) == (0, "hello world\n")
+    assert module in sys.modules
+
+
+def test_demo_backend_runs_the_contributed_demo_subcommand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli_dist(tmp_path, monkeypatch, "hello", HELLO)
+    code, out, _ = invoke("demo", "--backend", "hello", "flags", "counter")
+    assert (code, out) == (0, "fake demo of ['flags', 'counter']\n")
+
+
+def test_demo_auto_is_raft_if_its_cli_is_installed_else_inmemory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dref.cli, "_cli_entry_points", dict)  # nothing contributed
+    code, out, _ = invoke("demo", "counter")
+    assert code == 0
+    assert "in-memory backend" in out
+
+
+def test_demo_of_a_backend_without_a_demo_is_a_usage_error() -> None:
+    code, _, err = invoke("demo", "--backend", "nope")
+    assert code == 2
+    assert "no demo for backend 'nope' is installed" in err
+
+
+def test_a_contributed_command_that_fails_to_load_is_one_red_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli_dist(tmp_path, monkeypatch, "broken", "raise RuntimeError('boom')")
+    code, out, err = invoke("broken")
+    assert code == 1
+    assert out == ""
+    assert "PluginLoadError" in err
+    assert "RuntimeError: boom" in err
+    assert "Traceback" not in err

@@ -1,12 +1,18 @@
-"""The `dref` console script: `dref demo`, `dref backends`, `dref --version`.
+"""The `dref` console script: `dref demo`, `dref backends`, `dref --version`, and plugins' commands.
 
 A `DRefError` (or a failed demo check) is printed as one red line on stderr and exits with 1.
+
+Distributions add subcommands through the `dref.cli` entry-point group (name → a click command or
+group object, e.g. dref-raft's `raft = "dref_raft.cli:raft"`). An entry point is imported only
+when its subcommand is invoked; `dref --help` lists the names from package metadata. A contributed
+command may have a `demo` subcommand taking use case keys: `dref demo --backend NAME` runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import click
@@ -16,14 +22,63 @@ from rich.table import Table
 
 from dref.context import Connector, connect
 from dref.demo import USE_CASES, DemoFailure, run_demo
-from dref.errors import DRefError
+from dref.errors import DRefError, PluginLoadError
 from dref.plugins import BACKENDS_GROUP, PLUGINS_GROUP, installed
 
-__all__ = ["main"]
+__all__ = ["CLI_GROUP", "main"]
+
+CLI_GROUP = "dref.cli"
+"""Entry-point group of contributed subcommands: name → a click command or group object."""
+
+
+def _cli_entry_points() -> dict[str, EntryPoint]:
+    """Contributed subcommands by name, from metadata (nothing imported); first one wins."""
+    found: dict[str, EntryPoint] = {}
+    for ep in sorted(entry_points(group=CLI_GROUP), key=lambda ep: ep.name):
+        found.setdefault(ep.name, ep)
+    return found
 
 
 class _Group(click.Group):
-    """A click group that turns dref's errors into a one-line message and exit status 1."""
+    """The `dref` group: dref's errors become one red line and exit status 1; `dref.cli`
+    entry points become subcommands, imported only when invoked."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_cli_entry_points()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        ep = _cli_entry_points().get(cmd_name)
+        if ep is None:
+            return None
+        dist = ep.dist.name if ep.dist is not None else None
+        try:
+            loaded = ep.load()
+        except Exception as exc:
+            raise PluginLoadError(ep.name, dist, f"{type(exc).__name__}: {exc}") from exc
+        if not isinstance(loaded, click.Command):
+            raise PluginLoadError(ep.name, dist, f"{ep.value} is not a click command")
+        return loaded
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Like click's, but contributed commands are described from metadata, not imported."""
+        contributed = _cli_entry_points()
+        rows: list[tuple[str, str]] = []
+        limit = formatter.width - 6 - max((len(n) for n in self.list_commands(ctx)), default=0)
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name)
+            if command is not None:
+                if not command.hidden:
+                    rows.append((name, command.get_short_help_str(limit)))
+            else:
+                ep = contributed[name]
+                dist = ep.dist.name if ep.dist is not None else "?"
+                rows.append((name, f"Commands of {dist} ({CLI_GROUP} entry point)."))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -49,12 +104,34 @@ def main() -> None:
     metavar=f"[{'|'.join(c.key for c in USE_CASES)}]...",
     type=click.Choice([c.key for c in USE_CASES]),
 )
-def demo(use_cases: tuple[str, ...]) -> None:
-    """Run upstream's use cases on the in-memory backend.
+@click.option(
+    "--backend",
+    default="auto",
+    show_default=True,
+    metavar="auto|inmemory|raft|…",
+    help="auto: a local 3-process Raft cluster if dref-raft is installed, else in-memory.",
+)
+@click.pass_context
+def demo(ctx: click.Context, use_cases: tuple[str, ...], backend: str) -> None:
+    """Run upstream's use cases: leader election, feature flags, a throttled job with a lock and a
+    live counter (all four unless some are named).
 
-    Leader election, feature flags, a throttled job with a lock and a live counter (all four unless
-    some are named); every node or worker is a separate client of one in-memory store.
+    On Raft (`dref raft demo`), a local 3-process cluster; its leader is then killed (SIGKILL) and
+    the failover shown. In memory, every node or worker is a separate client of one store.
     """
+    if backend == "auto":
+        backend = "raft" if "raft" in _cli_entry_points() else "inmemory"
+    if backend != "inmemory":
+        group = main.get_command(ctx, backend) if backend in _cli_entry_points() else None
+        sub = group.get_command(ctx, "demo") if isinstance(group, click.Group) else None
+        if sub is None:
+            raise click.BadParameter(
+                f"no demo for backend {backend!r} is installed (a {CLI_GROUP} entry point "
+                f"{backend!r} with a 'demo' subcommand); try --backend inmemory",
+                param_hint="--backend",
+            )
+        ctx.invoke(sub, use_cases=use_cases)
+        return
     namespace = f"dref-demo-{secrets.token_hex(4)}"
 
     def connector() -> Connector:

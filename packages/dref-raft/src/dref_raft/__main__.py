@@ -2,24 +2,22 @@
 
 Options override `DREF_RAFT_*` (and upstream's `DREF_PORT`) settings. Once serving, it prints
 `dref-raft node <id> serving <host:port>` on stdout (scripts and tests wait for that line).
+`--status-file PATH` also keeps a small JSON status there (see `dref_raft.local_cluster`).
+`dref raft node` is the same member behind click options (`dref_raft.cli.run_member`).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 import sys
+from pathlib import Path
 from typing import Any
 
-from dref.errors import DRefError
-from dref.settings import load_settings
-from dref_raft.backend import acquire_member, release_member
-from dref_raft.settings import RaftSettings
+from dref_raft.cli import run_member
 
 
-def _options(argv: list[str] | None) -> dict[str, Any]:
+def _options(argv: list[str] | None) -> tuple[dict[str, Any], Path | None]:
     parser = argparse.ArgumentParser(prog="python -m dref_raft", description=__doc__)
     parser.add_argument("--node-id")
     parser.add_argument("--host")
@@ -30,34 +28,17 @@ def _options(argv: list[str] | None) -> dict[str, Any]:
     parser.add_argument("--snapshot-every", type=int)
     parser.add_argument("--heartbeat-interval", type=float)
     parser.add_argument("--election-timeout", type=float)
+    parser.add_argument("--status-file", type=Path)
     parser.add_argument("--log-level", default="WARNING")
     args = vars(parser.parse_args(argv))
     logging.basicConfig(level=args.pop("log_level").upper(), stream=sys.stderr)
-    return {k: v for k, v in args.items() if v is not None}
-
-
-async def _serve(options: dict[str, Any]) -> None:
-    settings = load_settings(RaftSettings, options, table="raft")
-    member = await acquire_member(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        print(f"dref-raft node {settings.node_id} serving {settings.address}", flush=True)
-        await stop.wait()
-    finally:
-        await release_member(member)
+    status_file = args.pop("status_file")
+    return {k: v for k, v in args.items() if v is not None}, status_file
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = _options(argv)
-    try:
-        asyncio.run(_serve(options))
-    except DRefError as exc:
-        print(f"dref-raft: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    options, status_file = _options(argv)
+    return run_member(options, status_file=status_file)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,328 @@
+"""`dref raft ...`: run one member, or a local multi-process cluster with a live status table.
+
+Contributed to core's `dref` command through the `dref.cli` entry point `raft`:
+
+- `dref raft node --node-id n1 --port 8082 --endpoints n1=...,n2=...,n3=...`: one member (the
+  same as `python -m dref_raft`; options override `DREF_RAFT_*` and `DREF_PORT`);
+- `dref raft cluster --nodes 3`: N member processes on 127.0.0.1 and a live table of their role,
+  term, commit and applied indexes and leader, read from each member's status file
+  (`dref_raft.local_cluster`); Ctrl-C stops them (SIGTERM, then SIGKILL after a deadline);
+- `dref raft demo`: core's use cases on such a cluster, with a leader killed (`dref demo`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from dref.context import Connector
+from dref.context import connect as dref_connect
+from dref.errors import BackendUnavailableError, DRefError, ElementNotFoundError
+from dref.ref import DRef
+from dref.settings import load_settings
+from dref_raft.local_cluster import STATUS_INTERVAL, LocalCluster, NodeStatus, write_status
+from dref_raft.settings import RaftSettings
+
+__all__ = ["raft", "run_member", "status_table"]
+
+
+# -- one member ------------------------------------------------------------------------------------
+async def _serve(options: dict[str, Any], status_file: Path | None) -> None:
+    from dref_raft.backend import acquire_member, release_member
+
+    settings = load_settings(RaftSettings, options, table="raft")
+    member = await acquire_member(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    node = member.node
+
+    def report(role: str | None = None) -> None:
+        if status_file is not None:
+            status = NodeStatus(
+                node=node.id,
+                role=role or node.role.value,
+                term=node.term,
+                commit=node.core.commit,
+                applied=node.applied,
+                leader=node.leader_id,
+                pid=os.getpid(),
+                address=settings.address,
+                at=time.time(),
+            )
+            write_status(status_file, status)  # a few hundred bytes: no thread needed
+
+    try:
+        print(f"dref-raft node {settings.node_id} serving {settings.address}", flush=True)
+        while not stop.is_set():
+            report()
+            try:
+                async with asyncio.timeout(STATUS_INTERVAL):
+                    await stop.wait()
+            except TimeoutError:
+                pass
+    finally:
+        await release_member(member)
+        report("stopped")
+
+
+def run_member(options: dict[str, Any], *, status_file: Path | None = None) -> int:
+    """Run one member from `options` (over `DREF_RAFT_*`) until SIGTERM/SIGINT; exit status."""
+    try:
+        asyncio.run(_serve(options, status_file))
+    except DRefError as exc:
+        print(f"dref-raft: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# -- status table ----------------------------------------------------------------------------------
+_ROLE_STYLE = {"leader": "bold green", "follower": "cyan", "candidate": "yellow"}
+
+
+def status_table(cluster: LocalCluster, title: str | None = None) -> Table:
+    """node, role, term, commit, applied, leader of every member process."""
+    table = Table(title=title, title_justify="left")
+    for name, justify in (
+        ("node", "left"),
+        ("address", "left"),
+        ("pid", "right"),
+        ("role", "left"),
+        ("term", "right"),
+        ("commit", "right"),
+        ("applied", "right"),
+        ("leader", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for member in cluster.members:
+        status = member.status()
+        if status is None:
+            table.add_row(member.node_id, member.address, "", "[red]down[/]", "", "", "", "")
+            continue
+        style = _ROLE_STYLE.get(status.role, "")
+        table.add_row(
+            status.node,
+            status.address,
+            str(status.pid),
+            f"[{style}]{status.role}[/]" if style else status.role,
+            str(status.term),
+            str(status.commit),
+            str(status.applied),
+            status.leader or "—",
+        )
+    return table
+
+
+def _summary(cluster: LocalCluster) -> tuple[Any, ...]:
+    """What changes the table in a way worth printing again when the output is not a terminal."""
+    out: list[Any] = []
+    for status in cluster.statuses().values():
+        out.append(None if status is None else (status.role, status.term, status.leader))
+    return tuple(out)
+
+
+# -- click -----------------------------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def raft() -> None:
+    """Raft members and local clusters (dref-raft)."""
+
+
+@raft.command()
+@click.option("--node-id", help="This node's id [DREF_RAFT_NODE_ID; default: random].")
+@click.option("--host", help="Bind address [DREF_RAFT_HOST; 127.0.0.1].")
+@click.option("--port", type=int, help="gRPC port [DREF_RAFT_PORT, DREF_PORT; 8082].")
+@click.option("--endpoints", help="Every member: id=host:port,... [DREF_RAFT_ENDPOINTS].")
+@click.option("--expected-size", type=int, help="Voters of the cluster (a check).")
+@click.option(
+    "--storage-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory of the node's files (fsync'ed) [default: RAM only].",
+)
+@click.option("--snapshot-every", type=int, help="Snapshot after N applies; 0: never.")
+@click.option("--heartbeat-interval", type=float, help="Leader heartbeat, seconds.")
+@click.option("--election-timeout", type=float, help="Election timeout, seconds.")
+@click.option(
+    "--status-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Keep a JSON status (role, term, commit, applied, leader) in this file.",
+)
+@click.option("--log-level", default="WARNING", show_default=True)
+def node(status_file: Path | None, log_level: str, **options: Any) -> None:
+    """Run one Raft member until SIGTERM or Ctrl-C (same as `python -m dref_raft`)."""
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr)
+    given = {k: v for k, v in options.items() if v is not None}
+    code = run_member(given, status_file=status_file)
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+@raft.command()
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
+@click.option("--base-port", type=click.IntRange(1, 65535), help="Ports P..P+N-1 [free ports].")
+@click.option(
+    "--storage-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep node files in DIR/n1, DIR/n2, ... (fsync'ed) [default: RAM only].",
+)
+@click.option("--refresh", default=0.25, show_default=True, type=click.FloatRange(0.05, 10))
+def cluster(nodes: int, base_port: int | None, storage_dir: Path | None, refresh: float) -> None:
+    """Run NODES member processes on 127.0.0.1 with a live status table; Ctrl-C stops them."""
+    out = Console(highlight=False)
+    local = LocalCluster(nodes, base_port=base_port, storage_dir=storage_dir)
+    out.print(f"dref raft cluster: {nodes} member processes, endpoints {local.endpoints}")
+    if storage_dir is not None:
+        out.print(f"storage: {storage_dir}/<node>")
+    stop = _StopFlag()
+    previous = signal.signal(signal.SIGINT, stop.set)
+    signal.signal(signal.SIGTERM, stop.set)
+    try:
+        try:
+            local.start()
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from None
+        title = "Raft cluster (Ctrl-C stops it)"
+        if out.is_terminal:
+            with Live(status_table(local, title), console=out, auto_refresh=False) as live:
+                while not stop.wait(refresh):
+                    live.update(status_table(local, title), refresh=True)
+        else:  # a log, not a screen: print the table whenever a role, term or leader changes
+            shown: tuple[Any, ...] | None = None
+            while not stop.wait(refresh):
+                now = _summary(local)
+                if now != shown:
+                    out.print(status_table(local, title))
+                    shown = now
+    finally:
+        out.print("stopping the member processes…")
+        local.stop()
+        signal.signal(signal.SIGINT, previous)
+    out.print("stopped.")
+
+
+# -- demo ------------------------------------------------------------------------------------------
+@raft.command()
+@click.argument("use_cases", nargs=-1, metavar="[USE_CASE]...")
+def demo(use_cases: tuple[str, ...]) -> None:
+    """Core's use cases on a local 3-process Raft cluster, then a leader kill and its failover.
+
+    Every node and worker of a use case is its own client (`mode="client"`: DRefRaft to the
+    leader, DRefWatch streams from the members) of the 3 member processes.
+    """
+    from dref.demo import USE_CASES, run_demo
+
+    unknown = set(use_cases) - {case.key for case in USE_CASES}
+    if unknown:
+        raise click.BadParameter(f"unknown use cases: {', '.join(sorted(unknown))}")
+    out = Console(highlight=False)
+    out.print(
+        "[bold]dref demo[/] — Raft over gRPC: 3 member processes on 127.0.0.1; every node and "
+        "worker is its own client of the cluster"
+    )
+    started = time.monotonic()
+    local = LocalCluster(3)
+    try:
+        local.start()
+        local.wait_for_leader(10.0)
+        out.print(status_table(local, f"Cluster up in {time.monotonic() - started:.1f} s"))
+        options: dict[str, Any] = {"mode": "client", "endpoints": local.endpoints}
+
+        def connect() -> Connector:
+            return dref_connect("raft", **options)
+
+        async def run() -> None:
+            await run_demo(connect, out, use_cases)
+            out.print()
+            out.rule(f"[bold]{len(USE_CASES) + 1}. Leader failover", align="left")
+            await _failover(local, connect, out)
+
+        asyncio.run(run())
+    except (RuntimeError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        local.stop()
+    out.print()
+    out.print(f"[bold green]All use cases passed[/] in {time.monotonic() - started:.1f} s.")
+
+
+async def _failover(local: LocalCluster, connect: Callable[[], Connector], out: Console) -> None:
+    """Kill -9 the leader process; time the first acknowledged write; check nothing was lost."""
+    from dref.demo._common import DemoFailure, bullet, intro, ok
+
+    intro(out, "The leader process is killed with SIGKILL; a client writes at once.")
+    old, old_term = await asyncio.to_thread(local.wait_for_leader, 10.0)
+    victim = local.member(old)
+    async with connect() as ctx:
+        marker: DRef[int] = ctx.ref("demo:failover", type=int)
+        await marker.set(0)
+        counter: DRef[int] = ctx.ref("demo:counter", type=int)
+        before = await _value(counter)
+        pid = victim.proc.pid if victim.proc is not None else "?"
+        bullet(out, old, f"leads in term {old_term}: [red]kill -9[/] (pid {pid})")
+        killed = time.perf_counter()
+        victim.kill()
+        await _write_until_acknowledged(marker, 1, deadline=killed + FAILOVER_DEADLINE)
+        acked = time.perf_counter() - killed
+        new, new_term = await asyncio.to_thread(
+            local.wait_for_leader, FAILOVER_DEADLINE, other_than=old
+        )
+        bullet(out, new, f"leads in term {new_term}")
+        bullet(out, "client", f"first write acknowledged {acked * 1000:.0f} ms after the kill")
+        if await marker.get() != 1:
+            raise DemoFailure("the acknowledged write is not readable after the failover")
+        after = await _value(counter)
+        if after != before:
+            raise DemoFailure(f"the counter changed across the failover: {before} → {after}")
+    out.print(status_table(local, "After the failover"))
+    kept = f"; the counter still reads {before}" if before is not None else ""
+    ok(out, f"{new} took over from {old} (term {old_term} → {new_term}){kept}")
+
+
+FAILOVER_DEADLINE = 10.0
+"""Seconds the demo and the benchmark allow a failover before they report a failure."""
+
+
+async def _write_until_acknowledged(ref: DRef[int], value: int, deadline: float) -> None:
+    """`ref.set(value)`, retried while the cluster is unavailable, until `deadline`."""
+    while True:
+        try:
+            await ref.set(value)
+            return
+        except BackendUnavailableError:
+            if time.perf_counter() > deadline:
+                raise
+
+
+async def _value(ref: DRef[int]) -> int | None:
+    try:
+        return await ref.get()
+    except ElementNotFoundError:
+        return None
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; `wait(t)` sleeps up to `t` seconds and says whether it is set."""
+
+    def __init__(self) -> None:
+        self.flag = False
+
+    def set(self, signum: int, frame: object) -> None:
+        self.flag = True
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.flag and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
+        return self.flag
