@@ -81,8 +81,12 @@ def _member_at(cluster: list[Member], address: str) -> Member:
 
 async def test_client_mode_capabilities(client: RaftClientBackend) -> None:
     caps = client.capabilities
-    assert caps.linearizable and caps.fencing and caps.expiry_events
-    assert not caps.exact_events and not caps.native_cas and not caps.distributed
+    assert caps.linearizable
+    assert caps.fencing
+    assert caps.expiry_events
+    assert not caps.exact_events
+    assert not caps.native_cas
+    assert not caps.distributed
 
 
 async def test_watch_survives_the_stop_of_its_member(
@@ -108,9 +112,10 @@ async def test_resume_replays_within_the_ring_and_resyncs_beyond_it(
 ) -> None:
     network = cluster[0].network
     assert network is not None
-    async with await client.subscribe("k") as sub, dref.connect(
-        "raft", **member_options("n1")
-    ) as member_ctx:
+    async with (
+        await client.subscribe("k") as sub,
+        dref.connect("raft", **member_options("n1")) as member_ctx,
+    ):
         writer = member_ctx.backend
         await writer.set("k", b"start")
         assert (await asyncio.wait_for(anext(sub), 10)).value == b"start"

@@ -4,6 +4,7 @@ contexts, and a watch that survives `kill -9` of the member it streams from."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -95,5 +96,5 @@ async def test_watch_survives_kill_of_its_member(procs: ProcCluster) -> None:
         assert stream.address not in (None, victim.address)
     # In order, no gap: each value is the previous one or the next (a retried write repeats).
     assert seen[0] == 0
-    for before, after in zip(seen, seen[1:], strict=False):
+    for before, after in itertools.pairwise(seen):
         assert after in (before, before + 1), seen
