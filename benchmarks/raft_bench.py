@@ -1,0 +1,451 @@
+"""dref's Raft (3 member processes, gRPC, fsync'ed storage) against PySyncObj, side by side.
+
+    python benchmarks/raft_bench.py [--seconds 3] [--json out.json] [--writers 64]
+
+Each side is a 3-node cluster on 127.0.0.1, one process per node, and the load runs inside the
+node processes, spread evenly over the three (22 + 21 + 21 of 64 writers): a writer on a follower
+goes through its node to the leader, as an application embedding the node would. Rows:
+
+- `64 writers`: committed writes/s and latency percentiles; dref `ref.set(i)` on one key per
+  writer, PySyncObj `counter.incr(sync=True)`; both acknowledge once committed and applied;
+- `1 writer (leader)`, `1 writer (follower)`: one writer alone, on the leader or on a follower;
+- `64 readers`: linearizable reads/s; dref `ref.get()` (ReadIndex on the leader), PySyncObj a
+  no-op command through the log (it has no ReadIndex; its local reads may be stale);
+- failover: the leader process is killed with SIGKILL while every other node writes in a loop;
+  the time from the kill to the first write acknowledged after it.
+
+dref stores every node's files in a temporary directory and fsyncs each batch
+(`--dref-storage ram` keeps them in memory); PySyncObj uses its journal file (mmap'ed, never
+fsync'ed: it has no such option). PySyncObj is optional (`pip install pysyncobj`): without it the
+dref side runs alone. Nothing here is a test; see benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import multiprocessing
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from _common import Row, Sample, Stats, comparison_table, ops_text, results_json
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+import dref
+from dref.errors import DRefError
+
+TITLE = "dref raft (dref) vs PySyncObj (base), 3 processes on 127.0.0.1; latencies in µs"
+BASELINE = "base"
+SUBJECT = "dref"
+NODES = 3
+WARMUP = 0.5
+"""Seconds of load before each measuring window."""
+CALL_TIMEOUT = 60.0
+"""How long the driver waits for one answer from a node process."""
+FAILOVER_WAIT = 5.0
+"""Seconds the survivors keep probing after the kill (a failover taking longer is reported so)."""
+
+
+# -- the dref node process -------------------------------------------------------------------------
+def dref_worker(conn: Connection, spec: dict[str, Any]) -> None:
+    """A dref member (this process runs the node) serving the driver's commands."""
+    with contextlib.suppress(EOFError, KeyboardInterrupt):
+        asyncio.run(_dref_main(conn, spec))
+
+
+async def _dref_main(conn: Connection, spec: dict[str, Any]) -> None:
+    async with dref.connect("raft", **spec["options"]) as ctx:
+        node: Any = getattr(ctx.backend, "node")  # noqa: B009 (the member's RaftNode)
+        probe: asyncio.Task[None] | None = None
+        acks: list[tuple[float, float]] = []
+        conn.send(("ready", None))
+        while True:
+            cmd, args = await asyncio.to_thread(conn.recv)
+            if cmd == "stop":
+                break
+            if cmd == "leader?":
+                result: Any = bool(node.is_leader)
+            elif cmd == "run":
+                result = await _dref_run(ctx, spec["index"], **args)
+            elif cmd == "probe_start":
+                probe = asyncio.create_task(_dref_probe(ctx, spec["index"], acks))
+                result = None
+            elif cmd == "probe_report":
+                assert probe is not None
+                probe.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await probe
+                result = first_ack_after(acks, args["kill_at"])
+            else:
+                raise ValueError(cmd)
+            conn.send(("ok", result))
+
+
+async def _dref_run(
+    ctx: dref.DRefContext,
+    index: int,
+    kind: str,
+    tasks: int,
+    go_at: float,
+    warmup: float,
+    seconds: float,
+) -> tuple[int, list[int]]:
+    start, end = go_at + warmup, go_at + warmup + seconds
+    counts = [0] * tasks
+    latencies: list[list[int]] = [[] for _ in range(tasks)]
+    reader = ctx.ref("bench:read", type=int)
+    if kind == "read":
+        await reader.set_if_not_exist(0)
+
+    async def loop(i: int) -> None:
+        ref = ctx.ref(f"bench:w{index}:{i}", type=int) if kind == "write" else reader
+        await asyncio.sleep(max(0.0, go_at - time.time()))
+        clock = time.perf_counter_ns
+        n = 0
+        while (now := time.time()) < end:
+            t0 = clock()
+            if kind == "write":
+                await ref.set(n)
+            else:
+                await ref.get()
+            t1 = clock()
+            n += 1
+            if now >= start:
+                counts[i] += 1
+                latencies[i].append(t1 - t0)
+
+    await asyncio.gather(*(loop(i) for i in range(tasks)))
+    return sum(counts), [x for lat in latencies for x in lat]
+
+
+PROBE_PERIOD = 0.005
+"""During the failover, each surviving node starts a write this often (each its own task)."""
+
+
+async def _dref_probe(ctx: dref.DRefContext, index: int, acks: list[tuple[float, float]]) -> None:
+    """Start a write every `PROBE_PERIOD`; record (issued, acknowledged) wall times of each."""
+    ref = ctx.ref(f"bench:probe{index}", type=int)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(n: int) -> None:
+        issued = time.time()
+        with contextlib.suppress(DRefError):
+            await ref.set(n)
+            acks.append((issued, time.time()))
+
+    try:
+        n = 0
+        while loop.time() < deadline:
+            task = asyncio.create_task(one(n))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            n += 1
+            await asyncio.sleep(PROBE_PERIOD)
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+def first_ack_after(acks: list[tuple[float, float]], kill_at: float) -> float | None:
+    """Wall time of the first acknowledgement of a write issued after `kill_at` (None: none)."""
+    after = [acked for issued, acked in acks if issued > kill_at]
+    return min(after) if after else None
+
+
+# -- the driver ------------------------------------------------------------------------------------
+@dataclass
+class NodeProc:
+    process: BaseProcess
+    conn: Connection
+
+    def call(self, cmd: str, timeout: float = CALL_TIMEOUT, **args: Any) -> Any:
+        self.conn.send((cmd, args))
+        return self.answer(timeout)
+
+    def answer(self, timeout: float = CALL_TIMEOUT) -> Any:
+        if not self.conn.poll(timeout):
+            raise TimeoutError(f"node process {self.process.pid} did not answer in {timeout:g} s")
+        status, result = self.conn.recv()
+        assert status in ("ok", "ready"), status
+        return result
+
+
+@dataclass
+class Cluster:
+    """Three node processes of one side."""
+
+    name: str
+    nodes: list[NodeProc] = field(default_factory=list)
+
+    def start(self, target: Callable[[Connection, dict[str, Any]], None], specs: list[Any]) -> None:
+        context = multiprocessing.get_context("spawn")
+        for spec in specs:
+            parent, child = context.Pipe()
+            process = context.Process(target=target, args=(child, spec), daemon=True)
+            process.start()
+            self.nodes.append(NodeProc(process, parent))
+        for node in self.nodes:
+            node.answer()  # "ready"
+
+    def leader(self, timeout: float = 20.0) -> int:
+        """Index of the node that leads (polled until `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for i, node in enumerate(self.nodes):
+                if node.process.is_alive() and node.call("leader?"):
+                    return i
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name}: no leader within {timeout:g} s")
+
+    def run(self, kind: str, placement: list[int], seconds: float) -> Sample:
+        """`placement[i]` tasks on node i; one measuring window; the pooled sample."""
+        go_at = time.time() + 0.3
+        busy = [(node, n) for node, n in zip(self.nodes, placement, strict=True) if n > 0]
+        for node, n in busy:
+            node.conn.send(
+                (
+                    "run",
+                    {
+                        "kind": kind,
+                        "tasks": n,
+                        "go_at": go_at,
+                        "warmup": WARMUP,
+                        "seconds": seconds,
+                    },
+                )
+            )
+        ops, latencies = 0, []
+        for node, _ in busy:
+            count, lats = node.answer(WARMUP + seconds + CALL_TIMEOUT)
+            ops += count
+            latencies += lats
+        return Sample(ops, int(seconds * 1e9), sorted(latencies))
+
+    def failover(self) -> float:
+        """SIGKILL the leader while the others write; seconds until the first acked write."""
+        leader = self.leader()
+        survivors = [n for i, n in enumerate(self.nodes) if i != leader]
+        for node in survivors:
+            node.call("probe_start")
+        time.sleep(0.5)  # the probes are writing through the current leader
+        victim = self.nodes[leader].process
+        assert victim.pid is not None
+        kill_at = time.time()
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(timeout=10)
+        time.sleep(FAILOVER_WAIT)  # the probes keep writing meanwhile
+        firsts = [node.call("probe_report", kill_at=kill_at) for node in survivors]
+        acked = [t for t in firsts if t is not None]
+        if not acked:
+            raise TimeoutError(f"{self.name}: no write acknowledged after the leader was killed")
+        return float(min(acked)) - kill_at
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            with contextlib.suppress(OSError, BrokenPipeError):
+                if node.process.is_alive():
+                    node.conn.send(("stop", {}))
+        for node in self.nodes:
+            node.process.join(timeout=10)
+            if node.process.is_alive():
+                node.process.kill()
+                node.process.join(timeout=5)
+
+
+def _free_ports(count: int) -> list[int]:
+    from dref_raft.local_cluster import free_ports
+
+    return free_ports(count)
+
+
+def dref_specs(tmp: Path, storage: str) -> list[dict[str, Any]]:
+    ports = _free_ports(NODES)
+    endpoints = ",".join(f"n{i}=127.0.0.1:{p}" for i, p in enumerate(ports))
+    specs = []
+    for i, port in enumerate(ports):
+        options: dict[str, Any] = {
+            "node_id": f"n{i}",
+            "port": port,
+            "endpoints": endpoints,
+            "leader_wait": 20.0,
+        }
+        if storage == "fsync":
+            options["storage_dir"] = str(tmp / f"dref-n{i}")
+        specs.append({"index": i, "options": options})
+    return specs
+
+
+def pysyncobj_specs(tmp: Path) -> list[dict[str, Any]]:
+    addresses = [f"127.0.0.1:{p}" for p in _free_ports(NODES)]
+    return [
+        {
+            "self": address,
+            "partners": [a for a in addresses if a != address],
+            "journal": str(tmp / f"pso-n{i}.journal"),
+        }
+        for i, address in enumerate(addresses)
+    ]
+
+
+@dataclass
+class SideResult:
+    stats: dict[str, Stats]
+    failover_s: float
+
+
+def measure_side(cluster: Cluster, writers: int, seconds: float, console: Console) -> SideResult:
+    spread = [writers // NODES + (1 if i < writers % NODES else 0) for i in range(NODES)]
+    stats: dict[str, Stats] = {}
+    leader = cluster.leader()
+    follower = (leader + 1) % NODES
+    one_on = {"1 writer (leader)": leader, "1 writer (follower)": follower}
+    phases: list[tuple[str, str, list[int]]] = [
+        (f"{writers} writers", "write", spread),
+        *(
+            (name, "write", [1 if i == node else 0 for i in range(NODES)])
+            for name, node in one_on.items()
+        ),
+        (f"{writers} readers", "read", spread),
+    ]
+    for name, kind, placement in phases:
+        sample = cluster.run(kind, placement, seconds)
+        stats[name] = Stats.of([sample])
+        console.print(
+            f"  {cluster.name:<9} {name:<20} {ops_text(sample.ops_per_s):>6}/s", highlight=False
+        )
+    failover = cluster.failover()
+    console.print(f"  {cluster.name:<9} failover {failover * 1000:.0f} ms", highlight=False)
+    return SideResult(stats, failover)
+
+
+def run_side(
+    name: str,
+    target: Callable[[Connection, dict[str, Any]], None],
+    specs: list[Any],
+    writers: int,
+    seconds: float,
+    console: Console,
+) -> SideResult:
+    cluster = Cluster(name)
+    try:
+        cluster.start(target, specs)
+        return measure_side(cluster, writers, seconds, console)
+    finally:
+        cluster.stop()
+
+
+def failover_text(dref_s: float, base_s: float | None) -> str:
+    base = "—" if base_s is None else f"{base_s * 1000:.0f} ms"
+    return (
+        f"failover (leader kill -9 → first acknowledged write issued after it): "
+        f"{SUBJECT} {dref_s * 1000:.0f} ms, {BASELINE} {base}"
+    )
+
+
+def single_side_table(stats: dict[str, Stats]) -> Table:
+    table = Table(title=TITLE, title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("op", "ops/s", "p50", "p99"):
+        table.add_column(column, justify="left" if column == "op" else "right")
+    for name, s in stats.items():
+        table.add_row(name, ops_text(s.ops_per_s), f"{s.p50_ns / 1e3:.0f}", f"{s.p99_ns / 1e3:.0f}")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring window per row")
+    parser.add_argument("--writers", type=int, default=64, help="concurrent writers (and readers)")
+    parser.add_argument("--dref-storage", choices=("fsync", "ram"), default="fsync")
+    parser.add_argument("--json", type=Path, metavar="OUT.json", help="also write results here")
+    parser.add_argument("--no-pysyncobj", action="store_true", help="run the dref side only")
+    args = parser.parse_args(argv)
+    if args.seconds <= 0 or args.writers < NODES:
+        parser.error(f"--seconds must be positive and --writers at least {NODES}")
+    console = Console(width=max(Console().width, 130))
+    have_pso = importlib.util.find_spec("pysyncobj") is not None and not args.no_pysyncobj
+    meta: dict[str, Any] = {
+        "benchmark": "raft",
+        "python": platform.python_version(),
+        "dref": dref.__version__,
+        "seconds": args.seconds,
+        "writers": args.writers,
+        "dref_storage": args.dref_storage,
+        "cpus": os.cpu_count(),
+    }
+    console.print(
+        f"Python {meta['python']}, dref {meta['dref']}, {meta['cpus']} CPUs; {NODES} processes "
+        f"per side; {args.writers} writers; {args.seconds:g} s per row; dref storage "
+        f"{args.dref_storage}",
+        highlight=False,
+    )
+    if not have_pso:
+        why = "--no-pysyncobj" if args.no_pysyncobj else "pysyncobj is not installed"
+        console.print(f"[yellow]PySyncObj side skipped ({why}; pip install pysyncobj)[/]")
+    with tempfile.TemporaryDirectory(prefix="dref-raft-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        ours = run_side(
+            "dref",
+            dref_worker,
+            dref_specs(tmp, args.dref_storage),
+            args.writers,
+            args.seconds,
+            console,
+        )
+        base: SideResult | None = None
+        if have_pso:
+            from _pysyncobj_node import worker
+
+            meta["pysyncobj"] = _version("pysyncobj")
+            base = run_side(
+                "PySyncObj", worker, pysyncobj_specs(tmp), args.writers, args.seconds, console
+            )
+    if base is not None:
+        rows = [Row(name, baseline=base.stats[name], subject=s) for name, s in ours.stats.items()]
+        console.print(comparison_table(rows, title=TITLE, baseline=BASELINE, subject=SUBJECT))
+    else:
+        rows = []
+        console.print(single_side_table(ours.stats))
+    console.print(failover_text(ours.failover_s, base.failover_s if base else None))
+    if args.json is not None:
+        meta["failover_ms"] = {
+            SUBJECT: round(ours.failover_s * 1000, 1),
+            BASELINE: None if base is None else round(base.failover_s * 1000, 1),
+        }
+        if rows:
+            data = results_json(rows, baseline=BASELINE, subject=SUBJECT, **meta)
+        else:
+            data = {**meta, "results": {k: v.as_dict() for k, v in ours.stats.items()}}
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+        console.print(f"results written to {args.json}")
+    return 0
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
