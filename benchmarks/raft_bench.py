@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import logging
 import multiprocessing
 import os
 import platform
@@ -47,7 +48,7 @@ from rich.console import Console
 from rich.table import Table
 
 import dref
-from dref.errors import DRefError
+from dref.errors import ClosedError, DRefError
 
 TITLE = "dref raft (dref) vs PySyncObj (base), 3 processes on 127.0.0.1; latencies in µs"
 BASELINE = "base"
@@ -64,8 +65,15 @@ FAILOVER_WAIT = 5.0
 # -- the dref node process -------------------------------------------------------------------------
 def dref_worker(conn: Connection, spec: dict[str, Any]) -> None:
     """A dref member (this process runs the node) serving the driver's commands."""
+    # A member stopping while its peers still send logs each refused request with a traceback
+    # (ClosedError); the benchmark stops all three at once, so keep that noise out of its output.
+    logging.getLogger("dref_raft.transport").addFilter(_not_closed)
     with contextlib.suppress(EOFError, KeyboardInterrupt):
         asyncio.run(_dref_main(conn, spec))
+
+
+def _not_closed(record: logging.LogRecord) -> bool:
+    return not (record.exc_info and isinstance(record.exc_info[1], ClosedError))
 
 
 async def _dref_main(conn: Connection, spec: dict[str, Any]) -> None:
