@@ -13,6 +13,7 @@ Contributed to core's `dref` command through the `dref.cli` entry point `raft`:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -67,13 +68,12 @@ async def _serve(options: dict[str, Any], status_file: Path | None) -> None:
 
     try:
         print(f"dref-raft node {settings.node_id} serving {settings.address}", flush=True)
+        period = STATUS_INTERVAL if status_file is not None else None  # None: just wait
         while not stop.is_set():
             report()
-            try:
-                async with asyncio.timeout(STATUS_INTERVAL):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(period):
                     await stop.wait()
-            except TimeoutError:
-                pass
     finally:
         await release_member(member)
         report("stopped")
