@@ -150,7 +150,7 @@ class MemberProcess:
 
 @dataclass
 class LocalCluster:
-    """`size` member processes `n1`…`nN` on loopback, plus `extra` slots for in-process members.
+    """`size` member processes `n1`…`nN` on loopback (`with LocalCluster(3) as c:` starts them).
 
     `storage_dir`: each process keeps its files (fsync'ed) in `storage_dir/<id>`; None: RAM.
     `node_args`: more `python -m dref_raft` options for every process.
@@ -159,7 +159,6 @@ class LocalCluster:
     size: int = 3
     base_port: int | None = None
     storage_dir: Path | None = None
-    extra: int = 0
     node_args: list[str] = field(default_factory=list)
     run_dir: Path = field(init=False)
     members: list[MemberProcess] = field(init=False, default_factory=list)
@@ -170,7 +169,7 @@ class LocalCluster:
     def __post_init__(self) -> None:
         if self.size < 1:
             raise ValueError("a cluster has at least one member")
-        count = self.size + self.extra
+        count = self.size
         if self.base_port is None:
             self.ports = free_ports(count)
         else:
@@ -180,7 +179,7 @@ class LocalCluster:
             f"{i}={HOST}:{p}" for i, p in zip(self.ids, self.ports, strict=True)
         )
         self.run_dir = Path(tempfile.mkdtemp(prefix="dref-raft-cluster-"))
-        for node_id, port in list(zip(self.ids, self.ports, strict=True))[: self.size]:
+        for node_id, port in zip(self.ids, self.ports, strict=True):
             status_file = self.run_dir / f"{node_id}.json"
             args = [
                 *("--node-id", node_id, "--host", HOST, "--port", str(port)),
@@ -271,18 +270,6 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no raft leader within {timeout:g} s")
             time.sleep(STATUS_INTERVAL / 2)
-
-    def member_options(self, slot: int = 0) -> dict[str, Any]:
-        """`dref.connect("raft", **options)` of the in-process member slot `slot` (0-based)."""
-        index = self.size + slot
-        if not 0 <= slot < self.extra:
-            raise IndexError(f"the cluster has {self.extra} extra member slots")
-        return {
-            "node_id": self.ids[index],
-            "host": HOST,
-            "port": self.ports[index],
-            "endpoints": self.endpoints,
-        }
 
     def log(self, member: MemberProcess, lines: int = 5) -> str:
         """The last lines of a member's stderr, joined (for error messages)."""
