@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from dref.errors import ConfigurationError
 
-__all__ = ["CONFIG_ENV", "DRefSettings", "load_settings", "split_options"]
+__all__ = ["CONFIG_ENV", "DRefSettings", "RawEnvSource", "load_settings", "split_options"]
 
 CONFIG_ENV = "DREF_CONFIG"
 _SECRET_WORDS = ("password", "secret", "token", "key")
@@ -71,11 +71,14 @@ class DRefSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Env values are passed raw so that lists can be written "a,b" rather than as JSON.
-        return (init_settings, _RawEnv(settings_cls), file_secret_settings)
+        return (init_settings, RawEnvSource(settings_cls), file_secret_settings)
 
 
-class _RawEnv(PydanticBaseSettingsSource):
-    """`<PREFIX><FIELD>` environment variables as raw strings; pydantic validates them."""
+class RawEnvSource(PydanticBaseSettingsSource):
+    """`<PREFIX><FIELD>` environment variables as raw strings; pydantic validates them.
+
+    Backend settings models may use it too (comma-separated lists rather than JSON).
+    """
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
