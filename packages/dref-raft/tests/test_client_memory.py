@@ -16,6 +16,7 @@ from dref_compat.conformance import BackendConformance, eventually
 from dref_raft.backend import Member, acquire_member, release_member, reset_memory_network
 from dref_raft.client import RaftClientBackend
 from dref_raft.settings import RaftSettings
+from dref_raft.transport.errors import CompareUnsupportedError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -84,9 +85,31 @@ async def test_client_mode_capabilities(client: RaftClientBackend) -> None:
     assert caps.linearizable
     assert caps.fencing
     assert caps.expiry_events
+    assert caps.native_cas
+    assert caps.owner_checked_locks
     assert not caps.exact_events
-    assert not caps.native_cas
+    assert client.poll_interval <= 0.2
     assert not caps.distributed
+
+
+async def test_client_mode_mixed_cluster_has_no_compare(cluster: list[Member]) -> None:
+    async with dref.connect("raft", **CLIENT, mixed_cluster=True) as ctx:
+        caps = ctx.backend.capabilities
+        assert not caps.native_cas
+        assert not caps.owner_checked_locks
+        assert await ctx.backend.set_if_absent("m", b"a")
+        assert not await ctx.backend.set_if_absent("m", b"b")
+
+
+async def test_a_member_without_dref_ext_refuses_compare(cluster: list[Member]) -> None:
+    network = cluster[0].network
+    assert network is not None
+    for m in cluster:  # serve DRefRaft and DRefWatch only, like an upstream node
+        network.serve(m.settings.address, m.settings.node_id, m.node, m.handler, m.watch)
+    async with dref.connect("raft", **CLIENT) as ctx:
+        with pytest.raises(CompareUnsupportedError, match="mixed_cluster"):
+            await ctx.backend.compare_and_set("k", b"a", b"b")
+        await ctx.backend.set("k", b"a")  # DRefRaft still works
 
 
 async def test_watch_survives_the_stop_of_its_member(

@@ -11,6 +11,7 @@ from raft_helpers import COMMANDS, SNAPSHOTS
 
 from dref_raft.commands import (
     Command,
+    CompareAndSet,
     DeleteElement,
     DeleteIfExpired,
     ExpireElement,
@@ -59,6 +60,19 @@ def test_set_if_not_exist_treats_an_expired_unreaped_element_as_present() -> Non
     assert machine.get("a", now_ms=100) is None  # expired for readers...
     assert machine.apply(SetIfNotExist("a", b"new")).created is False  # ...but still present
     assert machine.element("a") == Element(b"old", 10)
+
+
+def test_compare_and_set_emits_one_event_unless_it_replaces_an_expired_element() -> None:
+    machine = machine_with(SetElement("a", b"1"), SetElement("x", b"old", expire_at=10))
+    # a live value replaced: one event (no delete in between)
+    assert machine.apply(CompareAndSet("a", b"1", b"2", None, 100)) == ApplyResult(
+        (Changed("a", b"2"),), created=True
+    )
+    # a create over an expired, unreaped element: its delete, then the new value
+    assert machine.apply(CompareAndSet("x", None, b"new", None, 100)).events == (
+        Changed("x", None),
+        Changed("x", b"new"),
+    )
 
 
 def test_delete_always_emits_even_when_absent() -> None:

@@ -41,7 +41,13 @@ from dref_raft.commands import (
 )
 from dref_raft.fsm import ApplyResult
 from dref_raft.node import NodeConfig, RaftNode
-from dref_raft.ops import expire_at_ms, fenced_try_lock, open_leader_client, remote_expire
+from dref_raft.ops import (
+    CompareOps,
+    expire_at_ms,
+    fenced_try_lock,
+    open_leader_client,
+    remote_expire,
+)
 from dref_raft.settings import RaftSettings
 from dref_raft.storage import open_stores
 from dref_raft.transport.base import CompareResult, LeaderApi, PeerTransport
@@ -254,7 +260,7 @@ async def release_member(member: Member) -> None:
         await member.stop()
 
 
-class RaftBackend(Backend):
+class RaftBackend(CompareOps):
     """The `raft` backend: one context's view of the member running in this process."""
 
     def __init__(self, member: Member, *, clock: Clock, change_buffer: int) -> None:
@@ -329,12 +335,7 @@ class RaftBackend(Backend):
             lambda c, left: c.set_element(name, value, expire_at, timeout=left),
         )
 
-    async def set_if_absent(self, name: str, value: bytes, ttl: float | None = None) -> bool:
-        expire_at = self._expire_at(ttl)
-        if self.capabilities.native_cas:
-            # An expired element counts as absent (SPI); upstream's SetIfNotExist would keep it
-            # until the reaper deletes it (spec §9.1.9).
-            return (await self._compare(CompareAndSet(name, None, value, expire_at))).matched
+    async def _set_if_not_exist(self, name: str, value: bytes, expire_at: int | None) -> bool:
         return await self._route(
             lambda h: h.set_element_if_not_exist(name, value, expire_at),
             lambda c, left: c.set_element_if_not_exist(name, value, expire_at, timeout=left),
@@ -378,34 +379,6 @@ class RaftBackend(Backend):
             self.settings.op_timeout,
             f"on node {self.node.id}",
         )
-
-    async def compare_and_set(
-        self, name: str, expected: bytes, value: bytes, ttl: float | None = None
-    ) -> bool:
-        if not self.capabilities.native_cas:
-            return await super().compare_and_set(name, expected, value, ttl)
-        result = await self._compare(CompareAndSet(name, expected, value, self._expire_at(ttl)))
-        return result.matched
-
-    async def compare_and_swap(
-        self, name: str, expected: bytes, value: bytes
-    ) -> tuple[bool, bytes | None]:
-        if not self.capabilities.native_cas:
-            return await super().compare_and_swap(name, expected, value)
-        result = await self._compare(CompareAndSet(name, expected, value))
-        return (True, value) if result.matched else (False, result.current)
-
-    async def refresh_lock(self, name: str, token: bytes, ttl: float) -> bool:
-        if not self.capabilities.owner_checked_locks:
-            return await super().refresh_lock(name, token, ttl)
-        expire_at = self._expire_at(ttl)
-        assert expire_at is not None
-        return (await self._compare(CompareAndExpire(name, token, expire_at))).matched
-
-    async def release_lock(self, name: str, token: bytes) -> bool:
-        if not self.capabilities.owner_checked_locks:
-            return await super().release_lock(name, token)
-        return (await self._compare(CompareAndDelete(name, token))).matched
 
 
 async def open_backend(settings: RaftSettings, core: DRefSettings, clock: Clock) -> Backend:

@@ -2,12 +2,15 @@
 
 No vote, no log. Every operation goes to the leader over `DRefRaft` (leader discovery from the
 configured `endpoints`, following `not-leader:<id>` hints, bounded by `op_timeout`); `get` is
-linearizable (the leader runs ReadIndex). Change streams come over `DRefWatch`: one stream per
-subscribed name, preferably from the leader, that remembers the last seq it received and, when
-it breaks, reconnects with backoff to another member and resumes from that seq. The member
-replays what was missed, or answers `resync=True` with the current value, which is delivered
-when it differs from the last one delivered (None: a delete). Guarantee: ordered, no silent
-gaps; after a resync you see the latest value (intermediate values may be collapsed).
+linearizable (the leader runs ReadIndex). Compare-and-set, `set_if_absent` and owner-checked
+`refresh_lock` / `release_lock` are dref-only compare commands over `DRefExt/Compare`, shared with
+the member backend (`ops.CompareOps`; not with `mixed_cluster`). Change streams come over
+`DRefWatch`: one stream per subscribed name, preferably from the leader, that remembers the last
+seq it received and, when it breaks, reconnects with backoff to another member and resumes from
+that seq. The member replays what was missed, or answers `resync=True` with the current value,
+which is delivered when it differs from the last one delivered (None: a delete). Guarantee:
+ordered, no silent gaps; after a resync you see the latest value (intermediate values may be
+collapsed).
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from dref.errors import BackendTimeoutError, ClosedError, ConfigurationError, No
 from dref.settings import DRefSettings
 from dref.spi import Backend, Capabilities, LockGrant
 from dref_raft.backend import memory_network
+from dref_raft.commands import Command
 from dref_raft.node import wall_clock_ms
 from dref_raft.ops import (
+    CompareOps,
     create_if_absent,
     expire_at_ms,
     fenced_try_lock,
@@ -34,7 +39,7 @@ from dref_raft.ops import (
     remote_expire,
 )
 from dref_raft.settings import RaftSettings, parse_endpoint
-from dref_raft.transport.base import LeaderApi, WatchApi, WatchEvent
+from dref_raft.transport.base import CompareResult, LeaderApi, WatchApi, WatchEvent
 from dref_raft.transport.grpc_client import WatchClient
 from dref_raft.transport.memory import MemoryNetwork
 from dref_raft.transport.retry import with_leader
@@ -115,8 +120,10 @@ class _Stream:
             delay = min(delay * 2, _MAX_DELAY)
 
     def _on_event(self, event: WatchEvent) -> None:
-        if event.seq < self.seq or (event.seq == self.seq and not event.resync):
-            return  # already seen (a replay overlapping what we had), or a stale resync
+        if event.seq < self.seq:
+            return  # already seen (a replay overlapping what we had)
+        # Equal seqs: the rest of one command's events (an expired element replaced: delete,
+        # then the new value), or a resync at the seq we had (delivered only if it differs).
         self.seq = event.seq
         if event.resync and self.value is _UNKNOWN:
             self.value = event.value  # the baseline of a new stream: not a change
@@ -131,7 +138,7 @@ class _Stream:
             self.ready.set_result(None)
 
 
-class RaftClientBackend(Backend):
+class RaftClientBackend(CompareOps):
     """The `raft` backend in client mode; see the module docstring."""
 
     def __init__(
@@ -142,11 +149,21 @@ class RaftClientBackend(Backend):
             raise ConfigurationError("mode = 'client' needs endpoints: the members to talk to")
         self.settings = settings
         self.default_ttl = settings.default_ttl
-        self.poll_interval = 1.0
+        # Not `exact_events`: after a resync (the member's history no longer reaches back to
+        # the last seq seen) intermediate values are merged into the latest one, so a lock
+        # waiter may miss a release; core then re-checks every `poll_interval` seconds. Resyncs
+        # are rare (a broken stream resumed beyond `watch_history`), so the poll only bounds how
+        # late a waiter can be: 0.2 s is about one reaper period, cheap at one `get` per waiter.
+        self.poll_interval = 0.2
+        # Compare commands (native CAS, owner-checked locks) need every voter to be a dref node;
+        # a member without DRefExt answers them with `CompareUnsupportedError`.
+        native = not settings.mixed_cluster
         self.capabilities = Capabilities(
             linearizable=True,
             distributed=network is None,
             fencing=True,
+            native_cas=native,
+            owner_checked_locks=native,
             expiry_events=True,
         )
         self._members = members
@@ -208,6 +225,10 @@ class RaftClientBackend(Backend):
     def _expire_at(self, ttl: float | None) -> int | None:
         return expire_at_ms(wall_clock_ms(), ttl)
 
+    async def _compare(self, command: Command) -> CompareResult:
+        """`DRefExt/Compare` on the leader (the leader stamps it with its own clock)."""
+        return await self._call(lambda c, left: c.compare(command, timeout=left))
+
     # -- change streams ---------------------------------------------------------------------------
     def _watch_target(self, failed: str | None) -> str:
         """Address to watch from: the leader if known (and not the one that just failed)."""
@@ -262,8 +283,7 @@ class RaftClientBackend(Backend):
         expire_at = self._expire_at(ttl)
         await self._call(lambda c, left: c.set_element(name, value, expire_at, timeout=left))
 
-    async def set_if_absent(self, name: str, value: bytes, ttl: float | None = None) -> bool:
-        expire_at = self._expire_at(ttl)
+    async def _set_if_not_exist(self, name: str, value: bytes, expire_at: int | None) -> bool:
         return await create_if_absent(
             lambda: self._call(
                 lambda c, left: c.set_element_if_not_exist(name, value, expire_at, timeout=left)

@@ -131,7 +131,8 @@ class StateMachine:
                 matched, found = self._matching(name, expected, now)
                 if not matched:
                     return ApplyResult((), created=False, current=found)
-                expired = name in elements  # matched while present: it had expired
+                # Matched a create (`expected` None) while present: the old one had expired.
+                expired = expected is None and name in elements
                 elements[name] = Element(value, expire_at)
                 if expired:
                     return ApplyResult((Changed(name, None), Changed(name, value)), created=True)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from collections.abc import Awaitable, Callable
 
 from dref.errors import BackendTimeoutError
-from dref.spi import LockGrant
-from dref_raft.transport.base import LeaderApi
+from dref.spi import Backend, LockGrant
+from dref_raft.commands import Command, CompareAndDelete, CompareAndExpire, CompareAndSet
+from dref_raft.transport.base import CompareResult, LeaderApi
 from dref_raft.transport.grpc_client import LeaderClient
 from dref_raft.transport.memory import MemoryNetwork
 
 __all__ = [
+    "CompareOps",
     "create_if_absent",
     "expire_at_ms",
     "fenced_try_lock",
@@ -86,3 +89,65 @@ async def create_if_absent(
             raise BackendTimeoutError(f"an expired element was not reaped within {timeout:g} s")
         await asyncio.sleep(pause)  # the reaper deletes it within one reaper period
     return True
+
+
+class CompareOps(Backend):
+    """The compare-based paths shared by the member backend and client mode.
+
+    `set_if_absent`, `compare_and_set`, `compare_and_swap`, `refresh_lock` and `release_lock` are
+    one committed compare command each (`CompareAndSet` / `CompareAndExpire` /
+    `CompareAndDelete`), evaluated by the leader's state machine, so they are atomic. A subclass
+    says how a compare command reaches the leader (`_compare`: a local proposal when this member
+    leads, else `DRefExt/Compare` over `with_leader`), how a TTL becomes an absolute expiry
+    (`_expire_at`), and how to create without compare commands (`_set_if_not_exist`: upstream's
+    `SetIfNotExist`). Without `native_cas` / `owner_checked_locks` (`mixed_cluster`: upstream
+    nodes would apply compare commands as no-ops) the SPI's portable defaults are used.
+    """
+
+    @abc.abstractmethod
+    async def _compare(self, command: Command) -> CompareResult:
+        """Commit `command` on the leader and return its outcome."""
+
+    @abc.abstractmethod
+    def _expire_at(self, ttl: float | None) -> int | None:
+        """Absolute epoch-ms expiry of `ttl` seconds from now; None for no TTL."""
+
+    @abc.abstractmethod
+    async def _set_if_not_exist(self, name: str, value: bytes, expire_at: int | None) -> bool:
+        """`set_if_absent` without compare commands (upstream's `SetIfNotExist`)."""
+
+    async def set_if_absent(self, name: str, value: bytes, ttl: float | None = None) -> bool:
+        expire_at = self._expire_at(ttl)
+        if self.capabilities.native_cas:
+            # An expired element counts as absent (SPI); upstream's SetIfNotExist would keep it
+            # until the reaper deletes it (spec §9.1.9).
+            return (await self._compare(CompareAndSet(name, None, value, expire_at))).matched
+        return await self._set_if_not_exist(name, value, expire_at)
+
+    async def compare_and_set(
+        self, name: str, expected: bytes, value: bytes, ttl: float | None = None
+    ) -> bool:
+        if not self.capabilities.native_cas:
+            return await super().compare_and_set(name, expected, value, ttl)
+        result = await self._compare(CompareAndSet(name, expected, value, self._expire_at(ttl)))
+        return result.matched
+
+    async def compare_and_swap(
+        self, name: str, expected: bytes, value: bytes
+    ) -> tuple[bool, bytes | None]:
+        if not self.capabilities.native_cas:
+            return await super().compare_and_swap(name, expected, value)
+        result = await self._compare(CompareAndSet(name, expected, value))
+        return (True, value) if result.matched else (False, result.current)
+
+    async def refresh_lock(self, name: str, token: bytes, ttl: float) -> bool:
+        if not self.capabilities.owner_checked_locks:
+            return await super().refresh_lock(name, token, ttl)
+        expire_at = self._expire_at(ttl)
+        assert expire_at is not None
+        return (await self._compare(CompareAndExpire(name, token, expire_at))).matched
+
+    async def release_lock(self, name: str, token: bytes) -> bool:
+        if not self.capabilities.owner_checked_locks:
+            return await super().release_lock(name, token)
+        return (await self._compare(CompareAndDelete(name, token))).matched
