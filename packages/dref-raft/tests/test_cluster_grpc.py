@@ -4,6 +4,7 @@ the leader over `DRefExt/Compare`, so native CAS and owner-checked locks are on.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from cluster_procs import free_ports
@@ -29,7 +30,8 @@ async def grpc_cluster() -> AsyncIterator[tuple[list[Member], str]]:
         yield members, endpoints
     finally:
         for member in members:
-            await release_member(member)
+            if member.refs > 0:
+                await release_member(member)
 
 
 async def test_followers_run_compare_commands_over_grpc(
@@ -59,3 +61,25 @@ async def test_followers_run_compare_commands_over_grpc(
         assert not await backend.release_lock("lock", b"t2")
         assert await backend.release_lock("lock", b"t1")
         assert await backend.get("lock") is None
+
+
+async def test_a_member_stops_serving_before_its_node_closes(
+    grpc_cluster: tuple[list[Member], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members, _ = grpc_cluster
+    member = members[0]
+    server, node = member.server, member.node
+    assert server is not None
+    order: list[str] = []
+
+    def record(what: str, close: Any) -> Any:
+        async def wrapped(*args: Any, **kwargs: Any) -> None:
+            order.append(what)
+            await close(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(server, "aclose", record("server", server.aclose))
+    monkeypatch.setattr(node, "aclose", record("node", node.aclose))
+    await release_member(member)
+    assert order == ["server", "node"]

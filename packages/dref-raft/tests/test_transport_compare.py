@@ -11,7 +11,7 @@ import grpc
 import pytest
 from test_transport_grpc import Client, Consensus
 
-from dref.errors import BackendError, NoLeaderError, NotLeaderError, QuorumLostError
+from dref.errors import BackendError, ClosedError, NoLeaderError, NotLeaderError, QuorumLostError
 from dref_raft._pb import dref_ext_pb2_grpc
 from dref_raft.commands import (
     Command,
@@ -96,6 +96,7 @@ async def test_compare_round_trips_in_memory() -> None:
         (QuorumLostError("x"), QuorumLostError),
         (BackendError("disk on fire"), TransportError),
         (ValueError("bug"), BackendError),
+        (ClosedError("node closed"), TransportError),  # shutting down: retry elsewhere
     ],
 )
 async def test_compare_statuses_as_for_dref_raft(
@@ -112,6 +113,20 @@ async def test_compare_statuses_as_for_dref_raft(
             assert type(caught.value) is expected
             if isinstance(error, NotLeaderError):
                 assert caught.value.leader_id == "n3"  # type: ignore[attr-defined]
+
+
+async def test_a_handler_closed_error_is_logged_at_debug_without_traceback(
+    served: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, compare = served
+    compare.fail = ClosedError("the raft node is closed")
+    caplog.set_level(logging.DEBUG, logger="dref_raft.transport")
+    async with LeaderClient(server.address, timeout=5) as leader:
+        with pytest.raises(TransportError, match="closed"):
+            await leader.compare(COMMANDS[0])
+    records = [r for r in caplog.records if "DRefExt" in r.getMessage()]
+    assert records, caplog.text
+    assert all(r.levelno == logging.DEBUG and r.exc_info is None for r in records)
 
 
 async def test_a_member_without_dref_ext_is_unsupported() -> None:

@@ -183,13 +183,15 @@ class Member:
         return client
 
     async def stop(self) -> None:
+        """Stop serving (watch streams, then the server with a short grace), then the node, so
+        no request reaches a closed node."""
         if self.watch is not None:
             self.watch.close()
-        await self.node.aclose()
         if self.network is not None:
             self.network.stop(self.settings.address)
         if self.server is not None:
             await self.server.aclose(grace=0.2)
+        await self.node.aclose()
         for client in self.clients.values():
             await client.aclose()
         await self.transport.aclose()

@@ -224,7 +224,8 @@ class GrpcServer:
                     )
                 return convert.encode_response(response)
             except Exception as exc:
-                logger.exception(
+                _log_failure(
+                    exc,
                     "node %s: DRefConsensus/%s from %s failed; answering UNAVAILABLE",
                     self.node_id,
                     method,
@@ -250,8 +251,10 @@ class GrpcServer:
                 return await fn(msg, context)
             except Exception as exc:
                 code, details = status_of(exc)
-                if code == grpc.StatusCode.INTERNAL and not details.startswith("serialize: "):
-                    logger.exception("node %s: DRefRaft/%s failed", self.node_id, method)
+                if isinstance(exc, ClosedError) or (
+                    code == grpc.StatusCode.INTERNAL and not details.startswith("serialize: ")
+                ):
+                    _log_failure(exc, "node %s: DRefRaft/%s failed", self.node_id, method)
                 await context.abort(code, details)
                 raise AssertionError("unreachable") from None
 
@@ -308,8 +311,10 @@ class GrpcServer:
             return convert.encode_compare_response(await self._compare.compare(command))
         except Exception as exc:
             code, details = status_of(exc)
-            if code == grpc.StatusCode.INTERNAL and not details.startswith("serialize: "):
-                logger.exception("node %s: DRefExt/%s failed", self.node_id, method)
+            if isinstance(exc, ClosedError) or (
+                code == grpc.StatusCode.INTERNAL and not details.startswith("serialize: ")
+            ):
+                _log_failure(exc, "node %s: DRefExt/%s failed", self.node_id, method)
             await context.abort(code, details)
             raise AssertionError("unreachable") from None
 
@@ -328,10 +333,20 @@ class GrpcServer:
                 yield convert.encode_watch_event(event)
         except Exception as exc:
             code, details = status_of(exc)
-            logger.warning("node %s: DRefWatch/Watch ended: %s", self.node_id, details)
+            level = logging.DEBUG if isinstance(exc, ClosedError) else logging.WARNING
+            logger.log(level, "node %s: DRefWatch/Watch ended: %s", self.node_id, details)
             await context.abort(code, details)
         finally:
             await aclose_iterator(events)
+
+
+def _log_failure(exc: Exception, message: str, *args: object) -> None:
+    """A handler failed: a traceback, except for `ClosedError` (the node is shutting down while
+    a request was in flight), which is logged at debug level without one."""
+    if isinstance(exc, ClosedError):
+        logger.debug(message + ": %s", *args, exc)
+    else:
+        logger.exception(message, *args)
 
 
 async def _reject(context: Any, service: str, method: str, exc: WireError) -> None:

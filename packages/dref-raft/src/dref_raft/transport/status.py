@@ -24,6 +24,7 @@ import grpc
 
 from dref.errors import (
     BackendError,
+    ClosedError,
     CodecError,
     DRefError,
     NoLeaderError,
@@ -54,6 +55,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             return grpc.StatusCode.FAILED_PRECONDITION, NO_LEADER + UNKNOWN_ID
         case QuorumLostError():
             return grpc.StatusCode.UNAVAILABLE, QUORUM_LOST
+        case ClosedError():  # shutting down: the caller retries another member
+            return grpc.StatusCode.UNAVAILABLE, f"closed: {exc}"
         case CodecError():
             return grpc.StatusCode.INTERNAL, SERIALIZE + str(exc)
         case BackendError():
