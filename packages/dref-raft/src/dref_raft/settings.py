@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -46,6 +46,18 @@ def parse_endpoint(text: str) -> tuple[str, str]:
     if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"endpoint {text!r}: address {address!r} is not host:port")
     return node_id, address
+
+
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]"})
+
+
+def _same_address(listed: str, host: str, port: int) -> bool:
+    """Whether the endpoint address `listed` is where a node binding host:port listens (a
+    wildcard bind host listens on every address: only the port must match)."""
+    listed_host, _, listed_port = listed.rpartition(":")
+    if int(listed_port) != port:
+        return False
+    return host in _WILDCARD_HOSTS or listed_host == host
 
 
 class RaftSettings(BaseSettings):
@@ -124,27 +136,42 @@ class RaftSettings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("port")
+    @classmethod
+    def _default_port(cls, value: int) -> int:
+        """0: `DREF_PORT` (upstream's name), else `DEFAULT_PORT`."""
+        if value != 0:
+            return value
+        raw = os.environ.get("DREF_PORT", "").strip()
+        if not raw:
+            return DEFAULT_PORT
+        if not raw.isdigit() or not 0 < int(raw) < 65536:
+            raise ValueError(f"DREF_PORT = {raw!r} is not a port number")
+        return int(raw)
+
     @field_validator("endpoints")
     @classmethod
-    def _check_endpoints(cls, value: list[str]) -> list[str]:
+    def _check_endpoints(cls, value: list[str], info: ValidationInfo) -> list[str]:
         seen: dict[str, str] = {}
         for text in value:
             node_id, address = parse_endpoint(text)
             if node_id in seen and seen[node_id] != address:
                 raise ValueError(f"node id {node_id!r} is listed with two addresses")
             seen[node_id] = address
+        # A member must bind where the others will dial it (mode, node_id, host and port are
+        # validated before endpoints; a client binds nothing, so its id is not checked).
+        data = info.data
+        if data.get("mode") == "member" and {"node_id", "host", "port"} <= data.keys():
+            own = seen.get(data["node_id"])
+            binds = f"{data['host']}:{data['port']}"
+            if own is not None and not _same_address(own, data["host"], data["port"]):
+                raise ValueError(
+                    f"endpoints list this node ({data['node_id']}) at {own}, but it binds {binds}"
+                )
         return value
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.port == 0:
-            raw = os.environ.get("DREF_PORT", "").strip()
-            if raw:
-                if not raw.isdigit() or not 0 < int(raw) < 65536:
-                    raise ValueError(f"DREF_PORT = {raw!r} is not a port number")
-                self.port = int(raw)
-            else:
-                self.port = DEFAULT_PORT
         if self.election_timeout < 2 * self.heartbeat_interval:
             raise ValueError(
                 f"election_timeout ({self.election_timeout:g} s) must be at least twice "
@@ -156,11 +183,6 @@ class RaftSettings(BaseSettings):
                 "DREF_NODE_SERVICES) is not supported yet: list the members in endpoints"
             )
         members = self.members
-        own = members.get(self.node_id)
-        if own is not None and own != self.address:
-            raise ValueError(
-                f"endpoints list this node ({self.node_id}) at {own}, but it binds {self.address}"
-            )
         if self.expected_size is not None and self.expected_size != len(members):
             raise ValueError(
                 f"expected_size is {self.expected_size} but {len(members)} members are configured "
@@ -208,5 +230,5 @@ class _RaftEnv(PydanticBaseSettingsSource):
         for env, name in UPSTREAM_ENV.items():
             raw = os.environ.get(env)
             if raw is not None and name not in out and name != "port":
-                out[name] = raw  # DREF_PORT is applied only when port is 0 (see _check)
+                out[name] = raw  # DREF_PORT is applied only when port is 0 (_default_port)
         return out
