@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
-from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from dref.settings import RawEnvSource
 
 __all__ = ["DEFAULT_PORT", "RaftSettings", "parse_endpoint", "random_node_id"]
 
@@ -214,19 +215,11 @@ class RaftSettings(BaseSettings):
         return {k: v for k, v in self.members.items() if k != self.node_id}
 
 
-class _RaftEnv(PydanticBaseSettingsSource):
+class _RaftEnv(RawEnvSource):
     """`DREF_RAFT_<FIELD>` raw strings, then upstream's names for fields still unset."""
 
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
     def __call__(self) -> dict[str, Any]:
-        prefix = str(self.config.get("env_prefix", ""))
-        out: dict[str, Any] = {}
-        for name in self.settings_cls.model_fields:
-            raw = os.environ.get(f"{prefix}{name}".upper())
-            if raw is not None:
-                out[name] = raw
+        out = super().__call__()
         for env, name in UPSTREAM_ENV.items():
             raw = os.environ.get(env)
             if raw is not None and name not in out and name != "port":
