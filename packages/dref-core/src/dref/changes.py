@@ -12,9 +12,9 @@ import asyncio
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from types import TracebackType
 
 from dref.errors import ChangeStreamLaggedError
+from dref.resources import AsyncResource
 
 __all__ = ["DEFAULT_CAPACITY", "ChangeEvent", "ChangeHub", "Subscription"]
 
@@ -33,7 +33,7 @@ class ChangeEvent:
         return self.value is None
 
 
-class Subscription:
+class Subscription(AsyncResource):
     """An ordered stream of `ChangeEvent`s for one name; use `async with` or call `aclose()`."""
 
     def __init__(self, hub: ChangeHub, name: str, capacity: int) -> None:
@@ -104,17 +104,6 @@ class Subscription:
         self._buffer.clear()
         self._hub._detach(self)
         self._wake()
-
-    async def __aenter__(self) -> Subscription:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class ChangeHub:

@@ -16,6 +16,7 @@ from dref.ids import IdLike, resolve_name
 from dref.lock import Lock
 from dref.plugins import PluginManager
 from dref.ref import DRef
+from dref.resources import AsyncResource
 from dref.settings import DRefSettings, load_settings, split_options
 from dref.spi import Backend, BackendSpec
 
@@ -26,7 +27,7 @@ T = TypeVar("T")
 log = logging.getLogger("dref")
 
 
-class DRefContext:
+class DRefContext(AsyncResource):
     """An open connection to one backend: makes refs, takes locks; close with `aclose()`."""
 
     def __init__(
@@ -140,17 +141,6 @@ class DRefContext:
         for task in list(self._tasks):
             await cancel_and_wait(task)
         await self.backend.aclose()
-
-    async def __aenter__(self) -> DRefContext:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class Connector:

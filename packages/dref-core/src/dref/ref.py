@@ -7,11 +7,11 @@ import inspect
 import logging
 import random
 from collections.abc import Awaitable, Callable, Generator
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from dref.changes import Subscription
 from dref.errors import CodecError, ElementNotFoundError
+from dref.resources import AsyncResource
 
 if TYPE_CHECKING:
     from dref.codecs import Codec
@@ -163,7 +163,7 @@ class DRef(Generic[T]):
         return ChangeHandle(self, callback)
 
 
-class ChangeStream(Generic[T]):
+class ChangeStream(AsyncResource, Generic[T]):
     """Decoded values of one element's change events; close with `aclose()` or `async with`."""
 
     def __init__(self, ref: DRef[T]) -> None:
@@ -175,17 +175,9 @@ class ChangeStream(Generic[T]):
             self._sub = await self._ref._backend.subscribe(self._ref.name)
         return self._sub
 
-    async def __aenter__(self) -> ChangeStream[T]:
+    async def __aenter__(self) -> Self:
         await self._subscription()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __aiter__(self) -> ChangeStream[T]:
         return self

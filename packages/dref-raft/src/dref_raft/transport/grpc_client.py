@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Any, Final
 
 import grpc
 
 from dref.errors import ClosedError, DRefError
+from dref.resources import AsyncResource
 from dref_raft.commands import Command
 from dref_raft.core.messages import Request, Response
 from dref_raft.transport import convert
@@ -88,7 +88,7 @@ class _Channels:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
 
-class PeerClients:
+class PeerClients(AsyncResource):
     """`DRefConsensus` calls to peers by address (`host:port`)."""
 
     def __init__(self, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
@@ -125,19 +125,8 @@ class PeerClients:
         """Close every channel (in-flight calls are cancelled)."""
         await self._channels.aclose()
 
-    async def __aenter__(self) -> PeerClients:
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-class LeaderClient:
+class LeaderClient(AsyncResource):
     """`DRefRaft` calls to the member at `address` (normally the leader).
 
     Failures raise what upstream's clients read from the status (see `status.py`):
@@ -246,19 +235,8 @@ class LeaderClient:
         """Close the channel."""
         await self._channels.aclose()
 
-    async def __aenter__(self) -> LeaderClient:
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-class WatchClient:
+class WatchClient(AsyncResource):
     """`DRefWatch` streams from the member at `address` (dref nodes only).
 
     An idle stream stays open. Resuming is the caller's: reconnect with `from_seq` = the last
@@ -311,14 +289,3 @@ class WatchClient:
     async def aclose(self) -> None:
         """Close the channel (open streams end with `TransportError`)."""
         await self._channels.aclose()
-
-    async def __aenter__(self) -> WatchClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
 from dref.errors import ClosedError
+from dref.resources import AsyncResource
 from dref_raft.core.messages import (
     AppendEntriesResponse,
     HeartbeatResponse,
@@ -71,7 +71,7 @@ def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-class GrpcServer:
+class GrpcServer(AsyncResource):
     """The node's gRPC server (plaintext HTTP/2, like upstream's).
 
     `node_id` is set as `to` on every consensus request handed to `consensus`. Without a
@@ -146,17 +146,9 @@ class GrpcServer:
             await server.stop(grace)
             await server.wait_for_termination(0)
 
-    async def __aenter__(self) -> GrpcServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # ------------------------------------------------------------------ registration
 
