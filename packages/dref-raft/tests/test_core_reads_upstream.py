@@ -11,6 +11,7 @@ from dref_raft.core import (
     CoreState,
     Entry,
     Heartbeat,
+    HeartbeatResponse,
     InstallSnapshot,
     InstallSnapshotResponse,
     Message,
@@ -126,13 +127,25 @@ def test_first_append_to_an_unknown_peer_is_one_entry_at_last_seq_plus_one() -> 
     ]
 
 
-def _synced(a: RaftCore) -> list[Message]:
-    a.step(AppendEntriesResponse("c", "a", 1, True, match_seq=1, ext=False))
+def _offered_snapshot(a: RaftCore) -> InstallSnapshot:
+    """The driver's part: the core asks for the state machine at `applied`, and sends it."""
+    assert a.wants_snapshot
+    a.offer_snapshot(a.applied, ClusterSnapshot((), a.applied))
+    assert not a.wants_snapshot
     ready = a.ready()
     a.advance(ready)
     (snap,) = ready.messages
     assert isinstance(snap, InstallSnapshot)
-    assert (snap.to, snap.last_seq) == ("c", 0)
+    assert (snap.to, snap.last_seq) == ("c", a.applied)
+    return snap
+
+
+def _synced(a: RaftCore) -> list[Message]:
+    a.step(AppendEntriesResponse("c", "a", 1, True, match_seq=1, ext=False))
+    ready = a.ready()
+    a.advance(ready)
+    assert not [m for m in ready.messages if isinstance(m, InstallSnapshot)]
+    assert _offered_snapshot(a).last_seq == 0
     a.step(InstallSnapshotResponse("c", "a", 1, True, match_seq=0, ext=False))
     ready = a.ready()
     a.advance(ready)
@@ -162,12 +175,42 @@ def test_upstream_peer_then_gets_single_entries_in_order_and_counts_for_commit()
     a.advance(ready)
 
 
-def test_upstream_rejection_is_answered_with_a_snapshot() -> None:
+def test_upstream_rejection_is_answered_with_a_snapshot_of_the_applied_state() -> None:
     a, _ = _leader_with_upstream_peer()
     _synced(a)
+    a.step(AppendEntriesResponse("c", "a", 1, True, match_seq=1, ext=False))
+    a.propose([_set(1), _set(2)])
+    ready = a.ready()
+    a.advance(ready)
+    assert a.applied == 1
     a.step(AppendEntriesResponse("c", "a", 1, False, ext=False))
-    (snap,) = a.ready().messages
-    assert isinstance(snap, InstallSnapshot)
+    ready = a.ready()
+    a.advance(ready)
+    assert not ready.messages  # nothing sent before the driver offers its state
+    assert _offered_snapshot(a).last_seq == 1
+    # Upstream now holds exactly seq 1: it continues at 2, one entry at a time.
+    a.step(InstallSnapshotResponse("c", "a", 1, True, ext=False))
+    ready = a.ready()
+    a.advance(ready)
+    to_c = [m for m in ready.messages if m.to == "c" and isinstance(m, AppendEntries)]
+    assert [(m.seq, m.command) for m in to_c] == [(2, _set(1))]
+
+
+def test_an_unanswered_upstream_probe_is_sent_again_only_after_a_timeout() -> None:
+    a, _ = _leader_with_upstream_peer()
+    (first,) = _synced(a)
+    assert isinstance(first, AppendEntries)
+    for _ in range(a.config.election_ticks - 1):  # heartbeats come and go meanwhile
+        a.tick()
+        a.step(HeartbeatResponse("c", "a", 1, True))
+        ready = a.ready()
+        a.advance(ready)
+        assert not [m for m in ready.messages if m.to == "c" and isinstance(m, AppendEntries)]
+    a.tick()
+    ready = a.ready()
+    a.advance(ready)
+    again = [m for m in ready.messages if m.to == "c" and isinstance(m, AppendEntries)]
+    assert [m.seq for m in again] == [1]
 
 
 # ---------------------------------------------------------------- from an upstream leader

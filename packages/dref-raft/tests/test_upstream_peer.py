@@ -20,7 +20,6 @@ from upstream_double import (
 )
 
 import dref
-from dref.errors import BackendTimeoutError
 from dref_raft._pb import dref_consensus_pb2 as cpb
 from dref_raft.backend import Member, RaftBackend, acquire_member, release_member
 from dref_raft.commands import SetElement
@@ -257,44 +256,90 @@ async def test_dref_leader_is_elected_by_and_syncs_an_upstream_follower(
     assert node.is_leader
 
 
-LIVELOCK = (
-    "dref bug: after an upstream follower rejects an append, the leader sends "
-    "InstallSnapshot of its last *compacted* snapshot (log.snapshot, seq 0 before "
-    "snapshot_every applies) instead of its applied state, and then resumes at the old "
-    "match_seq + 1 (Progress.become_probe keeps match_seq) instead of the snapshot's seq + 1; "
-    "upstream's follower (last_seq = snapshot seq) rejects that, gets another snapshot, and so "
-    "on forever: nothing commits in a 2-member cluster and the follower's state is reset"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=BackendTimeoutError, reason=LIVELOCK)
-async def test_a_rejected_append_is_repaired_by_a_snapshot(
+async def test_a_rejected_append_is_repaired_by_a_snapshot_of_the_applied_state(
     upstream_follower: tuple[UpstreamFollower, Member],
 ) -> None:
     double, member = upstream_follower
     node = member.node
     await wait_until(lambda: node.is_leader, 10, "d leads")
-    await wait_until(lambda: double.commit_seq >= 1, 5, "the follower applied seq 1")
+    await node.propose(SetElement("kept", b"1", None), 3.0)
+    await wait_until(lambda: double.state == {"kept": b"1"}, 5, "the follower applied kept")
     snapshots = len(double.of("InstallSnapshot"))
     double.reject_next_append = True  # as after a divergence (spec §5.9)
-    proposal = asyncio.ensure_future(node.propose(SetElement("k", b"v", None), 3.0))
+    await node.propose(SetElement("k", b"v", None), 3.0)  # commits only with u's ack
     await wait_until(
-        lambda: len(double.of("InstallSnapshot")) > snapshots, 5, "a snapshot after the reject"
+        lambda: double.state == {"kept": b"1", "k": b"v"}, 5, "the follower holds both"
     )
-    await wait_until(lambda: proposal.done(), 5, "the write committed")
-    proposal.result()
-    await wait_until(lambda: double.state == {"k": b"v"}, 5, "the follower holds k")
+    # One snapshot repaired it: the leader's applied state (not its compacted, empty one),
+    # then the rejected entry again at the snapshot's seq + 1.
+    repair = double.of("InstallSnapshot")[snapshots:]
+    assert len(repair) == 1
+    assert repair[0].last_seq == node.applied - 1
+    assert {e.key: e.value for e in repair[0].snapshot.entries} == {"kept": b"1"}
     check_requests(double, node.term)
+
+
+async def test_steady_writes_reach_an_upstream_follower_once_each_in_order(
+    upstream_follower: tuple[UpstreamFollower, Member],
+) -> None:
+    """Many concurrent proposals while heartbeats run: the upstream follower gets each entry
+    exactly once, in seq order (a re-sent entry would be rejected and cost a snapshot)."""
+    double, member = upstream_follower
+    node = member.node
+    await wait_until(lambda: node.is_leader, 10, "d leads")
+    await wait_until(lambda: double.commit_seq >= 1, 5, "the follower applied seq 1")
+    snapshots = len(double.of("InstallSnapshot"))
+    for batch in range(3):
+        await asyncio.gather(
+            *(node.propose(SetElement(f"k{i}", b"%d" % batch, None), 5.0) for i in range(20))
+        )
+    expected = {f"k{i}": b"2" for i in range(20)}
+    await wait_until(lambda: double.state == expected, 5, "the follower applied every write")
+    assert len(double.of("InstallSnapshot")) == snapshots
+    seqs = check_requests(double, node.term)
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_a_request_from_a_non_member_is_refused_with_the_term(
+    upstream_follower: tuple[UpstreamFollower, Member],
+    ports: tuple[int, int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As upstream answers: success/granted false and the node's term; nothing changes."""
+    _, member = upstream_follower
+    node = member.node
+    await wait_until(lambda: node.is_leader, 10, "d leads")
+    term, last = node.term, node.core.log.last_seq
+    stranger = UpstreamLeader(f"127.0.0.1:{ports[0]}")
+    try:
+        resp = await stranger.call(
+            "AppendEntries",
+            cpb.AppendEntriesRequest(
+                leader_id="x", term=term + 5, command=set_element("k", b"v"), seq=last + 1
+            ),
+        )
+        assert (resp.success, resp.term) == (False, term)
+        vote = await stranger.call(
+            "RequestVote",
+            cpb.VoteRequest(candidate_id="x", term=term + 5, last_seq=last + 10),
+        )
+        assert (vote.granted, vote.term) == (False, term)
+    finally:
+        await stranger.aclose()
+    assert node.is_leader
+    assert (node.term, node.core.log.last_seq) == (term, last)
+    assert "not a member" in caplog.text
+    await node.propose(SetElement("after", b"1", None), 3.0)
 
 
 async def test_mixed_cluster_backend_never_uses_compare_commands(
     upstream_follower: tuple[UpstreamFollower, Member],
     ports: tuple[int, int],
 ) -> None:
-    """With mixed_cluster the context has no native CAS, so no compare-and-* is proposed.
-    (Over the wire this cannot be shown yet: writes to an upstream follower hit the livelock
-    above; the double flags any compare command as a violation when they can.)"""
-    _, member = upstream_follower
+    """With mixed_cluster the context has no native CAS, so no compare-and-* is proposed:
+    writes, updates and locks through the context reach the upstream follower as upstream
+    commands only (the double records any other command as a violation)."""
+    double, member = upstream_follower
     options: dict[str, Any] = {
         "node_id": "d",
         "port": ports[0],
@@ -306,3 +351,13 @@ async def test_mixed_cluster_backend_never_uses_compare_commands(
         assert ctx.backend.member is member
         assert not ctx.backend.capabilities.native_cas
         assert not ctx.backend.capabilities.owner_checked_locks
+        await wait_until(lambda: member.node.is_leader, 10, "d leads")
+        counter = await ctx.make(0, "counter")
+        for _ in range(3):
+            await counter.update(lambda n: n + 1)  # upstream's lock protocol, no CAS
+        async with ctx.lock("job", ttl=5):
+            await ctx.make("x", "inside")
+        assert await counter.get() == 3
+    await wait_until(lambda: "counter" in double.state, 5, "the follower holds counter")
+    assert "job" not in double.state  # released
+    check_requests(double, member.node.term)

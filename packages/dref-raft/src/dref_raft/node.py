@@ -98,6 +98,8 @@ _MAX_INPUTS_PER_TURN = 4096
 _MAX_INFLIGHT_PER_PEER = 64
 #: Most DeleteIfExpired proposals per reaper round.
 _MAX_REAP = 256
+#: Distinct non-member senders logged (later ones are refused silently).
+_MAX_STRANGERS_LOGGED = 64
 
 
 def wall_clock_ms() -> int:
@@ -177,6 +179,8 @@ class RaftNode:
         self._unanswered: list[tuple[tuple[str, type[Response]], asyncio.Future[Response]]] = []
         self._created: dict[tuple[str, bytes], asyncio.Future[int]] = {}
         self._inflight: dict[str, int] = dict.fromkeys(self.peers, 0)
+        #: Non-members that sent consensus requests (each logged once).
+        self._strangers: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaping: set[str] = set()
         self._leader_changed = asyncio.Event()
@@ -381,6 +385,19 @@ class RaftNode:
     async def handle(self, request: Request) -> Response:
         """`ConsensusHandler`: step `request` into the core, answer with the core's response."""
         self._check_open()
+        if (
+            request.sender not in self._inflight
+            and request.sender not in self._strangers
+            and len(self._strangers) < _MAX_STRANGERS_LOGGED
+        ):
+            self._strangers.add(request.sender)
+            logger.warning(
+                "node %s: %s from %r refused: not a member of this cluster (members: %s)",
+                self.id,
+                type(request).__name__,
+                request.sender,
+                ", ".join(sorted(self._inflight)),
+            )
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         key = (request.sender, _REPLY_TYPE[type(request)])
 
@@ -430,6 +447,9 @@ class RaftNode:
                     self._inputs.popleft()()
                 while self.core.has_ready():
                     await self._handle_ready(self.core.ready())
+                    if self.core.wants_snapshot:
+                        applied = self.core.applied
+                        self.core.offer_snapshot(applied, self._state_at(applied))
                 self._fail_unanswered()
                 await self._maybe_snapshot()
                 await asyncio.sleep(0)
@@ -600,13 +620,18 @@ class RaftNode:
             return
         self._applies_since_snapshot = 0
         applied = self.core.applied
-        term = self.core.log.term_at(applied)
-        if term is None or applied <= self.core.log.base_seq:
+        if applied <= self.core.log.base_seq:
             return
-        data = dataclasses.replace(self.machine.snapshot(applied), last_term=term)
+        data = self._state_at(applied)
         self.core.compact(applied, data)
         if self._stores is not None:
             await asyncio.to_thread(self._save_snapshot, data)
+
+    def _state_at(self, applied: int) -> ClusterSnapshot:
+        """The state machine's snapshot; it holds everything through `applied`."""
+        term = self.core.log.term_at(applied)
+        assert term is not None, "applied is never below the log's base"
+        return dataclasses.replace(self.machine.snapshot(applied), last_term=term)
 
     def _save_snapshot(self, data: ClusterSnapshot) -> None:
         stores = self._stores

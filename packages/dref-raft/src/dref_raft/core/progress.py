@@ -33,11 +33,13 @@ class Progress:
     next_seq: int
     match_seq: int = 0
     state: ReplicationState = ReplicationState.PROBE
-    #: PROBE: a message is outstanding.
+    #: PROBE: a message is outstanding, sent this many leader ticks ago.
     probe_sent: bool = False
+    probe_age: int = 0
     #: REPLICATE: last seq of each AppendEntries in flight, oldest first.
     inflight: deque[int] = field(default_factory=deque)
-    #: SNAPSHOT: the seq being installed and the leader ticks since it was sent.
+    #: SNAPSHOT: the seq being installed (-1: waiting for the driver's `offer_snapshot`)
+    #: and the leader ticks since it was asked for.
     snapshot_seq: int = 0
     snapshot_age: int = 0
     #: An upstream peer's log is trusted only after it installed our snapshot in this term.
@@ -48,6 +50,11 @@ class Progress:
     commit_sent: int = 0
     #: Match at the previous heartbeat response (no progress since → probe again).
     match_at_heartbeat: int = -1
+
+    def send_probe(self) -> None:
+        """PROBE: a message goes out now."""
+        self.probe_sent = True
+        self.probe_age = 0
 
     def become_probe(self) -> None:
         """Probe from the seq after the match."""
@@ -69,6 +76,12 @@ class Progress:
         self.snapshot_seq = seq
         self.snapshot_age = 0
         self.probe_sent = False
+        self.inflight.clear()
+
+    def restart_at(self, seq: int) -> None:
+        """The peer's log was replaced by a snapshot at `seq`: it matches exactly through it."""
+        self.match_seq = seq
+        self.next_seq = seq + 1
         self.inflight.clear()
 
     def acknowledge(self, seq: int) -> bool:

@@ -114,6 +114,9 @@ class RaftCore:
         self._saved_hard = HardState(self.term, self.vote, self.commit)
         self._reported_soft = SoftState(self.role, None, self.term)
         self._snapshot_to_install: Snapshot | None = None
+        #: Upstream peers waiting for a snapshot of the state machine at `applied`
+        #: (`wants_snapshot` / `offer_snapshot`).
+        self._snapshot_wanted: set[str] = set()
         self._reads_ready: list[ReadState] = []
         self._reads_dropped: list[int] = []
         self._reads_waiting: list[int] = []
@@ -135,6 +138,13 @@ class RaftCore:
     def soft_state(self) -> SoftState:
         """Role, known leader and term right now."""
         return SoftState(self.role, self.leader_id, self.term)
+
+    @property
+    def wants_snapshot(self) -> bool:
+        """Whether the driver should call `offer_snapshot` (after `advance`) with its state
+        machine at `applied`: an upstream peer can only be repaired by a full snapshot, and
+        the log's compacted snapshot may be far behind what it already holds."""
+        return bool(self._snapshot_wanted)
 
     def progress(self, peer: str) -> Progress | None:
         """The leader's replication progress of `peer` (None when not leader)."""
@@ -209,10 +219,29 @@ class RaftCore:
             return  # already compacted further
         self.log.compact(Snapshot(through_seq, term, data))
 
+    def offer_snapshot(self, seq: int, data: ClusterSnapshot) -> None:
+        """The driver's state machine at `seq` (= `applied`), asked for by `wants_snapshot`:
+        sent as `InstallSnapshot` to every upstream peer waiting for one."""
+        self._check_not_in_ready()
+        if seq != self.applied:
+            raise ValueError(f"offer the state at applied ({self.applied}), not at {seq}")
+        peers, self._snapshot_wanted = self._snapshot_wanted, set()
+        term = self.log.term_at(seq)
+        if self.role is not Role.LEADER or term is None:
+            return
+        snap = Snapshot(seq, term, data)
+        for peer in sorted(peers):
+            pr = self._progress[peer]
+            if pr.state is ReplicationState.SNAPSHOT and pr.snapshot_seq < 0:
+                self._send_install(peer, snap)
+
     def step(self, msg: Message) -> None:
         """Handle one received message."""
         self._check_not_in_ready()
-        if msg.to != self.id or msg.sender not in self.peer_kinds:
+        if msg.to != self.id:
+            return
+        if msg.sender not in self.peer_kinds:
+            self._reject(msg)  # not a member: refused with our term, nothing changes
             return
         self.peer_kinds[msg.sender] = PeerKind.DREF if msg.ext else PeerKind.UPSTREAM
         if msg.term > self.term:
@@ -226,7 +255,7 @@ class RaftCore:
             else:
                 self._become_follower(msg.term, None)
         elif msg.term < self.term and not isinstance(msg, PreVoteResponse):
-            self._reject_stale(msg)
+            self._reject(msg)
             return
         self._dispatch(msg)
 
@@ -319,6 +348,7 @@ class RaftCore:
         self.role = Role.FOLLOWER
         self.leader_id = leader
         self._progress = {}
+        self._snapshot_wanted = set()
         self._votes = {}
         self._election_elapsed = 0
         self._randomize_timeout()
@@ -391,6 +421,11 @@ class RaftCore:
                 if pr.snapshot_age >= self.config.election_ticks:
                     pr.become_probe()
                     self._send_append(peer)
+            elif pr.state is ReplicationState.PROBE and pr.probe_sent:
+                pr.probe_age += 1
+                if pr.probe_age >= self.config.election_ticks:  # lost: send it again
+                    pr.probe_sent = False
+                    self._send_append(peer)
         if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             self._broadcast_heartbeat = True
@@ -438,8 +473,9 @@ class RaftCore:
             case ReadIndexResponse():
                 self._handle_read_index_response(msg)
 
-    def _reject_stale(self, msg: Message) -> None:
-        """Answer a request from a lower term with our term (responses are dropped)."""
+    def _reject(self, msg: Message) -> None:
+        """Refuse a request (from a lower term, or from a non-member) with our term, as
+        upstream does; responses are dropped."""
         to, term = msg.sender, self.term
         match msg:
             case AppendEntries():
@@ -652,12 +688,12 @@ class RaftCore:
         if kind is not PeerKind.DREF:
             # Upstream (or not yet known): one entry at a time, strictly in order.
             if not pr.probe_sent:
-                pr.probe_sent = True
+                pr.send_probe()
                 self._send(self._append_message(peer, pr, pr.next_seq, pr.next_seq))
             return
         if pr.state is ReplicationState.PROBE:
             if not pr.probe_sent:
-                pr.probe_sent = True
+                pr.send_probe()
                 self._send(
                     self._append_message(peer, pr, pr.next_seq, self._batch_end(pr.next_seq))
                 )
@@ -699,7 +735,16 @@ class RaftCore:
         )
 
     def _send_snapshot(self, peer: str) -> None:
-        snap = self.log.snapshot
+        if self.peer_kinds[peer] is PeerKind.UPSTREAM:
+            # Upstream replaces its state wholesale and continues at the snapshot's seq + 1:
+            # send the state at `applied` (as upstream's leader does), not the older compacted
+            # snapshot, which would throw away what the peer already holds.
+            self._progress[peer].become_snapshot(-1)
+            self._snapshot_wanted.add(peer)
+            return
+        self._send_install(peer, self.log.snapshot)
+
+    def _send_install(self, peer: str, snap: Snapshot) -> None:
         self._progress[peer].become_snapshot(snap.seq)
         self._send(InstallSnapshot(self.id, peer, self.term, snap.data, snap.seq, True, snap.term))
 
@@ -740,10 +785,11 @@ class RaftCore:
     def _handle_heartbeat_response(self, msg: HeartbeatResponse) -> None:
         pr = self._progress[msg.sender]
         pr.recent_active = True
-        if pr.match_seq < self.log.last_seq or (
-            self.peer_kinds[msg.sender] is PeerKind.UPSTREAM and not pr.synced
-        ):
-            if pr.state is ReplicationState.PROBE:
+        upstream = self.peer_kinds[msg.sender] is PeerKind.UPSTREAM
+        if pr.match_seq < self.log.last_seq or (upstream and not pr.synced):
+            if pr.state is ReplicationState.PROBE and not upstream:
+                # A dref peer ignores a duplicate; upstream would reject it (seq ≠ last + 1)
+                # and need a snapshot, so its probe is only re-sent when it times out.
                 pr.probe_sent = False
             elif pr.state is ReplicationState.REPLICATE and pr.match_seq == pr.match_at_heartbeat:
                 pr.become_probe()
@@ -753,11 +799,15 @@ class RaftCore:
     def _handle_snapshot_response(self, msg: InstallSnapshotResponse) -> None:
         pr = self._progress[msg.sender]
         pr.recent_active = True
-        if pr.state is not ReplicationState.SNAPSHOT:
+        if pr.state is not ReplicationState.SNAPSHOT or pr.snapshot_seq < 0:
             return
         if msg.success:
             pr.synced = True
-            if pr.acknowledge(msg.match_seq):
+            if not msg.ext:
+                # Upstream holds exactly the snapshot now (its response carries no seq):
+                # continue right after it, even below what it acknowledged before.
+                pr.restart_at(pr.snapshot_seq)
+            elif pr.acknowledge(msg.match_seq):
                 self._maybe_commit()
         pr.become_probe()
         self._send_append(msg.sender)

@@ -92,6 +92,8 @@ class SimNode:
             if self.trace is not None:
                 self._trace(ready)
             core.advance(ready)
+            if core.wants_snapshot:
+                core.offer_snapshot(core.applied, self.machine.snapshot(core.applied))
             if core.role is Role.LEADER:
                 self.invariants.check_leader(core)
             if self.snapshot_every and self.applies_since_snapshot >= self.snapshot_every:
