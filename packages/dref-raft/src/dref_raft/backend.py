@@ -39,6 +39,7 @@ from dref_raft.commands import (
     SetElement,
     SetIfNotExist,
 )
+from dref_raft.discovery import AddressPoller, Resolver, bootstrap
 from dref_raft.fsm import ApplyResult
 from dref_raft.node import NodeConfig, RaftNode
 from dref_raft.ops import (
@@ -167,6 +168,7 @@ class Member:
     server: GrpcServer | None = None
     network: MemoryNetwork | None = None
     watch: WatchService | None = None
+    poller: AddressPoller | None = None
     refs: int = 0
     clients: dict[str, LeaderApi] = field(default_factory=dict)
 
@@ -185,6 +187,8 @@ class Member:
     async def stop(self) -> None:
         """Stop serving (watch streams, then the server with a short grace), then the node, so
         no request reaches a closed node."""
+        if self.poller is not None:
+            await self.poller.aclose()
         if self.watch is not None:
             self.watch.close()
         if self.network is not None:
@@ -197,20 +201,31 @@ class Member:
         await self.transport.aclose()
 
 
-async def acquire_member(settings: RaftSettings, change_buffer: int = 1024) -> Member:
-    """Start the member `settings.node_id` in this process, or join the one already running."""
+async def acquire_member(
+    settings: RaftSettings, change_buffer: int = 1024, *, resolver: Resolver | None = None
+) -> Member:
+    """Start the member `settings.node_id` in this process, or join the one already running.
+
+    With discovery the voter set is bootstrapped first (`dref_raft.discovery`; `resolver`
+    resolves `node_services` names, the event loop's getaddrinfo by default)."""
     member = _members.get(settings.node_id)
     if member is not None and (member.node.closed or member.node.failure is not None):
         _members.pop(settings.node_id, None)
         member = None
     if member is not None:
-        if member.settings.address != settings.address:
+        # A discovering node binds the address it finds: only the port is known beforehand.
+        if member.settings.port != settings.port or (
+            not settings.discovers and member.settings.address != settings.address
+        ):
             raise ConfigurationError(
                 f"raft node {settings.node_id} already runs in this process at "
                 f"{member.settings.address}, not {settings.address}"
             )
         member.refs += 1
         return member
+    poller = None
+    if settings.discovers:  # the voter set is fixed here, once
+        settings, poller = await bootstrap(settings, resolver)
     config = NodeConfig(
         node_id=settings.node_id,
         peers=settings.peers,
@@ -230,7 +245,9 @@ async def acquire_member(settings: RaftSettings, change_buffer: int = 1024) -> M
     node = await RaftNode.open(config, transport, stores=stores)
     handler = NodeClientHandler(node, settings)
     watch = WatchService(node, history=settings.watch_history, buffer=change_buffer)
-    member = Member(settings, node, handler, transport, network=network, watch=watch, refs=1)
+    member = Member(
+        settings, node, handler, transport, network=network, watch=watch, poller=poller, refs=1
+    )
     try:
         if network is not None:
             network.serve(settings.address, settings.node_id, node, handler, watch, compare=handler)
@@ -246,6 +263,8 @@ async def acquire_member(settings: RaftSettings, change_buffer: int = 1024) -> M
             )
             await member.server.start()
         node.start()
+        if poller is not None:
+            poller.start()
     except BaseException:
         await member.stop()
         raise

@@ -3,7 +3,8 @@
 Contributed to core's `dref` command through the `dref.cli` entry point `raft`:
 
 - `dref raft node --node-id n1 --port 8082 --endpoints n1=...,n2=...,n3=...`: one member (the
-  same as `python -m dref_raft`; options override `DREF_RAFT_*` and `DREF_PORT`);
+  same as `python -m dref_raft`; options override `DREF_RAFT_*` and `DREF_PORT`); or
+  `--node-addresses a,b,c --expected-size 3` (or `--node-services`) to discover the members;
 - `dref raft cluster --nodes 3`: N member processes on 127.0.0.1 and a live table of their role,
   term, commit and applied indexes and leader, read from each member's status file
   (`dref_raft.local_cluster`); Ctrl-C stops them (SIGTERM, then SIGKILL after a deadline);
@@ -43,8 +44,8 @@ __all__ = ["raft", "run_member", "status_table"]
 async def _serve(options: dict[str, Any], status_file: Path | None) -> None:
     from dref_raft.backend import acquire_member, release_member
 
-    settings = load_settings(RaftSettings, options, table="raft")
-    member = await acquire_member(settings)
+    member = await acquire_member(load_settings(RaftSettings, options, table="raft"))
+    settings = member.settings  # with discovery: the voter set and address found at bootstrap
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -145,7 +146,27 @@ def raft() -> None:
 @click.option("--host", help="Bind address [DREF_RAFT_HOST; 127.0.0.1].")
 @click.option("--port", type=int, help="gRPC port [DREF_RAFT_PORT, DREF_PORT; 8082].")
 @click.option("--endpoints", help="Every member: id=host:port,... [DREF_RAFT_ENDPOINTS].")
-@click.option("--expected-size", type=int, help="Voters of the cluster (a check).")
+@click.option(
+    "--node-addresses",
+    help="Discover the members: IPs or host names, comma-separated, each on --port "
+    "[DREF_RAFT_NODE_ADDRESSES, DREF_NODE_ADDRESSES].",
+)
+@click.option(
+    "--node-services",
+    help="Discover the members: DNS names whose A/AAAA records they are "
+    "[DREF_RAFT_NODE_SERVICES, DREF_NODE_SERVICES].",
+)
+@click.option(
+    "--expected-size",
+    type=int,
+    help="Voters of the cluster, self included: required with discovery, else a check "
+    "[DREF_RAFT_EXPECTED_SIZE].",
+)
+@click.option(
+    "--discovery-timeout",
+    type=float,
+    help="Seconds bootstrap waits for --expected-size members [DREF_RAFT_DISCOVERY_TIMEOUT; 60].",
+)
 @click.option(
     "--storage-dir",
     type=click.Path(file_okay=False, path_type=Path),

@@ -1,13 +1,16 @@
 """`RaftSettings`: how a `raft` node joins its cluster (env prefix `DREF_RAFT_`).
 
 Upstream's environment names are read too, below ours: `DREF_PORT` (the port when
-`DREF_RAFT_PORT` is unset or 0), `DREF_NODE_ADDRESSES` and `DREF_NODE_SERVICES`.
+`DREF_RAFT_PORT` is unset or 0), `DREF_NODE_ADDRESSES` and `DREF_NODE_SERVICES` (address
+discovery, `dref_raft.discovery`: the voter set is fixed once, at bootstrap).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -21,7 +24,14 @@ from pydantic_settings import (
 
 from dref.settings import RawEnvSource
 
-__all__ = ["DEFAULT_PORT", "RaftSettings", "parse_endpoint", "random_node_id"]
+__all__ = [
+    "DEFAULT_PORT",
+    "WILDCARD_HOSTS",
+    "RaftSettings",
+    "format_address",
+    "parse_endpoint",
+    "random_node_id",
+]
 
 DEFAULT_PORT = 8082
 #: Upstream's environment variable → our field.
@@ -49,7 +59,32 @@ def parse_endpoint(text: str) -> tuple[str, str]:
     return node_id, address
 
 
-_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]"})
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]"})
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$"
+)
+
+
+def format_address(host: str, port: int) -> str:
+    """host:port, an IPv6 literal in brackets."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def _check_discovery_entry(text: str, field: str) -> str:
+    """An IP literal (v6 with or without brackets) or a DNS name, without a port."""
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    if field == "node_addresses" and ":" in text:
+        raise ValueError(
+            f"{text!r} is not an address: list addresses without a port (every member "
+            "listens on port / DREF_PORT)"
+        )
+    if not _HOST_NAME.match(text):
+        raise ValueError(f"{text!r} is neither an IP address nor a host name")
+    return text
 
 
 def _same_address(listed: str, host: str, port: int) -> bool:
@@ -58,7 +93,7 @@ def _same_address(listed: str, host: str, port: int) -> bool:
     listed_host, _, listed_port = listed.rpartition(":")
     if int(listed_port) != port:
         return False
-    return host in _WILDCARD_HOSTS or listed_host == host
+    return host in WILDCARD_HOSTS or listed_host == host
 
 
 class RaftSettings(BaseSettings):
@@ -83,15 +118,30 @@ class RaftSettings(BaseSettings):
         description="Static members id=host:port (comma-separated in env); self may be listed.",
     )
     node_addresses: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Upstream static IP discovery (not supported yet)."
+        default_factory=list,
+        description="Static discovery: every member's IP or host name (comma-separated in env; "
+        "upstream DREF_NODE_ADDRESSES); each listens on port.",
     )
     node_services: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Upstream DNS discovery (not supported yet)."
+        default_factory=list,
+        description="DNS discovery: names whose A/AAAA records are the members (upstream "
+        "DREF_NODE_SERVICES); each listens on port.",
     )
     expected_size: int | None = Field(
         None,
         ge=1,
-        description="Voters of the cluster; it must equal the configured members (self included).",
+        description="Voters of the cluster, self included: required with discovery (bootstrap "
+        "waits for exactly that many); with endpoints a check.",
+    )
+    discovery_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Discovery: bootstrap waits this long for expected_size identified members.",
+    )
+    address_poll_interval: float = Field(
+        3.0,
+        gt=0,
+        description="Discovery: re-resolve the addresses this often; changes are only logged.",
     )
     transport: Literal["grpc", "memory"] = Field(
         "grpc", description="grpc: real network; memory: in-process cluster (tests)."
@@ -137,6 +187,16 @@ class RaftSettings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("node_addresses", "node_services")
+    @classmethod
+    def _check_discovery(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        field = str(info.field_name)
+        checked = [_check_discovery_entry(text, field) for text in value]
+        duplicates = sorted({a for a in checked if checked.count(a) > 1})
+        if duplicates:
+            raise ValueError(f"listed more than once: {', '.join(duplicates)}")
+        return checked
+
     @field_validator("port")
     @classmethod
     def _default_port(cls, value: int) -> int:
@@ -178,11 +238,9 @@ class RaftSettings(BaseSettings):
                 f"election_timeout ({self.election_timeout:g} s) must be at least twice "
                 f"heartbeat_interval ({self.heartbeat_interval:g} s)"
             )
-        if self.node_addresses or self.node_services:
-            raise ValueError(
-                "address discovery (node_addresses / node_services, DREF_NODE_ADDRESSES / "
-                "DREF_NODE_SERVICES) is not supported yet: list the members in endpoints"
-            )
+        if self.discovers:
+            self._check_discovery_settings()
+            return self
         members = self.members
         if self.expected_size is not None and self.expected_size != len(members):
             raise ValueError(
@@ -191,7 +249,60 @@ class RaftSettings(BaseSettings):
             )
         return self
 
+    def _check_discovery_settings(self) -> None:
+        what = (
+            "node_addresses (DREF_NODE_ADDRESSES)"
+            if self.node_addresses
+            else "node_services (DREF_NODE_SERVICES)"
+        )
+        if self.node_addresses and self.node_services:
+            raise ValueError(
+                "node_addresses (DREF_NODE_ADDRESSES) and node_services (DREF_NODE_SERVICES) "
+                "are both set: choose one discovery"
+            )
+        if self.endpoints:
+            raise ValueError(
+                f"endpoints (DREF_RAFT_ENDPOINTS) and {what} are both set: list the members "
+                "statically or discover them, not both"
+            )
+        if self.mode == "client":
+            raise ValueError(
+                f"{what} is for members; mode = 'client' needs endpoints (DREF_RAFT_ENDPOINTS)"
+            )
+        if self.transport != "grpc":
+            raise ValueError(f"{what} needs transport = 'grpc'")
+        if self.expected_size is None:
+            raise ValueError(
+                f"{what} needs expected_size (DREF_RAFT_EXPECTED_SIZE): the number of voters, "
+                "self included, that bootstrap waits for, so a cluster starts once and never "
+                "as two"
+            )
+        if self.node_addresses and len(self.node_addresses) != self.expected_size:
+            raise ValueError(
+                f"expected_size (DREF_RAFT_EXPECTED_SIZE) is {self.expected_size} but "
+                f"node_addresses (DREF_NODE_ADDRESSES) lists {len(self.node_addresses)}: "
+                f"{', '.join(self.node_addresses)}"
+            )
+        own = self.own_address
+        if self.node_addresses and own is not None and own not in self.node_addresses:
+            raise ValueError(
+                f"host (DREF_RAFT_HOST) {self.host} is not among node_addresses "
+                f"(DREF_NODE_ADDRESSES): {', '.join(self.node_addresses)}"
+            )
+
     # -- derived ----------------------------------------------------------------------------------
+    @property
+    def discovers(self) -> bool:
+        """Whether the members come from discovery (node_addresses / node_services)."""
+        return bool(self.node_addresses or self.node_services)
+
+    @property
+    def own_address(self) -> str | None:
+        """Discovery: this node's address when `host` names it (set and not a wildcard)."""
+        if "host" not in self.model_fields_set or self.host in WILDCARD_HOSTS:
+            return None
+        return _check_discovery_entry(self.host, "host")
+
     @property
     def address(self) -> str:
         """The address other nodes reach this one at: host:port."""
