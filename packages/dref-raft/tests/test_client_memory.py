@@ -129,6 +129,18 @@ async def test_watch_survives_the_stop_of_its_member(
     assert stream.address != victim.settings.address
 
 
+async def test_a_broken_watch_resumes_on_another_member_than_the_one_that_failed(
+    client: RaftClientBackend,
+) -> None:
+    await client.set("k", b"v")  # the client now knows the leader
+    leader = client._leader
+    assert leader is not None
+    failed = client._members[leader]
+    assert client._watch_target(None) == failed  # the leader while it answers
+    targets = {client._watch_target(failed) for _ in range(6)}
+    assert failed not in targets
+
+
 @pytest.mark.parametrize(("writes", "expected"), [(5, list(range(5))), (3 * HISTORY, [23])])
 async def test_resume_replays_within_the_ring_and_resyncs_beyond_it(
     cluster: list[Member], client: RaftClientBackend, writes: int, expected: list[int]

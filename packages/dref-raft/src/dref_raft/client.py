@@ -232,9 +232,9 @@ class RaftClientBackend(CompareOps):
     # -- change streams ---------------------------------------------------------------------------
     def _watch_target(self, failed: str | None) -> str:
         """Address to watch from: the leader if known (and not the one that just failed)."""
+        avoid = next((i for i, a in self._members.items() if a == failed), None)
         leader = self._leader
-        node_id = leader if leader is not None and leader != failed else None
-        node_id = node_id or self._next_member(avoid=failed)
+        node_id = leader if leader is not None and leader != avoid else self._next_member(avoid)
         return self._members[node_id]
 
     def _watch_client(self, address: str) -> WatchApi:
