@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dref_compat import Hold, HoldRecorder, check_mutual_exclusion
+from dref_compat.fencing import check_within_grants
 
 
 def hold(
@@ -112,6 +113,50 @@ def test_malformed_holds_are_rejected() -> None:
         check_mutual_exclusion([hold(1, 1, 5, 4)])
     with pytest.raises(ValueError, match="acquired before requested"):
         check_mutual_exclusion([hold(1, 1, 5, 6, requested=7)])
+
+
+def test_holds_within_their_grants_are_fine() -> None:
+    grants = [hold(1, 3, 10, 20), hold(2, 5, 20, None)]
+    holds = [
+        hold(1, 3, 11, 18, requested=9),
+        hold(2, 5, 21, None),  # still held at the end: only its start is checked
+        hold(9, None, 0, 100),  # unfenced: skipped
+    ]
+    result = check_within_grants(holds, grants)
+    assert result.ok is True, result.explanation
+    assert result.explored == 3
+
+
+def test_a_hold_past_its_grant_without_a_loss_is_caught() -> None:
+    grants = [hold(1, 3, 10, 20), hold(2, 5, 20, 30)]
+    result = check_within_grants([hold(1, 3, 11, 25), hold(2, 5, 21, 29)], grants)
+    assert result.ok is False
+    assert result.key == "L"
+    assert "client 1, fence 3, held [11, 25]" in result.explanation
+    assert "acted outside its grant (client 1, fence 3, held [10, 20])" in result.explanation
+    # The same hold is fine once its client learned of the loss.
+    assert check_within_grants([hold(1, 3, 11, 25, lost=True)], grants).ok is True
+    # A hold that started before its grant took effect is caught too.
+    assert check_within_grants([hold(2, 5, 19, 21)], grants).ok is False
+
+
+def test_a_fence_of_no_grant_or_of_another_owner_is_caught() -> None:
+    grants = [hold(1, 3, 10, 20)]
+    unknown = check_within_grants([hold(1, 4, 11, 12)], grants)
+    assert unknown.ok is False
+    assert "fence 4, which was never granted" in unknown.explanation
+    other = check_within_grants([hold(2, 3, 11, 12, lost=True)], grants)
+    assert other.ok is False
+    assert "another owner's grant" in other.explanation
+    # Grants are per lock name.
+    assert check_within_grants([hold(1, 3, 11, 12, name="M")], grants).ok is False
+
+
+def test_malformed_grants_are_rejected() -> None:
+    with pytest.raises(ValueError, match="has no fence"):
+        check_within_grants([], [hold(1, None, 0, 1)])
+    with pytest.raises(ValueError, match="two grants of 'L' with fence 3"):
+        check_within_grants([], [hold(1, 3, 0, 1), hold(2, 3, 2, 3)])
 
 
 # -- generated -------------------------------------------------------------------------------------

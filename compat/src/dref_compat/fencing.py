@@ -26,7 +26,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from dref_compat.history import CheckResult
 
-__all__ = ["Hold", "HoldHandle", "HoldRecorder", "check_mutual_exclusion"]
+__all__ = ["Hold", "HoldHandle", "HoldRecorder", "check_mutual_exclusion", "check_within_grants"]
 
 _MAX_SHOWN = 10
 
@@ -92,6 +92,66 @@ def check_mutual_exclusion(holds: Iterable[Hold]) -> CheckResult:
         f"{count} holds of {len(by_name)} locks respect fence order and exclusion",
         count,
     )
+
+
+def check_within_grants(holds: Iterable[Hold], grants: Iterable[Hold]) -> CheckResult:
+    """Whether the clients' holds agree with the grants the lock service decided.
+
+    `grants` are validity intervals as the service's state decided them: per lock, one per fence,
+    `acquired` when the grant took effect and `released` when it ended (release or expiry; None:
+    never). Every fenced hold must name a grant of its lock with the same fence and the same
+    `client` (the owner token), and a hold whose client saw no loss must lie within its grant:
+    a client that acted under a lease the service had already ended (a clock or TTL bug) is a
+    violation even when no successor overlapped it. A hold with `released=None` is checked only
+    for its start; holds without a fence are skipped. Raises `ValueError` on malformed holds,
+    grants without a fence, or two grants of one lock with the same fence.
+    """
+    by_fence: dict[tuple[str, int], Hold] = {}
+    for grant in grants:
+        _validate(grant)
+        if grant.fence is None:
+            raise ValueError(f"grant ({grant.describe()}) of {grant.name!r} has no fence")
+        if by_fence.setdefault((grant.name, grant.fence), grant) is not grant:
+            raise ValueError(f"two grants of {grant.name!r} with fence {grant.fence}")
+    problems: dict[str, list[str]] = {}
+    count = 0
+    for hold in holds:
+        _validate(hold)
+        count += 1
+        if hold.fence is None:
+            continue
+        grant = by_fence.get((hold.name, hold.fence))
+        problem = None
+        if grant is None:
+            problem = f"({hold.describe()}) has fence {hold.fence}, which was never granted"
+        elif grant.client != hold.client:
+            problem = (
+                f"({hold.describe()}) has the fence of another owner's grant ({grant.describe()})"
+            )
+        elif not hold.lost and (
+            hold.acquired < grant.acquired
+            or (
+                grant.released is not None
+                and hold.released is not None
+                and hold.released > grant.released
+            )
+        ):
+            problem = (
+                f"({hold.describe()}) acted outside its grant ({grant.describe()}) and saw no loss"
+            )
+        if problem is not None:
+            problems.setdefault(hold.name, []).append(problem)
+    for name in sorted(problems):
+        shown = problems[name][:_MAX_SHOWN]
+        total = len(problems[name])
+        lines = [
+            f"lock {name!r}: {total} hold{'s' if total > 1 else ''} disagree with the grants"
+            + (f", the first {len(shown)}" if total > len(shown) else "")
+            + ":",
+            *(f"    {p}" for p in shown),
+        ]
+        return CheckResult(False, name, "\n".join(lines), count)
+    return CheckResult(True, None, f"{count} holds agree with {len(by_fence)} grants", count)
 
 
 def _validate(hold: Hold) -> None:
