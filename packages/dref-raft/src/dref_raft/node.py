@@ -445,11 +445,12 @@ class RaftNode:
                     if not self._inputs:
                         break
                     self._inputs.popleft()()
-                while self.core.has_ready():
-                    await self._handle_ready(self.core.ready())
+                while self.core.has_ready() or self.core.wants_snapshot:
                     if self.core.wants_snapshot:
                         applied = self.core.applied
                         self.core.offer_snapshot(applied, self._state_at(applied))
+                    else:
+                        await self._handle_ready(self.core.ready())
                 self._fail_unanswered()
                 await self._maybe_snapshot()
                 await asyncio.sleep(0)

@@ -72,7 +72,10 @@ class SimNode:
         """Process every `Ready`: persist, send, apply, serve reads, advance; then compact."""
         core = self.core
         assert core is not None
-        while core.has_ready():
+        while core.has_ready() or core.wants_snapshot:
+            if core.wants_snapshot:
+                core.offer_snapshot(core.applied, self.machine.snapshot(core.applied))
+                continue
             ready = core.ready()
             self.storage.persist(ready)
             if ready.entries:
@@ -92,8 +95,6 @@ class SimNode:
             if self.trace is not None:
                 self._trace(ready)
             core.advance(ready)
-            if core.wants_snapshot:
-                core.offer_snapshot(core.applied, self.machine.snapshot(core.applied))
             if core.role is Role.LEADER:
                 self.invariants.check_leader(core)
             if self.snapshot_every and self.applies_since_snapshot >= self.snapshot_every:
