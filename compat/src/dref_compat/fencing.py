@@ -120,24 +120,24 @@ def check_within_grants(holds: Iterable[Hold], grants: Iterable[Hold]) -> CheckR
         count += 1
         if hold.fence is None:
             continue
-        grant = by_fence.get((hold.name, hold.fence))
+        found = by_fence.get((hold.name, hold.fence))
         problem = None
-        if grant is None:
+        if found is None:
             problem = f"({hold.describe()}) has fence {hold.fence}, which was never granted"
-        elif grant.client != hold.client:
+        elif found.client != hold.client:
             problem = (
-                f"({hold.describe()}) has the fence of another owner's grant ({grant.describe()})"
+                f"({hold.describe()}) has the fence of another owner's grant ({found.describe()})"
             )
         elif not hold.lost and (
-            hold.acquired < grant.acquired
+            hold.acquired < found.acquired
             or (
-                grant.released is not None
+                found.released is not None
                 and hold.released is not None
-                and hold.released > grant.released
+                and hold.released > found.released
             )
         ):
             problem = (
-                f"({hold.describe()}) acted outside its grant ({grant.describe()}) and saw no loss"
+                f"({hold.describe()}) acted outside its grant ({found.describe()}) and saw no loss"
             )
         if problem is not None:
             problems.setdefault(hold.name, []).append(problem)
