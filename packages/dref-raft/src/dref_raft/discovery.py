@@ -256,7 +256,8 @@ async def bootstrap(
         f"{settings.node_id if a == own else ids[a]}={format_address(a, settings.port)}"
         for a in found.addresses
     ]
-    host = settings.host if keep_host else (f"[{own}]" if ":" in own else own)
+    # Bind where the others dial it (an IPv6 literal in brackets, as in the endpoints).
+    host = settings.host if settings.host in WILDCARD_HOSTS else _bracketed(own)
     fixed = RaftSettings(
         **{
             **settings.model_dump(),
@@ -273,6 +274,10 @@ async def bootstrap(
         ", ".join(endpoints),
     )
     return fixed, AddressPoller(source, found.addresses, settings.address_poll_interval, fixed)
+
+
+def _bracketed(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
 
 
 def _give_up(
@@ -369,6 +374,11 @@ class AddressPoller(AsyncResource):
             self._task = asyncio.create_task(
                 self._run(), name=f"dref-raft-address-poll:{self.settings.node_id}"
             )
+
+    @property
+    def running(self) -> bool:
+        """Whether the polling task runs."""
+        return self._task is not None and not self._task.done()
 
     async def _run(self) -> None:
         while True:
