@@ -142,14 +142,14 @@ def own_address(settings: RaftSettings, addresses: Sequence[str]) -> str | None:
     return None
 
 
-async def identify(address: str, timeout: float) -> str:
-    """The node id of the member at `address` (host:port): the last id its `GetEndpoints`
-    answers. DRefError if it cannot answer within `timeout` seconds."""
+async def identify(address: str, timeout: float) -> list[str]:
+    """The `GetEndpoints` answer of the member at `address` (host:port): member ids, the
+    responder's own id last. DRefError if it cannot answer within `timeout` seconds."""
     async with LeaderClient(address, timeout=timeout) as client:
         ids = await client.get_endpoints(timeout=timeout)
     if not ids or not ids[-1]:
         raise BackendUnavailableError(f"{address}: GetEndpoints answered no node id")
-    return ids[-1]
+    return ids
 
 
 class _Identity:
@@ -222,12 +222,13 @@ async def bootstrap(
     keep_host = settings.own_address is not None or settings.host in WILDCARD_HOSTS
     identity = _Identity(settings.node_id)
     server: GrpcServer | None = None
-    ids: dict[str, str] = {}
+    ids: dict[str, str] = {}  # address → node id
+    voters: dict[str, list[str]] = {}  # address → its GetEndpoints answer
     try:
         while True:
-            found = await _one_round(settings, source, ids, deadline - loop.time())
+            found = await _one_round(settings, source, ids, voters, deadline - loop.time())
             if server is None and (keep_host or found.own is not None):
-                host = settings.host if keep_host or found.own is None else found.own
+                host = settings.host if keep_host else (found.own or settings.host)
                 server = GrpcServer(
                     settings.node_id, identity, identity, host=host, port=settings.port
                 )
@@ -267,6 +268,9 @@ async def bootstrap(
             "host": host,
         }
     )
+    _warn_other_voter_sets(
+        settings.node_id, {ids.get(a, settings.node_id) for a in found.addresses}, voters
+    )
     logger.info(
         "raft node %s: voters fixed at bootstrap (%s): %s",
         settings.node_id,
@@ -274,6 +278,22 @@ async def bootstrap(
         ", ".join(endpoints),
     )
     return fixed, AddressPoller(source, found.addresses, settings.address_poll_interval, fixed)
+
+
+def _warn_other_voter_sets(node_id: str, ours: set[str], voters: dict[str, list[str]]) -> None:
+    """A member already running with other voters (one restarted with another node_id?)."""
+    for address, answer in voters.items():
+        if len(answer) > 1 and answer[-1] in ours and set(answer) != ours:
+            logger.warning(
+                "raft node %s: the member %s at %s runs with voters %s, this node fixed %s: "
+                "did a member restart with another node_id? (upstream nodes discovering by "
+                "address list addresses here)",
+                node_id,
+                answer[-1],
+                address,
+                ", ".join(sorted(answer)),
+                ", ".join(sorted(ours)),
+            )
 
 
 def _bracketed(address: str) -> str:
@@ -303,7 +323,11 @@ def _give_up(
 
 
 async def _one_round(
-    settings: RaftSettings, source: AddressSource, ids: dict[str, str], left: float
+    settings: RaftSettings,
+    source: AddressSource,
+    ids: dict[str, str],
+    voters: dict[str, list[str]],
+    left: float,
 ) -> _Round:
     """Find the addresses and identify the not yet identified ones (concurrently)."""
     try:
@@ -324,7 +348,8 @@ async def _one_round(
         elif isinstance(answer, BaseException):
             raise answer
         else:
-            ids[address] = answer
+            ids[address] = answer[-1]
+            voters[address] = answer
     _check_unique(settings, addresses, own, ids)
     return _Round(addresses, own, errors)
 
