@@ -10,12 +10,22 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NodeProcess", "ProcCluster", "free_ports", "lead_elsewhere", "wait_until"]
+from dref_raft.backend import Member, acquire_member, release_member
+from dref_raft.settings import RaftSettings
+
+__all__ = [
+    "NodeProcess",
+    "ProcCluster",
+    "follower_member",
+    "free_ports",
+    "lead_elsewhere",
+    "wait_until",
+]
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -110,13 +120,15 @@ class NodeProcess:
 
 @dataclass
 class ProcCluster:
-    """`size` node processes, plus `extra` member slots for in-test members."""
+    """`size` node processes, plus `extra` member slots for in-test members; `node_args` are
+    more `python -m dref_raft` options for every process (e.g. timings)."""
 
     size: int
     storage: Path | None = None
     extra: int = 0
     nodes: list[NodeProcess] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
+    node_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.ports = free_ports(self.size + self.extra)
@@ -128,6 +140,7 @@ class ProcCluster:
             args = ["--node-id", node_id, "--port", str(port), "--endpoints", self.endpoints]
             if self.storage is not None:
                 args += ["--storage-dir", str(self.storage / node_id)]
+            args += self.node_args
             self.nodes.append(NodeProcess(node_id, port, args))
 
     def member_options(self, index: int) -> dict[str, object]:
@@ -146,3 +159,20 @@ class ProcCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+@contextlib.asynccontextmanager
+async def follower_member(
+    cluster: ProcCluster, index: int = 0, **settings: Any
+) -> AsyncIterator[Member]:
+    """The in-test member of slot `index` (`settings`: more RaftSettings), held while inside:
+    contexts opened on it in the meantime join it instead of starting it again. A leader is
+    elected and it is not this member (`lead_elsewhere`)."""
+    options = {**cluster.member_options(index), **settings}
+    member = await acquire_member(RaftSettings.model_validate(options))
+    try:
+        assert await member.node.wait_for_leader(20) is not None, "no leader within 20 s"
+        await lead_elsewhere(member.node)
+        yield member
+    finally:
+        await release_member(member)

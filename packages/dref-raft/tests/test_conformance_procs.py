@@ -16,12 +16,11 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from cluster_procs import ProcCluster, lead_elsewhere
+from cluster_procs import ProcCluster, follower_member
 
 import dref
 from dref_compat.conformance import BackendConformance
-from dref_raft.backend import Member, acquire_member, release_member
-from dref_raft.settings import RaftSettings
+from dref_raft.backend import Member
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
 
@@ -58,13 +57,8 @@ def shared_procs() -> Iterator[ProcCluster]:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def shared_member(shared_procs: ProcCluster) -> AsyncIterator[Member]:
     """The in-process member, held for the whole module (contexts join it), as a follower."""
-    member = await acquire_member(RaftSettings(**shared_procs.member_options(0)))
-    try:
-        assert await member.node.wait_for_leader(20) is not None, "no leader within 20 s"
-        await lead_elsewhere(member.node)
+    async with follower_member(shared_procs) as member:
         yield member
-    finally:
-        await release_member(member)
 
 
 class TestRaftMemberContextsProcs(BackendConformance):
