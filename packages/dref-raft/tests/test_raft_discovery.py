@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
+from click.testing import CliRunner
 from cluster_procs import NodeProcess, wait_until
 
 import dref
+from dref.cli import main
 from dref.clock import SystemClock
 from dref.errors import BackendUnavailableError, ConfigurationError
 from dref_raft.backend import Member, RaftBackend, acquire_member, release_member
@@ -318,3 +320,29 @@ async def test_three_processes_discover_each_other_elect_and_serve(
         await backend.set("k", b"discovered")
         assert await backend.get("k") == b"discovered"
     assert time.monotonic() < deadline
+
+
+# -- command line ---------------------------------------------------------------------------------
+def test_dref_raft_node_discovers_from_flags(port: int) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DREF_")}
+    flags = ["--node-id", "solo", "--host", "127.0.0.2", "--port", str(port)]
+    flags += ["--node-addresses", "127.0.0.2", "--expected-size", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dref.cli", "raft", "node", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        assert f"dref-raft node solo serving 127.0.0.2:{port}" in proc.stdout.readline()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+
+
+def test_dref_raft_node_refuses_discovery_without_expected_size() -> None:
+    result = CliRunner().invoke(main, ["raft", "node", "--node-addresses", "10.0.0.1,10.0.0.2"])
+    assert result.exit_code == 2
+    assert "needs expected_size (DREF_RAFT_EXPECTED_SIZE)" in result.output
