@@ -145,7 +145,9 @@ def check_within_grants(holds: Iterable[Hold], grants: Iterable[Hold]) -> CheckR
         shown = problems[name][:_MAX_SHOWN]
         total = len(problems[name])
         lines = [
-            f"lock {name!r}: {total} hold{'s' if total > 1 else ''} disagree with the grants"
+            f"lock {name!r}: {total} hold"
+            + ("s disagree" if total > 1 else " disagrees")
+            + " with the grants"
             + (f", the first {len(shown)}" if total > len(shown) else "")
             + ":",
             *(f"    {p}" for p in shown),

@@ -9,7 +9,7 @@ from typing import Any
 from dref_raft.commands import Command, DeleteElement, SetElement, SetIfNotExist
 from dref_raft.core import NotLeader, Proposed
 
-__all__ = ["ClientOp", "RecordedOp", "SimClient"]
+__all__ = ["ClientOp", "LockClient", "RecordedOp", "SimClient"]
 
 #: Steps an operation may wait before its outcome is declared unknown (or it is dropped).
 OP_TIMEOUT = 400
@@ -56,22 +56,12 @@ class ClientOp:
 
 
 @dataclass(slots=True)
-class SimClient:
-    """One client with at most one operation in flight and a guess of the leader."""
+class _Proposer:
+    """A client with at most one operation in flight and a guess of the leader."""
 
     id: int
     leader_guess: str
     op: ClientOp | None = None
-    counter: int = 0
-    history: list[RecordedOp] = field(default_factory=list)
-
-    def new_op(self, rng: random.Random, now: int, keys: tuple[str, ...]) -> ClientOp:
-        """Start a random operation (writes carry values unique to this client)."""
-        kind = rng.choices(["get", "set", "set_if_absent", "delete"], [35, 30, 20, 15])[0]
-        self.counter += 1
-        value = f"c{self.id}-{self.counter}".encode() if kind in ("set", "set_if_absent") else None
-        self.op = ClientOp(kind, rng.choice(keys), value, now)
-        return self.op
 
     def submitted(self, result: Proposed | NotLeader | None, node: str, now: int) -> bool:
         """Record where the op went; False when it must be retried elsewhere."""
@@ -85,6 +75,26 @@ class SimClient:
         if isinstance(result, Proposed):
             op.seq, op.term = result.first_seq, result.term
         return True
+
+    def discard(self) -> None:
+        """Forget an op that certainly had no effect."""
+        self.op = None
+
+
+@dataclass(slots=True)
+class SimClient(_Proposer):
+    """A register client; its finished operations form the history."""
+
+    counter: int = 0
+    history: list[RecordedOp] = field(default_factory=list)
+
+    def new_op(self, rng: random.Random, now: int, keys: tuple[str, ...]) -> ClientOp:
+        """Start a random operation (writes carry values unique to this client)."""
+        kind = rng.choices(["get", "set", "set_if_absent", "delete"], [35, 30, 20, 15])[0]
+        self.counter += 1
+        value = f"c{self.id}-{self.counter}".encode() if kind in ("set", "set_if_absent") else None
+        self.op = ClientOp(kind, rng.choice(keys), value, now)
+        return self.op
 
     def finish(self, now: int | None, output: Any = None) -> None:
         """Complete the op (`now=None`: unknown outcome) and record it."""
@@ -105,6 +115,31 @@ class SimClient:
             )
         )
 
-    def discard(self) -> None:
-        """Forget an op that certainly had no effect."""
-        self.op = None
+
+@dataclass(slots=True)
+class LockClient(_Proposer):
+    """A lease-lock client: acquire (`lock`), hold, maybe renew (`renew`), release (`unlock`).
+
+    `phase` is "idle" or "holding"; while holding, `handle` is its hold in the recorder, `token`
+    its owner token, `deadline` the step its lease runs out by its own reckoning (from the call
+    that set the expiry, less the clock-skew margin), `release_at` when it means to release,
+    `next_renew` its next keep-alive (0: none). A `stalled` holder is paused: it neither renews
+    nor watches its deadline until `release_at`.
+    """
+
+    counter: int = 0
+    phase: str = "idle"
+    name: str = ""
+    token: bytes = b""
+    ttl: int = 0
+    handle: Any = None
+    deadline: int = 0
+    release_at: int = 0
+    renew_every: int = 0
+    next_renew: int = 0
+    stalled: bool = False
+
+    def start(self, kind: str, now: int) -> ClientOp:
+        """Begin a `lock`, `renew` or `unlock` of the current name and token."""
+        self.op = ClientOp(kind, self.name, self.token, now)
+        return self.op

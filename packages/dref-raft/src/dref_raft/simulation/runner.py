@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from dref_raft.commands import (
+    Command,
+    CompareAndDelete,
+    DeleteIfExpired,
+    ExpireElement,
+    SetIfNotExist,
+)
 from dref_raft.core import CoreConfig, Entry, Message, Role
 from dref_raft.fsm import ApplyResult
-from dref_raft.simulation.clients import OP_TIMEOUT, RecordedOp, SimClient
+from dref_raft.simulation.clients import OP_TIMEOUT, LockClient, RecordedOp, SimClient
 from dref_raft.simulation.invariants import Invariants, InvariantViolation
 from dref_raft.simulation.network import Network, NetworkFaults
 from dref_raft.simulation.node import SimNode
+
+if TYPE_CHECKING:
+    from dref_compat.fencing import Hold, HoldRecorder
 
 __all__ = ["SimConfig", "SimResult", "run_seed"]
 
@@ -19,6 +29,10 @@ __all__ = ["SimConfig", "SimResult", "run_seed"]
 STEP_MS = 5
 #: Steps after the run in which the cluster must converge (liveness).
 SETTLE_STEPS = 4000
+#: The simulated wall clock (epoch ms) at step 0; node clocks are offset by the seed's skew.
+EPOCH_MS = 1_000_000
+#: The leader's reaper looks for expired elements every 40 steps (200 ms, as `reaper_interval`).
+REAP_PERIOD = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +47,13 @@ class SimConfig:
     #: Faults happen during this share of the steps; then the network heals and all restart.
     fault_share: float = 0.7
     check_history: bool = True
+    #: Lease-lock clients (`LockClient`), contending for `locks`; 0 leaves the run as it was
+    #: without them (they and the clock skew draw from their own seeded generator).
+    lock_clients: int = 2
+    locks: tuple[str, ...] = ("L1", "L2")
+    #: Steps a lock client keeps acting past its own lease deadline: 0 is a correct client; a
+    #: positive value is a deliberately broken one (tests show the lock checks catch it).
+    lease_slack: int = 0
 
 
 @dataclass(slots=True)
@@ -45,6 +66,12 @@ class SimResult:
     stats: dict[str, int] = field(default_factory=dict)
     trace: list[str] = field(default_factory=list)
     linearizability: str = "not checked"
+    #: The lock clients' holds (`dref_compat.fencing.Hold`, client = owner token) and the grants
+    #: the state machine decided (fence = seq of the creating entry, from its commit to its
+    #: deletion), as checked at the end of the run.
+    holds: list[Hold] = field(default_factory=list)
+    grants: list[Hold] = field(default_factory=list)
+    locks: str = "not checked"
 
     @property
     def ok(self) -> bool:
@@ -96,6 +123,40 @@ class _Run:
         self.pending_reads: dict[tuple[str, int], SimClient] = {}
         self.next_request = 0
         self.outbox: list[Message] = []
+        self._init_locks(ids)
+
+    def _init_locks(self, ids: list[str]) -> None:
+        """Lock clients, node clock offsets and grant tracking (own generator: see SimConfig)."""
+        cfg = self.cfg
+        overlap = set(cfg.locks) & set(cfg.keys)
+        if overlap:
+            raise ValueError(f"SimConfig: lock names {sorted(overlap)} are also register keys")
+        self.lock_rng = rng = random.Random(f"locks/{self.seed}")
+        self.lock_names = frozenset(cfg.locks)
+        self.recorder: HoldRecorder | None = None
+        if cfg.lock_clients:
+            try:
+                from dref_compat.fencing import HoldRecorder
+            except ImportError:
+                self.result.locks = "checker not available (dref_compat): no lock clients"
+            else:
+                self.recorder = HoldRecorder(clock=lambda: float(self.now))
+        count = cfg.lock_clients if self.recorder is not None else 0
+        skew = rng.choice([0, 10, 40]) if count else 0
+        self.clock_offset = {i: rng.randint(-skew, skew) for i in ids}
+        #: Steps by which a client's lease ends before the expiry it asked for: clocks differ
+        #: by up to 2 * skew ms, and the reaper compares expiries with the leader's clock.
+        self.lease_margin = -(-2 * skew // STEP_MS)
+        self.lock_clients = [LockClient(c, rng.choice(ids)) for c in range(count)]
+        self.pending_locks: dict[tuple[str, int], LockClient] = {}
+        #: fence → [name, token, granted at, ended at (None: still held)], as applied.
+        self.grant_log: dict[int, list[Any]] = {}
+        self.open_grants: dict[str, int] = {}
+        self.tracked_seq = 0
+
+    def clock_ms(self, node_id: str) -> int:
+        """The simulated wall clock of `node_id`, in epoch ms."""
+        return EPOCH_MS + self.now * STEP_MS + self.clock_offset[node_id]
 
     def trace(self, line: str) -> None:
         if self.tracing:
@@ -104,6 +165,13 @@ class _Run:
     # ---------------------------------------------------------------- hooks
 
     def on_apply(self, node: str, entry: Entry, result: ApplyResult) -> None:
+        if self.lock_clients:
+            if entry.seq > self.tracked_seq:
+                self.track_grants(entry, result)
+            lock_client = self.pending_locks.pop((node, entry.seq), None)
+            if lock_client is not None:
+                self.lock_outcome(lock_client, node, entry, result)
+                return
         client = self.pending_writes.pop((node, entry.seq), None)
         if client is None or client.op is None:
             return
@@ -142,6 +210,10 @@ class _Run:
                 self.ticks()
                 if self.now < client_end:
                     self.client_steps()
+                if self.lock_clients:
+                    self.lock_steps(starting=self.now < client_end)
+                    if self.now % REAP_PERIOD == 0:
+                        self.reap()
                 self.timeouts()
                 self.flush()
             self.settle()
@@ -151,6 +223,8 @@ class _Run:
         self.result.history = [op for c in self.clients for op in c.history]
         if self.result.ok and cfg.check_history:
             self.check_history()
+        if self.result.ok and self.recorder is not None:
+            self.check_locks()
         return self.result
 
     def faults(self) -> None:
@@ -270,9 +344,209 @@ class _Run:
                 self.pending_writes.pop((op.node, op.seq), None)
                 client.finish(None)
                 self.count("writes_unknown")
+        for lock_client in self.lock_clients:
+            self.lock_timeout(lock_client)
 
     def count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1
+
+    # ---------------------------------------------------------------- locks
+
+    def track_grants(self, entry: Entry, result: ApplyResult) -> None:
+        """Grants as the state machine decides them, at each entry's first apply anywhere."""
+        if entry.seq != self.tracked_seq + 1:
+            raise InvariantViolation(
+                f"entry {entry.seq} applied before {self.tracked_seq + 1} was applied anywhere"
+            )
+        self.tracked_seq = entry.seq
+        command = entry.command
+        name = getattr(command, "name", None)
+        if name not in self.lock_names:
+            return
+        if isinstance(command, SetIfNotExist) and result.created:
+            self.grant_log[entry.seq] = [name, command.value, self.now, None]
+            self.open_grants[name] = entry.seq
+        elif any(change.value is None for change in result.events):
+            fence = self.open_grants.pop(name, None)
+            if fence is not None:
+                self.grant_log[fence][3] = self.now
+                if isinstance(command, DeleteIfExpired):
+                    self.count("lock_expiries")
+
+    def lock_steps(self, *, starting: bool) -> None:
+        """Each lock client's step: stop acting at its deadline, start, renew or release."""
+        rng, recorder = self.lock_rng, self.recorder
+        assert recorder is not None
+        for lc in self.lock_clients:
+            if (
+                lc.phase == "holding"
+                and not lc.stalled
+                and lc.handle.released is None
+                and self.now >= lc.deadline + self.cfg.lease_slack
+            ):
+                recorder.release(lc.handle)  # its lease ran out: it stops acting
+            if lc.op is not None:
+                if lc.op.node is None:
+                    self.submit_lock(lc)
+                continue
+            if lc.phase == "idle":
+                if not starting or rng.random() >= 0.03:
+                    continue
+                lc.counter += 1
+                lc.name = rng.choice(self.cfg.locks)
+                lc.token = f"l{lc.id}-{lc.counter}".encode()
+                lc.ttl = rng.randint(100, 400)
+                lc.handle = recorder.request(lc.name, lc.token.decode())
+                op = lc.start("lock", self.now)
+            elif self.now >= lc.release_at or lc.handle.released is not None:
+                if lc.stalled and self.now > lc.deadline:
+                    recorder.lose(lc.handle)  # it wakes and sees it slept past its lease
+                else:
+                    recorder.release(lc.handle)
+                op = lc.start("unlock", self.now)
+            elif lc.renew_every and self.now >= lc.next_renew:
+                op = lc.start("renew", self.now)
+            else:
+                continue
+            if self.tracing:
+                self.trace(f"lock client {lc.id} calls {op.kind} {lc.name} {lc.token!r}")
+            self.submit_lock(lc)
+
+    def lock_command(self, lc: LockClient, node_id: str) -> Command:
+        """The command of `lc`'s op, with expiries by the clock of the node it goes to."""
+        op = lc.op
+        assert op is not None
+        now_ms = self.clock_ms(node_id)
+        if op.kind == "lock":
+            return SetIfNotExist(lc.name, lc.token, now_ms + lc.ttl * STEP_MS)
+        if op.kind == "renew":
+            return ExpireElement(lc.name, now_ms + lc.ttl * STEP_MS)
+        return CompareAndDelete(lc.name, lc.token, now_ms)
+
+    def submit_lock(self, lc: LockClient) -> None:
+        op = lc.op
+        assert op is not None
+        node = self.nodes[lc.leader_guess]
+        if node.core is None:
+            lc.leader_guess = self.lock_rng.choice(list(self.nodes))
+            return
+        proposed = node.core.propose([self.lock_command(lc, node.id)])
+        if lc.submitted(proposed, node.id, self.now):
+            self.pending_locks[(node.id, op.seq)] = lc
+        elif lc.leader_guess == node.id:
+            lc.leader_guess = self.lock_rng.choice(list(self.nodes))
+        self.drain(node.id)
+
+    def lock_outcome(self, lc: LockClient, node: str, entry: Entry, result: ApplyResult) -> None:
+        """A lock client's proposal was applied on the node it went to."""
+        op, recorder, rng = lc.op, self.recorder, self.lock_rng
+        if op is None or recorder is None:
+            return
+        lc.op = None
+        if entry.term != op.term:  # another entry took its seq: it can never commit
+            if op.kind != "renew":
+                lc.phase = "idle"
+            return
+        if self.tracing:
+            self.trace(f"lock client {lc.id} {op.kind} {lc.name} at {entry.seq}: {result.created}")
+        margin = self.lease_margin
+        if op.kind == "lock":
+            if not result.created:
+                lc.phase = "idle"
+                self.count("locks_busy")
+                return
+            recorder.acquired(lc.handle, entry.seq)
+            self.count("locks_acquired")
+            lc.phase, lc.renew_every = "holding", 0
+            lc.deadline = op.call + lc.ttl - margin
+            lc.stalled = rng.random() < 0.15
+            if lc.stalled:  # paused past its lease: the reaper hands the lock on
+                lc.release_at = self.now + lc.ttl + rng.randint(20, 300)
+                self.count("lock_stalls")
+            elif rng.random() < 0.3:
+                lc.renew_every = lc.ttl // 3
+                lc.next_renew = self.now + lc.renew_every
+                lc.release_at = self.now + rng.randint(lc.ttl // 2, 2 * lc.ttl)
+            else:
+                lc.release_at = self.now + rng.randint(1, max(1, lc.deadline - self.now))
+        elif op.kind == "renew":
+            element = self.nodes[node].machine.element(lc.name)
+            if element is not None and element.value == lc.token:
+                lc.deadline = max(lc.deadline, op.call + lc.ttl - margin)
+                lc.next_renew = self.now + lc.renew_every
+                self.count("lock_renewals")
+            else:
+                recorder.lose(lc.handle)  # a failed renewal: the client learns it lost
+                lc.phase = "idle"
+                self.count("locks_lost")
+        else:
+            if not result.created:
+                recorder.lose(lc.handle)  # the owner-checked release found no lock of ours
+                self.count("locks_lost")
+            lc.phase = "idle"
+
+    def lock_timeout(self, lc: LockClient) -> None:
+        """Give up on a lock op: never proposed (no effect) or outcome unknown."""
+        op = lc.op
+        if op is None:
+            return
+        if op.node is None:
+            if self.now - op.call <= OP_TIMEOUT:
+                return
+        elif self.nodes[op.node].up and self.now - op.sent_at <= OP_TIMEOUT:
+            return
+        else:
+            self.pending_locks.pop((op.node, op.seq), None)
+            self.count(f"lock_{op.kind}_unknown")
+        if op.node is None:
+            self.count(f"lock_{op.kind}_unsent")
+        lc.op = None
+        # An unknown acquisition is never acted on (a grant, if any, expires unused); an
+        # unknown renewal leaves the deadline as it was; an unknown release ends the hold.
+        if op.kind != "renew":
+            lc.phase = "idle"
+
+    def reap(self) -> None:
+        """The leader proposes `DeleteIfExpired(name, now)` for expired elements, by its clock."""
+        for node in self.nodes.values():
+            core = node.core
+            if core is None or core.role is not Role.LEADER:
+                continue
+            now_ms = self.clock_ms(node.id)
+            due = [n for n, at in node.machine.expiration_table().items() if at <= now_ms]
+            for name in sorted(due):
+                if self.tracing:
+                    self.trace(f"{node.id} reaps {name} at {now_ms}")
+                core.propose([DeleteIfExpired(name, now_ms)])
+            if due:
+                self.drain(node.id)
+
+    def check_locks(self) -> None:
+        """Mutual exclusion and fence order of holds and grants, and holds within grants."""
+        from dref_compat.fencing import (
+            Hold,
+            check_mutual_exclusion,
+            check_within_grants,
+        )
+
+        assert self.recorder is not None
+        holds = self.result.holds = self.recorder.holds()
+        grants = self.result.grants = [
+            Hold(name, token.decode(), fence, float(start), None if end is None else float(end))
+            for fence, (name, token, start, end) in sorted(self.grant_log.items())
+        ]
+        self.stats["lock_grants"] = len(grants)
+        self.stats["lock_holds"] = len(holds)
+        verdicts = [
+            ("client holds", check_mutual_exclusion(holds)),
+            ("state-machine grants", check_mutual_exclusion(grants)),
+            ("holds against grants", check_within_grants(holds, grants)),
+        ]
+        self.result.locks = "; ".join(v.explanation for _, v in verdicts)
+        for what, verdict in verdicts:
+            if verdict.ok is not True:
+                self.result.failure = f"locks ({what}): {verdict.explanation}"
+                return
 
     # ---------------------------------------------------------------- end
 
