@@ -113,6 +113,10 @@ def test_upstream_discovery_env_is_read(monkeypatch: pytest.MonkeyPatch) -> None
             "host (DREF_RAFT_HOST) 10.0.0.9 is not among node_addresses",
         ),
         (
+            {"host": "node-1.example", "node_services": "dref", "expected_size": 3},
+            "host (DREF_RAFT_HOST) node-1.example is not an IP address",
+        ),
+        (
             {"mode": "client", "node_services": "dref", "expected_size": 3},
             "mode = 'client' needs endpoints",
         ),

@@ -70,6 +70,14 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_discovery_entry(text: str, field: str) -> str:
     """An IP literal (v6 with or without brackets) or a DNS name, without a port."""
     bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
@@ -284,6 +292,11 @@ class RaftSettings(BaseSettings):
                 f"{', '.join(self.node_addresses)}"
             )
         own = self.own_address
+        if self.node_services and own is not None and not _is_ip(own):
+            raise ValueError(
+                f"host (DREF_RAFT_HOST) {self.host} is not an IP address: with node_services "
+                "(DREF_NODE_SERVICES) it must be the address this node's DNS record holds"
+            )
         if self.node_addresses and own is not None and own not in self.node_addresses:
             raise ValueError(
                 f"host (DREF_RAFT_HOST) {self.host} is not among node_addresses "
