@@ -11,6 +11,7 @@ made afterwards is applied on it. (Requests from a non-member are not covered he
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from dref_raft.backend import Member
 from dref_raft.core.progress import PeerKind
 from dref_raft.core.types import Role
 from dref_raft.fsm import ClusterSnapshot
-from dref_raft.transport import convert
+from dref_raft.transport import DEFAULT_MAX_MESSAGE_BYTES, convert
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
 
@@ -193,6 +194,127 @@ async def test_a_stale_term_is_refused_with_the_nodes_term(
     _, response_class, flag = METHODS[method]
     answer = response_class.FromString(await call(channel, method, stale.SerializeToString()))
     assert (getattr(answer, flag), answer.term) == (False, before.term)
+    assert state_of(member) == before
+    await assert_serving(cluster, member)
+
+
+# ---------------------------------------------------------------------------- undecodable
+
+
+def field(number: int, wire_type: int, payload: bytes = b"") -> bytes:
+    """One protobuf field: its key and, for wire type 2, the length-prefixed payload."""
+    key = _varint(number << 3 | wire_type)
+    return key + (_varint(len(payload)) + payload if wire_type == 2 else payload)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def current(method: str, state: NodeState, **changes: Any) -> bytes:
+    """A request of the leader at the current term (dref's format), with `changes` applied."""
+    assert state.leader_id is not None
+    msg = request(method, state, state.leader_id, state.term, dref_format=True)
+    for name, value in changes.items():
+        if value is None:
+            msg.ClearField(name)
+        elif name == "entries":
+            del msg.entries[:]
+            msg.entries.extend(value)
+        else:
+            setattr(msg, name, value)
+    data: bytes = msg.SerializeToString()
+    return data
+
+
+def snapshot_with(state: NodeState, snapshot: bytes) -> bytes:
+    """An InstallSnapshot of the leader whose `snapshot` field holds `snapshot` bytes."""
+    return current("InstallSnapshot", state, snapshot=None) + field(3, 2, snapshot)
+
+
+VARINT_1 = b"\x01"
+BAD_UTF8 = b"\xff\xfe"
+# (case, method, request bytes from the node's state, what the logged reason says)
+UNDECODABLE: list[tuple[str, str, Any, str]] = [
+    *[
+        (f"truncated-{m}", m, lambda s, m=m: current(m, s) + field(1, 2)[:1] + b"\x05ab",
+         "malformed")
+        for m in METHODS
+    ],
+    *[
+        (f"term-wire-type-{m}", m, lambda s, m=m: current(m, s) + field(2, 2, b"\x07"), "term")
+        for m in METHODS
+    ],
+    ("command-not-a-StateCommand", "AppendEntries",
+     lambda s: current("AppendEntries", s, command=b"\xff\xff", entries=[]), "malformed command"),
+    ("entries-not-consecutive", "AppendEntries",
+     lambda s: current("AppendEntries", s, entries=[
+         cpb.DrefEntry(seq=s.last_seq + 1, term=s.term, command=set_element("injected", b"bad")),
+         cpb.DrefEntry(seq=s.last_seq + 3, term=s.term, command=set_element("x", b"y")),
+     ]), "consecutive"),
+    ("first-entry-differs", "AppendEntries",
+     lambda s: current("AppendEntries", s, entries=[
+         cpb.DrefEntry(seq=s.last_seq + 1, term=s.term, command=set_element("x", b"y")),
+     ]), "entries[0]"),
+    ("snapshot-garbage", "InstallSnapshot", lambda s: snapshot_with(s, b"\xff\xff\xff"),
+     "malformed"),
+    ("snapshot-key-not-utf8", "InstallSnapshot",
+     lambda s: snapshot_with(s, field(1, 2, field(1, 2, BAD_UTF8))), "UTF-8"),
+    ("snapshot-entries-wire-type", "InstallSnapshot",
+     lambda s: snapshot_with(s, field(1, 0, VARINT_1)), "entries"),
+    ("snapshot-value-wire-type", "InstallSnapshot",
+     lambda s: snapshot_with(s, field(1, 2, field(1, 2, b"k") + field(2, 0, VARINT_1))),
+     "value"),
+    ("snapshot-field-wire-type", "InstallSnapshot",
+     lambda s: current("InstallSnapshot", s, snapshot=None) + field(3, 0, VARINT_1), "snapshot"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("method", "build", "reason"),
+    [case[1:] for case in UNDECODABLE],
+    ids=[case[0] for case in UNDECODABLE],
+)
+async def test_an_undecodable_request_is_rejected_logged_and_changes_nothing(
+    cluster: ProcCluster,
+    member: Member,
+    channel: grpc.aio.Channel,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    build: Any,
+    reason: str,
+) -> None:
+    """The leader's request at the current term would be applied; corrupted, it is refused."""
+    caplog.set_level(logging.WARNING, "dref_raft.transport")
+    before = await settled(member)
+    with pytest.raises(grpc.aio.AioRpcError) as raw:
+        await call(channel, method, build(before))
+    assert raw.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (raw.value.details() or "").startswith("undecodable request: ")
+    assert reason in (raw.value.details() or "")
+    logged = [r.getMessage() for r in caplog.records if r.name == "dref_raft.transport"]
+    assert any(f"DRefConsensus/{method} " in m and reason in m for m in logged), logged
+    assert state_of(member) == before
+    await assert_serving(cluster, member)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+async def test_an_oversized_request_is_refused_by_grpc_and_changes_nothing(
+    cluster: ProcCluster, member: Member, channel: grpc.aio.Channel, method: str
+) -> None:
+    """Above the member's limit (16 MiB) gRPC refuses the request before it is decoded (so
+    the reason goes to the sender, not to the member's log)."""
+    before = await settled(member)
+    padding = field(999, 2, bytes(DEFAULT_MAX_MESSAGE_BYTES))  # an unknown field, skipped
+    with pytest.raises(grpc.aio.AioRpcError) as raw:
+        await call(channel, method, current(method, before) + padding)
+    assert raw.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert str(DEFAULT_MAX_MESSAGE_BYTES) in (raw.value.details() or "")
     assert state_of(member) == before
     await assert_serving(cluster, member)
 

@@ -10,7 +10,9 @@ dataclasses (`dref_raft.core.messages`) and bytes.
   names its `to` as the sender, and for upstream peers fills `match_seq` (AppendEntries:
   the request's `seq` on success; InstallSnapshot: its `last_seq` on success) and `read_ctx`
   (echoed) from it.
-* Malformed or oversized bytes raise `WireError`, never anything else.
+* Malformed or oversized bytes raise `WireError`, never anything else. A declared field that
+  arrives with another wire type is malformed too (protobuf would keep it as an unknown field and
+  leave the declared one unset, e.g. a snapshot without its entries; upstream's Rust rejects it).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from google.protobuf.message import DecodeError, EncodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from dref_raft._pb import dref_consensus_pb2, dref_ext_pb2, dref_pb2, dref_watch_pb2
 from dref_raft.commands import COMPARE_COMMANDS, Command
@@ -146,7 +149,47 @@ def parse(pb_class: Any, data: bytes, what: str, max_bytes: int = DEFAULT_MAX_ME
         msg.ParseFromString(data)
     except (DecodeError, ValueError, RuntimeError, TypeError) as exc:
         raise WireError(f"malformed {what} ({len(data)} bytes): {exc}") from exc
+    misplaced = _misplaced_field(msg, "") if _has_unknown_fields(msg) else None
+    if misplaced is not None:
+        raise WireError(f"malformed {what} ({len(data)} bytes): {misplaced}")
     return msg
+
+
+def _has_unknown_fields(msg: Any) -> bool:
+    """Whether `msg` or a message inside it kept unknown fields (a cheap test, in C)."""
+    bare = type(msg)()
+    bare.CopyFrom(msg)
+    bare.DiscardUnknownFields()
+    return bool(bare.ByteSize() != msg.ByteSize())
+
+
+def _misplaced_field(msg: Any, path: str) -> str | None:
+    """The first declared field of `msg` or of a message inside it that arrived with a wire
+    type its type does not use (protobuf keeps such a field as an unknown one); None if none."""
+    declared = msg.DESCRIPTOR.fields_by_number
+    unknowns = UnknownFieldSet(msg)
+    for unknown in (unknowns[i] for i in range(len(unknowns))):
+        fd = declared.get(unknown.field_number)
+        if fd is not None:
+            return (
+                f"field {path}{fd.name} (number {fd.number}) has wire type {unknown.wire_type}, "
+                "which its type does not use"
+            )
+    for fd, value in msg.ListFields():
+        if fd.message_type is None:
+            continue
+        items = enumerate(value) if _repeated(fd) else [(None, value)]
+        for index, item in items:
+            at = fd.name if index is None else f"{fd.name}[{index}]"
+            found = _misplaced_field(item, f"{path}{at}.")
+            if found is not None:
+                return found
+    return None
+
+
+def _repeated(fd: Any) -> bool:
+    is_repeated = getattr(fd, "is_repeated", None)  # protobuf ≥ 6; `label` before
+    return bool(is_repeated) if is_repeated is not None else fd.label == fd.LABEL_REPEATED
 
 
 def _serialize(msg: Any, what: str) -> bytes:
