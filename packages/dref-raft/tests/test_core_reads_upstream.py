@@ -246,3 +246,13 @@ def test_vote_request_from_upstream_compares_last_seq_only() -> None:
     b.step(Vote("a", "b", 4, 1))
     (reply,) = b.ready().messages
     assert reply == VoteResponse("b", "a", 4, True, ext=True)
+
+
+def test_a_stale_message_in_the_other_format_does_not_change_the_peer_kind() -> None:
+    b = RaftCore("b", IDS, rng=random.Random(0), state=CoreState(term=3))
+    b.step(Heartbeat("a", "b", 3, 0, ext=True))
+    assert b.peer_kinds["a"] is PeerKind.DREF
+    b.step(AppendEntries("a", "b", 2, 1, _set(1), 0))  # older term, upstream's format
+    assert b.peer_kinds["a"] is PeerKind.DREF
+    replies = [m for m in b.ready().messages if isinstance(m, AppendEntriesResponse)]
+    assert [(m.success, m.term) for m in replies] == [(False, 3)]

@@ -243,7 +243,10 @@ class RaftCore:
         if msg.sender not in self.peer_kinds:
             self._reject(msg)  # not a member: refused with our term, nothing changes
             return
-        self.peer_kinds[msg.sender] = PeerKind.DREF if msg.ext else PeerKind.UPSTREAM
+        if msg.term >= self.term or isinstance(msg, PreVoteResponse):
+            # Learned from current messages only: a stale (delayed or forged) one in the
+            # other format must not change how we replicate to the peer.
+            self.peer_kinds[msg.sender] = PeerKind.DREF if msg.ext else PeerKind.UPSTREAM
         if msg.term > self.term:
             if isinstance(msg, PreVote) or (isinstance(msg, PreVoteResponse) and msg.granted):
                 pass
