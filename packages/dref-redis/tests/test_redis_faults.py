@@ -7,7 +7,7 @@ import contextlib
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -262,6 +262,51 @@ async def test_waiter_is_woken_by_the_release_notification(redis_server: RedisSe
 async def _hold_once(ctx: dref.DRefContext, name: str) -> None:
     async with ctx.lock(name, ttl=60, timeout=DEADLINE):
         pass
+
+
+@pytest.mark.parametrize("body", ["short", "watched"])
+async def test_caller_cancelled_during_the_release_still_releases(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, body: str
+) -> None:
+    """The release request of a cancelled caller may be lost (here: it never gets out); the
+    lock is released anyway, long before its TTL, and the caller sees its cancellation."""
+    name = f"lock:{uuid.uuid4().hex}"
+    raw = aioredis.Redis(host="127.0.0.1", port=redis_server.port)
+    try:
+        async with dref.connect("redis", url=redis_server.url, **FAST) as ctx:
+            release_lock = ctx.backend.release_lock
+            calls: list[bytes] = []
+
+            async def first_request_lost(lock: str, token: bytes) -> bool:
+                calls.append(token)
+                if len(calls) == 1:
+                    await asyncio.Event().wait()
+                return await release_lock(lock, token)
+
+            monkeypatch.setattr(ctx.backend, "release_lock", first_request_lost)
+
+            async def hold() -> None:
+                async with ctx.lock(name, ttl=60):
+                    if body == "watched":  # long enough for the watchdog to subscribe
+                        await eventually(
+                            lambda: _true(ctx.backend.hub.subscribers(name) > 0), "watching"
+                        )
+
+            task = asyncio.create_task(hold())
+            await eventually(lambda: _true(len(calls) == 1), "release sent")
+            assert await raw.get(name) is not None
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await eventually(lambda: _true(len(calls) == 2), "release sent again")
+            await eventually(lambda: _is_none(raw.get(name)), "lock released")
+            assert calls[0] == calls[1]
+    finally:
+        await raw.aclose()
+
+
+async def _is_none(value: Awaitable[object]) -> bool:
+    return await value is None
 
 
 async def test_every_contending_client_gets_the_lock(redis_server: RedisServer) -> None:

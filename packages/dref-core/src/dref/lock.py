@@ -1,13 +1,14 @@
 """The distributed lock protocol, written once over the backend SPI.
 
-Acquire: subscribe to the lock's changes first, then `try_lock`; while it is held elsewhere, wait
-for a delete event (no wake-up can be lost: we subscribed before checking) or a bounded poll, up to
-`timeout`. Hold: a watchdog renews the lease every `lock_refresh_fraction`·TTL with an
-owner-checked `refresh_lock`, and treats as lost any change event that replaces our token, any
-renewal that finds the lock no longer ours, and a lease that runs out because renewals failed. A
-lost lock cancels the body and `LockStolenError` leaves the `async with`. Release: the watchdog is
-stopped first, then an owner-checked `release_lock` runs to completion even if the caller is
-cancelled; it never deletes a successor's lock.
+Acquire: `try_lock`; while it is held elsewhere, subscribe to the lock's changes and try again at
+once, then wait for a delete event (no wake-up can be lost: we subscribed before checking) or a
+bounded poll, up to `timeout`. Hold: after a short grace period, a watchdog renews the lease every
+`lock_refresh_fraction`·TTL with an owner-checked `refresh_lock`, and treats as lost any change
+event that replaces our token, any renewal that finds the lock no longer ours, and a lease that
+runs out because renewals failed. A lost lock cancels the body and `LockStolenError` leaves the
+`async with`. Release: the watchdog is stopped first, then an owner-checked `release_lock`, which
+never deletes a successor's lock; a release cut short by the caller's cancellation is sent again
+in the background and runs to completion there.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from types import TracebackType
 from dref import lock_value
 from dref._aio import cancel_and_wait, shielded, within
 from dref.changes import Subscription
-from dref.clock import Clock
+from dref.clock import Clock, SystemClock
 from dref.errors import (
     ChangeStreamLaggedError,
     DRefError,
@@ -90,8 +91,10 @@ class Lock:
         self._period = ttl * refresh_fraction
         self._guard: LockGuard | None = None
         self._sub: Subscription | None = None
+        self._watch_timer: asyncio.TimerHandle | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._body: asyncio.Task[object] | None = None
+        self._watching = False
         self._exiting = False
         self._cancelled_body = False
 
@@ -103,11 +106,19 @@ class Lock:
         grant, lease_start = await self._acquire(token)
         guard = LockGuard(self.name, token, grant.fence, self.ttl)
         self._guard = guard
-        self._exiting = False
-        self._cancelled_body = False
+        self._watching = self._exiting = self._cancelled_body = False
         self._body = asyncio.current_task()
-        self._watchdog = asyncio.create_task(
-            self._watch(guard, lease_start), name=f"dref-lock-watchdog:{self.name}"
+        # Short critical sections pay nothing for watching: no task, no subscription, only a
+        # loop timer that starts the watchdog after a grace period. (On an injected clock that
+        # is not the loop's, the watchdog starts at once and sleeps the grace on that clock.)
+        watch_from = lease_start + min(WATCH_GRACE, self._period / 4)
+        on_loop_time = isinstance(self._clock, SystemClock)
+        self._watch_timer = asyncio.get_running_loop().call_later(
+            max(0.0, watch_from - self._clock.now()) if on_loop_time else 0.0,
+            self._start_watchdog,
+            guard,
+            lease_start,
+            watch_from,
         )
         log.debug("Lock %s acquired (fence %s)", self.name, grant.fence)
         self._plugins.notify(
@@ -155,11 +166,19 @@ class Lock:
                 await sub.aclose()
 
     def _release_later(self, token: bytes) -> None:
-        task = asyncio.ensure_future(self._backend.release_lock(self.name, token))
+        """Release in the background, to completion (a failure is logged; the TTL remains)."""
+        release = self._backend.release_lock(self.name, token)
+        task = asyncio.ensure_future(shielded(release, f"release of lock {self.name}"))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     # -- hold -------------------------------------------------------------------------------------
-    async def _watch(self, guard: LockGuard, lease_start: float) -> None:
+    def _start_watchdog(self, guard: LockGuard, lease_start: float, watch_from: float) -> None:
+        self._watch_timer = None
+        self._watchdog = asyncio.create_task(
+            self._watch(guard, lease_start, watch_from), name=f"dref-lock-watchdog:{self.name}"
+        )
+
+    async def _watch(self, guard: LockGuard, lease_start: float, watch_from: float) -> None:
         """Renew the lease and watch for theft until cancelled; on loss cancel the body."""
         clock = self._clock
         backend = self._backend
@@ -169,10 +188,11 @@ class Lock:
         next_refresh = lease_start + self._period
         # Where events can be lost, ownership is also checked every poll interval.
         poll = None if backend.capabilities.exact_events else backend.poll_interval
-        # Short critical sections pay nothing for watching: the subscription (and an ownership
-        # check covering the events before it) starts after a grace period; a loss before then
-        # is still caught by the owner-checked release.
-        await clock.sleep(lease_start + min(WATCH_GRACE, self._period / 4) - clock.now())
+        # The subscription (and an ownership check covering the events before it) starts after
+        # the grace period, on `clock` too (the loop's timer started this task); a loss before
+        # then is still caught by the owner-checked release.
+        await clock.sleep(watch_from - clock.now())
+        self._watching = True  # from here on the release waits for the watchdog to finish
         next_check = clock.now()
         while True:
             now = clock.now()
@@ -254,13 +274,19 @@ class Lock:
         assert guard is not None
         self._exiting = True  # from here on the watchdog never cancels the body
         try:
-            await cancel_and_wait(self._watchdog)
-            if self._sub is not None:
-                await self._sub.aclose()
+            try:
+                await self._stop_watchdog()
+                if self._sub is not None:
+                    await self._sub.aclose()
+            except asyncio.CancelledError:
+                if guard.lost_reason is None:  # cancelled before the release: still release
+                    guard.released = True
+                    self._release_later(guard.token)
+                raise
             if guard.lost_reason is None:
                 await self._release(guard)
         finally:
-            self._guard = self._watchdog = self._sub = None
+            self._guard = self._watch_timer = self._watchdog = self._sub = None
         if guard.lost_reason is None:
             return False
         body = self._body
@@ -270,12 +296,29 @@ class Lock:
             return False  # cancelled from outside as well: that cancellation wins
         raise LockStolenError(self.name, guard.token_int, guard.lost_reason)
 
+    async def _stop_watchdog(self) -> None:
+        """Stop the watchdog; no renewal or loss report can follow."""
+        if self._watch_timer is not None:
+            self._watch_timer.cancel()  # the watchdog never started
+        watchdog = self._watchdog
+        if watchdog is None or watchdog.done():
+            return
+        if self._watching:
+            await cancel_and_wait(watchdog)  # it may be renewing or checking: let it unwind
+        else:
+            # Not started or still in its grace sleep, where a cancellation stops it before it
+            # does anything: no need to wait (short critical sections pay nothing).
+            watchdog.cancel()
+
     async def _release(self, guard: LockGuard) -> None:
         guard.released = True
         try:
-            released = await shielded(
-                self._backend.release_lock(self.name, guard.token), f"release of lock {self.name}"
-            )
+            released = await self._backend.release_lock(self.name, guard.token)
+        except asyncio.CancelledError:
+            # The request may be lost with the cancelled call: send it again in the background
+            # (owner-checked, so a repeat never deletes a successor's lock).
+            self._release_later(guard.token)
+            raise
         except DRefError as exc:
             # The critical section is over; the key expires by its TTL.
             log.warning("Lock %s: release failed, it will expire by TTL: %s", self.name, exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -13,7 +13,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from dref import change_payload
-from dref.changes import ChangeEvent, ChangeHub, Subscription
+from dref.changes import ChangeHub, Subscription
 from dref.clock import Clock, SystemClock
 from dref.errors import BackendUnavailableError, ClosedError, DRefError
 from dref.spi import Backend, Capabilities, LockGrant
@@ -22,6 +22,7 @@ from dref_redis.connection import Connections
 from dref_redis.errors import map_error
 from dref_redis.keys import CHANNEL, KeyLayout, fence_key
 from dref_redis.listener import ChangeListener
+from dref_redis.payloads import PayloadEncoder
 from dref_redis.settings import RedisSettings
 
 __all__ = ["RedisBackend"]
@@ -67,7 +68,7 @@ class RedisBackend(Backend):
         )
         self.keys = KeyLayout(settings.key_prefix)
         self.hub = ChangeHub(change_buffer)
-        self._flavor: Literal["scala", "rust"] = settings.payload_flavor
+        self._payloads = PayloadEncoder(settings.payload_flavor)
         self._conns = Connections(settings)
         self._where = self._conns.where
         self._deadline = settings.connect_timeout + settings.op_timeout
@@ -128,7 +129,8 @@ class RedisBackend(Backend):
         return await self._call(what, name, lambda: script(keys=keys, args=args))
 
     def _payload(self, key: bytes, value: bytes | None) -> bytes:
-        return change_payload.encode(ChangeEvent(key.decode(), value), flavor=self._flavor)
+        payloads = self._payloads
+        return payloads.delete(key) if value is None else payloads.set(key, value)
 
     async def _resync(self, key: bytes, channel: str) -> object:
         return await self._call(
