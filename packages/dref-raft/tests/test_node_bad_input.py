@@ -157,7 +157,8 @@ def request(method: str, state: NodeState, sender: str, term: int, dref_format: 
         case "Heartbeat":
             return pb_class(leader_id=sender, term=term, commit_seq=far, **ext)
         case "ReadIndex":
-            return pb_class(leader_id=sender, term=term, **(ext | {"read_ctx": 7} if ext else {}))
+            ext |= {"read_ctx": 7} if dref_format else {}
+            return pb_class(leader_id=sender, term=term, **ext)
         case "RequestVote" | "RequestPreVote":
             ext |= {"last_term": term + 100} if dref_format else {}
             return pb_class(candidate_id=sender, term=term, last_seq=far, **ext)
@@ -256,12 +257,12 @@ COMMAND_WIRE_TYPE = (
     "consensus messages and snapshots, not the StateCommand bytes inside them"
 )
 VARINT_1 = b"\x01"
+TRUNCATED = b"\x0a\x05ab"  # field 1, 5 bytes long, and only 2 follow
 BAD_UTF8 = b"\xff\xfe"
 # (case, method, request bytes from the node's state, what the logged reason says)
 UNDECODABLE: list[tuple[str, str, Any, str]] = [
     *[
-        (f"truncated-{m}", m, lambda s, m=m: current(m, s) + field(1, 2)[:1] + b"\x05ab",
-         "malformed")
+        (f"truncated-{m}", m, lambda s, m=m: current(m, s) + TRUNCATED, "malformed")
         for m in METHODS
     ],
     *[
@@ -330,12 +331,10 @@ async def test_a_command_with_a_misplaced_field_is_rejected(
     # StateCommand.set_element (1) whose SetElementCommand.name (1) is a varint.
     command = field(1, 2, field(1, 0, VARINT_1) + field(2, 2, b"v"))
     data = current("AppendEntries", before, stale=True, command=command, entries=None)
-    try:
-        with pytest.raises(grpc.aio.AioRpcError) as raw:
-            await call(channel, "AppendEntries", data)
-        assert raw.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    finally:
-        assert state_of(member) == before
+    with pytest.raises(grpc.aio.AioRpcError) as raw:
+        await call(channel, "AppendEntries", data)
+    assert raw.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert state_of(member) == before
 
 
 @pytest.mark.parametrize("method", list(METHODS))
