@@ -16,7 +16,7 @@ from dref_raft.simulation.runner import SimConfig, SimResult, run_seed
 
 def _run(args: tuple[int, SimConfig]) -> SimResult:
     result = run_seed(args[0], args[1])
-    result.history = []
+    result.history, result.holds, result.grants = [], [], []
     return result
 
 
@@ -31,14 +31,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--trace", action="store_true", help="print the trace (with --seed)")
     parser.add_argument("--no-history-check", action="store_true")
+    parser.add_argument("--lock-clients", type=int, default=2, help="lease-lock clients (0: none)")
     args = parser.parse_args(argv)
-    config = SimConfig(nodes=args.nodes, steps=args.steps, check_history=not args.no_history_check)
+    config = SimConfig(
+        nodes=args.nodes,
+        steps=args.steps,
+        check_history=not args.no_history_check,
+        lock_clients=args.lock_clients,
+    )
     if args.seed is not None:
         result = run_seed(args.seed, config, trace=args.trace)
         for line in result.trace:
             print(line)
         print(f"seed {args.seed}: {result.failure or 'ok'}; {result.stats}")
         print(f"linearizability: {result.linearizability}")
+        print(f"locks: {result.locks}")
         return 0 if result.ok else 1
     start_s, _, end_s = args.seeds.partition(":")
     seeds = range(int(start_s), int(end_s))
