@@ -4,10 +4,12 @@ with the contexts spread over the members (leader and followers)."""
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
+import msgpack
 import pytest
 
 import dref
@@ -58,3 +60,23 @@ class TestRaftMemoryCluster(BackendConformance):
                 return await stack.enter_async_context(dref.connect("raft", **options))
 
             yield open_one
+
+
+async def test_a_write_through_a_follower_is_applied_there_before_it_returns(
+    memory_cluster: list[Member],
+) -> None:
+    """Read your writes in events: a subscription opened on a follower right after a write
+    through it starts after that write (its event never shows up as a new change)."""
+    follower = next(m for m in memory_cluster if not m.node.is_leader)
+    network = follower.network
+    assert network is not None
+    # Answers and the leader's commit messages race each other, as between processes.
+    network.rng, network.delay = random.Random(7), (0.001, 0.02)
+    async with dref.connect("raft", **member_options(follower.settings.node_id)) as ctx:
+        ref = await ctx.make(0, "rw")
+        for i in range(1, 21):
+            await ref.set(i)
+            assert follower.node.get_local("rw") == msgpack.packb(i)  # applied here already
+            async with ref.changes() as stream:
+                await ref.set(-i)
+                assert await anext(stream) == -i

@@ -17,7 +17,7 @@ from dref.errors import (
     NotLeaderError,
     QuorumLostError,
 )
-from dref_raft._pb import dref_consensus_pb2_grpc, dref_pb2_grpc, dref_watch_pb2_grpc
+from dref_raft._pb import dref_consensus_pb2_grpc, dref_pb2, dref_pb2_grpc, dref_watch_pb2_grpc
 from dref_raft.commands import SetElement
 from dref_raft.core.messages import (
     AppendEntries,
@@ -116,6 +116,9 @@ class Client:
     def endpoint_ids(self) -> list[str]:
         return ["n2", "n3", "n1"]
 
+    def applied_seq(self) -> int:
+        return 40 + len(self.data)  # grows with every write, like a node's applied seq
+
 
 class Watch:
     async def watch(self, names: list[str], from_seq: int) -> AsyncIterator[WatchEvent]:
@@ -185,6 +188,26 @@ async def test_client_service_calls(served: Any) -> None:
         await leader.delete_element("c")
         assert await leader.get_element("c") is None
         assert await leader.get_endpoints() == ["n2", "n3", "n1"]
+
+
+async def test_data_answers_carry_the_applied_seq_extension(served: Any) -> None:
+    """dref members tell how far they had applied when they answered (field 1000, which
+    upstream clients skip); an answer without it (upstream's) leaves `applied_seq` alone."""
+    server, _, _ = served
+    async with LeaderClient(server.address, timeout=5) as leader:
+        assert leader.applied_seq == 0
+        await leader.set_element("a", b"1")
+        assert leader.applied_seq == 41
+        assert await leader.set_element_if_not_exist("b", b"2") is True
+        assert leader.applied_seq == 42
+        assert await leader.get_element("a") == b"1"
+        await leader.delete_element("a")
+        assert leader.applied_seq == 42  # never decreases (41 now)
+        await leader.get_endpoints()  # no applied_seq in EndpointResponse
+        assert leader.applied_seq == 42
+    upstream_answer = dref_pb2.SetElementResponse.FromString(b"")
+    assert upstream_answer.applied_seq == 0
+    assert dref_pb2.SetElementResponse(applied_seq=5).SerializeToString() == b"\xc0>\x05"
 
 
 async def test_send_command_is_a_no_op(served: Any) -> None:

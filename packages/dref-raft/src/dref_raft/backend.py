@@ -131,6 +131,9 @@ class NodeClientHandler:
     def endpoint_ids(self) -> list[str]:
         return [*self.node.peers, self.node.id]
 
+    def applied_seq(self) -> int:
+        return self.node.applied
+
     async def compare(self, command: Command) -> CompareResult:
         """dref-only (`DRefExt/Compare`): propose a compare command, stamped with this leader's
         clock, and await its outcome."""
@@ -328,8 +331,12 @@ class RaftBackend(CompareOps):
         async def op(target: str) -> T:
             if target == self.node.id:
                 return await local(self.member.handler)
-            left = max(0.001, deadline - loop.time())
-            return await remote(self.member.leader_client(target), left)
+            client = self.member.leader_client(target)
+            result = await remote(client, max(0.001, deadline - loop.time()))
+            # Read your writes in events too: return once this member has applied what the
+            # leader had when it answered, so a subscription opened next starts after it.
+            await self.node.wait_applied(client.applied_seq, max(0.0, deadline - loop.time()))
+            return result
 
         return await with_leader(op, self._find_leader, deadline)
 

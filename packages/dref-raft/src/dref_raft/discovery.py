@@ -162,6 +162,9 @@ class _Identity:
     def endpoint_ids(self) -> list[str]:
         return [self.node_id]
 
+    def applied_seq(self) -> int:
+        return 0
+
     async def handle(self, request: Request) -> Response:
         raise ClosedError(f"node {self.node_id} is still discovering its cluster")
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import heapq
+import itertools
 import logging
 import random
 import time
@@ -174,6 +176,9 @@ class RaftNode:
         self._slots = asyncio.Semaphore(config.max_pending)
         self._pending: dict[int, _Pending] = {}
         self._reads: dict[int, asyncio.Future[None]] = {}
+        #: `wait_applied` callers: (seq, tiebreak, future), smallest seq first.
+        self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiter_ids = itertools.count()
         self._read_ids = 0
         self._replies: dict[tuple[str, type[Response]], deque[asyncio.Future[Response]]] = {}
         self._unanswered: list[tuple[tuple[str, type[Response]], asyncio.Future[Response]]] = []
@@ -369,6 +374,34 @@ class RaftNode:
             if not future.done():
                 future.cancel()
 
+    async def wait_applied(self, seq: int, timeout: float) -> bool:
+        """Wait until every entry through `seq` is applied here; False if `timeout` ran out
+        first (on a follower: until the leader's commit reached it)."""
+        self._check_open()
+        if seq <= self.core.applied:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        item = (seq, next(self._waiter_ids), future)
+        heapq.heappush(self._applied_waiters, item)
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+        except TimeoutError:
+            return False
+        finally:
+            if not future.done():
+                future.cancel()
+                self._applied_waiters.remove(item)
+                heapq.heapify(self._applied_waiters)
+        return True
+
+    def _wake_applied(self) -> None:
+        waiters, applied = self._applied_waiters, self.core.applied
+        while waiters and waiters[0][0] <= applied:
+            _, _, future = heapq.heappop(waiters)
+            if not future.done():
+                future.set_result(None)
+
     def watch_created(self, name: str, value: bytes) -> asyncio.Future[int]:
         """A future of the seq at which `SetIfNotExist(name, value)` creates the element here."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -500,6 +533,7 @@ class RaftNode:
             )
         # 5. advance
         self.core.advance(ready)
+        self._wake_applied()
 
     def _persist(self, ready: Ready) -> None:
         """Step 1 of the contract, in a worker thread; every write is durable on return."""
@@ -676,6 +710,10 @@ class RaftNode:
             if not future.done():
                 future.set_exception(error)
         self._reads.clear()
+        for _, _, future in self._applied_waiters:
+            if not future.done():
+                future.set_exception(error)
+        self._applied_waiters.clear()
         for waiting in self._replies.values():
             for reply in waiting:
                 if not reply.done():

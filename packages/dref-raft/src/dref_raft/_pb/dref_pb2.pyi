@@ -30,8 +30,10 @@ class ExpireElementRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., expireAt: _Optional[int] = ...) -> None: ...
 
 class ExpireElementResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("applied_seq",)
+    APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    applied_seq: int
+    def __init__(self, applied_seq: _Optional[int] = ...) -> None: ...
 
 class SetElementRequest(_message.Message):
     __slots__ = ("id", "name", "value", "expireAt")
@@ -46,8 +48,10 @@ class SetElementRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., value: _Optional[bytes] = ..., expireAt: _Optional[int] = ...) -> None: ...
 
 class SetElementResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("applied_seq",)
+    APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    applied_seq: int
+    def __init__(self, applied_seq: _Optional[int] = ...) -> None: ...
 
 class SetElementIfNotExistRequest(_message.Message):
     __slots__ = ("id", "name", "value", "expireAt")
@@ -62,10 +66,12 @@ class SetElementIfNotExistRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., value: _Optional[bytes] = ..., expireAt: _Optional[int] = ...) -> None: ...
 
 class SetElementIfNotExistResponse(_message.Message):
-    __slots__ = ("created",)
+    __slots__ = ("created", "applied_seq")
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
     created: bool
-    def __init__(self, created: bool = ...) -> None: ...
+    applied_seq: int
+    def __init__(self, created: bool = ..., applied_seq: _Optional[int] = ...) -> None: ...
 
 class GetElementRequest(_message.Message):
     __slots__ = ("id", "name")
@@ -76,10 +82,12 @@ class GetElementRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class GetElementResponse(_message.Message):
-    __slots__ = ("value",)
+    __slots__ = ("value", "applied_seq")
     VALUE_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
     value: bytes
-    def __init__(self, value: _Optional[bytes] = ...) -> None: ...
+    applied_seq: int
+    def __init__(self, value: _Optional[bytes] = ..., applied_seq: _Optional[int] = ...) -> None: ...
 
 class DeleteElementRequest(_message.Message):
     __slots__ = ("id", "name")
@@ -90,8 +98,10 @@ class DeleteElementRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class DeleteElementResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("applied_seq",)
+    APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    applied_seq: int
+    def __init__(self, applied_seq: _Optional[int] = ...) -> None: ...
 
 class SendCommandRequest(_message.Message):
     __slots__ = ("id", "payload")

@@ -101,6 +101,11 @@ class ClientHandler(Protocol):
         """`GetEndpoints`: the member ids, this node's own id last."""
         ...
 
+    def applied_seq(self) -> int:
+        """Every entry through this seq is applied here (sent back in the data responses'
+        `applied_seq` extension field, read after the operation; 0: not known)."""
+        ...
+
 
 class CompareHandler(Protocol):
     """Serves `DRefExt/Compare` (dref-only): commit a compare command on the leader.
@@ -130,7 +135,14 @@ class PeerTransport(Protocol):
 
 
 class LeaderApi(Protocol):
-    """`DRefRaft` calls to one member (`grpc_client.LeaderClient`, `memory.MemoryLeaderClient`)."""
+    """`DRefRaft` calls to one member (`grpc_client.LeaderClient`, `memory.MemoryLeaderClient`).
+
+    `applied_seq` is the highest `applied_seq` any answer carried (0: none yet, or an
+    upstream member, which does not send it): every entry through it was applied on the
+    member when it answered, so a follower that waits for it has the answered writes applied.
+    """
+
+    applied_seq: int
 
     async def set_element(
         self, name: str, value: bytes, expire_at: int | None = None, *, timeout: float | None = None

@@ -147,6 +147,7 @@ class LeaderClient(AsyncResource):
         self.timeout = timeout
         self._max = max_message_bytes
         self._channels = _Channels(max_message_bytes)
+        self.applied_seq = 0
 
     async def _call(self, method: str, timeout: float | None, **fields: Any) -> Any:
         pb_request, pb_response = convert.raft_pb_classes(method)
@@ -164,9 +165,11 @@ class LeaderClient(AsyncResource):
                 self._channels.drop(self.address, channel, wait)
             raise error_of(exc.code(), exc.details(), self.address) from exc
         try:
-            return convert.parse(pb_response, answer, pb_response.DESCRIPTOR.name, self._max)
+            msg = convert.parse(pb_response, answer, pb_response.DESCRIPTOR.name, self._max)
         except WireError as exc:
             raise TransportError(f"{self.address}: {method}: undecodable response: {exc}") from exc
+        self.applied_seq = max(self.applied_seq, int(getattr(msg, "applied_seq", 0)))
+        return msg
 
     async def set_element(
         self, name: str, value: bytes, expire_at: int | None = None, *, timeout: float | None = None
@@ -227,9 +230,11 @@ class LeaderClient(AsyncResource):
                 self._channels.drop(self.address, channel, wait)
             raise error_of(exc.code(), exc.details(), self.address) from exc
         try:
-            return convert.decode_compare_response(answer, self._max)
+            result = convert.decode_compare_response(answer, self._max)
         except WireError as exc:
             raise TransportError(f"{self.address}: Compare: undecodable response: {exc}") from exc
+        self.applied_seq = max(self.applied_seq, result.seq)
+        return result
 
     async def aclose(self) -> None:
         """Close the channel."""

@@ -256,31 +256,35 @@ class GrpcServer(AsyncResource):
         _, pb_response = convert.raft_pb_classes(method)
         return bytes(pb_response(**fields).SerializeToString())
 
+    def _data_response(self, method: str, **fields: Any) -> bytes:
+        """A data operation's answer, with the `applied_seq` extension (after the operation)."""
+        return self._response(method, applied_seq=self._client.applied_seq(), **fields)
+
     async def _set_element(self, msg: Any, context: Any) -> bytes:
         expire_at = int(msg.expireAt) if msg.HasField("expireAt") else None
         await self._client.set_element(str(msg.name), bytes(msg.value), expire_at)
-        return self._response("SetElement")
+        return self._data_response("SetElement")
 
     async def _set_element_if_not_exist(self, msg: Any, context: Any) -> bytes:
         expire_at = int(msg.expireAt) if msg.HasField("expireAt") else None
         created = await self._client.set_element_if_not_exist(
             str(msg.name), bytes(msg.value), expire_at
         )
-        return self._response("SetElementIfNotExist", created=bool(created))
+        return self._data_response("SetElementIfNotExist", created=bool(created))
 
     async def _get_element(self, msg: Any, context: Any) -> bytes:
         value = await self._client.get_element(str(msg.name))
         if value is None:
-            return self._response("GetElement")
-        return self._response("GetElement", value=bytes(value))
+            return self._data_response("GetElement")
+        return self._data_response("GetElement", value=bytes(value))
 
     async def _delete_element(self, msg: Any, context: Any) -> bytes:
         await self._client.delete_element(str(msg.name))
-        return self._response("DeleteElement")
+        return self._data_response("DeleteElement")
 
     async def _expire_element(self, msg: Any, context: Any) -> bytes:
         await self._client.expire_element(str(msg.name), int(msg.expireAt))
-        return self._response("ExpireElement")
+        return self._data_response("ExpireElement")
 
     async def _get_endpoints(self, msg: Any, context: Any) -> bytes:
         return self._response("GetEndpoints", ids=list(self._client.endpoint_ids()))

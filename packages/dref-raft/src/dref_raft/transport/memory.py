@@ -195,6 +195,7 @@ class MemoryLeaderClient:
         self.source = source
         self.address = address
         self.timeout = timeout
+        self.applied_seq = 0
 
     async def _run(self, what: str, timeout: float | None, call: _Call[T]) -> T:
         wait = self.timeout if timeout is None else timeout
@@ -211,6 +212,7 @@ class MemoryLeaderClient:
         except Exception as exc:
             code, details = status_of(exc)
             raise error_of(code, details, self.address) from exc
+        self.applied_seq = max(self.applied_seq, host.client.applied_seq())
         await self._net._deliver(self.address, self.source, deadline, what)
         return result
 
@@ -261,7 +263,9 @@ class MemoryLeaderClient:
         async def call(_: ClientHandler) -> bytes:
             return convert.encode_compare_response(await handler.compare(received))
 
-        return convert.decode_compare_response(await self._run(what, timeout, call))
+        result = convert.decode_compare_response(await self._run(what, timeout, call))
+        self.applied_seq = max(self.applied_seq, result.seq)
+        return result
 
     async def aclose(self) -> None:
         pass
