@@ -173,6 +173,21 @@ async def _true(value: bool) -> bool:
     return value
 
 
+async def test_scripts_are_loaded_again_after_script_flush(
+    own_server: RedisServer, raw_own: aioredis.Redis, open_backend: Callable[..., Any]
+) -> None:
+    backend: RedisBackend = await open_backend(own_server.url)
+    await backend.set("k", b"\x01")
+    await raw_own.script_flush()  # as after a restart without persistence
+    await backend.set("k", b"\x02")
+    assert await backend.compare_and_set("k", b"\x02", b"\x03")
+    assert await raw_own.get("k") == b"\x03"
+    await raw_own.script_flush()
+    token = lock_value.to_bytes(5)
+    assert await backend.try_lock("l", token, 10.0) is not None
+    assert await backend.release_lock("l", token)
+
+
 async def test_cancelled_operation_leaves_the_backend_usable(
     backend: RedisBackend,
 ) -> None:

@@ -102,19 +102,20 @@ class Lock:
     async def __aenter__(self) -> LockGuard:
         if self._guard is not None:
             raise RuntimeError(f"lock {self.name!r} is already held through this object")
-        token = lock_value.to_bytes(_random_token())
+        # A random signed 64-bit token (like upstream's `Random.nextLong`), as its 8 bytes.
+        token = secrets.token_bytes(lock_value.SIZE)
         grant, lease_start = await self._acquire(token)
         guard = LockGuard(self.name, token, grant.fence, self.ttl)
         self._guard = guard
         self._watching = self._exiting = self._cancelled_body = False
-        self._body = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        self._body = asyncio.current_task(loop)
         # Short critical sections pay nothing for watching: no task, no subscription, only a
         # loop timer that starts the watchdog after a grace period. (On an injected clock that
         # is not the loop's, the watchdog starts at once and sleeps the grace on that clock.)
         watch_from = lease_start + min(WATCH_GRACE, self._period / 4)
-        on_loop_time = isinstance(self._clock, SystemClock)
-        self._watch_timer = asyncio.get_running_loop().call_later(
-            max(0.0, watch_from - self._clock.now()) if on_loop_time else 0.0,
+        self._watch_timer = loop.call_at(
+            watch_from if type(self._clock) is SystemClock else loop.time(),
             self._start_watchdog,
             guard,
             lease_start,
@@ -337,9 +338,3 @@ async def _next_delete(sub: Subscription) -> None:
     async for event in sub:
         if event.deleted:
             return
-
-
-def _random_token() -> int:
-    """A random signed 64-bit token, like upstream's `Random.nextLong`."""
-    n = secrets.randbits(64)
-    return n - (1 << 64) if n >= 1 << 63 else n
