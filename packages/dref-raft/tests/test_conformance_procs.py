@@ -4,15 +4,14 @@
 One cluster serves the whole module: the processes, the in-process member and the event loop
 live as long as the module (`loop_scope="module"`), and every test opens fresh contexts on that
 member (the suite isolates its tests by unique element names). Every operation of the tests
-is forwarded from the in-process follower to a leader in another process.
+is forwarded from the in-process follower to a leader in another process, and the change
+events of a write are seen on the follower once the write has returned.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
-from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -23,24 +22,6 @@ from dref_compat.conformance import BackendConformance
 from dref_raft.backend import Member
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
-
-FOLLOWER_EVENTS = (
-    "dref bug (backend.py): a write made through a follower member returns once the leader "
-    "has committed it, before the follower has applied it, so a subscription opened on that "
-    "member right after the write can still receive the write's own event (the member applies "
-    "it when the leader's commit reaches it); fails in most runs, so not strict"
-)
-
-
-def follower_events_bug(test: Callable[..., Awaitable[None]]) -> Any:
-    """The suite's `test`, run here as an expected failure (FOLLOWER_EVENTS); a wrapper, so
-    the other subclasses of the suite keep the test unmarked."""
-
-    @functools.wraps(test)
-    async def run(*args: Any, **kwargs: Any) -> None:
-        await test(*args, **kwargs)
-
-    return pytest.mark.xfail(strict=False, reason=FOLLOWER_EVENTS)(run)
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +59,6 @@ class TestRaftMemberContextsProcs(BackendConformance):
                 return ctx
 
             yield open_one
-
-    test_changes_arrive_in_order_to_every_subscriber = follower_events_bug(
-        BackendConformance.test_changes_arrive_in_order_to_every_subscriber
-    )
-    test_delete_events = follower_events_bug(BackendConformance.test_delete_events)
-    test_on_change_calls_back_until_cancelled = follower_events_bug(
-        BackendConformance.test_on_change_calls_back_until_cancelled
-    )
 
     @pytest_asyncio.fixture(loop_scope="module")
     async def ctx(
