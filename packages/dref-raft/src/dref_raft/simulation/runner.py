@@ -458,11 +458,17 @@ class _Run:
                 lc.phase = "idle"
                 self.count("locks_busy")
                 return
-            recorder.acquired(lc.handle, entry.seq)
-            self.count("locks_acquired")
             lc.phase, lc.renew_every = "holding", 0
             lc.deadline = op.call + lc.ttl - margin
             lc.stalled = rng.random() < 0.15
+            if self.now >= lc.deadline:
+                # Granted, but its lease ran out before it heard (a lagging node): it never
+                # holds it (the handle stays unacquired) and releases it at once.
+                lc.stalled, lc.release_at = False, self.now
+                self.count("locks_too_late")
+                return
+            recorder.acquired(lc.handle, entry.seq)
+            self.count("locks_acquired")
             if lc.stalled:  # paused past its lease: the reaper hands the lock on
                 lc.release_at = self.now + lc.ttl + rng.randint(20, 300)
                 self.count("lock_stalls")
