@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf.message import DecodeError, EncodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from dref.errors import DRefError
 from dref_raft._pb import dref_consensus_pb2, raft_pb2, state_command_pb2
@@ -39,6 +40,7 @@ __all__ = [
     "decode_snapshot",
     "encode_command",
     "encode_snapshot",
+    "misplaced_field",
 ]
 
 
@@ -209,4 +211,52 @@ def _parse(msg: Any, data: bytes, what: str) -> Any:
         msg.ParseFromString(data)
     except (DecodeError, ValueError, RuntimeError) as exc:
         raise WireFormatError(f"not a valid {what}: {exc}") from exc
+    misplaced = misplaced_field(msg)
+    if misplaced is not None:
+        raise WireFormatError(f"not a valid {what}: {misplaced}")
     return msg
+
+
+def misplaced_field(msg: Any) -> str | None:
+    """What is wrong if a declared field of the parsed `msg` (or of a message inside it)
+    arrived with a wire type its type does not use; None if none did. Protobuf keeps such a
+    field as an unknown one and reads the field as absent, which would silently turn e.g. a
+    misplaced snapshot into an empty one; upstream's Rust decoder (prost) rejects it."""
+    return _misplaced_field(msg, "") if _has_unknown_fields(msg) else None
+
+
+def _has_unknown_fields(msg: Any) -> bool:
+    """Whether `msg` or a message inside it kept unknown fields (a cheap test, in C)."""
+    bare = type(msg)()
+    bare.CopyFrom(msg)
+    bare.DiscardUnknownFields()
+    return bool(bare.ByteSize() != msg.ByteSize())
+
+
+def _misplaced_field(msg: Any, path: str) -> str | None:
+    """The first declared field of `msg` or of a message inside it that arrived with a wire
+    type its type does not use (protobuf keeps such a field as an unknown one); None if none."""
+    declared = msg.DESCRIPTOR.fields_by_number
+    unknowns = UnknownFieldSet(msg)
+    for unknown in (unknowns[i] for i in range(len(unknowns))):
+        fd = declared.get(unknown.field_number)
+        if fd is not None:
+            return (
+                f"field {path}{fd.name} (number {fd.number}) has wire type {unknown.wire_type}, "
+                "which its type does not use"
+            )
+    for fd, value in msg.ListFields():
+        if fd.message_type is None:
+            continue
+        items = enumerate(value) if _repeated(fd) else [(None, value)]
+        for index, item in items:
+            at = fd.name if index is None else f"{fd.name}[{index}]"
+            found = _misplaced_field(item, f"{path}{at}.")
+            if found is not None:
+                return found
+    return None
+
+
+def _repeated(fd: Any) -> bool:
+    is_repeated = getattr(fd, "is_repeated", None)  # protobuf ≥ 6; `label` before
+    return bool(is_repeated) if is_repeated is not None else fd.label == fd.LABEL_REPEATED

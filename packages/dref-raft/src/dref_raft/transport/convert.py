@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import Any, Final
 
 from google.protobuf.message import DecodeError, EncodeError
-from google.protobuf.unknown_fields import UnknownFieldSet
 
 from dref_raft._pb import dref_consensus_pb2, dref_ext_pb2, dref_pb2, dref_watch_pb2
 from dref_raft.commands import COMPARE_COMMANDS, Command
@@ -43,7 +42,13 @@ from dref_raft.core.messages import (
 from dref_raft.core.types import Entry
 from dref_raft.transport.base import DEFAULT_MAX_MESSAGE_BYTES, CompareResult, WatchEvent
 from dref_raft.transport.errors import WireError
-from dref_raft.wire import decode_command, decode_snapshot, encode_command, encode_snapshot
+from dref_raft.wire import (
+    decode_command,
+    decode_snapshot,
+    encode_command,
+    encode_snapshot,
+    misplaced_field,
+)
 
 __all__ = [
     "COMPARE_METHOD",
@@ -149,47 +154,10 @@ def parse(pb_class: Any, data: bytes, what: str, max_bytes: int = DEFAULT_MAX_ME
         msg.ParseFromString(data)
     except (DecodeError, ValueError, RuntimeError, TypeError) as exc:
         raise WireError(f"malformed {what} ({len(data)} bytes): {exc}") from exc
-    misplaced = _misplaced_field(msg, "") if _has_unknown_fields(msg) else None
+    misplaced = misplaced_field(msg)
     if misplaced is not None:
         raise WireError(f"malformed {what} ({len(data)} bytes): {misplaced}")
     return msg
-
-
-def _has_unknown_fields(msg: Any) -> bool:
-    """Whether `msg` or a message inside it kept unknown fields (a cheap test, in C)."""
-    bare = type(msg)()
-    bare.CopyFrom(msg)
-    bare.DiscardUnknownFields()
-    return bool(bare.ByteSize() != msg.ByteSize())
-
-
-def _misplaced_field(msg: Any, path: str) -> str | None:
-    """The first declared field of `msg` or of a message inside it that arrived with a wire
-    type its type does not use (protobuf keeps such a field as an unknown one); None if none."""
-    declared = msg.DESCRIPTOR.fields_by_number
-    unknowns = UnknownFieldSet(msg)
-    for unknown in (unknowns[i] for i in range(len(unknowns))):
-        fd = declared.get(unknown.field_number)
-        if fd is not None:
-            return (
-                f"field {path}{fd.name} (number {fd.number}) has wire type {unknown.wire_type}, "
-                "which its type does not use"
-            )
-    for fd, value in msg.ListFields():
-        if fd.message_type is None:
-            continue
-        items = enumerate(value) if _repeated(fd) else [(None, value)]
-        for index, item in items:
-            at = fd.name if index is None else f"{fd.name}[{index}]"
-            found = _misplaced_field(item, f"{path}{at}.")
-            if found is not None:
-                return found
-    return None
-
-
-def _repeated(fd: Any) -> bool:
-    is_repeated = getattr(fd, "is_repeated", None)  # protobuf ≥ 6; `label` before
-    return bool(is_repeated) if is_repeated is not None else fd.label == fd.LABEL_REPEATED
 
 
 def _serialize(msg: Any, what: str) -> bytes:
