@@ -68,30 +68,51 @@ def free_ports(count: int) -> list[int]:
 
 @dataclass
 class NodeProcess:
+    """A `python -m dref_raft` process: `args`, plus `env` over an environment without the
+    caller's `DREF_*` variables. `capture_stderr` keeps its stderr for a start failure (only
+    for short-lived nodes: nobody drains the pipe)."""
+
     node_id: str
     port: int
     args: list[str]
     proc: subprocess.Popen[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    capture_stderr: bool = False
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DREF_")}
+        self.launch()
+        self.wait_serving(timeout)
+
+    def launch(self) -> None:
+        """Start the process (`wait_serving` waits until it serves)."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith("DREF_")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dref_raft", *self.args],
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE if self.capture_stderr else subprocess.DEVNULL,
             text=True,
-            env=env,
+            env={**base, **self.env},
         )
+
+    def wait_serving(self, timeout: float = 20.0) -> str:
+        """The line it prints once serving; RuntimeError (with its stderr if captured)."""
+        assert self.proc is not None
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         line = self.proc.stdout.readline()  # the process prints one line once serving
         if "serving" not in line or time.monotonic() > deadline:
+            proc = self.proc
+            if "serving" not in line:  # it exited (or closed stdout): let it finish
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=30)
             self.kill()
-            raise RuntimeError(f"node {self.node_id} did not start: {line!r}")
+            err = proc.stderr.read() if proc.stderr is not None else ""
+            raise RuntimeError(f"node {self.node_id} did not start: {line!r} {err}")
+        return line
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:

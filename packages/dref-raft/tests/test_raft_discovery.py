@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 
 import pytest
 from click.testing import CliRunner
@@ -246,42 +245,14 @@ async def test_no_own_address_among_the_discovered_ones_is_a_configuration_error
 
 
 # -- a real 3-process cluster --------------------------------------------------------------------
-@dataclass
-class EnvNodeProcess(NodeProcess):
-    """A `python -m dref_raft` process configured by environment only (upstream's names)."""
-
-    env: dict[str, str] | None = None
-
-    def launch(self) -> None:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("DREF_")}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dref_raft", *self.args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**base, **(self.env or {})},
-        )
-
-    def wait_serving(self) -> str:
-        """The line it prints once serving (after bootstrap); RuntimeError with its stderr."""
-        assert self.proc is not None
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if "serving" not in line:
-            self.proc.wait(timeout=30)
-            err = self.proc.stderr.read() if self.proc.stderr is not None else ""
-            self.proc = None
-            raise RuntimeError(f"node {self.node_id} did not start: {line!r} {err}")
-        return line
-
-
 @pytest.fixture
-def discovered_procs(port: int) -> Iterator[list[EnvNodeProcess]]:
+def discovered_procs(port: int) -> Iterator[list[NodeProcess]]:
     nodes = [
-        EnvNodeProcess(
+        NodeProcess(
             name,
             port,
             [],
+            capture_stderr=True,
             env={
                 "DREF_NODE_ADDRESSES": ", ".join(HOSTS),
                 "DREF_PORT": str(port),
@@ -303,7 +274,7 @@ def discovered_procs(port: int) -> Iterator[list[EnvNodeProcess]]:
 
 
 async def test_three_processes_discover_each_other_elect_and_serve(
-    port: int, discovered_procs: list[EnvNodeProcess]
+    port: int, discovered_procs: list[NodeProcess]
 ) -> None:
     lines = await asyncio.gather(*(asyncio.to_thread(n.wait_serving) for n in discovered_procs))
     for line, host in zip(lines, HOSTS, strict=True):
