@@ -72,6 +72,33 @@ async def test_fence_grows_across_backends_and_expiries(
     assert fences == sorted(set(fences))
 
 
+async def test_releaser_of_a_wanted_lock_lets_the_waiters_go_first(
+    redis_server: RedisServer, open_backend: Any, raw: aioredis.Redis
+) -> None:
+    holder: RedisBackend = await open_backend(redis_server.url, poll_interval=0.5)
+    waiter: RedisBackend = await open_backend(redis_server.url, poll_interval=0.5)
+    t1, t2, t3 = (lock_value.to_bytes(i) for i in (1, 2, 3))
+    # Uncontended: release and take again at once.
+    assert await holder.try_lock("wanted", t1, 5) is not None
+    assert await holder.release_lock("wanted", t1)
+    assert await holder.try_lock("wanted", t2, 5) is not None
+    # A waiter fails while we hold it: its mark lasts two polls.
+    assert await waiter.try_lock("wanted", t3, 5) is None
+    assert 0 < await raw.pttl(b"{wanted}:dref-wanted") <= 1000
+    assert await holder.release_lock("wanted", t2)
+    # Our next attempt defers to the woken waiters once (the lock is free), then goes ahead.
+    assert await holder.try_lock("wanted", t1, 5) is None
+    assert await raw.exists("wanted") == 0
+    assert await waiter.try_lock("wanted", t3, 5) is not None
+    assert await holder.try_lock("wanted", t1, 5) is None  # held by the waiter: wanted again
+    assert await waiter.release_lock("wanted", t3)
+    assert await waiter.try_lock("wanted", t3, 5) is None
+    assert await holder.try_lock("wanted", t1, 5) is not None
+    await raw.delete(b"{wanted}:dref-wanted")  # as when the mark expires: nobody waits
+    assert await holder.release_lock("wanted", t1)
+    assert await holder.try_lock("wanted", t1, 5) is not None
+
+
 async def test_events_from_before_subscribe_are_not_delivered(
     redis_server: RedisServer, open_backend: Any
 ) -> None:

@@ -20,7 +20,7 @@ from dref.spi import Backend, Capabilities, LockGrant
 from dref_redis import scripts
 from dref_redis.connection import Connections
 from dref_redis.errors import map_error
-from dref_redis.keys import CHANNEL, KeyLayout, fence_key
+from dref_redis.keys import CHANNEL, KeyLayout, fence_key, wanted_key
 from dref_redis.listener import ChangeListener
 from dref_redis.payloads import PayloadEncoder
 from dref_redis.settings import RedisSettings
@@ -30,6 +30,7 @@ __all__ = ["RedisBackend"]
 T = TypeVar("T")
 
 _CHANNEL = CHANNEL.encode()
+_WANTED_MEMORY = 1024
 
 
 def _px(ttl: float | None) -> bytes:
@@ -69,6 +70,10 @@ class RedisBackend(Backend):
         self.keys = KeyLayout(settings.key_prefix)
         self.hub = ChangeHub(change_buffer)
         self._payloads = PayloadEncoder(settings.payload_flavor)
+        # Lock keys we released while waiters wanted them (see try_lock), oldest first. A
+        # waiter's mark lasts two polls: it tries again on every release and every poll.
+        self._wanted: dict[bytes, bool] = {}
+        self._wanted_px = _px(2 * settings.poll_interval)
         self._conns = Connections(settings)
         self._where = self._conns.where
         self._deadline = settings.connect_timeout + settings.op_timeout
@@ -228,10 +233,19 @@ class RedisBackend(Backend):
         return False, current
 
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
-        """Acquire with fencing: SET NX PX, INCR of the fence key and PUBLISH in one script."""
+        """Acquire with fencing: SET NX PX, INCR of the fence key and PUBLISH in one script.
+
+        A failed attempt marks the lock wanted. Our first attempt after releasing it while it
+        was wanted counts as failed: the caller then subscribes and tries again, which gives
+        the waiters woken by that release a round trip's head start, so that under contention
+        the lock passes on instead of back to the releaser.
+        """
         key = self.keys.key(name)
-        args = [token, _px(ttl), self._payload(key, token), _CHANNEL]
-        fence = await self._run(self._try_lock, "try_lock", name, [key, fence_key(key)], args)
+        if self._wanted.pop(key, False):
+            return None
+        args = [token, _px(ttl), self._payload(key, token), _CHANNEL, self._wanted_px]
+        keys = [key, fence_key(key), wanted_key(key)]
+        fence = await self._run(self._try_lock, "try_lock", name, keys, args)
         return None if fence is None else LockGrant(fence=int(fence))
 
     async def refresh_lock(self, name: str, token: bytes, ttl: float) -> bool:
@@ -243,7 +257,13 @@ class RedisBackend(Backend):
     async def release_lock(self, name: str, token: bytes) -> bool:
         key = self.keys.key(name)
         args = [token, self._payload(key, None), _CHANNEL]
-        return bool(await self._run(self._release_lock, "release_lock", name, [key], args))
+        keys = [key, wanted_key(key)]
+        released = await self._run(self._release_lock, "release_lock", name, keys, args)
+        if released == 2:  # waiters wanted it: our next try_lock lets them go first
+            if len(self._wanted) >= _WANTED_MEMORY:
+                del self._wanted[next(iter(self._wanted))]
+            self._wanted[key] = True
+        return bool(released)
 
 
 async def _evalsha(

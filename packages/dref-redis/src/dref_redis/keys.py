@@ -6,8 +6,8 @@
 - The fence counter of a lock key `k` is `{k}:dref-fence` when `k` is not empty and contains no
   `}` (Redis Cluster hashes `k` and the tag `{k}` alike, so both share a slot). A key containing
   `}` that has a hash tag of its own uses `k:dref-fence` (same tag); any other key uses
-  `{<t>}:dref-fence:k`, where `t` is a short tag chosen to hash to `k`'s slot. Upstream never
-  reads these keys.
+  `{<t>}:dref-fence:k`, where `t` is a short tag chosen to hash to `k`'s slot. The mark that a
+  waiter wants the lock is named alike with `:dref-wanted`. Upstream never reads these keys.
 """
 
 from __future__ import annotations
@@ -17,10 +17,19 @@ import itertools
 
 from redis.crc import key_slot
 
-__all__ = ["CHANNEL", "FENCE_SUFFIX", "KeyLayout", "fence_key", "hash_tag"]
+__all__ = [
+    "CHANNEL",
+    "FENCE_SUFFIX",
+    "WANTED_SUFFIX",
+    "KeyLayout",
+    "fence_key",
+    "hash_tag",
+    "wanted_key",
+]
 
 CHANNEL = "dref-change"
 FENCE_SUFFIX = ":dref-fence"
+WANTED_SUFFIX = ":dref-wanted"
 
 
 class KeyLayout:
@@ -56,11 +65,21 @@ def hash_tag(key: bytes) -> bytes | None:
 
 def fence_key(key: bytes) -> bytes:
     """The fence counter's key for lock key `key`, in the same cluster slot."""
+    return _companion(key, FENCE_SUFFIX.encode())
+
+
+def wanted_key(key: bytes) -> bytes:
+    """The key marking lock key `key` as wanted by a waiter, in the same cluster slot."""
+    return _companion(key, WANTED_SUFFIX.encode())
+
+
+@functools.lru_cache(maxsize=4096)
+def _companion(key: bytes, suffix: bytes) -> bytes:
     if key and b"}" not in key:
-        return b"{" + key + b"}" + FENCE_SUFFIX.encode()
+        return b"{" + key + b"}" + suffix
     if hash_tag(key) is not None:
-        return key + FENCE_SUFFIX.encode()
-    return b"{" + _tag_for_slot(key_slot(key)) + b"}" + FENCE_SUFFIX.encode() + b":" + key
+        return key + suffix
+    return b"{" + _tag_for_slot(key_slot(key)) + b"}" + suffix + b":" + key
 
 
 @functools.lru_cache(maxsize=1024)

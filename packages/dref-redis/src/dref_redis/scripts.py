@@ -78,8 +78,10 @@ return {1}
 )
 
 TRY_LOCK = """
--- KEYS: lock key, fence key; ARGV: token, px, payload, channel. Returns the fence or nil.
+-- KEYS: lock key, fence key, wanted key; ARGV: token, px, payload, channel, wanted px. Returns
+-- the fence, or nil when the lock is held (then marks it wanted, for the holder's release).
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
   return false
 end
 local fence = redis.call('INCR', KEYS[2])
@@ -96,13 +98,14 @@ return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
 
 RELEASE_LOCK = """
--- KEYS: lock key; ARGV: token, payload, channel. 1 iff the lock was ours and is now deleted.
+-- KEYS: lock key, wanted key; ARGV: token, payload, channel. 0 if the lock was not ours; else it
+-- is deleted, and 2 says that a waiter wanted it lately, 1 that nobody did.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
 redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[3], ARGV[2])
-return 1
+return 1 + redis.call('EXISTS', KEYS[2])
 """
 
 RESYNC = """
