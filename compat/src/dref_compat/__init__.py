@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dref_compat.fencing import Hold, HoldRecorder, check_mutual_exclusion
+    from dref_compat.fencing import Hold, HoldRecorder, check_mutual_exclusion, check_within_grants
     from dref_compat.history import CheckResult, HistoryRecorder, Operation, OpKind, PendingOp
     from dref_compat.linearizability import check_linearizable
 
@@ -25,6 +25,7 @@ __all__ = [
     "PendingOp",
     "check_linearizable",
     "check_mutual_exclusion",
+    "check_within_grants",
 ]
 
 _HOME = {
@@ -37,6 +38,7 @@ _HOME = {
     "Hold": "fencing",
     "HoldRecorder": "fencing",
     "check_mutual_exclusion": "fencing",
+    "check_within_grants": "fencing",
 }
 
 
