@@ -24,6 +24,7 @@ import platform
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,10 +70,8 @@ def _inc(n: int) -> int:
 Op = Callable[[], Awaitable[object]]
 
 
-async def run_tasks(op: Op, tasks: int, seconds: float, start_at: float | None = None) -> Sample:
+async def run_tasks(op: Op, tasks: int, seconds: float) -> Sample:
     """Run `op` in `tasks` concurrent loops for `seconds`; every call is timed."""
-    if start_at is not None:
-        await asyncio.sleep(max(0.0, start_at - time.time()))
     clock = time.perf_counter_ns
     end = clock() + int(seconds * 1e9)
     latencies: list[int] = []
@@ -180,29 +179,45 @@ async def _dref_lock(ctx: dref.DRefContext, key: str) -> None:
 
 
 async def measure_side(
-    kind: str, url: str, key: str, tasks: int, seconds: float, start_at: float | None = None
+    kind: str, url: str, key: str, tasks: int, seconds: float, barrier: Any = None
 ) -> Sample:
-    from contextlib import AsyncExitStack
-
+    """`kind` alone; with a `barrier`, start measuring once every process has warmed up."""
     async with AsyncExitStack() as stack:
         op = await side_op(kind, url, key, stack)
         await warm(op)
-        return await run_tasks(op, tasks, seconds, start_at)
+        if barrier is not None:
+            await asyncio.to_thread(barrier.wait)
+        return await run_tasks(op, tasks, seconds)
 
 
-def _process_main(
-    kind: str, url: str, key: str, tasks: int, seconds: float, start_at: float
-) -> Any:
-    sample = asyncio.run(measure_side(kind, url, key, tasks, seconds, start_at))
+async def measure_pair(
+    base_kind: str, dref_kind: str, url: str, key: str, seconds: float, rounds: int = 4
+) -> tuple[Stats, Stats]:
+    """Both sides opened together, one task each, in alternating rounds of `seconds / rounds`:
+    a machine whose load changes slows both alike."""
+    async with AsyncExitStack() as stack:
+        ops = [await side_op(kind, url, key, stack) for kind in (base_kind, dref_kind)]
+        for op in ops:
+            await warm(op)
+        samples: list[list[Sample]] = [[], []]
+        for i in range(rounds):
+            for side in (0, 1) if i % 2 == 0 else (1, 0):
+                samples[side].append(await run_tasks(ops[side], 1, seconds / rounds))
+    return Stats.of(samples[0]), Stats.of(samples[1])
+
+
+def _process_main(kind: str, url: str, key: str, tasks: int, seconds: float, barrier: Any) -> Any:
+    sample = asyncio.run(measure_side(kind, url, key, tasks, seconds, barrier))
     return sample.ops, sample.elapsed_ns, sample.latencies_ns[::10]
 
 
 def measure_processes(
-    pool: Any, kind: str, url: str, key: str, procs: int, tasks: int, seconds: float
+    pool: Any, manager: Any, kind: str, url: str, key: str, procs: int, tasks: int, seconds: float
 ) -> list[Sample]:
-    """`procs` processes of `tasks` tasks each, started together; one Sample per process."""
-    start_at = time.time() + 1.5  # time for the processes to start and warm up
-    args = [(kind, url, key, tasks, seconds, start_at)] * procs
+    """`procs` processes of `tasks` tasks each; they start measuring together, once all of them
+    have warmed up (a warm-up of contending processes can take a while). One Sample each."""
+    barrier = manager.Barrier(procs)
+    args = [(kind, url, key, tasks, seconds, barrier)] * procs
     return [Sample(ops, ns, lat) for ops, ns, lat in pool.starmap(_process_main, args)]
 
 
@@ -279,11 +294,11 @@ def run(url: str, seconds: float, console: Console) -> tuple[list[Row], list[Fai
         )
     )
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(4) as pool:
+    with ctx.Pool(4) as pool, ctx.Manager() as manager:
 
         def procs(kind: str, key: str, n: int, tasks: int) -> list[Sample]:
             console.print(f"  {kind} ({n} processes x {tasks} tasks) …", highlight=False)
-            return measure_processes(pool, kind, url, key, n, tasks, seconds)
+            return measure_processes(pool, manager, kind, url, key, n, tasks, seconds)
 
         cas8 = combined(procs("dref-update", "bench:u8", 2, 4))
         rows.append(
@@ -302,11 +317,15 @@ def run(url: str, seconds: float, console: Console) -> tuple[list[Row], list[Fai
                 target=at_least(4),
             )
         )
+        console.print("  base-lock and dref-lock (1 task each, alternating) …", highlight=False)
+        base1, dref1 = asyncio.run(
+            measure_pair("base-lock", "dref-lock", url, "bench:lock1", seconds)
+        )
         rows.append(
             Row(
                 "lock acquire+release, 1 task (base: redis-py Lock)",
-                baseline=single("base-lock", "bench:lock1", 1),
-                subject=single("dref-lock", "bench:lock1", 1),
+                baseline=base1,
+                subject=dref1,
                 target=at_least(1),
             )
         )
