@@ -99,6 +99,19 @@ async def test_releaser_of_a_wanted_lock_lets_the_waiters_go_first(
     assert await holder.try_lock("wanted", t1, 5) is not None
 
 
+async def test_only_the_releasing_task_defers_to_the_waiters(
+    redis_server: RedisServer, open_backend: Any
+) -> None:
+    """Another task of the releasing client — e.g. its own woken waiter — is not held back."""
+    holder: RedisBackend = await open_backend(redis_server.url)
+    other: RedisBackend = await open_backend(redis_server.url)
+    t1, t2, t3 = (lock_value.to_bytes(i) for i in (1, 2, 3))
+    assert await holder.try_lock("wanted2", t1, 5) is not None
+    assert await other.try_lock("wanted2", t2, 5) is None
+    assert await holder.release_lock("wanted2", t1)
+    assert await asyncio.create_task(holder.try_lock("wanted2", t3, 5)) is not None
+
+
 async def test_events_from_before_subscribe_are_not_delivered(
     redis_server: RedisServer, open_backend: Any
 ) -> None:

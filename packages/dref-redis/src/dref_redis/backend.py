@@ -70,9 +70,10 @@ class RedisBackend(Backend):
         self.keys = KeyLayout(settings.key_prefix)
         self.hub = ChangeHub(change_buffer)
         self._payloads = PayloadEncoder(settings.payload_flavor)
-        # Lock keys we released while waiters wanted them (see try_lock), oldest first. A
-        # waiter's mark lasts two polls: it tries again on every release and every poll.
-        self._wanted: dict[bytes, bool] = {}
+        # Lock keys released while waiters wanted them, and the releasing task (see try_lock),
+        # oldest first. A waiter's mark lasts two polls: it tries again on every release and
+        # every poll.
+        self._wanted: dict[bytes, asyncio.Task[Any] | None] = {}
         self._wanted_px = _px(2 * settings.poll_interval)
         self._conns = Connections(settings)
         self._where = self._conns.where
@@ -235,13 +236,14 @@ class RedisBackend(Backend):
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
         """Acquire with fencing: SET NX PX, INCR of the fence key and PUBLISH in one script.
 
-        A failed attempt marks the lock wanted. Our first attempt after releasing it while it
-        was wanted counts as failed: the caller then subscribes and tries again, which gives
-        the waiters woken by that release a round trip's head start, so that under contention
-        the lock passes on instead of back to the releaser.
+        A failed attempt marks the lock wanted. The releaser's first attempt after releasing it
+        while it was wanted (the same task taking it again) counts as failed: it then subscribes
+        and tries again, which gives the waiters woken by that release a round trip's head
+        start, so that under contention the lock passes on instead of back to the releaser.
         """
         key = self.keys.key(name)
-        if self._wanted.pop(key, False):
+        if self._wanted and self._wanted.get(key) is asyncio.current_task():
+            del self._wanted[key]
             return None
         args = [token, _px(ttl), self._payload(key, token), _CHANNEL, self._wanted_px]
         keys = [key, fence_key(key), wanted_key(key)]
@@ -259,10 +261,11 @@ class RedisBackend(Backend):
         args = [token, self._payload(key, None), _CHANNEL]
         keys = [key, wanted_key(key)]
         released = await self._run(self._release_lock, "release_lock", name, keys, args)
-        if released == 2:  # waiters wanted it: our next try_lock lets them go first
+        if released == 2:  # waiters wanted it: this task's next try_lock lets them go first
+            self._wanted.pop(key, None)
             if len(self._wanted) >= _WANTED_MEMORY:
                 del self._wanted[next(iter(self._wanted))]
-            self._wanted[key] = True
+            self._wanted[key] = asyncio.current_task()
         return bool(released)
 
 
