@@ -191,10 +191,10 @@ async def measure_side(
 
 
 async def measure_pair(
-    base_kind: str, dref_kind: str, url: str, key: str, seconds: float, rounds: int = 4
+    base_kind: str, dref_kind: str, url: str, key: str, seconds: float, rounds: int = 10
 ) -> tuple[Stats, Stats]:
     """Both sides opened together, one task each, in alternating rounds of `seconds / rounds`:
-    a machine whose load changes slows both alike."""
+    a machine whose load changes slows both alike (see `pooled`)."""
     async with AsyncExitStack() as stack:
         ops = [await side_op(kind, url, key, stack) for kind in (base_kind, dref_kind)]
         for op in ops:
@@ -203,7 +203,7 @@ async def measure_pair(
         for i in range(rounds):
             for side in (0, 1) if i % 2 == 0 else (1, 0):
                 samples[side].append(await run_tasks(ops[side], 1, seconds / rounds))
-    return Stats.of(samples[0]), Stats.of(samples[1])
+    return pooled(samples[0]), pooled(samples[1])
 
 
 def _process_main(kind: str, url: str, key: str, tasks: int, seconds: float, barrier: Any) -> Any:
@@ -223,10 +223,19 @@ def measure_processes(
 
 def combined(samples: list[Sample]) -> Stats:
     """Processes ran side by side: their ops/s add up."""
-    total = sum(s.ops_per_s for s in samples)
+    return _stats(sum(s.ops_per_s for s in samples), samples)
+
+
+def pooled(samples: list[Sample]) -> Stats:
+    """Rounds ran one after the other, interleaved with the other side's: all operations over
+    all the time (a per-side median would compare different moments of a changing load)."""
+    return _stats(sum(s.ops for s in samples) * 1e9 / sum(s.elapsed_ns for s in samples), samples)
+
+
+def _stats(ops_per_s: float, samples: list[Sample]) -> Stats:
     latencies = sorted(x for s in samples for x in s.latencies_ns)
     return Stats(
-        ops_per_s=total,
+        ops_per_s=ops_per_s,
         p50_ns=float(latencies[len(latencies) // 2]),
         p99_ns=float(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]),
         rounds=[s.ops_per_s for s in samples],
