@@ -73,7 +73,7 @@ class RedisBackend(Backend):
         # Lock keys released while waiters wanted them, and the releasing task (see try_lock),
         # oldest first. A waiter's mark lasts two polls: it tries again on every release and
         # every poll.
-        self._wanted: dict[bytes, asyncio.Task[Any] | None] = {}
+        self._wanted: dict[bytes, asyncio.Task[Any]] = {}
         self._wanted_px = _px(2 * settings.poll_interval)
         self._conns = Connections(settings)
         self._where = self._conns.where
@@ -242,7 +242,7 @@ class RedisBackend(Backend):
         start, so that under contention the lock passes on instead of back to the releaser.
         """
         key = self.keys.key(name)
-        if self._wanted and self._wanted.get(key) is asyncio.current_task():
+        if key in self._wanted and self._wanted[key] is asyncio.current_task():
             del self._wanted[key]
             return None
         args = [token, _px(ttl), self._payload(key, token), _CHANNEL, self._wanted_px]
@@ -261,11 +261,12 @@ class RedisBackend(Backend):
         args = [token, self._payload(key, None), _CHANNEL]
         keys = [key, wanted_key(key)]
         released = await self._run(self._release_lock, "release_lock", name, keys, args)
-        if released == 2:  # waiters wanted it: this task's next try_lock lets them go first
+        task = asyncio.current_task()
+        if released == 2 and task is not None:  # wanted: this task's next try_lock defers
             self._wanted.pop(key, None)
             if len(self._wanted) >= _WANTED_MEMORY:
                 del self._wanted[next(iter(self._wanted))]
-            self._wanted[key] = asyncio.current_task()
+            self._wanted[key] = task
         return bool(released)
 
 
