@@ -214,7 +214,7 @@ async def test_two_members_with_one_node_id_are_refused(port: int) -> None:
             port=port,
             node_addresses=",".join(HOSTS[:2]),
             expected_size=2,
-            **FAST,  # type: ignore[arg-type]
+            **{**FAST, "discovery_timeout": 3.0},  # type: ignore[arg-type]
         )
         for host in HOSTS[:2]
     ]
