@@ -71,8 +71,8 @@ class RedisBackend(Backend):
         self.hub = ChangeHub(change_buffer)
         self._payloads = PayloadEncoder(settings.payload_flavor)
         # Lock keys released while waiters wanted them, and the releasing task (see try_lock),
-        # oldest first. A waiter's mark lasts two polls: it tries again on every release and
-        # every poll.
+        # oldest first. A waiter's mark lasts until the next release, at most two polls (waiters
+        # try again on every release and every poll).
         self._wanted: dict[bytes, asyncio.Task[Any]] = {}
         self._wanted_px = _px(2 * settings.poll_interval)
         self._conns = Connections(settings)

@@ -99,13 +99,13 @@ return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 
 RELEASE_LOCK = """
 -- KEYS: lock key, wanted key; ARGV: token, payload, channel. 0 if the lock was not ours; else it
--- is deleted, and 2 says that a waiter wanted it lately, 1 that nobody did.
+-- is deleted with its wanted mark: 2 if a waiter had marked it, 1 if nobody had.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
-redis.call('DEL', KEYS[1])
+local deleted = redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('PUBLISH', ARGV[3], ARGV[2])
-return 1 + redis.call('EXISTS', KEYS[2])
+return deleted
 """
 
 RESYNC = """
