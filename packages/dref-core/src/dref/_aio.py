@@ -36,10 +36,15 @@ async def within(clock: Clock, seconds: float | None, coro: Coroutine[Any, Any, 
 
 async def shielded(coro: Coroutine[Any, Any, T], what: str) -> T:
     """Run `coro` to completion even if the caller is cancelled meanwhile."""
+    return await asyncio.shield(in_background(coro, what))
+
+
+def in_background(coro: Coroutine[Any, Any, T], what: str) -> asyncio.Task[T]:
+    """Run `coro` as a task kept alive until it finishes; a failure is logged as `what`."""
     task = asyncio.ensure_future(coro)
     _background.add(task)
     task.add_done_callback(_finish_background(what))
-    return await asyncio.shield(task)
+    return task
 
 
 def _finish_background(what: str) -> Any:

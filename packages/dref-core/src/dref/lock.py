@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from dref import lock_value
-from dref._aio import cancel_and_wait, shielded, within
+from dref._aio import cancel_and_wait, in_background, within
 from dref.changes import Subscription
 from dref.clock import Clock, SystemClock
 from dref.errors import (
@@ -168,9 +168,7 @@ class Lock:
 
     def _release_later(self, token: bytes) -> None:
         """Release in the background, to completion (a failure is logged; the TTL remains)."""
-        release = self._backend.release_lock(self.name, token)
-        task = asyncio.ensure_future(shielded(release, f"release of lock {self.name}"))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        in_background(self._backend.release_lock(self.name, token), f"release of lock {self.name}")
 
     # -- hold -------------------------------------------------------------------------------------
     def _start_watchdog(self, guard: LockGuard, lease_start: float, watch_from: float) -> None:
