@@ -51,6 +51,11 @@ class Progress:
     #: Match at the previous heartbeat response (no progress since → probe again).
     match_at_heartbeat: int = -1
 
+    @property
+    def awaits_offer(self) -> bool:
+        """SNAPSHOT, but still waiting for the driver's state (`RaftCore.offer_snapshot`)."""
+        return self.state is ReplicationState.SNAPSHOT and self.snapshot_seq < 0
+
     def send_probe(self) -> None:
         """PROBE: a message goes out now."""
         self.probe_sent = True

@@ -114,9 +114,6 @@ class RaftCore:
         self._saved_hard = HardState(self.term, self.vote, self.commit)
         self._reported_soft = SoftState(self.role, None, self.term)
         self._snapshot_to_install: Snapshot | None = None
-        #: Upstream peers waiting for a snapshot of the state machine at `applied`
-        #: (`wants_snapshot` / `offer_snapshot`).
-        self._snapshot_wanted: set[str] = set()
         self._reads_ready: list[ReadState] = []
         self._reads_dropped: list[int] = []
         self._reads_waiting: list[int] = []
@@ -144,7 +141,7 @@ class RaftCore:
         """Whether the driver should call `offer_snapshot` (after `advance`) with its state
         machine at `applied`: an upstream peer can only be repaired by a full snapshot, and
         the log's compacted snapshot may be far behind what it already holds."""
-        return bool(self._snapshot_wanted)
+        return self.role is Role.LEADER and any(pr.awaits_offer for pr in self._progress.values())
 
     def progress(self, peer: str) -> Progress | None:
         """The leader's replication progress of `peer` (None when not leader)."""
@@ -225,14 +222,12 @@ class RaftCore:
         self._check_not_in_ready()
         if seq != self.applied:
             raise ValueError(f"offer the state at applied ({self.applied}), not at {seq}")
-        peers, self._snapshot_wanted = self._snapshot_wanted, set()
         term = self.log.term_at(seq)
         if self.role is not Role.LEADER or term is None:
             return
         snap = Snapshot(seq, term, data)
-        for peer in sorted(peers):
-            pr = self._progress[peer]
-            if pr.state is ReplicationState.SNAPSHOT and pr.snapshot_seq < 0:
+        for peer, pr in self._progress.items():
+            if pr.awaits_offer:
                 self._send_install(peer, snap)
 
     def step(self, msg: Message) -> None:
@@ -351,7 +346,6 @@ class RaftCore:
         self.role = Role.FOLLOWER
         self.leader_id = leader
         self._progress = {}
-        self._snapshot_wanted = set()
         self._votes = {}
         self._election_elapsed = 0
         self._randomize_timeout()
@@ -742,8 +736,7 @@ class RaftCore:
             # Upstream replaces its state wholesale and continues at the snapshot's seq + 1:
             # send the state at `applied` (as upstream's leader does), not the older compacted
             # snapshot, which would throw away what the peer already holds.
-            self._progress[peer].become_snapshot(-1)
-            self._snapshot_wanted.add(peer)
+            self._progress[peer].become_snapshot(-1)  # see `wants_snapshot`
             return
         self._send_install(peer, self.log.snapshot)
 
@@ -802,7 +795,7 @@ class RaftCore:
     def _handle_snapshot_response(self, msg: InstallSnapshotResponse) -> None:
         pr = self._progress[msg.sender]
         pr.recent_active = True
-        if pr.state is not ReplicationState.SNAPSHOT or pr.snapshot_seq < 0:
+        if pr.state is not ReplicationState.SNAPSHOT or pr.awaits_offer:
             return
         if msg.success:
             pr.synced = True
