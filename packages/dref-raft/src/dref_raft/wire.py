@@ -41,6 +41,7 @@ __all__ = [
     "encode_command",
     "encode_snapshot",
     "misplaced_field",
+    "snapshot_of",
 ]
 
 
@@ -182,7 +183,11 @@ def encode_snapshot(snapshot: ClusterSnapshot) -> bytes:
 
 def decode_snapshot(data: bytes) -> ClusterSnapshot:
     """Decode upstream `ClusterSnapshot` bytes (entries keep their encoded order)."""
-    msg: Any = _parse(dref_consensus_pb2.ClusterSnapshot(), data, "ClusterSnapshot")
+    return snapshot_of(_parse(dref_consensus_pb2.ClusterSnapshot(), data, "ClusterSnapshot"))
+
+
+def snapshot_of(msg: Any) -> ClusterSnapshot:
+    """A parsed (and checked) `ClusterSnapshot` message as ours, entries in their order."""
     entries = tuple(
         SnapshotEntry(
             str(kv.key),

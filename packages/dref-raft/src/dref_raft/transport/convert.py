@@ -44,10 +44,10 @@ from dref_raft.transport.base import DEFAULT_MAX_MESSAGE_BYTES, CompareResult, W
 from dref_raft.transport.errors import WireError
 from dref_raft.wire import (
     decode_command,
-    decode_snapshot,
     encode_command,
     encode_snapshot,
     misplaced_field,
+    snapshot_of,
 )
 
 __all__ = [
@@ -302,12 +302,10 @@ def decode_request(
                 last_term=int(msg.last_term) if ext else 0,
             )  # fmt: skip
         case _:  # "InstallSnapshot"
-            try:
-                snapshot = decode_snapshot(msg.snapshot.SerializeToString())
-            except ValueError as exc:
-                raise WireError(f"malformed snapshot: {exc}") from exc
+            # Parsed and checked with the request (`parse`): no second decode.
             return InstallSnapshot(
-                str(msg.leader_id), to, int(msg.term), snapshot, int(msg.last_seq), ext=ext,
+                str(msg.leader_id), to, int(msg.term), snapshot_of(msg.snapshot),
+                int(msg.last_seq), ext=ext,
                 last_term=int(msg.last_term) if ext else 0,
             )  # fmt: skip
 
