@@ -419,7 +419,7 @@ class RaftNode:
         """`ConsensusHandler`: step `request` into the core, answer with the core's response."""
         self._check_open()
         if (
-            request.sender not in self._inflight
+            request.sender not in self.peers
             and request.sender not in self._strangers
             and len(self._strangers) < _MAX_STRANGERS_LOGGED
         ):
@@ -429,7 +429,7 @@ class RaftNode:
                 self.id,
                 type(request).__name__,
                 request.sender,
-                ", ".join(sorted(self._inflight)),
+                ", ".join(sorted(self.peers)),
             )
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         key = (request.sender, _REPLY_TYPE[type(request)])
