@@ -111,3 +111,13 @@ class NodeStorage:
         store = self._MEMORY[file_name](self._latest[file_name].contents)
         self._latest[file_name] = store
         return store
+
+
+def varint(value: int) -> bytes:
+    """A protobuf base-128 varint, for hand-built wire bytes."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)

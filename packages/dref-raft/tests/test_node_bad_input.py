@@ -21,6 +21,7 @@ import grpc
 import pytest
 import pytest_asyncio
 from cluster_procs import ProcCluster, follower_member, wait_until
+from raft_helpers import varint
 from upstream_double import kv, set_element
 
 import dref
@@ -214,17 +215,8 @@ async def test_a_stale_term_in_upstreams_format_is_refused_and_changes_nothing(
 
 def field(number: int, wire_type: int, payload: bytes = b"") -> bytes:
     """One protobuf field: its key and, for wire type 2, the length-prefixed payload."""
-    key = _varint(number << 3 | wire_type)
-    return key + (_varint(len(payload)) + payload if wire_type == 2 else payload)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
+    key = varint(number << 3 | wire_type)
+    return key + (varint(len(payload)) + payload if wire_type == 2 else payload)
 
 
 def current(method: str, state: NodeState, stale: bool = False, **changes: Any) -> bytes:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from raft_helpers import varint
 
 from dref_raft.commands import (
     DeleteElement,
@@ -129,20 +130,11 @@ def test_every_response_round_trips(
 
 
 # Hand-built upstream encodings (spec §3.3 field tables): tag, value, ... in field order.
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _field(number: int, value: int | bytes | str) -> bytes:
     if isinstance(value, int):
-        return _varint(number << 3) + _varint(value)
+        return varint(number << 3) + varint(value)
     raw = value.encode() if isinstance(value, str) else value
-    return _varint(number << 3 | 2) + _varint(len(raw)) + raw
+    return varint(number << 3 | 2) + varint(len(raw)) + raw
 
 
 SET_K = SetElement("my-key", b"\x01\x02\x03", 1700000000)
