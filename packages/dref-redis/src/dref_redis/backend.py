@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from dref import change_payload
 from dref.changes import ChangeHub, Subscription
@@ -21,6 +21,7 @@ from dref_redis import scripts
 from dref_redis.connection import Connections
 from dref_redis.errors import map_error
 from dref_redis.keys import CHANNEL, KeyLayout, fence_key, wanted_key
+from dref_redis.lane import CommandLane, ScriptCommand, pack
 from dref_redis.listener import ChangeListener
 from dref_redis.payloads import PayloadEncoder
 from dref_redis.settings import RedisSettings
@@ -31,6 +32,13 @@ T = TypeVar("T")
 
 _CHANNEL = CHANNEL.encode()
 _WANTED_MEMORY = 1024
+
+
+class _Script(NamedTuple):
+    """A script as redis-py runs it (routed by key in Cluster) and as the lane sends it."""
+
+    routed: AsyncScript
+    direct: ScriptCommand
 
 
 def _px(ttl: float | None) -> bytes:
@@ -80,17 +88,22 @@ class RedisBackend(Backend):
         self._deadline = settings.connect_timeout + settings.op_timeout
         client = self._conns.client
         self._client: Redis | RedisCluster = client
-        # Scripts go straight to a pooled connection, except in Cluster (routed by redis-py).
-        self._pool = None if isinstance(client, RedisCluster) else client.connection_pool
-        self._set = client.register_script(scripts.SET)
-        self._set_if_absent = client.register_script(scripts.SET_IF_ABSENT)
-        self._delete = client.register_script(scripts.DELETE)
-        self._cas = client.register_script(scripts.COMPARE_AND_SET)
-        self._try_lock = client.register_script(scripts.TRY_LOCK)
-        self._refresh_lock = client.register_script(scripts.REFRESH_LOCK)
-        self._release_lock = client.register_script(scripts.RELEASE_LOCK)
-        self._resync_script = client.register_script(scripts.RESYNC)
-        self._barrier_script = client.register_script(scripts.BARRIER)
+        # Commands go through the lane, except in Cluster (routed to shards by redis-py). The
+        # lane keeps one pooled connection fewer than the pool has, for the listener's pub/sub.
+        self._lane = (
+            None
+            if isinstance(client, RedisCluster)
+            else CommandLane(client.connection_pool, keep=settings.max_connections - 1)
+        )
+        self._set = self._script(scripts.SET)
+        self._set_if_absent = self._script(scripts.SET_IF_ABSENT)
+        self._delete = self._script(scripts.DELETE)
+        self._cas = self._script(scripts.COMPARE_AND_SET)
+        self._try_lock = self._script(scripts.TRY_LOCK)
+        self._refresh_lock = self._script(scripts.REFRESH_LOCK)
+        self._release_lock = self._script(scripts.RELEASE_LOCK)
+        self._resync_script = self._script(scripts.RESYNC)
+        self._barrier_script = self._script(scripts.BARRIER)
         self.listener = ChangeListener(
             connections=self._conns,
             hub=self.hub,
@@ -131,13 +144,27 @@ class RedisBackend(Backend):
         except (RedisError, OSError) as exc:
             raise map_error(exc, where=self._where, what=what, name=name) from exc
 
+    def _script(self, source: str) -> _Script:
+        routed = self._client.register_script(source)
+        return _Script(routed, ScriptCommand(source, routed.sha))
+
     async def _run(
-        self, script: AsyncScript, what: str, name: str, keys: list[bytes], args: list[bytes]
+        self, script: _Script, what: str, name: str, keys: list[bytes], args: list[bytes]
     ) -> Any:
-        pool = self._pool
-        if pool is None:
-            return await self._call(what, name, lambda: script(keys=keys, args=args))
-        return await self._call(what, name, lambda: _evalsha(pool, script, keys, args))
+        lane = self._lane
+        if lane is None:
+            return await self._call(what, name, lambda: script.routed(keys=keys, args=args))
+        command = script.direct.call(keys, args)
+        return await self._call(what, name, lambda: lane.run_script(script.direct, command))
+
+    async def _command(self, what: str, name: str, command: str, *args: bytes) -> Any:
+        """A plain command: through the lane, or routed by redis-py's client in Cluster."""
+        lane = self._lane
+        if lane is None:
+            client = self._client
+            return await self._call(what, name, lambda: client.execute_command(command, *args))
+        packed = pack(command.encode(), *args)
+        return await self._call(what, name, lambda: lane.execute(packed))
 
     def _payload(self, key: bytes, value: bytes | None) -> bytes:
         payloads = self._payloads
@@ -154,8 +181,7 @@ class RedisBackend(Backend):
 
     # -- required ---------------------------------------------------------------------------------
     async def get(self, name: str) -> bytes | None:
-        key = self.keys.key(name)
-        value = await self._call("get", name, lambda: self._client.get(key))
+        value = await self._command("get", name, "GET", self.keys.key(name))
         assert value is None or isinstance(value, bytes)  # decode_responses is off
         return value
 
@@ -174,9 +200,8 @@ class RedisBackend(Backend):
         await self._run(self._delete, "delete", name, [key], [self._payload(key, None), _CHANNEL])
 
     async def expire(self, name: str, ttl: float) -> bool:
-        key = self.keys.key(name)
-        px = int(_px(ttl))
-        return bool(await self._call("expire", name, lambda: self._client.pexpire(key, px)))
+        reply = await self._command("expire", name, "PEXPIRE", self.keys.key(name), _px(ttl))
+        return bool(reply)
 
     async def subscribe(self, name: str) -> Subscription:
         if self._closed:
@@ -206,6 +231,8 @@ class RedisBackend(Backend):
             await self.listener.aclose()
         finally:
             self.hub.close()
+            if self._lane is not None:
+                await self._lane.aclose()
             await self._conns.aclose()
 
     # -- native paths -----------------------------------------------------------------------------
@@ -268,27 +295,3 @@ class RedisBackend(Backend):
                 del self._wanted[next(iter(self._wanted))]
             self._wanted[key] = task
         return bool(released)
-
-
-async def _evalsha(
-    pool: ConnectionPool, script: AsyncScript, keys: list[bytes], args: list[bytes]
-) -> Any:
-    """EVALSHA on a pooled connection, after SCRIPT LOAD if the server does not know the script.
-
-    The commands of redis-py's `Script`, without its client layer (about 20 µs per call on a small
-    machine), which adds nothing here: retries are off and EVALSHA has no reply callback. The
-    connection still disconnects itself on any error or cancellation.
-    """
-    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-    try:
-        await conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        try:
-            return await conn.read_response()
-        except NoScriptError:
-            pass  # a restarted or flushed server: load the script, then run it again
-        await conn.send_command("SCRIPT", "LOAD", script.script)
-        await conn.read_response()
-        await conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        return await conn.read_response()
-    finally:
-        await pool.release(conn)
