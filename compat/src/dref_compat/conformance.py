@@ -442,6 +442,25 @@ class BackendConformance:
         assert await backend.release_lock(name, theirs)
         assert await backend.get(name) is None
 
+    async def test_waiters_are_served_in_line_when_claimed(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        backend = ctx.backend
+        if not backend.capabilities.lock_queue:
+            pytest.skip("backend does not claim a line of lock waiters")
+        t1, t2, t3, t4 = (lock_value.to_bytes(i) for i in range(1, 5))
+        assert await backend.try_lock(name, t1, 5) is not None
+        assert await backend.try_lock(name, t2, 5) is None
+        assert await backend.try_lock(name, t3, 5) is None
+        assert await backend.release_lock(name, t1)
+        assert await backend.try_lock(name, t3, 5) is None  # free, but t2 came first
+        assert await backend.try_lock(name, t2, 5) is not None
+        assert not await backend.release_lock(name, t3)  # t3 gives up: it leaves the line
+        assert await backend.get(name) == t2
+        assert await backend.release_lock(name, t2)
+        assert await backend.try_lock(name, t4, 5) is not None  # nobody waits any more
+        assert await backend.release_lock(name, t4)
+
     async def test_cancelled_waiter_leaves_no_lock_behind(
         self, ctx: dref.DRefContext, ctx2: dref.DRefContext, name: str
     ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 
@@ -172,3 +173,39 @@ async def test_waiters_get_the_lock_first_come_first_served(ctx: dref.DRefContex
             await until(lambda n=waiting: hub.subscribers("fifo") == n)
     await asyncio.gather(*tasks)
     assert order == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("queue", [False, True])
+async def test_a_waiter_that_gives_up_releases_only_where_waiters_queue(
+    ctx: dref.DRefContext, monkeypatch: pytest.MonkeyPatch, queue: bool
+) -> None:
+    """Core gives a cancelled waiter's token back only to a backend that keeps a line of
+    waiters (`lock_queue`); elsewhere the extra write (a Raft proposal) would be waste."""
+    backend = ctx.backend
+    released: list[bytes] = []
+    release = backend.release_lock
+
+    async def counting_release(name: str, token: bytes) -> bool:
+        released.append(token)
+        return await release(name, token)
+
+    monkeypatch.setattr(backend, "release_lock", counting_release)
+    caps = dataclasses.replace(backend.capabilities, lock_queue=queue)
+    monkeypatch.setattr(backend, "capabilities", caps)
+    hub = backend.store.hub  # type: ignore[attr-defined]
+    async with ctx.lock("given-up", ttl=30) as held:
+        task = asyncio.create_task(_hold(ctx, "given-up"))
+        await until(lambda: hub.subscribers("given-up") == 1)  # waiting, after a failed try
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await until(lambda: len(released) == int(queue))
+        assert await backend.get("given-up") == held.token  # the holder keeps its lock
+    await until(lambda: len(released) == int(queue) + 1)  # the holder's own release
+    assert released[-1] == held.token
+    assert held.token not in released[:-1]
+
+
+async def _hold(ctx: dref.DRefContext, name: str) -> None:
+    async with ctx.lock(name, ttl=30):
+        pass

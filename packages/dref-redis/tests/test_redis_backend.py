@@ -72,44 +72,76 @@ async def test_fence_grows_across_backends_and_expiries(
     assert fences == sorted(set(fences))
 
 
-async def test_releaser_of_a_wanted_lock_lets_the_waiters_go_first(
+async def test_waiters_get_the_lock_first_come_first_served(
     redis_server: RedisServer, open_backend: Any, raw: aioredis.Redis
 ) -> None:
-    holder: RedisBackend = await open_backend(redis_server.url, poll_interval=0.5)
-    waiter: RedisBackend = await open_backend(redis_server.url, poll_interval=0.5)
+    a: RedisBackend = await open_backend(redis_server.url, poll_interval=0.5)
+    b: RedisBackend = await open_backend(redis_server.url, poll_interval=0.5)
     t1, t2, t3 = (lock_value.to_bytes(i) for i in (1, 2, 3))
-    # Uncontended: release and take again at once.
-    assert await holder.try_lock("wanted", t1, 5) is not None
-    assert await holder.release_lock("wanted", t1)
-    assert await holder.try_lock("wanted", t2, 5) is not None
-    # A waiter fails while we hold it: its mark lasts two polls.
-    assert await waiter.try_lock("wanted", t3, 5) is None
-    assert 0 < await raw.pttl(b"{wanted}:dref-wanted") <= 1000
-    assert await holder.release_lock("wanted", t2)
-    assert await raw.exists(b"{wanted}:dref-wanted") == 0  # the release takes the mark
-    # Our next attempt defers to the woken waiters once (the lock is free), then goes ahead.
-    assert await holder.try_lock("wanted", t1, 5) is None
-    assert await raw.exists("wanted") == 0
-    assert await waiter.try_lock("wanted", t3, 5) is not None
-    assert await holder.try_lock("wanted", t1, 5) is None  # held by the waiter: wanted again
-    assert await waiter.release_lock("wanted", t3)
-    assert await waiter.try_lock("wanted", t3, 5) is None
-    assert await holder.try_lock("wanted", t1, 5) is not None
-    assert await holder.release_lock("wanted", t1)  # nobody waited meanwhile: no deferral
-    assert await holder.try_lock("wanted", t1, 5) is not None
+    queue, lives = b"{fifo}:dref-queue", b"{fifo}:dref-lives"
+    assert await a.try_lock("fifo", t1, 5) is not None
+    assert await raw.exists(queue, lives) == 0  # nobody waits: no line
+    assert await b.try_lock("fifo", t2, 5) is None
+    assert await a.try_lock("fifo", t3, 5) is None
+    assert await b.try_lock("fifo", t2, 5) is None  # trying again keeps the place
+    assert await raw.zrange(queue, 0, -1) == [t2, t3]
+    assert 0 < await raw.pttl(lives) <= 1500  # three polls without an attempt
+    assert await a.release_lock("fifo", t1)
+    # The lock is free, but only for the first in line; the releaser queues behind.
+    assert await a.try_lock("fifo", t1, 5) is None
+    assert await a.try_lock("fifo", t3, 5) is None
+    assert await raw.exists("fifo") == 0
+    assert await b.try_lock("fifo", t2, 5) is not None
+    assert await raw.zrange(queue, 0, -1) == [t3, t1]
+    assert await b.release_lock("fifo", t2)
+    assert await b.try_lock("fifo", t1, 5) is None
+    assert await a.try_lock("fifo", t3, 5) is not None
+    assert await a.release_lock("fifo", t3)
+    assert await a.try_lock("fifo", t1, 5) is not None
+    assert await raw.exists(queue, lives) == 0  # the line is gone with its last waiter
+    # Upstream nodes know nothing of the line: their SET NX takes a free lock regardless.
+    assert await b.try_lock("fifo", t2, 5) is None
+    assert await a.release_lock("fifo", t1)
+    assert await raw.set("fifo", lock_value.to_bytes(9), nx=True, px=5000)
 
 
-async def test_only_the_releasing_task_defers_to_the_waiters(
-    redis_server: RedisServer, open_backend: Any
+async def test_a_waiter_that_stops_trying_loses_its_place(
+    redis_server: RedisServer, open_backend: Any, raw: aioredis.Redis
 ) -> None:
-    """Another task of the releasing client — e.g. its own woken waiter — is not held back."""
-    holder: RedisBackend = await open_backend(redis_server.url)
-    other: RedisBackend = await open_backend(redis_server.url)
+    backend: RedisBackend = await open_backend(redis_server.url, poll_interval=0.1)
     t1, t2, t3 = (lock_value.to_bytes(i) for i in (1, 2, 3))
-    assert await holder.try_lock("wanted2", t1, 5) is not None
-    assert await other.try_lock("wanted2", t2, 5) is None
-    assert await holder.release_lock("wanted2", t1)
-    assert await asyncio.create_task(holder.try_lock("wanted2", t3, 5)) is not None
+    assert await backend.try_lock("gone", t1, 5) is not None
+    assert await backend.try_lock("gone", t2, 5) is None  # then crashes, never to try again
+    assert await backend.release_lock("gone", t1)
+    assert await backend.try_lock("gone", t3, 5) is None  # t2 is first and still alive
+    await raw.hset(b"{gone}:dref-lives", t2, 0)  # its life runs out
+    assert await backend.try_lock("gone", t3, 5) is not None
+    assert await raw.zrange(b"{gone}:dref-queue", 0, -1) == []
+    # And by the clock: a waiter lives three polls (0.3 s here) after its last attempt.
+    assert await backend.try_lock("gone2", t1, 5) is not None
+    assert await backend.try_lock("gone2", t2, 5) is None
+    assert await backend.release_lock("gone2", t1)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while await backend.try_lock("gone2", t3, 5) is None:
+        assert loop.time() - start < DEADLINE
+        await asyncio.sleep(0.02)
+    assert loop.time() - start > 0.25
+
+
+async def test_release_of_a_token_not_holding_the_lock_takes_it_out_of_line(
+    redis_server: RedisServer, open_backend: Any, raw: aioredis.Redis
+) -> None:
+    backend: RedisBackend = await open_backend(redis_server.url)
+    t1, t2, t3 = (lock_value.to_bytes(i) for i in (1, 2, 3))
+    assert await backend.try_lock("leave", t1, 5) is not None
+    assert await backend.try_lock("leave", t2, 5) is None
+    assert await backend.try_lock("leave", t3, 5) is None
+    assert not await backend.release_lock("leave", t2)  # gives up waiting
+    assert await raw.zrange(b"{leave}:dref-queue", 0, -1) == [t3]
+    assert await raw.get("leave") == t1  # the holder keeps its lock
+    assert await backend.release_lock("leave", t1)
+    assert await backend.try_lock("leave", t3, 5) is not None
 
 
 async def test_events_from_before_subscribe_are_not_delivered(

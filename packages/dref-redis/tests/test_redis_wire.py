@@ -18,7 +18,7 @@ from dref import lock_value
 from dref.changes import ChangeEvent
 from dref_compat.vectors import load_vectors
 from dref_redis import RedisBackend
-from dref_redis.keys import fence_key, wanted_key
+from dref_redis.keys import fence_key, lives_key, queue_key
 
 VECTORS = load_vectors("vectors")
 DEADLINE = 10.0
@@ -227,10 +227,10 @@ async def test_key_prefix_is_part_of_key_and_payload_name(
         assert await next_event(sub) == ChangeEvent("n", b"\x02")
 
 
-def test_fence_and_wanted_keys_share_the_lock_keys_cluster_slot() -> None:
+def test_fence_and_queue_keys_share_the_lock_keys_cluster_slot() -> None:
     from redis.crc import key_slot
 
     for key in [b"lock:x", b"a}b", b"a{tag}b", b"}{", b"a{}b}", b"{a{b", b"", "é".encode()]:
-        fence, wanted = fence_key(key), wanted_key(key)
-        assert len({key, fence, wanted}) == 3
-        assert key_slot(fence) == key_slot(wanted) == key_slot(key), key
+        companions = [fence_key(key), queue_key(key), lives_key(key)]
+        assert len({key, *companions}) == 4
+        assert {key_slot(k) for k in companions} == {key_slot(key)}, key

@@ -2,13 +2,15 @@
 
 Acquire: `try_lock`; while it is held elsewhere, subscribe to the lock's changes and try again at
 once, then wait for a delete event (no wake-up can be lost: we subscribed before checking) or a
-bounded poll, up to `timeout`. Hold: after a short grace period, a watchdog renews the lease every
-`lock_refresh_fraction`·TTL with an owner-checked `refresh_lock`, and treats as lost any change
-event that replaces our token, any renewal that finds the lock no longer ours, and a lease that
-runs out because renewals failed. A lost lock cancels the body and `LockStolenError` leaves the
-`async with`. Release: the watchdog is stopped first, then an owner-checked `release_lock`, which
-never deletes a successor's lock; a release cut short by the caller's cancellation is sent again
-in the background and runs to completion there.
+bounded poll, up to `timeout`. Giving up after a cut-short attempt, or after any failed attempt
+on a backend that keeps a line of waiters (`lock_queue`), releases the token in the background.
+Hold: after a short grace period, a watchdog renews the lease every `lock_refresh_fraction`·TTL
+with an owner-checked `refresh_lock`, and treats as lost any change event that replaces our
+token, any renewal that finds the lock no longer ours, and a lease that runs out because renewals
+failed. A lost lock cancels the body and `LockStolenError` leaves the `async with`. Release: the
+watchdog is stopped first, then an owner-checked `release_lock`, which never deletes a
+successor's lock; a release cut short by the caller's cancellation is sent again in the
+background and runs to completion there.
 """
 
 from __future__ import annotations
@@ -133,18 +135,20 @@ class Lock:
         deadline = None if self.timeout is None else clock.now() + self.timeout
         caps = self._backend.capabilities
         poll = None if (caps.exact_events and caps.expiry_events) else self._backend.poll_interval
+        queued = caps.lock_queue
         sub: Subscription | None = None
+        # True while the backend may keep something under our token (the lock, when a request
+        # was cut short; our place in line, after a failed attempt): given back if we give up.
+        owing = False
         try:
             while True:
                 started = clock.now()
-                try:
-                    grant = await self._backend.try_lock(self.name, token, self.ttl)
-                except asyncio.CancelledError:
-                    # The request may have reached the backend: give back what we might hold.
-                    self._release_later(token)
-                    raise
+                owing = True
+                grant = await self._backend.try_lock(self.name, token, self.ttl)
                 if grant is not None:
+                    owing = False
                     return grant, started
+                owing = queued
                 if sub is None:
                     # Subscribe, then re-check at once: a release in between cannot be missed.
                     sub = await self._backend.subscribe(self.name)
@@ -162,6 +166,10 @@ class Lock:
                 except ChangeStreamLaggedError:
                     await sub.aclose()
                     sub = None
+        except BaseException:
+            if owing:
+                self._release_later(token)
+            raise
         finally:
             if sub is not None:
                 await sub.aclose()

@@ -62,6 +62,9 @@ class Capabilities:
     """No change event is ever lost; without it core adds a bounded poll to lock waits."""
     expiry_events: bool = False
     """An element that expires is reported as a delete event."""
+    lock_queue: bool = False
+    """A failed `try_lock` puts its token in line: the lock goes to waiters first come, first
+    served. `release_lock` of a token that does not hold the lock takes it out of the line."""
 
 
 @dataclass(frozen=True, slots=True)

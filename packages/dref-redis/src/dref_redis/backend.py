@@ -20,7 +20,7 @@ from dref.spi import Backend, Capabilities, LockGrant
 from dref_redis import scripts
 from dref_redis.connection import Connections
 from dref_redis.errors import map_error
-from dref_redis.keys import CHANNEL, KeyLayout, fence_key, wanted_key
+from dref_redis.keys import CHANNEL, KeyLayout, fence_key, lives_key, queue_key
 from dref_redis.lane import CommandLane, ScriptCommand, pack
 from dref_redis.listener import ChangeListener
 from dref_redis.payloads import PayloadEncoder
@@ -31,7 +31,7 @@ __all__ = ["RedisBackend"]
 T = TypeVar("T")
 
 _CHANNEL = CHANNEL.encode()
-_WANTED_MEMORY = 1024
+_WAITER_LIFE_POLLS = 3
 
 
 class _Script(NamedTuple):
@@ -74,15 +74,14 @@ class RedisBackend(Backend):
             owner_checked_locks=True,
             exact_events=False,
             expiry_events=False,
+            lock_queue=True,
         )
         self.keys = KeyLayout(settings.key_prefix)
         self.hub = ChangeHub(change_buffer)
         self._payloads = PayloadEncoder(settings.payload_flavor)
-        # Lock keys released while waiters wanted them, and the releasing task (see try_lock),
-        # oldest first. A waiter's mark lasts until the next release, at most two polls (waiters
-        # try again on every release and every poll).
-        self._wanted: dict[bytes, asyncio.Task[Any]] = {}
-        self._wanted_px = _px(2 * settings.poll_interval)
+        # How long a lock waiter keeps its place in line without trying again (it tries at least
+        # every poll interval).
+        self._waiter_life = _px(_WAITER_LIFE_POLLS * settings.poll_interval)
         self._conns = Connections(settings)
         self._where = self._conns.where
         self._deadline = settings.connect_timeout + settings.op_timeout
@@ -263,17 +262,13 @@ class RedisBackend(Backend):
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
         """Acquire with fencing: SET NX PX, INCR of the fence key and PUBLISH in one script.
 
-        A failed attempt marks the lock wanted. The releaser's first attempt after releasing it
-        while it was wanted (the same task taking it again) counts as failed: it then subscribes
-        and tries again, which gives the waiters woken by that release a round trip's head
-        start, so that under contention the lock passes on instead of back to the releaser.
+        Waiters queue: a failed attempt joins the lock's line (or keeps its place), and the lock
+        goes to the oldest waiter that is still trying, first come, first served (see
+        scripts.TRY_LOCK). A waiter that gives up leaves the line through `release_lock`.
         """
         key = self.keys.key(name)
-        if key in self._wanted and self._wanted[key] is asyncio.current_task():
-            del self._wanted[key]
-            return None
-        args = [token, _px(ttl), self._payload(key, token), _CHANNEL, self._wanted_px]
-        keys = [key, fence_key(key), wanted_key(key)]
+        args = [token, _px(ttl), self._payload(key, token), _CHANNEL, self._waiter_life]
+        keys = [key, fence_key(key), queue_key(key), lives_key(key)]
         fence = await self._run(self._try_lock, "try_lock", name, keys, args)
         return None if fence is None else LockGrant(fence=int(fence))
 
@@ -286,12 +281,5 @@ class RedisBackend(Backend):
     async def release_lock(self, name: str, token: bytes) -> bool:
         key = self.keys.key(name)
         args = [token, self._payload(key, None), _CHANNEL]
-        keys = [key, wanted_key(key)]
-        released = await self._run(self._release_lock, "release_lock", name, keys, args)
-        task = asyncio.current_task()
-        if released == 2 and task is not None:  # wanted: this task's next try_lock defers
-            self._wanted.pop(key, None)
-            if len(self._wanted) >= _WANTED_MEMORY:
-                del self._wanted[next(iter(self._wanted))]
-            self._wanted[key] = task
-        return bool(released)
+        keys = [key, queue_key(key), lives_key(key)]
+        return bool(await self._run(self._release_lock, "release_lock", name, keys, args))

@@ -6,8 +6,9 @@
 - The fence counter of a lock key `k` is `{k}:dref-fence` when `k` is not empty and contains no
   `}` (Redis Cluster hashes `k` and the tag `{k}` alike, so both share a slot). A key containing
   `}` that has a hash tag of its own uses `k:dref-fence` (same tag); any other key uses
-  `{<t>}:dref-fence:k`, where `t` is a short tag chosen to hash to `k`'s slot. The mark that a
-  waiter wants the lock is named alike with `:dref-wanted`. Upstream never reads these keys.
+  `{<t>}:dref-fence:k`, where `t` is a short tag chosen to hash to `k`'s slot. The lock's line
+  of waiters is named alike with `:dref-queue` (tokens by arrival) and `:dref-lives` (tokens to
+  the time until which they wait). Upstream never reads these keys.
 """
 
 from __future__ import annotations
@@ -20,16 +21,19 @@ from redis.crc import key_slot
 __all__ = [
     "CHANNEL",
     "FENCE_SUFFIX",
-    "WANTED_SUFFIX",
+    "LIVES_SUFFIX",
+    "QUEUE_SUFFIX",
     "KeyLayout",
     "fence_key",
     "hash_tag",
-    "wanted_key",
+    "lives_key",
+    "queue_key",
 ]
 
 CHANNEL = "dref-change"
 FENCE_SUFFIX = ":dref-fence"
-WANTED_SUFFIX = ":dref-wanted"
+QUEUE_SUFFIX = ":dref-queue"
+LIVES_SUFFIX = ":dref-lives"
 
 
 class KeyLayout:
@@ -68,9 +72,14 @@ def fence_key(key: bytes) -> bytes:
     return _companion(key, FENCE_SUFFIX.encode())
 
 
-def wanted_key(key: bytes) -> bytes:
-    """The key marking lock key `key` as wanted by a waiter, in the same cluster slot."""
-    return _companion(key, WANTED_SUFFIX.encode())
+def queue_key(key: bytes) -> bytes:
+    """The sorted set of lock key `key`'s waiters by arrival, in the same cluster slot."""
+    return _companion(key, QUEUE_SUFFIX.encode())
+
+
+def lives_key(key: bytes) -> bytes:
+    """The hash of lock key `key`'s waiters to the end of their wait, in the same slot."""
+    return _companion(key, LIVES_SUFFIX.encode())
 
 
 @functools.lru_cache(maxsize=4096)

@@ -77,17 +77,63 @@ return {1}
 """
 )
 
-TRY_LOCK = """
--- KEYS: lock key, fence key, wanted key; ARGV: token, px, payload, channel, wanted px. Returns
--- the fence, or nil when the lock is held (then marks it wanted, for the holder's release).
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
-  return false
+# The waiters of a lock key, oldest first: a sorted set of tokens scored by their arrival and a
+# hash of the same tokens to the time until which each counts as alive (server time in µs, exact
+# in a Lua number). A failed attempt joins the queue (or keeps its place) and renews the waiter's
+# life; the lock is free only for the oldest live waiter, or for anyone when nobody waits. Dead
+# waiters are dropped when they reach the head; both keys expire when nobody has attempted for
+# one waiter's life.
+_QUEUE = """
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local fence = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[4], ARGV[3])
-return fence
+
+-- The oldest live waiter of queue q with lives h (dropping the dead before it), or nil.
+local function live_head(q, h, now)
+  while true do
+    local head = redis.call('ZRANGE', q, 0, 0)[1]
+    if not head then
+      return nil
+    end
+    local alive = tonumber(redis.call('HGET', h, head))
+    if alive and alive >= now then
+      return head
+    end
+    redis.call('ZREM', q, head)
+    redis.call('HDEL', h, head)
+  end
+end
 """
+
+TRY_LOCK = (
+    _QUEUE
+    + """
+-- KEYS: lock key, fence key, queue, lives; ARGV: token, px, payload, channel, waiter life (ms).
+-- Returns the fence, or false when the lock is held or another waiter is first in line.
+local token = ARGV[1]
+local now, head
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  now = now_us()
+  head = live_head(KEYS[3], KEYS[4], now)
+end
+if (head == nil or head == token) and redis.call('SET', KEYS[1], token, 'NX', 'PX', ARGV[2]) then
+  if head then
+    redis.call('ZREM', KEYS[3], token)
+    redis.call('HDEL', KEYS[4], token)
+  end
+  local fence = redis.call('INCR', KEYS[2])
+  redis.call('PUBLISH', ARGV[4], ARGV[3])
+  return fence
+end
+now = now or now_us()
+redis.call('ZADD', KEYS[3], 'NX', now, token)
+redis.call('HSET', KEYS[4], token, now + 1000 * tonumber(ARGV[5]))
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
+redis.call('PEXPIRE', KEYS[4], ARGV[5])
+return false
+"""
+)
 
 REFRESH_LOCK = """
 -- KEYS: lock key; ARGV: token, px. 1 iff the lock is still ours and was extended.
@@ -98,14 +144,16 @@ return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
 
 RELEASE_LOCK = """
--- KEYS: lock key, wanted key; ARGV: token, payload, channel. 0 if the lock was not ours; else it
--- is deleted with its wanted mark: 2 if a waiter had marked it, 1 if nobody had.
+-- KEYS: lock key, queue, lives; ARGV: token, payload, channel. 1 if the lock was ours and is
+-- deleted; else 0, and the token leaves the queue (a waiter that gives up releases this way).
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
   return 0
 end
-local deleted = redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[3], ARGV[2])
-return deleted
+return 1
 """
 
 RESYNC = """
