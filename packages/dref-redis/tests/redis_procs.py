@@ -177,6 +177,14 @@ class SentinelGroup:
         return [s.address for s in self.sentinels]
 
     def start(self) -> SentinelGroup:
+        """Start every process; if any step fails, stop the ones already started."""
+        try:
+            return self._start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _start(self) -> SentinelGroup:
         self.primary.start()
         self.replica.args = ["--replicaof", "127.0.0.1", str(self.primary.port)]
         self.replica.start()
@@ -224,6 +232,14 @@ class RedisCluster:
         return self.nodes[0].url
 
     def start(self) -> RedisCluster:
+        """Start and join the nodes; if any step fails, stop the ones already started."""
+        try:
+            return self._start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _start(self) -> RedisCluster:
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RuntimeError("redis-cli is not on PATH")
