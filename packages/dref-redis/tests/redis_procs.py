@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import redis
 
@@ -163,8 +164,26 @@ def running(server: RedisServer) -> Iterator[RedisServer]:
         server.cleanup()
 
 
+class _StartedTogether:
+    """Processes started as one: if any of them fails to start, the ones started are stopped."""
+
+    def start(self) -> Self:
+        try:
+            self._start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        raise NotImplementedError
+
+
 @dataclass
-class SentinelGroup:
+class SentinelGroup(_StartedTogether):
     """A primary, one replica and three sentinels monitoring them as `master_name`."""
 
     master_name: str = "dref-primary"
@@ -176,15 +195,7 @@ class SentinelGroup:
     def addresses(self) -> list[str]:
         return [s.address for s in self.sentinels]
 
-    def start(self) -> SentinelGroup:
-        """Start every process; if any step fails, stop the ones already started."""
-        try:
-            return self._start()
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def _start(self) -> SentinelGroup:
+    def _start(self) -> None:
         self.primary.start()
         self.replica.args = ["--replicaof", "127.0.0.1", str(self.primary.port)]
         self.replica.start()
@@ -197,7 +208,6 @@ class SentinelGroup:
         for _ in range(3):
             self.sentinels.append(RedisServer(sentinel_config=config).start())
         wait_for(self._ready, "sentinel group ready")
-        return self
 
     def _ready(self) -> bool:
         info = self.primary.client().info("replication")
@@ -222,7 +232,7 @@ class SentinelGroup:
 
 
 @dataclass
-class RedisCluster:
+class RedisCluster(_StartedTogether):
     """Three cluster-enabled masters joined by `redis-cli --cluster create`."""
 
     nodes: list[RedisServer] = field(default_factory=list)
@@ -231,15 +241,7 @@ class RedisCluster:
     def url(self) -> str:
         return self.nodes[0].url
 
-    def start(self) -> RedisCluster:
-        """Start and join the nodes; if any step fails, stop the ones already started."""
-        try:
-            return self._start()
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def _start(self) -> RedisCluster:
+    def _start(self) -> None:
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RuntimeError("redis-cli is not on PATH")
@@ -259,7 +261,6 @@ class RedisCluster:
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, timeout=60,
         )  # fmt: skip
         wait_for(self._ok, "cluster state ok")
-        return self
 
     def _ok(self) -> bool:
         for node in self.nodes:

@@ -32,9 +32,14 @@ def _bulk(arg: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(arg), arg)
 
 
+def _command(head: bytes, words: int, args: Sequence[bytes]) -> bytes:
+    """A RESP array: `head` holds its first `words` bulk strings already encoded, then `args`."""
+    return b"*%d\r\n%s%s" % (words + len(args), head, b"".join(map(_bulk, args)))
+
+
 def pack(*args: bytes) -> bytes:
     """One RESP command of bulk strings."""
-    return b"*%d\r\n%s" % (len(args), b"".join(map(_bulk, args)))
+    return _command(b"", 0, args)
 
 
 async def _is_stale(conn: AbstractConnection) -> bool:
@@ -53,8 +58,7 @@ class ScriptCommand:
         self._head = _bulk(b"EVALSHA") + _bulk(sha.encode())
 
     def call(self, keys: Sequence[bytes], args: Sequence[bytes]) -> bytes:
-        tail = b"".join(map(_bulk, [b"%d" % len(keys), *keys, *args]))
-        return b"*%d\r\n%s%s" % (3 + len(keys) + len(args), self._head, tail)
+        return _command(self._head, 2, [b"%d" % len(keys), *keys, *args])
 
 
 class CommandLane:
