@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,6 +180,15 @@ class ProcCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[ProcCluster]:
+        """Started while inside; stopped on leaving, also when a start failed part way."""
+        try:
+            self.start()
+            yield self
+        finally:
+            self.stop()
 
 
 @contextlib.asynccontextmanager

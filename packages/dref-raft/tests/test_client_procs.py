@@ -26,12 +26,8 @@ def client_options(cluster: ProcCluster) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def shared_procs() -> Iterator[ProcCluster]:
-    cluster = ProcCluster(3)
-    cluster.start()
-    try:
+    with ProcCluster(3).running() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 class TestRaftClientProcs(BackendConformance):
@@ -52,12 +48,8 @@ class TestRaftClientProcs(BackendConformance):
 
 @pytest.fixture
 def procs() -> Iterator[ProcCluster]:
-    cluster = ProcCluster(3)
-    cluster.start()
-    try:
+    with ProcCluster(3).running() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 async def test_watch_survives_kill_of_its_member(procs: ProcCluster) -> None:

@@ -17,12 +17,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[ProcCluster]:
-    cluster = ProcCluster(2, storage=tmp_path, extra=1)
-    cluster.start()
-    try:
+    with ProcCluster(2, storage=tmp_path, extra=1).running() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture

@@ -110,12 +110,8 @@ def assert_linearizable(rec: HistoryRecorder) -> None:
 
 @pytest.fixture
 def three(tmp_path: Path) -> Iterator[ProcCluster]:
-    cluster = ProcCluster(3, storage=tmp_path)
-    cluster.start()
-    try:
+    with ProcCluster(3, storage=tmp_path).running() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 async def test_sigstop_of_the_leader_elects_another_and_the_old_one_catches_up(
@@ -170,8 +166,7 @@ async def test_restart_of_every_node_keeps_values_and_fences_keep_growing(
 ) -> None:
     cluster = ProcCluster(2, storage=tmp_path, extra=1)
     options = {**cluster.member_options(0), "storage_dir": str(tmp_path / "member")}
-    cluster.start()
-    try:
+    with cluster.running():
         async with dref.connect("raft", **options) as ctx:
             backend = ctx.backend
             for i in range(20):
@@ -189,8 +184,6 @@ async def test_restart_of_every_node_keeps_values_and_fences_keep_growing(
             grant2 = await backend.try_lock("lock", b"t2", 30.0)
             assert grant2 is not None
             assert grant2.fence > fence
-    finally:
-        cluster.stop()
 
 
 # ---------------------------------------------------------------------------- 5 nodes
@@ -200,28 +193,27 @@ async def test_five_node_cluster_survives_a_kill_9_with_a_linearizable_history(
     tmp_path: Path,
 ) -> None:
     cluster = ProcCluster(5, storage=tmp_path)
-    cluster.start()
     rec = HistoryRecorder()
-    routers = [Router(cluster) for _ in range(3)]
-    try:
-        for router in routers:
-            await router.leader_of(20)
-        keys = ["x", "y"]
-        await asyncio.gather(
-            *(run_clients(r, rec, keys, 8, 100 * n) for n, r in enumerate(routers))
-        )
-        victim = next(n for n in cluster.nodes if n.node_id == routers[0].leader)
-        victim.kill()
-        for router in routers:
-            router.clients.pop(victim.node_id)
-            router.order = itertools.cycle(sorted(router.clients))
-            router.leader = None
-        await asyncio.gather(
-            *(run_clients(r, rec, keys, 8, 1000 + 100 * n) for n, r in enumerate(routers))
-        )
-        assert (await routers[0].leader_of(10)) != victim.node_id
-    finally:
-        for router in routers:
-            await router.aclose()
-        cluster.stop()
+    with cluster.running():
+        routers = [Router(cluster) for _ in range(3)]
+        try:
+            for router in routers:
+                await router.leader_of(20)
+            keys = ["x", "y"]
+            await asyncio.gather(
+                *(run_clients(r, rec, keys, 8, 100 * n) for n, r in enumerate(routers))
+            )
+            victim = next(n for n in cluster.nodes if n.node_id == routers[0].leader)
+            victim.kill()
+            for router in routers:
+                router.clients.pop(victim.node_id)
+                router.order = itertools.cycle(sorted(router.clients))
+                router.leader = None
+            await asyncio.gather(
+                *(run_clients(r, rec, keys, 8, 1000 + 100 * n) for n, r in enumerate(routers))
+            )
+            assert (await routers[0].leader_of(10)) != victim.node_id
+        finally:
+            for router in routers:
+                await router.aclose()
     assert_linearizable(rec)

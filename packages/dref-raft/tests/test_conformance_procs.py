@@ -27,12 +27,8 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")
 @pytest.fixture(scope="module")
 def shared_procs() -> Iterator[ProcCluster]:
     """Two member processes and the slot of the member in this process."""
-    cluster = ProcCluster(2, extra=1)
-    cluster.start()
-    try:
+    with ProcCluster(2, extra=1).running() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -52,12 +52,8 @@ METHODS: dict[str, tuple[Any, Any, str]] = {
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ProcCluster]:
-    procs = ProcCluster(2, extra=1, node_args=NODE_ARGS)
-    procs.start()
-    try:
+    with ProcCluster(2, extra=1, node_args=NODE_ARGS).running() as procs:
         yield procs
-    finally:
-        procs.stop()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
