@@ -279,7 +279,7 @@ class Cluster:
 
 
 def _free_ports(count: int) -> list[int]:
-    from dref_raft.local_cluster import free_ports
+    from dref_raft.cli.local_cluster import free_ports
 
     return free_ports(count)
 

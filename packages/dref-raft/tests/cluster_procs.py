@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dref_raft.backend import Member, acquire_member, release_member
+from dref_raft.member.registry import Member, local_members
 from dref_raft.settings import RaftSettings
 
 __all__ = [
@@ -199,10 +199,10 @@ async def follower_member(
     contexts opened on it in the meantime join it instead of starting it again. A leader is
     elected and it is not this member (`lead_elsewhere`)."""
     options = {**cluster.member_options(index), **settings}
-    member = await acquire_member(RaftSettings.model_validate(options))
+    member = await local_members.acquire(RaftSettings.model_validate(options))
     try:
         assert await member.node.wait_for_leader(20) is not None, "no leader within 20 s"
         await lead_elsewhere(member.node)
         yield member
     finally:
-        await release_member(member)
+        await local_members.release(member)

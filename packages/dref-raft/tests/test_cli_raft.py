@@ -17,7 +17,7 @@ from typing import IO
 from click.testing import CliRunner
 
 from dref.cli import main
-from dref_raft.local_cluster import NodeStatus, free_ports, read_status, write_status
+from dref_raft.cli.local_cluster import NodeStatus, free_ports, read_status, write_status
 
 DREF = [sys.executable, "-m", "dref.cli"]
 ENV = {**{k: v for k, v in os.environ.items() if not k.startswith("DREF_")}, "COLUMNS": "200"}

@@ -14,10 +14,10 @@ from cluster_procs import wait_until
 import dref
 from dref.errors import BackendUnavailableError
 from dref_compat.conformance import BackendConformance, eventually
-from dref_raft.backend import Member, acquire_member, release_member, reset_memory_network
-from dref_raft.client import RaftClientBackend
+from dref_raft.client.backend import RaftClientBackend
+from dref_raft.errors import CompareUnsupportedError
+from dref_raft.member.registry import Member, local_members
 from dref_raft.settings import RaftSettings
-from dref_raft.transport.errors import CompareUnsupportedError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -42,8 +42,8 @@ CLIENT = {"mode": "client", "transport": "memory", "endpoints": ENDPOINTS}
 
 @pytest.fixture
 async def cluster() -> AsyncIterator[list[Member]]:
-    reset_memory_network()
-    members = [await acquire_member(RaftSettings(**member_options(i))) for i in IDS]
+    local_members.reset_network()
+    members = [await local_members.acquire(RaftSettings(**member_options(i))) for i in IDS]
     try:
         for member in members:
             assert await member.node.wait_for_leader(10) is not None
@@ -51,8 +51,8 @@ async def cluster() -> AsyncIterator[list[Member]]:
     finally:
         for member in members:
             if member.refs > 0:
-                await release_member(member)
-        reset_memory_network()
+                await local_members.release(member)
+        local_members.reset_network()
 
 
 class TestRaftClientMemory(BackendConformance):
@@ -123,7 +123,7 @@ async def test_watch_survives_the_stop_of_its_member(
         for i in range(10):
             await client.set("k", b"%d" % i)
         got = [(await asyncio.wait_for(anext(sub), 10)).value for _ in range(10)]
-        await release_member(victim)  # its watch ends; the stream resumes elsewhere
+        await local_members.release(victim)  # its watch ends; the stream resumes elsewhere
         # Fewer than HISTORY writes before the stream is back: replayed from the ring (or
         # live, if it is back already), never resynced.
         for i in range(10, 10 + HISTORY - 3):

@@ -15,7 +15,7 @@ from cluster_procs import ProcCluster
 import dref
 from dref.errors import DRefError
 from dref_compat.conformance import BackendConformance
-from dref_raft.client import RaftClientBackend
+from dref_raft.client.backend import RaftClientBackend
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,7 +10,7 @@ import pytest
 from cluster_procs import free_ports
 
 import dref
-from dref_raft.backend import Member, acquire_member, release_member
+from dref_raft.member.registry import Member, local_members
 from dref_raft.settings import RaftSettings
 
 pytestmark = pytest.mark.timeout(60)
@@ -24,14 +24,14 @@ async def grpc_cluster() -> AsyncIterator[tuple[list[Member], str]]:
     try:
         for i, port in enumerate(ports):
             settings = RaftSettings(node_id=f"g{i}", port=port, endpoints=endpoints)
-            members.append(await acquire_member(settings))
+            members.append(await local_members.acquire(settings))
         for member in members:
             assert await member.node.wait_for_leader(10) is not None
         yield members, endpoints
     finally:
         for member in members:
             if member.refs > 0:
-                await release_member(member)
+                await local_members.release(member)
 
 
 async def test_followers_run_compare_commands_over_grpc(
@@ -81,5 +81,5 @@ async def test_a_member_stops_serving_before_its_node_closes(
 
     monkeypatch.setattr(server, "aclose", record("server", server.aclose))
     monkeypatch.setattr(node, "aclose", record("node", node.aclose))
-    await release_member(member)
+    await local_members.release(member)
     assert order == ["server", "node"]

@@ -14,7 +14,7 @@ import pytest
 
 import dref
 from dref_compat.conformance import BackendConformance
-from dref_raft.backend import Member, acquire_member, release_member, reset_memory_network
+from dref_raft.member.registry import Member, local_members
 from dref_raft.settings import RaftSettings
 
 IDS = ("n1", "n2", "n3")
@@ -33,16 +33,16 @@ def member_options(node_id: str, **extra: Any) -> dict[str, Any]:
 
 @pytest.fixture
 async def memory_cluster() -> AsyncIterator[list[Member]]:
-    reset_memory_network()
-    members = [await acquire_member(RaftSettings(**member_options(i))) for i in IDS]
+    local_members.reset_network()
+    members = [await local_members.acquire(RaftSettings(**member_options(i))) for i in IDS]
     try:
         for member in members:
             assert await member.node.wait_for_leader(10) is not None
         yield members
     finally:
         for member in members:
-            await release_member(member)
-        reset_memory_network()
+            await local_members.release(member)
+        local_members.reset_network()
 
 
 class TestRaftMemoryCluster(BackendConformance):

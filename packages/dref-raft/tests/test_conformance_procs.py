@@ -19,7 +19,7 @@ from cluster_procs import ProcCluster, follower_member
 
 import dref
 from dref_compat.conformance import BackendConformance
-from dref_raft.backend import Member
+from dref_raft.member.registry import Member
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
 

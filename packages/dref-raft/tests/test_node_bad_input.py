@@ -26,11 +26,12 @@ from upstream_double import kv, set_element
 
 import dref
 from dref_raft._pb import dref_consensus_pb2 as cpb
-from dref_raft.backend import Member
 from dref_raft.core.progress import PeerKind
 from dref_raft.core.types import Role
 from dref_raft.fsm import ClusterSnapshot
-from dref_raft.transport import DEFAULT_MAX_MESSAGE_BYTES, convert
+from dref_raft.member.registry import Member
+from dref_raft.transport import DEFAULT_MAX_MESSAGE_BYTES
+from dref_raft.wire import messages
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
 
@@ -118,7 +119,7 @@ async def settled(member: Member) -> NodeState:
 
 
 async def call(channel: grpc.aio.Channel, method: str, data: bytes) -> bytes:
-    rpc = channel.unary_unary(convert.method_path(convert.CONSENSUS_SERVICE, method))
+    rpc = channel.unary_unary(messages.method_path(messages.CONSENSUS_SERVICE, method))
     answer = await rpc(data, timeout=10)
     assert isinstance(answer, bytes)
     return answer

@@ -11,7 +11,7 @@ import pytest
 
 from dref.errors import DRefError, NoLeaderError, NotLeaderError
 from dref_raft.commands import DeleteElement, SetElement, SetIfNotExist
-from dref_raft.node import NodeConfig, RaftNode
+from dref_raft.member.node import NodeConfig, RaftNode
 from dref_raft.storage import open_stores
 from dref_raft.transport.memory import MemoryNetwork
 

@@ -7,8 +7,8 @@ from cluster_procs import wait_until
 from test_cluster_memory import memory_cluster  # noqa: F401  (fixture)
 
 from dref.errors import NoLeaderError, NotLeaderError
-from dref_raft.backend import Member
 from dref_raft.commands import SetElement
+from dref_raft.member.registry import Member
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -21,8 +21,9 @@ import dref
 from dref.cli import main
 from dref.clock import SystemClock
 from dref.errors import BackendUnavailableError, ConfigurationError
-from dref_raft.backend import Member, RaftBackend, acquire_member, release_member
-from dref_raft.discovery import AddressSource, identify, resolve_name
+from dref_raft.member.backend import RaftBackend
+from dref_raft.member.discovery import AddressSource, identify, resolve_name
+from dref_raft.member.registry import Member, local_members
 from dref_raft.settings import RaftSettings
 
 pytestmark = pytest.mark.timeout(60)
@@ -57,13 +58,13 @@ def port() -> int:
 async def members(*settings: RaftSettings, resolver: object = None) -> AsyncIterator[list[Member]]:
     """In-test members bootstrapping concurrently (as separate machines would); stopped after."""
     started = await asyncio.gather(
-        *(acquire_member(s, resolver=resolver) for s in settings)  # type: ignore[arg-type]
+        *(local_members.acquire(s, resolver=resolver) for s in settings)  # type: ignore[arg-type]
     )
     try:
         yield list(started)
     finally:
         for member in started:
-            await release_member(member)
+            await local_members.release(member)
 
 
 class FakeDns:
@@ -115,7 +116,7 @@ async def test_dns_discovery_fixes_real_node_ids_and_a_poll_never_changes_the_qu
         assert await backend.get("k") == b"v1"
 
         # A fourth address appears: every member warns once, nobody changes its voters.
-        caplog.set_level(logging.WARNING, logger="dref_raft.discovery")
+        caplog.set_level(logging.WARNING, logger="dref_raft.member.discovery")
         polls = [m.poller.polls for m in group if m.poller is not None]
         dns.records["dref.test"] = [*HOSTS, "127.0.0.4"]
         await wait_until(
@@ -189,7 +190,9 @@ async def test_a_member_gives_up_when_only_two_of_three_addresses_answer(port: i
     ]
     loop = asyncio.get_running_loop()
     started = loop.time()
-    results = await asyncio.gather(*(acquire_member(s) for s in settings), return_exceptions=True)
+    results = await asyncio.gather(
+        *(local_members.acquire(s) for s in settings), return_exceptions=True
+    )
     assert loop.time() - started >= 1.5
     for result in results:
         assert isinstance(result, BackendUnavailableError), result
@@ -218,7 +221,9 @@ async def test_two_members_with_one_node_id_are_refused(port: int) -> None:
         )
         for host in HOSTS[:2]
     ]
-    results = await asyncio.gather(*(acquire_member(s) for s in settings), return_exceptions=True)
+    results = await asyncio.gather(
+        *(local_members.acquire(s) for s in settings), return_exceptions=True
+    )
     # The first to identify the other refuses and stops answering, so the other may instead
     # run out of time waiting for an answer: both fail, at least one naming the duplicate.
     refused = [r for r in results if isinstance(r, ConfigurationError)]
@@ -236,7 +241,7 @@ async def test_more_addresses_than_expected_is_an_error_not_a_guess(port: int) -
         node_id="a", host=HOSTS[0], port=port, node_services="dref.test", expected_size=2, **FAST
     )  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError) as caught:
-        await acquire_member(settings, resolver=dns)
+        await local_members.acquire(settings, resolver=dns)
     text = str(caught.value)
     assert "found 3 addresses, more than expected_size (DREF_RAFT_EXPECTED_SIZE) 2" in text
     assert f"{HOSTS[0]}:{port} (this node, a)" in text
@@ -246,7 +251,7 @@ async def test_no_own_address_among_the_discovered_ones_is_a_configuration_error
     dns = FakeDns({"dref.test": ["127.0.0.1", "127.0.0.2"]})  # loopback: never picked as own
     settings = RaftSettings(node_services="dref.test", expected_size=2, discovery_timeout=0.3)
     with pytest.raises(ConfigurationError, match="none of the addresses found"):
-        await acquire_member(settings, resolver=dns)
+        await local_members.acquire(settings, resolver=dns)
 
 
 # -- a real 3-process cluster --------------------------------------------------------------------

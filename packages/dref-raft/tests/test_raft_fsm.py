@@ -83,10 +83,11 @@ def test_delete_always_emits_even_when_absent() -> None:
 
 
 def test_expire_sets_the_expiry_of_a_present_element_only() -> None:
+    """No change event either way; `created` says whether the element was there (re-armed)."""
     machine = machine_with(SetElement("a", b"1"))
-    assert machine.apply(ExpireElement("a", 77)) == ApplyResult()
+    assert machine.apply(ExpireElement("a", 77)) == ApplyResult(created=True)
     assert machine.element("a") == Element(b"1", 77)
-    assert machine.apply(ExpireElement("missing", 77)) == ApplyResult()
+    assert machine.apply(ExpireElement("missing", 77)) == ApplyResult(created=False)
     assert machine.element("missing") is None
 
 

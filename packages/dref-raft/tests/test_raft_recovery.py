@@ -7,11 +7,11 @@ from raft_helpers import NodeStorage
 
 from dref_raft.commands import Command, DeleteElement, SetElement, SetIfNotExist
 from dref_raft.fsm import ClusterSnapshot, Element, SnapshotEntry, StateMachine
-from dref_raft.recovery import recover
 from dref_raft.storage import CorruptStateError, LogContents, LogRecord, VoterState
 from dref_raft.storage.command_log import decode_command_log, encode_log_header, encode_log_record
 from dref_raft.storage.layout import COMMAND_LOG_FILE
-from dref_raft.wire import encode_command
+from dref_raft.storage.recovery import recover
+from dref_raft.wire.commands import encode_command
 
 
 def log_of(commit_seq: int, *commands: tuple[int, Command | bytes]) -> LogContents:

@@ -20,16 +20,14 @@ from dref_raft.commands import (
     CompareAndSet,
     SetElement,
 )
+from dref_raft.errors import CompareUnsupportedError, TransportError, WireError
 from dref_raft.transport import (
     GrpcServer,
     LeaderClient,
     MemoryNetwork,
-    TransportError,
-    WireError,
-    convert,
 )
 from dref_raft.transport.base import CompareResult
-from dref_raft.transport.errors import CompareUnsupportedError
+from dref_raft.wire import messages
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -148,10 +146,10 @@ async def test_only_compare_commands_are_sent_or_accepted(
 ) -> None:
     server, compare = served
     with pytest.raises(WireError):
-        convert.encode_compare_request(SetElement("k", b"v"))
+        messages.encode_compare_request(SetElement("k", b"v"))
     caplog.set_level(logging.WARNING, "dref_raft.transport")
-    path = convert.method_path(convert.EXT_SERVICE, convert.COMPARE_METHOD)
-    plain = convert._command_bytes(SetElement("k", b""))
+    path = messages.method_path(messages.EXT_SERVICE, messages.COMPARE_METHOD)
+    plain = messages._command_bytes(SetElement("k", b""))
     smuggled = bytes([0x0A, len(plain)]) + plain  # CompareRequest{command = SetElement}
     async with grpc.aio.insecure_channel(server.address) as channel:
         for data in (b"\x0a\xff\xff", smuggled):
@@ -171,5 +169,5 @@ def test_the_method_path_matches_the_generated_stub() -> None:
             return object()
 
     dref_ext_pb2_grpc.DRefExtStub(Recorder())
-    assert paths == [convert.method_path(convert.EXT_SERVICE, convert.COMPARE_METHOD)]
+    assert paths == [messages.method_path(messages.EXT_SERVICE, messages.COMPARE_METHOD)]
     assert paths == ["/io.github.tobia80.DRefExt/Compare"]

@@ -36,17 +36,16 @@ from dref_raft.core.messages import (
     VoteResponse,
 )
 from dref_raft.core.types import Entry
+from dref_raft.errors import TransportError, WatchUnsupportedError
 from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
 from dref_raft.transport import (
     GrpcServer,
     LeaderClient,
     PeerClients,
-    TransportError,
     WatchClient,
     WatchEvent,
-    WatchUnsupportedError,
-    convert,
 )
+from dref_raft.wire import messages
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -213,7 +212,7 @@ async def test_data_answers_carry_the_applied_seq_extension(served: Any) -> None
 async def test_send_command_is_a_no_op(served: Any) -> None:
     server, _, _ = served
     async with grpc.aio.insecure_channel(server.address) as channel:
-        rpc = channel.unary_unary(convert.method_path(convert.RAFT_SERVICE, "SendCommand"))
+        rpc = channel.unary_unary(messages.method_path(messages.RAFT_SERVICE, "SendCommand"))
         assert await rpc(bytes.fromhex("0a016e120101"), timeout=5) == b""
 
 
@@ -237,7 +236,7 @@ async def test_error_statuses_both_directions(
     server, _, client = served
     client.fail = error
     async with grpc.aio.insecure_channel(server.address) as channel:
-        rpc = channel.unary_unary(convert.method_path(convert.RAFT_SERVICE, "GetElement"))
+        rpc = channel.unary_unary(messages.method_path(messages.RAFT_SERVICE, "GetElement"))
         with pytest.raises(grpc.aio.AioRpcError) as raw:
             await rpc(b"", timeout=5)
     assert (raw.value.code(), raw.value.details()) == (code, details)
@@ -273,8 +272,8 @@ async def test_watch_on_a_node_without_it_is_unsupported() -> None:
 
 @pytest.mark.parametrize(
     ("service", "method"),
-    [(convert.CONSENSUS_SERVICE, m) for m in convert.CONSENSUS_METHODS]
-    + [(convert.RAFT_SERVICE, "SetElement"), (convert.WATCH_SERVICE, "Watch")],
+    [(messages.CONSENSUS_SERVICE, m) for m in messages.CONSENSUS_METHODS]
+    + [(messages.RAFT_SERVICE, "SetElement"), (messages.WATCH_SERVICE, "Watch")],
 )
 async def test_malformed_requests_are_rejected_logged_and_the_server_stays_up(
     served: Any, caplog: pytest.LogCaptureFixture, service: str, method: str
@@ -282,13 +281,13 @@ async def test_malformed_requests_are_rejected_logged_and_the_server_stays_up(
     server, consensus, _ = served
     caplog.set_level(logging.WARNING, "dref_raft.transport")
     async with grpc.aio.insecure_channel(server.address) as channel:
-        path = convert.method_path(service, method)
-        call = (channel.unary_stream if service == convert.WATCH_SERVICE else channel.unary_unary)(
+        path = messages.method_path(service, method)
+        call = (channel.unary_stream if service == messages.WATCH_SERVICE else channel.unary_unary)(
             path
         )
         with pytest.raises(grpc.aio.AioRpcError) as raw:
             result = call(b"\x0a\xff\xff", timeout=5)
-            if service == convert.WATCH_SERVICE:
+            if service == messages.WATCH_SERVICE:
                 await result.read()
             else:
                 await result
@@ -341,9 +340,9 @@ def test_full_method_paths_match_the_generated_stubs() -> None:
         unary_stream = unary_unary
 
     expected = {
-        "DRefConsensus": [convert.method_path(convert.CONSENSUS_SERVICE, m)
-                          for m in convert.CONSENSUS_METHODS],
-        "DRefRaft": [convert.method_path(convert.RAFT_SERVICE, m) for m in convert.RAFT_METHODS],
+        "DRefConsensus": [messages.method_path(messages.CONSENSUS_SERVICE, m)
+                          for m in messages.CONSENSUS_METHODS],
+        "DRefRaft": [messages.method_path(messages.RAFT_SERVICE, m) for m in messages.RAFT_METHODS],
         "DRefWatch": ["/io.github.tobia80.DRefWatch/Watch"],
     }  # fmt: skip
     for module, name in [

@@ -18,7 +18,7 @@ from dref_raft.commands import (
     StartNewTerm,
 )
 from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
-from dref_raft.wire import (
+from dref_raft.wire.commands import (
     decode_command,
     decode_command_term,
     decode_snapshot,

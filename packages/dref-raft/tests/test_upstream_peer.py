@@ -21,8 +21,9 @@ from upstream_double import (
 
 import dref
 from dref_raft._pb import dref_consensus_pb2 as cpb
-from dref_raft.backend import Member, RaftBackend, acquire_member, release_member
 from dref_raft.commands import SetElement
+from dref_raft.member.backend import RaftBackend
+from dref_raft.member.registry import Member, local_members
 from dref_raft.settings import RaftSettings
 
 pytestmark = pytest.mark.timeout(30)
@@ -52,11 +53,11 @@ async def follower_member(ports: tuple[int, int]) -> AsyncIterator[Member]:
             "election_timeout": 5.0,  # the scripted leader is the only leader
         }
     )
-    member = await acquire_member(settings)
+    member = await local_members.acquire(settings)
     try:
         yield member
     finally:
-        await release_member(member)
+        await local_members.release(member)
         await server.stop(None)
 
 
@@ -209,11 +210,11 @@ async def upstream_follower(
             "op_timeout": 2.0,
         }
     )
-    member = await acquire_member(settings)
+    member = await local_members.acquire(settings)
     try:
         yield double, member
     finally:
-        await release_member(member)
+        await local_members.release(member)
         await server.stop(None)
 
 

@@ -1,7 +1,7 @@
 """The replicated commands of the DRef state machine (upstream `StateCommand`), as dataclasses.
 
 Times are absolute Unix epoch milliseconds chosen by the proposer, never read at apply time.
-Conversion to and from upstream's protobuf bytes is in `dref_raft.wire`.
+Conversion to and from upstream's protobuf bytes is in `dref_raft.wire.commands`.
 """
 
 from __future__ import annotations

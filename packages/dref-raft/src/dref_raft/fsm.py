@@ -57,7 +57,8 @@ class Changed:
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
-    """What applying one command did: its change events and, for `SetIfNotExist`, `created`.
+    """What applying one command did: its change events and, for `SetIfNotExist`, `created`
+    (for `ExpireElement`: whether the element existed, expired or not, and was re-armed).
 
     For the compare commands `created` says whether the comparison matched (and the effect
     happened) and, when it did not, `current` is the value found (None: absent or expired).
@@ -88,6 +89,8 @@ class ClusterSnapshot:
 
 
 _NOTHING = ApplyResult()
+_PRESENT = ApplyResult(created=True)
+_ABSENT = ApplyResult(created=False)
 
 
 class StateMachine:
@@ -116,9 +119,10 @@ class StateMachine:
                 return ApplyResult((Changed(name, None),))
             case ExpireElement(name, expire_at):
                 current = elements.get(name)
-                if current is not None:
-                    elements[name] = Element(current.value, expire_at)
-                return _NOTHING
+                if current is None:
+                    return _ABSENT
+                elements[name] = Element(current.value, expire_at)
+                return _PRESENT
             case DeleteIfExpired(name, now):
                 current = elements.get(name)
                 if current is None or not current.expired(now):

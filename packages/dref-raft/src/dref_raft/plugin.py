@@ -7,8 +7,8 @@ from dref.hookspecs import hookimpl
 from dref.registries import BackendRegistry
 from dref.settings import DRefSettings
 from dref.spi import Backend, BackendSpec
-from dref_raft.backend import open_backend
-from dref_raft.client import open_client_backend
+from dref_raft.client.backend import open_client_backend
+from dref_raft.member.backend import open_backend
 from dref_raft.settings import RaftSettings
 
 __all__ = ["dref_register_backends", "open_raft"]

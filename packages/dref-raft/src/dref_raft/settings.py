@@ -2,7 +2,7 @@
 
 Upstream's environment names are read too, below ours: `DREF_PORT` (the port when
 `DREF_RAFT_PORT` is unset or 0), `DREF_NODE_ADDRESSES` and `DREF_NODE_SERVICES` (address
-discovery, `dref_raft.discovery`: the voter set is fixed once, at bootstrap).
+discovery, `dref_raft.member.discovery`: the voter set is fixed once, at bootstrap).
 """
 
 from __future__ import annotations

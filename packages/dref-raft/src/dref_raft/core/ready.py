@@ -55,7 +55,7 @@ class CoreState:
 
     Entries are every stored entry after the snapshot (committed ones included), with their
     terms (see `restore_entries`). The state machine must already hold everything through
-    `commit` (as `dref_raft.recovery.recover` leaves it).
+    `commit` (as `dref_raft.storage.recovery.recover` leaves it).
     """
 
     term: int = 0

@@ -1,14 +1,22 @@
-"""A simulated node: a core driven exactly as the driver contract says, over `SimStorage`."""
+"""A simulated node: production's `ReadyApplier` and boot over the in-memory twins of the stores.
+
+Every `Ready` is carried out by `dref_raft.apply.ReadyApplier`, exactly as a member does; the
+stores are `dref_raft.storage.in_memory_stores()` (the real encoders and decoders, bytes in
+memory), and a restart boots through `dref_raft.storage.recovery.boot`. So what the simulation
+checks is the code a member runs, minus asyncio and sockets.
+"""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from dref_raft.core import CoreConfig, Entry, Message, RaftCore, Ready, Role
-from dref_raft.fsm import ApplyResult, StateMachine
+from dref_raft.apply import ReadyApplier, StoreWriter
+from dref_raft.core import CoreConfig, Entry, Message, RaftCore, Ready, Role, Snapshot, SoftState
+from dref_raft.fsm import ApplyResult, Changed, StateMachine
 from dref_raft.simulation.invariants import Invariants
-from dref_raft.simulation.storage import SimStorage
+from dref_raft.storage import in_memory_stores
+from dref_raft.storage.recovery import boot
 
 __all__ = ["SimNode"]
 
@@ -18,7 +26,7 @@ TraceHook = Callable[[str], None]
 
 
 class SimNode:
-    """One node; `core` is None while it is crashed. Storage survives crashes."""
+    """One node; `core` is None while it is crashed. Its stores survive crashes."""
 
     def __init__(
         self,
@@ -42,26 +50,32 @@ class SimNode:
         self.on_apply = on_apply
         self.on_read = on_read
         self.trace = trace
-        self.storage = SimStorage()
+        self.stores = in_memory_stores()
         self.machine = StateMachine()
         self.incarnation = 0
-        self.applies_since_snapshot = 0
         self.core: RaftCore | None = None
+        self._applier: ReadyApplier | None = None
+        self._outbox: list[Message] = []
         self.start()
 
     def start(self) -> None:
         """Boot (or reboot) from what was persisted."""
-        state, machine = self.storage.recover()
+        machine, state = boot(self.stores)
         self.invariants.check_recovered(self.id, state.commit, machine)
         self.machine = machine
         self.incarnation += 1
         rng = random.Random(f"{self.seed}/{self.id}/{self.incarnation}")
-        self.core = RaftCore(self.id, self.peers, rng=rng, config=self.config, state=state)
-        self.applies_since_snapshot = 0
+        core = RaftCore(self.id, self.peers, rng=rng, config=self.config, state=state)
+        writer = StoreWriter(self.stores, term=state.term, vote=state.vote, commit=state.commit)
+        self._applier = ReadyApplier(
+            core, machine, writer, self, snapshot_every=self.snapshot_every
+        )
+        self.core = core
 
     def crash(self) -> None:
         """Lose everything not persisted."""
         self.core = None
+        self._applier = None
 
     @property
     def up(self) -> bool:
@@ -69,37 +83,44 @@ class SimNode:
         return self.core is not None
 
     def drain(self, outbox: list[Message]) -> None:
-        """Process every `Ready`: persist, send, apply, serve reads, advance; then compact."""
-        core = self.core
+        """Carry out every `Ready` (the messages go to `outbox`), taking snapshots as due."""
+        core, applier = self.core, self._applier
         assert core is not None
-        while core.has_ready() or core.wants_snapshot:
-            if core.wants_snapshot:
-                core.offer_snapshot(core.applied, self.machine.snapshot(core.applied))
-                continue
-            ready = core.ready()
-            self.storage.persist(ready)
+        assert applier is not None
+        self._outbox = outbox
+        while (ready := applier.next_ready()) is not None:
+            applier.persist(ready)
             if ready.entries:
                 self.invariants.check_entries(core, ready.entries)
-            outbox.extend(ready.messages)
-            if ready.snapshot is not None:
-                self.machine.install(ready.snapshot.data)
-            for entry in ready.committed:
-                self.invariants.check_apply(self.id, entry)
-                result = self.machine.apply(entry.command)
-                self.applies_since_snapshot += 1
-                self.on_apply(self.id, entry, result)
-            for read in ready.reads:
-                self.on_read(self.id, read.request_id, True)
-            for request_id in ready.dropped_reads:
-                self.on_read(self.id, request_id, False)
+            applier.carry_out(ready)
             if self.trace is not None:
                 self._trace(ready)
-            core.advance(ready)
             if core.role is Role.LEADER:
                 self.invariants.check_leader(core)
-            if self.snapshot_every and self.applies_since_snapshot >= self.snapshot_every:
-                self.applies_since_snapshot = 0
-                self._snapshot(core)
+            snapshot = applier.compact_due()
+            if snapshot is not None:
+                applier.writer.save_snapshot(snapshot)
+
+    # ---------------------------------------------------------------- ReadyEffects
+
+    def snapshot_installed(self, snapshot: Snapshot, changes: Sequence[Changed]) -> None:
+        """Nothing waits on a snapshot in the simulation."""
+
+    def entries_truncated(self, from_seq: int) -> None:
+        """Clients notice a replaced entry when another one applies at its seq."""
+
+    def send(self, messages: Sequence[Message]) -> None:
+        self._outbox.extend(messages)
+
+    def entry_applied(self, entry: Entry, result: ApplyResult) -> None:
+        self.invariants.check_apply(self.id, entry)
+        self.on_apply(self.id, entry, result)
+
+    def read_done(self, request_id: int, ok: bool) -> None:
+        self.on_read(self.id, request_id, ok)
+
+    def role_changed(self, soft: SoftState) -> None:
+        """Roles are traced from the `Ready` itself."""
 
     def _trace(self, ready: Ready) -> None:
         assert self.trace is not None
@@ -113,9 +134,3 @@ class SimNode:
         if ready.committed:
             first, last = ready.committed[0].seq, ready.committed[-1].seq
             self.trace(f"{self.id} applies {first}..{last}")
-
-    def _snapshot(self, core: RaftCore) -> None:
-        data = self.machine.snapshot(core.applied)
-        core.compact(core.applied, data)
-        self.storage.snapshot = core.log.snapshot
-        self.storage.drop_through(core.applied)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from dref_raft.errors import CorruptStateError
 from dref_raft.storage.command_log import (
     CommandLogStorage,
     CommandLogStore,
@@ -21,7 +22,6 @@ from dref_raft.storage.command_log import (
     LogContents,
     LogRecord,
 )
-from dref_raft.storage.errors import CorruptStateError
 from dref_raft.storage.snapshot import InMemorySnapshotStore, SnapshotStorage, SnapshotStore
 from dref_raft.storage.voter_state import (
     InMemoryVoterStateStore,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from dref_raft.storage.errors import CorruptStateError
+from dref_raft.errors import CorruptStateError
 from dref_raft.storage.layout import FORMAT_VERSION, MAX_LENGTH, MAX_U63, PREAMBLE_SIZE
 
 U64 = struct.Struct(">Q")

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol
 
+from dref_raft.errors import CorruptStateError
 from dref_raft.storage._binary import (
     I32,
     U64,
@@ -30,7 +31,6 @@ from dref_raft.storage._binary import (
     read_u63,
     require,
 )
-from dref_raft.storage.errors import CorruptStateError
 from dref_raft.storage.layout import (
     COMMAND_LOG_FILE,
     COMMAND_LOG_MAGIC,

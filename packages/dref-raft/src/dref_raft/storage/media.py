@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-from dref_raft.storage.errors import CorruptStateError
+from dref_raft.errors import CorruptStateError
 from dref_raft.storage.layout import TMP_SUFFIX
 
 __all__ = ["FileMedium", "InMemoryFile", "Medium", "MemoryMedium"]

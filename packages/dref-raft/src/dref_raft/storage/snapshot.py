@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Protocol
 
+from dref_raft.errors import CorruptStateError, WireError
 from dref_raft.fsm import ClusterSnapshot
 from dref_raft.storage._binary import (
     I32,
@@ -20,10 +21,9 @@ from dref_raft.storage._binary import (
     read_i32,
     require,
 )
-from dref_raft.storage.errors import CorruptStateError
 from dref_raft.storage.layout import MAX_U63, PREAMBLE_SIZE, SNAPSHOT_FILE, SNAPSHOT_MAGIC
 from dref_raft.storage.media import FileMedium, InMemoryFile, Medium, MemoryMedium
-from dref_raft.wire import WireFormatError, decode_snapshot, encode_snapshot
+from dref_raft.wire.commands import decode_snapshot, encode_snapshot
 
 __all__ = [
     "InMemorySnapshotStore",
@@ -58,7 +58,7 @@ def decode_snapshot_file(data: bytes, path: str) -> ClusterSnapshot:
         raise CorruptStateError(path, end, f"{len(data) - end} unexpected bytes after the payload")
     try:
         snapshot = decode_snapshot(data[_PAYLOAD_OFFSET:end])
-    except WireFormatError as exc:
+    except WireError as exc:
         raise CorruptStateError(path, _PAYLOAD_OFFSET, str(exc)) from exc
     if snapshot.last_seq > MAX_U63:
         raise CorruptStateError(path, _PAYLOAD_OFFSET, f"last_seq {snapshot.last_seq} is too large")

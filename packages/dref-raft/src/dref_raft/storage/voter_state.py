@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from dref_raft.errors import CorruptStateError
 from dref_raft.storage._binary import (
     I32,
     U64,
@@ -22,7 +23,6 @@ from dref_raft.storage._binary import (
     read_u63,
     require,
 )
-from dref_raft.storage.errors import CorruptStateError
 from dref_raft.storage.layout import PREAMBLE_SIZE, VOTER_STATE_FILE, VOTER_STATE_MAGIC
 from dref_raft.storage.media import FileMedium, InMemoryFile, Medium, MemoryMedium
 

@@ -1,13 +1,13 @@
 """The transport of dref-raft: gRPC (upstream-compatible) and in-memory (tests).
 
-* `convert`: core messages ⇄ protobuf bytes (the `_pb` types never leave this package);
 * `grpc_server.GrpcServer`: `DRefConsensus` + `DRefRaft` + `DRefWatch` + `DRefExt` on one port;
 * `grpc_client.PeerClients` / `LeaderClient` / `WatchClient`: the calling side;
 * `memory.MemoryNetwork`: the same interfaces without sockets, with fault injection;
 * `retry.with_leader`: upstream's client retry policy, bounded by a deadline;
 * `status`: dref errors ⇄ upstream's gRPC statuses.
 
-Wire details and the extension-field table: docs/raft-wire.md.
+Bytes are made and parsed by `dref_raft.wire` (the only importer of the generated `_pb` code);
+errors are `dref_raft.errors`'s. Wire details and the extension-field table: docs/raft-wire.md.
 """
 
 from __future__ import annotations
@@ -25,12 +25,6 @@ from dref_raft.transport.base import (
     WatchEvent,
     WatchHandler,
 )
-from dref_raft.transport.errors import (
-    CompareUnsupportedError,
-    TransportError,
-    WatchUnsupportedError,
-    WireError,
-)
 from dref_raft.transport.grpc_client import LeaderClient, PeerClients, WatchClient
 from dref_raft.transport.grpc_server import GrpcServer
 from dref_raft.transport.memory import (
@@ -47,7 +41,6 @@ __all__ = [
     "ClientHandler",
     "CompareHandler",
     "CompareResult",
-    "CompareUnsupportedError",
     "ConsensusHandler",
     "GrpcServer",
     "LeaderApi",
@@ -59,12 +52,9 @@ __all__ = [
     "PeerClients",
     "PeerTransport",
     "RetryPolicy",
-    "TransportError",
     "WatchApi",
     "WatchClient",
     "WatchEvent",
     "WatchHandler",
-    "WatchUnsupportedError",
-    "WireError",
     "with_leader",
 ]

@@ -18,16 +18,16 @@ from dref.errors import ClosedError, DRefError
 from dref.resources import AsyncResource
 from dref_raft.commands import Command
 from dref_raft.core.messages import Request, Response
-from dref_raft.transport import convert
-from dref_raft.transport.base import DEFAULT_MAX_MESSAGE_BYTES, CompareResult, WatchEvent
-from dref_raft.transport.errors import (
+from dref_raft.errors import (
     CompareUnsupportedError,
     TransportError,
     WatchUnsupportedError,
     WireError,
 )
+from dref_raft.transport.base import DEFAULT_MAX_MESSAGE_BYTES, CompareResult, WatchEvent
 from dref_raft.transport.grpc_server import grpc_options
 from dref_raft.transport.status import error_of
+from dref_raft.wire import messages
 
 __all__ = ["DEFAULT_TIMEOUT", "LeaderClient", "PeerClients", "WatchClient"]
 
@@ -102,12 +102,12 @@ class PeerClients(AsyncResource):
         `timeout` seconds, fails the RPC, or answers with undecodable bytes; `WireError` if
         `request` itself cannot be encoded (a bug in the caller).
         """
-        method = convert.method_of(request)
-        data = convert.encode_request(request)
+        method = messages.method_of(request)
+        data = messages.encode_request(request)
         if timeout <= 0:
             raise TransportError(f"{address}: {method}: no time left")
         channel = self._channels.get(address)
-        rpc = channel.unary_unary(convert.method_path(convert.CONSENSUS_SERVICE, method))
+        rpc = channel.unary_unary(messages.method_path(messages.CONSENSUS_SERVICE, method))
         try:
             answer = await rpc(data, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
@@ -117,7 +117,7 @@ class PeerClients(AsyncResource):
                 f"{address}: {method}: {exc.code().name}: {exc.details()}"
             ) from exc
         try:
-            return convert.decode_response(request, answer, self._max)
+            return messages.decode_response(request, answer, self._max)
         except WireError as exc:
             raise TransportError(f"{address}: {method}: undecodable response: {exc}") from exc
 
@@ -150,14 +150,14 @@ class LeaderClient(AsyncResource):
         self.applied_seq = 0
 
     async def _call(self, method: str, timeout: float | None, **fields: Any) -> Any:
-        pb_request, pb_response = convert.raft_pb_classes(method)
+        pb_request, pb_response = messages.raft_pb_classes(method)
         try:
             data = bytes(pb_request(**fields).SerializeToString())
         except (ValueError, TypeError) as exc:
             raise WireError(f"cannot encode {method} request: {exc}") from exc
         wait = self.timeout if timeout is None else timeout
         channel = self._channels.get(self.address)
-        rpc = channel.unary_unary(convert.method_path(convert.RAFT_SERVICE, method))
+        rpc = channel.unary_unary(messages.method_path(messages.RAFT_SERVICE, method))
         try:
             answer = await rpc(data, timeout=wait)
         except grpc.aio.AioRpcError as exc:
@@ -165,7 +165,7 @@ class LeaderClient(AsyncResource):
                 self._channels.drop(self.address, channel, wait)
             raise error_of(exc.code(), exc.details(), self.address) from exc
         try:
-            msg = convert.parse(pb_response, answer, pb_response.DESCRIPTOR.name, self._max)
+            msg = messages.parse(pb_response, answer, pb_response.DESCRIPTOR.name, self._max)
         except WireError as exc:
             raise TransportError(f"{self.address}: {method}: undecodable response: {exc}") from exc
         self.applied_seq = max(self.applied_seq, int(getattr(msg, "applied_seq", 0)))
@@ -214,10 +214,12 @@ class LeaderClient(AsyncResource):
         Errors as for `DRefRaft`; a member that does not serve `DRefExt` (an upstream node)
         raises `CompareUnsupportedError`.
         """
-        data = convert.encode_compare_request(command)
+        data = messages.encode_compare_request(command)
         wait = self.timeout if timeout is None else timeout
         channel = self._channels.get(self.address)
-        rpc = channel.unary_unary(convert.method_path(convert.EXT_SERVICE, convert.COMPARE_METHOD))
+        rpc = channel.unary_unary(
+            messages.method_path(messages.EXT_SERVICE, messages.COMPARE_METHOD)
+        )
         try:
             answer = await rpc(data, timeout=wait)
         except grpc.aio.AioRpcError as exc:
@@ -230,7 +232,7 @@ class LeaderClient(AsyncResource):
                 self._channels.drop(self.address, channel, wait)
             raise error_of(exc.code(), exc.details(), self.address) from exc
         try:
-            result = convert.decode_compare_response(answer, self._max)
+            result = messages.decode_compare_response(answer, self._max)
         except WireError as exc:
             raise TransportError(f"{self.address}: Compare: undecodable response: {exc}") from exc
         self.applied_seq = max(self.applied_seq, result.seq)
@@ -265,8 +267,10 @@ class WatchClient(AsyncResource):
         member does not serve `DRefWatch`, or the error the member's handler reported.
         """
         channel = self._channels.get(self.address)
-        rpc = channel.unary_stream(convert.method_path(convert.WATCH_SERVICE, convert.WATCH_METHOD))
-        call = rpc(convert.encode_watch_request(names, from_seq))
+        rpc = channel.unary_stream(
+            messages.method_path(messages.WATCH_SERVICE, messages.WATCH_METHOD)
+        )
+        call = rpc(messages.encode_watch_request(names, from_seq))
         try:
             while True:
                 try:
@@ -276,7 +280,7 @@ class WatchClient(AsyncResource):
                 if data is grpc.aio.EOF:
                     return
                 try:
-                    event = convert.decode_watch_event(data, self._max)
+                    event = messages.decode_watch_event(data, self._max)
                 except WireError as exc:
                     raise TransportError(f"{self.address}: Watch: {exc}") from exc
                 yield event

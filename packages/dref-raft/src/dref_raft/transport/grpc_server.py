@@ -30,7 +30,7 @@ from dref_raft.core.messages import (
     ReadIndexResponse,
     VoteResponse,
 )
-from dref_raft.transport import convert
+from dref_raft.errors import TransportError, WireError
 from dref_raft.transport.base import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_PORT,
@@ -40,8 +40,8 @@ from dref_raft.transport.base import (
     WatchHandler,
     aclose_iterator,
 )
-from dref_raft.transport.errors import TransportError, WireError
 from dref_raft.transport.status import status_of
+from dref_raft.wire import messages
 
 __all__ = ["GrpcServer"]
 
@@ -155,7 +155,7 @@ class GrpcServer(AsyncResource):
     def _handlers(self) -> tuple[Any, ...]:
         consensus = {
             method: grpc.unary_unary_rpc_method_handler(self._consensus_method(method))
-            for method in convert.CONSENSUS_METHODS
+            for method in messages.CONSENSUS_METHODS
         }
         raft: dict[str, _Unary] = {
             "SetElement": self._set_element,
@@ -167,9 +167,9 @@ class GrpcServer(AsyncResource):
             "SendCommand": self._send_command,
         }
         handlers = [
-            grpc.method_handlers_generic_handler(convert.CONSENSUS_SERVICE, consensus),
+            grpc.method_handlers_generic_handler(messages.CONSENSUS_SERVICE, consensus),
             grpc.method_handlers_generic_handler(
-                convert.RAFT_SERVICE,
+                messages.RAFT_SERVICE,
                 {
                     name: grpc.unary_unary_rpc_method_handler(self._raft_method(name, fn))
                     for name, fn in raft.items()
@@ -179,16 +179,16 @@ class GrpcServer(AsyncResource):
         if self._watch is not None:
             handlers.append(
                 grpc.method_handlers_generic_handler(
-                    convert.WATCH_SERVICE,
-                    {convert.WATCH_METHOD: grpc.unary_stream_rpc_method_handler(self._watch_rpc)},
+                    messages.WATCH_SERVICE,
+                    {messages.WATCH_METHOD: grpc.unary_stream_rpc_method_handler(self._watch_rpc)},
                 )
             )
         if self._compare is not None:
             handlers.append(
                 grpc.method_handlers_generic_handler(
-                    convert.EXT_SERVICE,
+                    messages.EXT_SERVICE,
                     {
-                        convert.COMPARE_METHOD: grpc.unary_unary_rpc_method_handler(
+                        messages.COMPARE_METHOD: grpc.unary_unary_rpc_method_handler(
                             self._compare_rpc
                         )
                     },
@@ -203,7 +203,7 @@ class GrpcServer(AsyncResource):
 
         async def handle(data: bytes, context: Any) -> bytes:
             try:
-                request = convert.decode_request(method, data, self.node_id, self._max)
+                request = messages.decode_request(method, data, self.node_id, self._max)
             except WireError as exc:
                 await _reject(context, "DRefConsensus", method, exc)
                 raise AssertionError("unreachable") from None  # abort raises
@@ -214,7 +214,7 @@ class GrpcServer(AsyncResource):
                         f"handler answered {type(response).__name__} to {method}, "
                         f"expected {expected.__name__}"
                     )
-                return convert.encode_response(response)
+                return messages.encode_response(response)
             except Exception as exc:
                 _log_failure(
                     exc,
@@ -231,11 +231,11 @@ class GrpcServer(AsyncResource):
     # ------------------------------------------------------------------ DRefRaft
 
     def _raft_method(self, method: str, fn: _Unary) -> _Unary:
-        pb_request, _ = convert.raft_pb_classes(method)
+        pb_request, _ = messages.raft_pb_classes(method)
 
         async def handle(data: bytes, context: Any) -> bytes:
             try:
-                msg = convert.parse(pb_request, data, pb_request.DESCRIPTOR.name, self._max)
+                msg = messages.parse(pb_request, data, pb_request.DESCRIPTOR.name, self._max)
             except WireError as exc:
                 await _reject(context, "DRefRaft", method, exc)
                 raise AssertionError("unreachable") from None
@@ -253,7 +253,7 @@ class GrpcServer(AsyncResource):
         return handle
 
     def _response(self, method: str, **fields: Any) -> bytes:
-        _, pb_response = convert.raft_pb_classes(method)
+        _, pb_response = messages.raft_pb_classes(method)
         return bytes(pb_response(**fields).SerializeToString())
 
     def _data_response(self, method: str, **fields: Any) -> bytes:
@@ -297,14 +297,14 @@ class GrpcServer(AsyncResource):
     async def _compare_rpc(self, data: bytes, context: Any) -> bytes:
         """`DRefExt/Compare`: statuses as for `DRefRaft` (`status.py`)."""
         assert self._compare is not None
-        method = convert.COMPARE_METHOD
+        method = messages.COMPARE_METHOD
         try:
-            command = convert.decode_compare_request(data, self._max)
+            command = messages.decode_compare_request(data, self._max)
         except WireError as exc:
             await _reject(context, "DRefExt", method, exc)
             raise AssertionError("unreachable") from None
         try:
-            return convert.encode_compare_response(await self._compare.compare(command))
+            return messages.encode_compare_response(await self._compare.compare(command))
         except Exception as exc:
             code, details = status_of(exc)
             if isinstance(exc, ClosedError) or (
@@ -319,14 +319,14 @@ class GrpcServer(AsyncResource):
     async def _watch_rpc(self, data: bytes, context: Any) -> AsyncIterator[bytes]:
         assert self._watch is not None
         try:
-            names, from_seq = convert.decode_watch_request(data, self._max)
+            names, from_seq = messages.decode_watch_request(data, self._max)
         except WireError as exc:
-            await _reject(context, "DRefWatch", convert.WATCH_METHOD, exc)
+            await _reject(context, "DRefWatch", messages.WATCH_METHOD, exc)
             return
         events = self._watch.watch(names, from_seq)
         try:
             async for event in events:
-                yield convert.encode_watch_event(event)
+                yield messages.encode_watch_event(event)
         except Exception as exc:
             code, details = status_of(exc)
             level = logging.DEBUG if isinstance(exc, ClosedError) else logging.WARNING

@@ -28,7 +28,12 @@ import grpc
 from dref.errors import ClosedError, DRefError
 from dref_raft.commands import Command
 from dref_raft.core.messages import Request, Response
-from dref_raft.transport import convert
+from dref_raft.errors import (
+    CompareUnsupportedError,
+    TransportError,
+    WatchUnsupportedError,
+    WireError,
+)
 from dref_raft.transport.base import (
     ClientHandler,
     CompareHandler,
@@ -38,13 +43,8 @@ from dref_raft.transport.base import (
     WatchHandler,
     aclose_iterator,
 )
-from dref_raft.transport.errors import (
-    CompareUnsupportedError,
-    TransportError,
-    WatchUnsupportedError,
-    WireError,
-)
 from dref_raft.transport.status import error_of, status_of
+from dref_raft.wire import messages
 
 __all__ = [
     "MemoryLeaderClient",
@@ -156,15 +156,15 @@ class MemoryPeerClients:
         """Deliver `request` to `address` through the wire conversion; see `PeerClients.call`."""
         if self._closed:
             raise ClosedError("the transport client is closed")
-        net, method = self._net, convert.method_of(request)
-        data = convert.encode_request(request)
+        net, method = self._net, messages.method_of(request)
+        data = messages.encode_request(request)
         if timeout <= 0:
             raise TransportError(f"{address}: {method}: no time left")
         deadline = asyncio.get_running_loop().time() + timeout
         host = net._host(self.source, address, method)
         await net._deliver(self.source, address, deadline, method)
         try:
-            received = convert.decode_request(method, data, host.node_id)
+            received = messages.decode_request(method, data, host.node_id)
         except WireError as exc:
             raise TransportError(f"{address}: {method}: INVALID_ARGUMENT: {exc}") from exc
         try:
@@ -174,10 +174,10 @@ class MemoryPeerClients:
             raise TransportError(f"{address}: {method}: DEADLINE_EXCEEDED") from exc
         except Exception as exc:
             raise TransportError(f"{address}: {method}: UNAVAILABLE: {exc}") from exc
-        answer = convert.encode_response(response)
+        answer = messages.encode_response(response)
         await net._deliver(address, self.source, deadline, method)
         try:
-            return convert.decode_response(request, answer)
+            return messages.decode_response(request, answer)
         except WireError as exc:
             raise TransportError(f"{address}: {method}: undecodable response: {exc}") from exc
 
@@ -249,8 +249,8 @@ class MemoryLeaderClient:
 
     async def compare(self, command: Command, *, timeout: float | None = None) -> CompareResult:
         """`DRefExt/Compare` through the wire conversion, like `LeaderClient.compare`."""
-        what = convert.COMPARE_METHOD
-        data = convert.encode_compare_request(command)
+        what = messages.COMPARE_METHOD
+        data = messages.encode_compare_request(command)
         host = self._net._host(self.source, self.address, what)
         handler = host.compare
         if handler is None:
@@ -258,12 +258,12 @@ class MemoryLeaderClient:
                 f"{self.address} does not serve DRefExt/Compare (an upstream node?): "
                 "set mixed_cluster = true for clusters with upstream nodes"
             )
-        received = convert.decode_compare_request(data)
+        received = messages.decode_compare_request(data)
 
         async def call(_: ClientHandler) -> bytes:
-            return convert.encode_compare_response(await handler.compare(received))
+            return messages.encode_compare_response(await handler.compare(received))
 
-        result = convert.decode_compare_response(await self._run(what, timeout, call))
+        result = messages.decode_compare_response(await self._run(what, timeout, call))
         self.applied_seq = max(self.applied_seq, result.seq)
         return result
 
@@ -290,7 +290,7 @@ class MemoryWatchClient:
             async for event in events:
                 if self.address not in self._net._hosts:
                     raise TransportError(f"{self.address}: Watch: UNAVAILABLE (stopped)")
-                yield convert.decode_watch_event(convert.encode_watch_event(event))
+                yield messages.decode_watch_event(messages.encode_watch_event(event))
         except DRefError:
             raise
         except Exception as exc:

@@ -31,7 +31,7 @@ from dref.errors import (
     NotLeaderError,
     QuorumLostError,
 )
-from dref_raft.transport.errors import TransportError
+from dref_raft.errors import TransportError
 
 __all__ = ["error_of", "status_of"]
 

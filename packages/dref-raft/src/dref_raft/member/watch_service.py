@@ -24,17 +24,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from dref.errors import BackendUnavailableError, ClosedError
-from dref_raft.node import RaftNode
+from dref_raft.errors import WatchLaggedError
+from dref_raft.member.node import RaftNode
 from dref_raft.transport.base import WatchEvent
 
-__all__ = ["DEFAULT_HISTORY", "WatchLaggedError", "WatchService"]
+__all__ = ["DEFAULT_HISTORY", "WatchService"]
 
 DEFAULT_HISTORY = 4096
 """Committed change events a member keeps to replay resumed watches."""
-
-
-class WatchLaggedError(BackendUnavailableError):
-    """A watcher fell behind its buffer; the client resumes from its last seq."""
 
 
 @dataclass(eq=False)

@@ -1,6 +1,8 @@
 """Boot recovery (spec §4.5): the three stores' contents → the state a node starts from.
 
-A pure function, so it is tested directly. Differences from upstream, both to lose nothing
+`recover` is a pure function of what the stores loaded, so it is tested directly; `boot` loads
+the stores and also rebuilds the log entries' terms for the core (members and the simulation
+both start through it). Differences from upstream, both to lose nothing
 committed: the header's commit_seq is trusted only if the log (or the snapshot) really holds
 every entry up to it — upstream takes min(commit, last log seq) and so can silently forget
 committed entries — and a gap or an undecodable entry in the committed range raises
@@ -13,14 +15,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from dref_raft.commands import Command
+from dref_raft.core import CoreState, Snapshot, restore_entries
+from dref_raft.errors import CorruptStateError, WireError
 from dref_raft.fsm import ClusterSnapshot, StateMachine
+from dref_raft.storage import Stores
 from dref_raft.storage.command_log import LogContents
-from dref_raft.storage.errors import CorruptStateError
 from dref_raft.storage.layout import COMMIT_SEQ_OFFSET
 from dref_raft.storage.voter_state import VoterState
-from dref_raft.wire import WireFormatError, decode_command
+from dref_raft.wire.commands import decode_command, decode_command_term
 
-__all__ = ["RecoveredState", "recover"]
+__all__ = ["RecoveredState", "boot", "recover"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +87,7 @@ def recover(
             )
         try:
             command = decode_command(data)
-        except WireFormatError as exc:
+        except WireError as exc:
             raise CorruptStateError(
                 log.path, log.offsets[seq], f"committed entry seq {seq}: {exc}"
             ) from exc
@@ -98,3 +103,34 @@ def recover(
         voted_for=voter.voted_for,
         discarded_log_bytes=log.discarded_bytes,
     )
+
+
+def boot(stores: Stores) -> tuple[StateMachine, CoreState]:
+    """The state machine and the core's start state from the three stores (`recover`, then
+    the stored entries with their terms rebuilt)."""
+    snapshot = stores.snapshot.load()
+    log = stores.command_log.load()
+    voter = stores.voter_state.load()
+    recovered = recover(snapshot, log, voter)
+    base = snapshot if snapshot is not None else ClusterSnapshot()
+    records: list[tuple[int, Command, int | None]] = []
+    expected = base.last_seq + 1
+    for record in log.records:
+        if record.seq < expected:
+            continue
+        if record.seq != expected:
+            # A gap above the commit: uncommitted leftovers (spec §9.1.3) are dropped.
+            stores.command_log.truncate_from(expected)
+            break
+        command, marker = decode_command_term(record.command)
+        records.append((record.seq, command, marker))
+        expected += 1
+    entries = restore_entries(records, base.last_term)
+    state = CoreState(
+        term=voter.term,
+        vote=voter.voted_for,
+        commit=recovered.commit_seq,
+        snapshot=Snapshot(base.last_seq, base.last_term, base),
+        entries=entries,
+    )
+    return recovered.state_machine, state

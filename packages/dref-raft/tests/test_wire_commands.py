@@ -17,8 +17,8 @@ from dref_raft.commands import (
     StartNewTerm,
 )
 from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
-from dref_raft.wire import (
-    WireFormatError,
+from dref_raft.wire.commands import (
+    WireError,
     decode_command,
     decode_snapshot,
     encode_command,
@@ -93,12 +93,12 @@ def test_every_snapshot_round_trips(snapshot: ClusterSnapshot) -> None:
     ],
 )
 def test_malformed_command_bytes_raise_a_wire_format_error(hex_bytes: str) -> None:
-    with pytest.raises(WireFormatError, match="not a valid StateCommand"):
+    with pytest.raises(WireError, match="not a valid StateCommand"):
         decode_command(bytes.fromhex(hex_bytes))
 
 
 def test_malformed_snapshot_bytes_raise_a_wire_format_error() -> None:
-    with pytest.raises(WireFormatError, match="not a valid ClusterSnapshot"):
+    with pytest.raises(WireError, match="not a valid ClusterSnapshot"):
         decode_snapshot(bytes.fromhex("0a160a0a73"))
 
 

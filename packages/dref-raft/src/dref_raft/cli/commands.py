@@ -7,7 +7,7 @@ Contributed to core's `dref` command through the `dref.cli` entry point `raft`:
   `--node-addresses a,b,c --expected-size 3` (or `--node-services`) to discover the members;
 - `dref raft cluster --nodes 3`: N member processes on 127.0.0.1 and a live table of their role,
   term, commit and applied indexes and leader, read from each member's status file
-  (`dref_raft.local_cluster`); Ctrl-C stops them (SIGTERM, then SIGKILL after a deadline);
+  (`dref_raft.cli.local_cluster`); Ctrl-C stops them (SIGTERM, then SIGKILL after a deadline);
 - `dref raft demo`: core's use cases on such a cluster, with a leader killed (`dref demo`).
 """
 
@@ -34,7 +34,7 @@ from dref.context import connect as dref_connect
 from dref.errors import BackendUnavailableError, DRefError, ElementNotFoundError
 from dref.ref import DRef
 from dref.settings import load_settings
-from dref_raft.local_cluster import STATUS_INTERVAL, LocalCluster, NodeStatus, write_status
+from dref_raft.cli.local_cluster import STATUS_INTERVAL, LocalCluster, NodeStatus, write_status
 from dref_raft.settings import RaftSettings
 
 __all__ = ["raft", "run_member", "status_table"]
@@ -42,9 +42,9 @@ __all__ = ["raft", "run_member", "status_table"]
 
 # -- one member ------------------------------------------------------------------------------------
 async def _serve(options: dict[str, Any], status_file: Path | None) -> None:
-    from dref_raft.backend import acquire_member, release_member
+    from dref_raft.member.registry import local_members
 
-    member = await acquire_member(load_settings(RaftSettings, options, table="raft"))
+    member = await local_members.acquire(load_settings(RaftSettings, options, table="raft"))
     settings = member.settings  # with discovery: the voter set and address found at bootstrap
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -76,7 +76,7 @@ async def _serve(options: dict[str, Any], status_file: Path | None) -> None:
                 async with asyncio.timeout(period):
                     await stop.wait()
     finally:
-        await release_member(member)
+        await local_members.release(member)
         report("stopped")
 
 

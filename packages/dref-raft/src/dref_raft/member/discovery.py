@@ -51,7 +51,7 @@ __all__ = [
     "resolve_name",
 ]
 
-logger = logging.getLogger("dref_raft.discovery")
+logger = logging.getLogger("dref_raft.member.discovery")
 
 #: A DNS name → its IP addresses (every A/AAAA record), in the resolver's order.
 Resolver = Callable[[str], Awaitable[list[str]]]

@@ -35,8 +35,10 @@ from dref_raft.core.messages import (
     VoteResponse,
 )
 from dref_raft.core.types import Entry
+from dref_raft.errors import WireError
 from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
-from dref_raft.transport import WatchEvent, WireError, convert
+from dref_raft.transport import WatchEvent
+from dref_raft.wire import messages
 
 u64 = st.integers(0, 2**64 - 1)
 small = st.integers(0, 2**20)
@@ -117,8 +119,8 @@ def responses_for(request: Request, ext: bool, term: int, ok: bool, a: int, b: i
 
 @given(requests())
 def test_every_request_round_trips(request: Request) -> None:
-    data = convert.encode_request(request)
-    assert convert.decode_request(convert.method_of(request), data, request.to) == request
+    data = messages.encode_request(request)
+    assert messages.decode_request(messages.method_of(request), data, request.to) == request
 
 
 @given(requests(), st.booleans(), u64, st.booleans(), u64, u64)
@@ -126,7 +128,7 @@ def test_every_response_round_trips(
     request: Request, ext: bool, term: int, ok: bool, a: int, b: int
 ) -> None:
     response = responses_for(request, ext, term, ok, a, b)
-    assert convert.decode_response(request, convert.encode_response(response)) == response
+    assert messages.decode_response(request, messages.encode_response(response)) == response
 
 
 # Hand-built upstream encodings (spec §3.3 field tables): tag, value, ... in field order.
@@ -176,9 +178,9 @@ def test_messages_without_extensions_encode_exactly_as_upstream(
     if isinstance(
         message, AppendEntries | Heartbeat | ReadIndex | Vote | PreVote | InstallSnapshot
     ):
-        assert convert.encode_request(message) == upstream
+        assert messages.encode_request(message) == upstream
     else:
-        assert convert.encode_response(message) == upstream
+        assert messages.encode_response(message) == upstream
 
 
 def test_extension_fields_use_numbers_from_1000_and_follow_the_upstream_bytes() -> None:
@@ -186,9 +188,9 @@ def test_extension_fields_use_numbers_from_1000_and_follow_the_upstream_bytes() 
     extended = AppendEntries(
         "n1", "n2", 7, 12, SET_K, 11, True, 11, 6, (Entry(12, 7, SET_K), Entry(13, 7, NoOp()))
     )
-    data = convert.encode_request(extended)
-    assert data.startswith(convert.encode_request(plain))
-    tail = data[len(convert.encode_request(plain)) :]
+    data = messages.encode_request(extended)
+    assert data.startswith(messages.encode_request(plain))
+    tail = data[len(messages.encode_request(plain)) :]
     first = _field(1, 12) + _field(2, 7) + _field(3, SET_K_BYTES)
     second = _field(1, 13) + _field(2, 7)  # NoOp: empty command bytes are not written
     assert tail == (
@@ -199,21 +201,21 @@ def test_extension_fields_use_numbers_from_1000_and_follow_the_upstream_bytes() 
 
 def test_upstream_responses_get_match_seq_and_read_ctx_from_the_request() -> None:
     append = AppendEntries("n1", "n2", 7, 12, SET_K, 11, True, 11, 6, (Entry(12, 7, SET_K),))
-    ok = convert.decode_response(append, _field(1, 1) + _field(2, 7))
+    ok = messages.decode_response(append, _field(1, 1) + _field(2, 7))
     assert ok == AppendEntriesResponse("n2", "n1", 7, True, match_seq=12)
-    refused = convert.decode_response(append, _field(2, 9))
+    refused = messages.decode_response(append, _field(2, 9))
     assert refused == AppendEntriesResponse("n2", "n1", 9, False, match_seq=0)
     read = ReadIndex("n1", "n2", 7, True, read_ctx=42)
-    assert convert.decode_response(read, _field(1, 1) + _field(2, 7)).read_ctx == 42  # type: ignore[union-attr]
+    assert messages.decode_response(read, _field(1, 1) + _field(2, 7)).read_ctx == 42  # type: ignore[union-attr]
     snap = InstallSnapshot("n1", "n2", 7, ClusterSnapshot(), 30, True, 6)
-    assert convert.decode_response(snap, _field(1, 1) + _field(2, 7)) == InstallSnapshotResponse(
+    assert messages.decode_response(snap, _field(1, 1) + _field(2, 7)) == InstallSnapshotResponse(
         "n2", "n1", 7, True, match_seq=30
     )
 
 
 def test_extension_fields_without_dref_ext_are_ignored() -> None:
     data = _field(1, "n1") + _field(2, 7) + _field(1001, 99)  # read_ctx but no dref_ext
-    assert convert.decode_request("ReadIndex", data, "n2") == ReadIndex("n1", "n2", 7)
+    assert messages.decode_request("ReadIndex", data, "n2") == ReadIndex("n1", "n2", 7)
 
 
 @pytest.mark.parametrize(
@@ -229,18 +231,18 @@ def test_extension_fields_without_dref_ext_are_ignored() -> None:
 )
 def test_malformed_bytes_raise_wire_error(data: bytes) -> None:
     with pytest.raises(WireError):
-        convert.decode_request("AppendEntries", data, "n2")
+        messages.decode_request("AppendEntries", data, "n2")
 
 
 def test_oversized_bytes_and_unknown_methods_raise_wire_error() -> None:
     with pytest.raises(WireError, match="exceeds the limit"):
-        convert.decode_request("Heartbeat", b"\x00" * 101, "n2", max_bytes=100)
+        messages.decode_request("Heartbeat", b"\x00" * 101, "n2", max_bytes=100)
     with pytest.raises(WireError, match="unknown"):
-        convert.decode_request("Nope", b"", "n2")
+        messages.decode_request("Nope", b"", "n2")
     with pytest.raises(WireError):
-        convert.encode_request(Heartbeat("n1", "n2", -1, 0))
+        messages.encode_request(Heartbeat("n1", "n2", -1, 0))
     with pytest.raises(WireError, match="first entry"):
-        convert.encode_request(
+        messages.encode_request(
             AppendEntries("n1", "n2", 1, 5, NoOp(), 0, True, 4, 1, (Entry(6, 1, NoOp()),))
         )
 
@@ -249,10 +251,10 @@ def test_oversized_bytes_and_unknown_methods_raise_wire_error() -> None:
 def test_watch_messages_round_trip(
     watched: list[str], from_seq: int, name: str, value: bytes | None, seq: int
 ) -> None:
-    assert convert.decode_watch_request(convert.encode_watch_request(watched, from_seq)) == (
+    assert messages.decode_watch_request(messages.encode_watch_request(watched, from_seq)) == (
         watched,
         from_seq,
     )
     for resync in (False, True):
         event = WatchEvent(name, value, seq, resync)
-        assert convert.decode_watch_event(convert.encode_watch_event(event)) == event
+        assert messages.decode_watch_event(messages.encode_watch_event(event)) == event

@@ -1,14 +1,11 @@
 """`RaftNode`: the asyncio driver of one Raft member (the only place with asyncio).
 
-It owns a `RaftCore`, the node's stores, the `StateMachine` and a `ChangeHub`. One driver task
-ticks the core, feeds it queued inputs (received messages, responses, proposals, reads) and
-processes every `Ready` strictly in the contract order (docs/raft-consensus.md):
-
-1. persist (snapshot, truncation, entries, hard state) in one thread hop;
-2. send messages (requests as fire-and-forget RPC tasks; responses to the waiting handlers);
-3. apply committed entries, publish their change events in commit order, complete proposals;
-4. serve ReadIndex reads, fail dropped ones;
-5. advance.
+It owns a `RaftCore`, the `StateMachine` and a `ChangeHub`. One driver task ticks the core,
+feeds it queued inputs (received messages, responses, proposals, reads) and hands every `Ready`
+to the one `dref_raft.apply.ReadyApplier` (the contract of docs/raft-consensus.md), running its
+blocking persist step in one thread hop. The node is the applier's `ReadyEffects`: it sends
+requests as fire-and-forget RPC tasks and responses to the waiting handlers, publishes change
+events in commit order, completes proposals and reads, and wakes `wait_applied` callers.
 
 Inputs never touch the core between `ready()` and `advance()`: they are queued, and whatever
 arrives during an fsync is handled by the next `Ready` as one batch.
@@ -18,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import heapq
 import itertools
 import logging
@@ -40,19 +36,19 @@ from dref.errors import (
     NotLeaderError,
     QuorumLostError,
 )
+from dref_raft.apply import ReadyApplier, StoreWriter
 from dref_raft.commands import (
     Command,
     CompareAndSet,
     DeleteIfExpired,
-    ExpireElement,
     SetIfNotExist,
-    StartNewTerm,
 )
 from dref_raft.core import (
     AppendEntries,
     AppendEntriesResponse,
     CoreConfig,
     CoreState,
+    Entry,
     Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
@@ -65,24 +61,22 @@ from dref_raft.core import (
     RaftCore,
     ReadIndex,
     ReadIndexResponse,
-    Ready,
     Request,
     Response,
     Role,
     Snapshot,
+    SoftState,
     Vote,
     VoteResponse,
-    restore_entries,
 )
-from dref_raft.fsm import ApplyResult, Changed, ClusterSnapshot, StateMachine
-from dref_raft.recovery import recover
-from dref_raft.storage import LogRecord, Stores, VoterState
+from dref_raft.fsm import ApplyResult, Changed, StateMachine
+from dref_raft.storage import Stores
+from dref_raft.storage.recovery import boot
 from dref_raft.transport.base import PeerTransport
-from dref_raft.wire import decode_command_term, encode_command
 
 __all__ = ["NodeConfig", "RaftNode", "wall_clock_ms"]
 
-logger = logging.getLogger("dref_raft.node")
+logger = logging.getLogger("dref_raft.member.node")
 _T = TypeVar("_T")
 
 _REPLY_TYPE: dict[type[Request], type[Response]] = {
@@ -157,7 +151,6 @@ class RaftNode:
         self.id = config.node_id
         self.peers = dict(config.peers)
         self._transport = transport
-        self._stores = stores
         self.machine = machine if machine is not None else StateMachine()
         self.core = RaftCore(
             self.id,
@@ -189,9 +182,12 @@ class RaftNode:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaping: set[str] = set()
         self._leader_changed = asyncio.Event()
-        self._applies_since_snapshot = 0
-        self._saved_voter = (self.core.term, self.core.vote)
-        self._saved_commit = self.core.commit
+        writer = StoreWriter(
+            stores, term=self.core.term, vote=self.core.vote, commit=self.core.commit
+        )
+        self._applier = ReadyApplier(
+            self.core, self.machine, writer, self, snapshot_every=config.snapshot_every
+        )
         self._driver: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
@@ -212,7 +208,7 @@ class RaftNode:
         """Boot from `stores` (None: empty, in memory); `CorruptStateError` refuses to start."""
         machine, state = None, None
         if stores is not None:
-            machine, state = await asyncio.to_thread(_boot, stores)
+            machine, state = await asyncio.to_thread(boot, stores)
         return cls(
             config, transport, stores=stores, machine=machine, state=state, rng=rng, wall_ms=wall_ms
         )
@@ -478,14 +474,16 @@ class RaftNode:
                     if not self._inputs:
                         break
                     self._inputs.popleft()()
-                while self.core.has_ready() or self.core.wants_snapshot:
-                    if self.core.wants_snapshot:
-                        applied = self.core.applied
-                        self.core.offer_snapshot(applied, self._state_at(applied))
-                    else:
-                        await self._handle_ready(self.core.ready())
+                applier = self._applier
+                while (ready := applier.next_ready()) is not None:
+                    if applier.must_persist(ready):
+                        await asyncio.to_thread(applier.persist, ready)
+                    applier.carry_out(ready)
+                    self._wake_applied()
                 self._fail_unanswered()
-                await self._maybe_snapshot()
+                snapshot = applier.compact_due()
+                if snapshot is not None and applier.writer.stores is not None:
+                    await asyncio.to_thread(applier.writer.save_snapshot, snapshot)
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
@@ -495,85 +493,11 @@ class RaftNode:
             self._fail_all(ConsensusError(f"raft node {self.id} failed: {exc}"))
             self.hub.close(ConsensusError(f"raft node {self.id} failed: {exc}"))
 
-    async def _handle_ready(self, ready: Ready) -> None:
-        # 1. persist
-        if self._stores is not None and (
-            ready.snapshot or ready.entries or ready.hard_state or ready.truncate_from is not None
-        ):
-            await asyncio.to_thread(self._persist, ready)
-        if ready.snapshot is not None:
-            self._install(ready.snapshot)
-        if ready.truncate_from is not None:
-            for seq in [s for s in self._pending if s >= ready.truncate_from]:
-                _fail(self._pending.pop(seq).future, _not_leader(self.core.leader_id))
-        # 2. send
-        for msg in ready.messages:
-            self._dispatch(msg)
-        # 3. apply
-        for entry in ready.committed:
-            self._apply(entry.seq, entry.term, entry.command)
-        # 4. reads
-        for read in ready.reads:
-            future = self._reads.pop(read.request_id, None)
-            if future is not None and not future.done():
-                future.set_result(None)
-        for request_id in ready.dropped_reads:
-            future = self._reads.pop(request_id, None)
-            if future is not None and not future.done():
-                future.set_exception(_not_leader(self.core.leader_id))
-        if ready.soft_state is not None:
-            self._leader_changed.set()
-            self._leader_changed = asyncio.Event()
-            logger.debug(
-                "node %s: %s in term %s (leader %s)",
-                self.id,
-                ready.soft_state.role.value,
-                ready.soft_state.term,
-                ready.soft_state.leader_id,
-            )
-        # 5. advance
-        self.core.advance(ready)
-        self._wake_applied()
+    # ------------------------------------------------------------------ ReadyEffects
 
-    def _persist(self, ready: Ready) -> None:
-        """Step 1 of the contract, in a worker thread; every write is durable on return."""
-        stores = self._stores
-        assert stores is not None
-        log = stores.command_log
-        rewrote = False
-        if ready.snapshot is not None:
-            snap = ready.snapshot
-            stores.snapshot.save(
-                dataclasses.replace(snap.data, last_seq=snap.seq, last_term=snap.term)
-            )
-            log.truncate_through(snap.seq)
-            rewrote = True
-        if ready.truncate_from is not None:
-            log.truncate_from(ready.truncate_from)
-        if ready.entries:
-            log.append_many(
-                LogRecord(
-                    e.seq,
-                    encode_command(
-                        e.command, term=e.term if isinstance(e.command, StartNewTerm) else None
-                    ),
-                )
-                for e in ready.entries
-            )
-        hard = ready.hard_state
-        if hard is not None and (hard.term, hard.vote) != self._saved_voter:
-            stores.voter_state.save(VoterState(hard.term, hard.vote))
-            self._saved_voter = (hard.term, hard.vote)
-        commit = hard.commit if hard is not None else self._saved_commit
-        if commit != self._saved_commit or rewrote:
-            log.set_commit_seq(commit)
-            self._saved_commit = commit
-
-    def _install(self, snapshot: Snapshot) -> None:
-        changes = self.machine.install(snapshot.data)
+    def snapshot_installed(self, snapshot: Snapshot, changes: Sequence[Changed]) -> None:
         self.hub.publish_all(ChangeEvent(c.name, c.value) for c in changes)
         self._report_applied(snapshot.seq, changes)
-        self._applies_since_snapshot = 0
         for seq in [s for s in self._pending if s <= snapshot.seq]:
             _fail(
                 self._pending.pop(seq).future,
@@ -582,13 +506,16 @@ class RaftNode:
                 ),
             )
 
-    def _apply(self, seq: int, term: int, command: Command) -> None:
-        existed = None
-        if isinstance(command, ExpireElement):
-            existed = self.machine.element(command.name) is not None
-        result = self.machine.apply(command)
-        if existed is not None:
-            result = dataclasses.replace(result, created=existed)
+    def entries_truncated(self, from_seq: int) -> None:
+        for seq in [s for s in self._pending if s >= from_seq]:
+            _fail(self._pending.pop(seq).future, _not_leader(self.core.leader_id))
+
+    def send(self, messages: Sequence[Message]) -> None:
+        for msg in messages:
+            self._dispatch(msg)
+
+    def entry_applied(self, entry: Entry, result: ApplyResult) -> None:
+        command, seq = entry.command, entry.seq
         for change in result.events:
             self.hub.publish(ChangeEvent(change.name, change.value))
         self._report_applied(seq, result.events)
@@ -596,13 +523,31 @@ class RaftNode:
             watcher = self._created.get((command.name, command.value))
             if watcher is not None and not watcher.done():
                 watcher.set_result(seq)
-        self._applies_since_snapshot += 1
         pending = self._pending.pop(seq, None)
         if pending is not None and not pending.future.done():
-            if pending.term == term:
+            if pending.term == entry.term:
                 pending.future.set_result((seq, result))
             else:
                 pending.future.set_exception(_not_leader(self.core.leader_id))
+
+    def read_done(self, request_id: int, ok: bool) -> None:
+        future = self._reads.pop(request_id, None)
+        if future is not None and not future.done():
+            if ok:
+                future.set_result(None)
+            else:
+                future.set_exception(_not_leader(self.core.leader_id))
+
+    def role_changed(self, soft: SoftState) -> None:
+        self._leader_changed.set()
+        self._leader_changed = asyncio.Event()
+        logger.debug(
+            "node %s: %s in term %s (leader %s)",
+            self.id,
+            soft.role.value,
+            soft.term,
+            soft.leader_id,
+        )
 
     def _report_applied(self, seq: int, changes: Sequence[Changed]) -> None:
         for listener in self.on_applied:
@@ -648,32 +593,6 @@ class RaftNode:
                 if not waiting:
                     del self._replies[key]
         self._unanswered.clear()
-
-    async def _maybe_snapshot(self) -> None:
-        every = self.config.snapshot_every
-        if not every or self._applies_since_snapshot < every:
-            return
-        self._applies_since_snapshot = 0
-        applied = self.core.applied
-        if applied <= self.core.log.base_seq:
-            return
-        data = self._state_at(applied)
-        self.core.compact(applied, data)
-        if self._stores is not None:
-            await asyncio.to_thread(self._save_snapshot, data)
-
-    def _state_at(self, applied: int) -> ClusterSnapshot:
-        """The state machine's snapshot; it holds everything through `applied`."""
-        term = self.core.log.term_at(applied)
-        assert term is not None, "applied is never below the log's base"
-        return dataclasses.replace(self.machine.snapshot(applied), last_term=term)
-
-    def _save_snapshot(self, data: ClusterSnapshot) -> None:
-        stores = self._stores
-        assert stores is not None
-        stores.snapshot.save(data)
-        stores.command_log.truncate_through(data.last_seq)
-        stores.command_log.set_commit_seq(self._saved_commit)
 
     async def _reap(self) -> None:
         """As leader, propose `DeleteIfExpired` for every element past its expiry (§5.16)."""
@@ -732,38 +651,3 @@ def _fail(future: asyncio.Future[_T], error: BaseException) -> None:
 
 def _not_leader(leader_id: str | None) -> ConsensusError:
     return NotLeaderError(leader_id) if leader_id is not None else NoLeaderError()
-
-
-def _boot(stores: Stores) -> tuple[StateMachine, CoreState]:
-    """Load the three stores (spec §4.5) into a state machine and the core's start state."""
-    snapshot = stores.snapshot.load()
-    log = stores.command_log.load()
-    voter = stores.voter_state.load()
-    recovered = recover(snapshot, log, voter)
-    base = snapshot if snapshot is not None else ClusterSnapshot()
-    records: list[tuple[int, Command, int | None]] = []
-    expected = base.last_seq + 1
-    for record in log.records:
-        if record.seq < expected:
-            continue
-        if record.seq != expected:
-            # A gap above the commit: uncommitted leftovers (spec §9.1.3) are dropped.
-            stores.command_log.truncate_from(expected)
-            break
-        command, marker = decode_command_term(record.command)
-        records.append((record.seq, command, marker))
-        expected += 1
-    entries = restore_entries(records, base.last_term)
-    state = CoreState(
-        term=voter.term,
-        vote=voter.voted_for,
-        commit=recovered.commit_seq,
-        snapshot=Snapshot(base.last_seq, base.last_term, base),
-        entries=entries,
-    )
-    return recovered.state_machine, state
-
-
-def quorum_of(peers: Sequence[str]) -> int:
-    """Votes needed in a cluster of `peers` plus this node."""
-    return (len(peers) + 1) // 2 + 1

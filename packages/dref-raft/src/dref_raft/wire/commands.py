@@ -12,7 +12,6 @@ from typing import Any
 from google.protobuf.message import DecodeError, EncodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from dref.errors import DRefError
 from dref_raft._pb import dref_consensus_pb2, raft_pb2, state_command_pb2
 from dref_raft.commands import (
     Command,
@@ -27,6 +26,7 @@ from dref_raft.commands import (
     SetIfNotExist,
     StartNewTerm,
 )
+from dref_raft.errors import WireError
 from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
     "COMPARE_AND_EXPIRE_FIELD",
     "COMPARE_AND_SET_FIELD",
     "EXT_TERM_FIELD",
-    "WireFormatError",
     "decode_command",
     "decode_command_term",
     "decode_snapshot",
@@ -43,10 +42,6 @@ __all__ = [
     "misplaced_field",
     "snapshot_of",
 ]
-
-
-class WireFormatError(DRefError, ValueError):
-    """Bytes are not a valid protobuf message of the expected type."""
 
 
 #: dref extensions (docs/raft-wire.md; upstream parsers skip unknown fields), all in the
@@ -215,10 +210,10 @@ def _parse(msg: Any, data: bytes, what: str) -> Any:
     try:
         msg.ParseFromString(data)
     except (DecodeError, ValueError, RuntimeError) as exc:
-        raise WireFormatError(f"not a valid {what}: {exc}") from exc
+        raise WireError(f"not a valid {what}: {exc}") from exc
     misplaced = misplaced_field(msg)
     if misplaced is not None:
-        raise WireFormatError(f"not a valid {what}: {misplaced}")
+        raise WireError(f"not a valid {what}: {misplaced}")
     return msg
 
 

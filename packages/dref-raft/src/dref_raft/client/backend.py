@@ -27,10 +27,7 @@ from dref.clock import Clock
 from dref.errors import BackendTimeoutError, ClosedError, ConfigurationError, NoLeaderError
 from dref.settings import DRefSettings
 from dref.spi import Backend, Capabilities, LockGrant
-from dref_raft.backend import memory_network
-from dref_raft.commands import Command
-from dref_raft.node import wall_clock_ms
-from dref_raft.ops import (
+from dref_raft.client.ops import (
     CompareOps,
     create_if_absent,
     expire_at_ms,
@@ -38,6 +35,9 @@ from dref_raft.ops import (
     open_leader_client,
     remote_expire,
 )
+from dref_raft.commands import Command
+from dref_raft.member.node import wall_clock_ms
+from dref_raft.member.registry import local_members
 from dref_raft.settings import RaftSettings, parse_endpoint
 from dref_raft.transport.base import CompareResult, LeaderApi, WatchApi, WatchEvent
 from dref_raft.transport.grpc_client import WatchClient
@@ -46,7 +46,7 @@ from dref_raft.transport.retry import with_leader
 
 __all__ = ["RaftClientBackend", "open_client_backend"]
 
-logger = logging.getLogger("dref_raft.client")
+logger = logging.getLogger("dref_raft.client.backend")
 T = TypeVar("T")
 
 _FIRST_DELAY = 0.05
@@ -328,5 +328,5 @@ class RaftClientBackend(CompareOps):
 
 async def open_client_backend(settings: RaftSettings, core: DRefSettings, clock: Clock) -> Backend:
     """A client-mode context: nothing starts until the first operation (no leader wait)."""
-    network = memory_network() if settings.transport == "memory" else None
+    network = local_members.network() if settings.transport == "memory" else None
     return RaftClientBackend(settings, change_buffer=core.change_buffer, network=network)

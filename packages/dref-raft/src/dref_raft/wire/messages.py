@@ -40,9 +40,9 @@ from dref_raft.core.messages import (
     VoteResponse,
 )
 from dref_raft.core.types import Entry
+from dref_raft.errors import WireError
 from dref_raft.transport.base import DEFAULT_MAX_MESSAGE_BYTES, CompareResult, WatchEvent
-from dref_raft.transport.errors import WireError
-from dref_raft.wire import (
+from dref_raft.wire.commands import (
     decode_command,
     encode_command,
     encode_snapshot,
@@ -177,7 +177,7 @@ def _command_bytes(command: Command) -> bytes:
 def _command(data: bytes) -> Command:
     try:
         return decode_command(data)
-    except ValueError as exc:  # wire.WireFormatError is a ValueError
+    except ValueError as exc:  # wire.WireError is a ValueError
         raise WireError(f"malformed command: {exc}") from exc
 
 

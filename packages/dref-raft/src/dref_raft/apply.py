@@ -1,0 +1,206 @@
+"""The one `Ready` applier: the driver contract, carried out synchronously.
+
+Both the member's asyncio driver (`dref_raft.member.node`) and the simulation
+(`dref_raft.simulation.node`) process every `Ready` of their core through a `ReadyApplier`, so
+the simulation runs exactly the code production runs. The contract (docs/raft-consensus.md):
+
+1. persist (`persist`): the snapshot, the truncation, the entries, the hard state, durably;
+   this is the only step that blocks, and it touches nothing but the stores, so an asyncio
+   driver runs it in a worker thread while the core waits;
+2. (`carry_out`, the rest) install a received snapshot into the state machine; fail the
+   proposals a truncation replaced;
+3. send the messages;
+4. apply the committed entries in order (every result is decided by `fsm.StateMachine`);
+5. serve the reads that became safe, fail the dropped ones; report a new role;
+6. advance the core.
+
+What happens around a step (futures, change events, sockets) is the driver's, through the
+`ReadyEffects` it hands in. Snapshots of the state machine are taken here too
+(`next_ready` answers a core that asks for one; `compact_due` every `snapshot_every` applies).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Protocol
+
+from dref_raft.commands import StartNewTerm
+from dref_raft.core import Entry, Message, RaftCore, Ready, Snapshot, SoftState
+from dref_raft.fsm import ApplyResult, Changed, ClusterSnapshot, StateMachine
+from dref_raft.storage import LogRecord, Stores, VoterState
+from dref_raft.wire.commands import encode_command
+
+__all__ = ["ReadyApplier", "ReadyEffects", "StoreWriter"]
+
+
+class ReadyEffects(Protocol):
+    """What a driver does with the outcome of each step (all called on the core's thread)."""
+
+    def snapshot_installed(self, snapshot: Snapshot, changes: Sequence[Changed]) -> None:
+        """A snapshot replaced the state machine; `changes` is what it changed."""
+
+    def entries_truncated(self, from_seq: int) -> None:
+        """Log entries from `from_seq` on were replaced: their proposals never apply."""
+
+    def send(self, messages: Sequence[Message]) -> None:
+        """Send `messages` (requests to peers and responses to requests received)."""
+
+    def entry_applied(self, entry: Entry, result: ApplyResult) -> None:
+        """`entry` was applied with `result`."""
+
+    def read_done(self, request_id: int, ok: bool) -> None:
+        """A ReadIndex read is safe to serve now (`ok`) or was dropped (not leader)."""
+
+    def role_changed(self, soft: SoftState) -> None:
+        """The role, term or known leader changed."""
+
+
+class StoreWriter:
+    """Step 1 against a node's three stores (None: a node that persists nothing).
+
+    Only the stores are touched, so `persist` and `save_snapshot` may run in a worker thread.
+    Each write is durable when the call returns.
+    """
+
+    def __init__(self, stores: Stores | None, *, term: int, vote: str | None, commit: int) -> None:
+        self.stores = stores
+        self._saved_voter = (term, vote)
+        self._saved_commit = commit
+
+    def persist(self, ready: Ready) -> None:
+        """Save `ready`'s snapshot, truncation, entries and hard state, in that order."""
+        stores = self.stores
+        if stores is None:
+            return
+        log = stores.command_log
+        rewrote = False
+        if ready.snapshot is not None:
+            snap = ready.snapshot
+            stores.snapshot.save(
+                dataclasses.replace(snap.data, last_seq=snap.seq, last_term=snap.term)
+            )
+            log.truncate_through(snap.seq)
+            rewrote = True
+        if ready.truncate_from is not None:
+            log.truncate_from(ready.truncate_from)
+        if ready.entries:
+            log.append_many(
+                LogRecord(
+                    e.seq,
+                    encode_command(
+                        e.command, term=e.term if isinstance(e.command, StartNewTerm) else None
+                    ),
+                )
+                for e in ready.entries
+            )
+        hard = ready.hard_state
+        if hard is not None and (hard.term, hard.vote) != self._saved_voter:
+            stores.voter_state.save(VoterState(hard.term, hard.vote))
+            self._saved_voter = (hard.term, hard.vote)
+        commit = hard.commit if hard is not None else self._saved_commit
+        if commit != self._saved_commit or rewrote:
+            log.set_commit_seq(commit)
+            self._saved_commit = commit
+
+    def save_snapshot(self, data: ClusterSnapshot) -> None:
+        """Save a snapshot the node took itself and drop the log entries it covers."""
+        stores = self.stores
+        if stores is None:
+            return
+        stores.snapshot.save(data)
+        stores.command_log.truncate_through(data.last_seq)
+        stores.command_log.set_commit_seq(self._saved_commit)
+
+
+class ReadyApplier:
+    """Carries out every `Ready` of `core` against `machine` and `writer`, telling `effects`."""
+
+    def __init__(
+        self,
+        core: RaftCore,
+        machine: StateMachine,
+        writer: StoreWriter,
+        effects: ReadyEffects,
+        *,
+        snapshot_every: int,
+    ) -> None:
+        self.core = core
+        self.machine = machine
+        self.writer = writer
+        self.effects = effects
+        self.snapshot_every = snapshot_every
+        self.applies_since_snapshot = 0
+
+    def next_ready(self) -> Ready | None:
+        """The core's next `Ready`, or None when it has nothing to do.
+
+        A core that asks for the state machine (an upstream peer needs a snapshot) is given it
+        first, which may itself produce work.
+        """
+        core = self.core
+        while True:
+            if core.wants_snapshot:
+                core.offer_snapshot(core.applied, self.snapshot_at(core.applied))
+            elif core.has_ready():
+                return core.ready()
+            else:
+                return None
+
+    def must_persist(self, ready: Ready) -> bool:
+        """Whether step 1 has anything to write for `ready` (else it can be skipped)."""
+        return self.writer.stores is not None and bool(
+            ready.snapshot or ready.entries or ready.hard_state or ready.truncate_from is not None
+        )
+
+    def persist(self, ready: Ready) -> None:
+        """Step 1 (blocking; safe in a worker thread while the core waits)."""
+        self.writer.persist(ready)
+
+    def carry_out(self, ready: Ready) -> None:
+        """Every step after persisting, ending with `advance`."""
+        core, effects = self.core, self.effects
+        if ready.snapshot is not None:
+            changes = self.machine.install(ready.snapshot.data)
+            self.applies_since_snapshot = 0
+            effects.snapshot_installed(ready.snapshot, changes)
+        if ready.truncate_from is not None:
+            effects.entries_truncated(ready.truncate_from)
+        if ready.messages:
+            effects.send(ready.messages)
+        for entry in ready.committed:
+            result = self.machine.apply(entry.command)
+            self.applies_since_snapshot += 1
+            effects.entry_applied(entry, result)
+        for read in ready.reads:
+            effects.read_done(read.request_id, True)
+        for request_id in ready.dropped_reads:
+            effects.read_done(request_id, False)
+        if ready.soft_state is not None:
+            effects.role_changed(ready.soft_state)
+        core.advance(ready)
+
+    def handle(self, ready: Ready) -> None:
+        """The whole contract for one `Ready`, synchronously."""
+        self.persist(ready)
+        self.carry_out(ready)
+
+    def compact_due(self) -> ClusterSnapshot | None:
+        """Every `snapshot_every` applies: compact the core's log through `applied` and return
+        the snapshot, which the caller saves with `writer.save_snapshot`; else None."""
+        every = self.snapshot_every
+        if not every or self.applies_since_snapshot < every:
+            return None
+        self.applies_since_snapshot = 0
+        applied = self.core.applied
+        if applied <= self.core.log.base_seq:
+            return None
+        data = self.snapshot_at(applied)
+        self.core.compact(applied, data)
+        return data
+
+    def snapshot_at(self, applied: int) -> ClusterSnapshot:
+        """The state machine's snapshot; it holds everything through `applied`."""
+        term = self.core.log.term_at(applied)
+        assert term is not None, "applied is never below the log's base"
+        return dataclasses.replace(self.machine.snapshot(applied), last_term=term)

@@ -1,0 +1,75 @@
+"""Every error dref-raft raises of its own; each extends core's `dref.errors` tree.
+
+```
+DRefError
+├── CorruptStateError            a persisted file cannot be read fully: the node does not start
+│                                from it (names the file, the byte offset and what was wrong)
+└── BackendError
+    ├── WireError (+ ValueError) bytes received, stored or about to be sent are not a valid
+    │                            (or are a too large) protobuf message of the expected type
+    ├── WatchUnsupportedError    the member does not serve DRefWatch (an upstream node)
+    ├── CompareUnsupportedError  the leader does not serve DRefExt/Compare (a mixed cluster)
+    └── BackendUnavailableError
+        ├── TransportError       a peer could not be reached, did not answer in time, or the
+        │                        RPC failed
+        └── WatchLaggedError     a DRefWatch watcher fell behind its buffer; the client resumes
+                                 from its last seq
+```
+
+Errors of the consensus itself (`NotLeaderError`, `NoLeaderError`, `QuorumLostError`), of
+timeouts and of closed resources are core's (`dref.errors`): callers catch those without
+importing this package.
+"""
+
+from __future__ import annotations
+
+from dref.errors import BackendError, BackendUnavailableError, DRefError
+
+__all__ = [
+    "CompareUnsupportedError",
+    "CorruptStateError",
+    "TransportError",
+    "WatchLaggedError",
+    "WatchUnsupportedError",
+    "WireError",
+]
+
+
+class CorruptStateError(DRefError):
+    """A persisted file cannot be read fully; the node must not start from it.
+
+    `path` names the file, `offset` the byte where reading failed, `reason` what was wrong.
+    Nothing was deleted or rewritten.
+    """
+
+    def __init__(self, path: str, offset: int, reason: str) -> None:
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+        super().__init__(
+            f"{path}: unreadable at byte offset {offset}: {reason} "
+            "(refusing to start from state that cannot be read fully; the file was left as is)"
+        )
+
+
+class WireError(BackendError, ValueError):
+    """Bytes are not a valid (or are a too large) protobuf message of the expected type."""
+
+
+class TransportError(BackendUnavailableError):
+    """A peer could not be reached, did not answer in time, or the RPC failed."""
+
+
+class WatchUnsupportedError(BackendError):
+    """The member does not serve `DRefWatch` (an upstream node): use another member."""
+
+
+class CompareUnsupportedError(BackendError):
+    """The leader does not serve `DRefExt/Compare` (an upstream node): the cluster is mixed.
+
+    Not retried; configure `mixed_cluster = true` so that compare commands are not used.
+    """
+
+
+class WatchLaggedError(BackendUnavailableError):
+    """A watcher fell behind its buffer; the client resumes from its last seq."""

@@ -1,0 +1,183 @@
+"""`RaftBackend`: the dref SPI over a Raft member running in this process.
+
+`dref.connect("raft", ...)` starts (or, when a member with the same `node_id` already runs in
+this process, joins) a voting member and waits up to `leader_wait` for a leader. Writes are
+proposals: on the leader directly, from a follower forwarded to the leader over `DRefRaft`
+(compare commands over the dref-only `DRefExt/Compare`) with upstream's retry policy bounded by
+`op_timeout`. Reads are linearizable (ReadIndex on the
+leader). Change events come from the member's own state machine: every member sees every
+committed change, in commit order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from dref.changes import Subscription
+from dref.clock import Clock
+from dref.errors import ClosedError, ConfigurationError
+from dref.settings import DRefSettings
+from dref.spi import Backend, Capabilities, LockGrant
+from dref_raft.client.ops import CompareOps, expire_at_ms, fenced_try_lock, remote_expire
+from dref_raft.commands import Command, ExpireElement
+from dref_raft.member.handler import NodeClientHandler
+from dref_raft.member.registry import Member, local_members
+from dref_raft.settings import RaftSettings
+from dref_raft.transport.base import CompareResult, LeaderApi
+from dref_raft.transport.retry import with_leader
+
+__all__ = ["RaftBackend", "open_backend"]
+
+logger = logging.getLogger("dref_raft")
+T = TypeVar("T")
+
+
+class RaftBackend(CompareOps):
+    """The `raft` backend: one context's view of the member running in this process."""
+
+    def __init__(self, member: Member, *, clock: Clock, change_buffer: int) -> None:
+        self.member = member
+        self.node = member.node
+        self.settings = member.settings
+        self.clock = clock
+        self.default_ttl = self.settings.default_ttl
+        self.poll_interval = 1.0
+        self._change_buffer = change_buffer
+        self._closed = False
+        # Compare commands need every voter to be a dref node (upstream would apply them as
+        # no-ops); they reach the leader over DRefExt/Compare on either transport.
+        native = not self.settings.mixed_cluster
+        self.capabilities = Capabilities(
+            linearizable=True,
+            durable=self.settings.storage_dir is not None,
+            distributed=self.settings.transport == "grpc",
+            fencing=True,
+            native_cas=native,
+            owner_checked_locks=native,
+            exact_events=True,
+            expiry_events=True,
+        )
+
+    # -- routing ----------------------------------------------------------------------------------
+    def _check(self) -> None:
+        if self._closed:
+            raise ClosedError("the raft context is closed")
+
+    async def _find_leader(self) -> str | None:
+        return await self.node.wait_for_leader(0.05)
+
+    async def _route(
+        self,
+        local: Callable[[NodeClientHandler], Awaitable[T]],
+        remote: Callable[[LeaderApi, float], Awaitable[T]],
+    ) -> T:
+        """Run on the leader: `local` when it is this node, else `remote` over DRefRaft."""
+        self._check()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.op_timeout
+
+        async def op(target: str) -> T:
+            if target == self.node.id:
+                return await local(self.member.handler)
+            client = self.member.leader_client(target)
+            result = await remote(client, max(0.001, deadline - loop.time()))
+            # Read your writes in events too: return once this member has applied what the
+            # leader had when it answered, so a subscription opened next starts after it.
+            await self.node.wait_applied(client.applied_seq, max(0.0, deadline - loop.time()))
+            return result
+
+        return await with_leader(op, self._find_leader, deadline)
+
+    def _expire_at(self, ttl: float | None) -> int | None:
+        return expire_at_ms(self.node.wall_ms(), ttl)
+
+    async def _compare(self, command: Command) -> CompareResult:
+        return await self._route(
+            lambda h: h.compare(command),
+            lambda c, left: c.compare(command, timeout=left),
+        )
+
+    # -- required ---------------------------------------------------------------------------------
+    async def get(self, name: str) -> bytes | None:
+        return await self._route(
+            lambda h: h.get_element(name),
+            lambda c, left: c.get_element(name, timeout=left),
+        )
+
+    async def set(self, name: str, value: bytes, ttl: float | None = None) -> None:
+        expire_at = self._expire_at(ttl)
+        await self._route(
+            lambda h: h.set_element(name, value, expire_at),
+            lambda c, left: c.set_element(name, value, expire_at, timeout=left),
+        )
+
+    async def _set_if_not_exist(self, name: str, value: bytes, expire_at: int | None) -> bool:
+        return await self._route(
+            lambda h: h.set_element_if_not_exist(name, value, expire_at),
+            lambda c, left: c.set_element_if_not_exist(name, value, expire_at, timeout=left),
+        )
+
+    async def delete(self, name: str) -> None:
+        await self._route(
+            lambda h: h.delete_element(name),
+            lambda c, left: c.delete_element(name, timeout=left),
+        )
+
+    async def expire(self, name: str, ttl: float) -> bool:
+        expire_at = self._expire_at(ttl)
+        assert expire_at is not None
+
+        async def local(h: NodeClientHandler) -> bool:
+            _, result = await h._propose(ExpireElement(name, expire_at))
+            return bool(result.created)
+
+        async def remote(c: LeaderApi, left: float) -> bool:
+            return await remote_expire(c, name, expire_at, left)
+
+        return await self._route(local, remote)
+
+    async def subscribe(self, name: str) -> Subscription:
+        self._check()
+        return self.node.hub.subscribe(name, self._change_buffer)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await local_members.release(self.member)
+
+    # -- native paths -----------------------------------------------------------------------------
+    async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
+        self._check()
+        return await fenced_try_lock(
+            lambda: self.set_if_absent(name, token, ttl),
+            self.node.watch_created(name, token),
+            self.settings.op_timeout,
+            f"on node {self.node.id}",
+        )
+
+
+async def open_backend(settings: RaftSettings, core: DRefSettings, clock: Clock) -> Backend:
+    """Start or join this process's member and wait up to `leader_wait` for a leader."""
+    if settings.mode == "client":
+        raise ConfigurationError(
+            "mode = 'client': client mode (DRefRaft + DRefWatch to a member) is not implemented "
+            "yet; run a member (mode = 'member')"
+        )
+    member = await local_members.acquire(settings, core.change_buffer)
+    backend = RaftBackend(member, clock=clock, change_buffer=core.change_buffer)
+    try:
+        leader = await member.node.wait_for_leader(settings.leader_wait)
+    except BaseException:
+        await backend.aclose()
+        raise
+    if leader is None:
+        logger.warning(
+            "raft node %s: no leader within %g s; operations retry until op_timeout",
+            settings.node_id,
+            settings.leader_wait,
+        )
+    return backend
