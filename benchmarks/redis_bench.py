@@ -151,7 +151,8 @@ async def _base_cas(r: aioredis.Redis, script: Any, key: str) -> None:
 
 
 async def _base_upstream_modify(r: aioredis.Redis, key: str) -> None:
-    """Upstream's `modify` command for command (spec §1.4, §6.2): 7 round trips uncontended."""
+    """Upstream's `modify` command for command (docs/protocol.md#api-modify, #redis-commands): 7
+    round trips uncontended."""
     lock = f"lock:{key}"
     token = os.urandom(8)
     while not await r.set(lock, token, nx=True, ex=20):  # noqa: ASYNC110 (upstream's polling)

@@ -1,4 +1,5 @@
-"""`command-log` (DRFL): golden bytes, operations, torn tails and corruption (§2.6.5, §4.4)."""
+"""`command-log` (DRFL): golden bytes, operations, torn tails and corruption
+(docs/protocol.md#golden-command-log, #storage-command-log)."""
 
 from __future__ import annotations
 

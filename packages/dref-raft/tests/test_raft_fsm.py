@@ -1,4 +1,5 @@
-"""The state machine applies commands exactly per spec §5.15 and never reads a clock."""
+"""The state machine applies commands exactly per docs/protocol.md#raft-state-machine and never
+reads a clock."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A storage directory written by our stores looks exactly like upstream's (spec §4.1)."""
+"""A storage directory written by our stores looks exactly like upstream's
+(docs/protocol.md#storage-common)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The generated protobuf code matches upstream's schema (spec §3) field by field."""
+"""The generated protobuf code matches upstream's schema (docs/protocol.md#wire) field by field."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "generate_protos.p
 # message → [(number, name, type, kind)]; kind: "" plain, "optional" (proto3 presence),
 # "repeated", or "oneof:<name>". Types are scalar names or message names in the package.
 SCHEMA: dict[str, list[tuple[int, str, str, str]]] = {
-    # state_command.proto (§3.1)
+    # state_command.proto (docs/protocol.md#wire-state-command)
     "SetElementCommand": [
         (1, "name", "string", ""),
         (2, "value", "bytes", ""),
@@ -49,7 +49,7 @@ SCHEMA: dict[str, list[tuple[int, str, str, str]]] = {
         (5, "delete_if_expired", "DeleteIfExpiredCommand", "oneof:op"),
         (6, "start_new_term", "StartNewTermCommand", "oneof:op"),
     ],
-    # raft.proto (§3.2)
+    # raft.proto (docs/protocol.md#wire-raft-proto)
     "StartNewTermOpProto": [],
     "KVEntry": [
         (1, "key", "string", ""),
@@ -69,7 +69,7 @@ SCHEMA: dict[str, list[tuple[int, str, str, str]]] = {
         (2, "index", "int64", ""),
         (3, "snapshotChunk", "KVSnapshotChunk", "repeated"),
     ],
-    # dref_consensus.proto (§3.3)
+    # dref_consensus.proto (docs/protocol.md#wire-dref-consensus)
     "ClusterSnapshot": [(1, "entries", "KVEntry", "repeated"), (2, "last_seq", "uint64", "")],
     "AppendEntriesRequest": [
         (1, "leader_id", "string", ""),
@@ -106,7 +106,7 @@ SCHEMA: dict[str, list[tuple[int, str, str, str]]] = {
         (4, "last_seq", "uint64", ""),
     ],
     "InstallSnapshotResponse": [(1, "success", "bool", ""), (2, "term", "uint64", "")],
-    # dref.proto (§3.4)
+    # dref.proto (docs/protocol.md#wire-dref-raft)
     "EndpointResponse": [(1, "ids", "string", "repeated")],
     "GetEndpointsRequest": [],
     "GetExpirationTableRequest": [],

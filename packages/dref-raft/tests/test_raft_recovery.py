@@ -1,4 +1,5 @@
-"""Boot recovery (spec §4.5) from the three stores' contents, including crashes mid-append."""
+"""Boot recovery (docs/protocol.md#storage-recovery) from the three stores' contents, including
+crashes mid-append."""
 
 from __future__ import annotations
 

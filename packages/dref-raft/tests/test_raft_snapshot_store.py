@@ -1,4 +1,5 @@
-"""`state-snapshot` (DRFS): golden bytes, round trips and corruption (spec §2.6.3, §4.3)."""
+"""`state-snapshot` (DRFS): golden bytes, round trips and corruption
+(docs/protocol.md#golden-snapshot, #storage-snapshot)."""
 
 from __future__ import annotations
 

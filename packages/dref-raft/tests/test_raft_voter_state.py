@@ -1,4 +1,5 @@
-"""`voter-state` (DRFT): golden bytes, round trips and corruption (spec §2.6.4, §4.2)."""
+"""`voter-state` (DRFT): golden bytes, round trips and corruption
+(docs/protocol.md#golden-voter-state, #storage-voter-state)."""
 
 from __future__ import annotations
 

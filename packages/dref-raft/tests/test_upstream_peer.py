@@ -70,7 +70,7 @@ async def test_upstream_leader_replicates_to_a_dref_follower(
     leader = UpstreamLeader(f"127.0.0.1:{ports[0]}")
     try:
         # Upstream's leader: one command per AppendEntries at last_seq + 1, commit_seq = the
-        # commit before it (spec §5.8), then the post-commit heartbeat.
+        # commit before it (docs/protocol.md#raft-write-path), then the post-commit heartbeat.
         resp = await leader.call(
             "AppendEntries",
             cpb.AppendEntriesRequest(
@@ -266,7 +266,7 @@ async def test_a_rejected_append_is_repaired_by_a_snapshot_of_the_applied_state(
     await node.propose(SetElement("kept", b"1", None), 3.0)
     await wait_until(lambda: double.state == {"kept": b"1"}, 5, "the follower applied kept")
     snapshots = len(double.of("InstallSnapshot"))
-    double.reject_next_append = True  # as after a divergence (spec §5.9)
+    double.reject_next_append = True  # as after a divergence (docs/protocol.md#raft-append-entries)
     await node.propose(SetElement("k", b"v", None), 3.0)  # commits only with u's ack
     await wait_until(
         lambda: double.state == {"kept": b"1", "k": b"v"}, 5, "the follower holds both"

@@ -1,4 +1,5 @@
-"""Commands and snapshots encode to upstream's protobuf bytes and back (spec §2.6.2, §3.1)."""
+"""Commands and snapshots encode to upstream's protobuf bytes and back
+(docs/protocol.md#golden-consensus, #wire-state-command)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def test_cluster_snapshot_vector() -> None:
 @pytest.mark.parametrize(
     ("command", "hex_bytes"),
     [
-        # hand-computed examples of spec §3.1
+        # hand-computed examples of docs/protocol.md#wire-state-command
         (ExpireElement("k", 5), "22050a016b1005"),
         (StartNewTerm(), "3200"),
         (SetIfNotExist("k", b"\x01"), "12060a016b120101"),

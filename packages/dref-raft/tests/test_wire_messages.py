@@ -131,7 +131,8 @@ def test_every_response_round_trips(
     assert messages.decode_response(request, messages.encode_response(response)) == response
 
 
-# Hand-built upstream encodings (spec §3.3 field tables): tag, value, ... in field order.
+# Hand-built upstream encodings (docs/protocol.md#wire-dref-consensus field tables): tag, value,
+# ... in field order.
 def _field(number: int, value: int | bytes | str) -> bytes:
     if isinstance(value, int):
         return varint(number << 3) + varint(value)

@@ -1,4 +1,5 @@
-"""A scripted upstream DRef node (spec §3.3, §5.6-§5.12) over raw `grpc.aio` bytes.
+"""A scripted upstream DRef node (docs/protocol.md#wire-dref-consensus, #raft-prevote to
+#raft-install-snapshot) over raw `grpc.aio` bytes.
 
 It never sets a field numbered ≥ 1000, and checks every byte it receives against upstream's
 schema: the generated `_pb` descriptors with the dref extension fields (≥ 1000) left out.
@@ -156,7 +157,8 @@ class Received:
 
 @dataclass
 class UpstreamFollower:
-    """Upstream's follower/voter rules (spec §5.6, §5.7, §5.9-§5.12) over a dict state."""
+    """Upstream's follower/voter rules (docs/protocol.md#raft-prevote, #raft-election,
+    #raft-append-entries to #raft-install-snapshot) over a dict state."""
 
     node_id: str = "u"
     term: int = 0

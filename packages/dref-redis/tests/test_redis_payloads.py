@@ -1,4 +1,5 @@
-"""The cached notification parts give exactly `change_payload.encode`'s bytes (spec §2.4)."""
+"""The cached notification parts give exactly `change_payload.encode`'s bytes
+(docs/protocol.md#codec-change-payload)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Byte-for-byte compatibility with upstream's Redis layout (spec §6, compat/vectors.json)."""
+"""Byte-for-byte compatibility with upstream's Redis layout (docs/protocol.md#redis,
+compat/vectors.json)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The deterministic DRef state machine: commands in, change events out (spec §5.15).
+"""The deterministic DRef state machine: commands in, change events out
+(docs/protocol.md#raft-state-machine).
 
 It never reads a clock: expiry is decided by times carried in commands and, for reads, by
 the `now_ms` the caller passes in. Two machines that apply the same commands hold the same

@@ -1,6 +1,7 @@
 """The change notifications we publish, from parts cached per key.
 
-Encoding upstream's `ChangePayload{name, value, delete}` (spec §2.4) from scratch turns the name
+Encoding upstream's `ChangePayload{name, value, delete}` (docs/protocol.md#codec-change-payload)
+from scratch turns the name
 into an int array every time, several µs per write. A key's notifications differ only in the
 value, so each key's payload is split once around its value field: a set publishes
 `head + <value as the flavor's int array> + tail`, a delete a cached payload. The bytes are

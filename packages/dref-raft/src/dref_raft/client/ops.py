@@ -120,7 +120,7 @@ class CompareOps(Backend):
         expire_at = self._expire_at(ttl)
         if self.capabilities.native_cas:
             # An expired element counts as absent (SPI); upstream's SetIfNotExist would keep it
-            # until the reaper deletes it (spec §9.1.9).
+            # until the reaper deletes it (docs/protocol.md#weak-consensus-unreaped-expiry).
             return (await self._compare(CompareAndSet(name, None, value, expire_at))).matched
         return await self._set_if_not_exist(name, value, expire_at)
 

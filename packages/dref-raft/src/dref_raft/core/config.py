@@ -11,7 +11,8 @@ __all__ = ["CoreConfig"]
 class CoreConfig:
     """Timing and flow-control settings.
 
-    Defaults follow Scala upstream: 80 ms heartbeat and 400 ms election timeout (spec §5.19),
+    Defaults follow Scala upstream: 80 ms heartbeat and 400 ms election timeout
+    (docs/protocol.md#raft-config),
     with one tick every 40 ms. The randomized election timeout is drawn uniformly from
     `[election, election * (1 + election_jitter)]` ticks by the passed-in generator.
     """

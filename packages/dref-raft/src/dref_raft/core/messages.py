@@ -1,7 +1,8 @@
 """The core's messages: one dataclass per upstream message kind, plus dref extensions.
 
 Every message has an envelope (`sender`, `to`) that the transport maps to RPC endpoints, the
-upstream fields with upstream's meaning (spec §3.3), and extension fields that only dref
+upstream fields with upstream's meaning (docs/protocol.md#wire-dref-consensus), and extension
+fields that only dref
 peers send and read (protobuf numbers ≥ 1000, see docs/raft-consensus.md). `ext=True` on a
 message advertises that its sender is a dref node; a node relies on extension fields from a
 peer only in messages where that peer set `ext`.

@@ -538,7 +538,8 @@ class RaftCore:
         return 0 if term is None else term
 
     def _handle_upstream_append(self, msg: AppendEntries) -> None:
-        """Upstream's rule (spec §5.9): accept only `seq == last_seq + 1`."""
+        """Upstream's rule (docs/protocol.md#raft-append-entries): accept only `seq == last_seq +
+        1`."""
         if msg.seq != self.log.last_seq + 1:
             self._append_reply(msg.sender, False, 0, self.log.last_seq)
             return
@@ -749,7 +750,8 @@ class RaftCore:
         pr.recent_active = True
         if not msg.ext:
             # Upstream peer: its log is trusted only after our snapshot reset it this term;
-            # any rejection is answered with a snapshot (upstream's own recovery, spec §5.12).
+            # any rejection is answered with a snapshot (upstream's own recovery,
+            # docs/protocol.md#raft-install-snapshot).
             if pr.state is ReplicationState.SNAPSHOT:
                 return
             if not pr.synced or not msg.success:

@@ -1,4 +1,5 @@
-"""Address discovery: upstream's `DREF_NODE_ADDRESSES` / `DREF_NODE_SERVICES` (spec §5.18).
+"""Address discovery: upstream's `DREF_NODE_ADDRESSES` / `DREF_NODE_SERVICES`
+(docs/protocol.md#discovery).
 
 Unlike upstream, discovery never changes the quorum. `bootstrap` fixes the voter set once:
 

@@ -99,7 +99,7 @@ _MAX_STRANGERS_LOGGED = 64
 
 
 def wall_clock_ms() -> int:
-    """Unix epoch milliseconds (upstream's TTL clock, spec §5.16)."""
+    """Unix epoch milliseconds (upstream's TTL clock, docs/protocol.md#ttl-expiry)."""
     return int(time.time() * 1000)
 
 
@@ -595,7 +595,8 @@ class RaftNode:
         self._unanswered.clear()
 
     async def _reap(self) -> None:
-        """As leader, propose `DeleteIfExpired` for every element past its expiry (§5.16)."""
+        """As leader, propose `DeleteIfExpired` for every element past its expiry
+        (docs/protocol.md#ttl-expiry)."""
         while True:
             await asyncio.sleep(self.config.reaper_interval)
             if not self.is_leader or self.failure is not None:

@@ -1,4 +1,5 @@
-"""Raft persistence in upstream's on-disk formats (spec §4): one directory, three files.
+"""Raft persistence in upstream's on-disk formats (docs/protocol.md#storage): one directory, three
+files.
 
 * `voter-state` (DRFT): `VoterStateStore`, the term and the vote;
 * `state-snapshot` (DRFS): `SnapshotStore`, the state machine at some seq;

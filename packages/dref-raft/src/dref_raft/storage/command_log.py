@@ -1,4 +1,5 @@
-"""`command-log` (magic DRFL): the replicated commands not yet folded into a snapshot (§4.4).
+"""`command-log` (magic DRFL): the replicated commands not yet folded into a snapshot
+(docs/protocol.md#storage-command-log).
 
 Layout: header "DRFL" · version 01 · commit_seq (8, BE), then records until the end of the
 file, each seq (8, BE) · length L (4, BE signed) · L bytes of protobuf `StateCommand`.

@@ -1,4 +1,5 @@
-"""Names, magics and sizes of upstream's storage directory (spec §4, §10.1)."""
+"""Names, magics and sizes of upstream's storage directory (docs/protocol.md#storage,
+#constants)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Where a store's bytes live: a durable file, or memory for tests (same operations).
 
-File durability (spec §4.1, plus the directory fsync upstream forgets):
+File durability (docs/protocol.md#storage-common, plus the directory fsync upstream forgets):
 
 * `replace` writes `<name>.tmp`, fsyncs it, renames it over `<name>`, then fsyncs the directory,
   so after a crash the file holds either the old or the new bytes, and the rename survives;

@@ -1,4 +1,5 @@
-"""Boot recovery (spec §4.5): the three stores' contents → the state a node starts from.
+"""Boot recovery (docs/protocol.md#storage-recovery): the three stores' contents → the state a node
+starts from.
 
 `recover` is a pure function of what the stores loaded, so it is tested directly; `boot` loads
 the stores and also rebuilds the log entries' terms for the core (members and the simulation
@@ -49,14 +50,16 @@ class RecoveredState:
 
     @property
     def has_persisted_vote_state(self) -> bool:
-        """Upstream's `has_persisted`: a term above 0 or a vote was saved (§4.5 step 7)."""
+        """Upstream's `has_persisted`: a term above 0 or a vote was saved
+        (docs/protocol.md#storage-recovery step 7)."""
         return self.term > 0 or self.voted_for is not None
 
 
 def recover(
     snapshot: ClusterSnapshot | None, log: LogContents, voter: VoterState
 ) -> RecoveredState:
-    """Rebuild a node's state from what its three stores loaded (spec §4.5 steps 2 to 7).
+    """Rebuild a node's state from what its three stores loaded (docs/protocol.md#storage-recovery
+    steps 2 to 7).
 
     Raises `CorruptStateError` when a committed entry is missing from the log or cannot be
     decoded: the node must not start from a state it cannot rebuild fully.
@@ -119,7 +122,8 @@ def boot(stores: Stores) -> tuple[StateMachine, CoreState]:
         if record.seq < expected:
             continue
         if record.seq != expected:
-            # A gap above the commit: uncommitted leftovers (spec §9.1.3) are dropped.
+            # A gap above the commit: uncommitted leftovers
+            # (docs/protocol.md#weak-consensus-quorum-lost-rollback) are dropped.
             stores.command_log.truncate_from(expected)
             break
         command, marker = decode_command_term(record.command)

@@ -1,4 +1,5 @@
-"""`state-snapshot` (magic DRFS): the state machine at `last_seq` (spec §4.3).
+"""`state-snapshot` (magic DRFS): the state machine at `last_seq`
+(docs/protocol.md#storage-snapshot).
 
 Layout: "DRFS" · version 01 · payload length N (4, BE signed) · N bytes of protobuf
 `ClusterSnapshot` (entries + last_seq).

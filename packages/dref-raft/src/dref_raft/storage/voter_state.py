@@ -1,4 +1,5 @@
-"""`voter-state` (magic DRFT): the current term and the vote cast in it (spec §4.2).
+"""`voter-state` (magic DRFT): the current term and the vote cast in it
+(docs/protocol.md#storage-voter-state).
 
 Layout: "DRFT" · version 01 · term (8, BE) · voted-for length (4, BE signed; -1 = no vote)
 · that many UTF-8 bytes.

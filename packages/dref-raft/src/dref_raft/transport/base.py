@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 8082
-"""Upstream's default gRPC port (spec §5.18)."""
+"""Upstream's default gRPC port (docs/protocol.md#discovery)."""
 
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 """Largest message accepted or sent (an InstallSnapshot carries the whole state)."""
@@ -81,7 +81,8 @@ class ConsensusHandler(Protocol):
 class ClientHandler(Protocol):
     """Serves `DRefRaft` (the leader-facing data operations).
 
-    Errors map to upstream's statuses (spec §3.5): `NotLeaderError`, `NoLeaderError`,
+    Errors map to upstream's statuses (docs/protocol.md#wire-served): `NotLeaderError`,
+    `NoLeaderError`,
     `QuorumLostError`, `CodecError`, other `BackendError` (see `status.py`).
     """
 

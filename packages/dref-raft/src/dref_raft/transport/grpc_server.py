@@ -5,7 +5,8 @@ an undecodable request is logged with its reason and rejected with `INVALID_ARGU
 the server keeps serving. Requests above `max_message_bytes` are refused by gRPC itself
 (`RESOURCE_EXHAUSTED`).
 
-`DRefConsensus` never answers with an error for a request it could decode (spec §3.5): the
+`DRefConsensus` never answers with an error for a request it could decode
+(docs/protocol.md#wire-served): the
 handler's response is sent. If the handler itself fails (a bug, or the node is stopping) there
 is no local term to answer with, so the call fails with `UNAVAILABLE` — callers (upstream's
 too) treat that as an unreachable peer, which is always safe, whereas `success=false` with a

@@ -1,4 +1,5 @@
-"""The client-side retry policy of upstream's Raft `DRefContext` (spec §5.17), bounded.
+"""The client-side retry policy of upstream's Raft `DRefContext` (docs/protocol.md#retry-policy),
+bounded.
 
 Upstream retries NotLeader forever; here every retry stops at an overall deadline.
 """
@@ -25,7 +26,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Pauses and retry budgets (upstream's values, spec §5.17)."""
+    """Pauses and retry budgets (upstream's values, docs/protocol.md#retry-policy)."""
 
     not_leader_pause: float = 0.030
     """After NotLeader/NoLeader: retried until the deadline."""

@@ -1,4 +1,5 @@
-"""dref errors ⇄ upstream's `DRefRaft` gRPC statuses (spec §3.5), both directions.
+"""dref errors ⇄ upstream's `DRefRaft` gRPC statuses (docs/protocol.md#wire-served), both
+directions.
 
 | error                         | code                  | description                 |
 |-------------------------------|-----------------------|-----------------------------|
@@ -47,7 +48,7 @@ _TRANSPORT_CODES: Final = frozenset(
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The gRPC status a `DRefRaft` server answers for `exc` (spec §3.5)."""
+    """The gRPC status a `DRefRaft` server answers for `exc` (docs/protocol.md#wire-served)."""
     match exc:
         case NotLeaderError():
             return grpc.StatusCode.FAILED_PRECONDITION, NOT_LEADER + (exc.leader_id or UNKNOWN_ID)

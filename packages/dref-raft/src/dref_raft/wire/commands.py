@@ -1,4 +1,4 @@
-"""Our dataclasses ⇄ upstream's protobuf bytes, byte for byte (spec §3).
+"""Our dataclasses ⇄ upstream's protobuf bytes, byte for byte (docs/protocol.md#wire).
 
 This is the edge: the generated `_pb` types are used here (and in storage/transport) and
 never handed out. `StateCommand` is the replicated log entry; `ClusterSnapshot` is the

@@ -85,7 +85,7 @@ WATCH_METHOD: Final = "Watch"
 EXT_SERVICE: Final = f"{PACKAGE}.DRefExt"
 COMPARE_METHOD: Final = "Compare"
 
-# Request type → DRefConsensus method name (upstream's order, spec §3.3).
+# Request type → DRefConsensus method name (upstream's order, docs/protocol.md#wire-dref-consensus).
 _METHOD_OF: Final[dict[type[Any], str]] = {
     AppendEntries: "AppendEntries",
     Heartbeat: "Heartbeat",
