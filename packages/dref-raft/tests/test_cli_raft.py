@@ -92,6 +92,25 @@ def test_raft_node_help_lists_the_member_options() -> None:
     }
 
 
+def test_python_m_dref_raft_is_dref_raft_node() -> None:
+    """One command-line implementation: the module's help is the click command's, option for
+    option (the usage line names the program it was started as)."""
+    module = subprocess.run(
+        [sys.executable, "-m", "dref_raft", "--help"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+        check=True,
+    ).stdout
+    command = subprocess.run(
+        [*DREF, "raft", "node", "--help"], capture_output=True, text=True, env=ENV, timeout=60
+    ).stdout
+    assert module.startswith("Usage: python -m dref_raft [OPTIONS]")
+    assert module.split("\n", 1)[1] == command.split("\n", 1)[1]
+    assert "--node-addresses" in module
+
+
 def test_raft_node_runs_a_member_from_flags_and_env_and_stops_on_sigterm(tmp_path: Path) -> None:
     (port,) = free_ports(1)
     status = tmp_path / "status.json"

@@ -136,12 +136,15 @@ def _summary(cluster: LocalCluster) -> tuple[Any, ...]:
 
 
 # -- click -----------------------------------------------------------------------------------------
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+_HELP = {"help_option_names": ["-h", "--help"]}
+
+
+@click.group(context_settings=_HELP)
 def raft() -> None:
     """Raft members and local clusters (dref-raft)."""
 
 
-@raft.command()
+@raft.command(context_settings=_HELP)
 @click.option("--node-id", help="This node's id [DREF_RAFT_NODE_ID; default: random].")
 @click.option("--host", help="Bind address [DREF_RAFT_HOST; 127.0.0.1].")
 @click.option("--port", type=int, help="gRPC port [DREF_RAFT_PORT, DREF_PORT; 8082].")
