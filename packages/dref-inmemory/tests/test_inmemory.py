@@ -72,11 +72,11 @@ async def test_expiry_follows_the_injected_clock(
         await ctx.backend.set("k", b"v", ttl=10)
         clock.advance(9.999)
         assert await ctx.backend.get("k") == b"v"
-        assert not await ctx.backend.set_if_absent("k", b"w")
+        assert not await ctx.backend.set_if_not_exist("k", b"w")
         clock.advance(0.001)
         assert await ctx.backend.get("k") is None
         assert [e.value for e in events.drain()] == [b"v", None]
-        assert await ctx.backend.set_if_absent("k", b"w")
+        assert await ctx.backend.set_if_not_exist("k", b"w")
 
 
 async def test_reaper_publishes_expiry_without_any_call(
