@@ -11,6 +11,7 @@ import pytest
 
 import dref
 from dref.errors import ChangeStreamLaggedError, ConfigurationError, LockStolenError
+from dref_compat.error_tree import check_error_module, exception_classes
 from dref_inmemory import reset
 
 
@@ -209,3 +210,8 @@ async def test_a_waiter_that_gives_up_releases_only_where_waiters_queue(
 async def _hold(ctx: dref.DRefContext, name: str) -> None:
     async with ctx.lock(name, ttl=30):
         pass
+
+
+def test_defines_no_exception_outside_the_dref_errors_tree() -> None:
+    assert exception_classes("dref_inmemory") == []  # it raises core's errors only
+    assert check_error_module("dref_inmemory") == []
