@@ -92,50 +92,52 @@ def test_touching_intervals_count_as_concurrent() -> None:
     assert not check([op(1, "set", 0, 5, value=1), op(2, "get", 5.5, 6, output=None)])
 
 
-def test_set_if_absent_has_one_winner() -> None:
+def test_set_if_not_exist_has_one_winner() -> None:
     both = [
-        op(1, "set_if_absent", 0, 10, value=1, output=True),
-        op(2, "set_if_absent", 0, 10, value=2, output=True),
+        op(1, "set_if_not_exist", 0, 10, value=1, output=True),
+        op(2, "set_if_not_exist", 0, 10, value=2, output=True),
     ]
     result = check(both)
     assert result.ok is False
     assert "impossible when the register holds" in result.explanation
     one = [
-        op(1, "set_if_absent", 0, 10, value=1, output=True),
-        op(2, "set_if_absent", 0, 10, value=2, output=False),
+        op(1, "set_if_not_exist", 0, 10, value=1, output=True),
+        op(2, "set_if_not_exist", 0, 10, value=2, output=False),
         op(3, "get", 11, 12, output=1),
     ]
     assert check(one)
     assert not check([*one[:2], op(3, "get", 11, 12, output=2)])
     # The loser saw the key present, so it cannot have run first on a missing key...
-    assert not check([op(2, "set_if_absent", 0, 1, value=2, output=False)])
+    assert not check([op(2, "set_if_not_exist", 0, 1, value=2, output=False)])
     # ...unless something was there already.
-    assert check([op(2, "set_if_absent", 0, 1, value=2, output=False)], initial={"x": 0})
+    assert check([op(2, "set_if_not_exist", 0, 1, value=2, output=False)], initial={"x": 0})
 
 
 def test_lost_update_via_cas_is_detected() -> None:
     # Two increments from 0 both succeed: the second one's expected value is stale.
     history = [
-        op(1, "cas", 0, 10, expected=0, value=1, output=True),
-        op(2, "cas", 0, 10, expected=0, value=1, output=True),
+        op(1, "compare_and_set", 0, 10, expected=0, value=1, output=True),
+        op(2, "compare_and_set", 0, 10, expected=0, value=1, output=True),
     ]
     assert not check(history, initial={"x": 0})
     fine = [
-        op(1, "cas", 0, 10, expected=0, value=1, output=True),
-        op(2, "cas", 0, 10, expected=0, value=1, output=False),
-        op(2, "cas", 11, 12, expected=1, value=2, output=True),
+        op(1, "compare_and_set", 0, 10, expected=0, value=1, output=True),
+        op(2, "compare_and_set", 0, 10, expected=0, value=1, output=False),
+        op(2, "compare_and_set", 11, 12, expected=1, value=2, output=True),
         op(3, "get", 13, 14, output=2),
     ]
     assert check(fine, initial={"x": 0})
-    # A failed cas must have seen another value.
-    assert not check([op(1, "cas", 0, 1, expected=0, value=1, output=False)], initial={"x": 0})
+    # A failed compare_and_set must have seen another value.
+    assert not check(
+        [op(1, "compare_and_set", 0, 1, expected=0, value=1, output=False)], initial={"x": 0}
+    )
 
 
 def test_delete_makes_the_key_missing() -> None:
     history = [
         op(1, "set", 0, 1, value=1),
         op(1, "delete", 2, 3),
-        op(2, "set_if_absent", 4, 5, value=2, output=True),
+        op(2, "set_if_not_exist", 4, 5, value=2, output=True),
         op(2, "get", 6, 7, output=2),
     ]
     assert check(history)
@@ -165,9 +167,9 @@ def test_unknown_outcome_write_cannot_show_up_before_its_call() -> None:
 
 
 def test_unknown_outcome_output_is_ignored() -> None:
-    # An unknown-outcome cas may have applied (whatever it "returned")...
+    # An unknown-outcome compare_and_set may have applied (whatever it "returned")...
     history = [
-        op(1, "cas", 0, None, expected=0, value=1, output=False),
+        op(1, "compare_and_set", 0, None, expected=0, value=1, output=False),
         op(2, "get", 5, 6, output=1),
     ]
     assert check(history, initial={"x": 0})
@@ -194,7 +196,7 @@ def test_values_may_be_unhashable_and_of_any_type() -> None:
         op(1, "set", 0, 1, value=[1, 2]),
         op(2, "get", 2, 3, output=[1, 2]),
         op(1, "set", 4, 5, value=b"\x00"),
-        op(2, "cas", 6, 7, expected=b"\x00", value={"k": 1}, output=True),
+        op(2, "compare_and_set", 6, 7, expected=b"\x00", value={"k": 1}, output=True),
         op(2, "get", 8, 9, output={"k": 1}),
     ]
     assert check(history)
@@ -205,7 +207,7 @@ def test_malformed_operations_are_rejected() -> None:
     with pytest.raises(ValueError, match="before its call"):
         check_linearizable([op(1, "set", 5, 4, value=1)])
     with pytest.raises(ValueError, match="must be a bool"):
-        check_linearizable([op(1, "cas", 0, 1, expected=1, value=2, output=None)])
+        check_linearizable([op(1, "compare_and_set", 0, 1, expected=1, value=2, output=None)])
     with pytest.raises(ValueError, match="unknown kind"):
         check_linearizable([Operation(1, "x", "incr", call=0, ret=1)])  # type: ignore[arg-type]
 
@@ -262,7 +264,17 @@ def simulate(
                 call = now + rng.expovariate(1.0) * overlap
                 point = call + rng.expovariate(1.0) * overlap
                 ret = point + rng.expovariate(1.0) * overlap
-            kind = rng.choice(["get", "get", "set", "set_if_absent", "delete", "cas", "cas"])
+            kind = rng.choice(
+                [
+                    "get",
+                    "get",
+                    "set",
+                    "set_if_not_exist",
+                    "delete",
+                    "compare_and_set",
+                    "compare_and_set",
+                ]
+            )
             unknown = rng.random() < unknown_rate
             draft: dict[str, Any] = {
                 "client": client,
@@ -286,7 +298,7 @@ def simulate(
             value, output = None, current
         elif kind == "set":
             register[key] = value
-        elif kind == "set_if_absent":
+        elif kind == "set_if_not_exist":
             output = current is None
             if output:
                 register[key] = value
@@ -407,7 +419,7 @@ def register_step(o: Operation, state: Any) -> tuple[bool, Any]:
         return True, o.value
     if o.kind == "delete":
         return True, None
-    applies = state is None if o.kind == "set_if_absent" else state == o.expected
+    applies = state is None if o.kind == "set_if_not_exist" else state == o.expected
     return (o.output is applies), (o.value if applies else state)
 
 
@@ -416,14 +428,16 @@ def tiny_histories(draw: st.DrawFn) -> list[Operation]:
     n = draw(st.integers(1, 7))
     ops = []
     for client in range(n):
-        kind: OpKind = draw(st.sampled_from(["get", "set", "set_if_absent", "delete", "cas"]))
+        kind: OpKind = draw(
+            st.sampled_from(["get", "set", "set_if_not_exist", "delete", "compare_and_set"])
+        )
         call = draw(st.integers(0, 8))
         ret = None if draw(st.integers(0, 4)) == 0 else call + draw(st.integers(0, 5))
         value = draw(st.sampled_from([1, 2])) if kind != "delete" and kind != "get" else None
-        expected = draw(st.sampled_from([None, 1, 2])) if kind == "cas" else None
+        expected = draw(st.sampled_from([None, 1, 2])) if kind == "compare_and_set" else None
         if kind == "get":
             output: Any = draw(st.sampled_from([None, 1, 2]))
-        elif kind in ("set_if_absent", "cas"):
+        elif kind in ("set_if_not_exist", "compare_and_set"):
             output = draw(st.booleans())
         else:
             output = None
@@ -545,7 +559,7 @@ async def test_recorder_scopes_classify_outcomes() -> None:
     with pytest.raises(TimeoutError):
         async with rec.op(2, "x", "set", 7, definite=(DefinitelyNotApplied,)):
             raise TimeoutError
-    with rec.op(3, "x", "cas", expected=5) as h:  # plain `with` works too
+    with rec.op(3, "x", "compare_and_set", expected=5) as h:  # plain `with` works too
         h.value = 8  # learned inside, e.g. in an update function
         h.output = True
     pending = rec.invoke(4, "x", "delete")
@@ -556,7 +570,7 @@ async def test_recorder_scopes_classify_outcomes() -> None:
         Operation(1, "x", "set", 5, None, None, 1, 2),
         Operation(1, "x", "get", None, None, 5, 3, 4),
         Operation(2, "x", "set", 7, None, None, 6, None),  # the discarded op took tick 5
-        Operation(3, "x", "cas", 8, 5, True, 7, 8),
+        Operation(3, "x", "compare_and_set", 8, 5, True, 7, 8),
         Operation(4, "x", "delete", None, None, None, 9, None),
     ]
     assert rec.history(include_pending=False) == history[:4]
@@ -605,7 +619,7 @@ class AsyncRegister:
         await self._hop()
         return value
 
-    async def cas(self, key: str, expected: Any, new: Any) -> bool:
+    async def compare_and_set(self, key: str, expected: Any, new: Any) -> bool:
         await self._hop()
         swapped: bool = self.data.get(key) == expected
         if swapped:
@@ -623,11 +637,11 @@ async def run_clients(register: AsyncRegister, rng: random.Random) -> HistoryRec
                 async with rec.op(c, "n", "get") as h:
                     h.output = await register.get(c, "n")
             else:  # an increment as a CAS loop, recorded as its last attempt
-                async with rec.op(c, "n", "cas") as h:
+                async with rec.op(c, "n", "compare_and_set") as h:
                     while True:
                         h.expected = await register.get(c, "n", fresh=True)
                         h.value = (h.expected or 0) + 1
-                        if await register.cas("n", h.expected, h.value):
+                        if await register.compare_and_set("n", h.expected, h.value):
                             h.output = True
                             break
 

@@ -46,7 +46,7 @@ class DictBackend(dref.Backend):
         _DATA[name] = (value, None if ttl is None else time.monotonic() + ttl)
         _HUB.publish(ChangeEvent(name, value))
 
-    async def set_if_absent(self, name: str, value: bytes, ttl: float | None = None) -> bool:
+    async def set_if_not_exist(self, name: str, value: bytes, ttl: float | None = None) -> bool:
         if self._live(name) is not None:
             return False
         await self.set(name, value, ttl)

@@ -283,7 +283,7 @@ class BackendConformance:
                 return await ctx.backend.get(name) is None
 
             await eventually(gone, what="expiry")
-            assert await ctx.backend.set_if_absent(name, b"\x02", ttl=5)
+            assert await ctx.backend.set_if_not_exist(name, b"\x02", ttl=5)
             if ctx.backend.capabilities.expiry_events:
                 assert (await _next(events)).value == b"\x01"
                 assert (await _next(events)).deleted

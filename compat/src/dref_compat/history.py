@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 
 __all__ = ["CheckResult", "HistoryRecorder", "OpKind", "Operation", "PendingOp"]
 
-OpKind = Literal["get", "set", "set_if_absent", "delete", "cas"]
+OpKind = Literal["get", "set", "set_if_not_exist", "delete", "compare_and_set"]
 OP_KINDS: frozenset[str] = frozenset(get_args(OpKind))
 
 
@@ -27,10 +27,11 @@ OP_KINDS: frozenset[str] = frozenset(get_args(OpKind))
 class Operation:
     """One operation on one key as a client saw it.
 
-    `value`: the value written (set / set_if_absent) or the new value (cas). `expected`: the
-    value cas compared against. `output`: the value read (get; None = missing), whether it wrote
-    (set_if_absent, cas), None (set, delete). `ret=None`: outcome unknown (timeout, crash); it
-    may have taken effect once at any time after `call`, or never, and its output is ignored.
+    `value`: the value written (set / set_if_not_exist) or the new value (compare_and_set).
+    `expected`: the value compare_and_set compared against. `output`: the value read (get; None =
+    missing), whether it wrote (set_if_not_exist, compare_and_set), None (set, delete).
+    `ret=None`: outcome unknown (timeout, crash); it may have taken effect once at any time after
+    `call`, or never, and its output is ignored.
     """
 
     client: int | str
@@ -43,17 +44,17 @@ class Operation:
     ret: float | None = None
 
     def describe(self) -> str:
-        """`get() -> 3`, `set(3)`, `cas(2, 3) -> True`, `set(3) -> ?` (unknown outcome)."""
+        """`get() -> 3`, `compare_and_set(2, 3) -> True`, `set(3) -> ?` (unknown outcome)."""
         if self.kind in ("get", "delete"):
             args = ""
-        elif self.kind == "cas":
+        elif self.kind == "compare_and_set":
             args = f"{_short(self.expected)}, {_short(self.value)}"
         else:
             args = _short(self.value)
         text = f"{self.kind}({args})"
         if self.ret is None:
             return text + " -> ?"
-        if self.kind in ("get", "set_if_absent", "cas"):
+        if self.kind in ("get", "set_if_not_exist", "compare_and_set"):
             return f"{text} -> {_short(self.output)}"
         return text
 
@@ -222,7 +223,7 @@ class HistoryRecorder:
         return handle
 
     def complete(self, handle: PendingOp, output: Any = None) -> Operation:
-        """The operation returned `output` now (get: value or None; set_if_absent/cas: bool)."""
+        """The operation returned `output` now (get: value or None; else whether it wrote)."""
         self._pending(handle)
         ret = self._clock()
         handle.output = output

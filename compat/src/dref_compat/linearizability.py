@@ -26,8 +26,14 @@ from dref_compat.history import OP_KINDS, CheckResult, Operation
 
 __all__ = ["check_linearizable"]
 
-_GET, _SET, _SIA, _DEL, _CAS = range(5)
-_KIND_CODE = {"get": _GET, "set": _SET, "set_if_absent": _SIA, "delete": _DEL, "cas": _CAS}
+_GET, _SET, _SET_IF_NOT_EXIST, _DEL, _COMPARE_AND_SET = range(5)
+_KIND_CODE = {
+    "get": _GET,
+    "set": _SET,
+    "set_if_not_exist": _SET_IF_NOT_EXIST,
+    "delete": _DEL,
+    "compare_and_set": _COMPARE_AND_SET,
+}
 _MISSING = 0
 _FREE = -1  # not inside a block of unknown-outcome ops
 _UNCHECKED = -1  # output of an unknown-outcome operation
@@ -94,7 +100,7 @@ def _validate(index: int, op: Operation) -> None:
             raise ValueError(
                 f"operation #{index}: returns at {op.ret!r} before its call {op.call!r}"
             )
-        if op.kind in ("set_if_absent", "cas") and not isinstance(op.output, bool):
+        if op.kind in ("set_if_not_exist", "compare_and_set") and not isinstance(op.output, bool):
             raise ValueError(f"operation #{index}: {op.kind} output must be a bool: {op.output!r}")
 
 
@@ -140,7 +146,7 @@ class _KeyCheck:
             (index, op)
             for index, op in indexed
             if op.ret is not None
-            or not (op.kind == "get" or (op.kind == "cas" and op.expected == op.value))
+            or not (op.kind == "get" or (op.kind == "compare_and_set" and op.expected == op.value))
         ]
         kept.sort(key=lambda item: (item[1].call, item[0]))
         self.index = [index for index, _ in kept]
@@ -165,9 +171,11 @@ class _KeyCheck:
         self.n_unknown = n_unknown
         # Register values that a further unknown op can change (for blocks of unknown ops).
         self.chain_states = {
-            self.exp[o] for o in range(n) if not self.known[o] and self.kind[o] == _CAS
+            self.exp[o] for o in range(n) if not self.known[o] and self.kind[o] == _COMPARE_AND_SET
         }
-        self.unknown_sia = any(not self.known[o] and self.kind[o] == _SIA for o in range(n))
+        self.unknown_set_if_not_exist = any(
+            not self.known[o] and self.kind[o] == _SET_IF_NOT_EXIST for o in range(n)
+        )
         # Identical unknown ops are interchangeable: only the earliest unused one is tried.
         self.twin = [0] * n  # bit of the previous identical unknown op (0: none)
         last_twin: dict[tuple[int, int, int], int] = {}
@@ -213,7 +221,7 @@ class _KeyCheck:
             return _UNCHECKED
         if op.kind == "get":
             return intern(op.output)
-        if op.kind in ("set_if_absent", "cas"):
+        if op.kind in ("set_if_not_exist", "compare_and_set"):
             return int(op.output)
         return _UNCHECKED
 
@@ -226,7 +234,7 @@ class _KeyCheck:
             return True, self.val[o]
         if k == _DEL:
             return True, _MISSING
-        applies = state == _MISSING if k == _SIA else state == self.exp[o]
+        applies = state == _MISSING if k == _SET_IF_NOT_EXIST else state == self.exp[o]
         if applies:
             return self.out[o] != 0, self.val[o]
         return self.out[o] != 1, state
@@ -272,7 +280,7 @@ class _KeyCheck:
                         ok, new = True, val[o]
                     elif k == _DEL:
                         ok, new = True, _MISSING
-                    elif (state == _MISSING) if k == _SIA else (state == exp[o]):
+                    elif (state == _MISSING) if k == _SET_IF_NOT_EXIST else (state == exp[o]):
                         ok, new = out[o] != 0, val[o]
                     else:
                         ok, new = out[o] != 1, state
@@ -311,7 +319,7 @@ class _KeyCheck:
                     continue  # no change: leaving the op (or the block) out is as good
                 if any(step(n, new)[0] for n in needy):
                     child = _FREE  # the block may end here
-                elif new in chains or (new == _MISSING and self.unknown_sia):
+                elif new in chains or (new == _MISSING and self.unknown_set_if_not_exist):
                     child = start  # only more unknown ops can continue the block
                 else:
                     continue

@@ -11,6 +11,7 @@ import pytest
 
 import dref
 from dref.errors import ChangeStreamLaggedError, ConfigurationError, LockStolenError
+from dref_compat.error_tree import check_error_module, exception_classes
 from dref_inmemory import reset
 
 
@@ -72,11 +73,11 @@ async def test_expiry_follows_the_injected_clock(
         await ctx.backend.set("k", b"v", ttl=10)
         clock.advance(9.999)
         assert await ctx.backend.get("k") == b"v"
-        assert not await ctx.backend.set_if_absent("k", b"w")
+        assert not await ctx.backend.set_if_not_exist("k", b"w")
         clock.advance(0.001)
         assert await ctx.backend.get("k") is None
         assert [e.value for e in events.drain()] == [b"v", None]
-        assert await ctx.backend.set_if_absent("k", b"w")
+        assert await ctx.backend.set_if_not_exist("k", b"w")
 
 
 async def test_reaper_publishes_expiry_without_any_call(
@@ -209,3 +210,8 @@ async def test_a_waiter_that_gives_up_releases_only_where_waiters_queue(
 async def _hold(ctx: dref.DRefContext, name: str) -> None:
     async with ctx.lock(name, ttl=30):
         pass
+
+
+def test_defines_no_exception_outside_the_dref_errors_tree() -> None:
+    assert exception_classes("dref_inmemory") == []  # it raises core's errors only
+    assert check_error_module("dref_inmemory") == []

@@ -33,7 +33,7 @@ async def next_event(sub: Any) -> ChangeEvent:
 async def test_ttls_are_milliseconds(backend: RedisBackend, raw: aioredis.Redis) -> None:
     await backend.set("ttl:a", b"\x01", ttl=0.25)
     assert 0 < await raw.pttl("ttl:a") <= 250
-    assert await backend.set_if_absent("ttl:b", b"\x01", ttl=1.5)
+    assert await backend.set_if_not_exist("ttl:b", b"\x01", ttl=1.5)
     assert 1000 < await raw.pttl("ttl:b") <= 1500
     assert await backend.expire("ttl:b", 0.05)
     assert 0 < await raw.pttl("ttl:b") <= 50

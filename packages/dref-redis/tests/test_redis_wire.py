@@ -93,9 +93,9 @@ async def test_every_write_kind_publishes_upstreams_payload(
     name = "my-key"
     await raw.delete(name)
     set_hex = VECTORS["change_payload_set"]["payload_hex"]
-    assert await backend.set_if_absent(name, b"\x01\x02\x03")
+    assert await backend.set_if_not_exist(name, b"\x01\x02\x03")
     assert (await published.next()).hex() == set_hex
-    assert not await backend.set_if_absent(name, b"\x09")  # nothing written, nothing published
+    assert not await backend.set_if_not_exist(name, b"\x09")  # nothing written, nothing published
     await backend.set(name, b"\x00")
     await published.next()
     assert await backend.compare_and_set(name, b"\x00", b"\x01\x02\x03")

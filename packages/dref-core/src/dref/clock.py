@@ -1,4 +1,4 @@
-"""Injected time: every TTL, keep-alive and deadline in dref reads a `Clock`.
+"""Injected time: every TTL, lock refresh and deadline in dref reads a `Clock`.
 
 `SystemClock` uses the event loop's monotonic time. `ManualClock` only moves when a test calls
 `advance()`, waking every sleeper whose deadline has passed: TTL logic is tested without sleeping.

@@ -124,9 +124,7 @@ class Lock:
             watch_from,
         )
         log.debug("Lock %s acquired (fence %s)", self.name, grant.fence)
-        self._plugins.notify(
-            "dref_lock_acquired", name=self.name, token=guard.token_int, fence=guard.fence
-        )
+        self._plugins.lock_acquired(self.name, guard.token_int, guard.fence)
         return guard
 
     async def _acquire(self, token: bytes) -> tuple[LockGrant, float]:
@@ -265,7 +263,7 @@ class Lock:
             return
         guard.lost_reason = reason
         log.warning("Lock %s lost: %s", self.name, reason)
-        self._plugins.notify("dref_lock_lost", name=self.name, token=guard.token_int, reason=reason)
+        self._plugins.lock_lost(self.name, guard.token_int, reason)
         if not self._exiting and self._body is not None and not self._body.done():
             self._cancelled_body = True
             self._body.cancel(f"dref lock {self.name!r} lost: {reason}")
@@ -333,11 +331,9 @@ class Lock:
         if not released:
             guard.lost_reason = "the lock was no longer held when it was released"
             log.warning("Lock %s: %s", self.name, guard.lost_reason)
-            self._plugins.notify(
-                "dref_lock_lost", name=self.name, token=guard.token_int, reason=guard.lost_reason
-            )
+            self._plugins.lock_lost(self.name, guard.token_int, guard.lost_reason)
             return
-        self._plugins.notify("dref_lock_released", name=self.name, token=guard.token_int)
+        self._plugins.lock_released(self.name, guard.token_int)
 
 
 async def _next_delete(sub: Subscription) -> None:

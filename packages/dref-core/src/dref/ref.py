@@ -84,7 +84,7 @@ class DRef(Generic[T]):
 
     async def set_if_not_exist(self, value: T) -> bool:
         """Write `value` only if the element does not exist; True iff written."""
-        return await self._backend.set_if_absent(self._name, self._encode(value))
+        return await self._backend.set_if_not_exist(self._name, self._encode(value))
 
     async def delete(self) -> None:
         """Remove the element (subscribers see a delete)."""

@@ -42,7 +42,7 @@ class DRefSettings(BaseSettings):
         None, gt=0, description="Lock TTL in seconds; unset: the backend's default."
     )
     lock_refresh_fraction: float = Field(
-        1 / 3, gt=0, le=0.5, description="Keep-alive period as a fraction of the lock TTL."
+        1 / 3, gt=0, le=0.5, description="Lock refresh period as a fraction of the lock TTL."
     )
     change_buffer: int = Field(
         1024, ge=1, description="Events buffered per change subscriber before it is lagged."

@@ -4,7 +4,7 @@ A backend stores opaque bytes under string names with optional TTLs (seconds, fl
 committed changes. Everything generic — `modify`/`update*`, the lock protocol, codecs — lives in
 core and is written once over this interface.
 
-Required: `get`, `set`, `set_if_absent`, `delete`, `expire`, `subscribe`, `aclose`.
+Required: `get`, `set`, `set_if_not_exist`, `delete`, `expire`, `subscribe`, `aclose`.
 
 Optional native paths, announced by `capabilities`:
 - `compare_and_set` / `compare_and_swap` (`native_cas`): core's `modify` uses them instead of the
@@ -93,7 +93,7 @@ class Backend(abc.ABC):
         """Write unconditionally (`ttl=None`: no expiry) and publish a change event."""
 
     @abc.abstractmethod
-    async def set_if_absent(self, name: str, value: bytes, ttl: float | None = None) -> bool:
+    async def set_if_not_exist(self, name: str, value: bytes, ttl: float | None = None) -> bool:
         """Create atomically if absent (expired counts as absent); True iff written."""
 
     @abc.abstractmethod
@@ -133,7 +133,7 @@ class Backend(abc.ABC):
 
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
         """Take the lock if free; None when someone holds it."""
-        if await self.set_if_absent(name, token, ttl):
+        if await self.set_if_not_exist(name, token, ttl):
             return LockGrant()
         return None
 

@@ -93,8 +93,8 @@ class InMemoryBackend(Backend):
             self._live()
         self.store.set(name, value, ttl)
 
-    async def set_if_absent(self, name: str, value: bytes, ttl: float | None = None) -> bool:
-        return self._live().set_if_absent(name, value, ttl)
+    async def set_if_not_exist(self, name: str, value: bytes, ttl: float | None = None) -> bool:
+        return self._live().set_if_not_exist(name, value, ttl)
 
     async def delete(self, name: str) -> None:
         self._live().delete(name)

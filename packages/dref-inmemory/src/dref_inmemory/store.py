@@ -16,7 +16,7 @@ class Store:
     """Values with optional expiry, fences and change fan-out; every method is atomic.
 
     Expired entries are removed (with a delete event) before every operation, so they are never
-    visible and never block `set_if_absent`; open backends also run a reaper so that expiry is
+    visible and never block `set_if_not_exist`; open backends also run a reaper so that expiry is
     reported on time even when nobody calls in.
     """
 
@@ -81,7 +81,7 @@ class Store:
             self.purge()
         self._put(name, value, ttl)
 
-    def set_if_absent(self, name: str, value: bytes, ttl: float | None) -> bool:
+    def set_if_not_exist(self, name: str, value: bytes, ttl: float | None) -> bool:
         self.purge()
         if name in self._data:
             return False
@@ -120,7 +120,7 @@ class Store:
 
     def try_lock(self, name: str, token: bytes, ttl: float) -> int | None:
         """Acquire if absent; the new fence, or None if held."""
-        if not self.set_if_absent(name, token, ttl):
+        if not self.set_if_not_exist(name, token, ttl):
             return None
         fence = self._fences.get(name, 0) + 1
         self._fences[name] = fence

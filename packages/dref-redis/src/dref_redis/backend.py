@@ -95,7 +95,7 @@ class RedisBackend(Backend):
             else CommandLane(client.connection_pool, keep=settings.max_connections - 1)
         )
         self._set = self._script(scripts.SET)
-        self._set_if_absent = self._script(scripts.SET_IF_ABSENT)
+        self._set_if_not_exist = self._script(scripts.SET_IF_NOT_EXIST)
         self._delete = self._script(scripts.DELETE)
         self._cas = self._script(scripts.COMPARE_AND_SET)
         self._try_lock = self._script(scripts.TRY_LOCK)
@@ -189,10 +189,10 @@ class RedisBackend(Backend):
         args = [value, _px(ttl), self._payload(key, value), _CHANNEL]
         await self._run(self._set, "set", name, [key], args)
 
-    async def set_if_absent(self, name: str, value: bytes, ttl: float | None = None) -> bool:
+    async def set_if_not_exist(self, name: str, value: bytes, ttl: float | None = None) -> bool:
         key = self.keys.key(name)
         args = [value, _px(ttl), self._payload(key, value), _CHANNEL]
-        return bool(await self._run(self._set_if_absent, "set_if_absent", name, [key], args))
+        return bool(await self._run(self._set_if_not_exist, "set_if_not_exist", name, [key], args))
 
     async def delete(self, name: str) -> None:
         key = self.keys.key(name)

@@ -1,4 +1,28 @@
-"""Mapping redis-py's exceptions to dref's error tree, at the backend's boundary."""
+"""Every error dref-redis raises, in `dref.errors`' tree; redis-py's exceptions are mapped here.
+
+This module is the only one of dref-redis that defines exception classes. What dref-redis
+raises; an error that comes from redis-py is mapped by `map_error` and chains it as `__cause__`:
+
+```
+dref.errors.DRefError
+├── ConfigurationError              invalid DREF_REDIS_* settings or options (in dref.connect());
+│                                   authentication failed, an ACL forbids a command dref needs,
+│                                   or the database index does not exist
+├── ClosedError                     an operation or subscription on a closed backend
+├── ChangeStreamLaggedError         a change subscriber fell behind its bounded buffer
+└── BackendError                    any other failure: a key of another Redis type (WRONGTYPE),
+    │                               an unexpected reply or error
+    ├── BackendUnavailableError     connection refused or lost, a read-only replica, LOADING,
+    │   │                           MASTERDOWN, CLUSTERDOWN, TRYAGAIN, another cluster error;
+    │   │                           change notifications not connected in time (`subscribe`)
+    │   └── RedisUnreachableError   no reply within the timeout (also a BackendTimeoutError)
+    └── BackendTimeoutError         (also the builtin TimeoutError)
+        └── RedisUnreachableError
+```
+
+An invalid argument (a TTL that is not a positive number of seconds) raises `ValueError`, as in
+core.
+"""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ __all__ = [
     "RELEASE_LOCK",
     "RESYNC",
     "SET",
-    "SET_IF_ABSENT",
+    "SET_IF_NOT_EXIST",
     "TRY_LOCK",
 ]
 
@@ -40,7 +40,7 @@ return 1
 """
 )
 
-SET_IF_ABSENT = """
+SET_IF_NOT_EXIST = """
 -- KEYS: key; ARGV: value, px, payload, channel
 local ok
 if ARGV[2] == '' then
