@@ -98,8 +98,8 @@ async def test_client_mode_mixed_cluster_has_no_compare(cluster: list[Member]) -
         caps = ctx.backend.capabilities
         assert not caps.native_cas
         assert not caps.owner_checked_locks
-        assert await ctx.backend.set_if_absent("m", b"a")
-        assert not await ctx.backend.set_if_absent("m", b"b")
+        assert await ctx.backend.set_if_not_exist("m", b"a")
+        assert not await ctx.backend.set_if_not_exist("m", b"b")
 
 
 async def test_a_member_without_dref_ext_refuses_compare(cluster: list[Member]) -> None:

@@ -49,8 +49,8 @@ async def test_followers_run_compare_commands_over_grpc(
         assert backend.capabilities.native_cas
         assert backend.capabilities.owner_checked_locks
         assert not follower.node.is_leader
-        assert await backend.set_if_absent("k", b"a")
-        assert not await backend.set_if_absent("k", b"b")
+        assert await backend.set_if_not_exist("k", b"a")
+        assert not await backend.set_if_not_exist("k", b"b")
         assert await backend.compare_and_set("k", b"a", b"c")
         assert not await backend.compare_and_set("k", b"a", b"d")
         assert await backend.compare_and_swap("k", b"x", b"y") == (False, b"c")

@@ -37,8 +37,8 @@ async def test_writes_reads_and_events_across_processes(member: dref.DRefContext
         assert await backend.get("k") == b"19"
         seen = [(await anext(events)).value for _ in range(20)]
     assert seen == [b"%d" % i for i in range(20)]
-    assert await backend.set_if_absent("once", b"a")
-    assert not await backend.set_if_absent("once", b"b")
+    assert await backend.set_if_not_exist("once", b"a")
+    assert not await backend.set_if_not_exist("once", b"b")
 
 
 async def test_kill_leader_during_writes_loses_no_acknowledged_write(

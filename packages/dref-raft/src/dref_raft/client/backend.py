@@ -2,7 +2,7 @@
 
 No vote, no log. Every operation goes to the leader over `DRefRaft` (leader discovery from the
 configured `endpoints`, following `not-leader:<id>` hints, bounded by `op_timeout`); `get` is
-linearizable (the leader runs ReadIndex). Compare-and-set, `set_if_absent` and owner-checked
+linearizable (the leader runs ReadIndex). Compare-and-set, `set_if_not_exist` and owner-checked
 `refresh_lock` / `release_lock` are dref-only compare commands over `DRefExt/Compare`, shared with
 the member backend (`ops.CompareOps`; not with `mixed_cluster`). Change streams come over
 `DRefWatch`: one stream per subscribed name, preferably from the leader, that remembers the last
@@ -29,7 +29,7 @@ from dref.settings import DRefSettings
 from dref.spi import Backend, Capabilities, LockGrant
 from dref_raft.client.ops import (
     CompareOps,
-    create_if_absent,
+    create_if_not_exist,
     expire_at_ms,
     fenced_try_lock,
     open_leader_client,
@@ -284,7 +284,7 @@ class RaftClientBackend(CompareOps):
         await self._call(lambda c, left: c.set_element(name, value, expire_at, timeout=left))
 
     async def _set_if_not_exist(self, name: str, value: bytes, expire_at: int | None) -> bool:
-        return await create_if_absent(
+        return await create_if_not_exist(
             lambda: self._call(
                 lambda c, left: c.set_element_if_not_exist(name, value, expire_at, timeout=left)
             ),
@@ -305,7 +305,7 @@ class RaftClientBackend(CompareOps):
         """Fenced: the fence is the seq at which the name's stream sees our token."""
         async with await self.subscribe(name):
             return await fenced_try_lock(
-                lambda: self.set_if_absent(name, token, ttl),
+                lambda: self.set_if_not_exist(name, token, ttl),
                 self._streams[name].created(token),
                 self.settings.op_timeout,
                 "by this client's watch",

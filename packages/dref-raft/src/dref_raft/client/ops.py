@@ -15,7 +15,7 @@ from dref_raft.transport.memory import MemoryNetwork
 
 __all__ = [
     "CompareOps",
-    "create_if_absent",
+    "create_if_not_exist",
     "expire_at_ms",
     "fenced_try_lock",
     "open_leader_client",
@@ -49,7 +49,7 @@ async def fenced_try_lock(
     timeout: float,
     where: str,
 ) -> LockGrant | None:
-    """`try_lock` with a fence: `acquire()` is `set_if_absent(name, token, ttl)`.
+    """`try_lock` with a fence: `acquire()` is `set_if_not_exist(name, token, ttl)`.
 
     `created` resolves to the log seq at which this node saw `name` hold the token (armed
     before `acquire`, so a retried request that won earlier still counts). It is cancelled
@@ -68,13 +68,13 @@ async def fenced_try_lock(
         created.cancel()
 
 
-async def create_if_absent(
+async def create_if_not_exist(
     set_if_not_exist: Callable[[], Awaitable[bool]],
     get: Callable[[], Awaitable[bytes | None]],
     pause: float,
     timeout: float,
 ) -> bool:
-    """`set_if_absent` over upstream's `SetIfNotExist`, where an expired element counts as absent.
+    """`set_if_not_exist` over `SetIfNotExist`, where an expired element counts as absent.
 
     `SetIfNotExist` refuses while an expired element waits for the leader's reaper; then the
     (linearizable) `get` reads None, and the create is retried every `pause` seconds until it
@@ -94,7 +94,7 @@ async def create_if_absent(
 class CompareOps(Backend):
     """The compare-based paths shared by the member backend and client mode.
 
-    `set_if_absent`, `compare_and_set`, `compare_and_swap`, `refresh_lock` and `release_lock` are
+    `set_if_not_exist`, `compare_and_set`, `compare_and_swap`, `refresh_lock` and `release_lock` are
     one committed compare command each (`CompareAndSet` / `CompareAndExpire` /
     `CompareAndDelete`), evaluated by the leader's state machine, so they are atomic. A subclass
     says how a compare command reaches the leader (`_compare`: a local proposal when this member
@@ -114,9 +114,9 @@ class CompareOps(Backend):
 
     @abc.abstractmethod
     async def _set_if_not_exist(self, name: str, value: bytes, expire_at: int | None) -> bool:
-        """`set_if_absent` without compare commands (upstream's `SetIfNotExist`)."""
+        """`set_if_not_exist` without compare commands (upstream's `SetIfNotExist`)."""
 
-    async def set_if_absent(self, name: str, value: bytes, ttl: float | None = None) -> bool:
+    async def set_if_not_exist(self, name: str, value: bytes, ttl: float | None = None) -> bool:
         expire_at = self._expire_at(ttl)
         if self.capabilities.native_cas:
             # An expired element counts as absent (SPI); upstream's SetIfNotExist would keep it

@@ -153,7 +153,7 @@ class RaftBackend(CompareOps):
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
         self._check()
         return await fenced_try_lock(
-            lambda: self.set_if_absent(name, token, ttl),
+            lambda: self.set_if_not_exist(name, token, ttl),
             self.node.watch_created(name, token),
             self.settings.op_timeout,
             f"on node {self.node.id}",
