@@ -30,8 +30,8 @@ from dref_raft.core.progress import PeerKind
 from dref_raft.core.types import Role
 from dref_raft.fsm import ClusterSnapshot
 from dref_raft.member.registry import Member
-from dref_raft.transport import DEFAULT_MAX_MESSAGE_BYTES
 from dref_raft.wire import messages
+from dref_raft.wire.messages import DEFAULT_MAX_MESSAGE_BYTES
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
 

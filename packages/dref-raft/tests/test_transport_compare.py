@@ -18,15 +18,11 @@ from dref_raft.commands import (
     CompareAndDelete,
     CompareAndExpire,
     CompareAndSet,
+    CompareResult,
     SetElement,
 )
 from dref_raft.errors import CompareUnsupportedError, TransportError, WireError
-from dref_raft.transport import (
-    GrpcServer,
-    LeaderClient,
-    MemoryNetwork,
-)
-from dref_raft.transport.base import CompareResult
+from dref_raft.transport import GrpcServer, LeaderClient, MemoryNetwork
 from dref_raft.wire import messages
 
 pytestmark = pytest.mark.timeout(30)

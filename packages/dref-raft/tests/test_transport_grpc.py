@@ -18,7 +18,7 @@ from dref.errors import (
     QuorumLostError,
 )
 from dref_raft._pb import dref_consensus_pb2_grpc, dref_pb2, dref_pb2_grpc, dref_watch_pb2_grpc
-from dref_raft.commands import SetElement
+from dref_raft.commands import SetElement, WatchEvent
 from dref_raft.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -38,13 +38,7 @@ from dref_raft.core.messages import (
 from dref_raft.core.types import Entry
 from dref_raft.errors import TransportError, WatchUnsupportedError
 from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
-from dref_raft.transport import (
-    GrpcServer,
-    LeaderClient,
-    PeerClients,
-    WatchClient,
-    WatchEvent,
-)
+from dref_raft.transport import GrpcServer, LeaderClient, PeerClients, WatchClient
 from dref_raft.wire import messages
 
 pytestmark = pytest.mark.timeout(30)

@@ -9,9 +9,10 @@ import pytest
 from test_transport_grpc import REQUESTS, Client, Consensus, Watch
 
 from dref.errors import CodecError, NoLeaderError, NotLeaderError, QuorumLostError
+from dref_raft.commands import WatchEvent
 from dref_raft.core.messages import HeartbeatResponse
 from dref_raft.errors import TransportError, WatchUnsupportedError
-from dref_raft.transport import MemoryNetwork, RetryPolicy, WatchEvent, with_leader
+from dref_raft.transport import MemoryNetwork, RetryPolicy, with_leader
 
 pytestmark = pytest.mark.timeout(30)
 HEARTBEAT = REQUESTS[1]

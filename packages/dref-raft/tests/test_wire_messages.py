@@ -17,6 +17,7 @@ from dref_raft.commands import (
     SetElement,
     SetIfNotExist,
     StartNewTerm,
+    WatchEvent,
 )
 from dref_raft.core.messages import (
     AppendEntries,
@@ -37,7 +38,6 @@ from dref_raft.core.messages import (
 from dref_raft.core.types import Entry
 from dref_raft.errors import WireError
 from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
-from dref_raft.transport import WatchEvent
 from dref_raft.wire import messages
 
 u64 = st.integers(0, 2**64 - 1)

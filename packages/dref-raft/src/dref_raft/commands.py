@@ -14,6 +14,7 @@ __all__ = [
     "CompareAndDelete",
     "CompareAndExpire",
     "CompareAndSet",
+    "CompareResult",
     "DeleteElement",
     "DeleteIfExpired",
     "ExpireElement",
@@ -21,6 +22,7 @@ __all__ = [
     "SetElement",
     "SetIfNotExist",
     "StartNewTerm",
+    "WatchEvent",
 ]
 
 
@@ -127,3 +129,30 @@ Command = (
 
 #: The dref-only commands (StateCommand oneof numbers 1001..1003).
 COMPARE_COMMANDS = (CompareAndSet, CompareAndDelete, CompareAndExpire)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """A committed change of `name` at `seq`: its new value, or None when it was deleted.
+
+    `resync=True`: the member could not replay from the requested seq and sends the current
+    value instead (events before it may have been missed).
+    """
+
+    name: str
+    value: bytes | None
+    seq: int
+    resync: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CompareResult:
+    """Outcome of a committed compare command (`DRefExt/Compare`).
+
+    `matched`: the comparison held and the effect happened; otherwise `current` is the value
+    found (None: missing or expired). `seq`: the log seq of the committed command.
+    """
+
+    matched: bool
+    current: bytes | None
+    seq: int

@@ -27,19 +27,19 @@ from dref.clock import Clock
 from dref.errors import BackendTimeoutError, ClosedError, ConfigurationError, NoLeaderError
 from dref.settings import DRefSettings
 from dref.spi import Backend, Capabilities, LockGrant
-from dref_raft.client.ops import (
+from dref_raft.commands import Command, CompareResult, WatchEvent
+from dref_raft.member.registry import local_members
+from dref_raft.ops import (
     CompareOps,
     create_if_not_exist,
     expire_at_ms,
     fenced_try_lock,
     open_leader_client,
     remote_expire,
+    wall_clock_ms,
 )
-from dref_raft.commands import Command
-from dref_raft.member.node import wall_clock_ms
-from dref_raft.member.registry import local_members
 from dref_raft.settings import RaftSettings, parse_endpoint
-from dref_raft.transport.base import CompareResult, LeaderApi, WatchApi, WatchEvent
+from dref_raft.transport.base import LeaderApi, WatchApi
 from dref_raft.transport.grpc_client import WatchClient
 from dref_raft.transport.memory import MemoryNetwork
 from dref_raft.transport.retry import with_leader

@@ -21,12 +21,12 @@ from dref.clock import Clock
 from dref.errors import ClosedError, ConfigurationError
 from dref.settings import DRefSettings
 from dref.spi import Backend, Capabilities, LockGrant
-from dref_raft.client.ops import CompareOps, expire_at_ms, fenced_try_lock, remote_expire
-from dref_raft.commands import Command, ExpireElement
+from dref_raft.commands import Command, CompareResult, ExpireElement
 from dref_raft.member.handler import NodeClientHandler
 from dref_raft.member.registry import Member, local_members
+from dref_raft.ops import CompareOps, expire_at_ms, fenced_try_lock, remote_expire
 from dref_raft.settings import RaftSettings
-from dref_raft.transport.base import CompareResult, LeaderApi
+from dref_raft.transport.base import LeaderApi
 from dref_raft.transport.retry import with_leader
 
 __all__ = ["RaftBackend", "open_backend"]

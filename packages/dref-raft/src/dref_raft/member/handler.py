@@ -13,6 +13,7 @@ from dref_raft.commands import (
     CompareAndDelete,
     CompareAndExpire,
     CompareAndSet,
+    CompareResult,
     DeleteElement,
     ExpireElement,
     SetElement,
@@ -21,7 +22,6 @@ from dref_raft.commands import (
 from dref_raft.fsm import ApplyResult
 from dref_raft.member.node import RaftNode
 from dref_raft.settings import RaftSettings
-from dref_raft.transport.base import CompareResult
 
 __all__ = ["NodeClientHandler"]
 

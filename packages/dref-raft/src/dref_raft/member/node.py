@@ -19,7 +19,6 @@ import heapq
 import itertools
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -70,11 +69,12 @@ from dref_raft.core import (
     VoteResponse,
 )
 from dref_raft.fsm import ApplyResult, Changed, StateMachine
+from dref_raft.ops import wall_clock_ms
 from dref_raft.storage import Stores
 from dref_raft.storage.recovery import boot
 from dref_raft.transport.base import PeerTransport
 
-__all__ = ["NodeConfig", "RaftNode", "wall_clock_ms"]
+__all__ = ["NodeConfig", "RaftNode"]
 
 logger = logging.getLogger("dref_raft.member.node")
 _T = TypeVar("_T")
@@ -96,11 +96,6 @@ _MAX_INFLIGHT_PER_PEER = 64
 _MAX_REAP = 256
 #: Distinct non-member senders logged (later ones are refused silently).
 _MAX_STRANGERS_LOGGED = 64
-
-
-def wall_clock_ms() -> int:
-    """Unix epoch milliseconds (upstream's TTL clock, docs/protocol.md#ttl-expiry)."""
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dref.errors import ConfigurationError, NoLeaderError
-from dref_raft.client.ops import open_leader_client
 from dref_raft.member.discovery import AddressPoller, Resolver, bootstrap
 from dref_raft.member.handler import NodeClientHandler
 from dref_raft.member.node import NodeConfig, RaftNode
 from dref_raft.member.watch_service import WatchService
+from dref_raft.ops import open_leader_client
 from dref_raft.settings import RaftSettings
 from dref_raft.storage import open_stores
 from dref_raft.transport.base import LeaderApi, PeerTransport

@@ -24,9 +24,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from dref.errors import BackendUnavailableError, ClosedError
+from dref_raft.commands import WatchEvent
 from dref_raft.errors import WatchLaggedError
 from dref_raft.member.node import RaftNode
-from dref_raft.transport.base import WatchEvent
 
 __all__ = ["DEFAULT_HISTORY", "WatchService"]
 

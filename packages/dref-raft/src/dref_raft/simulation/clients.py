@@ -49,7 +49,7 @@ class ClientOp:
         if self.kind == "set":
             assert self.value is not None
             return SetElement(self.key, self.value)
-        if self.kind == "set_if_absent":
+        if self.kind == "set_if_not_exist":
             assert self.value is not None
             return SetIfNotExist(self.key, self.value)
         return DeleteElement(self.key)
@@ -90,9 +90,11 @@ class SimClient(_Proposer):
 
     def new_op(self, rng: random.Random, now: int, keys: tuple[str, ...]) -> ClientOp:
         """Start a random operation (writes carry values unique to this client)."""
-        kind = rng.choices(["get", "set", "set_if_absent", "delete"], [35, 30, 20, 15])[0]
+        kind = rng.choices(["get", "set", "set_if_not_exist", "delete"], [35, 30, 20, 15])[0]
         self.counter += 1
-        value = f"c{self.id}-{self.counter}".encode() if kind in ("set", "set_if_absent") else None
+        value = (
+            f"c{self.id}-{self.counter}".encode() if kind in ("set", "set_if_not_exist") else None
+        )
         self.op = ClientOp(kind, rng.choice(keys), value, now)
         return self.op
 

@@ -179,7 +179,7 @@ class _Run:
             return
         op = client.op
         if entry.term == op.term:
-            client.finish(self.now, result.created if op.kind == "set_if_absent" else None)
+            client.finish(self.now, result.created if op.kind == "set_if_not_exist" else None)
             self.stats["writes_ok"] = self.stats.get("writes_ok", 0) + 1
         else:
             client.discard()  # another entry took its seq: it can never commit

@@ -13,16 +13,13 @@ errors are `dref_raft.errors`'s. Wire details and the extension-field table: doc
 from __future__ import annotations
 
 from dref_raft.transport.base import (
-    DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_PORT,
     ClientHandler,
     CompareHandler,
-    CompareResult,
     ConsensusHandler,
     LeaderApi,
     PeerTransport,
     WatchApi,
-    WatchEvent,
     WatchHandler,
 )
 from dref_raft.transport.grpc_client import LeaderClient, PeerClients, WatchClient
@@ -36,11 +33,9 @@ from dref_raft.transport.memory import (
 from dref_raft.transport.retry import RetryPolicy, with_leader
 
 __all__ = [
-    "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_PORT",
     "ClientHandler",
     "CompareHandler",
-    "CompareResult",
     "ConsensusHandler",
     "GrpcServer",
     "LeaderApi",
@@ -54,7 +49,6 @@ __all__ = [
     "RetryPolicy",
     "WatchApi",
     "WatchClient",
-    "WatchEvent",
     "WatchHandler",
     "with_leader",
 ]

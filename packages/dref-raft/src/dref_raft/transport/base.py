@@ -8,59 +8,25 @@ same methods, so the node is written once against these protocols.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Protocol
 
-from dref_raft.commands import Command
+from dref_raft.commands import Command, CompareResult, WatchEvent
 from dref_raft.core.messages import Request, Response
 
 __all__ = [
-    "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_PORT",
     "ClientHandler",
     "CompareHandler",
-    "CompareResult",
     "ConsensusHandler",
     "LeaderApi",
     "PeerTransport",
     "WatchApi",
-    "WatchEvent",
     "WatchHandler",
     "aclose_iterator",
 ]
 
 DEFAULT_PORT = 8082
 """Upstream's default gRPC port (docs/protocol.md#discovery)."""
-
-DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-"""Largest message accepted or sent (an InstallSnapshot carries the whole state)."""
-
-
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
-    """A committed change of `name` at `seq`: its new value, or None when it was deleted.
-
-    `resync=True`: the member could not replay from the requested seq and sends the current
-    value instead (events before it may have been missed).
-    """
-
-    name: str
-    value: bytes | None
-    seq: int
-    resync: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class CompareResult:
-    """Outcome of a committed compare command (`DRefExt/Compare`).
-
-    `matched`: the comparison held and the effect happened; otherwise `current` is the value
-    found (None: missing or expired). `seq`: the log seq of the committed command.
-    """
-
-    matched: bool
-    current: bytes | None
-    seq: int
 
 
 async def aclose_iterator(iterator: AsyncIterator[object]) -> None:

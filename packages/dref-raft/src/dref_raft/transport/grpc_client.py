@@ -16,7 +16,7 @@ import grpc
 
 from dref.errors import ClosedError, DRefError
 from dref.resources import AsyncResource
-from dref_raft.commands import Command
+from dref_raft.commands import Command, CompareResult, WatchEvent
 from dref_raft.core.messages import Request, Response
 from dref_raft.errors import (
     CompareUnsupportedError,
@@ -24,10 +24,10 @@ from dref_raft.errors import (
     WatchUnsupportedError,
     WireError,
 )
-from dref_raft.transport.base import DEFAULT_MAX_MESSAGE_BYTES, CompareResult, WatchEvent
 from dref_raft.transport.grpc_server import grpc_options
 from dref_raft.transport.status import error_of
 from dref_raft.wire import messages
+from dref_raft.wire.messages import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = ["DEFAULT_TIMEOUT", "LeaderClient", "PeerClients", "WatchClient"]
 

@@ -33,7 +33,6 @@ from dref_raft.core.messages import (
 )
 from dref_raft.errors import TransportError, WireError
 from dref_raft.transport.base import (
-    DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_PORT,
     ClientHandler,
     CompareHandler,
@@ -43,6 +42,7 @@ from dref_raft.transport.base import (
 )
 from dref_raft.transport.status import status_of
 from dref_raft.wire import messages
+from dref_raft.wire.messages import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = ["GrpcServer"]
 

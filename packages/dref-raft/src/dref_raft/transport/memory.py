@@ -26,7 +26,7 @@ from typing import TypeVar
 import grpc
 
 from dref.errors import ClosedError, DRefError
-from dref_raft.commands import Command
+from dref_raft.commands import Command, CompareResult, WatchEvent
 from dref_raft.core.messages import Request, Response
 from dref_raft.errors import (
     CompareUnsupportedError,
@@ -37,9 +37,7 @@ from dref_raft.errors import (
 from dref_raft.transport.base import (
     ClientHandler,
     CompareHandler,
-    CompareResult,
     ConsensusHandler,
-    WatchEvent,
     WatchHandler,
     aclose_iterator,
 )

@@ -22,7 +22,7 @@ from typing import Any, Final
 from google.protobuf.message import DecodeError, EncodeError
 
 from dref_raft._pb import dref_consensus_pb2, dref_ext_pb2, dref_pb2, dref_watch_pb2
-from dref_raft.commands import COMPARE_COMMANDS, Command
+from dref_raft.commands import COMPARE_COMMANDS, Command, CompareResult, WatchEvent
 from dref_raft.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -41,7 +41,6 @@ from dref_raft.core.messages import (
 )
 from dref_raft.core.types import Entry
 from dref_raft.errors import WireError
-from dref_raft.transport.base import DEFAULT_MAX_MESSAGE_BYTES, CompareResult, WatchEvent
 from dref_raft.wire.commands import (
     decode_command,
     encode_command,
@@ -54,6 +53,7 @@ __all__ = [
     "COMPARE_METHOD",
     "CONSENSUS_METHODS",
     "CONSENSUS_SERVICE",
+    "DEFAULT_MAX_MESSAGE_BYTES",
     "EXT_SERVICE",
     "PACKAGE",
     "RAFT_METHODS",
@@ -76,6 +76,9 @@ __all__ = [
     "method_path",
     "parse",
 ]
+
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""Largest message accepted or sent (an InstallSnapshot carries the whole state)."""
 
 PACKAGE: Final = "io.github.tobia80"
 CONSENSUS_SERVICE: Final = f"{PACKAGE}.DRefConsensus"

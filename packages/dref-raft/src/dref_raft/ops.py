@@ -1,15 +1,23 @@
-"""Operation helpers shared by the member backend (`backend.py`) and client mode (`client.py`)."""
+"""Operation helpers shared by the member backend (`member/backend.py`) and client mode
+(`client/backend.py`): compare-and-set paths, fenced `try_lock`, TTL arithmetic."""
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 from dref.errors import BackendTimeoutError
 from dref.spi import Backend, LockGrant
-from dref_raft.commands import Command, CompareAndDelete, CompareAndExpire, CompareAndSet
-from dref_raft.transport.base import CompareResult, LeaderApi
+from dref_raft.commands import (
+    Command,
+    CompareAndDelete,
+    CompareAndExpire,
+    CompareAndSet,
+    CompareResult,
+)
+from dref_raft.transport.base import LeaderApi
 from dref_raft.transport.grpc_client import LeaderClient
 from dref_raft.transport.memory import MemoryNetwork
 
@@ -20,7 +28,13 @@ __all__ = [
     "fenced_try_lock",
     "open_leader_client",
     "remote_expire",
+    "wall_clock_ms",
 ]
+
+
+def wall_clock_ms() -> int:
+    """Unix epoch milliseconds (upstream's TTL clock, docs/protocol.md#ttl-expiry)."""
+    return int(time.time() * 1000)
 
 
 def expire_at_ms(now_ms: int, ttl: float | None) -> int | None:
