@@ -1,16 +1,29 @@
 """A scripted, in-memory cluster of cores for interaction tests (no faults unless asked).
 
 Messages are kept in a list so tests can inspect, drop or reorder them before delivery;
-`stabilize()` delivers until nothing is left. Persistence is implicit (memory).
+`stabilize()` delivers until nothing is left. Every `Ready` goes through the same
+`dref_raft.apply.ReadyApplier` as a member's (with nothing persisted: memory only, and no
+automatic snapshots, so tests compact when they choose).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
-from dref_raft.core import CoreConfig, CoreState, Entry, Message, RaftCore, ReadState, Ready
-from dref_raft.fsm import StateMachine
+from dref_raft.apply import ReadyApplier, StoreWriter
+from dref_raft.core import (
+    CoreConfig,
+    CoreState,
+    Entry,
+    Message,
+    RaftCore,
+    ReadState,
+    Ready,
+    Snapshot,
+    SoftState,
+)
+from dref_raft.fsm import ApplyResult, Changed, StateMachine
 
 __all__ = ["Harness"]
 
@@ -45,23 +58,26 @@ class Harness:
         self.readies: dict[str, list[Ready]] = {i: [] for i in self.ids}
         self.inflight: list[Message] = []
         self.down: set[str] = set()
+        self._appliers: dict[str, ReadyApplier] = {}
 
     def drain(self, node: str) -> None:
-        """Process every `Ready` of `node` (persist implicitly, queue, apply, advance)."""
-        core = self.cores[node]
-        while core.has_ready():
-            ready = core.ready()
+        """Carry out every `Ready` of `node`, recording it and the reads it serves."""
+        applier = self._applier(node)
+        while (ready := applier.next_ready()) is not None:
             self.readies[node].append(ready)
-            if node not in self.down:
-                self.inflight.extend(ready.messages)
-            if ready.snapshot is not None:
-                self.machines[node].install(ready.snapshot.data)
-            for entry in ready.committed:
-                self.machines[node].apply(entry.command)
-                self.applied[node].append(entry)
             self.reads[node].extend(ready.reads)
-            self.dropped_reads[node].extend(ready.dropped_reads)
-            core.advance(ready)
+            applier.handle(ready)
+
+    def _applier(self, node: str) -> ReadyApplier:
+        """The applier of `node`'s current core (a test may replace a core to restart it)."""
+        core = self.cores[node]
+        applier = self._appliers.get(node)
+        if applier is None or applier.core is not core:
+            writer = StoreWriter(None, term=core.term, vote=core.vote, commit=core.commit)
+            effects = _Effects(self, node)
+            applier = ReadyApplier(core, self.machines[node], writer, effects, snapshot_every=0)
+            self._appliers[node] = applier
+        return applier
 
     def drain_all(self) -> None:
         """Drain every node."""
@@ -106,3 +122,32 @@ class Harness:
                 break
         self.stabilize()
         assert core.role.value == "leader", core.role
+
+
+class _Effects:
+    """What one node's `Ready`s do in the harness: queue messages (not while the node is down),
+    record applied entries and dropped reads."""
+
+    def __init__(self, harness: Harness, node: str) -> None:
+        self.harness = harness
+        self.node = node
+
+    def snapshot_installed(self, snapshot: Snapshot, changes: Sequence[Changed]) -> None:
+        """Nothing to record: tests look at `machines`."""
+
+    def entries_truncated(self, from_seq: int) -> None:
+        """Nothing waits on entries in the harness."""
+
+    def send(self, messages: Sequence[Message]) -> None:
+        if self.node not in self.harness.down:
+            self.harness.inflight.extend(messages)
+
+    def entry_applied(self, entry: Entry, result: ApplyResult) -> None:
+        self.harness.applied[self.node].append(entry)
+
+    def read_done(self, request_id: int, ok: bool) -> None:
+        if not ok:
+            self.harness.dropped_reads[self.node].append(request_id)
+
+    def role_changed(self, soft: SoftState) -> None:
+        """Tests read roles from the cores."""
