@@ -31,7 +31,13 @@ import pytest
 
 import dref
 from dref import lock_value
-from dref.errors import CodecError, ElementNotFoundError, LockStolenError, LockTimeoutError
+from dref.errors import (
+    CodecError,
+    ElementNotFoundError,
+    LockStolenError,
+    LockTimeoutError,
+    UnsupportedOperationError,
+)
 from dref_compat.vectors import load_vectors
 
 __all__ = ["BackendConformance", "eventually"]
@@ -473,6 +479,46 @@ class BackendConformance:
                 await waiter
         async with ctx2.lock(name, ttl=self.lock_ttl, timeout=DEADLINE):
             pass
+
+    # -- names ----------------------------------------------------------------------------------
+    async def test_names_lists_live_elements_by_prefix(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        if not ctx.backend.capabilities.names:
+            with pytest.raises(UnsupportedOperationError):
+                await anext(ctx.names(name))
+            pytest.skip("backend does not claim `names`")
+        assert [n async for n in ctx.names(name)] == []
+        await ctx.make(1, f"{name}:a")
+        await ctx.make(2, f"{name}:b")
+        await ctx.make(3, f"{name}x")
+        await ctx.make(4, f"other:{name}")
+        assert sorted([n async for n in ctx.names(f"{name}:")]) == [f"{name}:a", f"{name}:b"]
+        listed = [n async for n in ctx.names(name)]
+        assert sorted(listed) == [f"{name}:a", f"{name}:b", f"{name}x"]  # each name once
+        everything = {n async for n in ctx.names()}
+        assert {f"{name}:a", f"{name}x", f"other:{name}"} <= everything
+        await ctx.ref(f"{name}:a").delete()
+        assert sorted([n async for n in ctx.names(f"{name}:")]) == [f"{name}:b"]
+
+    async def test_names_skips_expired_elements_and_lock_internals(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        if not ctx.backend.capabilities.names:
+            pytest.skip("backend does not claim `names`")
+        await ctx.backend.set(f"{name}:short", b"\x01", ttl=0.2)
+        await ctx.backend.set(f"{name}:kept", b"\x01", ttl=30)
+        async with ctx.lock(f"{name}:lock", ttl=self.lock_ttl):
+            assert sorted([n async for n in ctx.names(name)]) == [
+                f"{name}:kept",
+                f"{name}:lock",
+                f"{name}:short",
+            ]
+
+        async def expired() -> bool:
+            return [n async for n in ctx.names(name)] == [f"{name}:kept"]
+
+        await eventually(expired, what="the expired element and the released lock unlisted")
 
     # -- capabilities ---------------------------------------------------------------------------
     async def test_capabilities_are_declared(self, ctx: dref.DRefContext) -> None:

@@ -22,7 +22,7 @@ from dref.ids import AutoId, ManualId
 from dref.lock import Lock, LockGuard
 from dref.ref import ChangeHandle, ChangeStream, DRef
 from dref.settings import DRefSettings
-from dref.spi import Backend, BackendSpec, Capabilities, LockGrant
+from dref.spi import Backend, BackendSpec, BackendStatus, Capabilities, LockGrant
 
 __version__ = "0.1.0"
 
@@ -30,6 +30,7 @@ __all__ = [
     "AutoId",
     "Backend",
     "BackendSpec",
+    "BackendStatus",
     "Capabilities",
     "ChangeEvent",
     "ChangeHandle",

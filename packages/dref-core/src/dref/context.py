@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Generator
+from collections.abc import AsyncIterator, Coroutine, Generator
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from dref._aio import cancel_and_wait
 from dref.clock import Clock, SystemClock
 from dref.codecs import Codec
-from dref.errors import ClosedError, ConfigurationError
+from dref.errors import ClosedError, ConfigurationError, UnsupportedOperationError
 from dref.ids import IdLike, resolve_name
 from dref.lock import Lock
 from dref.plugins import PluginManager
@@ -91,6 +91,18 @@ class DRefContext(AsyncResource):
         if isinstance(codec, str):
             return self.plugins.codecs.create(codec, self.settings)
         return codec
+
+    async def names(self, prefix: str = "") -> AsyncIterator[str]:
+        """`async for name in ctx.names("user:")`: the names of the live elements starting with
+        `prefix` (every element when empty), each once, in no particular order. Expired elements
+        are never listed. `UnsupportedOperationError` when the backend cannot list names."""
+        self._check_open()
+        if not self.backend.capabilities.names:
+            raise UnsupportedOperationError(
+                f"backend {self.settings.backend!r} cannot list element names"
+            )
+        async for name in self.backend.names(prefix):
+            yield name
 
     # -- locks ------------------------------------------------------------------------------------
     def lock(

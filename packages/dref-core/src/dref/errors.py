@@ -13,6 +13,7 @@ DRefError
 │   └── LockTimeoutError        the lock was not acquired in time (also a builtin TimeoutError)
 ├── ChangeStreamLaggedError     a subscriber fell behind its bounded buffer: resynchronise
 ├── ClosedError                 the context or stream was closed
+├── UnsupportedOperationError   the backend does not offer this operation (names both)
 └── BackendError                the backend failed; the library's exception is chained
     ├── BackendUnavailableError the backend could not be reached in time
     ├── BackendTimeoutError     an operation did not finish in time (also a builtin TimeoutError)
@@ -54,6 +55,7 @@ __all__ = [
     "PluginError",
     "PluginLoadError",
     "QuorumLostError",
+    "UnsupportedOperationError",
 ]
 
 
@@ -168,6 +170,11 @@ class ChangeStreamLaggedError(DRefError):
 
 class ClosedError(DRefError, RuntimeError):
     """The context, backend or stream has been closed."""
+
+
+class UnsupportedOperationError(DRefError, NotImplementedError):
+    """The backend (or the server it talks to) does not offer this operation, e.g. `names()`
+    on a backend without the `names` capability; the message names the backend and what."""
 
 
 class BackendError(DRefError):

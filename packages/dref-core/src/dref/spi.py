@@ -6,6 +6,9 @@ core and is written once over this interface.
 
 Required: `get`, `set`, `set_if_not_exist`, `delete`, `expire`, `subscribe`, `aclose`.
 
+Optional, for tools (`dref ls`, `dref status`): `names` (announced by the `names` capability)
+lists the live elements; `status` describes the backend and its servers.
+
 Optional native paths, announced by `capabilities`:
 - `compare_and_set` / `compare_and_swap` (`native_cas`): core's `modify` uses them instead of the
   portable lock protocol.
@@ -20,12 +23,13 @@ implementation (see `dref.hookspecs`) and a `dref.backends` entry point naming t
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dref.changes import ChangeEvent, Subscription
 from dref.clock import Clock
+from dref.errors import UnsupportedOperationError
 
 if TYPE_CHECKING:
     from pydantic_settings import BaseSettings
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Backend",
     "BackendSpec",
+    "BackendStatus",
     "Capabilities",
     "ChangeEvent",
     "LockGrant",
@@ -65,6 +70,19 @@ class Capabilities:
     lock_queue: bool = False
     """A failed `try_lock` puts its token in line: the lock goes to waiters first come, first
     served. `release_lock` of a token that does not hold the lock takes it out of the line."""
+    names: bool = False
+    """`names(prefix)` lists the live elements: every name that exists, never an expired one."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStatus:
+    """What `Backend.status()` reports (`dref status`): one line, and a row per server or member.
+
+    Every row has the same keys (the columns of `dref status`'s table); values are JSON-able.
+    """
+
+    summary: str
+    rows: tuple[Mapping[str, object], ...] = field(default=())
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +129,22 @@ class Backend(abc.ABC):
     async def aclose(self) -> None:
         """Release connections and tasks; idempotent."""
         return
+
+    # -- optional, for tools ----------------------------------------------------------------------
+    def names(self, prefix: str = "") -> AsyncIterator[str]:
+        """Names of the live elements that start with `prefix`, each once, in no particular order;
+        never an expired element nor a backend's internal key. Requires the `names` capability.
+
+        An element created or deleted while the listing runs may or may not be listed.
+        """
+        raise UnsupportedOperationError(
+            f"{type(self).__name__} cannot list element names (no `names` capability)"
+        )
+
+    async def status(self) -> BackendStatus:
+        """A description of the backend for `dref status`: override to add servers or members
+        (their reachability, role, latency, …)."""
+        return BackendStatus(type(self).__name__)
 
     # -- optional native paths --------------------------------------------------------------------
     async def compare_and_set(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+from collections.abc import AsyncIterator
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,7 +15,7 @@ from dref.changes import Subscription
 from dref.clock import Clock, SystemClock
 from dref.errors import ClosedError, ConfigurationError
 from dref.settings import DRefSettings
-from dref.spi import Backend, Capabilities, LockGrant
+from dref.spi import Backend, BackendStatus, Capabilities, LockGrant
 from dref_inmemory.store import Store
 
 __all__ = ["InMemoryBackend", "InMemorySettings", "open_backend", "reset"]
@@ -65,6 +67,7 @@ class InMemoryBackend(Backend):
         owner_checked_locks=True,
         exact_events=True,
         expiry_events=True,
+        names=True,
     )
 
     def __init__(self, store: Store, *, default_ttl: float, change_buffer: int) -> None:
@@ -104,6 +107,17 @@ class InMemoryBackend(Backend):
 
     async def subscribe(self, name: str) -> Subscription:
         return self._live().hub.subscribe(name, self._change_buffer)
+
+    async def names(self, prefix: str = "") -> AsyncIterator[str]:
+        for name in self._live().names(prefix):
+            yield name
+
+    async def status(self) -> BackendStatus:
+        store = self._live()
+        return BackendStatus(
+            f"in-memory store {store.namespace!r} of this process (pid {os.getpid()}): "
+            f"{len(store)} elements; other processes, the dref command included, have their own"
+        )
 
     async def compare_and_set(
         self, name: str, expected: bytes, value: bytes, ttl: float | None = None

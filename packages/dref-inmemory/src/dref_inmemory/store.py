@@ -126,6 +126,11 @@ class Store:
         self._fences[name] = fence
         return fence
 
+    def names(self, prefix: str = "") -> list[str]:
+        """Names of the live elements starting with `prefix`, sorted (expired ones are purged)."""
+        self.purge()
+        return sorted(name for name in self._data if name.startswith(prefix))
+
     def __len__(self) -> int:
         self.purge()
         return len(self._data)

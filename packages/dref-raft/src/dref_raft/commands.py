@@ -18,6 +18,8 @@ __all__ = [
     "DeleteElement",
     "DeleteIfExpired",
     "ExpireElement",
+    "MemberStatus",
+    "NamesPage",
     "NoOp",
     "SetElement",
     "SetIfNotExist",
@@ -156,3 +158,28 @@ class CompareResult:
     matched: bool
     current: bytes | None
     seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class NamesPage:
+    """One page of live element names (`DRefExt/Names`): sorted; `more` when others follow."""
+
+    names: tuple[str, ...]
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    """A member's own view of its Raft state (`DRefExt/Status`).
+
+    `last_contact_ms`: milliseconds since it last heard from the leader (0 on the leader;
+    None: never).
+    """
+
+    node_id: str
+    role: str
+    term: int
+    commit: int
+    applied: int
+    leader: str | None
+    last_contact_ms: int | None

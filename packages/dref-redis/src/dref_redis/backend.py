@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple, TypeVar
 
 from redis.asyncio import Redis
@@ -16,11 +17,11 @@ from dref import change_payload
 from dref.changes import ChangeHub, Subscription
 from dref.clock import Clock, SystemClock
 from dref.errors import BackendUnavailableError, ClosedError, DRefError
-from dref.spi import Backend, Capabilities, LockGrant
+from dref.spi import Backend, BackendStatus, Capabilities, LockGrant
 from dref_redis import scripts
 from dref_redis.connection import Connections
 from dref_redis.errors import map_error
-from dref_redis.keys import CHANNEL, KeyLayout, fence_key, lives_key, queue_key
+from dref_redis.keys import CHANNEL, KeyLayout, fence_key, is_companion, lives_key, queue_key
 from dref_redis.lane import CommandLane, ScriptCommand, pack
 from dref_redis.listener import ChangeListener
 from dref_redis.payloads import PayloadEncoder
@@ -75,6 +76,7 @@ class RedisBackend(Backend):
             exact_events=False,
             expiry_events=False,
             lock_queue=True,
+            names=True,
         )
         self.keys = KeyLayout(settings.key_prefix)
         self.hub = ChangeHub(change_buffer)
@@ -234,6 +236,78 @@ class RedisBackend(Backend):
                 await self._lane.aclose()
             await self._conns.aclose()
 
+    # -- tools ------------------------------------------------------------------------------------
+    async def names(self, prefix: str = "") -> AsyncIterator[str]:
+        """SCAN with a MATCH of the key prefix (every primary in Cluster); fence, queue and lives
+        keys are skipped, so are keys that are not UTF-8. Redis never returns an expired key."""
+        pattern = _glob_escape(self.keys.key(prefix)) + b"*"
+        seen: set[str] = set()
+        client = self._client
+        if isinstance(client, RedisCluster):
+            targets: list[Any] = list(
+                await self._call("names", prefix, _async(client.get_primaries))
+            )
+        else:
+            targets = [None]
+        for node in targets:
+            cursor = b"0"
+            while True:
+                cursor, keys = await self._scan(node, cursor, pattern)
+                for key in keys:
+                    name = self.keys.name_of(key)
+                    if name is None or name in seen or is_companion(key):
+                        continue
+                    seen.add(name)
+                    yield name
+                if cursor in (b"0", 0):
+                    break
+
+    async def _scan(self, node: Any, cursor: bytes, pattern: bytes) -> tuple[bytes, list[bytes]]:
+        lane = self._lane
+        if lane is None:
+            client = self._client
+            reply = await self._call(
+                "names",
+                None,
+                lambda: client.scan(int(cursor), match=pattern, count=1000, target_nodes=node),
+            )
+        else:
+            packed = pack(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", b"1000")
+            reply = await self._call("names", None, lambda: lane.execute(packed))
+        next_cursor, keys = reply
+        if isinstance(next_cursor, dict):  # redis-py's Cluster reply: node name → cursor
+            (next_cursor,) = next_cursor.values()
+        if isinstance(next_cursor, int):
+            next_cursor = b"%d" % next_cursor
+        return next_cursor, list(keys)
+
+    async def status(self) -> BackendStatus:
+        """Each server: its address, role and version, and the round trip of one PING."""
+        client = self._client
+        rows: list[dict[str, object]] = []
+        if isinstance(client, RedisCluster):
+            await self._call("status", None, _async(client.get_nodes))
+            for node in client.get_nodes():
+                address = f"{node.host}:{node.port}"
+                try:
+                    latency, info = await self._call("status", None, _probe(client, node))
+                except DRefError as exc:
+                    rows.append(_server_row(address, None, None, str(exc)))
+                else:
+                    rows.append(_server_row(address, _info(info), latency))
+        else:
+            started = time.perf_counter()
+            await self._command("status", "", "PING")
+            latency = time.perf_counter() - started
+            info = await self._command("status", "", "INFO")
+            rows.append(_server_row(self._where, _info(info), latency))
+        kind = (
+            "Cluster"
+            if self.settings.cluster
+            else ("Sentinel" if self.settings.sentinel_master else "single server")
+        )
+        return BackendStatus(f"redis ({kind}) at {self._where}", tuple(rows))
+
     # -- native paths -----------------------------------------------------------------------------
     async def compare_and_set(
         self, name: str, expected: bytes, value: bytes, ttl: float | None = None
@@ -283,3 +357,58 @@ class RedisBackend(Backend):
         args = [token, self._payload(key, None), _CHANNEL]
         keys = [key, queue_key(key), lives_key(key)]
         return bool(await self._run(self._release_lock, "release_lock", name, keys, args))
+
+
+def _glob_escape(raw: bytes) -> bytes:
+    """`raw` as a literal in a Redis glob pattern (MATCH)."""
+    out = bytearray()
+    for byte in raw:
+        if byte in b"*?[]\\^-":
+            out += b"\\"
+        out.append(byte)
+    return bytes(out)
+
+
+def _async(fn: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    async def call() -> T:
+        return fn()
+
+    return call
+
+
+def _probe(client: RedisCluster, node: Any) -> Callable[[], Awaitable[tuple[float, object]]]:
+    """PING `node` (timed), then INFO."""
+
+    async def probe() -> tuple[float, object]:
+        started = time.perf_counter()
+        await client.execute_command("PING", target_nodes=node)
+        latency = time.perf_counter() - started
+        return latency, await client.execute_command("INFO", target_nodes=node)
+
+    return probe
+
+
+def _info(reply: object) -> dict[str, str]:
+    """INFO's reply as a dict (redis-py parses it in Cluster; the lane gives the raw text)."""
+    if isinstance(reply, dict):
+        return {str(k): str(v) for k, v in reply.items()}
+    text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and not line.startswith("#"):
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _server_row(
+    address: str, info: dict[str, str] | None, latency: float | None, error: str = ""
+) -> dict[str, object]:
+    info = info or {}
+    return {
+        "server": address,
+        "role": info.get("role", "unreachable" if error else "?"),
+        "version": info.get("redis_version", ""),
+        "latency_ms": None if latency is None else round(latency * 1000, 3),
+        "error": error,
+    }

@@ -26,6 +26,7 @@ __all__ = [
     "KeyLayout",
     "fence_key",
     "hash_tag",
+    "is_companion",
     "lives_key",
     "queue_key",
 ]
@@ -80,6 +81,33 @@ def queue_key(key: bytes) -> bytes:
 def lives_key(key: bytes) -> bytes:
     """The hash of lock key `key`'s waiters to the end of their wait, in the same slot."""
     return _companion(key, LIVES_SUFFIX.encode())
+
+
+_SUFFIXES = (FENCE_SUFFIX.encode(), QUEUE_SUFFIX.encode(), LIVES_SUFFIX.encode())
+
+
+def is_companion(key: bytes) -> bool:
+    """Whether `key` is a fence, queue or lives key of some lock key (dref's internal keys).
+
+    Exact: true only when `key` is what `fence_key`/`queue_key`/`lives_key` make of a key, so
+    an element whose name merely contains a suffix is still an element.
+    """
+    for suffix in _SUFFIXES:
+        at = key.find(suffix)
+        while at >= 0:
+            end = at + len(suffix)
+            if end == len(key):  # `{k}<suffix>` or `k<suffix>`
+                bases = [key[:at]]
+                if key.startswith(b"{") and key[at - 1 : at] == b"}":
+                    bases.append(key[1 : at - 1])
+            elif key[end : end + 1] == b":":  # `{t}<suffix>:k`
+                bases = [key[end + 1 :]]
+            else:
+                bases = []
+            if any(_companion(base, suffix) == key for base in bases):
+                return True
+            at = key.find(suffix, at + 1)
+    return False
 
 
 @functools.lru_cache(maxsize=4096)

@@ -39,6 +39,16 @@ class DRefExtStub(object):
                 request_serializer=dref__ext__pb2.CompareRequest.SerializeToString,
                 response_deserializer=dref__ext__pb2.CompareResponse.FromString,
                 _registered_method=True)
+        self.Names = channel.unary_unary(
+                '/io.github.tobia80.DRefExt/Names',
+                request_serializer=dref__ext__pb2.NamesRequest.SerializeToString,
+                response_deserializer=dref__ext__pb2.NamesResponse.FromString,
+                _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/io.github.tobia80.DRefExt/Status',
+                request_serializer=dref__ext__pb2.StatusRequest.SerializeToString,
+                response_deserializer=dref__ext__pb2.StatusResponse.FromString,
+                _registered_method=True)
 
 
 class DRefExtServicer(object):
@@ -50,6 +60,20 @@ class DRefExtServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Names(self, request, context):
+        """The live element names, a page at a time (leader only; others answer not-leader).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Status(self, request, context):
+        """The member's Raft state (any member answers for itself).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DRefExtServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +81,16 @@ def add_DRefExtServicer_to_server(servicer, server):
                     servicer.Compare,
                     request_deserializer=dref__ext__pb2.CompareRequest.FromString,
                     response_serializer=dref__ext__pb2.CompareResponse.SerializeToString,
+            ),
+            'Names': grpc.unary_unary_rpc_method_handler(
+                    servicer.Names,
+                    request_deserializer=dref__ext__pb2.NamesRequest.FromString,
+                    response_serializer=dref__ext__pb2.NamesResponse.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=dref__ext__pb2.StatusRequest.FromString,
+                    response_serializer=dref__ext__pb2.StatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +120,60 @@ class DRefExt(object):
             '/io.github.tobia80.DRefExt/Compare',
             dref__ext__pb2.CompareRequest.SerializeToString,
             dref__ext__pb2.CompareResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Names(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.github.tobia80.DRefExt/Names',
+            dref__ext__pb2.NamesRequest.SerializeToString,
+            dref__ext__pb2.NamesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/io.github.tobia80.DRefExt/Status',
+            dref__ext__pb2.StatusRequest.SerializeToString,
+            dref__ext__pb2.StatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

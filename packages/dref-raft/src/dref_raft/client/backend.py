@@ -19,15 +19,15 @@ import asyncio
 import enum
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from dref.changes import ChangeEvent, ChangeHub, Subscription
 from dref.clock import Clock
 from dref.errors import BackendTimeoutError, ClosedError, ConfigurationError, NoLeaderError
 from dref.settings import DRefSettings
-from dref.spi import Backend, Capabilities, LockGrant
-from dref_raft.commands import Command, CompareResult, WatchEvent
+from dref.spi import Backend, BackendStatus, Capabilities, LockGrant
+from dref_raft.commands import Command, CompareResult, MemberStatus, NamesPage, WatchEvent
 from dref_raft.member.registry import local_members
 from dref_raft.ops import (
     CompareOps,
@@ -39,6 +39,7 @@ from dref_raft.ops import (
     wall_clock_ms,
 )
 from dref_raft.settings import RaftSettings, parse_endpoint
+from dref_raft.tools import cluster_status, paged_names
 from dref_raft.transport.base import LeaderApi, WatchApi
 from dref_raft.transport.grpc_client import WatchClient
 from dref_raft.transport.memory import MemoryNetwork
@@ -165,6 +166,7 @@ class RaftClientBackend(CompareOps):
             native_cas=native,
             owner_checked_locks=native,
             expiry_events=True,
+            names=True,
         )
         self._members = members
         self._order = list(members)
@@ -202,15 +204,9 @@ class RaftClientBackend(CompareOps):
         deadline = loop.time() + self.settings.op_timeout
 
         async def op(target: str) -> T:
-            address = self._members.get(target)
-            if address is None:
+            if target not in self._members:
                 raise NoLeaderError(f"leader {target!r} is not among the configured endpoints")
-            client = self._leaders.get(target)
-            if client is None:
-                client = open_leader_client(
-                    address, target, self.settings.op_timeout, self._network, self._source
-                )
-                self._leaders[target] = client
+            client = self._client_of(target)
             try:
                 result = await remote(client, max(0.001, deadline - loop.time()))
             except Exception:
@@ -310,6 +306,40 @@ class RaftClientBackend(CompareOps):
                 self.settings.op_timeout,
                 "by this client's watch",
             )
+
+    # -- tools ------------------------------------------------------------------------------------
+    def names(self, prefix: str = "") -> AsyncIterator[str]:
+        """From the leader over `DRefExt/Names` (read barrier there), a page at a time; a leader
+        without it (upstream) raises `UnsupportedOperationError`."""
+
+        def page(after: str) -> Awaitable[NamesPage]:
+            return self._call(lambda c, left: c.names(prefix, after, timeout=left))
+
+        return paged_names(page)
+
+    def _client_of(self, node_id: str) -> LeaderApi:
+        client = self._leaders.get(node_id)
+        if client is None:
+            client = open_leader_client(
+                self._members[node_id],
+                node_id,
+                self.settings.op_timeout,
+                self._network,
+                self._source,
+            )
+            self._leaders[node_id] = client
+        return client
+
+    async def status(self) -> BackendStatus:
+        """Every configured member's own view over `DRefExt/Status`, asked at once."""
+        self._check()
+        timeout = self.settings.op_timeout
+
+        async def fetch(node_id: str) -> MemberStatus:
+            return await self._client_of(node_id).status(timeout=timeout)
+
+        summary = f"raft client of {len(self._members)} members ({self.settings.transport})"
+        return await cluster_status(summary, dict(self._members), fetch)
 
     async def aclose(self) -> None:
         if self._closed:

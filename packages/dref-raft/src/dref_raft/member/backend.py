@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from dref.changes import Subscription
 from dref.clock import Clock
 from dref.errors import ClosedError, ConfigurationError
 from dref.settings import DRefSettings
-from dref.spi import Backend, Capabilities, LockGrant
-from dref_raft.commands import Command, CompareResult, ExpireElement
+from dref.spi import Backend, BackendStatus, Capabilities, LockGrant
+from dref_raft.commands import Command, CompareResult, ExpireElement, MemberStatus, NamesPage
 from dref_raft.member.handler import NodeClientHandler
 from dref_raft.member.registry import Member, local_members
 from dref_raft.ops import CompareOps, expire_at_ms, fenced_try_lock, remote_expire
 from dref_raft.settings import RaftSettings
+from dref_raft.tools import cluster_status, paged_names
 from dref_raft.transport.base import LeaderApi
 from dref_raft.transport.retry import with_leader
 
@@ -59,6 +60,7 @@ class RaftBackend(CompareOps):
             owner_checked_locks=native,
             exact_events=True,
             expiry_events=True,
+            names=True,
         )
 
     # -- routing ----------------------------------------------------------------------------------
@@ -148,6 +150,32 @@ class RaftBackend(CompareOps):
             return
         self._closed = True
         await local_members.release(self.member)
+
+    # -- tools ------------------------------------------------------------------------------------
+    def names(self, prefix: str = "") -> AsyncIterator[str]:
+        """From the leader's state machine after a read barrier (this member's when it leads,
+        else over `DRefExt/Names`), a page of names at a time."""
+
+        def page(after: str) -> Awaitable[NamesPage]:
+            return self._route(
+                lambda h: h.names(prefix, after, 0),
+                lambda c, left: c.names(prefix, after, timeout=left),
+            )
+
+        return paged_names(page)
+
+    async def status(self) -> BackendStatus:
+        """Every member's own view: this one's directly, the others' over `DRefExt/Status`."""
+        self._check()
+        timeout = self.settings.op_timeout
+
+        async def fetch(node_id: str) -> MemberStatus:
+            if node_id == self.node.id:
+                return self.member.handler.status()
+            return await self.member.leader_client(node_id).status(timeout=timeout)
+
+        summary = f"raft member {self.node.id} in this process ({self.settings.transport})"
+        return await cluster_status(summary, dict(self.settings.members), fetch)
 
     # -- native paths -----------------------------------------------------------------------------
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:

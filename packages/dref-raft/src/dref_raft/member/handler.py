@@ -1,4 +1,4 @@
-"""`NodeClientHandler`: what a member serves to clients (`DRefRaft`, `DRefExt/Compare`).
+"""`NodeClientHandler`: what a member serves to clients (`DRefRaft`, `DRefExt`).
 
 Data operations are served when this member leads; elsewhere they are refused with the leader's
 id (`NotLeaderError`) so that the caller retries there.
@@ -16,6 +16,8 @@ from dref_raft.commands import (
     CompareResult,
     DeleteElement,
     ExpireElement,
+    MemberStatus,
+    NamesPage,
     SetElement,
     SetIfNotExist,
 )
@@ -23,11 +25,14 @@ from dref_raft.fsm import ApplyResult
 from dref_raft.member.node import RaftNode
 from dref_raft.settings import RaftSettings
 
-__all__ = ["NodeClientHandler"]
+__all__ = ["NAMES_PAGE", "NodeClientHandler"]
+
+NAMES_PAGE = 1000
+"""Names per `DRefExt/Names` answer when the request sets no (or a larger) limit."""
 
 
 class NodeClientHandler:
-    """`ClientHandler` (DRefRaft) and `CompareHandler` (DRefExt) of a member.
+    """`ClientHandler` (DRefRaft), `CompareHandler` and `InfoHandler` (DRefExt) of a member.
 
     Serves data operations when this member leads.
     """
@@ -95,3 +100,31 @@ class NodeClientHandler:
                 stamped = CompareAndExpire(command.name, command.expected, command.expire_at, now)
         seq, result = await self.node.propose(stamped, self.settings.op_timeout)
         return CompareResult(bool(result.created), result.current, seq)
+
+    async def names(self, prefix: str, after: str, limit: int) -> NamesPage:
+        """dref-only (`DRefExt/Names`): a sorted page of the live names starting with `prefix`
+        after `after`, read from this leader's state machine after a read barrier."""
+        self._check_leader()
+        await self.node.read_barrier(self.settings.op_timeout)
+        limit = NAMES_PAGE if limit <= 0 else min(limit, NAMES_PAGE)
+        now = self.node.wall_ms()
+        found = sorted(
+            name
+            for name, element in self.node.machine.elements().items()
+            if name.startswith(prefix) and name > after and not element.expired(now)
+        )
+        return NamesPage(tuple(found[:limit]), len(found) > limit)
+
+    def status(self) -> MemberStatus:
+        """dref-only (`DRefExt/Status`): this member's own view of its Raft state."""
+        node = self.node
+        contact = node.last_contact()
+        return MemberStatus(
+            node_id=node.id,
+            role=node.role.value,
+            term=node.term,
+            commit=node.core.commit,
+            applied=node.applied,
+            leader=node.leader_id,
+            last_contact_ms=None if contact is None else int(contact * 1000),
+        )

@@ -19,6 +19,7 @@ import heapq
 import itertools
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -177,6 +178,7 @@ class RaftNode:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaping: set[str] = set()
         self._leader_changed = asyncio.Event()
+        self._leader_contact: float | None = None  # time.monotonic() of the last leader message
         writer = StoreWriter(
             stores, term=self.core.term, vote=self.core.vote, commit=self.core.commit
         )
@@ -252,6 +254,14 @@ class RaftNode:
     @property
     def applied(self) -> int:
         return self.core.applied
+
+    def last_contact(self) -> float | None:
+        """Seconds since this node last heard from the leader (0 when it leads; None: never)."""
+        if self.is_leader:
+            return 0.0
+        if self._leader_contact is None:
+            return None
+        return time.monotonic() - self._leader_contact
 
     def all_peers_dref(self) -> bool:
         """Whether every other voter has advertised the dref extensions."""
@@ -429,6 +439,8 @@ class RaftNode:
             if future.done():
                 return
             self.core.step(request)
+            if request.sender == self.core.leader_id:
+                self._leader_contact = time.monotonic()
             self._replies.setdefault(key, deque()).append(future)
             self._unanswered.append((key, future))
 

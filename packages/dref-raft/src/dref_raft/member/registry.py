@@ -139,7 +139,13 @@ class MemberRegistry:
         try:
             if network is not None:
                 network.serve(
-                    settings.address, settings.node_id, node, handler, watch, compare=handler
+                    settings.address,
+                    settings.node_id,
+                    node,
+                    handler,
+                    watch,
+                    compare=handler,
+                    info=handler,
                 )
             else:
                 member.server = GrpcServer(
@@ -148,6 +154,7 @@ class MemberRegistry:
                     handler,
                     watch,
                     compare=handler,
+                    info=handler,
                     host=settings.host,
                     port=settings.port,
                 )

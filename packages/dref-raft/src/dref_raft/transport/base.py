@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from dref_raft.commands import Command, CompareResult, WatchEvent
+from dref_raft.commands import Command, CompareResult, MemberStatus, NamesPage, WatchEvent
 from dref_raft.core.messages import Request, Response
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "ClientHandler",
     "CompareHandler",
     "ConsensusHandler",
+    "InfoHandler",
     "LeaderApi",
     "PeerTransport",
     "WatchApi",
@@ -85,6 +86,19 @@ class CompareHandler(Protocol):
         ...
 
 
+class InfoHandler(Protocol):
+    """Serves `DRefExt/Names` and `DRefExt/Status` (dref-only tools: `dref ls`, `dref status`)."""
+
+    async def names(self, prefix: str, after: str, limit: int) -> NamesPage:
+        """Live names starting with `prefix`, sorting after `after`, at most `limit` (0: the
+        member's page size); on the leader after a read barrier (else `NotLeaderError`)."""
+        ...
+
+    def status(self) -> MemberStatus:
+        """This member's own view of its Raft state."""
+        ...
+
+
 class WatchHandler(Protocol):
     """Serves `DRefWatch`: committed changes of `names` (all when empty) after `from_seq`."""
 
@@ -131,6 +145,16 @@ class LeaderApi(Protocol):
 
     async def compare(self, command: Command, *, timeout: float | None = None) -> CompareResult:
         """`DRefExt/Compare` (dref nodes only; `CompareUnsupportedError` from upstream)."""
+        ...
+
+    async def names(
+        self, prefix: str, after: str = "", limit: int = 0, *, timeout: float | None = None
+    ) -> NamesPage:
+        """`DRefExt/Names` (dref nodes only; `UnsupportedOperationError` from upstream)."""
+        ...
+
+    async def status(self, *, timeout: float | None = None) -> MemberStatus:
+        """`DRefExt/Status` (dref nodes only; `UnsupportedOperationError` from upstream)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -14,9 +14,9 @@ from typing import Any, Final
 
 import grpc
 
-from dref.errors import ClosedError, DRefError
+from dref.errors import ClosedError, DRefError, UnsupportedOperationError
 from dref.resources import AsyncResource
-from dref_raft.commands import Command, CompareResult, WatchEvent
+from dref_raft.commands import Command, CompareResult, MemberStatus, NamesPage, WatchEvent
 from dref_raft.core.messages import Request, Response
 from dref_raft.errors import (
     CompareUnsupportedError,
@@ -237,6 +237,44 @@ class LeaderClient(AsyncResource):
             raise TransportError(f"{self.address}: Compare: undecodable response: {exc}") from exc
         self.applied_seq = max(self.applied_seq, result.seq)
         return result
+
+    async def _ext(self, method: str, data: bytes, timeout: float | None) -> bytes:
+        """One unary `DRefExt` call; UNIMPLEMENTED (an upstream or older member) →
+        `UnsupportedOperationError`, other failures as for `DRefRaft`."""
+        wait = self.timeout if timeout is None else timeout
+        channel = self._channels.get(self.address)
+        rpc = channel.unary_unary(messages.method_path(messages.EXT_SERVICE, method))
+        try:
+            answer: bytes = await rpc(data, timeout=wait)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                raise UnsupportedOperationError(
+                    f"raft member at {self.address} does not serve DRefExt/{method} "
+                    "(an upstream node, or a dref node older than this method)"
+                ) from exc
+            if exc.code() in _REBUILD_CODES:
+                self._channels.drop(self.address, channel, wait)
+            raise error_of(exc.code(), exc.details(), self.address) from exc
+        return answer
+
+    async def names(
+        self, prefix: str, after: str = "", limit: int = 0, *, timeout: float | None = None
+    ) -> NamesPage:
+        """`DRefExt/Names` (dref nodes only): a page of live names, from the leader."""
+        data = messages.encode_names_request(prefix, after, limit)
+        answer = await self._ext(messages.NAMES_METHOD, data, timeout)
+        try:
+            return messages.decode_names_response(answer, self._max)
+        except WireError as exc:
+            raise TransportError(f"{self.address}: Names: undecodable response: {exc}") from exc
+
+    async def status(self, *, timeout: float | None = None) -> MemberStatus:
+        """`DRefExt/Status` (dref nodes only): the member's own Raft state."""
+        answer = await self._ext(messages.STATUS_METHOD, messages.encode_status_request(), timeout)
+        try:
+            return messages.decode_member_status(answer, self._max)
+        except WireError as exc:
+            raise TransportError(f"{self.address}: Status: undecodable response: {exc}") from exc
 
     async def aclose(self) -> None:
         """Close the channel."""

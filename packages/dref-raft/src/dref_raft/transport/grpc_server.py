@@ -37,6 +37,7 @@ from dref_raft.transport.base import (
     ClientHandler,
     CompareHandler,
     ConsensusHandler,
+    InfoHandler,
     WatchHandler,
     aclose_iterator,
 )
@@ -88,6 +89,7 @@ class GrpcServer(AsyncResource):
         watch: WatchHandler | None = None,
         *,
         compare: CompareHandler | None = None,
+        info: InfoHandler | None = None,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -97,6 +99,7 @@ class GrpcServer(AsyncResource):
         self._client = client
         self._watch = watch
         self._compare = compare
+        self._info = info
         self._host = host
         self._requested_port = port
         self._max = max_message_bytes
@@ -184,17 +187,14 @@ class GrpcServer(AsyncResource):
                     {messages.WATCH_METHOD: grpc.unary_stream_rpc_method_handler(self._watch_rpc)},
                 )
             )
+        ext: dict[str, Any] = {}
         if self._compare is not None:
-            handlers.append(
-                grpc.method_handlers_generic_handler(
-                    messages.EXT_SERVICE,
-                    {
-                        messages.COMPARE_METHOD: grpc.unary_unary_rpc_method_handler(
-                            self._compare_rpc
-                        )
-                    },
-                )
-            )
+            ext[messages.COMPARE_METHOD] = grpc.unary_unary_rpc_method_handler(self._compare_rpc)
+        if self._info is not None:
+            ext[messages.NAMES_METHOD] = grpc.unary_unary_rpc_method_handler(self._names_rpc)
+            ext[messages.STATUS_METHOD] = grpc.unary_unary_rpc_method_handler(self._status_rpc)
+        if ext:
+            handlers.append(grpc.method_handlers_generic_handler(messages.EXT_SERVICE, ext))
         return tuple(handlers)
 
     # ------------------------------------------------------------------ DRefConsensus
@@ -314,6 +314,29 @@ class GrpcServer(AsyncResource):
                 _log_failure(exc, "node %s: DRefExt/%s failed", self.node_id, method)
             await context.abort(code, details)
             raise AssertionError("unreachable") from None
+
+    async def _names_rpc(self, data: bytes, context: Any) -> bytes:
+        """`DRefExt/Names`: statuses as for `DRefRaft` (a follower answers not-leader)."""
+        assert self._info is not None
+        method = messages.NAMES_METHOD
+        try:
+            prefix, after, limit = messages.decode_names_request(data, self._max)
+        except WireError as exc:
+            await _reject(context, "DRefExt", method, exc)
+            raise AssertionError("unreachable") from None
+        try:
+            return messages.encode_names_response(await self._info.names(prefix, after, limit))
+        except Exception as exc:
+            code, details = status_of(exc)
+            if isinstance(exc, ClosedError) or code == grpc.StatusCode.INTERNAL:
+                _log_failure(exc, "node %s: DRefExt/%s failed", self.node_id, method)
+            await context.abort(code, details)
+            raise AssertionError("unreachable") from None
+
+    async def _status_rpc(self, data: bytes, context: Any) -> bytes:
+        """`DRefExt/Status`: this member's Raft state."""
+        assert self._info is not None
+        return messages.encode_member_status(self._info.status())
 
     # ------------------------------------------------------------------ DRefWatch
 

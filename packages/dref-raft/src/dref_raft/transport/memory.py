@@ -25,8 +25,8 @@ from typing import TypeVar
 
 import grpc
 
-from dref.errors import ClosedError, DRefError
-from dref_raft.commands import Command, CompareResult, WatchEvent
+from dref.errors import ClosedError, DRefError, UnsupportedOperationError
+from dref_raft.commands import Command, CompareResult, MemberStatus, NamesPage, WatchEvent
 from dref_raft.core.messages import Request, Response
 from dref_raft.errors import (
     CompareUnsupportedError,
@@ -38,6 +38,7 @@ from dref_raft.transport.base import (
     ClientHandler,
     CompareHandler,
     ConsensusHandler,
+    InfoHandler,
     WatchHandler,
     aclose_iterator,
 )
@@ -63,6 +64,7 @@ class _Host:
     client: ClientHandler | None
     watch: WatchHandler | None
     compare: CompareHandler | None = None
+    info: InfoHandler | None = None
 
 
 @dataclass
@@ -86,9 +88,10 @@ class MemoryNetwork:
         watch: WatchHandler | None = None,
         *,
         compare: CompareHandler | None = None,
+        info: InfoHandler | None = None,
     ) -> None:
         """Start serving the handlers at `address` (like `GrpcServer.start`)."""
-        self._hosts[address] = _Host(node_id, consensus, client, watch, compare)
+        self._hosts[address] = _Host(node_id, consensus, client, watch, compare, info)
 
     def stop(self, address: str) -> None:
         """Stop serving `address`; calls to it fail like a refused connection."""
@@ -264,6 +267,39 @@ class MemoryLeaderClient:
         result = messages.decode_compare_response(await self._run(what, timeout, call))
         self.applied_seq = max(self.applied_seq, result.seq)
         return result
+
+    def _info(self, what: str) -> InfoHandler:
+        handler = self._net._host(self.source, self.address, what).info
+        if handler is None:
+            raise UnsupportedOperationError(
+                f"raft member at {self.address} does not serve DRefExt/{what} "
+                "(an upstream node, or a dref node older than this method)"
+            )
+        return handler
+
+    async def names(
+        self, prefix: str, after: str = "", limit: int = 0, *, timeout: float | None = None
+    ) -> NamesPage:
+        """`DRefExt/Names` through the wire conversion, like `LeaderClient.names`."""
+        what = messages.NAMES_METHOD
+        handler = self._info(what)
+        data = messages.encode_names_request(prefix, after, limit)
+        received = messages.decode_names_request(data)
+
+        async def call(_: ClientHandler) -> bytes:
+            return messages.encode_names_response(await handler.names(*received))
+
+        return messages.decode_names_response(await self._run(what, timeout, call))
+
+    async def status(self, *, timeout: float | None = None) -> MemberStatus:
+        """`DRefExt/Status` through the wire conversion, like `LeaderClient.status`."""
+        what = messages.STATUS_METHOD
+        handler = self._info(what)
+
+        async def call(_: ClientHandler) -> bytes:
+            return messages.encode_member_status(handler.status())
+
+        return messages.decode_member_status(await self._run(what, timeout, call))
 
     async def aclose(self) -> None:
         pass

@@ -22,7 +22,14 @@ from typing import Any, Final
 from google.protobuf.message import DecodeError, EncodeError
 
 from dref_raft._pb import dref_consensus_pb2, dref_ext_pb2, dref_pb2, dref_watch_pb2
-from dref_raft.commands import COMPARE_COMMANDS, Command, CompareResult, WatchEvent
+from dref_raft.commands import (
+    COMPARE_COMMANDS,
+    Command,
+    CompareResult,
+    MemberStatus,
+    NamesPage,
+    WatchEvent,
+)
 from dref_raft.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -55,21 +62,30 @@ __all__ = [
     "CONSENSUS_SERVICE",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "EXT_SERVICE",
+    "NAMES_METHOD",
     "PACKAGE",
     "RAFT_METHODS",
     "RAFT_SERVICE",
+    "STATUS_METHOD",
     "WATCH_METHOD",
     "WATCH_SERVICE",
     "decode_compare_request",
     "decode_compare_response",
+    "decode_member_status",
+    "decode_names_request",
+    "decode_names_response",
     "decode_request",
     "decode_response",
     "decode_watch_event",
     "decode_watch_request",
     "encode_compare_request",
     "encode_compare_response",
+    "encode_member_status",
+    "encode_names_request",
+    "encode_names_response",
     "encode_request",
     "encode_response",
+    "encode_status_request",
     "encode_watch_event",
     "encode_watch_request",
     "method_of",
@@ -87,6 +103,8 @@ WATCH_SERVICE: Final = f"{PACKAGE}.DRefWatch"
 WATCH_METHOD: Final = "Watch"
 EXT_SERVICE: Final = f"{PACKAGE}.DRefExt"
 COMPARE_METHOD: Final = "Compare"
+NAMES_METHOD: Final = "Names"
+STATUS_METHOD: Final = "Status"
 
 # Request type → DRefConsensus method name (upstream's order, docs/protocol.md#wire-dref-consensus).
 _METHOD_OF: Final[dict[type[Any], str]] = {
@@ -492,3 +510,73 @@ def decode_compare_response(
     msg = parse(dref_ext_pb2.CompareResponse, data, "CompareResponse", max_bytes)
     current = bytes(msg.current) if msg.HasField("current") else None
     return CompareResult(bool(msg.matched), current, int(msg.seq))
+
+
+def encode_names_request(prefix: str, after: str, limit: int) -> bytes:
+    """Encode a `NamesRequest` (`after` "": from the start; `limit` 0: the member's page)."""
+    try:
+        msg: Any = dref_ext_pb2.NamesRequest(prefix=prefix, after=after, limit=limit)
+    except (ValueError, TypeError) as exc:
+        raise WireError(f"cannot encode NamesRequest: {exc}") from exc
+    return _serialize(msg, "NamesRequest")
+
+
+def decode_names_request(
+    data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> tuple[str, str, int]:
+    """Decode a `NamesRequest` into (prefix, after, limit)."""
+    msg = parse(dref_ext_pb2.NamesRequest, data, "NamesRequest", max_bytes)
+    return str(msg.prefix), str(msg.after), int(msg.limit)
+
+
+def encode_names_response(page: NamesPage) -> bytes:
+    """Encode a `NamesResponse`."""
+    try:
+        msg: Any = dref_ext_pb2.NamesResponse(names=list(page.names), more=page.more)
+    except (ValueError, TypeError) as exc:
+        raise WireError(f"cannot encode NamesResponse: {exc}") from exc
+    return _serialize(msg, "NamesResponse")
+
+
+def decode_names_response(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> NamesPage:
+    """Decode a `NamesResponse`."""
+    msg = parse(dref_ext_pb2.NamesResponse, data, "NamesResponse", max_bytes)
+    return NamesPage(tuple(str(n) for n in msg.names), bool(msg.more))
+
+
+def encode_status_request() -> bytes:
+    """Encode a `StatusRequest` (it has no fields)."""
+    return _serialize(dref_ext_pb2.StatusRequest(), "StatusRequest")
+
+
+def encode_member_status(status: MemberStatus) -> bytes:
+    """Encode a `StatusResponse`."""
+    try:
+        msg: Any = dref_ext_pb2.StatusResponse(
+            node_id=status.node_id,
+            role=status.role,
+            term=status.term,
+            commit=status.commit,
+            applied=status.applied,
+        )
+        if status.leader is not None:
+            msg.leader = status.leader
+        if status.last_contact_ms is not None:
+            msg.last_contact_ms = status.last_contact_ms
+    except (ValueError, TypeError) as exc:
+        raise WireError(f"cannot encode StatusResponse: {exc}") from exc
+    return _serialize(msg, "StatusResponse")
+
+
+def decode_member_status(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> MemberStatus:
+    """Decode a `StatusResponse`."""
+    msg = parse(dref_ext_pb2.StatusResponse, data, "StatusResponse", max_bytes)
+    return MemberStatus(
+        node_id=str(msg.node_id),
+        role=str(msg.role),
+        term=int(msg.term),
+        commit=int(msg.commit),
+        applied=int(msg.applied),
+        leader=str(msg.leader) if msg.HasField("leader") else None,
+        last_contact_ms=int(msg.last_contact_ms) if msg.HasField("last_contact_ms") else None,
+    )
