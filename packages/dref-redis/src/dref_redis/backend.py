@@ -266,7 +266,7 @@ class RedisBackend(Backend):
         lane = self._lane
         if lane is None:
             client = self._client
-            reply = await self._call(
+            reply: Any = await self._call(
                 "names",
                 None,
                 lambda: client.scan(int(cursor), match=pattern, count=1000, target_nodes=node),
@@ -274,12 +274,12 @@ class RedisBackend(Backend):
         else:
             packed = pack(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", b"1000")
             reply = await self._call("names", None, lambda: lane.execute(packed))
-        next_cursor, keys = reply
+        next_cursor: Any = reply[0]
         if isinstance(next_cursor, dict):  # redis-py's Cluster reply: node name → cursor
             (next_cursor,) = next_cursor.values()
         if isinstance(next_cursor, int):
             next_cursor = b"%d" % next_cursor
-        return next_cursor, list(keys)
+        return bytes(next_cursor), [bytes(key) for key in reply[1]]
 
     async def status(self) -> BackendStatus:
         """Each server: its address, role and version, and the round trip of one PING."""
