@@ -105,11 +105,11 @@ def test_version() -> None:
     assert out == f"dref {version('dref-core')}\n"
 
 
-def test_a_dref_error_is_one_red_line_and_exit_status_1() -> None:
+def test_a_dref_error_is_one_red_line_and_its_documented_exit_status() -> None:
     code, out, err = invoke(
         "demo", "--backend", "inmemory", env={"DREF_BLOCK_PLUGINS": "inmemory", "FORCE_COLOR": "1"}
     )
-    assert code == 1
+    assert code == 6  # bad configuration: the backend is not installed
     assert out == ""
     assert err.count("\n") == 1
     assert "Traceback" not in err
@@ -201,7 +201,7 @@ def test_a_contributed_command_that_fails_to_load_is_one_red_line(
 ) -> None:
     cli_dist(tmp_path, monkeypatch, "broken", "raise RuntimeError('boom')")
     code, out, err = invoke("broken")
-    assert code == 1
+    assert code == 6  # bad configuration (docs/cli.md)
     assert out == ""
     assert "PluginLoadError" in err
     assert "RuntimeError: boom" in err

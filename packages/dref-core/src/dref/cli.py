@@ -1,6 +1,10 @@
-"""The `dref` console script: `dref demo`, `dref backends`, `dref --version`, and plugins' commands.
+"""The `dref` console script: `dref demo`, `dref backends`, `dref --version`, the data commands
+of `dref.cli_data` (`get`, `set`, `del`, `ls`, `watch`, `lock`, `status`), and plugins' commands.
 
-A `DRefError` (or a failed demo check) is printed as one red line on stderr and exits with 1.
+A `DRefError` (or a failed demo check) is printed as one red line on stderr (and, after `--json`,
+as a JSON document on stdout) and exits with the status `dref.cli_data.exit_code_of` gives it
+(docs/cli.md): 3 not found, 4 unreachable, 5 timeout, 6 bad configuration, 7 not supported by
+this backend, 1 anything else.
 
 Distributions add subcommands through the `dref.cli` entry-point group (name → a click command or
 group object, e.g. dref-raft's `raft = "dref_raft.cli:raft"`). An entry point is imported only
@@ -11,6 +15,7 @@ command may have a `demo` subcommand taking use case keys: `dref demo --backend 
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -20,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from dref.cli_data import COMMANDS, JSON_META, CliFailure, exit_code_of
 from dref.context import Connector, connect
 from dref.demo import USE_CASES, DemoFailure, run_demo
 from dref.errors import DRefError, PluginLoadError
@@ -85,10 +91,15 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (DRefError, DemoFailure) as exc:
             message = " ".join(str(exc).split()) or type(exc).__name__
+            code = exc.code if isinstance(exc, CliFailure) else exit_code_of(exc)
+            kind = "" if isinstance(exc, CliFailure) else f"{type(exc).__name__}: "
             Console(stderr=True, soft_wrap=True, highlight=False).print(
-                f"[bold red]error:[/] [red]{escape(type(exc).__name__)}: {escape(message)}[/]"
+                f"[bold red]error:[/] [red]{escape(kind)}{escape(message)}[/]"
             )
-            raise click.exceptions.Exit(1) from None
+            if ctx.meta.get(JSON_META):
+                error = {"error": type(exc).__name__, "message": message, "exit": code}
+                click.echo(json.dumps(error, ensure_ascii=False))
+            raise click.exceptions.Exit(code) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -164,6 +175,10 @@ def backends() -> None:
         if not found:
             table.add_row("[dim]none installed[/]", "", "", "")
         out.print(table)
+
+
+for _command in COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":
