@@ -19,6 +19,7 @@ from dref.errors import (
     LockTimeoutError,
     NoLeaderError,
     QuorumLostError,
+    UnsupportedOperationError,
 )
 
 
@@ -156,4 +157,5 @@ def test_exit_codes_of_errors() -> None:
     assert exit_code_of(BackendTimeoutError("x")) == 5
     assert exit_code_of(LockTimeoutError("l", 1)) == 5
     assert exit_code_of(RuntimeError()) == 1
+    assert exit_code_of(UnsupportedOperationError("no names")) == 7
     assert set(EXIT_CODES) == {0, 1, 2, 3, 4, 5, 6, 7, 8, 130}
