@@ -165,5 +165,6 @@ def test_the_method_path_matches_the_generated_stub() -> None:
             return object()
 
     dref_ext_pb2_grpc.DRefExtStub(Recorder())
-    assert paths == [messages.method_path(messages.EXT_SERVICE, messages.COMPARE_METHOD)]
-    assert paths == ["/io.github.tobia80.DRefExt/Compare"]
+    methods = (messages.COMPARE_METHOD, messages.NAMES_METHOD, messages.STATUS_METHOD)
+    assert paths == [messages.method_path(messages.EXT_SERVICE, m) for m in methods]
+    assert paths == [f"/io.github.tobia80.DRefExt/{m}" for m in ("Compare", "Names", "Status")]
