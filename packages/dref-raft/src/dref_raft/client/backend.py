@@ -31,15 +31,16 @@ from dref_raft.commands import Command, CompareResult, MemberStatus, NamesPage, 
 from dref_raft.member.registry import local_members
 from dref_raft.ops import (
     CompareOps,
+    cluster_status,
     create_if_not_exist,
     expire_at_ms,
     fenced_try_lock,
     open_leader_client,
+    paged_names,
     remote_expire,
     wall_clock_ms,
 )
 from dref_raft.settings import RaftSettings, parse_endpoint
-from dref_raft.tools import cluster_status, paged_names
 from dref_raft.transport.base import LeaderApi, WatchApi
 from dref_raft.transport.grpc_client import WatchClient
 from dref_raft.transport.memory import MemoryNetwork

@@ -24,9 +24,15 @@ from dref.spi import Backend, BackendStatus, Capabilities, LockGrant
 from dref_raft.commands import Command, CompareResult, ExpireElement, MemberStatus, NamesPage
 from dref_raft.member.handler import NodeClientHandler
 from dref_raft.member.registry import Member, local_members
-from dref_raft.ops import CompareOps, expire_at_ms, fenced_try_lock, remote_expire
+from dref_raft.ops import (
+    CompareOps,
+    cluster_status,
+    expire_at_ms,
+    fenced_try_lock,
+    paged_names,
+    remote_expire,
+)
 from dref_raft.settings import RaftSettings
-from dref_raft.tools import cluster_status, paged_names
 from dref_raft.transport.base import LeaderApi
 from dref_raft.transport.retry import with_leader
 
