@@ -182,7 +182,7 @@ class Outcome:
     seconds: float
 
 
-def run_subject(mutant: Mutant | None, seeds: range, steps: int) -> Outcome:
+def run_subject(mutant: Mutant | None, seeds: range, steps: int, stop: bool = True) -> Outcome:
     """Run the simulation over `seeds` on a fresh (mutated) copy in a subprocess."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dref-mutant-") as tmp:
@@ -195,7 +195,7 @@ def run_subject(mutant: Mutant | None, seeds: range, steps: int) -> Outcome:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         args = [sys.executable, __file__, "--worker", f"{seeds.start}:{seeds.stop}"]
         args += ["--steps", str(steps)]
-        if mutant is not None:
+        if mutant is not None and stop:
             args.append("--stop-at-failure")
         proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -219,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="subprocesses at once")
     parser.add_argument("--only", action="append", default=[], help="run only this mutant")
     parser.add_argument("--baseline-seeds", type=int, help="seeds of the unmutated run")
+    parser.add_argument(
+        "--rates",
+        action="store_true",
+        help="run every seed of each mutant (no stop at the first failure): catch rates",
+    )
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--stop-at-failure", action="store_true", help=argparse.SUPPRESS)
@@ -248,16 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         base_futures = [pool.submit(run_subject, None, r, args.steps) for r in base_ranges]
-        futures = [pool.submit(run_subject, m, seeds, args.steps) for m in chosen]
+        futures = [pool.submit(run_subject, m, seeds, args.steps, not args.rates) for m in chosen]
         survivors = 0
         for future in futures:
             out = future.result()
             assert out.mutant is not None
             if out.failures:
                 seed, text = out.failures[0]
+                rate = f" (fails {len(out.failures)} of {out.ran} seeds)" if args.rates else ""
                 print(
                     f"CAUGHT   {out.mutant.name}: seed {seed} after {out.ran} seeds, "
-                    f"{out.seconds:.1f} s: {_short(text)}"
+                    f"{out.seconds:.1f} s{rate}: {_short(text)}"
                 )
             else:
                 survivors += 1

@@ -417,17 +417,16 @@ class _Run:
             self.trace(f"nemesis figure8: crash {new.id} (term {ep.term}), {ep.old} + {group}")
             return
         if ep.phase == "rejoined":
-            node = self.nodes[ep.old]
-            core = node.core
-            if core is None or core.role is not Role.LEADER or core.term <= ep.term:
+            leader = self.nodes[ep.old].core
+            if leader is None or leader.role is not Role.LEADER or leader.term <= ep.term:
                 return
-            matches = [core.log.last_seq]
-            for peer in core.peers:
-                progress = core.progress(peer)
+            matches = [leader.log.last_seq]
+            for peer in leader.peers:
+                progress = leader.progress(peer)
                 matches.append(progress.match_seq if progress is not None else 0)
-            on_majority = sorted(matches)[len(matches) - core.quorum]
-            term = core.log.term_at(on_majority)
-            if on_majority >= ep.first_seq and term is not None and term < core.term:
+            on_majority = sorted(matches)[len(matches) - leader.quorum]
+            term = leader.log.term_at(on_majority)
+            if on_majority >= ep.first_seq and term is not None and term < leader.term:
                 # An entry of an earlier term is on a majority (and must not count as
                 # committed): crash the leader now, dropping what it still has in flight.
                 self.count("figure8_old_term_majority")
@@ -439,7 +438,7 @@ class _Run:
                 self.crash(ep.old)
                 self.restart_at[ep.new] = self.now
                 ep.phase, ep.deadline = "overwrite", self.now + 1000
-            elif core.log.term_at(core.commit) == core.term:
+            elif leader.log.term_at(leader.commit) == leader.term:
                 self.count("figure8_missed")  # its own entry reached the majority first
                 self.end_episode()
             return
