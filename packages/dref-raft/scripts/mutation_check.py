@@ -182,7 +182,9 @@ class Outcome:
     seconds: float
 
 
-def run_subject(mutant: Mutant | None, seeds: range, steps: int, stop: bool = True) -> Outcome:
+def run_subject(
+    mutant: Mutant | None, seeds: range, steps: int, stop: bool = True, timeout: float = 900.0
+) -> Outcome:
     """Run the simulation over `seeds` on a fresh (mutated) copy in a subprocess."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dref-mutant-") as tmp:
@@ -197,9 +199,15 @@ def run_subject(mutant: Mutant | None, seeds: range, steps: int, stop: bool = Tr
         args += ["--steps", str(steps)]
         if mutant is not None and stop:
             args.append("--stop-at-failure")
-        proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+        name = mutant.name if mutant else "unmutated"
+        try:
+            proc = subprocess.run(
+                args, env=env, capture_output=True, text=True, check=False, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            raise SystemExit(f"worker for {name}: no verdict within {timeout:.0f} s") from None
     if proc.returncode != 0:
-        raise SystemExit(f"worker for {mutant.name if mutant else 'unmutated'}:\n{proc.stderr}")
+        raise SystemExit(f"worker for {name}:\n{proc.stderr}")
     data = json.loads(proc.stdout.strip().splitlines()[-1])
     failures = [(int(s), str(f)) for s, f in data["failures"]]
     return Outcome(mutant, int(data["ran"]), failures, time.monotonic() - started)
@@ -223,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         "--rates",
         action="store_true",
         help="run every seed of each mutant (no stop at the first failure): catch rates",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds per subprocess before giving up"
     )
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -252,8 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     started = time.monotonic()
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        base_futures = [pool.submit(run_subject, None, r, args.steps) for r in base_ranges]
-        futures = [pool.submit(run_subject, m, seeds, args.steps, not args.rates) for m in chosen]
+        base_futures = [
+            pool.submit(run_subject, None, r, args.steps, True, args.timeout) for r in base_ranges
+        ]
+        futures = [
+            pool.submit(run_subject, m, seeds, args.steps, not args.rates, args.timeout)
+            for m in chosen
+        ]
         survivors = 0
         for future in futures:
             out = future.result()
