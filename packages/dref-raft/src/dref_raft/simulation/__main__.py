@@ -1,5 +1,6 @@
-"""Command line: `python -m dref_raft.simulation --seeds 0:10000 [--nodes 5] [--steps N]`.
+"""Command line: `python -m dref_raft.simulation --seeds 0:10000 --jobs 2 [--nodes 5]`.
 
+Prints each failing seed, the nemesis totals and, last, `N seeds, K anomalies, T s`.
 `--seed K --trace` replays one seed exactly and prints its trace. Exit status 1 on failure.
 """
 
@@ -8,10 +9,27 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
-from dref_raft.simulation.runner import SimConfig, SimResult, run_seed
+from dref_raft.simulation.runner import NEMESES, SimConfig, SimResult, run_seed
+
+#: Statistics summed over a range of seeds: how often each nemesis did its thing.
+NEMESIS_STATS = (
+    "stale_leader_episodes",
+    "reads_at_superseded_leader",
+    "writes_at_superseded_leader",
+    "figure8_episodes",
+    "figure8_old_term_majority",
+    "figure8_completed",
+    "divergent_elections",
+    "replays",
+    "stale_term_deliveries",
+    "crashes",
+    "nemesis_crashes",
+    "partitions",
+)
 
 
 def _run(args: tuple[int, SimConfig]) -> SimResult:
@@ -32,12 +50,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trace", action="store_true", help="print the trace (with --seed)")
     parser.add_argument("--no-history-check", action="store_true")
     parser.add_argument("--lock-clients", type=int, default=2, help="lease-lock clients (0: none)")
+    parser.add_argument(
+        "--nemesis",
+        action="append",
+        choices=NEMESES,
+        help="run these nemeses in every seed (repeatable; default: each seed picks a mix)",
+    )
     args = parser.parse_args(argv)
     config = SimConfig(
         nodes=args.nodes,
         steps=args.steps,
         check_history=not args.no_history_check,
         lock_clients=args.lock_clients,
+        nemeses=tuple(args.nemesis) if args.nemesis else None,
     )
     if args.seed is not None:
         result = run_seed(args.seed, config, trace=args.trace)
@@ -57,12 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             results = list(pool.map(_run, work, chunksize=8))
     else:
         results = [_run(w) for w in work]
+    totals: Counter[str] = Counter()
     for result in results:
+        totals.update(result.stats)
         if not result.ok:
             failures += 1
             print(f"FAIL seed {result.seed}: {result.failure}")
     elapsed = time.monotonic() - started
-    print(f"{len(seeds)} seeds, {failures} failed, {elapsed:.1f} s ({config.nodes} nodes)")
+    print("nemeses: " + ", ".join(f"{k} {totals[k]}" for k in NEMESIS_STATS))
+    print(f"{config.nodes} nodes, {config.steps} steps a seed, {args.jobs} jobs")
+    print(f"{len(seeds)} seeds, {failures} anomalies, {elapsed:.1f} s")
     return 1 if failures else 0
 
 

@@ -62,13 +62,23 @@ class _Proposer:
     id: int
     leader_guess: str
     op: ClientOp | None = None
+    #: A node the client keeps asking whatever it answers (a nemesis pins clients to a
+    #: partitioned old leader); None: follow `leader_guess`.
+    pinned: str | None = None
+    #: A node whose leader hints the client ignores (the other side of that partition).
+    avoid: str | None = None
+
+    @property
+    def target(self) -> str:
+        """The node the client sends its next request to."""
+        return self.pinned if self.pinned is not None else self.leader_guess
 
     def submitted(self, result: Proposed | NotLeader | None, node: str, now: int) -> bool:
         """Record where the op went; False when it must be retried elsewhere."""
         op = self.op
         assert op is not None
         if isinstance(result, NotLeader):
-            if result.leader_id is not None:
+            if result.leader_id is not None and result.leader_id != self.avoid:
                 self.leader_guess = result.leader_id
             return False
         op.node, op.sent_at = node, now
@@ -90,7 +100,10 @@ class SimClient(_Proposer):
 
     def new_op(self, rng: random.Random, now: int, keys: tuple[str, ...]) -> ClientOp:
         """Start a random operation (writes carry values unique to this client)."""
-        kind = rng.choices(["get", "set", "set_if_not_exist", "delete"], [35, 30, 20, 15])[0]
+        # A client pinned to a (perhaps partitioned) node mostly reads: a write there would
+        # leave it waiting for OP_TIMEOUT, and stale reads are what the pin is for.
+        weights = [35, 30, 20, 15] if self.pinned is None else [85, 7, 4, 4]
+        kind = rng.choices(["get", "set", "set_if_not_exist", "delete"], weights)[0]
         self.counter += 1
         value = (
             f"c{self.id}-{self.counter}".encode() if kind in ("set", "set_if_not_exist") else None

@@ -33,6 +33,8 @@ class Invariants:
         #: (leader, term) → seq through which completeness was checked (a leader's log only
         #: grows, so each entry is checked once per leadership).
         self._checked: dict[tuple[str, int], int] = {}
+        #: node → the highest commit it ever had (a commit is durable: it never goes back).
+        self.commits: dict[str, int] = {}
 
     def check_leader(self, core: RaftCore) -> None:
         """Election safety and leader completeness for a node that leads now."""
@@ -89,6 +91,30 @@ class Invariants:
         if entry.seq not in self.committed_by:
             self.committed_by[entry.seq] = max(self.leaders, default=0)
         self.max_applied = max(self.max_applied, entry.seq)
+
+    def check_node(self, core: RaftCore) -> None:
+        """Committed entries are never lost: a node's commit never goes back (not even over a
+        crash), and the entry it holds at its commit is the one applied there."""
+        highest = self.commits.get(core.id, 0)
+        if core.commit < highest:
+            raise InvariantViolation(
+                f"committed entries lost: {core.id}'s commit went back from {highest} to "
+                f"{core.commit}"
+            )
+        self.commits[core.id] = core.commit
+        term = core.log.term_at(core.commit)
+        known = self.applied.get(core.commit)
+        if term is not None and known is not None and term != known[0]:
+            raise InvariantViolation(
+                f"state-machine safety: {core.id} committed through {core.commit} in term "
+                f"{term}, but term {known[0]} was applied there"
+            )
+
+    def check_log(self, core: RaftCore, limit: int | None = None) -> None:
+        """Log matching for entries a node already holds (the first `limit` after its base):
+        after a restart, and after a snapshot moved its base."""
+        entries = core.log.entries if limit is None else core.log.entries[:limit]
+        self.check_entries(core, tuple(entries))
 
     def check_recovered(self, node: str, commit: int, machine: StateMachine) -> None:
         """Durability: a restarted node's state is the committed log replayed through commit."""

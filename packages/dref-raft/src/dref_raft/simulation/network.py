@@ -1,4 +1,5 @@
-"""A simulated network: seeded loss, duplication, delay (hence reordering) and partitions."""
+"""A simulated network: seeded loss, duplication, delay (hence reordering), late replays of
+stale messages and partitions."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import heapq
 import random
 from dataclasses import dataclass
 
-from dref_raft.core.messages import Message
+from dref_raft.core.messages import InstallSnapshot, Message
 
 __all__ = ["Network", "NetworkFaults"]
 
@@ -22,6 +23,16 @@ class NetworkFaults:
     #: Probability of a long delay (up to `long_delay` steps): heavy reordering.
     long_delay_chance: float = 0.01
     long_delay: int = 120
+    #: Probability that a message is also kept and delivered once more much later (after
+    #: `replay_min..replay_max` steps): stale messages of old terms, duplicates across terms.
+    #: InstallSnapshot messages are replayed five times as often.
+    replay_chance: float = 0.0
+    #: Probability that a message sent into a partition is held and delivered late (after
+    #: the same replay delay) instead of dropped: an old leader's messages reach the others
+    #: after the partition healed and terms moved on.
+    hold_blocked: float = 0.0
+    replay_min: int = 100
+    replay_max: int = 1500
 
 
 class Network:
@@ -34,21 +45,31 @@ class Network:
         self._queue: list[tuple[int, int, Message]] = []
         self._counter = 0
         self.faulty = True
+        #: Copies queued for a late replay (a nemesis statistic).
+        self.replays = 0
 
     def send(self, now: int, msg: Message) -> None:
-        """Queue `msg` (unless a partition or loss drops it), perhaps twice."""
-        if (msg.sender, msg.to) in self.blocked:
-            return
+        """Queue `msg` (unless a partition or loss drops it), perhaps twice, perhaps once more
+        much later (even a message sent into a partition: it is delivered if the partition
+        has healed by then)."""
         f, rng = self.faults, self._rng
-        if self.faulty and rng.random() < f.loss:
-            return
-        copies = 2 if self.faulty and rng.random() < f.duplicate else 1
-        for _ in range(copies):
-            delay = rng.randint(f.min_delay, f.max_delay)
-            if self.faulty and rng.random() < f.long_delay_chance:
-                delay = rng.randint(f.max_delay, f.long_delay)
-            self._counter += 1
-            heapq.heappush(self._queue, (now + delay, self._counter, msg))
+        if (msg.sender, msg.to) not in self.blocked and not (self.faulty and rng.random() < f.loss):
+            copies = 2 if self.faulty and rng.random() < f.duplicate else 1
+            for _ in range(copies):
+                delay = rng.randint(f.min_delay, f.max_delay)
+                if self.faulty and rng.random() < f.long_delay_chance:
+                    delay = rng.randint(f.max_delay, f.long_delay)
+                self._push(now + delay, msg)
+        replay = f.replay_chance * (5 if isinstance(msg, InstallSnapshot) else 1)
+        if (msg.sender, msg.to) in self.blocked:
+            replay = f.hold_blocked
+        if self.faulty and replay and rng.random() < replay:
+            self.replays += 1
+            self._push(now + rng.randint(f.replay_min, f.replay_max), msg)
+
+    def _push(self, at: int, msg: Message) -> None:
+        self._counter += 1
+        heapq.heappush(self._queue, (at, self._counter, msg))
 
     def due(self, now: int) -> list[Message]:
         """Messages to deliver at step `now` (a partition also cuts messages in flight)."""

@@ -1,4 +1,5 @@
-"""One seeded simulation run: nodes, network, faults, clients, invariants, history check."""
+"""One seeded simulation run: nodes, network, faults and nemeses, clients, invariants, and the
+history and lock checks (dref-compat)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from dref_raft.commands import (
     CompareAndDelete,
     DeleteIfExpired,
     ExpireElement,
+    SetElement,
     SetIfNotExist,
 )
-from dref_raft.core import CoreConfig, Entry, Message, Role
+from dref_raft.core import CoreConfig, Entry, Message, RaftCore, Role
 from dref_raft.fsm import ApplyResult
 from dref_raft.simulation.clients import OP_TIMEOUT, LockClient, RecordedOp, SimClient
 from dref_raft.simulation.invariants import Invariants, InvariantViolation
@@ -24,7 +26,7 @@ from dref_raft.simulation.node import SimNode
 if TYPE_CHECKING:
     from dref_compat.fencing import Hold, HoldRecorder
 
-__all__ = ["SimConfig", "SimResult", "run_seed"]
+__all__ = ["NEMESES", "MissingSimulationDependency", "SimConfig", "SimResult", "run_seed"]
 
 #: One simulation step is 5 ms; a core tick (40 ms) is about 8 steps, skewed per node.
 STEP_MS = 5
@@ -34,6 +36,31 @@ SETTLE_STEPS = 4000
 EPOCH_MS = 1_000_000
 #: The leader's reaper looks for expired elements every 40 steps (200 ms, as `reaper_interval`).
 REAP_PERIOD = 40
+#: Nemeses a seed mixes into its random fault schedule (see docs/simulation.md):
+#: `stale_leader` isolates the leader on a minority side, pins clients to it and lets the rest
+#: elect another; `figure8` crashes a leader right after an earlier term's entry reached a
+#: majority, then lets a member with a divergent log of a higher term win; `stale_messages`
+#: replays messages (InstallSnapshot more often) hundreds of steps later, across terms.
+NEMESES = ("stale_leader", "figure8", "stale_messages")
+#: The key of the nemeses' filler writes (no client reads or writes it).
+FILLER_KEY = "_nemesis"
+#: Steps a crashed node waits for a nemesis to restart it (or the faults to end).
+NEVER = 1 << 40
+
+
+class MissingSimulationDependency(ImportError):
+    """The history and lock checkers (dref-compat) are not installed."""
+
+
+def _require_checkers() -> None:
+    try:
+        import dref_compat.fencing
+        import dref_compat.linearizability  # noqa: F401
+    except ImportError as exc:
+        raise MissingSimulationDependency(
+            "the Raft simulation checks histories and locks with dref-compat, which is not "
+            "installed: install the extra, pip install 'dref-raft[simulation]'"
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +83,8 @@ class SimConfig:
     #: for): 0 is a correct client; a positive value is a deliberately broken one (tests show
     #: that the lock checks catch it).
     lease_slack: int = 0
+    #: Nemeses of this run (names from `NEMESES`); None: each seed picks its own mix.
+    nemeses: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -81,8 +110,25 @@ class SimResult:
         return self.failure is None
 
 
+@dataclass(slots=True)
+class _Episode:
+    """A scripted nemesis in progress; it moves to its next `phase` when a condition holds."""
+
+    kind: str
+    phase: str
+    deadline: int
+    #: The leader it started from (isolated first).
+    old: str
+    #: figure8: the leader elected meanwhile, its term, and its first entry's seq (where the
+    #: two logs diverge).
+    new: str = ""
+    term: int = 0
+    first_seq: int = 0
+
+
 class _Run:
     def __init__(self, seed: int, cfg: SimConfig, trace: bool) -> None:
+        _require_checkers()
         self.seed, self.cfg = seed, cfg
         self.rng = random.Random(f"sim/{seed}")
         self.now = 0
@@ -90,17 +136,37 @@ class _Run:
         self.result = SimResult(seed)
         self.stats = self.result.stats
         rng = self.rng
+        nem = self.nemesis_rng = random.Random(f"nemesis/{seed}")
+        unknown = set(cfg.nemeses or ()) - set(NEMESES)
+        if unknown:
+            raise ValueError(f"SimConfig: unknown nemeses {sorted(unknown)}")
+        picked = [n for n in NEMESES if nem.random() < 0.5]
+        self.nemeses = frozenset(picked if cfg.nemeses is None else cfg.nemeses)
+        for name in sorted(self.nemeses):
+            self.stats[f"nemesis_{name}"] = 1
+        self.episode_kinds = [k for k in ("stale_leader", "figure8") if k in self.nemeses]
+        self.episode: _Episode | None = None
+        stale = "stale_messages" in self.nemeses
         faults = NetworkFaults(
             loss=rng.choice([0.0, 0.01, 0.05, 0.1]),
             duplicate=rng.choice([0.0, 0.02, 0.05]),
             max_delay=rng.choice([2, 6, 12]),
             long_delay_chance=rng.choice([0.0, 0.01, 0.03]),
+            replay_chance=nem.choice([0.005, 0.02]) if stale else 0.0,
+            hold_blocked=nem.choice([0.1, 0.3]) if stale else 0.0,
         )
         self.net = Network(random.Random(f"net/{seed}"), faults)
         self.invariants = Invariants()
         ids = [f"n{i}" for i in range(1, cfg.nodes + 1)]
+        # Without PreVote a Vote's log check is the only guard; without check-quorum a
+        # partitioned leader keeps leading until it hears of a higher term.
+        pre_vote, check_quorum = nem.random() < 0.6, nem.random() < 0.6
+        self.stats["pre_vote"], self.stats["check_quorum"] = int(pre_vote), int(check_quorum)
         core_config = CoreConfig(
-            max_batch_entries=rng.choice([1, 4, 64]), max_inflight=rng.choice([1, 2, 8])
+            max_batch_entries=rng.choice([1, 4, 64]),
+            max_inflight=rng.choice([1, 2, 8]),
+            pre_vote=pre_vote,
+            check_quorum=check_quorum,
         )
         self.nodes = {
             i: SimNode(
@@ -117,7 +183,11 @@ class _Run:
             for i in ids
         }
         base = core_config.tick_ms // STEP_MS
-        self.tick_period = {i: rng.randint(base * 3 // 4, base * 5 // 4) for i in ids}
+        # Clock rates differ by up to 25 % (12 % without PreVote: a node whose log is behind
+        # and whose clock runs 1.5 times as fast would time out first forever, and without
+        # PreVote each of its elections resets the others' timers, as in etcd).
+        low, high = (base * 3 // 4, base * 5 // 4) if pre_vote else (base * 7 // 8, base * 9 // 8)
+        self.tick_period = {i: rng.randint(low, high) for i in ids}
         self.tick_phase = {i: rng.randrange(self.tick_period[i]) for i in ids}
         self.restart_at: dict[str, int] = {}
         self.clients = [SimClient(c, rng.choice(ids)) for c in range(cfg.clients)]
@@ -125,6 +195,10 @@ class _Run:
         self.pending_reads: dict[tuple[str, int], SimClient] = {}
         self.next_request = 0
         self.outbox: list[Message] = []
+        #: Each node's snapshot base at its last check, and the terms whose leader was seen.
+        self.bases: dict[str, int] = {}
+        self.elected: set[int] = set()
+        self.max_leader_term = 0
         self._init_locks(ids)
 
     def _init_locks(self, ids: list[str]) -> None:
@@ -137,13 +211,10 @@ class _Run:
         self.lock_names = frozenset(cfg.locks)
         self.recorder: HoldRecorder | None = None
         if cfg.lock_clients:
-            try:
-                from dref_compat.fencing import HoldRecorder
-            except ImportError:
-                self.result.locks = "checker not available (dref_compat): no lock clients"
-            else:
-                self.recorder = HoldRecorder(clock=lambda: float(self.now))
-        count = cfg.lock_clients if self.recorder is not None else 0
+            from dref_compat.fencing import HoldRecorder
+
+            self.recorder = HoldRecorder(clock=lambda: float(self.now))
+        count = cfg.lock_clients
         skew = rng.choice([0, 10, 40]) if count else 0
         self.clock_offset = {i: rng.randint(-skew, skew) for i in ids}
         #: Steps by which a client's lease ends before the expiry it asked for: clocks differ
@@ -222,6 +293,10 @@ class _Run:
             self.final_checks()
         except InvariantViolation as exc:
             self.result.failure = f"step {self.now}: {exc}"
+        except Exception as exc:  # the core (or a node) crashed: as much a failure
+            self.result.failure = f"step {self.now}: {type(exc).__name__} raised: {exc}"
+        if self.net.replays:
+            self.stats["replays"] = self.net.replays
         self.result.history = [op for c in self.clients for op in c.history]
         if self.result.ok and cfg.check_history:
             self.check_history()
@@ -230,6 +305,9 @@ class _Run:
         return self.result
 
     def faults(self) -> None:
+        if self.episode is not None:
+            self.step_episode()
+            return
         rng, ids = self.rng, list(self.nodes)
         roll = rng.random()
         if roll < 0.003:
@@ -253,8 +331,155 @@ class _Run:
                 self.restart_at[node.id] = self.now + rng.randint(10, 400)
                 self.trace(f"crash {node.id}")
                 self.count("crashes")
+        elif roll < 0.0155 and self.episode_kinds:
+            self.start_episode(self.nemesis_rng.choice(self.episode_kinds))
+
+    # ---------------------------------------------------------------- nemeses
+
+    def leader(self, among: list[str] | None = None) -> SimNode | None:
+        """The up node that leads in the highest term (among `among`), if any."""
+        best: SimNode | None = None
+        for node_id in among if among is not None else list(self.nodes):
+            node = self.nodes[node_id]
+            core = node.core
+            if (
+                core is not None
+                and core.role is Role.LEADER
+                and (best is None or core.term > _core(best).term)
+            ):
+                best = node
+        return best
+
+    def start_episode(self, kind: str) -> None:
+        """Start a scripted nemesis from the current leader (none: nothing happens)."""
+        nem, ids = self.nemesis_rng, list(self.nodes)
+        old = self.leader()
+        if old is None or (kind == "figure8" and not all(n.up for n in self.nodes.values())):
+            return
+        others = [i for i in ids if i != old.id]
+        if kind == "stale_leader":
+            # The old leader (with a follower when there are five) on the minority side; half
+            # of the clients keep asking it, the others go to the majority side.
+            quorum = _core(old).quorum
+            side = [old.id, *nem.sample(others, len(ids) - quorum - 1)]
+            rest = [i for i in ids if i not in side]
+            self.net.partition([side, rest])
+            pinned = nem.sample(self.clients, nem.randint(1, max(1, len(self.clients) - 1)))
+            for client in self.clients:
+                client.pinned = old.id if client in pinned else None
+                client.avoid = None if client in pinned else old.id
+                client.leader_guess = nem.choice(rest)
+                op = client.op
+                if client.pinned is None and op is not None and op.node == old.id:
+                    self.give_up(client)  # it stops waiting for the old leader
+            self.propose_filler(old, nem.randint(0, 6))
+            deadline = self.now + nem.randint(200, 700)
+            self.trace(f"nemesis stale_leader: {side} | {rest}, clients pinned to {old.id}")
+        else:
+            # Figure 8, first: the isolated old leader appends entries nobody else holds.
+            self.net.partition([[old.id], others])
+            self.propose_filler(old, nem.randint(3, 8))
+            deadline = self.now + 800
+            self.trace(f"nemesis figure8: isolate {old.id}")
+        self.episode = _Episode(kind, "isolated", deadline, old.id)
+        self.count(f"{kind}_episodes")
+
+    def step_episode(self) -> None:
+        ep = self.episode
+        assert ep is not None
+        if self.now >= ep.deadline:
+            if ep.kind == "figure8":
+                self.count(f"figure8_gave_up_{ep.phase}")
+            self.end_episode()
+            return
+        if ep.kind == "figure8":
+            self.step_figure8(ep)
+
+    def step_figure8(self, ep: _Episode) -> None:
+        """Figure 8 of the Raft paper, driven by the cluster's state."""
+        nem, ids = self.nemesis_rng, list(self.nodes)
+        others = [i for i in ids if i != ep.old]
+        if ep.phase == "isolated":
+            new = self.leader(others)
+            if new is None:
+                return
+            # A leader of a higher term on the majority side: crash it before its first entry
+            # leaves it (messages in flight to partitioned nodes are dropped), so the two
+            # logs diverge at that entry. The old leader then rejoins with just enough others
+            # to make a majority, none of which hold that entry.
+            core = _core(new)
+            ep.new, ep.term, ep.first_seq = new.id, core.term, core.log.last_seq
+            self.crash(new.id)
+            quorum = core.quorum
+            group = nem.sample([i for i in others if i != new.id], quorum - 1)
+            self.net.partition([[ep.old, *group], [i for i in others if i not in group]])
+            ep.phase, ep.deadline = "rejoined", self.now + 1000
+            self.trace(f"nemesis figure8: crash {new.id} (term {ep.term}), {ep.old} + {group}")
+            return
+        if ep.phase == "rejoined":
+            leader = self.nodes[ep.old].core
+            if leader is None or leader.role is not Role.LEADER or leader.term <= ep.term:
+                return
+            matches = [leader.log.last_seq]
+            for peer in leader.peers:
+                progress = leader.progress(peer)
+                matches.append(progress.match_seq if progress is not None else 0)
+            on_majority = sorted(matches)[len(matches) - leader.quorum]
+            term = leader.log.term_at(on_majority)
+            if on_majority >= ep.first_seq and term is not None and term < leader.term:
+                # An entry of an earlier term is on a majority (and must not count as
+                # committed): crash the leader now, dropping what it still has in flight.
+                self.count("figure8_old_term_majority")
+                self.trace(
+                    f"nemesis figure8: {ep.old} has term {term} at {on_majority} on a "
+                    f"majority; crash it, restart {ep.new}"
+                )
+                self.net.partition([[ep.old], others])
+                self.crash(ep.old)
+                self.restart_at[ep.new] = self.now
+                ep.phase, ep.deadline = "overwrite", self.now + 1000
+            elif leader.log.term_at(leader.commit) == leader.term:
+                self.count("figure8_missed")  # its own entry reached the majority first
+                self.end_episode()
+            return
+        new = self.leader(others)
+        if new is not None and _core(new).term > ep.term:
+            self.count("figure8_completed")
+            self.end_episode()
+
+    def crash(self, node_id: str) -> None:
+        """Crash a node for a nemesis, which restarts it (or the end of the faults does)."""
+        self.nodes[node_id].crash()
+        self.restart_at[node_id] = NEVER
+        self.trace(f"crash {node_id}")
+        self.count("nemesis_crashes")
+
+    def end_episode(self) -> None:
+        """Heal, unpin the clients and restart what the episode crashed."""
+        ep = self.episode
+        assert ep is not None
+        self.episode = None
+        self.net.heal()
+        for client in self.clients:
+            client.pinned = client.avoid = None
+        for node_id, at in self.restart_at.items():
+            if at == NEVER:
+                self.restart_at[node_id] = self.now + self.nemesis_rng.randint(0, 200)
+        self.trace(f"nemesis {ep.kind} ends in phase {ep.phase}: heal")
+
+    def propose_filler(self, node: SimNode, count: int) -> None:
+        """Writes of `FILLER_KEY` straight into a leader's log."""
+        core = node.core
+        if not count or core is None or core.role is not Role.LEADER:
+            return
+        value = f"n{self.now}".encode()
+        core.propose([SetElement(FILLER_KEY, value) for _ in range(count)])
+        self.stats["filler_entries"] = self.stats.get("filler_entries", 0) + count
+        self.drain(node.id)
 
     def end_faults(self) -> None:
+        if self.episode is not None:
+            self.end_episode()
         self.net.heal()
         self.net.faulty = False
         for node_id in self.restart_at:
@@ -265,8 +490,10 @@ class _Run:
         for node_id, at in list(self.restart_at.items()):
             if at <= self.now:
                 del self.restart_at[node_id]
-                self.nodes[node_id].start()
+                node = self.nodes[node_id]
+                node.start()
                 self.trace(f"restart {node_id}")
+                self.invariants.check_log(_core(node))
                 self.drain(node_id)
 
     def deliver(self) -> None:
@@ -276,6 +503,8 @@ class _Run:
                 continue
             if self.tracing:
                 self.trace(f"{msg.sender} -> {msg.to} {_describe(msg)}")
+            if msg.term < node.core.term:
+                self.count("stale_term_deliveries")
             node.core.step(msg)
             self.drain(msg.to)
 
@@ -289,7 +518,29 @@ class _Run:
                 self.drain(node_id)
 
     def drain(self, node_id: str) -> None:
-        self.nodes[node_id].drain(self.outbox)
+        node = self.nodes[node_id]
+        node.drain(self.outbox)
+        core = _core(node)
+        self.invariants.check_node(core)
+        if core.log.base_seq != self.bases.get(node_id):
+            self.bases[node_id] = core.log.base_seq
+            self.invariants.check_log(core, 8)
+        if core.role is Role.LEADER and core.term not in self.elected:
+            self.elected.add(core.term)
+            self.max_leader_term = max(self.max_leader_term, core.term)
+            if self.diverges(core):
+                self.count("divergent_elections")
+
+    def diverges(self, leader: RaftCore) -> bool:
+        """Whether an up node holds an uncommitted entry that the new leader does not."""
+        for node in self.nodes.values():
+            log = node.core.log if node.core is not None else None
+            if log is None or node.id == leader.id:
+                continue
+            for seq in range(max(leader.commit, log.base_seq) + 1, log.last_seq + 1):
+                if log.term_at(seq) != leader.log.term_at(seq):
+                    return True
+        return False
 
     def flush(self) -> None:
         for msg in self.outbox:
@@ -309,9 +560,9 @@ class _Run:
             assert op is not None
             if op.node is not None:
                 continue
-            node = self.nodes[client.leader_guess]
+            node = self.nodes[client.target]
             if node.core is None:
-                client.leader_guess = rng.choice(list(self.nodes))
+                client.leader_guess = rng.choice([i for i in self.nodes if i != client.avoid])
                 continue
             if op.kind == "get":
                 self.next_request += 1
@@ -319,12 +570,16 @@ class _Run:
                 if client.submitted(result, node.id, self.now):
                     op.request_id = self.next_request
                     self.pending_reads[(node.id, self.next_request)] = client
+                    if node.core.term < self.max_leader_term:
+                        self.count("reads_at_superseded_leader")
             else:
                 proposed = node.core.propose([op.command()])
                 if client.submitted(proposed, node.id, self.now):
                     self.pending_writes[(node.id, op.seq)] = client
+                    if node.core.term < self.max_leader_term:
+                        self.count("writes_at_superseded_leader")
             if op.node is None and client.leader_guess == node.id:
-                client.leader_guess = rng.choice(list(self.nodes))
+                client.leader_guess = rng.choice([i for i in self.nodes if i != client.avoid])
             self.drain(node.id)
 
     def timeouts(self) -> None:
@@ -336,18 +591,23 @@ class _Run:
                 if self.now - op.call > OP_TIMEOUT:
                     client.discard()  # never proposed anywhere
                 continue
-            lost = not self.nodes[op.node].up or self.now - op.sent_at > OP_TIMEOUT
-            if not lost:
-                continue
-            if op.kind == "get":
-                self.pending_reads.pop((op.node, op.request_id), None)
-                client.discard()
-            else:
-                self.pending_writes.pop((op.node, op.seq), None)
-                client.finish(None)
-                self.count("writes_unknown")
+            if not self.nodes[op.node].up or self.now - op.sent_at > OP_TIMEOUT:
+                self.give_up(client)
         for lock_client in self.lock_clients:
             self.lock_timeout(lock_client)
+
+    def give_up(self, client: SimClient) -> None:
+        """The client stops waiting: a read had no effect, a write's outcome is unknown."""
+        op = client.op
+        assert op is not None
+        assert op.node is not None
+        if op.kind == "get":
+            self.pending_reads.pop((op.node, op.request_id), None)
+            client.discard()
+        else:
+            self.pending_writes.pop((op.node, op.seq), None)
+            client.finish(None)
+            self.count("writes_unknown")
 
     def count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1
@@ -610,12 +870,9 @@ class _Run:
         self.stats["terms"] = len(self.invariants.leaders)
 
     def check_history(self) -> None:
-        try:
-            from dref_compat.history import Operation
-            from dref_compat.linearizability import check_linearizable
-        except ImportError:
-            self.result.linearizability = "checker not available"
-            return
+        from dref_compat.history import Operation
+        from dref_compat.linearizability import check_linearizable
+
         ops: list[Any] = [
             Operation(o.client, o.key, o.kind, o.value, o.expected, o.output, o.call, o.ret)  # type: ignore[arg-type]
             for o in self.result.history
@@ -624,6 +881,12 @@ class _Run:
         self.result.linearizability = str(verdict)
         if verdict.ok is False:
             self.result.failure = f"history is not linearizable: {verdict.explanation}"
+
+
+def _core(node: SimNode) -> RaftCore:
+    core = node.core
+    assert core is not None, f"{node.id} is down"
+    return core
 
 
 def _describe(msg: Message) -> str:
