@@ -36,6 +36,19 @@ class Invariants:
         #: node → the highest commit it ever had (a commit is durable: it never goes back).
         self.commits: dict[str, int] = {}
 
+    def check_known_leader(self, core: RaftCore) -> None:
+        """A node that is not leading follows only the leader elected in its own term: it
+        learns of a leader from that leader's messages of the node's current term, never from
+        a message of an earlier term (which a correct node rejects)."""
+        if core.leader_id is None or core.leader_id == core.id:
+            return
+        elected = self.leaders.get(core.term)
+        if elected != core.leader_id:
+            raise InvariantViolation(
+                f"{core.id} in term {core.term} follows {core.leader_id}, but the leader "
+                f"elected in term {core.term} is {elected or 'nobody'}"
+            )
+
     def check_leader(self, core: RaftCore) -> None:
         """Election safety and leader completeness for a node that leads now."""
         holder = self.leaders.setdefault(core.term, core.id)

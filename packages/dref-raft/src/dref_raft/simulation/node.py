@@ -97,6 +97,8 @@ class SimNode:
                 self._trace(ready)
             if core.role is Role.LEADER:
                 self.invariants.check_leader(core)
+            else:
+                self.invariants.check_known_leader(core)
             snapshot = applier.compact_due()
             if snapshot is not None:
                 applier.writer.save_snapshot(snapshot)
