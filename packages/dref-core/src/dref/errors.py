@@ -10,7 +10,9 @@ DRefError
 ├── CodecError                  a value could not be encoded or decoded (names the element)
 ├── LockError
 │   ├── LockStolenError         the lock was lost while held; the body was cancelled
-│   └── LockTimeoutError        the lock was not acquired in time (also a builtin TimeoutError)
+│   ├── LockTimeoutError        the lock was not acquired in time (also a builtin TimeoutError)
+│   └── StaleFenceError         a fenced write was refused: its lock was acquired again since
+├── UnsupportedOperationError   the backend does not offer this operation (names the capability)
 ├── ChangeStreamLaggedError     a subscriber fell behind its bounded buffer: resynchronise
 ├── ClosedError                 the context or stream was closed
 └── BackendError                the backend failed; the library's exception is chained
@@ -54,6 +56,8 @@ __all__ = [
     "PluginError",
     "PluginLoadError",
     "QuorumLostError",
+    "StaleFenceError",
+    "UnsupportedOperationError",
 ]
 
 
@@ -149,6 +153,34 @@ class LockTimeoutError(LockError, TimeoutError):
         self.name = name
         self.timeout = timeout
         super().__init__(f"Lock {name} not acquired within {timeout:g} s")
+
+
+class StaleFenceError(LockError):
+    """A write with `fence=guard` was refused by the store, which changed nothing.
+
+    The guard's lock has been acquired again since the guard was handed out (or, on backends
+    that check the lock's token instead of a counter, the guard no longer holds it). `newer` is
+    the lock's current fence when the store knows it (None otherwise).
+    """
+
+    def __init__(self, lock: str, element: str, fence: int, newer: int | None = None) -> None:
+        self.lock = lock
+        self.element = element
+        self.fence = fence
+        self.newer = newer
+        now = f"fence {newer}" if newer is not None else "no longer held by this guard"
+        super().__init__(
+            f"write to {element} refused: lock {lock} fence {fence} is stale (the lock is now "
+            f"{now})"
+        )
+
+
+class UnsupportedOperationError(DRefError, NotImplementedError):
+    """The backend does not offer the requested operation; `capability` names what is missing."""
+
+    def __init__(self, message: str, *, capability: str | None = None) -> None:
+        self.capability = capability
+        super().__init__(message)
 
 
 class ChangeStreamLaggedError(DRefError):

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 from dref.changes import ChangeEvent, ChangeHub
 from dref.clock import Clock
+from dref.errors import StaleFenceError
+from dref.spi import WriteFence
 
 __all__ = ["Store"]
 
@@ -26,6 +28,8 @@ class Store:
         self.hub = ChangeHub()
         self._data: dict[str, tuple[bytes, float | None]] = {}
         self._fences: dict[str, int] = {}
+        # Each element's line of contended swaps (`fair_compare_and_swap`), oldest first.
+        self._lines: dict[str, dict[bytes, None]] = {}
         self._expiries: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._on_new_expiry: set[Callable[[], None]] = set()
@@ -125,6 +129,59 @@ class Store:
         fence = self._fences.get(name, 0) + 1
         self._fences[name] = fence
         return fence
+
+    # -- fenced writes ----------------------------------------------------------------------------
+    def check_fence(self, name: str, fence: WriteFence) -> None:
+        """`StaleFenceError` if `fence.lock` was acquired again after `fence.fence`."""
+        current = self._fences.get(fence.lock, 0)
+        if current != fence.fence:
+            raise StaleFenceError(fence.lock, name, fence.fence, current)
+
+    def fenced_set(
+        self, name: str, value: bytes, ttl: float | None, fence: WriteFence, if_absent: bool
+    ) -> bool:
+        self.purge()
+        self.check_fence(name, fence)
+        if if_absent and name in self._data:
+            return False
+        self._put(name, value, ttl)
+        return True
+
+    def fenced_compare_and_set(
+        self, name: str, expected: bytes, value: bytes, fence: WriteFence
+    ) -> bool:
+        self.purge()
+        self.check_fence(name, fence)
+        return self.compare_and_set(name, expected, value, None)
+
+    def fenced_delete(self, name: str, fence: WriteFence) -> None:
+        self.purge()
+        self.check_fence(name, fence)
+        self.delete(name)
+
+    # -- the line of contended swaps --------------------------------------------------------------
+    def fair_compare_and_set(
+        self, name: str, expected: bytes, value: bytes, ticket: bytes
+    ) -> tuple[bool, int]:
+        """Swap iff the value is `expected` and the line is empty or led by `ticket`; else
+        `ticket` joins the line. `(swapped, waiters ahead of ticket)`."""
+        line = self._lines.get(name)
+        first = next(iter(line)) if line else None
+        if (first is None or first == ticket) and self.compare_and_set(name, expected, value, None):
+            if first is not None:
+                self.leave_line(name, ticket)
+            return True, 0
+        if line is None:
+            line = self._lines[name] = {}
+        line.setdefault(ticket, None)
+        return False, list(line).index(ticket)
+
+    def leave_line(self, name: str, ticket: bytes) -> None:
+        line = self._lines.get(name)
+        if line is not None:
+            line.pop(ticket, None)
+            if not line:
+                del self._lines[name]
 
     def __len__(self) -> int:
         self.purge()
