@@ -217,9 +217,12 @@ class DRef(Generic[T]):
                     queued = False  # the head leaves the line as it swaps
                     self._seen = encoded
                     return result
-                # Wait about as long as those ahead need (a round trip each), then try again:
-                # that keeps our place alive and, at the head, swaps on the fresh value.
-                await asyncio.sleep(min(FAIR_WAIT_MAX, ahead * (loop.time() - sent)))
+                # The head and the next in line try again at once (the head swaps on the fresh
+                # value; the next one is ready when it leaves). Those further back wait about
+                # as long as the ones ahead need, then try again (which keeps their place).
+                # (The loop's timers are about 1 ms coarse: shorter waits only yield.)
+                wait = 0.0 if ahead <= 1 else (ahead - 1) * (loop.time() - sent) / 2
+                await asyncio.sleep(0 if wait < 0.001 else min(FAIR_WAIT_MAX, wait))
         finally:
             if queued:
                 in_background(backend.leave_line(self._name, ticket), f"leave line {self._name}")
