@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0e\x64ref_ext.proto\x12\x11io.github.tobia80\"!\n\x0e\x43ompareRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\x0c\"Q\n\x0f\x43ompareResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x08\x12\x14\n\x07\x63urrent\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x42\n\n\x08_current2[\n\x07\x44RefExt\x12P\n\x07\x43ompare\x12!.io.github.tobia80.CompareRequest\x1a\".io.github.tobia80.CompareResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0e\x64ref_ext.proto\x12\x11io.github.tobia80\"!\n\x0e\x43ompareRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\x0c\"`\n\x0f\x43ompareResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x08\x12\x14\n\x07\x63urrent\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\r\n\x05stale\x18\x04 \x01(\x08\x42\n\n\x08_current2[\n\x07\x44RefExt\x12P\n\x07\x43ompare\x12!.io.github.tobia80.CompareRequest\x1a\".io.github.tobia80.CompareResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPAREREQUEST']._serialized_start=37
   _globals['_COMPAREREQUEST']._serialized_end=70
   _globals['_COMPARERESPONSE']._serialized_start=72
-  _globals['_COMPARERESPONSE']._serialized_end=153
-  _globals['_DREFEXT']._serialized_start=155
-  _globals['_DREFEXT']._serialized_end=246
+  _globals['_COMPARERESPONSE']._serialized_end=168
+  _globals['_DREFEXT']._serialized_start=170
+  _globals['_DREFEXT']._serialized_end=261
 # @@protoc_insertion_point(module_scope)
