@@ -165,7 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
     parser.add_argument("--profile", action="store_true", help="also cProfile the dref operations")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument(
+        "--fairness", action="store_true", help="only the fairness row (benchmarks/_fairness.py)"
+    )
     args = parser.parse_args(argv)
+    if args.fairness:
+        from _fairness import fairness_row
+
+        print(fairness_row("inmemory", {"namespace": "fairness-bench"}, seconds=args.seconds))
+        return 0
     if args.seconds <= 0 or args.rounds < 1:
         parser.error("--seconds must be positive and --rounds at least 1")
 

@@ -363,7 +363,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="also write results here")
     parser.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument(
+        "--fairness", action="store_true", help="only the fairness row (benchmarks/_fairness.py)"
+    )
     args = parser.parse_args(argv)
+    if args.fairness:
+        from _fairness import fairness_row
+
+        with RedisProcess() as server:
+            print(fairness_row("redis", {"url": server.url}, seconds=max(args.seconds, 3.0)))
+        return 0
     console = Console()
     meta: dict[str, Any] = {
         "benchmark": "redis",
