@@ -168,11 +168,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fairness", action="store_true", help="only the fairness row (benchmarks/_fairness.py)"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="SRC",
+        help="with --fairness: also run a checkout of another commit, alternating rounds",
+    )
     args = parser.parse_args(argv)
     if args.fairness:
-        from _fairness import fairness_row
+        from _fairness import compare_rows, fairness_row
 
-        print(fairness_row("inmemory", {"namespace": "fairness-bench"}, seconds=args.seconds))
+        options = {"namespace": "fairness-bench"}
+        if args.baseline is None:
+            print(fairness_row("inmemory", options, seconds=args.seconds))
+        else:
+            print(
+                compare_rows(
+                    "inmemory", options, args.baseline, seconds=args.seconds, rounds=args.rounds
+                )
+            )
         return 0
     if args.seconds <= 0 or args.rounds < 1:
         parser.error("--seconds must be positive and --rounds at least 1")

@@ -366,12 +366,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fairness", action="store_true", help="only the fairness row (benchmarks/_fairness.py)"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="SRC",
+        help="with --fairness: also run a checkout of another commit, alternating rounds",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="with --baseline: rounds per side")
     args = parser.parse_args(argv)
     if args.fairness:
-        from _fairness import fairness_row
+        from _fairness import compare_rows, fairness_row
 
+        seconds = max(args.seconds, 3.0)
         with RedisProcess() as server:
-            print(fairness_row("redis", {"url": server.url}, seconds=max(args.seconds, 3.0)))
+            options = {"url": server.url}
+            if args.baseline is None:
+                print(fairness_row("redis", options, seconds=seconds))
+            else:
+                print(
+                    compare_rows(
+                        "redis", options, args.baseline, seconds=seconds, rounds=args.rounds
+                    )
+                )
         return 0
     console = Console()
     meta: dict[str, Any] = {

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
-from dref._aio import in_background
+from dref._combine import UpdateLine
 from dref.changes import Subscription
 from dref.errors import CodecError, ElementNotFoundError, UnsupportedOperationError
 from dref.lock import LockGuard
@@ -28,9 +28,6 @@ T = TypeVar("T")
 B = TypeVar("B")
 
 log = logging.getLogger("dref")
-
-FAIR_WAIT_MAX = 0.02
-"""Longest pause (s) between attempts of a `modify` waiting behind others in an element's line."""
 
 
 class DRef(Generic[T]):
@@ -192,40 +189,41 @@ class DRef(Generic[T]):
                 await asyncio.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** min(conflicts, 7))))
 
     async def _modify_fair(self, f: Callable[[T], Any]) -> Any:
-        """Compare-and-swap served in the element's line (`fair_updates`): uncontended, one
-        round trip; contended, a failed swap takes a place in line and the head swaps next."""
+        """Compare-and-swap served in the element's line (`fair_updates`). Uncontended: one
+        round trip by the caller. Contended: the calls of this context queue behind one runner
+        that holds the context's place in the server's line (`dref._combine`)."""
+        line = UpdateLine.of(self._ctx, self._name)
+        if line is not None:
+            return await line.join(self, f)
+        line = UpdateLine.open(self._ctx, self._name)
         backend = self._backend
-        loop = asyncio.get_running_loop()
-        data = self._seen
-        if data is None:
-            data = await backend.get(self._name)
-        ticket = secrets.token_bytes(8)
-        queued = False  # True while the backend may keep our ticket in line
+        ticket: bytes | None = None
+        handed = False
         try:
-            while True:
-                if data is None:
-                    self._seen = None
-                    raise ElementNotFoundError(self._name)
-                result, new = await _call(f, self._decode(data))
-                encoded = self._encode(new)
-                queued = True
-                sent = loop.time()
-                swapped, data, ahead = await backend.fair_compare_and_swap(
-                    self._name, data, encoded, ticket
-                )
-                if swapped:
-                    queued = False  # the head leaves the line as it swaps
-                    self._seen = encoded
-                    return result
-                # The head and the next in line try again at once (the head swaps on the fresh
-                # value; the next one is ready when it leaves). Those further back wait about
-                # as long as the ones ahead need, then try again (which keeps their place).
-                # (The loop's timers are about 1 ms coarse: shorter waits only yield.)
-                wait = 0.0 if ahead <= 1 else (ahead - 1) * (loop.time() - sent) / 2
-                await asyncio.sleep(0 if wait < 0.001 else min(FAIR_WAIT_MAX, wait))
+            data = self._seen
+            if data is None:
+                data = await backend.get(self._name)
+            if data is None:
+                self._seen = None
+                raise ElementNotFoundError(self._name)
+            result, new = await _call(f, self._decode(data))
+            encoded = self._encode(new)
+            ticket = secrets.token_bytes(8)
+            swapped, current, ahead = await backend.fair_compare_and_swap(
+                self._name, data, encoded, ticket
+            )
+            if swapped:
+                self._seen = encoded
+                ticket = None  # the head leaves the line as it swaps; else it never joined
+                return result
+            # Contended: go first in this context's queue; the runner keeps our place in line.
+            handed = True
+            queued = line.hand_over(self, f, ticket, current, ahead)
+            assert queued is not None
         finally:
-            if queued:
-                in_background(backend.leave_line(self._name, ticket), f"leave line {self._name}")
+            if not handed:
+                line.hand_over(None, None, ticket, None, 0)
+        return await UpdateLine.wait(queued)
 
     async def _modify_locked(self, f: Callable[[T], Any], wf: WriteFence | None) -> Any:
         async with self._ctx._lock_named(f"lock:{self._name}"):
