@@ -28,14 +28,15 @@ if TYPE_CHECKING:
     from dref.context import DRefContext
     from dref.ref import DRef
 
-__all__ = ["FAIR_WAIT_MAX", "MAX_BATCH", "UpdateLine"]
+__all__ = ["MAX_BATCH", "UpdateLine", "new_ticket"]
 
 MAX_BATCH = 32
 """Most queued calls one contended round trip serves."""
 
-FAIR_WAIT_MAX = 0.02
-"""Longest pause (s) between attempts of a runner waiting behind others in the server's line
-when the backend cannot tell it that its turn has come."""
+
+def new_ticket() -> bytes:
+    """A place in an element's line: 16 hex digits (part of key names in Redis)."""
+    return secrets.token_hex(8).encode()
 
 
 class _Entry:
@@ -119,11 +120,9 @@ class UpdateLine:
     async def _run(self, ticket: bytes | None, guess: bytes | None, ahead: int) -> None:
         backend = self._ctx.backend
         name = self._name
-        loop = asyncio.get_running_loop()
         queued = ticket is not None  # the backend may hold our ticket in line
-        ticket = ticket or secrets.token_bytes(8)
+        ticket = ticket or new_ticket()
         batch: list[_Entry] = []
-        last = 0.0  # duration of the last failed round trip
         try:
             while self._pending:
                 batch.clear()
@@ -132,10 +131,18 @@ class UpdateLine:
                     if not entry.fut.done():
                         batch.append(entry)
                 while batch:
-                    if ahead > 1:
-                        # Those further back wait about as long as the ones ahead need, then try
-                        # again (which keeps their place).
-                        await asyncio.sleep(min(FAIR_WAIT_MAX, (ahead - 1) * last / 2))
+                    if ahead > 0:
+                        # Behind others in the server's line: wait until the swap before ours
+                        # hands us the value it left (or the backend's fallback wait passes),
+                        # taking in the calls that queued here meanwhile.
+                        handed = await backend.wait_turn(name, ticket)
+                        if handed is not None:
+                            guess = handed
+                        ahead = 0
+                        while self._pending and len(batch) < MAX_BATCH:
+                            entry = self._pending.popleft()
+                            if not entry.fut.done():
+                                batch.append(entry)
                     if guess is None:
                         guess = await backend.get(name)
                     if guess is None:
@@ -162,7 +169,6 @@ class UpdateLine:
                     if not batch:
                         break
                     queued = True
-                    sent = loop.time()
                     swapped, guess, ahead = await backend.fair_compare_and_swap(
                         name, guess, value, ticket
                     )
@@ -174,8 +180,6 @@ class UpdateLine:
                             if not entry.fut.done():
                                 entry.fut.set_result(result)
                         batch.clear()
-                    else:
-                        last = loop.time() - sent
         except BaseException as exc:
             error: BaseException = exc
             if isinstance(exc, asyncio.CancelledError):

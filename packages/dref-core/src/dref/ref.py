@@ -7,11 +7,10 @@ import inspect
 import logging
 import math
 import random
-import secrets
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
-from dref._combine import UpdateLine
+from dref._combine import UpdateLine, new_ticket
 from dref.changes import Subscription
 from dref.errors import CodecError, ElementNotFoundError, UnsupportedOperationError
 from dref.lock import LockGuard
@@ -208,7 +207,7 @@ class DRef(Generic[T]):
                 raise ElementNotFoundError(self._name)
             result, new = await _call(f, self._decode(data))
             encoded = self._encode(new)
-            ticket = secrets.token_bytes(8)
+            ticket = new_ticket()
             swapped, current, ahead = await backend.fair_compare_and_swap(
                 self._name, data, encoded, ticket
             )

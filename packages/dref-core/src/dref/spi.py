@@ -15,9 +15,9 @@ Optional native paths, announced by `capabilities`:
 - `fenced_set` / `fenced_compare_and_swap` / `fenced_delete` (`fenced_writes`): a write applied
   only if the `WriteFence`'s lock has not been acquired again since, checked atomically with
   the write by the store; otherwise `dref.errors.StaleFenceError` and nothing changes.
-- `fair_compare_and_swap` / `leave_line` (`fair_updates`): a compare-and-swap served in a
-  server-side line per element, so that contended `modify` calls are served first come, first
-  served across processes.
+- `fair_compare_and_swap` / `leave_line` / `wait_turn` (`fair_updates`): a compare-and-swap
+  served in a server-side line per element, so that contended `modify` calls are served first
+  come, first served across processes; the swap that leaves hands the value to the next.
 
 A third-party backend is one module exposing a `dref_register_backends(registry)` hook
 implementation (see `dref.hookspecs`) and a `dref.backends` entry point naming that module.
@@ -78,7 +78,7 @@ class Capabilities:
     fair_updates: bool = False
     """`fair_compare_and_swap` serves contended swaps of one element first come, first served:
     a failed swap takes a place in the element's line, and while anyone waits only the head of
-    the line may swap."""
+    the line may swap; `wait_turn` returns when a waiter's turn has come."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +197,17 @@ class Backend(abc.ABC):
 
     async def leave_line(self, name: str, ticket: bytes) -> None:
         """Take `ticket` out of `name`'s line (harmless when it is not there)."""
+        raise NotImplementedError(f"{type(self).__name__} has no fair compare-and-swap")
+
+    async def wait_turn(self, name: str, ticket: bytes) -> bytes | None:
+        """Wait until `ticket`, in `name`'s line, becomes its head; requires `fair_updates`.
+
+        Returns the element's value as the swap (or leave) that made `ticket` the head left it,
+        so that the head swaps next without a stale first guess; None when the backend's
+        bounded fallback wait (well within the waiter life) passed first; the caller then tries
+        again, which keeps its place. A swap or `leave_line` of `ticket` drops a value handed
+        to it and not yet taken.
+        """
         raise NotImplementedError(f"{type(self).__name__} has no fair compare-and-swap")
 
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:

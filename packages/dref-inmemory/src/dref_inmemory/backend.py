@@ -18,6 +18,9 @@ from dref_inmemory.store import Store
 
 __all__ = ["InMemoryBackend", "InMemorySettings", "open_backend", "reset"]
 
+_TURN_FALLBACK = 1.0
+"""Longest `wait_turn` (s) before the waiter tries again anyway."""
+
 _stores: dict[str, Store] = {}
 
 
@@ -154,6 +157,9 @@ class InMemoryBackend(Backend):
 
     async def leave_line(self, name: str, ticket: bytes) -> None:
         self._live().leave_line(name, ticket)
+
+    async def wait_turn(self, name: str, ticket: bytes) -> bytes | None:
+        return await self._live().wait_turn(name, ticket, _TURN_FALLBACK)
 
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
         fence = self._live().try_lock(name, token, ttl)

@@ -91,6 +91,8 @@ class RedisBackend(Backend):
         # How long a lock waiter keeps its place in line without trying again (it tries at least
         # every poll interval).
         self._waiter_life = _px(_WAITER_LIFE_POLLS * settings.poll_interval)
+        # Longest wait for an update's turn before trying again (keeps its place alive).
+        self._turn_wait = b"%.3f" % min(settings.poll_interval, settings.op_timeout / 2)
         self._conns = Connections(settings)
         self._where = self._conns.where
         self._deadline = settings.connect_timeout + settings.op_timeout
@@ -290,9 +292,20 @@ class RedisBackend(Backend):
 
     async def leave_line(self, name: str, ticket: bytes) -> None:
         key = self.keys.key(name)
-        await self._run(
-            self._leave_line, "leave_line", name, [queue_key(key), lives_key(key)], [ticket]
-        )
+        keys = [queue_key(key), lives_key(key), key]
+        await self._run(self._leave_line, "leave_line", name, keys, [ticket, self._waiter_life])
+
+    async def wait_turn(self, name: str, ticket: bytes) -> bytes | None:
+        """BLPOP of the ticket's turn list (`{k}:dref-queue:turn:<ticket>`), which the swap or
+        leave that makes it the head fills; at most one poll interval, on a pooled connection
+        the lane's or the pool's to itself while it blocks."""
+        turn = queue_key(self.keys.key(name)) + b":turn:" + ticket
+        reply = await self._command("wait_turn", name, "BLPOP", turn, self._turn_wait)
+        if not reply:
+            return None
+        value = reply[1]
+        assert isinstance(value, bytes)  # decode_responses is off
+        return value or None
 
     def _fence_keys(self, name: str, fence: WriteFence) -> list[bytes]:
         """The element's key and its lock's fence key; in Cluster both must share a slot."""

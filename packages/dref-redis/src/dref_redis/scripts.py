@@ -140,13 +140,30 @@ return false
 """
 )
 
+# The element's line of contended swaps: waiter `t` of queue q waits for its turn on the list
+# `q .. ':turn:' .. t` (it shares q's hash tag, so q's slot), where the swap or leave that makes
+# it the head pushes the value it left.
+_TURN = """
+local function hand_to_head(q, h, now, value, life)
+  local head = live_head(q, h, now)
+  if head then
+    local turn = q .. ':turn:' .. head
+    redis.call('DEL', turn)
+    redis.call('RPUSH', turn, value or '')
+    redis.call('PEXPIRE', turn, life)
+  end
+end
+"""
+
 FAIR_COMPARE_AND_SET = (
     _QUEUE
+    + _TURN
     + """
 -- KEYS: key, queue, lives (the element's line, as a lock's); ARGV: expected, value, payload,
 -- channel, ticket, waiter life (ms). Swaps iff the value is `expected` and nobody waits or the
--- ticket is the oldest live waiter: {1}. Otherwise the ticket joins the line (or keeps its
--- place, alive for one more waiter life): {0, waiters ahead of it, current value}.
+-- ticket is the oldest live waiter: {1}; then the new head's turn comes. Otherwise the ticket
+-- joins the line (or keeps its place, alive for one more waiter life): {0, waiters ahead of
+-- it, current value}.
 local ticket = ARGV[5]
 local now, head
 if redis.call('EXISTS', KEYS[2]) == 1 then
@@ -159,6 +176,8 @@ if (head == nil or head == ticket) and current == ARGV[1] then
   if head then
     redis.call('ZREM', KEYS[2], ticket)
     redis.call('HDEL', KEYS[3], ticket)
+    redis.call('DEL', KEYS[2] .. ':turn:' .. ticket)
+    hand_to_head(KEYS[2], KEYS[3], now, ARGV[2], ARGV[6])
   end
   redis.call('PUBLISH', ARGV[4], ARGV[3])
   return {1}
@@ -172,12 +191,23 @@ return {0, redis.call('ZRANK', KEYS[2], ticket), current}
 """
 )
 
-LEAVE_LINE = """
--- KEYS: queue, lives; ARGV: ticket. A waiter of the element's line that stops trying.
+LEAVE_LINE = (
+    _QUEUE
+    + _TURN
+    + """
+-- KEYS: queue, lives, key; ARGV: ticket, waiter life (ms). A waiter of the element's line that
+-- stops trying; if it was the head, the next one's turn comes.
+local now = now_us()
+local head = live_head(KEYS[1], KEYS[2], now)
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1] .. ':turn:' .. ARGV[1])
+if head == ARGV[1] then
+  hand_to_head(KEYS[1], KEYS[2], now, redis.call('GET', KEYS[3]), ARGV[2])
+end
 return 1
 """
+)
 
 # Fenced writes: the lock's fence counter (`{lock}:dref-fence`, INCR'd by every acquisition)
 # must still be the caller's fence, checked in the script that writes. A stale fence returns
