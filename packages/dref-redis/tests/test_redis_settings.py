@@ -119,4 +119,4 @@ def test_cluster_fenced_writes_need_a_common_hash_tag() -> None:
         backend._fence_keys("order:42", WriteFence("lock:42", b"t", 1))
     # A common hash tag puts the value and the lock's fence counter in one slot.
     key, fence = backend._fence_keys("order:{42}", WriteFence("lock:{42}", b"t", 1))
-    assert key == b"order:{42}"
+    assert (key, fence) == (b"order:{42}", b"lock:{42}:dref-fence")
