@@ -165,7 +165,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
     parser.add_argument("--profile", action="store_true", help="also cProfile the dref operations")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument(
+        "--fairness", action="store_true", help="only the fairness row (benchmarks/_fairness.py)"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="SRC",
+        help="with --fairness: also run a checkout of another commit, alternating rounds",
+    )
     args = parser.parse_args(argv)
+    if args.fairness:
+        from _fairness import compare_rows, fairness_row
+
+        options = {"namespace": "fairness-bench"}
+        if args.baseline is None:
+            print(fairness_row("inmemory", options, seconds=args.seconds))
+        else:
+            print(
+                compare_rows(
+                    "inmemory", options, args.baseline, seconds=args.seconds, rounds=args.rounds
+                )
+            )
+        return 0
     if args.seconds <= 0 or args.rounds < 1:
         parser.error("--seconds must be positive and --rounds at least 1")
 

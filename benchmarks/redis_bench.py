@@ -363,7 +363,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="also write results here")
     parser.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument(
+        "--fairness", action="store_true", help="only the fairness row (benchmarks/_fairness.py)"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="SRC",
+        help="with --fairness: also run a checkout of another commit, alternating rounds",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="with --baseline: rounds per side")
     args = parser.parse_args(argv)
+    if args.fairness:
+        from _fairness import compare_rows, fairness_row
+
+        seconds = max(args.seconds, 3.0)
+        with RedisProcess() as server:
+            options = {"url": server.url}
+            if args.baseline is None:
+                print(fairness_row("redis", options, seconds=seconds))
+            else:
+                print(
+                    compare_rows(
+                        "redis", options, args.baseline, seconds=seconds, rounds=args.rounds
+                    )
+                )
+        return 0
     console = Console()
     meta: dict[str, Any] = {
         "benchmark": "redis",

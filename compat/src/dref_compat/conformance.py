@@ -36,8 +36,10 @@ from dref.errors import (
     ElementNotFoundError,
     LockStolenError,
     LockTimeoutError,
+    StaleFenceError,
     UnsupportedOperationError,
 )
+from dref_compat import fairness
 from dref_compat.vectors import load_vectors
 
 __all__ = ["BackendConformance", "eventually"]
@@ -72,6 +74,7 @@ class BackendConformance:
     backend: ClassVar[str]
     contenders: ClassVar[int] = 20
     lock_ttl: ClassVar[float] = 2.0
+    fairness_updates: ClassVar[int] = 400
 
     # -- fixtures -------------------------------------------------------------------------------
     @pytest.fixture
@@ -102,6 +105,11 @@ class BackendConformance:
         self, open_context: Callable[[], Awaitable[dref.DRefContext]]
     ) -> dref.DRefContext:
         return await open_context()
+
+    @pytest.fixture
+    def fairness_options(self, connect_options: dict[str, Any]) -> dict[str, Any]:
+        """Options with which other processes connect for the fairness test (picklable)."""
+        return connect_options
 
     @pytest.fixture
     def name(self) -> str:
@@ -305,6 +313,145 @@ class BackendConformance:
 
         await eventually(probe_gone, what="probe expiry")
         assert await ctx.backend.get(name) == b"\x01"
+
+    async def test_ttl_where_users_write(self, ctx: dref.DRefContext, name: str) -> None:
+        made = await ctx.make("seed", f"{name}:made", ttl=0.3)
+        kept = await ctx.make("other", f"{name}:made", ttl=0.3)  # exists: left as it is
+        assert await kept.get() == "seed"
+        ref = ctx.ref(name, type=str)
+        await ref.set("set", ttl=0.3)
+        created = ctx.ref(f"{name}:created", type=str)
+        assert await created.set_if_not_exist("created", ttl=0.3)
+        forever = await ctx.make("forever", f"{name}:forever")
+        for r in (made, ref, created):
+
+            async def gone(r: dref.DRef[str] = r) -> bool:
+                return await ctx.backend.get(r.name) is None
+
+            await eventually(gone, what=f"expiry of {r.name}")
+        assert await forever.get() == "forever"
+        with pytest.raises(ElementNotFoundError):
+            await ref.get()
+        for bad in (0, -1.0, float("inf"), float("nan")):
+            with pytest.raises(ValueError, match="ttl"):
+                await ref.set("x", ttl=bad)
+            with pytest.raises(ValueError, match="ttl"):
+                await ctx.make("x", f"{name}:bad", ttl=bad)
+        assert await ctx.backend.get(f"{name}:bad") is None
+
+    async def test_user_ttl_expiry_is_a_change_event(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        if not ctx.backend.capabilities.expiry_events:
+            pytest.skip("backend does not claim expiry_events: an expiring key sends nothing")
+        ref = ctx.ref(name, type=int)
+        async with await ctx.backend.subscribe(name) as events:
+            await ref.set(1, ttl=0.2)
+            assert (await _next(events)).value == await ctx.backend.get(name)
+            assert (await _next(events)).deleted
+            assert await ref.set_if_not_exist(2, ttl=0.2)
+            assert (await _next(events)).value is not None
+            assert (await _next(events)).deleted
+
+    # -- fenced writes --------------------------------------------------------------------------
+    async def test_fenced_writes_of_the_holder_are_applied(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        # A common hash tag: Redis Cluster checks the lock in the script that writes.
+        lock, name = f"{{{name}}}:lock", f"{{{name}}}:value"
+        ref = ctx.ref(name, type=int)
+        async with ctx.lock(lock, ttl=self.lock_ttl) as guard:
+            if not ctx.backend.capabilities.fenced_writes:
+                with pytest.raises(UnsupportedOperationError, match="fenced_writes"):
+                    await ref.set(1, fence=guard)
+                with pytest.raises(UnsupportedOperationError):
+                    await ref.update(lambda n: n + 1, fence=guard)
+                assert await ctx.backend.get(name) is None
+                pytest.skip("backend does not claim fenced_writes (refused with a clear error)")
+            assert await ref.set_if_not_exist(1, fence=guard)
+            assert not await ref.set_if_not_exist(5, fence=guard)
+            await ref.set(2, fence=guard, ttl=30)
+            await ref.update(lambda n: n + 1, fence=guard)
+            assert await ref.get_and_update(lambda n: n + 1, fence=guard) == 3
+            assert await ref.update_and_get(lambda n: n + 1, fence=guard) == 5
+            assert await ref.modify(lambda n: ("r", n * 10), fence=guard) == "r"
+            assert await ref.get() == 50
+            await ref.delete(fence=guard)
+            assert await ctx.backend.get(name) is None
+            with pytest.raises(TypeError, match="guard"):
+                await ref.set(1, fence=guard.fence)  # type: ignore[arg-type]
+
+    async def test_fenced_write_of_a_paused_holder_is_refused(
+        self, ctx: dref.DRefContext, ctx2: dref.DRefContext, name: str
+    ) -> None:
+        backend = ctx.backend
+        if not backend.capabilities.fenced_writes:
+            pytest.skip("backend does not claim fenced_writes")
+        lock, name = f"{{{name}}}:lock", f"{{{name}}}:value"
+        # The first holder pauses: nothing renews its lease, which runs out.
+        token = lock_value.to_bytes(4242)
+        grant = await backend.try_lock(lock, token, 0.3)
+        assert grant is not None
+        assert grant.fence is not None
+        paused = dref.LockGuard(lock, token, grant.fence, 0.3)
+        mine = await ctx.make(0, name)
+        await mine.set(1, fence=paused)  # still the latest acquisition
+        theirs = ctx2.ref(name, type=int)
+        async with ctx2.lock(lock, ttl=self.lock_ttl, timeout=DEADLINE) as second:
+            assert second.fence is not None
+            assert second.fence > grant.fence
+            await theirs.set(2, fence=second)
+            writes: list[Callable[[], Awaitable[object]]] = [
+                lambda: mine.set(10, fence=paused),
+                lambda: mine.set_if_not_exist(10, fence=paused),
+                lambda: mine.update(lambda n: n + 10, fence=paused),
+                lambda: mine.modify(lambda n: (n, n + 10), fence=paused),
+                lambda: mine.get_and_update(lambda n: n + 10, fence=paused),
+                lambda: mine.update_and_get(lambda n: n + 10, fence=paused),
+                lambda: mine.delete(fence=paused),
+            ]
+            for write in writes:
+                with pytest.raises(StaleFenceError) as info:
+                    await write()
+                error = info.value
+                assert (error.lock, error.element, error.fence) == (lock, name, paused.fence)
+                assert error.newer is None or error.newer == second.fence
+                assert name in str(error)
+                assert lock in str(error)
+                assert await theirs.get() == 2
+        # After the second holder released, the paused one is still behind it.
+        with pytest.raises(StaleFenceError):
+            await mine.set(10, fence=paused)
+        assert await theirs.get() == 2
+
+    # -- fairness -------------------------------------------------------------------------------
+    async def test_contended_updates_are_fair(
+        self, ctx: dref.DRefContext, fairness_options: dict[str, Any]
+    ) -> None:
+        caps = ctx.backend.capabilities
+        if not caps.fair_updates:
+            pytest.skip("backend does not claim fair_updates")
+        if caps.distributed:
+            result = await asyncio.to_thread(
+                fairness.run_processes,
+                self.backend,
+                fairness_options,
+                processes=4,
+                tasks=4,
+                total=self.fairness_updates,
+                seconds=20,
+            )
+        else:
+            result = await fairness.run_contexts(
+                self.backend,
+                fairness_options,
+                contexts=4,
+                tasks=4,
+                total=self.fairness_updates,
+                seconds=20,
+            )
+        assert sum(result.counts) >= self.fairness_updates, result.row()
+        assert result.ratio >= 0.5, result.row()
 
     # -- locks ----------------------------------------------------------------------------------
     async def test_lock_mutual_exclusion_across_contexts(

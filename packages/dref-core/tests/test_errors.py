@@ -15,6 +15,8 @@ SAMPLES = [
     errors.CodecError("bad", name="k"),
     errors.LockStolenError("job", -5, "deleted"),
     errors.LockTimeoutError("job", 1.5),
+    errors.StaleFenceError("job", "counter", 3, 4),
+    errors.UnsupportedOperationError("no", capability="fenced_writes"),
     errors.ChangeStreamLaggedError("k", 8),
     errors.NotLeaderError("node-2"),
     errors.NoLeaderError(),

@@ -88,6 +88,8 @@ async def test_client_mode_capabilities(client: RaftClientBackend) -> None:
     assert caps.expiry_events
     assert caps.native_cas
     assert caps.owner_checked_locks
+    assert caps.fenced_writes
+    assert not caps.fair_updates  # contended modify: plain compare-and-swap with backoff
     assert not caps.exact_events
     assert client.poll_interval <= 0.2
     assert not caps.distributed
@@ -98,6 +100,8 @@ async def test_client_mode_mixed_cluster_has_no_compare(cluster: list[Member]) -
         caps = ctx.backend.capabilities
         assert not caps.native_cas
         assert not caps.owner_checked_locks
+        assert not caps.fenced_writes  # FencedWrite is a dref-only command
+        assert not caps.fair_updates
         assert await ctx.backend.set_if_not_exist("m", b"a")
         assert not await ctx.backend.set_if_not_exist("m", b"b")
 

@@ -221,3 +221,27 @@ def test_the_machine_never_reads_a_clock(monkeypatch: pytest.MonkeyPatch) -> Non
     assert machine.get("a", now_ms=6) == b"1"
     assert machine.expiration_table() == {"a": 7}
     machine.install(machine.snapshot(last_seq=4))
+
+
+def test_fenced_write_applies_only_while_the_lock_holds_the_token() -> None:
+    from dref_raft.commands import FENCE_COMPARE, FENCE_IF_ABSENT, FencedWrite
+
+    fsm = StateMachine()
+    fsm.apply(SetElement("lock", b"t1", expire_at=2_000))
+    done = fsm.apply(FencedWrite("lock", b"t1", "x", b"1", now=1_000))
+    assert done.created
+    assert done.events == (Changed("x", b"1"),)
+    assert not fsm.apply(
+        FencedWrite("lock", b"t1", "x", b"2", None, FENCE_IF_ABSENT, now=1_000)
+    ).created
+    swapped = fsm.apply(FencedWrite("lock", b"t1", "x", b"3", None, FENCE_COMPARE, b"9", now=1_000))
+    assert (swapped.created, swapped.current, swapped.stale) == (False, b"1", False)
+    # The lease ran out at 2000: stale, nothing changes (also with another token in the lock).
+    expired = fsm.apply(FencedWrite("lock", b"t1", "x", b"4", now=2_000))
+    assert (expired.stale, expired.events) == (True, ())
+    fsm.apply(SetElement("lock", b"t2"))
+    assert fsm.apply(FencedWrite("lock", b"t1", "x", None, now=1_000)).stale
+    assert fsm.get("x", 1_000) == b"1"
+    assert fsm.apply(FencedWrite("lock", b"t2", "x", None, now=1_000)).events == (
+        Changed("x", None),
+    )

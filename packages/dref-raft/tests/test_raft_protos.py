@@ -209,6 +209,7 @@ EXTENSION_MESSAGES = {
     "CompareAndSetCommand",
     "CompareAndDeleteCommand",
     "CompareAndExpireCommand",
+    "FencedWriteCommand",
 }
 FIRST_EXTENSION_NUMBER = 1000
 

@@ -110,3 +110,16 @@ def test_malformed_snapshot_bytes_raise_a_wire_format_error() -> None:
 def test_out_of_range_times_are_refused_when_encoding(command: Command) -> None:
     with pytest.raises(ValueError, match="cannot encode"):
         encode_command(command)
+
+
+def test_fenced_write_round_trips_in_the_extension_field() -> None:
+    from dref_raft.commands import FENCE_COMPARE, FencedWrite
+    from dref_raft.wire.commands import FENCED_WRITE_FIELD, decode_command, encode_command
+
+    for command in (
+        FencedWrite("lock", b"\x01" * 8, "x", b"v", 123, FENCE_COMPARE, b"e", 99),
+        FencedWrite("lock", b"\x02" * 8, "x", None),
+    ):
+        data = encode_command(command)
+        assert decode_command(data) == command
+    assert FENCED_WRITE_FIELD == 1004

@@ -83,8 +83,11 @@ def test_capabilities_follow_the_topology() -> None:
     assert plain.capabilities.owner_checked_locks
     assert not plain.capabilities.exact_events
     assert not plain.capabilities.durable
+    assert plain.capabilities.fenced_writes
+    assert plain.capabilities.fair_updates
     lock = RedisBackend(RedisSettings(modify_strategy="lock"))
     assert not lock.capabilities.native_cas
+    assert not lock.capabilities.fair_updates  # no compare-and-swap: modify takes lock:<name>
     sentinel = RedisBackend(RedisSettings(sentinel_master="m", sentinel_addresses=["h:1"]))
     assert not sentinel.capabilities.linearizable
 
@@ -105,3 +108,15 @@ async def test_connect_through_the_plugin_and_environment(
         assert ctx.backend.default_ttl == 7.5
         ref = await ctx.make("hi", "plugin:env")
         assert await ref.get() == "hi"
+
+
+def test_cluster_fenced_writes_need_a_common_hash_tag() -> None:
+    from dref.errors import UnsupportedOperationError
+    from dref.spi import WriteFence
+
+    backend = RedisBackend(RedisSettings(cluster=True))
+    with pytest.raises(UnsupportedOperationError, match="hash tag"):
+        backend._fence_keys("order:42", WriteFence("lock:42", b"t", 1))
+    # A common hash tag puts the value and the lock's fence counter in one slot.
+    key, fence = backend._fence_keys("order:{42}", WriteFence("lock:{42}", b"t", 1))
+    assert (key, fence) == (b"order:{42}", b"lock:{42}:dref-fence")

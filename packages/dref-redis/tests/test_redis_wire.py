@@ -232,6 +232,8 @@ def test_fence_and_queue_keys_share_the_lock_keys_cluster_slot() -> None:
     from redis.crc import key_slot
 
     for key in [b"lock:x", b"a}b", b"a{tag}b", b"}{", b"a{}b}", b"{a{b", b"", "é".encode()]:
-        companions = [fence_key(key), queue_key(key), lives_key(key)]
-        assert len({key, *companions}) == 4
+        # The fair update line's turn lists: `<queue key>:turn:<ticket>`.
+        turn = queue_key(key) + b":turn:0123456789abcdef"
+        companions = [fence_key(key), queue_key(key), lives_key(key), turn]
+        assert len({key, *companions}) == 5
         assert {key_slot(k) for k in companions} == {key_slot(key)}, key

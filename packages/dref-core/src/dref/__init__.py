@@ -22,7 +22,7 @@ from dref.ids import AutoId, ManualId
 from dref.lock import Lock, LockGuard
 from dref.ref import ChangeHandle, ChangeStream, DRef
 from dref.settings import DRefSettings
-from dref.spi import Backend, BackendSpec, BackendStatus, Capabilities, LockGrant
+from dref.spi import Backend, BackendSpec, BackendStatus, Capabilities, LockGrant, WriteFence
 
 __version__ = "0.1.0"
 
@@ -46,6 +46,7 @@ __all__ = [
     "ManualClock",
     "ManualId",
     "SystemClock",
+    "WriteFence",
     "connect",
     "errors",
     "hookimpl",

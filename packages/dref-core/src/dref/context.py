@@ -9,13 +9,14 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from dref._aio import cancel_and_wait
+from dref._combine import UpdateLine
 from dref.clock import Clock, SystemClock
 from dref.codecs import Codec
 from dref.errors import ClosedError, ConfigurationError, UnsupportedOperationError
 from dref.ids import IdLike, resolve_name
 from dref.lock import Lock
 from dref.plugins import PluginManager
-from dref.ref import DRef
+from dref.ref import DRef, check_ttl
 from dref.resources import AsyncResource
 from dref.settings import DRefSettings, load_settings, split_options
 from dref.spi import Backend, BackendSpec
@@ -46,17 +47,30 @@ class DRefContext(AsyncResource):
         self.clock = clock
         self.codec: Codec = plugins.codecs.create(settings.codec, settings)
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Elements with contended `modify` calls of this context in flight (dref._combine).
+        self._update_lines: dict[str, UpdateLine] = {}
         self._closed = False
 
     # -- refs -------------------------------------------------------------------------------------
     @overload
     def make(
-        self, initial: T, id: IdLike = None, *, codec: Codec | str | None = None
+        self,
+        initial: T,
+        id: IdLike = None,
+        *,
+        codec: Codec | str | None = None,
+        ttl: float | None = None,
     ) -> Coroutine[Any, Any, DRef[T]]: ...
 
     @overload
     def make(
-        self, initial: Any, id: IdLike = None, *, codec: Codec | str | None = None, type: type[T]
+        self,
+        initial: Any,
+        id: IdLike = None,
+        *,
+        codec: Codec | str | None = None,
+        type: type[T],
+        ttl: float | None = None,
     ) -> Coroutine[Any, Any, DRef[T]]: ...
 
     def make(
@@ -66,18 +80,21 @@ class DRefContext(AsyncResource):
         *,
         codec: Codec | str | None = None,
         type: Any = None,
+        ttl: float | None = None,
     ) -> Coroutine[Any, Any, DRef[Any]]:
         """A `DRef` seeded with `initial` if the element does not exist yet (as upstream).
 
         `id` is a name (`str` or `ManualId`) or `AutoId`/None for a name derived from this call
-        site. Values decode as `type`, by default the type of `initial`.
+        site. Values decode as `type`, by default the type of `initial`. `ttl`: seconds until
+        the seeded initial value expires (None: never; an existing element is left as it is).
         """
         name = resolve_name(id, depth=1)
         ref = self.ref(name, type=type if type is not None else _type_of(initial), codec=codec)
-        return self._seed(ref, initial)
+        check_ttl(ttl)
+        return self._seed(ref, initial, ttl)
 
-    async def _seed(self, ref: DRef[T], initial: T) -> DRef[T]:
-        await ref.set_if_not_exist(initial)
+    async def _seed(self, ref: DRef[T], initial: T, ttl: float | None) -> DRef[T]:
+        await ref.set_if_not_exist(initial, ttl=ttl)
         return ref
 
     def ref(self, name: str, *, type: Any = None, codec: Codec | str | None = None) -> DRef[Any]:

@@ -10,10 +10,11 @@ DRefError
 ├── CodecError                  a value could not be encoded or decoded (names the element)
 ├── LockError
 │   ├── LockStolenError         the lock was lost while held; the body was cancelled
-│   └── LockTimeoutError        the lock was not acquired in time (also a builtin TimeoutError)
+│   ├── LockTimeoutError        the lock was not acquired in time (also a builtin TimeoutError)
+│   └── StaleFenceError         a fenced write was refused: its lock was acquired again since
+├── UnsupportedOperationError   the backend does not offer this operation (names the capability)
 ├── ChangeStreamLaggedError     a subscriber fell behind its bounded buffer: resynchronise
 ├── ClosedError                 the context or stream was closed
-├── UnsupportedOperationError   the backend does not offer this operation (names both)
 └── BackendError                the backend failed; the library's exception is chained
     ├── BackendUnavailableError the backend could not be reached in time
     ├── BackendTimeoutError     an operation did not finish in time (also a builtin TimeoutError)
@@ -55,6 +56,7 @@ __all__ = [
     "PluginError",
     "PluginLoadError",
     "QuorumLostError",
+    "StaleFenceError",
     "UnsupportedOperationError",
 ]
 
@@ -153,6 +155,36 @@ class LockTimeoutError(LockError, TimeoutError):
         super().__init__(f"Lock {name} not acquired within {timeout:g} s")
 
 
+class StaleFenceError(LockError):
+    """A write with `fence=guard` was refused by the store, which changed nothing.
+
+    The guard's lock has been acquired again since the guard was handed out (or, on backends
+    that check the lock's token instead of a counter, the guard no longer holds it). `newer` is
+    the lock's current fence when the store knows it (None otherwise).
+    """
+
+    def __init__(self, lock: str, element: str, fence: int, newer: int | None = None) -> None:
+        self.lock = lock
+        self.element = element
+        self.fence = fence
+        self.newer = newer
+        now = f"fence {newer}" if newer is not None else "no longer held by this guard"
+        super().__init__(
+            f"write to {element} refused: lock {lock} fence {fence} is stale (the lock is now "
+            f"{now})"
+        )
+
+
+class UnsupportedOperationError(DRefError, NotImplementedError):
+    """The backend (or the server it talks to) does not offer the requested operation, e.g.
+    `names()` without the `names` capability or `fence=` without `fenced_writes`; the message
+    names the backend and the operation, `capability` what is missing (when known)."""
+
+    def __init__(self, message: str, *, capability: str | None = None) -> None:
+        self.capability = capability
+        super().__init__(message)
+
+
 class ChangeStreamLaggedError(DRefError):
     """A change subscriber fell behind its bounded buffer and missed changes.
 
@@ -170,11 +202,6 @@ class ChangeStreamLaggedError(DRefError):
 
 class ClosedError(DRefError, RuntimeError):
     """The context, backend or stream has been closed."""
-
-
-class UnsupportedOperationError(DRefError, NotImplementedError):
-    """The backend (or the server it talks to) does not offer this operation, e.g. `names()`
-    on a backend without the `names` capability; the message names the backend and what."""
 
 
 class BackendError(DRefError):

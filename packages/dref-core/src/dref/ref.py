@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
+from dref._combine import UpdateLine, new_ticket
 from dref.changes import Subscription
-from dref.errors import CodecError, ElementNotFoundError
+from dref.errors import CodecError, ElementNotFoundError, UnsupportedOperationError
+from dref.lock import LockGuard
 from dref.resources import AsyncResource
+from dref.spi import WriteFence
 
 if TYPE_CHECKING:
     from dref.codecs import Codec
@@ -78,36 +82,92 @@ class DRef(Generic[T]):
         except CodecError as exc:
             raise self._decode_error(exc) from exc
 
-    async def set(self, value: T) -> None:
-        """Write `value` unconditionally (no TTL)."""
-        await self._backend.set(self._name, self._encode(value))
+    async def set(
+        self, value: T, *, ttl: float | None = None, fence: LockGuard | None = None
+    ) -> None:
+        """Write `value` unconditionally; `ttl` seconds until it expires (None: never).
 
-    async def set_if_not_exist(self, value: T) -> bool:
-        """Write `value` only if the element does not exist; True iff written."""
-        return await self._backend.set_if_not_exist(self._name, self._encode(value))
+        `fence=guard` (from `ctx.lock`): written only if the guard's lock has not been acquired
+        again since, checked by the store atomically with the write; else `StaleFenceError`.
+        """
+        encoded = self._encode(value)
+        ttl = check_ttl(ttl)
+        wf = self._write_fence(fence)
+        if wf is None:
+            await self._backend.set(self._name, encoded, ttl)
+        else:
+            await self._backend.fenced_set(self._name, encoded, ttl, wf)
 
-    async def delete(self) -> None:
-        """Remove the element (subscribers see a delete)."""
-        await self._backend.delete(self._name)
+    async def set_if_not_exist(
+        self, value: T, *, ttl: float | None = None, fence: LockGuard | None = None
+    ) -> bool:
+        """Write `value` only if the element does not exist; True iff written (`ttl`, `fence`
+        as in `set`)."""
+        encoded = self._encode(value)
+        ttl = check_ttl(ttl)
+        wf = self._write_fence(fence)
+        if wf is None:
+            return await self._backend.set_if_not_exist(self._name, encoded, ttl)
+        return await self._backend.fenced_set(self._name, encoded, ttl, wf, if_absent=True)
+
+    async def delete(self, *, fence: LockGuard | None = None) -> None:
+        """Remove the element (subscribers see a delete); `fence` as in `set`."""
+        wf = self._write_fence(fence)
+        if wf is None:
+            await self._backend.delete(self._name)
+        else:
+            await self._backend.fenced_delete(self._name, wf)
+
+    def _write_fence(self, guard: LockGuard | None) -> WriteFence | None:
+        """What the backend checks for `fence=guard`; a clear error where it cannot."""
+        if guard is None:
+            return None
+        if not isinstance(guard, LockGuard):
+            raise TypeError(
+                f"fence= takes the guard of `async with ctx.lock(...) as guard`, "
+                f"got {type(guard).__name__}"
+            )
+        backend = self._backend
+        if not backend.capabilities.fenced_writes:
+            raise UnsupportedOperationError(
+                f"the {type(backend).__name__} backend cannot check fences in the store "
+                f"(capability fenced_writes is off): refusing a fenced write to {self._name}",
+                capability="fenced_writes",
+            )
+        if guard.fence is None:
+            raise ValueError(f"lock {guard.name} has no fence: it was taken on another backend")
+        return WriteFence(guard.name, guard.token, guard.fence)
 
     # -- atomic read-modify-write ------------------------------------------------------------------
-    async def modify(self, f: Callable[[T], tuple[B, T] | Awaitable[tuple[B, T]]]) -> B:
+    async def modify(
+        self,
+        f: Callable[[T], tuple[B, T] | Awaitable[tuple[B, T]]],
+        *,
+        fence: LockGuard | None = None,
+    ) -> B:
         """Atomically replace the value by `f(old)[1]` and return `f(old)[0]`.
 
         `f` may be sync or async. With a backend's native compare-and-set, `f` can run more than
         once under contention (keep it free of side effects); otherwise upstream's lock protocol
-        (`lock:<name>`, get, set, release) runs it exactly once.
+        (`lock:<name>`, get, set, release) runs it exactly once. On a `fair_updates` backend
+        contended calls are served first come, first served, across processes. `fence=guard`:
+        the write is checked against the guard's lock as in `set` (`StaleFenceError`).
         """
+        wf = self._write_fence(fence)
         if self._backend.capabilities.native_cas:
-            result: B = await self._modify_cas(f)
+            if wf is None and self._backend.capabilities.fair_updates:
+                result: B = await self._modify_fair(f)
+            else:
+                result = await self._modify_cas(f, wf)
         else:
-            result = await self._modify_locked(f)
+            result = await self._modify_locked(f, wf)
         return result
 
-    async def _modify_cas(self, f: Callable[[T], Any]) -> Any:
+    async def _modify_cas(self, f: Callable[[T], Any], wf: WriteFence | None) -> Any:
+        backend = self._backend
         data = self._seen
         if data is None:
-            data = await self._backend.get(self._name)
+            data = await backend.get(self._name)
         conflicts = 0
         while True:
             if data is None:
@@ -115,7 +175,10 @@ class DRef(Generic[T]):
                 raise ElementNotFoundError(self._name)
             result, new = await _call(f, self._decode(data))
             encoded = self._encode(new)
-            swapped, data = await self._backend.compare_and_swap(self._name, data, encoded)
+            if wf is None:
+                swapped, data = await backend.compare_and_swap(self._name, data, encoded)
+            else:
+                swapped, data = await backend.fenced_compare_and_swap(self._name, data, encoded, wf)
             if swapped:
                 self._seen = encoded
                 return result
@@ -124,26 +187,72 @@ class DRef(Generic[T]):
                 # Back off with jitter under contention so that contenders interleave.
                 await asyncio.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** min(conflicts, 7))))
 
-    async def _modify_locked(self, f: Callable[[T], Any]) -> Any:
+    async def _modify_fair(self, f: Callable[[T], Any]) -> Any:
+        """Compare-and-swap served in the element's line (`fair_updates`). Uncontended: one
+        round trip by the caller. Contended: the calls of this context queue behind one runner
+        that holds the context's place in the server's line (`dref._combine`)."""
+        line = UpdateLine.of(self._ctx, self._name)
+        if line is not None:
+            return await line.join(self, f)
+        line = UpdateLine.open(self._ctx, self._name)
+        backend = self._backend
+        ticket: bytes | None = None
+        handed = False
+        try:
+            data = self._seen
+            if data is None:
+                data = await backend.get(self._name)
+            if data is None:
+                self._seen = None
+                raise ElementNotFoundError(self._name)
+            result, new = await _call(f, self._decode(data))
+            encoded = self._encode(new)
+            ticket = new_ticket()
+            swapped, current, ahead = await backend.fair_compare_and_swap(
+                self._name, data, encoded, ticket
+            )
+            if swapped:
+                self._seen = encoded
+                ticket = None  # the head leaves the line as it swaps; else it never joined
+                return result
+            # Contended: go first in this context's queue; the runner keeps our place in line.
+            handed = True
+            queued = line.hand_over(self, f, ticket, current, ahead)
+            assert queued is not None
+        finally:
+            if not handed:
+                line.hand_over(None, None, ticket, None, 0)
+        return await UpdateLine.wait(queued)
+
+    async def _modify_locked(self, f: Callable[[T], Any], wf: WriteFence | None) -> Any:
         async with self._ctx._lock_named(f"lock:{self._name}"):
             data = await self._backend.get(self._name)
             if data is None:
                 raise ElementNotFoundError(self._name)
             result, new = await _call(f, self._decode(data))
-            await self._backend.set(self._name, self._encode(new))
+            if wf is None:
+                await self._backend.set(self._name, self._encode(new))
+            else:
+                await self._backend.fenced_set(self._name, self._encode(new), None, wf)
             return result
 
-    async def update(self, f: Callable[[T], T | Awaitable[T]]) -> None:
-        """Atomically replace the value by `f(old)`."""
-        await self.modify(_pair_new(f))
+    async def update(
+        self, f: Callable[[T], T | Awaitable[T]], *, fence: LockGuard | None = None
+    ) -> None:
+        """Atomically replace the value by `f(old)` (`fence` as in `modify`)."""
+        await self.modify(_pair_new(f), fence=fence)
 
-    async def get_and_update(self, f: Callable[[T], T | Awaitable[T]]) -> T:
+    async def get_and_update(
+        self, f: Callable[[T], T | Awaitable[T]], *, fence: LockGuard | None = None
+    ) -> T:
         """Atomically replace the value by `f(old)`; return the old value."""
-        return await self.modify(_pair_old(f))
+        return await self.modify(_pair_old(f), fence=fence)
 
-    async def update_and_get(self, f: Callable[[T], T | Awaitable[T]]) -> T:
+    async def update_and_get(
+        self, f: Callable[[T], T | Awaitable[T]], *, fence: LockGuard | None = None
+    ) -> T:
         """Atomically replace the value by `f(old)`; return the new value."""
-        return await self.modify(_pair_new(f))
+        return await self.modify(_pair_new(f), fence=fence)
 
     # -- changes -----------------------------------------------------------------------------------
     def changes(self) -> ChangeStream[T]:
@@ -237,6 +346,17 @@ class ChangeHandle:
     def __await__(self) -> Generator[Any, None, ChangeHandle]:
         yield from self._ready.__await__()
         return self
+
+
+def check_ttl(ttl: float | None) -> float | None:
+    """`ttl` if it is a positive, finite number of seconds (or None); else ValueError."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        raise TypeError(f"ttl must be a number of seconds or None, got {type(ttl).__name__}")
+    if not (ttl > 0 and math.isfinite(ttl)):
+        raise ValueError(f"ttl must be a positive, finite number of seconds, got {ttl!r}")
+    return float(ttl)
 
 
 async def _call(f: Callable[..., Any], value: Any) -> Any:

@@ -15,6 +15,12 @@ Optional native paths, announced by `capabilities`:
 - `try_lock` / `refresh_lock` / `release_lock`: the defaults here are built from the required
   methods and are NOT atomic; a backend that overrides them atomically sets `owner_checked_locks`,
   and one whose `try_lock` returns a strictly increasing fence sets `fencing`.
+- `fenced_set` / `fenced_compare_and_swap` / `fenced_delete` (`fenced_writes`): a write applied
+  only if the `WriteFence`'s lock has not been acquired again since, checked atomically with
+  the write by the store; otherwise `dref.errors.StaleFenceError` and nothing changes.
+- `fair_compare_and_swap` / `leave_line` / `wait_turn` (`fair_updates`): a compare-and-swap
+  served in a server-side line per element, so that contended `modify` calls are served first
+  come, first served across processes; the swap that leaves hands the value to the next.
 
 A third-party backend is one module exposing a `dref_register_backends(registry)` hook
 implementation (see `dref.hookspecs`) and a `dref.backends` entry point naming that module.
@@ -44,6 +50,7 @@ __all__ = [
     "ChangeEvent",
     "LockGrant",
     "Subscription",
+    "WriteFence",
 ]
 
 
@@ -72,6 +79,13 @@ class Capabilities:
     served. `release_lock` of a token that does not hold the lock takes it out of the line."""
     names: bool = False
     """`names(prefix)` lists the live elements: every name that exists, never an expired one."""
+    fenced_writes: bool = False
+    """`fenced_set`, `fenced_compare_and_swap` and `fenced_delete` check the lock's fence (or
+    token) atomically with the write and raise `StaleFenceError` instead of writing."""
+    fair_updates: bool = False
+    """`fair_compare_and_swap` serves contended swaps of one element first come, first served:
+    a failed swap takes a place in the element's line, and while anyone waits only the head of
+    the line may swap; `wait_turn` returns when a waiter's turn has come."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +97,19 @@ class BackendStatus:
 
     summary: str
     rows: tuple[Mapping[str, object], ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class WriteFence:
+    """The lock hold a fenced write is bound to: what `fence=guard` passes to the backend.
+
+    A backend checks `fence` against the lock's latest acquisition (Redis, in-memory) or
+    `token` against the lock's current value (Raft); `lock` is the lock's name.
+    """
+
+    lock: str
+    token: bytes
+    fence: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +191,58 @@ class Backend(abc.ABC):
         if await self.compare_and_set(name, expected, value):
             return True, value
         return False, await self.get(name)
+
+    async def fenced_set(
+        self,
+        name: str,
+        value: bytes,
+        ttl: float | None,
+        fence: WriteFence,
+        *,
+        if_absent: bool = False,
+    ) -> bool:
+        """`set` (or, with `if_absent`, `set_if_not_exist`) iff `fence` is not stale; True iff
+        written. Raises `StaleFenceError` (nothing written) otherwise; requires `fenced_writes`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no fenced writes")
+
+    async def fenced_compare_and_swap(
+        self, name: str, expected: bytes, value: bytes, fence: WriteFence
+    ) -> tuple[bool, bytes | None]:
+        """`compare_and_swap` iff `fence` is not stale, else `StaleFenceError`."""
+        raise NotImplementedError(f"{type(self).__name__} has no fenced writes")
+
+    async def fenced_delete(self, name: str, fence: WriteFence) -> None:
+        """`delete` iff `fence` is not stale, else `StaleFenceError`."""
+        raise NotImplementedError(f"{type(self).__name__} has no fenced writes")
+
+    async def fair_compare_and_swap(
+        self, name: str, expected: bytes, value: bytes, ticket: bytes
+    ) -> tuple[bool, bytes | None, int]:
+        """A `compare_and_swap` served in the element's line; requires `fair_updates`.
+
+        Swaps iff the value is `expected` and nobody waits, or `ticket` is first in line (then
+        `ticket` leaves the line). Otherwise `ticket` joins the line (or keeps its place and
+        stays alive there) and the reply is `(False, current, ahead)`: the current value and how
+        many live waiters are in front of it. A caller that stops trying calls `leave_line`; one
+        that neither swaps nor retries within the backend's waiter life loses its place.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no fair compare-and-swap")
+
+    async def leave_line(self, name: str, ticket: bytes) -> None:
+        """Take `ticket` out of `name`'s line (harmless when it is not there)."""
+        raise NotImplementedError(f"{type(self).__name__} has no fair compare-and-swap")
+
+    async def wait_turn(self, name: str, ticket: bytes) -> bytes | None:
+        """Wait until `ticket`, in `name`'s line, becomes its head; requires `fair_updates`.
+
+        Returns the element's value as the swap (or leave) that made `ticket` the head left it,
+        so that the head swaps next without a stale first guess; None when the backend's
+        bounded fallback wait (well within the waiter life) passed first; the caller then tries
+        again, which keeps its place. A swap or `leave_line` of `ticket` drops a value handed
+        to it and not yet taken.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no fair compare-and-swap")
 
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
         """Take the lock if free; None when someone holds it."""

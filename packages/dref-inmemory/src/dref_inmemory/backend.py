@@ -15,10 +15,13 @@ from dref.changes import Subscription
 from dref.clock import Clock, SystemClock
 from dref.errors import ClosedError, ConfigurationError
 from dref.settings import DRefSettings
-from dref.spi import Backend, BackendStatus, Capabilities, LockGrant
+from dref.spi import Backend, BackendStatus, Capabilities, LockGrant, WriteFence
 from dref_inmemory.store import Store
 
 __all__ = ["InMemoryBackend", "InMemorySettings", "open_backend", "reset"]
+
+_TURN_FALLBACK = 1.0
+"""Longest `wait_turn` (s) before the waiter tries again anyway."""
 
 _stores: dict[str, Store] = {}
 
@@ -68,6 +71,8 @@ class InMemoryBackend(Backend):
         exact_events=True,
         expiry_events=True,
         names=True,
+        fenced_writes=True,
+        fair_updates=True,
     )
 
     def __init__(self, store: Store, *, default_ttl: float, change_buffer: int) -> None:
@@ -131,6 +136,44 @@ class InMemoryBackend(Backend):
         if store.compare_and_set(name, expected, value, None):
             return True, value
         return False, store.get(name)
+
+    async def fenced_set(
+        self,
+        name: str,
+        value: bytes,
+        ttl: float | None,
+        fence: WriteFence,
+        *,
+        if_absent: bool = False,
+    ) -> bool:
+        return self._live().fenced_set(name, value, ttl, fence, if_absent)
+
+    async def fenced_compare_and_swap(
+        self, name: str, expected: bytes, value: bytes, fence: WriteFence
+    ) -> tuple[bool, bytes | None]:
+        store = self._live()
+        if store.fenced_compare_and_set(name, expected, value, fence):
+            return True, value
+        return False, store.get(name)
+
+    async def fenced_delete(self, name: str, fence: WriteFence) -> None:
+        self._live().fenced_delete(name, fence)
+
+    async def fair_compare_and_swap(
+        self, name: str, expected: bytes, value: bytes, ticket: bytes
+    ) -> tuple[bool, bytes | None, int]:
+        store = self._live()
+        swapped, ahead = store.fair_compare_and_set(name, expected, value, ticket)
+        # One loop turn per swap, as a round trip would give: a task that updates in a loop
+        # never monopolises the event loop (and the element) against the other tasks.
+        await asyncio.sleep(0)
+        return (True, value, 0) if swapped else (False, store.get(name), ahead)
+
+    async def leave_line(self, name: str, ticket: bytes) -> None:
+        self._live().leave_line(name, ticket)
+
+    async def wait_turn(self, name: str, ticket: bytes) -> bytes | None:
+        return await self._live().wait_turn(name, ticket, _TURN_FALLBACK)
 
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
         fence = self._live().try_lock(name, token, ttl)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 from collections.abc import Callable
 
 from dref.changes import ChangeEvent, ChangeHub
 from dref.clock import Clock
+from dref.errors import StaleFenceError
+from dref.spi import WriteFence
 
 __all__ = ["Store"]
 
@@ -26,6 +29,12 @@ class Store:
         self.hub = ChangeHub()
         self._data: dict[str, tuple[bytes, float | None]] = {}
         self._fences: dict[str, int] = {}
+        # Each element's line of contended swaps (`fair_compare_and_swap`), oldest first.
+        self._lines: dict[str, dict[bytes, None]] = {}
+        # A waiter's turn (`wait_turn`): the value handed to a new head not waiting yet, and
+        # the futures of waiting ones; both only for tickets in a line.
+        self._handed: dict[tuple[str, bytes], bytes | None] = {}
+        self._turns: dict[tuple[str, bytes], asyncio.Future[bytes | None]] = {}
         self._expiries: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._on_new_expiry: set[Callable[[], None]] = set()
@@ -130,6 +139,92 @@ class Store:
         """Names of the live elements starting with `prefix`, sorted (expired ones are purged)."""
         self.purge()
         return sorted(name for name in self._data if name.startswith(prefix))
+
+    # -- fenced writes ----------------------------------------------------------------------------
+    def check_fence(self, name: str, fence: WriteFence) -> None:
+        """`StaleFenceError` if `fence.lock` was acquired again after `fence.fence`."""
+        current = self._fences.get(fence.lock, 0)
+        if current != fence.fence:
+            raise StaleFenceError(fence.lock, name, fence.fence, current)
+
+    def fenced_set(
+        self, name: str, value: bytes, ttl: float | None, fence: WriteFence, if_absent: bool
+    ) -> bool:
+        self.purge()
+        self.check_fence(name, fence)
+        if if_absent and name in self._data:
+            return False
+        self._put(name, value, ttl)
+        return True
+
+    def fenced_compare_and_set(
+        self, name: str, expected: bytes, value: bytes, fence: WriteFence
+    ) -> bool:
+        self.purge()
+        self.check_fence(name, fence)
+        return self.compare_and_set(name, expected, value, None)
+
+    def fenced_delete(self, name: str, fence: WriteFence) -> None:
+        self.purge()
+        self.check_fence(name, fence)
+        self.delete(name)
+
+    # -- the line of contended swaps --------------------------------------------------------------
+    def fair_compare_and_set(
+        self, name: str, expected: bytes, value: bytes, ticket: bytes
+    ) -> tuple[bool, int]:
+        """Swap iff the value is `expected` and the line is empty or led by `ticket`; else
+        `ticket` joins the line. `(swapped, waiters ahead of ticket)`. The head's swap hands
+        the new value to the next in line (`wait_turn`)."""
+        line = self._lines.get(name)
+        first = next(iter(line)) if line else None
+        if (first is None or first == ticket) and self.compare_and_set(name, expected, value, None):
+            if first is not None:
+                self.leave_line(name, ticket)
+            return True, 0
+        if line is None:
+            line = self._lines[name] = {}
+        line.setdefault(ticket, None)
+        return False, list(line).index(ticket)
+
+    def leave_line(self, name: str, ticket: bytes) -> None:
+        """Take `ticket` out of the line; if it was the head, the next one's turn comes."""
+        self._handed.pop((name, ticket), None)
+        line = self._lines.get(name)
+        if line is None or ticket not in line:
+            return
+        head = next(iter(line)) == ticket
+        del line[ticket]
+        if not line:
+            del self._lines[name]
+        elif head:
+            self._hand_to(name, next(iter(line)))
+
+    def _hand_to(self, name: str, ticket: bytes) -> None:
+        value = self._data.get(name, (None, None))[0]
+        waiter = self._turns.pop((name, ticket), None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(value)
+        else:
+            self._handed[(name, ticket)] = value
+
+    async def wait_turn(self, name: str, ticket: bytes, timeout: float) -> bytes | None:
+        """The value handed to `ticket` when it became the head of `name`'s line; None after
+        `timeout` s (or when it is no longer in line)."""
+        key = (name, ticket)
+        if key in self._handed:
+            return self._handed.pop(key)
+        line = self._lines.get(name)
+        if line is None or ticket not in line:
+            return None
+        waiter = self._turns[key] = asyncio.get_running_loop().create_future()
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            if self._turns.get(key) is waiter:
+                del self._turns[key]
 
     def __len__(self) -> int:
         self.purge()

@@ -18,6 +18,7 @@ __all__ = [
     "DeleteElement",
     "DeleteIfExpired",
     "ExpireElement",
+    "FencedWrite",
     "MemberStatus",
     "NamesPage",
     "NoOp",
@@ -116,6 +117,30 @@ class CompareAndExpire:
     now: int = 0
 
 
+FENCE_SET = 0
+FENCE_IF_ABSENT = 1
+FENCE_COMPARE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class FencedWrite:
+    """dref-only: a write applied iff the lock element `lock` holds `token`, unexpired at `now`
+    (a later acquisition of the lock would have replaced the token): otherwise refused as stale.
+
+    `condition`: `FENCE_SET` (set `value`; None deletes), `FENCE_IF_ABSENT` (create iff absent),
+    `FENCE_COMPARE` (set iff `name` holds `expected`).
+    """
+
+    lock: str
+    token: bytes
+    name: str
+    value: bytes | None
+    expire_at: int | None = None
+    condition: int = FENCE_SET
+    expected: bytes | None = None
+    now: int = 0
+
+
 Command = (
     SetElement
     | SetIfNotExist
@@ -127,10 +152,11 @@ Command = (
     | CompareAndSet
     | CompareAndDelete
     | CompareAndExpire
+    | FencedWrite
 )
 
-#: The dref-only commands (StateCommand oneof numbers 1001..1003).
-COMPARE_COMMANDS = (CompareAndSet, CompareAndDelete, CompareAndExpire)
+#: The dref-only commands (StateCommand oneof numbers 1001..1004).
+COMPARE_COMMANDS = (CompareAndSet, CompareAndDelete, CompareAndExpire, FencedWrite)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +184,8 @@ class CompareResult:
     matched: bool
     current: bytes | None
     seq: int
+    stale: bool = False
+    """`FencedWrite` only: refused because the lock no longer holds the fence's token."""
 
 
 @dataclass(frozen=True, slots=True)

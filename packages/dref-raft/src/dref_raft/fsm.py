@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from dref_raft.commands import (
+    FENCE_IF_ABSENT,
+    FENCE_SET,
     Command,
     CompareAndDelete,
     CompareAndExpire,
@@ -20,6 +22,7 @@ from dref_raft.commands import (
     DeleteElement,
     DeleteIfExpired,
     ExpireElement,
+    FencedWrite,
     NoOp,
     SetElement,
     SetIfNotExist,
@@ -68,6 +71,8 @@ class ApplyResult:
     events: tuple[Changed, ...] = ()
     created: bool | None = None
     current: bytes | None = None
+    stale: bool = False
+    """`FencedWrite`: refused, the lock no longer holds the token (nothing changed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +159,24 @@ class StateMachine:
                     return ApplyResult((), created=False, current=found)
                 elements[name] = Element(expected, expire_at)
                 return ApplyResult((), created=True)
+            case FencedWrite():
+                return self._fenced(command)
         raise TypeError(f"not a state command: {command!r}")
+
+    def _fenced(self, command: FencedWrite) -> ApplyResult:
+        lock = self._elements.get(command.lock)
+        now = command.now
+        if lock is None or lock.value != command.token or (now > 0 and lock.expired(now)):
+            return ApplyResult((), created=False, stale=True)
+        name, value = command.name, command.value
+        if value is None:  # a fenced delete
+            self._elements.pop(name, None)
+            return ApplyResult((Changed(name, None),), created=True)
+        if command.condition == FENCE_SET:
+            self._elements[name] = Element(value, command.expire_at)
+            return ApplyResult((Changed(name, value),), created=True)
+        expected = None if command.condition == FENCE_IF_ABSENT else command.expected
+        return self.apply(CompareAndSet(name, expected, value, command.expire_at, now))
 
     def _matching(self, name: str, expected: bytes | None, now: int) -> tuple[bool, bytes | None]:
         """Whether `name` holds `expected` unexpired at `now` (`now` 0: no expiry check;

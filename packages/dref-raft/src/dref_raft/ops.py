@@ -10,14 +10,18 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from dref.errors import BackendTimeoutError, DRefError
-from dref.spi import Backend, BackendStatus, LockGrant
+from dref.errors import BackendTimeoutError, DRefError, StaleFenceError
+from dref.spi import Backend, BackendStatus, LockGrant, WriteFence
 from dref_raft.commands import (
+    FENCE_COMPARE,
+    FENCE_IF_ABSENT,
+    FENCE_SET,
     Command,
     CompareAndDelete,
     CompareAndExpire,
     CompareAndSet,
     CompareResult,
+    FencedWrite,
     MemberStatus,
     NamesPage,
 )
@@ -159,6 +163,37 @@ class CompareOps(Backend):
             return await super().compare_and_swap(name, expected, value)
         result = await self._compare(CompareAndSet(name, expected, value))
         return (True, value) if result.matched else (False, result.current)
+
+    async def _fenced(self, command: FencedWrite, fence: WriteFence) -> CompareResult:
+        """One committed `FencedWrite`: the leader's state machine checks that the lock still
+        holds the guard's token (so no later acquisition happened) and writes, atomically."""
+        result = await self._compare(command)
+        if result.stale:
+            raise StaleFenceError(fence.lock, command.name, fence.fence)
+        return result
+
+    async def fenced_set(
+        self,
+        name: str,
+        value: bytes,
+        ttl: float | None,
+        fence: WriteFence,
+        *,
+        if_absent: bool = False,
+    ) -> bool:
+        condition = FENCE_IF_ABSENT if if_absent else FENCE_SET
+        command = FencedWrite(fence.lock, fence.token, name, value, self._expire_at(ttl), condition)
+        return (await self._fenced(command, fence)).matched
+
+    async def fenced_compare_and_swap(
+        self, name: str, expected: bytes, value: bytes, fence: WriteFence
+    ) -> tuple[bool, bytes | None]:
+        command = FencedWrite(fence.lock, fence.token, name, value, None, FENCE_COMPARE, expected)
+        result = await self._fenced(command, fence)
+        return (True, value) if result.matched else (False, result.current)
+
+    async def fenced_delete(self, name: str, fence: WriteFence) -> None:
+        await self._fenced(FencedWrite(fence.lock, fence.token, name, None), fence)
 
     async def refresh_lock(self, name: str, token: bytes, ttl: float) -> bool:
         if not self.capabilities.owner_checked_locks:

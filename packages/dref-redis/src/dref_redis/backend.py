@@ -11,13 +11,20 @@ from typing import Any, NamedTuple, TypeVar
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from dref import change_payload
 from dref.changes import ChangeHub, Subscription
 from dref.clock import Clock, SystemClock
-from dref.errors import BackendUnavailableError, ClosedError, DRefError
-from dref.spi import Backend, BackendStatus, Capabilities, LockGrant
+from dref.errors import (
+    BackendUnavailableError,
+    ClosedError,
+    DRefError,
+    StaleFenceError,
+    UnsupportedOperationError,
+)
+from dref.spi import Backend, BackendStatus, Capabilities, LockGrant, WriteFence
 from dref_redis import scripts
 from dref_redis.connection import Connections
 from dref_redis.errors import map_error
@@ -77,6 +84,8 @@ class RedisBackend(Backend):
             expiry_events=False,
             lock_queue=True,
             names=True,
+            fenced_writes=True,
+            fair_updates=settings.modify_strategy == "cas",
         )
         self.keys = KeyLayout(settings.key_prefix)
         self.hub = ChangeHub(change_buffer)
@@ -84,6 +93,8 @@ class RedisBackend(Backend):
         # How long a lock waiter keeps its place in line without trying again (it tries at least
         # every poll interval).
         self._waiter_life = _px(_WAITER_LIFE_POLLS * settings.poll_interval)
+        # Longest wait for an update's turn before trying again (keeps its place alive).
+        self._turn_wait = b"%.3f" % min(settings.poll_interval, settings.op_timeout / 2)
         self._conns = Connections(settings)
         self._where = self._conns.where
         self._deadline = settings.connect_timeout + settings.op_timeout
@@ -100,6 +111,11 @@ class RedisBackend(Backend):
         self._set_if_not_exist = self._script(scripts.SET_IF_NOT_EXIST)
         self._delete = self._script(scripts.DELETE)
         self._cas = self._script(scripts.COMPARE_AND_SET)
+        self._fair_cas = self._script(scripts.FAIR_COMPARE_AND_SET)
+        self._leave_line = self._script(scripts.LEAVE_LINE)
+        self._fenced_set = self._script(scripts.FENCED_SET)
+        self._fenced_cas = self._script(scripts.FENCED_COMPARE_AND_SET)
+        self._fenced_delete = self._script(scripts.FENCED_DELETE)
         self._try_lock = self._script(scripts.TRY_LOCK)
         self._refresh_lock = self._script(scripts.REFRESH_LOCK)
         self._release_lock = self._script(scripts.RELEASE_LOCK)
@@ -332,6 +348,97 @@ class RedisBackend(Backend):
         current = reply[1] if len(reply) > 1 else None
         assert current is None or isinstance(current, bytes)  # decode_responses is off
         return False, current
+
+    async def fair_compare_and_swap(
+        self, name: str, expected: bytes, value: bytes, ticket: bytes
+    ) -> tuple[bool, bytes | None, int]:
+        """The element's line lives beside it like a lock's (`{k}:dref-queue`, `{k}:dref-lives`):
+        one script checks the line, compares, swaps or queues (scripts.FAIR_COMPARE_AND_SET)."""
+        key = self.keys.key(name)
+        args = [expected, value, self._payload(key, value), _CHANNEL, ticket, self._waiter_life]
+        keys = [key, queue_key(key), lives_key(key)]
+        reply = await self._run(self._fair_cas, "compare_and_set", name, keys, args)
+        if reply[0] == 1:
+            return True, value, 0
+        current = reply[2] if len(reply) > 2 else None
+        assert current is None or isinstance(current, bytes)  # decode_responses is off
+        return False, current, int(reply[1])
+
+    async def leave_line(self, name: str, ticket: bytes) -> None:
+        key = self.keys.key(name)
+        keys = [queue_key(key), lives_key(key), key]
+        await self._run(self._leave_line, "leave_line", name, keys, [ticket, self._waiter_life])
+
+    async def wait_turn(self, name: str, ticket: bytes) -> bytes | None:
+        """BLPOP of the ticket's turn list (`{k}:dref-queue:turn:<ticket>`), which the swap or
+        leave that makes it the head fills; at most one poll interval, on a pooled connection
+        the lane's or the pool's to itself while it blocks."""
+        turn = queue_key(self.keys.key(name)) + b":turn:" + ticket
+        reply = await self._command("wait_turn", name, "BLPOP", turn, self._turn_wait)
+        if not reply:
+            return None
+        value = reply[1]
+        assert isinstance(value, bytes)  # decode_responses is off
+        return value or None
+
+    def _fence_keys(self, name: str, fence: WriteFence) -> list[bytes]:
+        """The element's key and its lock's fence key; in Cluster both must share a slot."""
+        key = self.keys.key(name)
+        fkey = fence_key(self.keys.key(fence.lock))
+        if self.settings.cluster and key_slot(key) != key_slot(fkey):
+            raise UnsupportedOperationError(
+                f"redis cluster: a fenced write to {name!r} checks lock {fence.lock!r} in the "
+                "same script, so both must hash to one slot; give them a common hash tag "
+                "(e.g. 'order:{42}' and 'lock:{42}')",
+                capability="fenced_writes",
+            )
+        return [key, fkey]
+
+    def _check_fence(self, reply: Any, name: str, fence: WriteFence) -> Any:
+        if reply[0] == -1:
+            raise StaleFenceError(fence.lock, name, fence.fence, int(reply[1]))
+        return reply
+
+    async def fenced_set(
+        self,
+        name: str,
+        value: bytes,
+        ttl: float | None,
+        fence: WriteFence,
+        *,
+        if_absent: bool = False,
+    ) -> bool:
+        keys = self._fence_keys(name, fence)
+        args = [
+            value,
+            _px(ttl),
+            self._payload(keys[0], value),
+            _CHANNEL,
+            b"%d" % fence.fence,
+            b"1" if if_absent else b"",
+        ]
+        reply = await self._run(self._fenced_set, "set", name, keys, args)
+        return bool(self._check_fence(reply, name, fence)[0] == 1)
+
+    async def fenced_compare_and_swap(
+        self, name: str, expected: bytes, value: bytes, fence: WriteFence
+    ) -> tuple[bool, bytes | None]:
+        keys = self._fence_keys(name, fence)
+        args = [expected, value, self._payload(keys[0], value), _CHANNEL, b"%d" % fence.fence]
+        reply = self._check_fence(
+            await self._run(self._fenced_cas, "compare_and_set", name, keys, args), name, fence
+        )
+        if reply[0] == 1:
+            return True, value
+        current = reply[1] if len(reply) > 1 else None
+        assert current is None or isinstance(current, bytes)  # decode_responses is off
+        return False, current
+
+    async def fenced_delete(self, name: str, fence: WriteFence) -> None:
+        keys = self._fence_keys(name, fence)
+        args = [self._payload(keys[0], None), _CHANNEL, b"%d" % fence.fence]
+        reply = await self._run(self._fenced_delete, "delete", name, keys, args)
+        self._check_fence(reply, name, fence)
 
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
         """Acquire with fencing: SET NX PX, INCR of the fence key and PUBLISH in one script.

@@ -12,6 +12,11 @@ __all__ = [
     "BARRIER",
     "COMPARE_AND_SET",
     "DELETE",
+    "FAIR_COMPARE_AND_SET",
+    "FENCED_COMPARE_AND_SET",
+    "FENCED_DELETE",
+    "FENCED_SET",
+    "LEAVE_LINE",
     "REFRESH_LOCK",
     "RELEASE_LOCK",
     "RESYNC",
@@ -132,6 +137,140 @@ redis.call('HSET', KEYS[4], token, now + 1000 * tonumber(ARGV[5]))
 redis.call('PEXPIRE', KEYS[3], ARGV[5])
 redis.call('PEXPIRE', KEYS[4], ARGV[5])
 return false
+"""
+)
+
+# The element's line of contended swaps: waiter `t` of queue q waits for its turn on the list
+# `q .. ':turn:' .. t` (it shares q's hash tag, so q's slot), where the swap or leave that makes
+# it the head pushes the value it left.
+_TURN = """
+local function hand_to_head(q, h, now, value, life)
+  local head = live_head(q, h, now)
+  if head then
+    local turn = q .. ':turn:' .. head
+    redis.call('DEL', turn)
+    redis.call('RPUSH', turn, value or '')
+    redis.call('PEXPIRE', turn, life)
+  end
+end
+"""
+
+FAIR_COMPARE_AND_SET = (
+    _QUEUE
+    + _TURN
+    + """
+-- KEYS: key, queue, lives (the element's line, as a lock's); ARGV: expected, value, payload,
+-- channel, ticket, waiter life (ms). Swaps iff the value is `expected` and nobody waits or the
+-- ticket is the oldest live waiter: {1}; then the new head's turn comes. Otherwise the ticket
+-- joins the line (or keeps its place, alive for one more waiter life): {0, waiters ahead of
+-- it, current value}.
+local ticket = ARGV[5]
+local now, head
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  now = now_us()
+  head = live_head(KEYS[2], KEYS[3], now)
+end
+local current = redis.call('GET', KEYS[1])
+if (head == nil or head == ticket) and current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  if head then
+    redis.call('ZREM', KEYS[2], ticket)
+    redis.call('HDEL', KEYS[3], ticket)
+    redis.call('DEL', KEYS[2] .. ':turn:' .. ticket)
+    hand_to_head(KEYS[2], KEYS[3], now, ARGV[2], ARGV[6])
+  end
+  redis.call('PUBLISH', ARGV[4], ARGV[3])
+  return {1}
+end
+now = now or now_us()
+redis.call('ZADD', KEYS[2], 'NX', now, ticket)
+redis.call('HSET', KEYS[3], ticket, now + 1000 * tonumber(ARGV[6]))
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('PEXPIRE', KEYS[3], ARGV[6])
+return {0, redis.call('ZRANK', KEYS[2], ticket), current}
+"""
+)
+
+LEAVE_LINE = (
+    _QUEUE
+    + _TURN
+    + """
+-- KEYS: queue, lives, key; ARGV: ticket, waiter life (ms). A waiter of the element's line that
+-- stops trying; if it was the head, the next one's turn comes.
+local now = now_us()
+local head = live_head(KEYS[1], KEYS[2], now)
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1] .. ':turn:' .. ARGV[1])
+if head == ARGV[1] then
+  hand_to_head(KEYS[1], KEYS[2], now, redis.call('GET', KEYS[3]), ARGV[2])
+end
+return 1
+"""
+)
+
+# Fenced writes: the lock's fence counter (`{lock}:dref-fence`, INCR'd by every acquisition)
+# must still be the caller's fence, checked in the script that writes. A stale fence returns
+# {-1, the counter} and writes nothing.
+_FENCE = """
+local function stale(fence_key, fence)
+  local current = tonumber(redis.call('GET', fence_key) or '0')
+  if current ~= tonumber(fence) then
+    return current
+  end
+  return nil
+end
+"""
+
+FENCED_SET = (
+    _SET_VALUE
+    + _FENCE
+    + """
+-- KEYS: key, lock's fence key; ARGV: value, px, payload, channel, fence, if absent ('1' or '').
+-- {1} written, {0} not written (it exists and `if absent`), {-1, newer fence}.
+local newer = stale(KEYS[2], ARGV[5])
+if newer then
+  return {-1, newer}
+end
+if ARGV[6] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0}
+end
+set_value(KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[3])
+return {1}
+"""
+)
+
+FENCED_COMPARE_AND_SET = (
+    _FENCE
+    + """
+-- KEYS: key, lock's fence key; ARGV: expected, value, payload, channel, fence.
+-- {1} written, {0, current} when the value is not `expected`, {-1, newer fence}.
+local newer = stale(KEYS[2], ARGV[5])
+if newer then
+  return {-1, newer}
+end
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then
+  return {0, current}
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[3])
+return {1}
+"""
+)
+
+FENCED_DELETE = (
+    _FENCE
+    + """
+-- KEYS: key, lock's fence key; ARGV: payload, channel, fence. {1} deleted, {-1, newer fence}.
+local newer = stale(KEYS[2], ARGV[3])
+if newer then
+  return {-1, newer}
+end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[1])
+return {1}
 """
 )
 

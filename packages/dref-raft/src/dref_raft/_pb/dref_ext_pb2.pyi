@@ -12,14 +12,16 @@ class CompareRequest(_message.Message):
     def __init__(self, command: _Optional[bytes] = ...) -> None: ...
 
 class CompareResponse(_message.Message):
-    __slots__ = ("matched", "current", "seq")
+    __slots__ = ("matched", "current", "seq", "stale")
     MATCHED_FIELD_NUMBER: _ClassVar[int]
     CURRENT_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
     matched: bool
     current: bytes
     seq: int
-    def __init__(self, matched: bool = ..., current: _Optional[bytes] = ..., seq: _Optional[int] = ...) -> None: ...
+    stale: bool
+    def __init__(self, matched: bool = ..., current: _Optional[bytes] = ..., seq: _Optional[int] = ..., stale: bool = ...) -> None: ...
 
 class NamesRequest(_message.Message):
     __slots__ = ("prefix", "after", "limit")

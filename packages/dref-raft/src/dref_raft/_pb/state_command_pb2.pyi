@@ -88,8 +88,28 @@ class CompareAndExpireCommand(_message.Message):
     now: int
     def __init__(self, name: _Optional[str] = ..., expected: _Optional[bytes] = ..., expire_at: _Optional[int] = ..., now: _Optional[int] = ...) -> None: ...
 
+class FencedWriteCommand(_message.Message):
+    __slots__ = ("lock", "token", "name", "value", "expire_at", "condition", "expected", "now")
+    LOCK_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_AT_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    NOW_FIELD_NUMBER: _ClassVar[int]
+    lock: str
+    token: bytes
+    name: str
+    value: bytes
+    expire_at: int
+    condition: int
+    expected: bytes
+    now: int
+    def __init__(self, lock: _Optional[str] = ..., token: _Optional[bytes] = ..., name: _Optional[str] = ..., value: _Optional[bytes] = ..., expire_at: _Optional[int] = ..., condition: _Optional[int] = ..., expected: _Optional[bytes] = ..., now: _Optional[int] = ...) -> None: ...
+
 class StateCommand(_message.Message):
-    __slots__ = ("set_element", "set_element_if_not_exist", "delete_element", "expire_element", "delete_if_expired", "start_new_term", "compare_and_set", "compare_and_delete", "compare_and_expire")
+    __slots__ = ("set_element", "set_element_if_not_exist", "delete_element", "expire_element", "delete_if_expired", "start_new_term", "compare_and_set", "compare_and_delete", "compare_and_expire", "fenced_write")
     SET_ELEMENT_FIELD_NUMBER: _ClassVar[int]
     SET_ELEMENT_IF_NOT_EXIST_FIELD_NUMBER: _ClassVar[int]
     DELETE_ELEMENT_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +119,7 @@ class StateCommand(_message.Message):
     COMPARE_AND_SET_FIELD_NUMBER: _ClassVar[int]
     COMPARE_AND_DELETE_FIELD_NUMBER: _ClassVar[int]
     COMPARE_AND_EXPIRE_FIELD_NUMBER: _ClassVar[int]
+    FENCED_WRITE_FIELD_NUMBER: _ClassVar[int]
     set_element: SetElementCommand
     set_element_if_not_exist: SetElementIfNotExistCommand
     delete_element: DeleteElementCommand
@@ -108,4 +129,5 @@ class StateCommand(_message.Message):
     compare_and_set: CompareAndSetCommand
     compare_and_delete: CompareAndDeleteCommand
     compare_and_expire: CompareAndExpireCommand
-    def __init__(self, set_element: _Optional[_Union[SetElementCommand, _Mapping]] = ..., set_element_if_not_exist: _Optional[_Union[SetElementIfNotExistCommand, _Mapping]] = ..., delete_element: _Optional[_Union[DeleteElementCommand, _Mapping]] = ..., expire_element: _Optional[_Union[ExpireElementCommand, _Mapping]] = ..., delete_if_expired: _Optional[_Union[DeleteIfExpiredCommand, _Mapping]] = ..., start_new_term: _Optional[_Union[StartNewTermCommand, _Mapping]] = ..., compare_and_set: _Optional[_Union[CompareAndSetCommand, _Mapping]] = ..., compare_and_delete: _Optional[_Union[CompareAndDeleteCommand, _Mapping]] = ..., compare_and_expire: _Optional[_Union[CompareAndExpireCommand, _Mapping]] = ...) -> None: ...
+    fenced_write: FencedWriteCommand
+    def __init__(self, set_element: _Optional[_Union[SetElementCommand, _Mapping]] = ..., set_element_if_not_exist: _Optional[_Union[SetElementIfNotExistCommand, _Mapping]] = ..., delete_element: _Optional[_Union[DeleteElementCommand, _Mapping]] = ..., expire_element: _Optional[_Union[ExpireElementCommand, _Mapping]] = ..., delete_if_expired: _Optional[_Union[DeleteIfExpiredCommand, _Mapping]] = ..., start_new_term: _Optional[_Union[StartNewTermCommand, _Mapping]] = ..., compare_and_set: _Optional[_Union[CompareAndSetCommand, _Mapping]] = ..., compare_and_delete: _Optional[_Union[CompareAndDeleteCommand, _Mapping]] = ..., compare_and_expire: _Optional[_Union[CompareAndExpireCommand, _Mapping]] = ..., fenced_write: _Optional[_Union[FencedWriteCommand, _Mapping]] = ...) -> None: ...

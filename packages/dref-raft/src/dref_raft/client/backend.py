@@ -166,6 +166,7 @@ class RaftClientBackend(CompareOps):
             fencing=True,
             native_cas=native,
             owner_checked_locks=native,
+            fenced_writes=native,
             expiry_events=True,
             names=True,
         )

@@ -64,6 +64,7 @@ class RaftBackend(CompareOps):
             fencing=True,
             native_cas=native,
             owner_checked_locks=native,
+            fenced_writes=native,
             exact_events=True,
             expiry_events=True,
             names=True,

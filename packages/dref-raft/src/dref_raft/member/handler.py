@@ -6,6 +6,8 @@ id (`NotLeaderError`) so that the caller retries there.
 
 from __future__ import annotations
 
+import dataclasses
+
 from dref.errors import ConsensusError, NoLeaderError, NotLeaderError
 from dref_raft.commands import (
     COMPARE_COMMANDS,
@@ -16,6 +18,7 @@ from dref_raft.commands import (
     CompareResult,
     DeleteElement,
     ExpireElement,
+    FencedWrite,
     MemberStatus,
     NamesPage,
     SetElement,
@@ -98,8 +101,10 @@ class NodeClientHandler:
                 stamped = CompareAndDelete(command.name, command.expected, now)
             case CompareAndExpire():
                 stamped = CompareAndExpire(command.name, command.expected, command.expire_at, now)
+            case FencedWrite():
+                stamped = dataclasses.replace(command, now=now)
         seq, result = await self.node.propose(stamped, self.settings.op_timeout)
-        return CompareResult(bool(result.created), result.current, seq)
+        return CompareResult(bool(result.created), result.current, seq, result.stale)
 
     async def names(self, prefix: str, after: str, limit: int) -> NamesPage:
         """dref-only (`DRefExt/Names`): a sorted page of the live names starting with `prefix`

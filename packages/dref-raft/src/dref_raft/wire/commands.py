@@ -21,6 +21,7 @@ from dref_raft.commands import (
     DeleteElement,
     DeleteIfExpired,
     ExpireElement,
+    FencedWrite,
     NoOp,
     SetElement,
     SetIfNotExist,
@@ -34,6 +35,7 @@ __all__ = [
     "COMPARE_AND_EXPIRE_FIELD",
     "COMPARE_AND_SET_FIELD",
     "EXT_TERM_FIELD",
+    "FENCED_WRITE_FIELD",
     "decode_command",
     "decode_command_term",
     "decode_snapshot",
@@ -50,6 +52,7 @@ __all__ = [
 COMPARE_AND_SET_FIELD = 1001
 COMPARE_AND_DELETE_FIELD = 1002
 COMPARE_AND_EXPIRE_FIELD = 1003
+FENCED_WRITE_FIELD = 1004
 #: ... and `uint64 term = 1000` in `StartNewTermCommand` (the term of the leader that
 #: proposed it, so stored entries' terms can be rebuilt) and `uint64 last_term = 1000` in
 #: `ClusterSnapshot` (the term of the entry at `last_seq`).
@@ -99,6 +102,19 @@ def encode_command(command: Command, *, term: int | None = None) -> bytes:
                 msg.compare_and_expire.expected = expected
                 msg.compare_and_expire.expire_at = expire_at
                 msg.compare_and_expire.now = now
+            case FencedWrite():
+                fw = msg.fenced_write
+                fw.lock = command.lock
+                fw.token = command.token
+                fw.name = command.name
+                if command.value is not None:
+                    fw.value = command.value
+                if command.expire_at is not None:
+                    fw.expire_at = command.expire_at
+                fw.condition = command.condition
+                if command.expected is not None:
+                    fw.expected = command.expected
+                fw.now = command.now
             case NoOp():
                 pass
             case _:
@@ -157,6 +173,18 @@ def _decode_compare(msg: Any, op: str) -> Command | None:
     if op == "compare_and_expire":
         c = msg.compare_and_expire
         return CompareAndExpire(str(c.name), bytes(c.expected), int(c.expire_at), int(c.now))
+    if op == "fenced_write":
+        f = msg.fenced_write
+        return FencedWrite(
+            str(f.lock),
+            bytes(f.token),
+            str(f.name),
+            bytes(f.value) if f.HasField("value") else None,
+            int(f.expire_at) if f.HasField("expire_at") else None,
+            int(f.condition),
+            bytes(f.expected) if f.HasField("expected") else None,
+            int(f.now),
+        )
     return None
 
 

@@ -495,7 +495,9 @@ def decode_compare_request(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYT
 def encode_compare_response(result: CompareResult) -> bytes:
     """Encode a `CompareResponse` (absent `current` = missing)."""
     try:
-        msg: Any = dref_ext_pb2.CompareResponse(matched=result.matched, seq=result.seq)
+        msg: Any = dref_ext_pb2.CompareResponse(
+            matched=result.matched, seq=result.seq, stale=result.stale
+        )
         if result.current is not None:
             msg.current = result.current
     except (ValueError, TypeError) as exc:
@@ -509,7 +511,7 @@ def decode_compare_response(
     """Decode a `CompareResponse`."""
     msg = parse(dref_ext_pb2.CompareResponse, data, "CompareResponse", max_bytes)
     current = bytes(msg.current) if msg.HasField("current") else None
-    return CompareResult(bool(msg.matched), current, int(msg.seq))
+    return CompareResult(bool(msg.matched), current, int(msg.seq), bool(msg.stale))
 
 
 def encode_names_request(prefix: str, after: str, limit: int) -> bytes:
