@@ -20,8 +20,9 @@ from types import ModuleType
 import pytest
 
 from dref_compat.fencing import Hold, check_mutual_exclusion, check_within_grants
+from dref_raft.errors import MissingSimulationDependency
 from dref_raft.simulation import SimConfig, run_seed
-from dref_raft.simulation.runner import NEMESES, MissingSimulationDependency, SimResult
+from dref_raft.simulation.runner import NEMESES, SimResult
 
 MUTATION_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "mutation_check.py"
 

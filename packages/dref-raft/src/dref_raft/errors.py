@@ -4,6 +4,8 @@
 DRefError
 ├── CorruptStateError            a persisted file cannot be read fully: the node does not start
 │                                from it (names the file, the byte offset and what was wrong)
+├── MissingSimulationDependency (+ ImportError) the simulation's checkers (dref-compat) are not
+│                                installed: `pip install 'dref-raft[simulation]'`
 └── BackendError
     ├── WireError (+ ValueError) bytes received, stored or about to be sent are not a valid
     │                            (or are a too large) protobuf message of the expected type
@@ -28,6 +30,7 @@ from dref.errors import BackendError, BackendUnavailableError, DRefError
 __all__ = [
     "CompareUnsupportedError",
     "CorruptStateError",
+    "MissingSimulationDependency",
     "TransportError",
     "WatchLaggedError",
     "WatchUnsupportedError",
@@ -50,6 +53,10 @@ class CorruptStateError(DRefError):
             f"{path}: unreadable at byte offset {offset}: {reason} "
             "(refusing to start from state that cannot be read fully; the file was left as is)"
         )
+
+
+class MissingSimulationDependency(DRefError, ImportError):
+    """The simulation's history and lock checkers (dref-compat) are not installed."""
 
 
 class WireError(BackendError, ValueError):

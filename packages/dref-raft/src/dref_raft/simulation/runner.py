@@ -17,6 +17,7 @@ from dref_raft.commands import (
     SetIfNotExist,
 )
 from dref_raft.core import CoreConfig, Entry, Message, RaftCore, Role
+from dref_raft.errors import MissingSimulationDependency
 from dref_raft.fsm import ApplyResult
 from dref_raft.simulation.clients import OP_TIMEOUT, LockClient, RecordedOp, SimClient
 from dref_raft.simulation.invariants import Invariants, InvariantViolation
@@ -26,7 +27,7 @@ from dref_raft.simulation.node import SimNode
 if TYPE_CHECKING:
     from dref_compat.fencing import Hold, HoldRecorder
 
-__all__ = ["NEMESES", "MissingSimulationDependency", "SimConfig", "SimResult", "run_seed"]
+__all__ = ["NEMESES", "SimConfig", "SimResult", "run_seed"]
 
 #: One simulation step is 5 ms; a core tick (40 ms) is about 8 steps, skewed per node.
 STEP_MS = 5
@@ -46,10 +47,6 @@ NEMESES = ("stale_leader", "figure8", "stale_messages")
 FILLER_KEY = "_nemesis"
 #: Steps a crashed node waits for a nemesis to restart it (or the faults to end).
 NEVER = 1 << 40
-
-
-class MissingSimulationDependency(ImportError):
-    """The history and lock checkers (dref-compat) are not installed."""
 
 
 def _require_checkers() -> None:
