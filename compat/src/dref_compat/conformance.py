@@ -74,7 +74,7 @@ class BackendConformance:
     backend: ClassVar[str]
     contenders: ClassVar[int] = 20
     lock_ttl: ClassVar[float] = 2.0
-    fairness_updates: ClassVar[int] = 400
+    fairness_updates: ClassVar[int] = 2000
 
     # -- fixtures -------------------------------------------------------------------------------
     @pytest.fixture
