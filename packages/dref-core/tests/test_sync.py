@@ -18,6 +18,7 @@ from dref.errors import (
     ElementNotFoundError,
     LockStolenError,
     LockTimeoutError,
+    StaleFenceError,
 )
 
 DEADLINE = 10.0
@@ -53,6 +54,22 @@ def test_values_without_await(ctx: dref.sync.SyncContext) -> None:
     visits.delete()
     with pytest.raises(ElementNotFoundError):
         visits.get()
+
+
+def test_ttl_and_fenced_writes_without_await(ctx: dref.sync.SyncContext) -> None:
+    flag = ctx.make("on", "flag", ttl=0.2)
+    assert flag.get() == "on"
+    until(lambda: "flag" not in ctx.names("flag"), "the seeded value expiring")
+    report = ctx.make(0, "report")
+    with ctx.lock("report-lock", ttl=5) as guard:
+        report.set(1, fence=guard)
+        report.update(lambda n: n + 1, fence=guard)
+    with ctx.lock("report-lock", ttl=5):  # acquired again: the old guard is stale
+        with pytest.raises(StaleFenceError):
+            report.set(10, fence=guard)
+        with pytest.raises(StaleFenceError):
+            report.delete(fence=guard)
+    assert report.get() == 2
 
 
 def test_many_threads_at_once(ctx: dref.sync.SyncContext) -> None:

@@ -140,12 +140,23 @@ class SyncContext:
     # -- refs -----------------------------------------------------------------------------------
     @overload
     def make(
-        self, initial: T, id: IdLike = None, *, codec: Codec | str | None = None
+        self,
+        initial: T,
+        id: IdLike = None,
+        *,
+        codec: Codec | str | None = None,
+        ttl: float | None = None,
     ) -> SyncRef[T]: ...
 
     @overload
     def make(
-        self, initial: Any, id: IdLike = None, *, codec: Codec | str | None = None, type: type[T]
+        self,
+        initial: Any,
+        id: IdLike = None,
+        *,
+        codec: Codec | str | None = None,
+        type: type[T],
+        ttl: float | None = None,
     ) -> SyncRef[T]: ...
 
     def make(
@@ -155,12 +166,14 @@ class SyncContext:
         *,
         codec: Codec | str | None = None,
         type: Any = None,
+        ttl: float | None = None,
     ) -> SyncRef[Any]:
-        """A ref seeded with `initial` if the element does not exist yet (`DRefContext.make`)."""
+        """A ref seeded with `initial` if the element does not exist yet, expiring after `ttl`
+        seconds when seeded (`DRefContext.make`)."""
         name = resolve_name(id, depth=1)
         kind = type if type is not None else (None if initial is None else initial.__class__)
         ref = self.ref(name, type=kind, codec=codec)
-        ref.set_if_not_exist(initial)
+        ref.set_if_not_exist(initial, ttl=ttl)
         return ref
 
     def ref(self, name: str, *, type: Any = None, codec: Codec | str | None = None) -> SyncRef[Any]:
@@ -226,6 +239,11 @@ def _in_thread(f: Callable[[T], Any]) -> Callable[[T], Awaitable[Any]]:
     return g
 
 
+def _unwrap(fence: SyncLockGuard | None) -> LockGuard | None:
+    """The async guard behind a sync one (what `fence=` passes on)."""
+    return None if fence is None else fence._guard
+
+
 class SyncRef(Generic[T]):
     """`DRef` without `await`; the same methods, safe from any thread."""
 
@@ -246,29 +264,35 @@ class SyncRef(Generic[T]):
         """The current value; `ElementNotFoundError` if it does not exist."""
         return self._ctx._run(self._ref.get())
 
-    def set(self, value: T) -> None:
-        self._ctx._run(self._ref.set(value))
+    def set(
+        self, value: T, *, ttl: float | None = None, fence: SyncLockGuard | None = None
+    ) -> None:
+        """`DRef.set`: `ttl` seconds until it expires; `fence=guard` refused with
+        `StaleFenceError` once the guard's lock was acquired again."""
+        self._ctx._run(self._ref.set(value, ttl=ttl, fence=_unwrap(fence)))
 
-    def set_if_not_exist(self, value: T) -> bool:
-        return self._ctx._run(self._ref.set_if_not_exist(value))
+    def set_if_not_exist(
+        self, value: T, *, ttl: float | None = None, fence: SyncLockGuard | None = None
+    ) -> bool:
+        return self._ctx._run(self._ref.set_if_not_exist(value, ttl=ttl, fence=_unwrap(fence)))
 
-    def delete(self) -> None:
-        self._ctx._run(self._ref.delete())
+    def delete(self, *, fence: SyncLockGuard | None = None) -> None:
+        self._ctx._run(self._ref.delete(fence=_unwrap(fence)))
 
-    def modify(self, f: Callable[[T], tuple[B, T]]) -> B:
+    def modify(self, f: Callable[[T], tuple[B, T]], *, fence: SyncLockGuard | None = None) -> B:
         """Atomically replace the value by `f(old)[1]`, return `f(old)[0]` (`f` runs in a worker
         thread, and may run more than once with a native compare-and-set)."""
-        result: B = self._ctx._run(self._ref.modify(_in_thread(f)))
+        result: B = self._ctx._run(self._ref.modify(_in_thread(f), fence=_unwrap(fence)))
         return result
 
-    def update(self, f: Callable[[T], T]) -> None:
-        self._ctx._run(self._ref.update(_in_thread(f)))
+    def update(self, f: Callable[[T], T], *, fence: SyncLockGuard | None = None) -> None:
+        self._ctx._run(self._ref.update(_in_thread(f), fence=_unwrap(fence)))
 
-    def get_and_update(self, f: Callable[[T], T]) -> T:
-        return self._ctx._run(self._ref.get_and_update(_in_thread(f)))
+    def get_and_update(self, f: Callable[[T], T], *, fence: SyncLockGuard | None = None) -> T:
+        return self._ctx._run(self._ref.get_and_update(_in_thread(f), fence=_unwrap(fence)))
 
-    def update_and_get(self, f: Callable[[T], T]) -> T:
-        return self._ctx._run(self._ref.update_and_get(_in_thread(f)))
+    def update_and_get(self, f: Callable[[T], T], *, fence: SyncLockGuard | None = None) -> T:
+        return self._ctx._run(self._ref.update_and_get(_in_thread(f), fence=_unwrap(fence)))
 
     def changes(self) -> SyncChangeStream[T]:
         """New values in commit order (deletes skipped): `for value in ref.changes():`. `with
