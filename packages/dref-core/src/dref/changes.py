@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from dref import metrics
 from dref.errors import ChangeStreamLaggedError
 from dref.resources import AsyncResource
 
@@ -50,6 +51,7 @@ class Subscription(AsyncResource):
         if self._closed or self._error is not None:
             return
         if len(self._buffer) >= self._capacity:
+            metrics.state.lagged += 1
             self._end(ChangeStreamLaggedError(self.name, self._capacity))
             return
         self._buffer.append(event)
@@ -115,6 +117,7 @@ class ChangeHub:
         self.capacity = capacity
         # Insertion-ordered, so subscribers (and lock waiters) are served first come, first served.
         self._subs: dict[str, dict[Subscription, None]] = {}
+        metrics.state.hubs.add(self)  # read when scraped (dref.metrics)
 
     def subscribe(self, name: str, capacity: int | None = None) -> Subscription:
         """A new subscription that receives every event for `name` published from now on."""
@@ -141,6 +144,10 @@ class ChangeHub:
 
     def subscribers(self, name: str) -> int:
         return len(self._subs.get(name, ()))
+
+    def subscriber_count(self) -> int:
+        """Subscriptions of every name."""
+        return sum(len(subs) for subs in tuple(self._subs.values()))
 
     def close(self, error: BaseException | None = None) -> None:
         """End every subscription: with `error` raised to consumers, or as a normal end."""

@@ -144,6 +144,7 @@ class DRefContext(AsyncResource):
             ttl=ttl or self.settings.lock_ttl or self.backend.default_ttl,
             timeout=timeout,
             refresh_fraction=self.settings.lock_refresh_fraction,
+            backend_name=self.settings.backend,
         )
 
     # -- lifecycle --------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import secrets
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from dref import lock_value
+from dref import lock_value, metrics
 from dref._aio import cancel_and_wait, in_background, within
 from dref.changes import Subscription
 from dref.clock import Clock, SystemClock
@@ -79,6 +79,7 @@ class Lock:
         ttl: float,
         timeout: float | None,
         refresh_fraction: float,
+        backend_name: str = "",
     ) -> None:
         if ttl <= 0:
             raise ValueError("lock ttl must be positive")
@@ -88,6 +89,7 @@ class Lock:
         self.ttl = ttl
         self.timeout = timeout
         self._backend = backend
+        self._backend_name = backend_name  # the `backend` label of dref.metrics
         self._clock = clock
         self._plugins = plugins
         self._period = ttl * refresh_fraction
@@ -106,7 +108,12 @@ class Lock:
             raise RuntimeError(f"lock {self.name!r} is already held through this object")
         # A random signed 64-bit token (like upstream's `Random.nextLong`), as its 8 bytes.
         token = secrets.token_bytes(lock_value.SIZE)
-        grant, lease_start = await self._acquire(token)
+        if metrics.ops is None:
+            grant, lease_start = await self._acquire(token)
+        else:
+            grant, lease_start = await metrics.ops.measure_lock(
+                self._backend_name, self._acquire(token)
+            )
         guard = LockGuard(self.name, token, grant.fence, self.ttl)
         self._guard = guard
         self._watching = self._exiting = self._cancelled_body = False

@@ -24,7 +24,7 @@ from typing import Any
 
 import pluggy
 
-from dref import _builtin, hookspecs
+from dref import _builtin, hookspecs, metrics
 from dref.errors import BackendNotFoundError, PluginLoadError
 from dref.registries import BackendRegistry, CodecRegistry
 from dref.settings import DRefSettings
@@ -35,6 +35,7 @@ __all__ = ["BACKENDS_GROUP", "PLUGINS_GROUP", "InstalledPlugin", "PluginManager"
 BACKENDS_GROUP = "dref.backends"
 PLUGINS_GROUP = "dref.plugins"
 BUILTIN = "dref.builtin"
+METRICS = "dref.metrics"
 
 log = logging.getLogger("dref.plugins")
 
@@ -75,8 +76,12 @@ class PluginManager:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
         # pluggy's plugin name -> (plugin name in errors, distribution)
-        self._origins: dict[str, tuple[str, str | None]] = {BUILTIN: (BUILTIN, "dref-core")}
+        self._origins: dict[str, tuple[str, str | None]] = {
+            BUILTIN: (BUILTIN, "dref-core"),
+            METRICS: (METRICS, "dref-core"),
+        }
         self._pm.register(_builtin, name=BUILTIN)
+        self._pm.register(metrics, name=METRICS)  # lock hooks: no-ops while metrics are off
         if not settings.disable_plugin_autoload:
             for ep in entry_points(group=PLUGINS_GROUP):
                 if ep.name not in settings.block_plugins:

@@ -10,6 +10,7 @@ import random
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
+from dref import metrics
 from dref._combine import UpdateLine, new_ticket
 from dref.changes import Subscription
 from dref.errors import CodecError, ElementNotFoundError, UnsupportedOperationError
@@ -74,13 +75,22 @@ class DRef(Generic[T]):
     # -- plain operations --------------------------------------------------------------------------
     async def get(self) -> T:
         """The current value; `ElementNotFoundError` if it does not exist."""
+        if metrics.ops is not None:
+            return await metrics.ops.measure(self._ctx.settings.backend, "get", self._get())
+        # `_get` inlined: this is the hottest path (one check is all that metrics cost when off).
         data = self._seen = await self._backend.get(self._name)
         if data is None:
             raise ElementNotFoundError(self._name)
-        try:  # _decode inlined: this is the hottest path
+        try:  # _decode inlined too
             return self._codec.decode(data, self._type)  # type: ignore[no-any-return]
         except CodecError as exc:
             raise self._decode_error(exc) from exc
+
+    async def _get(self) -> T:
+        data = self._seen = await self._backend.get(self._name)
+        if data is None:
+            raise ElementNotFoundError(self._name)
+        return self._decode(data)
 
     async def set(
         self, value: T, *, ttl: float | None = None, fence: LockGuard | None = None
@@ -90,6 +100,21 @@ class DRef(Generic[T]):
         `fence=guard` (from `ctx.lock`): written only if the guard's lock has not been acquired
         again since, checked by the store atomically with the write; else `StaleFenceError`.
         """
+        if metrics.ops is not None:
+            await metrics.ops.measure(
+                self._ctx.settings.backend, "set", self._set(value, ttl, fence)
+            )
+            return
+        # `_set` inlined, as in `get`.
+        encoded = self._encode(value)
+        ttl = check_ttl(ttl)
+        wf = self._write_fence(fence)
+        if wf is None:
+            await self._backend.set(self._name, encoded, ttl)
+        else:
+            await self._backend.fenced_set(self._name, encoded, ttl, wf)
+
+    async def _set(self, value: T, ttl: float | None, fence: LockGuard | None) -> None:
         encoded = self._encode(value)
         ttl = check_ttl(ttl)
         wf = self._write_fence(fence)
@@ -103,6 +128,15 @@ class DRef(Generic[T]):
     ) -> bool:
         """Write `value` only if the element does not exist; True iff written (`ttl`, `fence`
         as in `set`)."""
+        if metrics.ops is not None:
+            return await metrics.ops.measure(
+                self._ctx.settings.backend,
+                "set_if_not_exist",
+                self._set_if_not_exist(value, ttl, fence),
+            )
+        return await self._set_if_not_exist(value, ttl, fence)
+
+    async def _set_if_not_exist(self, value: T, ttl: float | None, fence: LockGuard | None) -> bool:
         encoded = self._encode(value)
         ttl = check_ttl(ttl)
         wf = self._write_fence(fence)
@@ -112,6 +146,12 @@ class DRef(Generic[T]):
 
     async def delete(self, *, fence: LockGuard | None = None) -> None:
         """Remove the element (subscribers see a delete); `fence` as in `set`."""
+        if metrics.ops is not None:
+            await metrics.ops.measure(self._ctx.settings.backend, "delete", self._delete(fence))
+            return
+        await self._delete(fence)
+
+    async def _delete(self, fence: LockGuard | None) -> None:
         wf = self._write_fence(fence)
         if wf is None:
             await self._backend.delete(self._name)
@@ -153,6 +193,15 @@ class DRef(Generic[T]):
         contended calls are served first come, first served, across processes. `fence=guard`:
         the write is checked against the guard's lock as in `set` (`StaleFenceError`).
         """
+        if metrics.ops is not None:
+            return await metrics.ops.measure(
+                self._ctx.settings.backend, "modify", self._modify(f, fence)
+            )
+        return await self._modify(f, fence)
+
+    async def _modify(
+        self, f: Callable[[T], tuple[B, T] | Awaitable[tuple[B, T]]], fence: LockGuard | None
+    ) -> B:
         wf = self._write_fence(fence)
         if self._backend.capabilities.native_cas:
             if wf is None and self._backend.capabilities.fair_updates:
