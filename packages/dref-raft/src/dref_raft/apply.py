@@ -103,14 +103,16 @@ class StoreWriter:
             log.set_commit_seq(commit)
             self._saved_commit = commit
 
-    def save_snapshot(self, data: ClusterSnapshot) -> None:
-        """Save a snapshot the node took itself and drop the log entries it covers."""
+    def save_snapshot(self, data: ClusterSnapshot) -> int:
+        """Save a snapshot the node took itself and drop the log entries it covers; the bytes
+        of the snapshot file (0 without stores)."""
         stores = self.stores
         if stores is None:
-            return
-        stores.snapshot.save(data)
+            return 0
+        size = stores.snapshot.save(data)
         stores.command_log.truncate_through(data.last_seq)
         stores.command_log.set_commit_seq(self._saved_commit)
+        return size
 
 
 class ReadyApplier:

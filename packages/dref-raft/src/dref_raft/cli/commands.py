@@ -35,17 +35,20 @@ from dref.errors import BackendUnavailableError, DRefError, ElementNotFoundError
 from dref.ref import DRef
 from dref.settings import load_settings
 from dref_raft.cli.local_cluster import STATUS_INTERVAL, LocalCluster, NodeStatus, write_status
-from dref_raft.settings import RaftSettings
+from dref_raft.settings import RaftSettings, format_address
 
 __all__ = ["raft", "run_member", "status_table"]
 
 
 # -- one member ------------------------------------------------------------------------------------
-async def _serve(options: dict[str, Any], status_file: Path | None) -> None:
+async def _serve(
+    options: dict[str, Any], status_file: Path | None, metrics_port: int | None = None
+) -> None:
     from dref_raft.member.registry import local_members
 
     member = await local_members.acquire(load_settings(RaftSettings, options, table="raft"))
     settings = member.settings  # with discovery: the voter set and address found at bootstrap
+    stop_metrics: Callable[[], None] | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -69,6 +72,13 @@ async def _serve(options: dict[str, Any], status_file: Path | None) -> None:
 
     try:
         print(f"dref-raft node {settings.node_id} serving {settings.address}", flush=True)
+        if metrics_port is not None:
+            from dref_raft.member.metrics import serve_metrics
+
+            # The member's bind address (--host; 127.0.0.1 by default): never wider than gRPC.
+            stop_metrics = serve_metrics(settings.host, metrics_port)
+            url = f"http://{format_address(settings.host, metrics_port)}/metrics"
+            print(f"dref-raft node {settings.node_id} metrics at {url}", flush=True)
         period = STATUS_INTERVAL if status_file is not None else None  # None: just wait
         while not stop.is_set():
             report()
@@ -76,14 +86,19 @@ async def _serve(options: dict[str, Any], status_file: Path | None) -> None:
                 async with asyncio.timeout(period):
                     await stop.wait()
     finally:
+        if stop_metrics is not None:
+            stop_metrics()
         await local_members.release(member)
         report("stopped")
 
 
-def run_member(options: dict[str, Any], *, status_file: Path | None = None) -> int:
-    """Run one member from `options` (over `DREF_RAFT_*`) until SIGTERM/SIGINT; exit status."""
+def run_member(
+    options: dict[str, Any], *, status_file: Path | None = None, metrics_port: int | None = None
+) -> int:
+    """Run one member from `options` (over `DREF_RAFT_*`) until SIGTERM/SIGINT; exit status.
+    `metrics_port`: serve Prometheus metrics at http://<host>:<port>/metrics."""
     try:
-        asyncio.run(_serve(options, status_file))
+        asyncio.run(_serve(options, status_file, metrics_port))
     except DRefError as exc:
         print(f"dref-raft: {exc}", file=sys.stderr)
         return 2
@@ -183,12 +198,27 @@ def raft() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Keep a JSON status (role, term, commit, applied, leader) in this file.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics, HOST being --host "
+    "(needs dref-raft[metrics]).",
+)
 @click.option("--log-level", default="WARNING", show_default=True)
-def node(status_file: Path | None, log_level: str, **options: Any) -> None:
+def node(
+    status_file: Path | None, metrics_port: int | None, log_level: str, **options: Any
+) -> None:
     """Run one Raft member until SIGTERM or Ctrl-C (same as `python -m dref_raft`)."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr)
+    if metrics_port is not None:
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise click.UsageError(
+                "--metrics-port needs prometheus-client: pip install 'dref-raft[metrics]'"
+            ) from None
     given = {k: v for k, v in options.items() if v is not None}
-    code = run_member(given, status_file=status_file)
+    code = run_member(given, status_file=status_file, metrics_port=metrics_port)
     if code:
         raise click.exceptions.Exit(code)
 

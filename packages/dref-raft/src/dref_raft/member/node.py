@@ -75,7 +75,7 @@ from dref_raft.storage import Stores
 from dref_raft.storage.recovery import boot
 from dref_raft.transport.base import PeerTransport
 
-__all__ = ["NodeConfig", "RaftNode"]
+__all__ = ["NodeConfig", "NodeStats", "RaftNode"]
 
 logger = logging.getLogger("dref_raft.member.node")
 _T = TypeVar("_T")
@@ -97,6 +97,7 @@ _MAX_INFLIGHT_PER_PEER = 64
 _MAX_REAP = 256
 #: Distinct non-member senders logged (later ones are refused silently).
 _MAX_STRANGERS_LOGGED = 64
+_CAMPAIGNING = (Role.CANDIDATE, Role.LEADER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,22 @@ class NodeConfig:
             heartbeat_interval_ms=heartbeat_ms,
             election_timeout_ms=max(2 * heartbeat_ms, round(self.election_timeout * 1000)),
         )
+
+
+@dataclass(slots=True)
+class NodeStats:
+    """Counts of rare events, read by `dref_raft.member.metrics` when scraped."""
+
+    elections: int = 0
+    """Elections this node started (it became candidate, or leader, in a new term)."""
+    snapshots: int = 0
+    """Snapshots this node took of its state machine (log compaction)."""
+    snapshot_seconds: float = 0.0
+    """Total time spent taking (and with storage, saving) them."""
+    snapshot_entries: int = 0
+    """Elements in the last one."""
+    snapshot_bytes: int = 0
+    """Bytes of the last snapshot file written (0 without `storage_dir`)."""
 
 
 @dataclass(slots=True)
@@ -189,6 +206,8 @@ class RaftNode:
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
         self.failure: BaseException | None = None
+        self.stats = NodeStats()
+        self._election_term = -1
 
     # ------------------------------------------------------------------ life cycle
 
@@ -488,9 +507,17 @@ class RaftNode:
                     applier.carry_out(ready)
                     self._wake_applied()
                 self._fail_unanswered()
+                started = time.perf_counter()
                 snapshot = applier.compact_due()
-                if snapshot is not None and applier.writer.stores is not None:
-                    await asyncio.to_thread(applier.writer.save_snapshot, snapshot)
+                if snapshot is not None:
+                    size = 0
+                    if applier.writer.stores is not None:
+                        size = await asyncio.to_thread(applier.writer.save_snapshot, snapshot)
+                    stats = self.stats
+                    stats.snapshots += 1
+                    stats.snapshot_seconds += time.perf_counter() - started
+                    stats.snapshot_entries = len(snapshot.entries)
+                    stats.snapshot_bytes = size
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
@@ -546,6 +573,10 @@ class RaftNode:
                 future.set_exception(_not_leader(self.core.leader_id))
 
     def role_changed(self, soft: SoftState) -> None:
+        # A leader of term T campaigned in T, though a quick win may skip reporting CANDIDATE.
+        if soft.role in _CAMPAIGNING and soft.term != self._election_term:
+            self._election_term = soft.term
+            self.stats.elections += 1
         self._leader_changed.set()
         self._leader_changed = asyncio.Event()
         logger.debug(

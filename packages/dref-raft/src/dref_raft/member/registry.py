@@ -75,6 +75,10 @@ class MemberRegistry:
         self._members: dict[str, Member] = {}
         self._network: MemoryNetwork | None = None
 
+    def members(self) -> list[Member]:
+        """The members running now (started and not yet stopped)."""
+        return list(self._members.values())
+
     def network(self) -> MemoryNetwork:
         """The in-memory network of `transport="memory"` members (created on first use)."""
         if self._network is None:

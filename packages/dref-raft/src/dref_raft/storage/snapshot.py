@@ -73,8 +73,8 @@ class SnapshotStorage(Protocol):
         """The saved snapshot, or None when there is none."""
         ...
 
-    def save(self, snapshot: ClusterSnapshot) -> None:
-        """Persist `snapshot` durably before returning."""
+    def save(self, snapshot: ClusterSnapshot) -> int:
+        """Persist `snapshot` durably before returning; the bytes written."""
         ...
 
 
@@ -87,9 +87,12 @@ class _SnapshotStoreBase:
         data = self._medium.read()
         return None if data is None else decode_snapshot_file(data, self._medium.name)
 
-    def save(self, snapshot: ClusterSnapshot) -> None:
-        """Persist `snapshot` durably (atomic whole-file replace) before returning."""
-        self._medium.replace(encode_snapshot_file(snapshot))
+    def save(self, snapshot: ClusterSnapshot) -> int:
+        """Persist `snapshot` durably (atomic whole-file replace) before returning; the bytes
+        written."""
+        data = encode_snapshot_file(snapshot)
+        self._medium.replace(data)
+        return len(data)
 
 
 class SnapshotStore(_SnapshotStoreBase):
