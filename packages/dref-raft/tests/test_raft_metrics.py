@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import time
 import urllib.request
@@ -146,3 +147,30 @@ def test_raft_node_metrics_port_serves_metrics() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_log_records_carry_node_term_and_element(
+    cluster: list[Member], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Records of the node driver carry `dref_node` and `dref_term`; lock-loss records carry
+    `dref_element`."""
+    leader = next(m for m in cluster if m.node.is_leader)
+    with caplog.at_level(logging.DEBUG, logger="dref_raft.member.node"):
+        assert await leader.node.step_down()
+        assert await leader.node.wait_for_leader(10) is not None
+    record = next(r for r in caplog.records if r.name == "dref_raft.member.node")
+    node = getattr(record, "dref_node", None)
+    assert node in {m.node.id for m in cluster}
+    assert isinstance(getattr(record, "dref_term", None), int)
+    assert record.dref_term >= 1  # type: ignore[attr-defined]
+
+    caplog.clear()
+    async with dref.connect("raft", **member_options(leader.node.id)) as ctx:
+        with (
+            caplog.at_level(logging.WARNING, logger="dref.lock"),
+            pytest.raises(dref.errors.LockStolenError),
+        ):
+            async with ctx.lock("logged-lock"):
+                await ctx.backend.delete("logged-lock")
+    lost = next(r for r in caplog.records if r.name == "dref.lock")
+    assert lost.dref_element == "logged-lock"  # type: ignore[attr-defined]

@@ -130,7 +130,9 @@ class Lock:
             lease_start,
             watch_from,
         )
-        log.debug("Lock %s acquired (fence %s)", self.name, grant.fence)
+        log.debug(
+            "Lock %s acquired (fence %s)", self.name, grant.fence, extra={"dref_element": self.name}
+        )
         self._plugins.lock_acquired(self.name, guard.token_int, guard.fence)
         return guard
 
@@ -216,13 +218,21 @@ class Lock:
                     self._sub = await backend.subscribe(self.name)
                 except DRefError as exc:
                     log.warning(
-                        "Lock %s: cannot watch for theft, renewals only: %s", self.name, exc
+                        "Lock %s: cannot watch for theft, renewals only: %s",
+                        self.name,
+                        exc,
+                        extra={"dref_element": self.name},
                     )
             if now >= next_check:
                 try:
                     current = await within(clock, lease_end - margin - now, backend.get(self.name))
                 except (TimeoutError, DRefError) as exc:
-                    log.warning("Lock %s: ownership check failed: %s", self.name, exc)
+                    log.warning(
+                        "Lock %s: ownership check failed: %s",
+                        self.name,
+                        exc,
+                        extra={"dref_element": self.name},
+                    )
                 else:
                     if current != guard.token:
                         self._lose(guard, "the lock key was deleted or overwritten")
@@ -248,7 +258,12 @@ class Lock:
                     backend.refresh_lock(self.name, guard.token, self.ttl),
                 )
             except (TimeoutError, DRefError) as exc:
-                log.warning("Lock %s: renewal failed, retrying: %s", self.name, exc)
+                log.warning(
+                    "Lock %s: renewal failed, retrying: %s",
+                    self.name,
+                    exc,
+                    extra={"dref_element": self.name},
+                )
                 next_refresh = clock.now() + self._period / 4
                 continue
             if not ours:
@@ -269,7 +284,7 @@ class Lock:
         if guard.lost_reason is not None:
             return
         guard.lost_reason = reason
-        log.warning("Lock %s lost: %s", self.name, reason)
+        log.warning("Lock %s lost: %s", self.name, reason, extra={"dref_element": self.name})
         self._plugins.lock_lost(self.name, guard.token_int, reason)
         if not self._exiting and self._body is not None and not self._body.done():
             self._cancelled_body = True
@@ -333,11 +348,18 @@ class Lock:
             raise
         except DRefError as exc:
             # The critical section is over; the key expires by its TTL.
-            log.warning("Lock %s: release failed, it will expire by TTL: %s", self.name, exc)
+            log.warning(
+                "Lock %s: release failed, it will expire by TTL: %s",
+                self.name,
+                exc,
+                extra={"dref_element": self.name},
+            )
             return
         if not released:
             guard.lost_reason = "the lock was no longer held when it was released"
-            log.warning("Lock %s: %s", self.name, guard.lost_reason)
+            log.warning(
+                "Lock %s: %s", self.name, guard.lost_reason, extra={"dref_element": self.name}
+            )
             self._plugins.lock_lost(self.name, guard.token_int, guard.lost_reason)
             return
         self._plugins.lock_released(self.name, guard.token_int)

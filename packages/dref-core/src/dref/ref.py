@@ -368,14 +368,23 @@ class ChangeHandle:
                     try:
                         value = await stream.__anext__()
                     except CodecError as exc:
-                        log.warning("on_change(%s): skipped a value: %s", ref.name, exc)
+                        log.warning(
+                            "on_change(%s): skipped a value: %s",
+                            ref.name,
+                            exc,
+                            extra={"dref_element": ref.name},
+                        )
                         continue
                     try:
                         result = callback(value)
                         if inspect.isawaitable(result):
                             await result
                     except Exception:
-                        log.exception("on_change(%s) callback failed", ref.name)
+                        log.exception(
+                            "on_change(%s) callback failed",
+                            ref.name,
+                            extra={"dref_element": ref.name},
+                        )
         except asyncio.CancelledError:
             self._ready.cancel()
             raise

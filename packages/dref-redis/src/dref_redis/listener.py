@@ -263,7 +263,12 @@ class ChangeListener:
                     try:
                         await self._resync(self._keys.key(name), self.resync_channel)
                     except Exception as exc:
-                        log.warning("dref-redis: resync of %r failed: %s", name, exc)
+                        log.warning(
+                            "dref-redis: resync of %r failed: %s",
+                            name,
+                            exc,
+                            extra={"dref_element": name},
+                        )
                         return name
                     return None
 

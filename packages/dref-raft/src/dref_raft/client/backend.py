@@ -117,6 +117,7 @@ class _Stream:
                 address,
                 reason,
                 self.seq,
+                extra={"dref_element": self.name},
             )
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, _MAX_DELAY)

@@ -214,5 +214,6 @@ async def open_backend(settings: RaftSettings, core: DRefSettings, clock: Clock)
             "raft node %s: no leader within %g s; operations retry until op_timeout",
             settings.node_id,
             settings.leader_wait,
+            extra={"dref_node": settings.node_id},
         )
     return backend

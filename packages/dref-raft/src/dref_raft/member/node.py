@@ -433,6 +433,13 @@ class RaftNode:
         if self._created.get((name, value)) is future:
             del self._created[(name, value)]
 
+    def log_fields(self, element: str | None = None) -> dict[str, object]:
+        """`extra=` of this node's log records: `dref_node`, `dref_term` (and `dref_element`)."""
+        fields: dict[str, object] = {"dref_node": self.id, "dref_term": self.core.term}
+        if element is not None:
+            fields["dref_element"] = element
+        return fields
+
     # ------------------------------------------------------------------ transport side
 
     async def handle(self, request: Request) -> Response:
@@ -450,6 +457,7 @@ class RaftNode:
                 type(request).__name__,
                 request.sender,
                 ", ".join(sorted(self.peers)),
+                extra=self.log_fields(),
             )
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         key = (request.sender, _REPLY_TYPE[type(request)])
@@ -522,7 +530,9 @@ class RaftNode:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            logger.exception("raft node %s failed; it stops serving", self.id)
+            logger.exception(
+                "raft node %s failed; it stops serving", self.id, extra=self.log_fields()
+            )
             self.failure = exc
             self._fail_all(ConsensusError(f"raft node {self.id} failed: {exc}"))
             self.hub.close(ConsensusError(f"raft node {self.id} failed: {exc}"))
@@ -585,6 +595,7 @@ class RaftNode:
             soft.role.value,
             soft.term,
             soft.leader_id,
+            extra=self.log_fields(),
         )
 
     def _report_applied(self, seq: int, changes: Sequence[Changed]) -> None:
@@ -614,7 +625,7 @@ class RaftNode:
         try:
             response = await self._transport.call(address, msg, self.config.rpc_timeout)
         except (DRefError, OSError) as exc:
-            logger.debug("node %s → %s: %s", self.id, peer, exc)
+            logger.debug("node %s → %s: %s", self.id, peer, exc, extra=self.log_fields())
             return
         finally:
             self._inflight[peer] -= 1
@@ -655,7 +666,7 @@ class RaftNode:
         try:
             await self.propose(DeleteIfExpired(name, now), self.config.election_timeout * 4)
         except BackendError as exc:
-            logger.debug("node %s: reaping %s: %s", self.id, name, exc)
+            logger.debug("node %s: reaping %s: %s", self.id, name, exc, extra=self.log_fields(name))
         finally:
             self._reaping.discard(name)
 

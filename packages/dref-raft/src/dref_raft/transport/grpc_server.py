@@ -139,7 +139,12 @@ class GrpcServer(AsyncResource):
             raise TransportError(f"cannot bind the gRPC server to {target}")
         await server.start()
         self._server, self._port = server, int(port)
-        logger.info("gRPC server of node %s listening on %s", self.node_id, self.address)
+        logger.info(
+            "gRPC server of node %s listening on %s",
+            self.node_id,
+            self.address,
+            extra={"dref_node": self.node_id},
+        )
         return self._port
 
     async def aclose(self, grace: float | None = 0.5) -> None:
