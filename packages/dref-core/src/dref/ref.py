@@ -105,14 +105,7 @@ class DRef(Generic[T]):
                 self._ctx.settings.backend, "set", self._set(value, ttl, fence)
             )
             return
-        # `_set` inlined, as in `get`.
-        encoded = self._encode(value)
-        ttl = check_ttl(ttl)
-        wf = self._write_fence(fence)
-        if wf is None:
-            await self._backend.set(self._name, encoded, ttl)
-        else:
-            await self._backend.fenced_set(self._name, encoded, ttl, wf)
+        await self._set(value, ttl, fence)
 
     async def _set(self, value: T, ttl: float | None, fence: LockGuard | None) -> None:
         encoded = self._encode(value)
