@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from certs import Authority
 from cluster_procs import ProcCluster, free_ports
 from pydantic import ValidationError
+from test_cli_raft import DREF, Lines, running
 from test_transport_grpc import Client, Consensus, Watch
 
 import dref
@@ -92,7 +94,8 @@ async def test_member_accepts_a_peer_signed_by_the_cluster_ca(
 ) -> None:
     async with PeerClients(security=pki.member("n2")) as peers:
         answer = await peers.call(token_member.address, vote(), timeout=5)
-    assert isinstance(answer, VoteResponse) and answer.granted
+    assert isinstance(answer, VoteResponse)
+    assert answer.granted
 
 
 async def test_member_refuses_a_peer_certificate_from_another_ca(
@@ -254,7 +257,8 @@ def test_settings_name_what_is_missing_or_wrong(pki: Pki, tmp_path: Path) -> Non
     assert "holds no token" in error(mode="client", tls_ca_file=pki.ca, auth_token_file=empty)
     assert "must stay below max_message_bytes" in error(max_value_bytes=16 * 1024 * 1024)
     settings = RaftSettings(**tls)
-    assert settings.client_auth == "mtls" and settings.security.tls
+    assert settings.client_auth == "mtls"
+    assert settings.security.tls
 
 
 def test_settings_read_the_environment(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -268,8 +272,11 @@ def test_settings_read_the_environment(pki: Pki, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("DREF_RAFT_MAX_VALUE_BYTES", "1000")
     settings = RaftSettings()
     security = settings.security
-    assert security.tls and security.client_auth == "token" and settings.client_port == 9001
-    assert security.expected_token is not None and security.expected_token.matches(TOKEN)
+    assert security.tls
+    assert security.client_auth == "token"
+    assert settings.client_port == 9001
+    assert security.expected_token is not None
+    assert security.expected_token.matches(TOKEN)
     assert settings.max_value_bytes == 1000
     assert TOKEN not in repr(settings) + repr(security)
 
@@ -344,7 +351,7 @@ async def test_tls_cluster_refuses_oversized_input_and_keeps_working(
             await backend.set("big", b"x" * 1001)
         with pytest.raises(LimitExceededError, match=r"max_name_bytes \(100\)"):
             await backend.set("n" * 101, b"x")
-        with pytest.raises(LimitExceededError, match="larger than max.*max_message_bytes"):
+        with pytest.raises(LimitExceededError, match=r"larger than max.*max_message_bytes"):
             await backend.set("huge", b"x" * 200_000)  # above max_message_bytes
         await backend.set("small", b"x" * 1000)  # the member keeps working
         assert await backend.get("small") == b"x" * 1000
@@ -365,3 +372,13 @@ async def test_tls_cluster_refuses_a_wrong_token_at_once(
     async with dref.connect("raft", **options) as ctx:
         with pytest.raises(AccessDeniedError, match="bearer token was refused"):
             await ctx.backend.get("greeting")
+
+
+def test_raft_cluster_command_runs_a_tls_cluster(pki: Pki) -> None:
+    cert, key = pki.pair("n1")  # every local member uses it: it names 127.0.0.1
+    tls = ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-file", str(pki.ca)]
+    with running([*DREF, "raft", "cluster", "--nodes", "3", *tls]) as proc:
+        lines = Lines(proc)
+        lines.until(lambda line: "│ leader " in line, 30)  # elected over mutual TLS
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
