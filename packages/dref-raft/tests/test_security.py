@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +19,7 @@ from test_cli_raft import DREF, Lines, running
 from test_transport_grpc import Client, Consensus, Watch
 
 import dref
+from dref_raft.commands import WatchEvent
 from dref_raft.core.messages import Vote, VoteResponse
 from dref_raft.errors import AccessDeniedError, LimitExceededError, TransportError
 from dref_raft.settings import RaftSettings
@@ -382,3 +384,32 @@ def test_raft_cluster_command_runs_a_tls_cluster(pki: Pki) -> None:
         lines.until(lambda line: "│ leader " in line, 30)  # elected over mutual TLS
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0
+
+
+class Held:
+    """A watch handler whose streams stay open (after one event) until `release` is set."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def watch(self, names: list[str], from_seq: int) -> AsyncIterator[WatchEvent]:
+        yield WatchEvent(names[0], b"v", 1, resync=True)
+        await self.release.wait()
+
+
+async def test_streams_above_max_concurrent_streams_wait_for_a_free_one() -> None:
+    held = Held()
+    security = TransportSecurity(max_concurrent_streams=1)
+    async with (
+        GrpcServer("n1", Consensus(), Client(), held, port=0, security=security) as server,
+        WatchClient(server.address) as client,
+    ):
+        first = aiter(client.watch(["a"], 0))
+        assert (await anext(first)).name == "a"  # open: holds the connection's only stream
+        second = asyncio.ensure_future(anext(aiter(client.watch(["b"], 0))))
+        done, _ = await asyncio.wait({second}, timeout=0.5)
+        assert not done  # queued by the client, not served
+        held.release.set()  # the first stream ends: the second gets its turn
+        async with asyncio.timeout(10):
+            assert (await second).name == "b"
+        await first.aclose()  # type: ignore[attr-defined]
