@@ -186,13 +186,15 @@ class TransportSecurity:
             return f"TLS handshake with the member failed: {why}: {text}"
         if "Socket closed" in text or "Connection reset" in text:
             if self.tls:
-                why = (
-                    "TLS handshake failed (certificate not signed by the cluster CA, or none "
-                    "presented where the member requires one?)"
+                return (
+                    "the member refused the connection: TLS handshake failed (certificate not "
+                    "signed by the cluster CA, or none presented where the member requires "
+                    f"one?): {text}"
                 )
-            else:
-                why = "a TLS member? (this side is plaintext: set tls_ca_file)"
-            return f"the member refused the connection: {why}: {text}"
+            return (
+                "the member closed the connection (a TLS member? this side is plaintext: set "
+                f"tls_ca_file): {text}"
+            )
         return text
 
     def _message_options(self) -> list[tuple[str, int]]:
