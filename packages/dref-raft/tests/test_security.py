@@ -376,6 +376,27 @@ async def test_tls_cluster_refuses_a_wrong_token_at_once(
             await ctx.backend.get("greeting")
 
 
+async def test_tls_cluster_refuses_a_client_certificate_from_another_ca(
+    tls_cluster: tuple[ProcCluster, str], pki: Pki
+) -> None:
+    cluster, _ = tls_cluster
+    cert, key = pki.pair("intruder")
+    options = {
+        "mode": "client",
+        "endpoints": cluster.endpoints,
+        "tls_ca_file": pki.ca,
+        "tls_cert_file": cert,
+        "tls_key_file": key,
+        "op_timeout": 3,
+    }
+    async with dref.connect("raft", **options) as ctx:
+        with pytest.raises(TransportError) as refused:
+            await ctx.backend.get("greeting")
+    message = str(refused.value)
+    assert "the member refused the connection: TLS handshake failed" in message
+    assert "certificate not signed by the cluster CA" in message
+
+
 def test_raft_cluster_command_runs_a_tls_cluster(pki: Pki) -> None:
     cert, key = pki.pair("n1")  # every local member uses it: it names 127.0.0.1
     tls = ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-file", str(pki.ca)]
@@ -406,10 +427,12 @@ async def test_streams_above_max_concurrent_streams_wait_for_a_free_one() -> Non
     ):
         first = aiter(client.watch(["a"], 0))
         assert (await anext(first)).name == "a"  # open: holds the connection's only stream
-        second = asyncio.ensure_future(anext(aiter(client.watch(["b"], 0))))
+        later = aiter(client.watch(["b"], 0))
+        second = asyncio.ensure_future(anext(later))
         done, _ = await asyncio.wait({second}, timeout=0.5)
         assert not done  # queued by the client, not served
         held.release.set()  # the first stream ends: the second gets its turn
         async with asyncio.timeout(10):
             assert (await second).name == "b"
-        await first.aclose()  # type: ignore[attr-defined]
+        for stream in (first, later):
+            await stream.aclose()  # type: ignore[attr-defined]
