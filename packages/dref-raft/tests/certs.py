@@ -88,8 +88,9 @@ class Authority:
         path.write_bytes(self.cert)
         return path
 
-    def issue(self, common_name: str) -> Issued:
-        """A certificate for `common_name`, valid as server and client on loopback."""
+    def issue(self, common_name: str, *, names: tuple[str, ...] = ()) -> Issued:
+        """A certificate for `common_name`, valid as server and client on loopback (or, with
+        `names`, for those DNS names only)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         cert = (
@@ -102,7 +103,9 @@ class Authority:
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(
                 x509.SubjectAlternativeName(
-                    [
+                    [x509.DNSName(name) for name in names]
+                    if names
+                    else [
                         x509.DNSName("localhost"),
                         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                         x509.IPAddress(ipaddress.ip_address("::1")),

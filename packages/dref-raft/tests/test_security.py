@@ -65,6 +65,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     for stem in ("n1", "n2", "n3", "client"):
         ca.issue(stem).write(directory, stem)
     other.issue("intruder").write(directory, "intruder")
+    ca.issue("misnamed", names=("elsewhere.example",)).write(directory, "misnamed")
     token = directory / "token"
     token.write_text(TOKEN + "\n")
     return Pki(directory, ca.write(directory), other.write(directory, "other-ca"), token)
@@ -135,6 +136,15 @@ async def test_client_checks_the_member_certificate_against_the_cluster_ca(pki: 
         LeaderClient(server.address, timeout=5, security=pki.client("client")) as client,
     ):
         with pytest.raises(TransportError, match="certificate is not signed by the cluster CA"):
+            await client.get_endpoints()
+
+
+async def test_client_checks_that_the_member_certificate_names_the_address(pki: Pki) -> None:
+    async with (
+        GrpcServer("n9", Consensus(), Client(), port=0, security=pki.member("misnamed")) as server,
+        LeaderClient(server.address, timeout=5, security=pki.client("client")) as client,
+    ):
+        with pytest.raises(TransportError, match="does not name the address dialed"):
             await client.get_endpoints()
 
 

@@ -174,13 +174,16 @@ class TransportSecurity:
     def explain(self, details: str | None) -> str:
         """`details` of a failed call, with what the failure most likely means."""
         text = details or ""
+        if "Hostname Verification" in text:
+            return (
+                "TLS handshake with the member failed: the member's certificate does not name "
+                f"the address dialed (its subject alternative names): {text}"
+            )
         if "Tls handshake failed" in text or "TSI_PROTOCOL_FAILURE" in text:
             if "WRONG_VERSION_NUMBER" in text:
                 why = "the member does not speak TLS (a plaintext member?)"
             elif "CERTIFICATE_VERIFY_FAILED" in text:
                 why = "the member's certificate is not signed by the cluster CA (tls_ca_file)"
-            elif "Peer name" in text or "not in peer certificate" in text:
-                why = "the member's certificate does not name the address dialed (its SAN)"
             else:
                 why = "see the details"
             return f"TLS handshake with the member failed: {why}: {text}"
