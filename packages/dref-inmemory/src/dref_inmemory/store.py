@@ -177,13 +177,14 @@ class Store:
         `ticket` joins the line. `(swapped, waiters ahead of ticket)`. The head's swap hands
         the new value to the next in line (`wait_turn`)."""
         line = self._lines.get(name)
-        first = next(iter(line)) if line else None
-        if (first is None or first == ticket) and self.compare_and_set(name, expected, value, None):
-            if first is not None:
-                self.leave_line(name, ticket)
-            return True, 0
         if line is None:
-            line = self._lines[name] = {}
+            if self.compare_and_set(name, expected, value, None):
+                return True, 0
+            line = self._lines[name] = {ticket: None}
+            return False, 0
+        if next(iter(line)) == ticket and self.compare_and_set(name, expected, value, None):
+            self.leave_line(name, ticket)
+            return True, 0
         line.setdefault(ticket, None)
         return False, list(line).index(ticket)
 
