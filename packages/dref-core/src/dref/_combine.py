@@ -193,10 +193,14 @@ class UpdateLine:
                         if handed is not None:
                             guess = handed
                         ahead = 0
+                        # Callers cancelled while we waited gave up their place: skip them.
+                        batch[:] = [entry for entry in batch if not entry.fut.done()]
                         while self._pending and len(batch) < MAX_BATCH:
                             entry = self._pending.popleft()
                             if not entry.fut.done():
                                 batch.append(entry)
+                        if not batch:
+                            break
                     if guess is None:
                         guess = await backend.get(name)
                     if guess is None:
