@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from dref._aio import call as _call
 from dref._aio import in_background
 from dref.errors import ClosedError, ElementNotFoundError
 
@@ -39,7 +40,7 @@ __all__ = ["MAX_BATCH", "SWAPS_PER_YIELD", "UpdateLine", "UpdateLines", "new_tic
 MAX_BATCH = 32
 """Most queued calls one contended round trip serves."""
 
-SWAPS_PER_YIELD = 8
+SWAPS_PER_YIELD = 32
 """A context lets other tasks run after this many uncontended swaps in a row, so that a backend
 that answers without suspending (in-memory) cannot let one task keep an element to itself."""
 
@@ -73,21 +74,14 @@ class _Entry:
 
 class UpdateLines(dict[str, "UpdateLine | None"]):
     """A context's elements with `modify` calls in flight: None while one call swaps inline and
-    nobody waits behind it, its `UpdateLine` once others queue."""
+    nobody waits behind it, its `UpdateLine` once others queue. `swaps` counts the context's
+    uncontended swaps since it last yielded (see `SWAPS_PER_YIELD`)."""
 
-    __slots__ = ("_swaps",)
+    __slots__ = ("swaps",)
 
     def __init__(self) -> None:
         super().__init__()
-        self._swaps = 0
-
-    def swapped_inline(self) -> bool:
-        """Count an uncontended swap; True every `SWAPS_PER_YIELD`-th (the caller then yields)."""
-        self._swaps += 1
-        if self._swaps < SWAPS_PER_YIELD:
-            return False
-        self._swaps = 0
-        return True
+        self.swaps = 0
 
 
 class UpdateLine:
@@ -254,10 +248,3 @@ class UpdateLine:
 
 def _leave_in_background(ctx: DRefContext, name: str, ticket: bytes) -> None:
     in_background(ctx.backend.leave_line(name, ticket), f"leave line {name}")
-
-
-async def _call(f: Callable[..., Any], value: Any) -> Any:
-    result = f(value)
-    if asyncio.iscoroutine(result) or hasattr(result, "__await__"):
-        result = await result
-    return result

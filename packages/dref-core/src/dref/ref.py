@@ -11,7 +11,9 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from dref import metrics
-from dref._combine import UpdateLine, new_ticket
+from dref._aio import awaitable
+from dref._aio import call as _call
+from dref._combine import SWAPS_PER_YIELD, UpdateLine, new_ticket
 from dref.changes import Subscription
 from dref.errors import CodecError, ElementNotFoundError, UnsupportedOperationError
 from dref.lock import LockGuard
@@ -272,7 +274,10 @@ class DRef(Generic[T]):
         if queued is not None:
             return await UpdateLine.wait(queued)
         UpdateLine.leave(ctx, name)  # the head left the server's line as it swapped
-        if ctx._update_lines.swapped_inline():
+        lines = ctx._update_lines
+        lines.swaps += 1
+        if lines.swaps >= SWAPS_PER_YIELD:  # let other tasks run, whatever the backend
+            lines.swaps = 0
             await asyncio.sleep(0)
         return result
 
@@ -420,23 +425,34 @@ def check_ttl(ttl: float | None) -> float | None:
     return float(ttl)
 
 
-async def _call(f: Callable[..., Any], value: Any) -> Any:
-    result = f(value)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+def _pair_new(f: Callable[[T], Any]) -> Callable[[T], Any]:
+    """`modify`'s function for `update`/`update_and_get`: sync while `f` returns a value."""
 
-
-def _pair_new(f: Callable[[T], Any]) -> Callable[[T], Awaitable[tuple[T, T]]]:
-    async def g(old: T) -> tuple[T, T]:
-        new = await _call(f, old)
+    def g(old: T) -> tuple[T, T] | Awaitable[tuple[T, T]]:
+        new = f(old)
+        if awaitable(new):
+            return _both(new)
         return new, new
 
     return g
 
 
-def _pair_old(f: Callable[[T], Any]) -> Callable[[T], Awaitable[tuple[T, T]]]:
-    async def g(old: T) -> tuple[T, T]:
-        return old, await _call(f, old)
+def _pair_old(f: Callable[[T], Any]) -> Callable[[T], Any]:
+    """`modify`'s function for `get_and_update`: sync while `f` returns a value."""
+
+    def g(old: T) -> tuple[T, T] | Awaitable[tuple[T, T]]:
+        new = f(old)
+        if awaitable(new):
+            return _old_and(old, new)
+        return old, new
 
     return g
+
+
+async def _both(new: Awaitable[T]) -> tuple[T, T]:
+    value = await new
+    return value, value
+
+
+async def _old_and(old: T, new: Awaitable[T]) -> tuple[T, T]:
+    return old, await new
