@@ -493,6 +493,20 @@ class BackendConformance:
         swapped, _, _ = await backend.fair_compare_and_swap(name, b"\x01", b"\x02", tickets[3])
         assert swapped
         assert await backend.get(name) == b"\x02"
+        # With rejoin a head that swaps takes a new place at the end, behind those waiting.
+        first, second = (f"conformance-r{i}-{uuid.uuid4().hex[:8]}".encode() for i in range(2))
+        assert (await backend.fair_compare_and_swap(name, wrong, b"\x03", first))[2] == 0
+        assert (await backend.fair_compare_and_swap(name, wrong, b"\x03", second))[2] == 1
+        swap = backend.fair_compare_and_swap
+        assert await swap(name, b"\x02", b"\x03", first, rejoin=True) == (True, b"\x03", 1)
+        assert await asyncio.wait_for(backend.wait_turn(name, second), DEADLINE) == b"\x03"
+        assert await swap(name, b"\x03", b"\x04", first) == (False, b"\x03", 1)  # not its turn
+        assert await swap(name, b"\x03", b"\x04", second, rejoin=True) == (True, b"\x04", 1)
+        assert await asyncio.wait_for(backend.wait_turn(name, first), DEADLINE) == b"\x04"
+        await backend.leave_line(name, first)
+        await backend.leave_line(name, second)
+        # Nobody else waits: rejoin takes no place.
+        assert await swap(name, b"\x04", b"\x05", first, rejoin=True) == (True, b"\x05", 0)
 
     async def test_cancelled_queued_update_gives_up_its_place(
         self, ctx: dref.DRefContext, name: str

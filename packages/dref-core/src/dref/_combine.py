@@ -20,7 +20,9 @@ batch is in flight may still see its update applied (as with any cancelled write
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import logging
 import os
 import secrets
 from collections import deque
@@ -34,8 +36,11 @@ from dref.errors import ClosedError, ElementNotFoundError
 if TYPE_CHECKING:
     from dref.context import DRefContext
     from dref.ref import DRef
+    from dref.spi import Backend
 
 __all__ = ["MAX_BATCH", "SWAPS_PER_YIELD", "UpdateLine", "UpdateLines", "new_ticket"]
+
+log = logging.getLogger("dref")
 
 MAX_BATCH = 32
 """Most queued calls one contended round trip serves."""
@@ -221,17 +226,23 @@ class UpdateLine:
                     if not batch:
                         break
                     queued = True
+                    # With rejoin the head that swaps takes a new place at the end of the line
+                    # at once (callers just served usually come back): no failed swap to queue.
                     swapped, guess, ahead = await backend.fair_compare_and_swap(
-                        name, guess, value, ticket
+                        name, guess, value, ticket, rejoin=True
                     )
                     if swapped:
-                        queued = False  # the head leaves the line as it swaps
+                        queued = ahead > 0  # else it left the line as it swapped
                         guess = value
                         for entry, result in zip(batch, results, strict=True):
                             entry.ref._seen = value
                             if not entry.fut.done():
                                 entry.fut.set_result(result)
                         batch.clear()
+                        if queued and not self._pending:
+                            # One loop turn: the callers just served queue again (or the
+                            # place is given up when nobody did).
+                            await asyncio.sleep(0)
         except BaseException as exc:
             error: BaseException = exc
             if isinstance(exc, asyncio.CancelledError):
@@ -239,11 +250,30 @@ class UpdateLine:
             for entry in batch:
                 if not entry.fut.done():
                     entry.fut.set_exception(error)
-            self._close(ticket if queued else None, error)
+            self._close(None, error)
+            if queued:
+                await _give_back(backend, name, ticket)
             if not isinstance(exc, Exception):
                 raise
         else:
-            self._close(ticket if queued else None, None)
+            self._close(None, None)
+            if queued:
+                await _give_back(backend, name, ticket)
+
+
+async def _give_back(backend: Backend, name: str, ticket: bytes) -> None:
+    """The runner's place in the server's line is given back before the runner ends, even when
+    it is cancelled meanwhile (a closing context waits for it, within the backend's deadline),
+    so that the others do not wait out a dead waiter's life."""
+    leave = asyncio.ensure_future(backend.leave_line(name, ticket))
+    try:
+        await asyncio.shield(leave)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await leave
+        raise
+    except Exception as exc:  # the place then lapses after the backend's waiter life
+        log.debug("leave line %s failed: %s", name, exc)
 
 
 def _leave_in_background(ctx: DRefContext, name: str, ticket: bytes) -> None:

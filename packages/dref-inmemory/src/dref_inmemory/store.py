@@ -171,11 +171,12 @@ class Store:
 
     # -- the line of contended swaps --------------------------------------------------------------
     def fair_compare_and_set(
-        self, name: str, expected: bytes, value: bytes, ticket: bytes
+        self, name: str, expected: bytes, value: bytes, ticket: bytes, rejoin: bool = False
     ) -> tuple[bool, int]:
         """Swap iff the value is `expected` and the line is empty or led by `ticket`; else
         `ticket` joins the line. `(swapped, waiters ahead of ticket)`. The head's swap hands
-        the new value to the next in line (`wait_turn`)."""
+        the new value to the next in line (`wait_turn`) and, with `rejoin`, puts `ticket` back
+        at the end of the line when anyone still waits."""
         line = self._lines.get(name)
         if line is None:
             if self.compare_and_set(name, expected, value, None):
@@ -184,6 +185,10 @@ class Store:
             return False, 0
         if next(iter(line)) == ticket and self.compare_and_set(name, expected, value, None):
             self.leave_line(name, ticket)
+            line = self._lines.get(name)
+            if rejoin and line:
+                line[ticket] = None
+                return True, len(line) - 1
             return True, 0
         line.setdefault(ticket, None)
         return False, list(line).index(ticket)

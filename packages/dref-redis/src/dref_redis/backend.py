@@ -366,16 +366,25 @@ class RedisBackend(Backend):
         return False, current
 
     async def fair_compare_and_swap(
-        self, name: str, expected: bytes, value: bytes, ticket: bytes
+        self, name: str, expected: bytes, value: bytes, ticket: bytes, *, rejoin: bool = False
     ) -> tuple[bool, bytes | None, int]:
         """The element's line lives beside it like a lock's (`{k}:dref-queue`, `{k}:dref-lives`):
-        one script checks the line, compares, swaps or queues (scripts.FAIR_COMPARE_AND_SET)."""
+        one script checks the line, compares, swaps (and, with `rejoin`, queues the ticket again)
+        or queues (scripts.FAIR_COMPARE_AND_SET)."""
         key = self.keys.key(name)
-        args = [expected, value, self._payload(key, value), _CHANNEL, ticket, self._waiter_life]
+        args = [
+            expected,
+            value,
+            self._payload(key, value),
+            _CHANNEL,
+            ticket,
+            self._waiter_life,
+            b"1" if rejoin else b"",
+        ]
         keys = [key, queue_key(key), lives_key(key)]
         reply = await self._run(self._fair_cas, "compare_and_set", name, keys, args)
         if reply[0] == 1:
-            return True, value, 0
+            return True, value, int(reply[1]) if len(reply) > 1 else 0
         current = reply[2] if len(reply) > 2 else None
         assert current is None or isinstance(current, bytes)  # decode_responses is off
         return False, current, int(reply[1])
