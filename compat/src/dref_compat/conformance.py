@@ -581,6 +581,37 @@ class BackendConformance:
         finally:
             del backend.wait_turn, backend.leave_line
 
+    async def test_a_closing_context_gives_its_place_in_line_back(
+        self, ctx: dref.DRefContext, ctx2: dref.DRefContext, name: str
+    ) -> None:
+        backend = ctx.backend
+        if not backend.capabilities.fair_updates:
+            pytest.skip("backend does not claim fair_updates")
+        await ctx.make(0, name)
+        current = await backend.get(name)
+        assert current is not None
+        head = f"conformance-head-{uuid.uuid4().hex[:8]}".encode()
+        swapped, _, _ = await backend.fair_compare_and_swap(name, current + b"-", current, head)
+        assert not swapped  # a raw contender heads the element's line
+        other = ctx2.ref(name, type=int)
+        waiting = asyncio.create_task(other.update(lambda n: n + 1))
+
+        async def queued() -> bool:  # ctx2's runner holds the place behind the head
+            probe = f"conformance-probe-{uuid.uuid4().hex[:8]}".encode()
+            _, _, ahead = await backend.fair_compare_and_swap(name, b"-", current, probe)
+            await backend.leave_line(name, probe)
+            return ahead >= 2
+
+        await eventually(queued, what="ctx2 queued behind the head")
+        await ctx2.aclose()
+        with pytest.raises(dref.errors.ClosedError):
+            await asyncio.wait_for(waiting, DEADLINE)
+        await backend.leave_line(name, head)
+        # ctx2's place is gone already: a newcomer's right guess swaps at once.
+        newcomer = f"conformance-new-{uuid.uuid4().hex[:8]}".encode()
+        swapped, _, _ = await backend.fair_compare_and_swap(name, current, b"\x07", newcomer)
+        assert swapped
+
     # -- locks ----------------------------------------------------------------------------------
     async def test_lock_mutual_exclusion_across_contexts(
         self, ctx: dref.DRefContext, ctx2: dref.DRefContext, name: str
