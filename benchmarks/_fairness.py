@@ -2,7 +2,8 @@
 
 `python benchmarks/<backend>_bench.py --fairness` prints least ÷ most updates per process and the
 total updates/s (dref_compat.fairness; in-memory: 4 contexts of one process, as it is not shared
-across processes). Target: least ÷ most ≥ 0.5.
+across processes; Raft: 4 client processes of a 3-member cluster started for the run). Target:
+least ÷ most ≥ 0.5.
 
 With `--baseline SRC` (a checkout of another commit, e.g. `git worktree add ../base <commit>`)
 both sides run in alternating rounds, each in a fresh interpreter (the baseline's packages first
@@ -25,7 +26,16 @@ _PACKAGES = ("dref-core", "dref-inmemory", "dref-redis", "dref-raft")
 
 
 def measure(backend: str, options: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """One run for `seconds` (no count bound): counts, seconds, ratio, updates/s."""
+    """One run for `seconds` (no count bound): counts, seconds, ratio, updates/s.
+
+    Raft with `{"local_cluster": N}`: a cluster of N `python -m dref_raft` processes of this
+    interpreter's packages is started for the run, and the contenders are client contexts."""
+    if backend == "raft" and "local_cluster" in options:
+        from dref_raft.cli.local_cluster import LocalCluster
+
+        with LocalCluster(int(options["local_cluster"])) as cluster:
+            cluster.wait_for_leader(30)
+            return measure(backend, {"mode": "client", "endpoints": cluster.endpoints}, seconds)
     from dref_compat import fairness
 
     total = 10**9

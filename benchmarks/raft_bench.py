@@ -384,7 +384,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dref-storage", choices=("fsync", "ram"), default="fsync")
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="also write results here")
     parser.add_argument("--no-pysyncobj", action="store_true", help="run the dref side only")
+    parser.add_argument(
+        "--fairness", action="store_true", help="only the fairness row (benchmarks/_fairness.py)"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="SRC",
+        help="with --fairness: also run a checkout of another commit (its members too)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="with --baseline: rounds per side")
     args = parser.parse_args(argv)
+    if args.fairness:
+        from _fairness import compare_rows, fairness_row
+
+        options = {"local_cluster": NODES}
+        seconds = max(args.seconds, 3.0)
+        if args.baseline is None:
+            print(fairness_row("raft", options, seconds=seconds))
+        else:
+            print(compare_rows("raft", options, args.baseline, seconds=seconds, rounds=args.rounds))
+        return 0
     if args.seconds <= 0 or args.writers < NODES:
         parser.error(f"--seconds must be positive and --writers at least {NODES}")
     console = Console(width=max(Console().width, 130))

@@ -44,6 +44,11 @@ from dref_compat.vectors import load_vectors
 
 __all__ = ["BackendConformance", "eventually"]
 
+
+async def _true(value: bool) -> bool:
+    return value
+
+
 DEADLINE = 10.0
 
 
@@ -452,6 +457,160 @@ class BackendConformance:
             )
         assert sum(result.counts) >= self.fairness_updates, result.row()
         assert result.ratio >= 0.5, result.row()
+
+    async def test_leaving_or_swapping_hands_the_turn_to_the_next_in_line(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        backend = ctx.backend
+        if not backend.capabilities.fair_updates:
+            pytest.skip("backend does not claim fair_updates")
+        await ctx.make(0, name)
+        current = await backend.get(name)
+        assert current is not None
+        wrong = current + b"-not-it"
+        tickets = [f"conformance-{i}-{uuid.uuid4().hex[:8]}".encode() for i in range(4)]
+        ahead = []
+        for ticket in tickets[:3]:  # three failed swaps: three places, in arrival order
+            swapped, seen, before = await backend.fair_compare_and_swap(
+                name, wrong, current, ticket
+            )
+            assert (swapped, seen) == (False, current)
+            ahead.append(before)
+        assert ahead == [0, 1, 2]
+        # The head leaves: the second's turn comes with the value as the head left it (handed
+        # before it waits, so not the fallback's None).
+        await backend.leave_line(name, tickets[0])
+        assert await asyncio.wait_for(backend.wait_turn(name, tickets[1]), DEADLINE) == current
+        # Only the head may swap while others wait: the third, though its guess is right, joins.
+        swapped, _, before = await backend.fair_compare_and_swap(name, current, b"\x05", tickets[2])
+        assert (swapped, before) == (False, 1)
+        # The head swaps and leaves: the third's turn comes with the value the swap left.
+        swapped, _, _ = await backend.fair_compare_and_swap(name, current, b"\x01", tickets[1])
+        assert swapped
+        assert await asyncio.wait_for(backend.wait_turn(name, tickets[2]), DEADLINE) == b"\x01"
+        await backend.leave_line(name, tickets[2])
+        # Nobody waits any more: a newcomer's right guess swaps at once.
+        swapped, _, _ = await backend.fair_compare_and_swap(name, b"\x01", b"\x02", tickets[3])
+        assert swapped
+        assert await backend.get(name) == b"\x02"
+        # With rejoin a head that swaps takes a new place at the end, behind those waiting.
+        first, second = (f"conformance-r{i}-{uuid.uuid4().hex[:8]}".encode() for i in range(2))
+        assert (await backend.fair_compare_and_swap(name, wrong, b"\x03", first))[2] == 0
+        assert (await backend.fair_compare_and_swap(name, wrong, b"\x03", second))[2] == 1
+        swap = backend.fair_compare_and_swap
+        assert await swap(name, b"\x02", b"\x03", first, rejoin=True) == (True, b"\x03", 1)
+        assert await asyncio.wait_for(backend.wait_turn(name, second), DEADLINE) == b"\x03"
+        assert await swap(name, b"\x03", b"\x04", first) == (False, b"\x03", 1)  # not its turn
+        assert await swap(name, b"\x03", b"\x04", second, rejoin=True) == (True, b"\x04", 1)
+        assert await asyncio.wait_for(backend.wait_turn(name, first), DEADLINE) == b"\x04"
+        await backend.leave_line(name, first)
+        await backend.leave_line(name, second)
+        # Nobody else waits: rejoin takes no place.
+        assert await swap(name, b"\x04", b"\x05", first, rejoin=True) == (True, b"\x05", 0)
+
+    async def test_cancelled_queued_update_gives_up_its_place(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        backend = ctx.backend
+        if not backend.capabilities.fair_updates:
+            pytest.skip("backend does not claim fair_updates")
+        ref = await ctx.make(0, name)
+        current = await backend.get(name)
+        assert current is not None
+        head = f"conformance-head-{uuid.uuid4().hex[:8]}".encode()
+        swapped, _, _ = await backend.fair_compare_and_swap(name, current + b"-", current, head)
+        assert not swapped  # a raw contender heads the element's line
+        waiting = asyncio.Event()
+        left: list[bytes] = []
+        wait_turn, leave_line = backend.wait_turn, backend.leave_line
+
+        async def watched_wait_turn(element: str, ticket: bytes) -> bytes | None:
+            waiting.set()
+            return await wait_turn(element, ticket)
+
+        async def watched_leave_line(element: str, ticket: bytes) -> None:
+            await leave_line(element, ticket)
+            left.append(ticket)
+
+        calls: list[int] = []
+
+        def count(step: int) -> Callable[[int], int]:
+            def f(n: int) -> int:
+                calls.append(step)
+                return n + step
+
+            return f
+
+        backend.wait_turn = watched_wait_turn  # type: ignore[method-assign, assignment]
+        backend.leave_line = watched_leave_line  # type: ignore[method-assign, assignment]
+        try:
+            first = asyncio.create_task(ref.update(count(100)))
+            await asyncio.wait_for(waiting.wait(), DEADLINE)  # queued behind the head
+            second = asyncio.create_task(ref.update(count(1)))
+            await asyncio.sleep(0)  # `second` queues behind `first` in this context
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            before = len(calls)
+            await leave_line(name, head)
+            # `first` gave up its place: `second` is served, and `first`'s f never runs again.
+            await asyncio.wait_for(second, DEADLINE)
+            assert await ref.get() == 1
+            assert 100 not in calls[before:]
+            # Cancelled alone, a queued caller's place is given back too: nothing hangs.
+            swapped, _, _ = await backend.fair_compare_and_swap(
+                name, await backend.get(name) or b"", current, head
+            )
+            assert swapped  # nobody waits
+            swapped, _, _ = await backend.fair_compare_and_swap(name, b"-", current, head)
+            assert not swapped  # the raw contender heads the line again
+            waiting.clear()
+            lone = asyncio.create_task(ref.update(count(100)))
+            await asyncio.wait_for(waiting.wait(), DEADLINE)
+            lone.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await lone
+            left.clear()
+            await leave_line(name, head)  # the turn goes to the cancelled caller's ticket...
+            await eventually(lambda: _true(bool(left)), what="the cancelled caller left")
+            # ...which leaves at once: a newcomer's right guess swaps without waiting.
+            swapped, _, _ = await backend.fair_compare_and_swap(name, current, b"\x07", head)
+            assert swapped
+            await asyncio.wait_for(ref.update(count(1)), DEADLINE)
+            assert await ref.get() == 8
+        finally:
+            del backend.wait_turn, backend.leave_line
+
+    async def test_a_closing_context_gives_its_place_in_line_back(
+        self, ctx: dref.DRefContext, ctx2: dref.DRefContext, name: str
+    ) -> None:
+        backend = ctx.backend
+        if not backend.capabilities.fair_updates:
+            pytest.skip("backend does not claim fair_updates")
+        await ctx.make(0, name)
+        current = await backend.get(name)
+        assert current is not None
+        head = f"conformance-head-{uuid.uuid4().hex[:8]}".encode()
+        swapped, _, _ = await backend.fair_compare_and_swap(name, current + b"-", current, head)
+        assert not swapped  # a raw contender heads the element's line
+        other = ctx2.ref(name, type=int)
+        waiting = asyncio.create_task(other.update(lambda n: n + 1))
+
+        async def queued() -> bool:  # ctx2's runner holds the place behind the head
+            probe = f"conformance-probe-{uuid.uuid4().hex[:8]}".encode()
+            _, _, ahead = await backend.fair_compare_and_swap(name, b"-", current, probe)
+            await backend.leave_line(name, probe)
+            return ahead >= 2
+
+        await eventually(queued, what="ctx2 queued behind the head")
+        await ctx2.aclose()
+        with pytest.raises(dref.errors.ClosedError):
+            await asyncio.wait_for(waiting, DEADLINE)
+        await backend.leave_line(name, head)
+        # ctx2's place is gone already: a newcomer's right guess swaps at once.
+        newcomer = f"conformance-new-{uuid.uuid4().hex[:8]}".encode()
+        swapped, _, _ = await backend.fair_compare_and_swap(name, current, b"\x07", newcomer)
+        assert swapped
 
     # -- locks ----------------------------------------------------------------------------------
     async def test_lock_mutual_exclusion_across_contexts(

@@ -11,8 +11,10 @@ import pytest
 import redis.asyncio as aioredis
 from redis_procs import RedisServer
 
+import dref
 from dref import lock_value
 from dref.changes import ChangeEvent
+from dref_compat.conformance import eventually
 from dref_redis import RedisBackend
 
 DEADLINE = 10.0
@@ -199,3 +201,54 @@ def _settings(url: str, **overrides: Any) -> Any:
     from conftest import fast_settings
 
     return fast_settings(url, **overrides)
+
+
+async def test_wait_turn_falls_back_after_a_poll_and_keeps_the_place(
+    backend: RedisBackend,
+) -> None:
+    """The turn's BLPOP waits at most a poll interval (0.2 s here) and returns None; the waiter
+    then tries again without losing its place; a head that stops trying is dropped after its
+    waiter life, and the next one swaps."""
+    name = "fair:fallback"
+    await backend.set(name, b"\x00")
+    head, behind, third = b"t-head", b"t-behind", b"t-third"
+    assert (await backend.fair_compare_and_swap(name, b"-", b"\x01", head))[0] is False
+    assert await backend.fair_compare_and_swap(name, b"-", b"\x01", behind) == (False, b"\x00", 1)
+    assert await asyncio.wait_for(backend.wait_turn(name, behind), DEADLINE) is None
+    assert await backend.fair_compare_and_swap(name, b"-", b"\x01", third) == (False, b"\x00", 2)
+    # A right guess, but not the head: `behind` keeps its place (1 ahead, not at the back).
+    assert await backend.fair_compare_and_swap(name, b"\x00", b"\x01", behind) == (
+        False,
+        b"\x00",
+        1,
+    )
+
+    async def behind_swaps() -> bool:
+        swapped, _, _ = await backend.fair_compare_and_swap(name, b"\x00", b"\x01", behind)
+        return swapped
+
+    await eventually(behind_swaps, what="the dead head dropped from the line")
+    assert await backend.get(name) == b"\x01"
+    await backend.leave_line(name, third)
+
+
+async def test_update_behind_a_head_that_never_returns_completes(
+    redis_server: RedisServer,
+) -> None:
+    """Core's runner waits for its turn with the fallback (None) until the dead head's waiter
+    life passes, keeping its place, then swaps."""
+    async with dref.connect("redis", url=redis_server.url, poll_interval=0.2) as ctx:
+        ref = await ctx.make(0, "fair:dead-head")
+        backend = ctx.backend
+        swapped, _, _ = await backend.fair_compare_and_swap(ref.name, b"-", b"\x01", b"t-dead")
+        assert not swapped
+        turns: list[bytes | None] = []
+        wait_turn = backend.wait_turn
+
+        async def recorded(name: str, ticket: bytes) -> bytes | None:
+            turns.append(await wait_turn(name, ticket))
+            return turns[-1]
+
+        backend.wait_turn = recorded  # type: ignore[method-assign]
+        assert await asyncio.wait_for(ref.update_and_get(lambda n: n + 1), DEADLINE) == 1
+        assert None in turns  # the fallback path was taken at least once

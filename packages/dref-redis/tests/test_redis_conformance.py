@@ -11,11 +11,13 @@ from dref_compat.conformance import BackendConformance
 
 
 class TestRedisConformance(BackendConformance):
+    """With expired-key events turned on in our private server (`expiry_events`)."""
+
     backend = "redis"
 
     @pytest.fixture
     def connect_options(self, redis_server: RedisServer) -> dict[str, Any]:
-        return {"url": redis_server.url, "poll_interval": 0.2}
+        return {"url": redis_server.url, "poll_interval": 0.2, "expiry_events": "configure"}
 
 
 class TestRedisConformanceLockStrategy(BackendConformance):
@@ -25,7 +27,12 @@ class TestRedisConformanceLockStrategy(BackendConformance):
 
     @pytest.fixture
     def connect_options(self, redis_server: RedisServer) -> dict[str, Any]:
-        return {"url": redis_server.url, "poll_interval": 0.2, "modify_strategy": "lock"}
+        return {
+            "url": redis_server.url,
+            "poll_interval": 0.2,
+            "modify_strategy": "lock",
+            "expiry_events": "off",
+        }
 
 
 class TestRedisConformanceKeyPrefix(BackendConformance):
@@ -33,4 +40,9 @@ class TestRedisConformanceKeyPrefix(BackendConformance):
 
     @pytest.fixture
     def connect_options(self, redis_server: RedisServer) -> dict[str, Any]:
-        return {"url": redis_server.url, "poll_interval": 0.2, "key_prefix": "app1:"}
+        return {
+            "url": redis_server.url,
+            "poll_interval": 0.2,
+            "key_prefix": "app1:",
+            "expiry_events": "configure",
+        }

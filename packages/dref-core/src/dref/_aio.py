@@ -1,10 +1,13 @@
-"""Small asyncio helpers shared by core: clock-based deadlines and shielded cleanup."""
+"""Small asyncio helpers shared by core: clock-based deadlines, shielded cleanup, and calling a
+function that may be sync or async."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from types import GeneratorType
 from typing import Any, TypeVar
 
 from dref.clock import Clock
@@ -14,6 +17,31 @@ T = TypeVar("T")
 log = logging.getLogger("dref")
 
 _background: set[asyncio.Task[Any]] = set()
+
+_PLAIN: set[type] = set()
+"""Types whose instances are never awaitable (awaitability is a property of the type, except
+for generators), learnt on first sight: the check then costs one set lookup."""
+_PLAIN_MAX = 256
+
+
+def awaitable(value: object) -> bool:
+    """`inspect.isawaitable(value)`, remembering the types found not to be."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return False
+    if inspect.isawaitable(value):
+        return True
+    if kind is not GeneratorType and len(_PLAIN) < _PLAIN_MAX:
+        _PLAIN.add(kind)
+    return False
+
+
+async def call(f: Callable[..., Any], value: Any) -> Any:
+    """`f(value)`, awaited when it returns an awaitable (`f` may be sync or async)."""
+    result = f(value)
+    if awaitable(result):
+        result = await result
+    return result
 
 
 async def within(clock: Clock, seconds: float | None, coro: Coroutine[Any, Any, T]) -> T:

@@ -1,7 +1,11 @@
 """Contended `modify` calls of one context combined behind one representative per element.
 
 On a `fair_updates` backend an uncontended `modify` is one `fair_compare_and_swap` made by the
-caller itself. While one is in flight (or has failed), later calls on the same element from the
+caller itself (two when its guess was stale but nobody waits: the failed swap made it the head of
+the line, so it tries again at once with the value the reply carried). Every `SWAPS_PER_YIELD`-th
+uncontended swap of a context yields to the event loop, so that a backend answering without
+suspending (in-memory) still lets the other tasks and contexts take their turns. While a call is
+in flight (or has failed), later calls on the same element from the
 same context queue here, first come, first served, and one runner task serves them in batches:
 it applies the batch's functions one after another to the current value (each to the result of
 the previous one, as if the calls ran one by one) and swaps the end result in one
@@ -16,27 +20,52 @@ batch is in flight may still see its update applied (as with any cancelled write
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import logging
+import os
 import secrets
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from dref._aio import call as _call
 from dref._aio import in_background
 from dref.errors import ClosedError, ElementNotFoundError
 
 if TYPE_CHECKING:
     from dref.context import DRefContext
     from dref.ref import DRef
+    from dref.spi import Backend
 
-__all__ = ["MAX_BATCH", "UpdateLine", "new_ticket"]
+__all__ = ["MAX_BATCH", "SWAPS_PER_YIELD", "UpdateLine", "UpdateLines", "new_ticket"]
+
+log = logging.getLogger("dref")
 
 MAX_BATCH = 32
 """Most queued calls one contended round trip serves."""
 
+SWAPS_PER_YIELD = 32
+"""A context lets other tasks run after this many uncontended swaps in a row, so that a backend
+that answers without suspending (in-memory) cannot let one task keep an element to itself."""
+
+
+_tickets = itertools.count()
+_prefix = secrets.token_hex(8).encode()
+
+
+def _new_prefix() -> None:
+    global _prefix
+    _prefix = secrets.token_hex(8).encode()
+
+
+os.register_at_fork(after_in_child=_new_prefix)
+
 
 def new_ticket() -> bytes:
-    """A place in an element's line: 16 hex digits (part of key names in Redis)."""
-    return secrets.token_hex(8).encode()
+    """A place in an element's line (part of key names in Redis): 16 random hex digits drawn
+    once per process (again in a forked child) and a counter, unique without a system call."""
+    return b"%s-%x" % (_prefix, next(_tickets))
 
 
 class _Entry:
@@ -46,6 +75,18 @@ class _Entry:
         self.ref = ref
         self.f = f
         self.fut = fut
+
+
+class UpdateLines(dict[str, "UpdateLine | None"]):
+    """A context's elements with `modify` calls in flight: None while one call swaps inline and
+    nobody waits behind it, its `UpdateLine` once others queue. `swaps` counts the context's
+    uncontended swaps since it last yielded (see `SWAPS_PER_YIELD`)."""
+
+    __slots__ = ("swaps",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.swaps = 0
 
 
 class UpdateLine:
@@ -60,20 +101,24 @@ class UpdateLine:
         self._runner: asyncio.Task[None] | None = None
 
     @staticmethod
-    def of(ctx: DRefContext, name: str) -> UpdateLine | None:
-        """The element's line if calls of this context are in flight or queued; else None."""
-        return ctx._update_lines.get(name)
+    def enter(ctx: DRefContext, name: str) -> bool:
+        """True: the element was idle in this context and the caller swaps inline (it then
+        calls `leave`); False: calls are in flight, the caller `join`s."""
+        lines = ctx._update_lines
+        if name in lines:
+            return False
+        lines[name] = None
+        return True
 
     @staticmethod
-    def open(ctx: DRefContext, name: str) -> UpdateLine:
-        """Mark the element busy: the caller swaps inline, later callers queue."""
-        line = ctx._update_lines[name] = UpdateLine(ctx, name)
-        return line
-
-    async def join(self, ref: DRef[Any], f: Callable[[Any], Any]) -> Any:
-        """Queue behind the calls already here; the runner serves this one in its turn."""
+    async def join(ctx: DRefContext, ref: DRef[Any], f: Callable[[Any], Any]) -> Any:
+        """Queue behind the calls in flight; the runner serves this one in its turn."""
+        lines = ctx._update_lines
+        line = lines[ref._name]
+        if line is None:
+            line = lines[ref._name] = UpdateLine(ctx, ref._name)
         entry = _Entry(ref, f, asyncio.get_running_loop().create_future())
-        self._pending.append(entry)
+        line._pending.append(entry)
         # Cancelling the caller cancels the future: the runner skips it if still queued.
         return await entry.fut
 
@@ -83,27 +128,36 @@ class UpdateLine:
         once its batch is in flight)."""
         return await fut
 
-    def hand_over(
-        self,
-        ref: DRef[Any] | None,
-        f: Callable[[Any], Any] | None,
-        ticket: bytes | None,
-        current: bytes | None,
-        ahead: int,
+    @staticmethod
+    def leave(
+        ctx: DRefContext,
+        name: str,
+        ref: DRef[Any] | None = None,
+        f: Callable[[Any], Any] | None = None,
+        ticket: bytes | None = None,
+        current: bytes | None = None,
+        ahead: int = 0,
     ) -> asyncio.Future[Any] | None:
         """The inline caller is done: with `f` (its swap failed) it goes first in the queue and
         the runner takes over its `ticket`'s place in the server's line; the runner starts if
         anyone is queued, else the element is idle again. The caller's future, if queued."""
+        lines = ctx._update_lines
+        line = lines.get(name)
+        if line is None:
+            if f is None:
+                del lines[name]
+                if ticket is not None:
+                    _leave_in_background(ctx, name, ticket)
+                return None
+            line = lines[name] = UpdateLine(ctx, name)
         fut: asyncio.Future[Any] | None = None
         if ref is not None and f is not None:
             fut = asyncio.get_running_loop().create_future()
-            self._pending.appendleft(_Entry(ref, f, fut))
-        if self._pending and not self._ctx.closed:
-            self._runner = self._ctx._spawn(
-                self._run(ticket, current, ahead), f"dref-update-line:{self._name}"
-            )
+            line._pending.appendleft(_Entry(ref, f, fut))
+        if line._pending and not ctx.closed:
+            line._runner = ctx._spawn(line._run(ticket, current, ahead), f"dref-update-line:{name}")
         else:
-            self._close(ticket, None)
+            line._close(ticket, None)
         return fut
 
     def _close(self, ticket: bytes | None, error: BaseException | None) -> None:
@@ -114,8 +168,7 @@ class UpdateLine:
             if not entry.fut.done():
                 entry.fut.set_exception(error or ClosedError("this dref context is closed"))
         if ticket is not None:
-            backend = self._ctx.backend
-            in_background(backend.leave_line(self._name, ticket), f"leave line {self._name}")
+            _leave_in_background(self._ctx, self._name, ticket)
 
     async def _run(self, ticket: bytes | None, guess: bytes | None, ahead: int) -> None:
         backend = self._ctx.backend
@@ -139,10 +192,14 @@ class UpdateLine:
                         if handed is not None:
                             guess = handed
                         ahead = 0
+                        # Callers cancelled while we waited gave up their place: skip them.
+                        batch[:] = [entry for entry in batch if not entry.fut.done()]
                         while self._pending and len(batch) < MAX_BATCH:
                             entry = self._pending.popleft()
                             if not entry.fut.done():
                                 batch.append(entry)
+                        if not batch:
+                            break
                     if guess is None:
                         guess = await backend.get(name)
                     if guess is None:
@@ -169,17 +226,23 @@ class UpdateLine:
                     if not batch:
                         break
                     queued = True
+                    # With rejoin the head that swaps takes a new place at the end of the line
+                    # at once (callers just served usually come back): no failed swap to queue.
                     swapped, guess, ahead = await backend.fair_compare_and_swap(
-                        name, guess, value, ticket
+                        name, guess, value, ticket, rejoin=True
                     )
                     if swapped:
-                        queued = False  # the head leaves the line as it swaps
+                        queued = ahead > 0  # else it left the line as it swapped
                         guess = value
                         for entry, result in zip(batch, results, strict=True):
                             entry.ref._seen = value
                             if not entry.fut.done():
                                 entry.fut.set_result(result)
                         batch.clear()
+                        if queued and not self._pending:
+                            # One loop turn: the callers just served queue again (or the
+                            # place is given up when nobody did).
+                            await asyncio.sleep(0)
         except BaseException as exc:
             error: BaseException = exc
             if isinstance(exc, asyncio.CancelledError):
@@ -187,15 +250,31 @@ class UpdateLine:
             for entry in batch:
                 if not entry.fut.done():
                     entry.fut.set_exception(error)
-            self._close(ticket if queued else None, error)
+            self._close(None, error)
+            if queued:
+                await _give_back(backend, name, ticket)
             if not isinstance(exc, Exception):
                 raise
         else:
-            self._close(ticket if queued else None, None)
+            self._close(None, None)
+            if queued:
+                await _give_back(backend, name, ticket)
 
 
-async def _call(f: Callable[..., Any], value: Any) -> Any:
-    result = f(value)
-    if asyncio.iscoroutine(result) or hasattr(result, "__await__"):
-        result = await result
-    return result
+async def _give_back(backend: Backend, name: str, ticket: bytes) -> None:
+    """The runner's place in the server's line is given back before the runner ends, even when
+    it is cancelled meanwhile (a closing context waits for it, within the backend's deadline),
+    so that the others do not wait out a dead waiter's life."""
+    leave = asyncio.ensure_future(backend.leave_line(name, ticket))
+    try:
+        await asyncio.shield(leave)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await leave
+        raise
+    except Exception as exc:  # the place then lapses after the backend's waiter life
+        log.debug("leave line %s failed: %s", name, exc)
+
+
+def _leave_in_background(ctx: DRefContext, name: str, ticket: bytes) -> None:
+    in_background(ctx.backend.leave_line(name, ticket), f"leave line {name}")

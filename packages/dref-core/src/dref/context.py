@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from dref._aio import cancel_and_wait
-from dref._combine import UpdateLine
+from dref._combine import UpdateLines
 from dref.clock import Clock, SystemClock
 from dref.codecs import Codec
 from dref.errors import ClosedError, ConfigurationError, UnsupportedOperationError
@@ -48,7 +48,7 @@ class DRefContext(AsyncResource):
         self.codec: Codec = plugins.codecs.create(settings.codec, settings)
         self._tasks: set[asyncio.Task[Any]] = set()
         # Elements with contended `modify` calls of this context in flight (dref._combine).
-        self._update_lines: dict[str, UpdateLine] = {}
+        self._update_lines = UpdateLines()
         self._closed = False
 
     # -- refs -------------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from dref import metrics
-from dref._combine import UpdateLine, new_ticket
+from dref._aio import awaitable
+from dref._aio import call as _call
+from dref._combine import SWAPS_PER_YIELD, UpdateLine, new_ticket
 from dref.changes import Subscription
 from dref.errors import CodecError, ElementNotFoundError, UnsupportedOperationError
 from dref.lock import LockGuard
@@ -231,40 +233,53 @@ class DRef(Generic[T]):
 
     async def _modify_fair(self, f: Callable[[T], Any]) -> Any:
         """Compare-and-swap served in the element's line (`fair_updates`). Uncontended: one
-        round trip by the caller. Contended: the calls of this context queue behind one runner
-        that holds the context's place in the server's line (`dref._combine`)."""
-        line = UpdateLine.of(self._ctx, self._name)
-        if line is not None:
-            return await line.join(self, f)
-        line = UpdateLine.open(self._ctx, self._name)
+        round trip by the caller (two when its guess was stale and it is first in line).
+        Contended: the calls of this context queue behind one runner that holds the context's
+        place in the server's line (`dref._combine`)."""
+        ctx = self._ctx
+        name = self._name
+        if not UpdateLine.enter(ctx, name):
+            return await UpdateLine.join(ctx, self, f)
         backend = self._backend
         ticket: bytes | None = None
-        handed = False
+        queued: asyncio.Future[Any] | None = None
         try:
             data = self._seen
             if data is None:
-                data = await backend.get(self._name)
+                data = await backend.get(name)
             if data is None:
                 self._seen = None
-                raise ElementNotFoundError(self._name)
-            result, new = await _call(f, self._decode(data))
-            encoded = self._encode(new)
+                raise ElementNotFoundError(name)
             ticket = new_ticket()
-            swapped, current, ahead = await backend.fair_compare_and_swap(
-                self._name, data, encoded, ticket
-            )
-            if swapped:
-                self._seen = encoded
-                ticket = None  # the head leaves the line as it swaps; else it never joined
-                return result
-            # Contended: go first in this context's queue; the runner keeps our place in line.
-            handed = True
-            queued = line.hand_over(self, f, ticket, current, ahead)
-            assert queued is not None
-        finally:
-            if not handed:
-                line.hand_over(None, None, ticket, None, 0)
-        return await UpdateLine.wait(queued)
+            retried = False
+            while True:
+                result, new = await _call(f, self._decode(data))
+                encoded = self._encode(new)
+                swapped, current, ahead = await backend.fair_compare_and_swap(
+                    name, data, encoded, ticket
+                )
+                if swapped:
+                    self._seen = encoded
+                    break
+                if ahead or retried or current is None:
+                    # Contended: go first in this context's queue; the runner keeps our place.
+                    queued = UpdateLine.leave(ctx, name, self, f, ticket, current, ahead)
+                    break
+                # Only our guess was stale, and we are first in line: try again at once.
+                retried = True
+                data = current
+        except BaseException:
+            UpdateLine.leave(ctx, name, ticket=ticket)
+            raise
+        if queued is not None:
+            return await UpdateLine.wait(queued)
+        UpdateLine.leave(ctx, name)  # the head left the server's line as it swapped
+        lines = ctx._update_lines
+        lines.swaps += 1
+        if lines.swaps >= SWAPS_PER_YIELD:  # let other tasks run, whatever the backend
+            lines.swaps = 0
+            await asyncio.sleep(0)
+        return result
 
     async def _modify_locked(self, f: Callable[[T], Any], wf: WriteFence | None) -> Any:
         async with self._ctx._lock_named(f"lock:{self._name}"):
@@ -410,23 +425,34 @@ def check_ttl(ttl: float | None) -> float | None:
     return float(ttl)
 
 
-async def _call(f: Callable[..., Any], value: Any) -> Any:
-    result = f(value)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+def _pair_new(f: Callable[[T], Any]) -> Callable[[T], Any]:
+    """`modify`'s function for `update`/`update_and_get`: sync while `f` returns a value."""
 
-
-def _pair_new(f: Callable[[T], Any]) -> Callable[[T], Awaitable[tuple[T, T]]]:
-    async def g(old: T) -> tuple[T, T]:
-        new = await _call(f, old)
+    def g(old: T) -> tuple[T, T] | Awaitable[tuple[T, T]]:
+        new = f(old)
+        if awaitable(new):
+            return _both(new)
         return new, new
 
     return g
 
 
-def _pair_old(f: Callable[[T], Any]) -> Callable[[T], Awaitable[tuple[T, T]]]:
-    async def g(old: T) -> tuple[T, T]:
-        return old, await _call(f, old)
+def _pair_old(f: Callable[[T], Any]) -> Callable[[T], Any]:
+    """`modify`'s function for `get_and_update`: sync while `f` returns a value."""
+
+    def g(old: T) -> tuple[T, T] | Awaitable[tuple[T, T]]:
+        new = f(old)
+        if awaitable(new):
+            return _old_and(old, new)
+        return old, new
 
     return g
+
+
+async def _both(new: Awaitable[T]) -> tuple[T, T]:
+    value = await new
+    return value, value
+
+
+async def _old_and(old: T, new: Awaitable[T]) -> tuple[T, T]:
+    return old, await new

@@ -217,12 +217,15 @@ class Backend(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} has no fenced writes")
 
     async def fair_compare_and_swap(
-        self, name: str, expected: bytes, value: bytes, ticket: bytes
+        self, name: str, expected: bytes, value: bytes, ticket: bytes, *, rejoin: bool = False
     ) -> tuple[bool, bytes | None, int]:
         """A `compare_and_swap` served in the element's line; requires `fair_updates`.
 
         Swaps iff the value is `expected` and nobody waits, or `ticket` is first in line (then
-        `ticket` leaves the line). Otherwise `ticket` joins the line (or keeps its place and
+        `ticket` leaves the line; with `rejoin`, when others still wait, it takes a new place
+        at the end of the line in the same step and the reply is `(True, value, ahead)`, else
+        `(True, value, 0)`: core's runner, which expects more calls, saves a failed swap to
+        queue again). Otherwise `ticket` joins the line (or keeps its place and
         stays alive there) and the reply is `(False, current, ahead)`: the current value and how
         many live waiters are in front of it. A caller that stops trying calls `leave_line`; one
         that neither swaps nor retries within the backend's waiter life loses its place.

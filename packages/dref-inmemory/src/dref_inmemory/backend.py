@@ -160,14 +160,14 @@ class InMemoryBackend(Backend):
         self._live().fenced_delete(name, fence)
 
     async def fair_compare_and_swap(
-        self, name: str, expected: bytes, value: bytes, ticket: bytes
+        self, name: str, expected: bytes, value: bytes, ticket: bytes, *, rejoin: bool = False
     ) -> tuple[bool, bytes | None, int]:
         store = self._live()
-        swapped, ahead = store.fair_compare_and_set(name, expected, value, ticket)
-        # One loop turn per swap, as a round trip would give: a task that updates in a loop
-        # never monopolises the event loop (and the element) against the other tasks.
-        await asyncio.sleep(0)
-        return (True, value, 0) if swapped else (False, store.get(name), ahead)
+        # Answered without suspending, like every in-memory call: core lets other tasks run
+        # between uncontended swaps (dref._combine.SWAPS_PER_YIELD) and the line does between
+        # contended ones.
+        swapped, ahead = store.fair_compare_and_set(name, expected, value, ticket, rejoin)
+        return (True, value, ahead) if swapped else (False, store.get(name), ahead)
 
     async def leave_line(self, name: str, ticket: bytes) -> None:
         self._live().leave_line(name, ticket)

@@ -171,19 +171,25 @@ class Store:
 
     # -- the line of contended swaps --------------------------------------------------------------
     def fair_compare_and_set(
-        self, name: str, expected: bytes, value: bytes, ticket: bytes
+        self, name: str, expected: bytes, value: bytes, ticket: bytes, rejoin: bool = False
     ) -> tuple[bool, int]:
         """Swap iff the value is `expected` and the line is empty or led by `ticket`; else
         `ticket` joins the line. `(swapped, waiters ahead of ticket)`. The head's swap hands
-        the new value to the next in line (`wait_turn`)."""
+        the new value to the next in line (`wait_turn`) and, with `rejoin`, puts `ticket` back
+        at the end of the line when anyone still waits."""
         line = self._lines.get(name)
-        first = next(iter(line)) if line else None
-        if (first is None or first == ticket) and self.compare_and_set(name, expected, value, None):
-            if first is not None:
-                self.leave_line(name, ticket)
-            return True, 0
         if line is None:
-            line = self._lines[name] = {}
+            if self.compare_and_set(name, expected, value, None):
+                return True, 0
+            line = self._lines[name] = {ticket: None}
+            return False, 0
+        if next(iter(line)) == ticket and self.compare_and_set(name, expected, value, None):
+            self.leave_line(name, ticket)
+            line = self._lines.get(name)
+            if rejoin and line:
+                line[ticket] = None
+                return True, len(line) - 1
+            return True, 0
         line.setdefault(ticket, None)
         return False, list(line).index(ticket)
 

@@ -186,6 +186,11 @@ class StateMachine:
             return expected is None, None
         return element.value == expected, element.value
 
+    def compare(self, name: str, expected: bytes | None, now: int) -> tuple[bool, bytes | None]:
+        """What a compare command on `name` would find now, without applying it: whether it
+        would match, and the live value (see `_matching`)."""
+        return self._matching(name, expected, now)
+
     def get(self, name: str, now_ms: int) -> bytes | None:
         """The value of `name`, or None if it is absent or expired at `now_ms`."""
         element = self._elements.get(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,7 +13,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from dref import change_payload
 from dref.changes import ChangeHub, Subscription
@@ -28,6 +29,7 @@ from dref.spi import Backend, BackendStatus, Capabilities, LockGrant, WriteFence
 from dref_redis import scripts
 from dref_redis.connection import Connections
 from dref_redis.errors import map_error
+from dref_redis.expiry import expired_channel, set_up_expiry_events
 from dref_redis.keys import CHANNEL, KeyLayout, fence_key, is_companion, lives_key, queue_key
 from dref_redis.lane import CommandLane, ScriptCommand, pack
 from dref_redis.listener import ChangeListener
@@ -143,6 +145,9 @@ class RedisBackend(Backend):
         backend = cls(settings, clock=clock, change_buffer=change_buffer)
         try:
             await backend._call("connect", None, backend._conns.initialize)
+            if await set_up_expiry_events(settings, backend._server_command):
+                backend.capabilities = dataclasses.replace(backend.capabilities, expiry_events=True)
+                backend.listener.expired_channel = expired_channel(settings.database)
         except BaseException:
             await backend.aclose()
             raise
@@ -182,6 +187,17 @@ class RedisBackend(Backend):
             return await self._call(what, name, lambda: client.execute_command(command, *args))
         packed = pack(command.encode(), *args)
         return await self._call(what, name, lambda: lane.execute(packed))
+
+    async def _server_command(self, *args: str) -> Any:
+        """A command about the server, not an element (`CONFIG`), through redis-py's client;
+        an error reply (refused, unknown command) is raised as redis-py's `ResponseError`."""
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await self._client.execute_command(*args)
+        except ResponseError:
+            raise
+        except (RedisError, OSError) as exc:
+            raise map_error(exc, where=self._where, what=args[0]) from exc
 
     def _payload(self, key: bytes, value: bytes | None) -> bytes:
         payloads = self._payloads
@@ -350,16 +366,25 @@ class RedisBackend(Backend):
         return False, current
 
     async def fair_compare_and_swap(
-        self, name: str, expected: bytes, value: bytes, ticket: bytes
+        self, name: str, expected: bytes, value: bytes, ticket: bytes, *, rejoin: bool = False
     ) -> tuple[bool, bytes | None, int]:
         """The element's line lives beside it like a lock's (`{k}:dref-queue`, `{k}:dref-lives`):
-        one script checks the line, compares, swaps or queues (scripts.FAIR_COMPARE_AND_SET)."""
+        one script checks the line, compares, swaps (and, with `rejoin`, queues the ticket again)
+        or queues (scripts.FAIR_COMPARE_AND_SET)."""
         key = self.keys.key(name)
-        args = [expected, value, self._payload(key, value), _CHANNEL, ticket, self._waiter_life]
+        args = [
+            expected,
+            value,
+            self._payload(key, value),
+            _CHANNEL,
+            ticket,
+            self._waiter_life,
+            b"1" if rejoin else b"",
+        ]
         keys = [key, queue_key(key), lives_key(key)]
         reply = await self._run(self._fair_cas, "compare_and_set", name, keys, args)
         if reply[0] == 1:
-            return True, value, 0
+            return True, value, int(reply[1]) if len(reply) > 1 else 0
         current = reply[2] if len(reply) > 2 else None
         assert current is None or isinstance(current, bytes)  # decode_responses is off
         return False, current, int(reply[1])

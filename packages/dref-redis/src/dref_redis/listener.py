@@ -1,7 +1,8 @@
 """The change listener: one pub/sub connection, reconnect with backoff, resynchronise after.
 
-The listener subscribes to `dref-change` (upstream's channel) and to a private resync channel,
-when the first change subscription is made (a context that never subscribes pays nothing).
+The listener subscribes to `dref-change` (upstream's channel), to a private resync channel and,
+where the server publishes them, to expired-key events (`dref_redis.expiry`), when the first
+change subscription is made (a context that never subscribes pays nothing).
 Pub/sub drops whatever is published while the connection is down, so after every reconnect each
 name with subscribers is re-read by a script that publishes the value as a marker on the private
 channel. The marker is ordered with the key's notifications on our connection: notifications
@@ -95,6 +96,9 @@ class ChangeListener:
         self._pubsub: PubSub | None = None
         self._barrier_ids = itertools.count()
         self._barriers: dict[bytes, tuple[asyncio.Future[None], Subscription]] = {}
+        self.expired_channel: str | None = None
+        """Redis's key-event channel of expired keys, when the backend listens to it
+        (`dref_redis.expiry`): each key of ours named there is delivered as a delete."""
 
     # -- lifecycle --------------------------------------------------------------------------------
     @property
@@ -183,8 +187,11 @@ class ChangeListener:
         pubsub, node = await self._connections.open_pubsub()
         try:
             async with asyncio.timeout(self._subscribe_timeout):
-                await pubsub.subscribe(CHANNEL, self.resync_channel)
-                pending = {CHANNEL.encode(), self.resync_channel.encode()}
+                channels = [CHANNEL, self.resync_channel]
+                if self.expired_channel is not None:
+                    channels.append(self.expired_channel)
+                await pubsub.subscribe(*channels)
+                pending = {channel.encode() for channel in channels}
                 while pending:
                     msg = await pubsub.get_message(timeout=self._subscribe_timeout)
                     if msg is not None and msg["type"] == "subscribe":
@@ -291,6 +298,10 @@ class ChangeListener:
             name = self._keys.name_of(event.name.encode())
             if name is not None:
                 self._deliver(name, event.value)
+        elif self.expired_channel is not None and channel == self.expired_channel.encode():
+            name = self._keys.name_of(data)
+            if name is not None:
+                self._deliver(name, None)
         elif channel == self.resync_channel.encode():
             try:
                 marker = _unpack_marker(data)

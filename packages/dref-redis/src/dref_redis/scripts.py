@@ -160,10 +160,11 @@ FAIR_COMPARE_AND_SET = (
     + _TURN
     + """
 -- KEYS: key, queue, lives (the element's line, as a lock's); ARGV: expected, value, payload,
--- channel, ticket, waiter life (ms). Swaps iff the value is `expected` and nobody waits or the
--- ticket is the oldest live waiter: {1}; then the new head's turn comes. Otherwise the ticket
--- joins the line (or keeps its place, alive for one more waiter life): {0, waiters ahead of
--- it, current value}.
+-- channel, ticket, waiter life (ms), rejoin ('1' or ''). Swaps iff the value is `expected` and
+-- nobody waits or the ticket is the oldest live waiter; then the new head's turn comes and,
+-- with rejoin, the ticket goes back in line behind everyone still waiting: {1, waiters ahead
+-- of it (0: not in line)}. Otherwise the ticket joins the line (or keeps its place, alive for
+-- one more waiter life): {0, waiters ahead of it, current value}.
 local ticket = ARGV[5]
 local now, head
 if redis.call('EXISTS', KEYS[2]) == 1 then
@@ -173,14 +174,25 @@ end
 local current = redis.call('GET', KEYS[1])
 if (head == nil or head == ticket) and current == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2])
+  local ahead = 0
   if head then
     redis.call('ZREM', KEYS[2], ticket)
     redis.call('HDEL', KEYS[3], ticket)
     redis.call('DEL', KEYS[2] .. ':turn:' .. ticket)
     hand_to_head(KEYS[2], KEYS[3], now, ARGV[2], ARGV[6])
+    if ARGV[7] == '1' then
+      local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+      if last[2] then
+        redis.call('ZADD', KEYS[2], math.max(now, tonumber(last[2]) + 1), ticket)
+        redis.call('HSET', KEYS[3], ticket, now + 1000 * tonumber(ARGV[6]))
+        redis.call('PEXPIRE', KEYS[2], ARGV[6])
+        redis.call('PEXPIRE', KEYS[3], ARGV[6])
+        ahead = redis.call('ZRANK', KEYS[2], ticket)
+      end
+    end
   end
   redis.call('PUBLISH', ARGV[4], ARGV[3])
-  return {1}
+  return {1, ahead}
 end
 now = now or now_us()
 redis.call('ZADD', KEYS[2], 'NX', now, ticket)

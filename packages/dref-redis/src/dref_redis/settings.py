@@ -61,6 +61,14 @@ class RedisSettings(BaseSettings):
     ping_interval: float = Field(
         5.0, gt=0, description="Idle pub/sub connections are PINGed this often (seconds)."
     )
+    expiry_events: Literal["detect", "configure", "off"] = Field(
+        "detect",
+        description=(
+            "Delete events for keys that expire: detect = when the server's "
+            "notify-keyspace-events already publishes expired events (E and x); configure = "
+            "also add Ex to it at open (CONFIG SET); off = never. Not in cluster mode."
+        ),
+    )
 
     @field_validator("url")
     @classmethod

@@ -29,6 +29,7 @@ from dref_raft.commands import (
 )
 from dref_raft.errors import LimitExceededError
 from dref_raft.fsm import ApplyResult
+from dref_raft.member.compare_read import failed_compare
 from dref_raft.member.node import RaftNode
 from dref_raft.settings import RaftSettings
 
@@ -104,8 +105,9 @@ class NodeClientHandler:
         return self.node.applied
 
     async def compare(self, command: Command) -> CompareResult:
-        """dref-only (`DRefExt/Compare`): propose a compare command, stamped with this leader's
-        clock, and await its outcome."""
+        """dref-only (`DRefExt/Compare`): a compare command, stamped with this leader's clock:
+        proposed and awaited, or, when it fails on the state after a ReadIndex round, answered
+        from that state without a log entry (`compare_read`)."""
         if not isinstance(command, COMPARE_COMMANDS):
             raise ConsensusError(f"not a compare command: {type(command).__name__}")
         match command:
@@ -136,6 +138,9 @@ class NodeClientHandler:
                 stamped = CompareAndExpire(command.name, command.expected, command.expire_at, now)
             case FencedWrite():
                 stamped = dataclasses.replace(command, now=now)
+        failed = await failed_compare(self.node, stamped, self.settings.op_timeout)
+        if failed is not None:
+            return failed  # a read, not a log entry (dref_raft.member.compare_read)
         seq, result = await self.node.propose(stamped, self.settings.op_timeout)
         return CompareResult(bool(result.created), result.current, seq, result.stale)
 
