@@ -59,12 +59,18 @@ async def remote_expire(client: LeaderApi, name: str, expire_at: int, timeout: f
 
 
 def open_leader_client(
-    address: str, node_id: str, timeout: float, network: MemoryNetwork | None, source: str
+    address: str,
+    node_id: str,
+    timeout: float,
+    network: MemoryNetwork | None,
+    source: str,
+    stream_window: int | None = None,
 ) -> LeaderApi:
-    """A `DRefRaft` client to `address`: gRPC, or from `source` on an in-memory `network`."""
+    """A `DRefRaft` client to `address`: gRPC (over `DRefStream` when `stream_window` is set
+    and the member serves it), or from `source` on an in-memory `network`."""
     if network is not None:
         return network.leader_client(source, address)
-    return LeaderClient(address, target_id=node_id, timeout=timeout)
+    return LeaderClient(address, target_id=node_id, timeout=timeout, stream_window=stream_window)
 
 
 async def fenced_try_lock(

@@ -329,6 +329,7 @@ class RaftClientBackend(CompareOps):
                 self.settings.op_timeout,
                 self._network,
                 self._source,
+                self.settings.stream_window if self.settings.stream else None,
             )
             self._leaders[node_id] = client
         return client

@@ -45,8 +45,14 @@ class Member:
             address = self.settings.members.get(node_id)
             if address is None:
                 raise NoLeaderError(f"leader {node_id!r} is not a configured member")
+            settings = self.settings
             client = open_leader_client(
-                address, node_id, self.settings.op_timeout, self.network, self.settings.address
+                address,
+                node_id,
+                settings.op_timeout,
+                self.network,
+                settings.address,
+                settings.stream_window if settings.stream else None,
             )
             self.clients[node_id] = client
         return client
@@ -159,6 +165,7 @@ class MemberRegistry:
                     watch,
                     compare=handler,
                     info=handler,
+                    stream_window=settings.stream_window if settings.stream else None,
                     host=settings.host,
                     port=settings.port,
                 )
