@@ -11,6 +11,10 @@ DRefError
     │                            (or are a too large) protobuf message of the expected type
     ├── WatchUnsupportedError    the member does not serve DRefWatch (an upstream node)
     ├── CompareUnsupportedError  the leader does not serve DRefExt/Compare (a mixed cluster)
+    ├── RpcStatusError           transport-internal: a call failed with a gRPC status
+    │                            (`LeaderClient` raises the error that status stands for)
+    ├── StreamUnsupportedError   transport-internal: the member does not serve DRefStream
+    │                            (the call is re-sent as a unary call)
     └── BackendUnavailableError
         ├── TransportError       a peer could not be reached, did not answer in time, or the
         │                        RPC failed
@@ -25,12 +29,19 @@ importing this package.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dref.errors import BackendError, BackendUnavailableError, DRefError
+
+if TYPE_CHECKING:
+    import grpc
 
 __all__ = [
     "CompareUnsupportedError",
     "CorruptStateError",
     "MissingSimulationDependency",
+    "RpcStatusError",
+    "StreamUnsupportedError",
     "TransportError",
     "WatchLaggedError",
     "WatchUnsupportedError",
@@ -80,3 +91,23 @@ class CompareUnsupportedError(BackendError):
 
 class WatchLaggedError(BackendUnavailableError):
     """A watcher fell behind its buffer; the client resumes from its last seq."""
+
+
+class RpcStatusError(BackendError):
+    """A call failed with gRPC status `code` and `details`, as a unary call or on `DRefStream`.
+
+    Transport-internal: `LeaderClient` turns it into the error the status stands for
+    (`transport.status.error_of`); callers never see it.
+    """
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+class StreamUnsupportedError(BackendError):
+    """The member does not serve `DRefStream` (UNIMPLEMENTED); the call was not executed.
+
+    Transport-internal: `LeaderClient` re-sends the call as a unary call; callers never see it.
+    """

@@ -20,12 +20,14 @@ from dref_raft.commands import Command, CompareResult, MemberStatus, NamesPage, 
 from dref_raft.core.messages import Request, Response
 from dref_raft.errors import (
     CompareUnsupportedError,
+    RpcStatusError,
+    StreamUnsupportedError,
     TransportError,
     WatchUnsupportedError,
     WireError,
 )
 from dref_raft.transport.grpc_server import grpc_options
-from dref_raft.transport.grpc_stream import RpcFailed, StreamSession, StreamUnsupported
+from dref_raft.transport.grpc_stream import StreamSession
 from dref_raft.transport.status import error_of
 from dref_raft.wire import messages
 from dref_raft.wire.messages import DEFAULT_MAX_MESSAGE_BYTES
@@ -178,7 +180,7 @@ class LeaderClient(AsyncResource):
 
     async def _invoke(self, service: str, method: str, data: bytes, timeout: float | None) -> bytes:
         """One call of `service/method` (over the stream when the member serves it); a failure
-        raises `RpcFailed` with the call's status."""
+        raises `RpcStatusError` with the call's status."""
         path = messages.method_path(service, method)
         wait = self.timeout if timeout is None else timeout
         session = self.session
@@ -187,7 +189,7 @@ class LeaderClient(AsyncResource):
             deadline = loop.time() + wait
             try:
                 return await session.call(path, data, wait)
-            except StreamUnsupported:
+            except StreamUnsupportedError:
                 wait = max(0.001, deadline - loop.time())  # not executed: send it unary
         channel = self._channels.get(self.address)
         rpc = channel.unary_unary(path)
@@ -196,7 +198,7 @@ class LeaderClient(AsyncResource):
         except grpc.aio.AioRpcError as exc:
             if exc.code() in _REBUILD_CODES:
                 self._channels.drop(self.address, channel, wait)
-            raise RpcFailed(exc.code(), exc.details() or "") from exc
+            raise RpcStatusError(exc.code(), exc.details() or "") from exc
         return answer
 
     async def _call(self, method: str, timeout: float | None, **fields: Any) -> Any:
@@ -207,7 +209,7 @@ class LeaderClient(AsyncResource):
             raise WireError(f"cannot encode {method} request: {exc}") from exc
         try:
             answer = await self._invoke(messages.RAFT_SERVICE, method, data, timeout)
-        except RpcFailed as exc:
+        except RpcStatusError as exc:
             raise error_of(exc.code, exc.details, self.address) from exc
         try:
             msg = messages.parse(pb_response, answer, pb_response.DESCRIPTOR.name, self._max)
@@ -263,7 +265,7 @@ class LeaderClient(AsyncResource):
         try:
             method = messages.COMPARE_METHOD
             answer = await self._invoke(messages.EXT_SERVICE, method, data, timeout)
-        except RpcFailed as exc:
+        except RpcStatusError as exc:
             if exc.code == grpc.StatusCode.UNIMPLEMENTED:
                 raise CompareUnsupportedError(
                     f"{self.address} does not serve DRefExt/Compare (an upstream node?): "
@@ -282,7 +284,7 @@ class LeaderClient(AsyncResource):
         `UnsupportedOperationError`, other failures as for `DRefRaft`."""
         try:
             return await self._invoke(messages.EXT_SERVICE, method, data, timeout)
-        except RpcFailed as exc:
+        except RpcStatusError as exc:
             if exc.code == grpc.StatusCode.UNIMPLEMENTED:
                 raise UnsupportedOperationError(
                     f"raft member at {self.address} does not serve DRefExt/{method} "

@@ -12,8 +12,9 @@ forgets its id (the answer is dropped when it comes). When the stream breaks eve
 on it fails with the stream's status (UNAVAILABLE when the member went away: the caller's retry
 policy takes over, exactly as after a failed unary call) and the next call opens a new stream.
 A member that answers UNIMPLEMENTED before any answer does not serve `DRefStream` (upstream, or
-`stream = false`): the calls fail with `StreamUnsupported` (nothing was executed) and the session
-stays unsupported, so the caller uses the unary methods from then on.
+`stream = false`): the calls fail with `StreamUnsupportedError` (nothing was executed) and the
+session stays unsupported, so the caller uses the unary methods from then on. Failures of single
+calls raise `RpcStatusError` with the status the unary call would have failed with.
 
 Server half, `serve_session`: each call runs as its own task (a batch's proposals reach the
 node's driver in the same turn, so they share one Ready and one fsync), at most `window` per
@@ -33,11 +34,11 @@ from typing import Any, Final
 import grpc
 
 from dref.errors import ClosedError
-from dref_raft.errors import WireError
+from dref_raft.errors import RpcStatusError, StreamUnsupportedError, WireError
 from dref_raft.transport.status import status_of
 from dref_raft.wire import messages
 
-__all__ = ["RpcFailed", "StreamSession", "StreamUnsupported", "serve_session"]
+__all__ = ["StreamSession", "serve_session"]
 
 logger = logging.getLogger("dref_raft.transport")
 
@@ -54,19 +55,6 @@ _CODES: Final[dict[int, grpc.StatusCode]] = {code.value[0]: code for code in grp
 
 Method = Callable[[bytes], Awaitable[bytes]]
 """A served method: request bytes in, response bytes out; raises what the unary method would."""
-
-
-class RpcFailed(Exception):
-    """A call failed with gRPC status `code` and `details` (on the stream or as a unary call)."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.details = details
-
-
-class StreamUnsupported(Exception):
-    """The member does not serve `DRefStream` (UNIMPLEMENTED); the call was not executed."""
 
 
 class _Stream:
@@ -150,7 +138,7 @@ class _Stream:
                         future.set_result(response)
                     else:
                         future.set_exception(
-                            RpcFailed(_CODES.get(code, grpc.StatusCode.UNKNOWN), details)
+                            RpcStatusError(_CODES.get(code, grpc.StatusCode.UNKNOWN), details)
                         )
         except asyncio.CancelledError:
             raise
@@ -173,9 +161,9 @@ class _Stream:
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(
-                    StreamUnsupported(f"{session.address} does not serve DRefStream")
+                    StreamUnsupportedError(f"{session.address} does not serve DRefStream")
                     if unsupported
-                    else RpcFailed(code, details)
+                    else RpcStatusError(code, details)
                 )
         self.pending.clear()
         self.queue.clear()
@@ -239,18 +227,18 @@ class StreamSession:
     async def call(self, method: str, request: bytes, timeout: float) -> bytes:
         """Send `request` for the unary method at path `method`; its response bytes.
 
-        Raises `RpcFailed` (the member's status for this call, or the broken stream's;
-        DEADLINE_EXCEEDED after `timeout` seconds) or `StreamUnsupported`.
+        Raises `RpcStatusError` (the member's status for this call, or the broken stream's;
+        DEADLINE_EXCEEDED after `timeout` seconds) or `StreamUnsupportedError`.
         """
         if self.unsupported:
-            raise StreamUnsupported(f"{self.address} does not serve DRefStream")
+            raise StreamUnsupportedError(f"{self.address} does not serve DRefStream")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
             async with asyncio.timeout_at(deadline):
                 await self._window.acquire()
         except TimeoutError:
-            raise RpcFailed(
+            raise RpcStatusError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"{self._size} calls in flight on the DRefStream session",
             ) from None
@@ -265,7 +253,8 @@ class StreamSession:
             except TimeoutError:
                 if loop.time() - sent_at >= SILENT_RESET and stream.last_answer < sent_at:
                     stream.fail(grpc.StatusCode.DEADLINE_EXCEEDED, "the member answers nothing")
-                raise RpcFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+                code = grpc.StatusCode.DEADLINE_EXCEEDED
+                raise RpcStatusError(code, "Deadline Exceeded") from None
             finally:
                 stream.pending.pop(call_id, None)
         finally:
