@@ -41,7 +41,7 @@ from dref_raft.transport.base import (
     WatchHandler,
     aclose_iterator,
 )
-from dref_raft.transport.grpc_stream import Method, serve_session
+from dref_raft.transport.grpc_stream import ACCEPTED_KEY, ACCEPTED_VALUE, Method, serve_session
 from dref_raft.transport.status import status_of
 from dref_raft.wire import messages
 from dref_raft.wire.messages import DEFAULT_MAX_MESSAGE_BYTES
@@ -354,6 +354,7 @@ class GrpcServer(AsyncResource):
     async def _session_rpc(self, requests: AsyncIterator[bytes], context: Any) -> None:
         """`DRefStream/Session` (`grpc_stream.serve_session`)."""
         assert self._stream_window is not None
+        await context.send_initial_metadata(((ACCEPTED_KEY, ACCEPTED_VALUE),))
         try:
             await serve_session(
                 requests,

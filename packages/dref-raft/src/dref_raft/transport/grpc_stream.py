@@ -11,9 +11,12 @@ Client half, `StreamSession`: one stream at a time per member; at most `window` 
 forgets its id (the answer is dropped when it comes). When the stream breaks every call in flight
 on it fails with the stream's status (UNAVAILABLE when the member went away: the caller's retry
 policy takes over, exactly as after a failed unary call) and the next call opens a new stream.
-A member that answers UNIMPLEMENTED before any answer does not serve `DRefStream` (upstream, or
-`stream = false`): the calls fail with `StreamUnsupportedError` (nothing was executed) and the
-session stays unsupported, so the caller uses the unary methods from then on. Failures of single
+Nothing is written on a new stream before the member accepts it (initial metadata
+`dref-stream: 1`); a member that ends it with UNIMPLEMENTED instead does not serve `DRefStream`
+(upstream, or `stream = false`): the queued calls fail with `StreamUnsupportedError` (none was
+sent) and the session stays unsupported, so the caller uses the unary methods from then on. Any
+other failure before the accept reads as UNAVAILABLE (nothing was executed: retried as for an
+unreachable member). Failures of single
 calls raise `RpcStatusError` with the status the unary call would have failed with.
 
 Server half, `serve_session`: each call runs as its own task (a batch's proposals reach the
@@ -38,10 +41,13 @@ from dref_raft.errors import RpcStatusError, StreamUnsupportedError, WireError
 from dref_raft.transport.status import status_of
 from dref_raft.wire import messages
 
-__all__ = ["StreamSession", "serve_session"]
+__all__ = ["ACCEPTED_KEY", "ACCEPTED_VALUE", "StreamSession", "serve_session"]
 
 logger = logging.getLogger("dref_raft.transport")
 
+ACCEPTED_KEY: Final = "dref-stream"
+ACCEPTED_VALUE: Final = "1"
+"""The initial metadata a member serving `Session` sends first: the stream is accepted."""
 MAX_BATCH_CALLS: Final = 1024
 """Calls (or answers) per stream message at most."""
 MAX_BATCH_BYTES: Final = 1 << 20
@@ -67,7 +73,7 @@ class _Stream:
         self.queue: deque[tuple[int, str, bytes]] = deque()
         self.wake = asyncio.Event()
         self.broken = False
-        self.answered = False
+        self.accepted = False
         self.last_answer = -1.0
         where = session.address
         self.writer = asyncio.create_task(self._write(), name=f"dref-stream-write:{where}")
@@ -83,6 +89,19 @@ class _Stream:
     async def _write(self) -> None:
         session = self.session
         try:
+            # Nothing is written before the member accepts the stream (its initial metadata
+            # carries ACCEPTED): a member without the service ends the call with UNIMPLEMENTED
+            # instead, and then no call was sent (a write racing that status fails with INTERNAL,
+            # which would not say whether the member has the service).
+            metadata = await self.call.initial_metadata()
+            if (ACCEPTED_KEY, ACCEPTED_VALUE) not in tuple(metadata or ()):
+                code = await self.call.code()
+                details = await self.call.details()
+                if code == grpc.StatusCode.OK:
+                    code, details = grpc.StatusCode.UNAVAILABLE, "DRefStream session not accepted"
+                self.fail(code, details or "")
+                return
+            self.accepted = True
             while True:
                 await self.wake.wait()
                 self.wake.clear()
@@ -101,9 +120,10 @@ class _Stream:
                         session.calls_sent += len(batch)
         except asyncio.CancelledError:
             raise
-        except grpc.aio.AioRpcError as exc:
-            self.fail(exc.code(), exc.details() or "")
-        except Exception as exc:  # the call ended under the write: its status says why
+        except Exception as exc:
+            # The call ended under the write: its final status says why. Not the write's own
+            # error: a write racing the member's UNIMPLEMENTED fails with INTERNAL ("Internal
+            # error from Core") while the call's status is UNIMPLEMENTED.
             code = await self.call.code()
             details = await self.call.details()
             if code == grpc.StatusCode.OK:
@@ -128,7 +148,7 @@ class _Stream:
                 except WireError as exc:
                     self.fail(grpc.StatusCode.UNAVAILABLE, f"undecodable StreamAnswers: {exc}")
                     return
-                self.answered, self.last_answer = True, loop.time()
+                self.last_answer = loop.time()
                 pending = self.pending
                 for call_id, response, code, details in answers:
                     future = pending.pop(call_id, None)
@@ -151,7 +171,14 @@ class _Stream:
             return
         self.broken = True
         session = self.session
-        unsupported = code == grpc.StatusCode.UNIMPLEMENTED and not self.answered
+        unsupported = False
+        if not self.accepted:  # no call was sent on it: none was executed
+            unsupported = code == grpc.StatusCode.UNIMPLEMENTED
+            if not unsupported:  # whatever the status, retried like an unreachable member
+                code, details = (
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"DRefStream session not opened: {code.name}: {details}",
+                )
         if unsupported:
             session.unsupported = True
             logger.info("%s does not serve DRefStream: using unary calls", session.address)
