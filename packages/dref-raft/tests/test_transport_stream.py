@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
 from cluster_procs import wait_until
 
@@ -215,3 +216,22 @@ async def test_in_flight_calls_fail_as_transport_errors_when_the_server_goes_awa
             else:
                 raise AssertionError("no new stream to the restarted server")
         assert session_of(leader).streams_opened >= 2
+
+
+async def test_a_stream_ending_with_any_status_fails_its_calls_as_unreachable(served: Any) -> None:
+    # grpc-core ends a stream whose member died under a write with INTERNAL "Internal error from
+    # Core": as a unary status that would be a fatal error; for the calls in flight it must read
+    # as an unreachable member (retried), as a unary call to a dead member does.
+    server, handler = served
+    handler.held["slow"] = asyncio.Event()
+    async with LeaderClient(server.address, stream_window=64) as leader:
+        slow = asyncio.create_task(leader.set_element("slow", b"1"))
+        await wait_until(lambda: "slow" in handler.started, 10, "the slow call to start")
+        stream = session_of(leader)._stream
+        assert stream is not None
+        stream.fail(grpc.StatusCode.INTERNAL, "Internal error from Core")
+        with pytest.raises(TransportError, match="INTERNAL"):
+            await slow
+        handler.held["slow"].set()
+        assert await leader.get_element("x") is None  # a new stream
+        assert session_of(leader).streams_opened == 2

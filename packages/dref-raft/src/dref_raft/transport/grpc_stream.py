@@ -166,25 +166,31 @@ class _Stream:
             self.fail(exc.code(), exc.details() or "")
 
     def fail(self, code: grpc.StatusCode, details: str) -> None:
-        """Break this stream: every call in flight on it fails with `code` / `details`."""
+        """Break this stream: every call in flight on it fails.
+
+        The stream's own status is about the connection, not about the calls (their statuses
+        come in their answers), so they fail as unary calls to an unreachable member do:
+        UNAVAILABLE (→ `TransportError`, retried), naming the stream's status. (grpc-core ends a
+        stream whose member died under a write with INTERNAL "Internal error from Core", which
+        read as a unary status would be fatal.) Before the member accepted the stream no call
+        was sent: UNIMPLEMENTED then means it does not serve `DRefStream`.
+        """
         if self.broken:
             return
         self.broken = True
         session = self.session
-        unsupported = False
-        if not self.accepted:  # no call was sent on it: none was executed
-            unsupported = code == grpc.StatusCode.UNIMPLEMENTED
-            if not unsupported:  # whatever the status, retried like an unreachable member
-                code, details = (
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"DRefStream session not opened: {code.name}: {details}",
-                )
+        unsupported = not self.accepted and code == grpc.StatusCode.UNIMPLEMENTED
         if unsupported:
             session.unsupported = True
             logger.info("%s does not serve DRefStream: using unary calls", session.address)
         else:
-            session.on_failure(code)
             logger.debug("DRefStream to %s broke: %s: %s", session.address, code.name, details)
+            state = "broke" if self.accepted else "was not accepted"
+            code, details = (
+                grpc.StatusCode.UNAVAILABLE,
+                f"DRefStream {state}: {code.name}: {details}",
+            )
+            session.on_failure(code)
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(
