@@ -28,6 +28,7 @@ control pushes back on the client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections import deque
@@ -95,10 +96,10 @@ class _Stream:
             # which would not say whether the member has the service).
             metadata = await self.call.initial_metadata()
             if (ACCEPTED_KEY, ACCEPTED_VALUE) not in tuple(metadata or ()):
-                code = await self.call.code()
-                details = await self.call.details()
-                if code == grpc.StatusCode.OK:
-                    code, details = grpc.StatusCode.UNAVAILABLE, "DRefStream session not accepted"
+                code, details = grpc.StatusCode.UNKNOWN, "no accept in the initial metadata"
+                with contextlib.suppress(TimeoutError):  # its status: UNIMPLEMENTED, normally
+                    async with asyncio.timeout(SILENT_RESET):
+                        code, details = await self.call.code(), await self.call.details()
                 self.fail(code, details or "")
                 return
             self.accepted = True
@@ -120,15 +121,11 @@ class _Stream:
                         session.calls_sent += len(batch)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
-            # The call ended under the write: its final status says why. Not the write's own
-            # error: a write racing the member's UNIMPLEMENTED fails with INTERNAL ("Internal
-            # error from Core") while the call's status is UNIMPLEMENTED.
-            code = await self.call.code()
-            details = await self.call.details()
-            if code == grpc.StatusCode.OK:
-                code, details = grpc.StatusCode.UNAVAILABLE, f"stream write failed: {exc!r}"
-            self.fail(code, details or "")
+        except Exception as exc:  # the call ended under the write (`fail` reads any status)
+            code, details = grpc.StatusCode.UNKNOWN, f"stream write failed: {exc!r}"
+            if self.call.done():
+                code, details = await self.call.code(), await self.call.details() or details
+            self.fail(code, details)
 
     async def _read(self) -> None:
         session = self.session
