@@ -16,6 +16,10 @@ DRefError
     │                            element name or value size); names the limit
     ├── WatchUnsupportedError    the member does not serve DRefWatch (an upstream node)
     ├── CompareUnsupportedError  the leader does not serve DRefExt/Compare (a mixed cluster)
+    ├── RpcStatusError           transport-internal: a call failed with a gRPC status
+    │                            (`LeaderClient` raises the error that status stands for)
+    ├── StreamUnsupportedError   transport-internal: the member does not serve DRefStream
+    │                            (the call is re-sent as a unary call)
     └── BackendUnavailableError
         ├── TransportError       a peer could not be reached, did not answer in time, or the
         │                        RPC failed
@@ -30,7 +34,12 @@ importing this package.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dref.errors import BackendError, BackendUnavailableError, DRefError
+
+if TYPE_CHECKING:
+    import grpc
 
 __all__ = [
     "AccessDeniedError",
@@ -38,6 +47,8 @@ __all__ = [
     "CorruptStateError",
     "LimitExceededError",
     "MissingSimulationDependency",
+    "RpcStatusError",
+    "StreamUnsupportedError",
     "TransportError",
     "WatchLaggedError",
     "WatchUnsupportedError",
@@ -95,3 +106,23 @@ class CompareUnsupportedError(BackendError):
 
 class WatchLaggedError(BackendUnavailableError):
     """A watcher fell behind its buffer; the client resumes from its last seq."""
+
+
+class RpcStatusError(BackendError):
+    """A call failed with gRPC status `code` and `details`, as a unary call or on `DRefStream`.
+
+    Transport-internal: `LeaderClient` turns it into the error the status stands for
+    (`transport.status.error_of`); callers never see it.
+    """
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+class StreamUnsupportedError(BackendError):
+    """The member does not serve `DRefStream` (UNIMPLEMENTED); the call was not executed.
+
+    Transport-internal: `LeaderClient` re-sends the call as a unary call; callers never see it.
+    """

@@ -66,12 +66,20 @@ def open_leader_client(
     network: MemoryNetwork | None,
     source: str,
     security: TransportSecurity = PLAINTEXT,
+    stream_window: int | None = None,
 ) -> LeaderApi:
-    """A `DRefRaft` client to `address`: gRPC (secured per `security`), or from `source` on an
-    in-memory `network`."""
+    """A `DRefRaft` client to `address`: gRPC (secured per `security`; over `DRefStream` when
+    `stream_window` is set and the member serves it), or from `source` on an in-memory
+    `network`."""
     if network is not None:
         return network.leader_client(source, address)
-    return LeaderClient(address, target_id=node_id, timeout=timeout, security=security)
+    return LeaderClient(
+        address,
+        target_id=node_id,
+        timeout=timeout,
+        security=security,
+        stream_window=stream_window,
+    )
 
 
 async def fenced_try_lock(

@@ -179,6 +179,15 @@ class RaftSettings(BaseSettings):
     max_pending: int = Field(
         1024, ge=1, description="Proposals in flight per node; more callers wait (backpressure)."
     )
+    stream: bool = Field(
+        True,
+        description="dref-only DRefStream: serve it (member) and send client calls and "
+        "follower forwarding over it, batched, one stream per member; false: unary DRefRaft "
+        "only (a member without it is always called unary).",
+    )
+    stream_window: int = Field(
+        1024, ge=1, description="DRefStream: calls in flight per stream; more callers wait."
+    )
     watch_history: int = Field(
         4096, ge=1, description="Committed change events a member keeps to resume DRefWatch."
     )

@@ -330,6 +330,7 @@ class RaftClientBackend(CompareOps):
                 self._network,
                 self._source,
                 self.settings.security,
+                self.settings.stream_window if self.settings.stream else None,
             )
             self._leaders[node_id] = client
         return client

@@ -45,13 +45,15 @@ class Member:
             address = self.settings.members.get(node_id)
             if address is None:
                 raise NoLeaderError(f"leader {node_id!r} is not a configured member")
+            settings = self.settings
             client = open_leader_client(
                 address,
                 node_id,
-                self.settings.op_timeout,
+                settings.op_timeout,
                 self.network,
-                self.settings.address,
-                self.settings.security,
+                settings.address,
+                settings.security,
+                settings.stream_window if settings.stream else None,
             )
             self.clients[node_id] = client
         return client
@@ -166,6 +168,7 @@ class MemberRegistry:
                     watch,
                     compare=handler,
                     info=handler,
+                    stream_window=settings.stream_window if settings.stream else None,
                     host=settings.host,
                     port=settings.port,
                     security=settings.security,

@@ -23,10 +23,13 @@ from dref_raft.commands import Command, CompareResult, MemberStatus, NamesPage, 
 from dref_raft.core.messages import Request, Response
 from dref_raft.errors import (
     CompareUnsupportedError,
+    RpcStatusError,
+    StreamUnsupportedError,
     TransportError,
     WatchUnsupportedError,
     WireError,
 )
+from dref_raft.transport.grpc_stream import StreamSession
 from dref_raft.transport.security import PLAINTEXT, TransportSecurity
 from dref_raft.transport.status import error_of
 from dref_raft.wire import messages
@@ -131,6 +134,11 @@ class LeaderClient(AsyncResource):
     Failures raise what upstream's clients read from the status (see `status.py`):
     `NotLeaderError(hint)`, `NoLeaderError`, `QuorumLostError`, `TransportError`,
     `CodecError`, or a fatal `BackendError`. `target_id` fills the informational `id` field.
+
+    With a `stream_window` every call goes over one dref-only `DRefStream/Session` to the
+    member (`grpc_stream.StreamSession`, at most that many in flight), with the same requests,
+    responses and errors as the unary calls; a member that does not serve it (UNIMPLEMENTED:
+    upstream, or `stream = false`) gets unary calls from then on.
     """
 
     def __init__(
@@ -141,6 +149,7 @@ class LeaderClient(AsyncResource):
         timeout: float = DEFAULT_TIMEOUT,
         max_message_bytes: int | None = None,
         security: TransportSecurity = PLAINTEXT,
+        stream_window: int | None = None,
     ) -> None:
         self.address = address
         self.target_id = target_id
@@ -148,6 +157,49 @@ class LeaderClient(AsyncResource):
         self._channels = _Channels(_security(security, max_message_bytes))
         self._max = self._channels.security.max_message_bytes
         self.applied_seq = 0
+        self.session: StreamSession | None = None
+        """The `DRefStream` session (None: unary calls only)."""
+        if stream_window is not None:
+            self.session = StreamSession(
+                address,
+                self._open_session,
+                self._session_failed,
+                window=stream_window,
+                max_bytes=self._max,
+            )
+        self._session_channel: Any = None
+
+    def _open_session(self) -> Any:
+        channel = self._session_channel = self._channels.get(self.address)
+        path = messages.method_path(messages.STREAM_SERVICE, messages.SESSION_METHOD)
+        return channel.stream_stream(path)()
+
+    def _session_failed(self, code: grpc.StatusCode) -> None:
+        if code in _REBUILD_CODES and self._session_channel is not None:
+            self._channels.drop(self.address, self._session_channel, 1.0)
+
+    async def _invoke(self, service: str, method: str, data: bytes, timeout: float | None) -> bytes:
+        """One call of `service/method` (over the stream when the member serves it); a failure
+        raises `RpcStatusError` with the call's status."""
+        path = messages.method_path(service, method)
+        wait = self.timeout if timeout is None else timeout
+        session = self.session
+        if session is not None and not session.unsupported:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait
+            try:
+                return await session.call(path, data, wait)
+            except StreamUnsupportedError:
+                wait = max(0.001, deadline - loop.time())  # not executed: send it unary
+        channel = self._channels.get(self.address)
+        rpc = channel.unary_unary(path)
+        try:
+            answer: bytes = await rpc(data, timeout=wait)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _REBUILD_CODES:
+                self._channels.drop(self.address, channel, wait)
+            raise RpcStatusError(exc.code(), exc.details() or "") from exc
+        return answer
 
     async def _call(self, method: str, timeout: float | None, **fields: Any) -> Any:
         pb_request, pb_response = messages.raft_pb_classes(method)
@@ -155,14 +207,9 @@ class LeaderClient(AsyncResource):
             data = bytes(pb_request(**fields).SerializeToString())
         except (ValueError, TypeError) as exc:
             raise WireError(f"cannot encode {method} request: {exc}") from exc
-        wait = self.timeout if timeout is None else timeout
-        channel = self._channels.get(self.address)
-        rpc = channel.unary_unary(messages.method_path(messages.RAFT_SERVICE, method))
         try:
-            answer = await rpc(data, timeout=wait)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in _REBUILD_CODES:
-                self._channels.drop(self.address, channel, wait)
+            answer = await self._invoke(messages.RAFT_SERVICE, method, data, timeout)
+        except RpcStatusError as exc:
             raise self._error(exc) from exc
         try:
             msg = messages.parse(pb_response, answer, pb_response.DESCRIPTOR.name, self._max)
@@ -215,21 +262,15 @@ class LeaderClient(AsyncResource):
         raises `CompareUnsupportedError`.
         """
         data = messages.encode_compare_request(command)
-        wait = self.timeout if timeout is None else timeout
-        channel = self._channels.get(self.address)
-        rpc = channel.unary_unary(
-            messages.method_path(messages.EXT_SERVICE, messages.COMPARE_METHOD)
-        )
         try:
-            answer = await rpc(data, timeout=wait)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            method = messages.COMPARE_METHOD
+            answer = await self._invoke(messages.EXT_SERVICE, method, data, timeout)
+        except RpcStatusError as exc:
+            if exc.code == grpc.StatusCode.UNIMPLEMENTED:
                 raise CompareUnsupportedError(
                     f"{self.address} does not serve DRefExt/Compare (an upstream node?): "
                     "set mixed_cluster = true for clusters with upstream nodes"
                 ) from exc
-            if exc.code() in _REBUILD_CODES:
-                self._channels.drop(self.address, channel, wait)
             raise self._error(exc) from exc
         try:
             result = messages.decode_compare_response(answer, self._max)
@@ -241,21 +282,15 @@ class LeaderClient(AsyncResource):
     async def _ext(self, method: str, data: bytes, timeout: float | None) -> bytes:
         """One unary `DRefExt` call; UNIMPLEMENTED (an upstream or older member) →
         `UnsupportedOperationError`, other failures as for `DRefRaft`."""
-        wait = self.timeout if timeout is None else timeout
-        channel = self._channels.get(self.address)
-        rpc = channel.unary_unary(messages.method_path(messages.EXT_SERVICE, method))
         try:
-            answer: bytes = await rpc(data, timeout=wait)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            return await self._invoke(messages.EXT_SERVICE, method, data, timeout)
+        except RpcStatusError as exc:
+            if exc.code == grpc.StatusCode.UNIMPLEMENTED:
                 raise UnsupportedOperationError(
                     f"raft member at {self.address} does not serve DRefExt/{method} "
                     "(an upstream node, or a dref node older than this method)"
                 ) from exc
-            if exc.code() in _REBUILD_CODES:
-                self._channels.drop(self.address, channel, wait)
             raise self._error(exc) from exc
-        return answer
 
     async def names(
         self, prefix: str, after: str = "", limit: int = 0, *, timeout: float | None = None
@@ -276,12 +311,14 @@ class LeaderClient(AsyncResource):
         except WireError as exc:
             raise TransportError(f"{self.address}: Status: undecodable response: {exc}") from exc
 
-    def _error(self, exc: grpc.aio.AioRpcError) -> DRefError:
-        details = self._channels.security.explain(exc.details())
-        return error_of(exc.code(), details, self.address)
+    def _error(self, exc: RpcStatusError) -> DRefError:
+        details = self._channels.security.explain(exc.details)
+        return error_of(exc.code, details, self.address)
 
     async def aclose(self) -> None:
-        """Close the channel."""
+        """Close the stream and the channel."""
+        if self.session is not None:
+            await self.session.aclose()
         await self._channels.aclose()
 
 

@@ -1,4 +1,4 @@
-"""One `grpc.aio` server per node hosting `DRefConsensus`, `DRefRaft`, `DRefWatch`, `DRefExt`.
+"""One `grpc.aio` server per node: DRefConsensus, DRefRaft, DRefWatch, DRefExt, DRefStream.
 
 Methods are registered with raw-bytes handlers so that this module decodes requests itself:
 an undecodable request is logged with its reason and rejected with `INVALID_ARGUMENT`, and
@@ -44,6 +44,7 @@ from dref_raft.transport.base import (
     WatchHandler,
     aclose_iterator,
 )
+from dref_raft.transport.grpc_stream import ACCEPTED_KEY, ACCEPTED_VALUE, Method, serve_session
 from dref_raft.transport.security import PLAINTEXT, TransportSecurity, is_loopback
 from dref_raft.transport.status import status_of
 from dref_raft.wire import messages
@@ -76,10 +77,11 @@ class GrpcServer(AsyncResource):
     """The node's gRPC server (plaintext HTTP/2 like upstream's, or TLS per `security`).
 
     `node_id` is set as `to` on every consensus request handed to `consensus`. Without a
-    `watch` handler `DRefWatch` is not served, without a `compare` handler `DRefExt` is not
-    (callers get `UNIMPLEMENTED`, as from upstream). `client_port` (TLS only): a second port
-    for clients without a certificate (docs/security.md#client-authentication); 0 picks a
-    free one. `max_message_bytes`, when given, overrides the security's.
+    `watch` handler `DRefWatch` is not served, without a `compare` handler `DRefExt` is not,
+    without a `stream_window` (calls in flight per stream) `DRefStream` is not (callers get
+    `UNIMPLEMENTED`, as from upstream). `client_port` (TLS only): a second port for clients
+    without a certificate (docs/security.md#client-authentication); 0 picks a free one.
+    `max_message_bytes`, when given, overrides the security's.
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class GrpcServer(AsyncResource):
         *,
         compare: CompareHandler | None = None,
         info: InfoHandler | None = None,
+        stream_window: int | None = None,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         max_message_bytes: int | None = None,
@@ -103,6 +106,8 @@ class GrpcServer(AsyncResource):
         self._watch = watch
         self._compare = compare
         self._info = info
+        self._stream_window = stream_window
+        self._served = self._methods()
         self._host = host
         self._requested_port = port
         if max_message_bytes is not None:
@@ -208,12 +213,10 @@ class GrpcServer(AsyncResource):
 
     # ------------------------------------------------------------------ registration
 
-    def _handlers(self) -> tuple[Any, ...]:
-        consensus = {
-            method: grpc.unary_unary_rpc_method_handler(self._consensus_method(method))
-            for method in messages.CONSENSUS_METHODS
-        }
-        raft: dict[str, _Unary] = {
+    def _methods(self) -> dict[str, Method]:
+        """The served `DRefRaft` / `DRefExt` methods by gRPC path (request bytes → response
+        bytes), shared by their unary handlers and `DRefStream`."""
+        raft: dict[str, Callable[[Any], Awaitable[bytes]]] = {
             "SetElement": self._set_element,
             "ExpireElement": self._expire_element,
             "SetElementIfNotExist": self._set_element_if_not_exist,
@@ -222,15 +225,34 @@ class GrpcServer(AsyncResource):
             "GetEndpoints": self._get_endpoints,
             "SendCommand": self._send_command,
         }
+        methods = {
+            messages.method_path(messages.RAFT_SERVICE, name): self._raft_method(name, fn)
+            for name, fn in raft.items()
+        }
+        ext: dict[str, Method] = {}
+        if self._compare is not None:
+            ext[messages.COMPARE_METHOD] = self._compare_method
+        if self._info is not None:
+            ext[messages.NAMES_METHOD] = self._names_method
+            ext[messages.STATUS_METHOD] = self._status_method
+        for name, fn in ext.items():
+            methods[messages.method_path(messages.EXT_SERVICE, name)] = fn
+        return methods
+
+    def _handlers(self) -> tuple[Any, ...]:
+        consensus = {
+            method: grpc.unary_unary_rpc_method_handler(self._consensus_method(method))
+            for method in messages.CONSENSUS_METHODS
+        }
+        by_service: dict[str, dict[str, Any]] = {}
+        for path, fn in self._served.items():
+            service, _, name = path.lstrip("/").partition("/")
+            by_service.setdefault(service, {})[name] = grpc.unary_unary_rpc_method_handler(
+                self._unary(service, name, fn)
+            )
         handlers = [
             grpc.method_handlers_generic_handler(messages.CONSENSUS_SERVICE, consensus),
-            grpc.method_handlers_generic_handler(
-                messages.RAFT_SERVICE,
-                {
-                    name: grpc.unary_unary_rpc_method_handler(self._raft_method(name, fn))
-                    for name, fn in raft.items()
-                },
-            ),
+            *(grpc.method_handlers_generic_handler(s, m) for s, m in by_service.items()),
         ]
         if self._watch is not None:
             handlers.append(
@@ -239,14 +261,17 @@ class GrpcServer(AsyncResource):
                     {messages.WATCH_METHOD: grpc.unary_stream_rpc_method_handler(self._watch_rpc)},
                 )
             )
-        ext: dict[str, Any] = {}
-        if self._compare is not None:
-            ext[messages.COMPARE_METHOD] = grpc.unary_unary_rpc_method_handler(self._compare_rpc)
-        if self._info is not None:
-            ext[messages.NAMES_METHOD] = grpc.unary_unary_rpc_method_handler(self._names_rpc)
-            ext[messages.STATUS_METHOD] = grpc.unary_unary_rpc_method_handler(self._status_rpc)
-        if ext:
-            handlers.append(grpc.method_handlers_generic_handler(messages.EXT_SERVICE, ext))
+        if self._stream_window is not None:
+            handlers.append(
+                grpc.method_handlers_generic_handler(
+                    messages.STREAM_SERVICE,
+                    {
+                        messages.SESSION_METHOD: grpc.stream_stream_rpc_method_handler(
+                            self._session_rpc
+                        )
+                    },
+                )
+            )
         return tuple(handlers)
 
     # ------------------------------------------------------------------ DRefConsensus
@@ -281,29 +306,38 @@ class GrpcServer(AsyncResource):
 
         return handle
 
-    # ------------------------------------------------------------------ DRefRaft
+    # ------------------------------------------------------------------ DRefRaft, DRefExt
 
-    def _raft_method(self, method: str, fn: _Unary) -> _Unary:
-        pb_request, _ = messages.raft_pb_classes(method)
+    def _unary(self, service: str, method: str, fn: Method) -> _Unary:
+        """The unary handler of `fn`: an undecodable request → INVALID_ARGUMENT, a failure →
+        its status (`status.py`)."""
+        short = service.rpartition(".")[2]
 
         async def handle(data: bytes, context: Any) -> bytes:
             try:
-                msg = messages.parse(pb_request, data, pb_request.DESCRIPTOR.name, self._max)
+                return await fn(data)
             except WireError as exc:
-                await _reject(context, "DRefRaft", method, exc)
+                await _reject(context, short, method, exc)
                 raise AssertionError("unreachable") from None
-            try:
-                return await fn(msg, context)
             except Exception as exc:
                 code, details = status_of(exc)
                 if isinstance(exc, ClosedError) or (
                     code == grpc.StatusCode.INTERNAL and not details.startswith("serialize: ")
                 ):
-                    _log_failure(exc, "node %s: DRefRaft/%s failed", self.node_id, method)
+                    _log_failure(exc, "node %s: %s/%s failed", self.node_id, short, method)
                 await context.abort(code, details)
                 raise AssertionError("unreachable") from None
 
         return handle
+
+    def _raft_method(self, method: str, fn: Callable[[Any], Awaitable[bytes]]) -> Method:
+        pb_request, _ = messages.raft_pb_classes(method)
+        what = pb_request.DESCRIPTOR.name
+
+        async def call(data: bytes) -> bytes:
+            return await fn(messages.parse(pb_request, data, what, self._max))
+
+        return call
 
     def _response(self, method: str, **fields: Any) -> bytes:
         _, pb_response = messages.raft_pb_classes(method)
@@ -313,82 +347,72 @@ class GrpcServer(AsyncResource):
         """A data operation's answer, with the `applied_seq` extension (after the operation)."""
         return self._response(method, applied_seq=self._client.applied_seq(), **fields)
 
-    async def _set_element(self, msg: Any, context: Any) -> bytes:
+    async def _set_element(self, msg: Any) -> bytes:
         expire_at = int(msg.expireAt) if msg.HasField("expireAt") else None
         await self._client.set_element(str(msg.name), bytes(msg.value), expire_at)
         return self._data_response("SetElement")
 
-    async def _set_element_if_not_exist(self, msg: Any, context: Any) -> bytes:
+    async def _set_element_if_not_exist(self, msg: Any) -> bytes:
         expire_at = int(msg.expireAt) if msg.HasField("expireAt") else None
         created = await self._client.set_element_if_not_exist(
             str(msg.name), bytes(msg.value), expire_at
         )
         return self._data_response("SetElementIfNotExist", created=bool(created))
 
-    async def _get_element(self, msg: Any, context: Any) -> bytes:
+    async def _get_element(self, msg: Any) -> bytes:
         value = await self._client.get_element(str(msg.name))
         if value is None:
             return self._data_response("GetElement")
         return self._data_response("GetElement", value=bytes(value))
 
-    async def _delete_element(self, msg: Any, context: Any) -> bytes:
+    async def _delete_element(self, msg: Any) -> bytes:
         await self._client.delete_element(str(msg.name))
         return self._data_response("DeleteElement")
 
-    async def _expire_element(self, msg: Any, context: Any) -> bytes:
+    async def _expire_element(self, msg: Any) -> bytes:
         await self._client.expire_element(str(msg.name), int(msg.expireAt))
         return self._data_response("ExpireElement")
 
-    async def _get_endpoints(self, msg: Any, context: Any) -> bytes:
+    async def _get_endpoints(self, msg: Any) -> bytes:
         return self._response("GetEndpoints", ids=list(self._client.endpoint_ids()))
 
-    async def _send_command(self, msg: Any, context: Any) -> bytes:
+    async def _send_command(self, msg: Any) -> bytes:
         return self._response("SendCommand")  # a no-op, as upstream (MicroRaft leftover)
 
-    # ------------------------------------------------------------------ DRefExt
-
-    async def _compare_rpc(self, data: bytes, context: Any) -> bytes:
+    async def _compare_method(self, data: bytes) -> bytes:
         """`DRefExt/Compare`: statuses as for `DRefRaft` (`status.py`)."""
         assert self._compare is not None
-        method = messages.COMPARE_METHOD
-        try:
-            command = messages.decode_compare_request(data, self._max)
-        except WireError as exc:
-            await _reject(context, "DRefExt", method, exc)
-            raise AssertionError("unreachable") from None
-        try:
-            return messages.encode_compare_response(await self._compare.compare(command))
-        except Exception as exc:
-            code, details = status_of(exc)
-            if isinstance(exc, ClosedError) or (
-                code == grpc.StatusCode.INTERNAL and not details.startswith("serialize: ")
-            ):
-                _log_failure(exc, "node %s: DRefExt/%s failed", self.node_id, method)
-            await context.abort(code, details)
-            raise AssertionError("unreachable") from None
+        command = messages.decode_compare_request(data, self._max)
+        return messages.encode_compare_response(await self._compare.compare(command))
 
-    async def _names_rpc(self, data: bytes, context: Any) -> bytes:
+    async def _names_method(self, data: bytes) -> bytes:
         """`DRefExt/Names`: statuses as for `DRefRaft` (a follower answers not-leader)."""
         assert self._info is not None
-        method = messages.NAMES_METHOD
-        try:
-            prefix, after, limit = messages.decode_names_request(data, self._max)
-        except WireError as exc:
-            await _reject(context, "DRefExt", method, exc)
-            raise AssertionError("unreachable") from None
-        try:
-            return messages.encode_names_response(await self._info.names(prefix, after, limit))
-        except Exception as exc:
-            code, details = status_of(exc)
-            if isinstance(exc, ClosedError) or code == grpc.StatusCode.INTERNAL:
-                _log_failure(exc, "node %s: DRefExt/%s failed", self.node_id, method)
-            await context.abort(code, details)
-            raise AssertionError("unreachable") from None
+        prefix, after, limit = messages.decode_names_request(data, self._max)
+        return messages.encode_names_response(await self._info.names(prefix, after, limit))
 
-    async def _status_rpc(self, data: bytes, context: Any) -> bytes:
+    async def _status_method(self, data: bytes) -> bytes:
         """`DRefExt/Status`: this member's Raft state."""
         assert self._info is not None
         return messages.encode_member_status(self._info.status())
+
+    # ------------------------------------------------------------------ DRefStream
+
+    async def _session_rpc(self, requests: AsyncIterator[bytes], context: Any) -> None:
+        """`DRefStream/Session` (`grpc_stream.serve_session`)."""
+        assert self._stream_window is not None
+        await context.send_initial_metadata(((ACCEPTED_KEY, ACCEPTED_VALUE),))
+        try:
+            await serve_session(
+                requests,
+                context.write,
+                self._served,
+                window=self._stream_window,
+                max_bytes=self._max,
+                node_id=self.node_id,
+            )
+        except WireError as exc:
+            await _reject(context, "DRefStream", messages.SESSION_METHOD, exc)
 
     # ------------------------------------------------------------------ DRefWatch
 

@@ -52,10 +52,11 @@ DEFAULT_MAX_CONCURRENT_STREAMS: Final = 1024
 """HTTP/2 streams one connection may have open at once (calls in flight and watch streams)."""
 
 CLIENT_SERVICES: Final = frozenset(
-    {messages.RAFT_SERVICE, messages.EXT_SERVICE, messages.WATCH_SERVICE}
+    {messages.RAFT_SERVICE, messages.EXT_SERVICE, messages.WATCH_SERVICE, messages.STREAM_SERVICE}
 )
-"""Services a client may call. Every other service (DRefConsensus, and any service not listed
-here: new ones are member-only until added) needs a certificate signed by the cluster CA."""
+"""Services a client may call (`DRefStream` carries only `DRefRaft` and `DRefExt` calls).
+Every other service (DRefConsensus, and any service not listed here: new ones are member-only
+until added) needs a certificate signed by the cluster CA."""
 
 _AUTHORIZATION: Final = "authorization"
 _BEARER: Final = "Bearer "

@@ -21,7 +21,13 @@ from typing import Any, Final
 
 from google.protobuf.message import DecodeError, EncodeError
 
-from dref_raft._pb import dref_consensus_pb2, dref_ext_pb2, dref_pb2, dref_watch_pb2
+from dref_raft._pb import (
+    dref_consensus_pb2,
+    dref_ext_pb2,
+    dref_pb2,
+    dref_stream_pb2,
+    dref_watch_pb2,
+)
 from dref_raft.commands import (
     COMPARE_COMMANDS,
     Command,
@@ -66,7 +72,9 @@ __all__ = [
     "PACKAGE",
     "RAFT_METHODS",
     "RAFT_SERVICE",
+    "SESSION_METHOD",
     "STATUS_METHOD",
+    "STREAM_SERVICE",
     "WATCH_METHOD",
     "WATCH_SERVICE",
     "decode_compare_request",
@@ -76,6 +84,8 @@ __all__ = [
     "decode_names_response",
     "decode_request",
     "decode_response",
+    "decode_stream_answers",
+    "decode_stream_calls",
     "decode_watch_event",
     "decode_watch_request",
     "encode_compare_request",
@@ -86,6 +96,8 @@ __all__ = [
     "encode_request",
     "encode_response",
     "encode_status_request",
+    "encode_stream_answers",
+    "encode_stream_calls",
     "encode_watch_event",
     "encode_watch_request",
     "method_of",
@@ -105,6 +117,8 @@ EXT_SERVICE: Final = f"{PACKAGE}.DRefExt"
 COMPARE_METHOD: Final = "Compare"
 NAMES_METHOD: Final = "Names"
 STATUS_METHOD: Final = "Status"
+STREAM_SERVICE: Final = f"{PACKAGE}.DRefStream"
+SESSION_METHOD: Final = "Session"
 
 # Request type → DRefConsensus method name (upstream's order, docs/protocol.md#wire-dref-consensus).
 _METHOD_OF: Final[dict[type[Any], str]] = {
@@ -582,3 +596,52 @@ def decode_member_status(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
         leader=str(msg.leader) if msg.HasField("leader") else None,
         last_contact_ms=int(msg.last_contact_ms) if msg.HasField("last_contact_ms") else None,
     )
+
+
+# ---------------------------------------------------------------------------- DRefStream
+# A call is (id, method path, request bytes); an answer is (id, response bytes, status code,
+# details): code 0 is success, anything else the gRPC status the unary method would fail with.
+
+
+def encode_stream_calls(calls: list[tuple[int, str, bytes]]) -> bytes:
+    """Encode a `StreamCalls` batch."""
+    try:
+        msg: Any = dref_stream_pb2.StreamCalls()
+        add = msg.calls.add
+        for call_id, method, request in calls:
+            add(id=call_id, method=method, request=request)
+    except (ValueError, TypeError) as exc:
+        raise WireError(f"cannot encode StreamCalls: {exc}") from exc
+    return _serialize(msg, "StreamCalls")
+
+
+def decode_stream_calls(
+    data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> list[tuple[int, str, bytes]]:
+    """Decode a `StreamCalls` batch; a call without a method → `WireError`."""
+    msg = parse(dref_stream_pb2.StreamCalls, data, "StreamCalls", max_bytes)
+    calls = [(int(c.id), str(c.method), bytes(c.request)) for c in msg.calls]
+    for call_id, method, _ in calls:
+        if not method:
+            raise WireError(f"StreamCalls: call {call_id} names no method")
+    return calls
+
+
+def encode_stream_answers(answers: list[tuple[int, bytes, int, str]]) -> bytes:
+    """Encode a `StreamAnswers` batch."""
+    try:
+        msg: Any = dref_stream_pb2.StreamAnswers()
+        add = msg.answers.add
+        for call_id, response, code, details in answers:
+            add(id=call_id, response=response, code=code, details=details)
+    except (ValueError, TypeError) as exc:
+        raise WireError(f"cannot encode StreamAnswers: {exc}") from exc
+    return _serialize(msg, "StreamAnswers")
+
+
+def decode_stream_answers(
+    data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> list[tuple[int, bytes, int, str]]:
+    """Decode a `StreamAnswers` batch."""
+    msg = parse(dref_stream_pb2.StreamAnswers, data, "StreamAnswers", max_bytes)
+    return [(int(a.id), bytes(a.response), int(a.code), str(a.details)) for a in msg.answers]
