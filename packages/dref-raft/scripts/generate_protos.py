@@ -30,6 +30,7 @@ REQUIREMENTS = Path(__file__).resolve().with_name("requirements-protos.txt")
 SELF = "packages/dref-raft/scripts/generate_protos.py"
 
 PROTOS = (
+    "dref_membership.proto",
     "dref.proto",
     "raft.proto",
     "state_command.proto",
@@ -37,7 +38,13 @@ PROTOS = (
     "dref_watch.proto",
     "dref_ext.proto",
 )
-SERVICE_PROTOS = ("dref.proto", "dref_consensus.proto", "dref_watch.proto", "dref_ext.proto")
+SERVICE_PROTOS = (
+    "dref.proto",
+    "dref_consensus.proto",
+    "dref_watch.proto",
+    "dref_ext.proto",
+    "dref_membership.proto",
+)
 MODULES = tuple(name.removesuffix(".proto") + "_pb2" for name in PROTOS)
 
 INIT = '''"""Generated protobuf and gRPC code of the upstream DRef protocol (io.github.tobia80).

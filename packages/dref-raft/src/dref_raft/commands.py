@@ -15,11 +15,13 @@ __all__ = [
     "CompareAndExpire",
     "CompareAndSet",
     "CompareResult",
+    "ConfigChange",
     "DeleteElement",
     "DeleteIfExpired",
     "ExpireElement",
     "FencedWrite",
     "MemberStatus",
+    "Membership",
     "NamesPage",
     "NoOp",
     "SetElement",
@@ -141,6 +143,41 @@ class FencedWrite:
     now: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """A cluster configuration: the voters, the learners (non-voting members that receive
+    every entry) and the address (`host:port`) of each member that has one.
+
+    Empty `voters` is "not known yet": a node joining an existing cluster starts with it and
+    learns its configuration from the leader (docs/raft.md#membership).
+    """
+
+    voters: tuple[str, ...]
+    learners: tuple[str, ...] = ()
+    addresses: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """Voters and learners, sorted."""
+        return tuple(sorted({*self.voters, *self.learners}))
+
+    def address_of(self, node_id: str) -> str | None:
+        """The `host:port` of `node_id`, if this configuration has one."""
+        return dict(self.addresses).get(node_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChange:
+    """dref-only: from this entry on (as soon as it is appended, not committed) the cluster's
+    configuration is `membership` (Raft thesis §4.1; `StateCommand` oneof 1400).
+
+    Only a dref leader proposes it, one voter added or removed at a time, and never in a mixed
+    cluster (an upstream node would apply it as a no-op and keep its old voters).
+    """
+
+    membership: Membership
+
+
 Command = (
     SetElement
     | SetIfNotExist
@@ -153,6 +190,7 @@ Command = (
     | CompareAndDelete
     | CompareAndExpire
     | FencedWrite
+    | ConfigChange
 )
 
 #: The dref-only commands (StateCommand oneof numbers 1001..1004).
