@@ -417,7 +417,11 @@ class RaftCore:
         """Whether a message from a non-member is taken: a leader's, by a node joining (it
         knows no configuration yet) or by one whose configuration changed (a leader added
         later than the configuration it holds)."""
-        return isinstance(msg, _LEADER_MESSAGES) and (not self.voters or self.config_seq > 0)
+        return (
+            isinstance(msg, _LEADER_MESSAGES)
+            and msg.term >= self.term
+            and (not self.voters or self.config_seq > 0)
+        )
 
     def _maybe_promote(self) -> None:
         """Promote the first learner that caught up to within `learner_promotion_lag`."""
@@ -498,6 +502,7 @@ class RaftCore:
         return False
 
     def _become_leader(self) -> None:
+        self._use_config(self.config_seq, self.membership)  # forget admitted non-members
         self.role = Role.LEADER
         self.leader_id = self.id
         self._votes = {}
@@ -576,7 +581,11 @@ class RaftCore:
                 if self.role is Role.PRE_CANDIDATE and msg.term <= self.term + 1:
                     self._votes[msg.sender] = msg.granted
                     self._tally_votes()
-            case _ if self.role is not Role.LEADER or msg.term != self.term:
+            case _ if (
+                self.role is not Role.LEADER
+                or msg.term != self.term
+                or msg.sender not in self._progress  # no longer a member
+            ):
                 return
             case AppendEntriesResponse():
                 self._handle_append_response(msg)
