@@ -271,3 +271,20 @@ def test_a_joining_node_knows_no_configuration_and_never_campaigns() -> None:
         core.tick()
     assert core.role is Role.FOLLOWER
     assert not core.has_ready()
+
+
+def test_a_learner_that_never_answered_is_not_promoted() -> None:
+    h = Harness([*VOTERS, "d"], joining=["d"], config=CoreConfig(learner_promotion_lag=64))
+    h.elect("a")
+    a = h.cores["a"]
+    h.down.add("d")  # added while not running: its match stays 0, within 64 of a short log
+    assert isinstance(a.propose_membership(_with_learner(h)), Proposed)
+    for _ in range(3):
+        h.tick("a", h.config.heartbeat_ticks)
+        h.stabilize()
+    assert a.membership.learners == ("d",)
+    h.down.discard("d")
+    for _ in range(h.config.election_ticks):
+        h.tick("a")
+        h.stabilize()
+    assert a.membership.voters == ("a", "b", "c", "d")

@@ -20,7 +20,9 @@ __all__ = [
     "DeleteIfExpired",
     "ExpireElement",
     "FencedWrite",
+    "MemberInfo",
     "MemberStatus",
+    "MembersView",
     "Membership",
     "NamesPage",
     "NoOp",
@@ -164,6 +166,39 @@ class Membership:
     def address_of(self, node_id: str) -> str | None:
         """The `host:port` of `node_id`, if this configuration has one."""
         return dict(self.addresses).get(node_id)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """One member as the leader sees it: address, voter or learner, and the last seq it is
+    known to hold (`DRefMembership/ListMembers`)."""
+
+    node_id: str
+    address: str
+    voter: bool
+    match_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class MembersView:
+    """The configuration in force on the leader: its members, the seq of its entry (0: the
+    bootstrap configuration), whether that entry is committed, the leader and its last seq."""
+
+    members: tuple[MemberInfo, ...]
+    config_seq: int
+    committed: bool
+    leader: str
+    last_seq: int
+
+    @property
+    def voters(self) -> tuple[str, ...]:
+        """The voters' ids."""
+        return tuple(m.node_id for m in self.members if m.voter)
+
+    @property
+    def learners(self) -> tuple[str, ...]:
+        """The learners' ids."""
+        return tuple(m.node_id for m in self.members if not m.voter)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ DRefError
     │                            (or are a too large) protobuf message of the expected type
     ├── WatchUnsupportedError    the member does not serve DRefWatch (an upstream node)
     ├── CompareUnsupportedError  the leader does not serve DRefExt/Compare (a mixed cluster)
+    ├── MembershipError          the leader refused a membership change (names why)
     └── BackendUnavailableError
         ├── TransportError       a peer could not be reached, did not answer in time, or the
         │                        RPC failed
@@ -30,6 +31,7 @@ from dref.errors import BackendError, BackendUnavailableError, DRefError
 __all__ = [
     "CompareUnsupportedError",
     "CorruptStateError",
+    "MembershipError",
     "MissingSimulationDependency",
     "TransportError",
     "WatchLaggedError",
@@ -76,6 +78,12 @@ class CompareUnsupportedError(BackendError):
 
     Not retried; configure `mixed_cluster = true` so that compare commands are not used.
     """
+
+
+class MembershipError(BackendError):
+    """The leader refused a membership change: not a single-server change, an unknown member,
+    a mixed cluster, or the previous change still not committed when the deadline ran out
+    (docs/raft.md#membership)."""
 
 
 class WatchLaggedError(BackendUnavailableError):

@@ -171,6 +171,17 @@ class RaftSettings(BaseSettings):
     watch_history: int = Field(
         4096, ge=1, description="Committed change events a member keeps to resume DRefWatch."
     )
+    join: bool = Field(
+        False,
+        description="Start as a new member of a running cluster: no voter set of its own; "
+        "the leader adds it (dref raft member add) as a learner, then promotes it.",
+    )
+    learner_promotion_lag: int = Field(
+        64,
+        ge=-1,
+        description="The leader promotes a learner to voter once it is at most this many "
+        "entries behind; -1: never automatically.",
+    )
     mixed_cluster: bool = Field(
         False,
         description="Upstream nodes may vote: no dref-only commands (no native CAS, "

@@ -210,10 +210,13 @@ class RaftCore:
         if self.config_seq > self.commit:
             return ConfigRefused(
                 f"a configuration change is in progress (entry {self.config_seq} is not "
-                "committed yet)"
+                "committed yet)",
+                retriable=True,
             )
         if not self._committed_own_term():
-            return ConfigRefused("the leader has not committed an entry of its term yet")
+            return ConfigRefused(
+                "the leader has not committed an entry of its term yet", retriable=True
+            )
         error = change_error(self.membership, membership)
         if error is not None:
             return ConfigRefused(error)
@@ -424,13 +427,20 @@ class RaftCore:
         )
 
     def _maybe_promote(self) -> None:
-        """Promote the first learner that caught up to within `learner_promotion_lag`."""
+        """Promote the first learner that holds the configuration entry in force and is within
+        `learner_promotion_lag` entries of the end of the log."""
         lag = self.config.learner_promotion_lag
         if lag < 0 or not self.learners or self.config_seq > self.commit:
             return
         for learner in self.learners:
             pr = self._progress.get(learner)
-            if pr is not None and pr.match_seq + lag >= self.log.last_seq:
+            # It must hold the configuration that made it a learner (it is alive and caught
+            # up to there), and be within `lag` of the end of the log.
+            if (
+                pr is not None
+                and pr.match_seq >= self.config_seq
+                and pr.match_seq + lag >= self.log.last_seq
+            ):
                 m = self.membership
                 self.propose_membership(
                     Membership(

@@ -103,6 +103,11 @@ class NotLeader:
 
 @dataclass(frozen=True, slots=True)
 class ConfigRefused:
-    """Refusal of a configuration change by the leader, and why (docs/raft.md#membership)."""
+    """Refusal of a configuration change by the leader, and why (docs/raft.md#membership).
+
+    `retriable`: the same change may be accepted later (the previous one is not committed
+    yet, or the new leader has not committed an entry of its term).
+    """
 
     reason: str
+    retriable: bool = False

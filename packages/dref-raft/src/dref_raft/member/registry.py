@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from dref.errors import ConfigurationError, NoLeaderError
 from dref_raft.member.discovery import AddressPoller, Resolver, bootstrap
 from dref_raft.member.handler import NodeClientHandler
+from dref_raft.member.membership import NodeMembership
 from dref_raft.member.node import NodeConfig, RaftNode
 from dref_raft.member.watch_service import WatchService
 from dref_raft.ops import open_leader_client
@@ -42,7 +43,9 @@ class Member:
     def leader_client(self, node_id: str) -> LeaderApi:
         client = self.clients.get(node_id)
         if client is None:
-            address = self.settings.members.get(node_id)
+            address = self.node.core.membership.address_of(node_id) or self.settings.members.get(
+                node_id
+            )
             if address is None:
                 raise NoLeaderError(f"leader {node_id!r} is not a configured member")
             client = open_leader_client(
@@ -128,6 +131,9 @@ class MemberRegistry:
             reaper_interval=settings.reaper_interval,
             max_pending=settings.max_pending,
             change_buffer=change_buffer,
+            address=settings.address,
+            joining=settings.join,
+            learner_promotion_lag=settings.learner_promotion_lag,
         )
         stores = open_stores(settings.storage_dir) if settings.storage_dir is not None else None
         network = self.network() if settings.transport == "memory" else None
@@ -159,6 +165,7 @@ class MemberRegistry:
                     watch,
                     compare=handler,
                     info=handler,
+                    membership=NodeMembership(node, settings),
                     host=settings.host,
                     port=settings.port,
                 )

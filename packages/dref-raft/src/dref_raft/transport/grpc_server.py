@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import grpc
 
@@ -44,6 +44,9 @@ from dref_raft.transport.base import (
 from dref_raft.transport.status import status_of
 from dref_raft.wire import messages
 from dref_raft.wire.messages import DEFAULT_MAX_MESSAGE_BYTES
+
+if TYPE_CHECKING:
+    from dref_raft.transport.grpc_membership import MembershipHandler
 
 __all__ = ["GrpcServer"]
 
@@ -90,6 +93,7 @@ class GrpcServer(AsyncResource):
         *,
         compare: CompareHandler | None = None,
         info: InfoHandler | None = None,
+        membership: MembershipHandler | None = None,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -100,6 +104,7 @@ class GrpcServer(AsyncResource):
         self._watch = watch
         self._compare = compare
         self._info = info
+        self._membership = membership
         self._host = host
         self._requested_port = port
         self._max = max_message_bytes
@@ -200,6 +205,10 @@ class GrpcServer(AsyncResource):
             ext[messages.STATUS_METHOD] = grpc.unary_unary_rpc_method_handler(self._status_rpc)
         if ext:
             handlers.append(grpc.method_handlers_generic_handler(messages.EXT_SERVICE, ext))
+        if self._membership is not None:
+            from dref_raft.transport.grpc_membership import membership_handlers
+
+            handlers.append(membership_handlers(self._membership, self.node_id, self._max))
         return tuple(handlers)
 
     # ------------------------------------------------------------------ DRefConsensus
