@@ -71,8 +71,9 @@ class ClusterMembers(AsyncResource):
         """Add `node_id` (listening at `address`, started with `join = true`) as a learner.
 
         With `wait` (default) return once the leader promoted it to voter (it caught up to
-        within `learner_promotion_lag` entries) and that change is committed, else `BackendTimeoutError` after
-        `promotion_timeout` seconds (it stays a learner; remove it or let it catch up).
+        within `learner_promotion_lag` entries) and that change is committed, else
+        `BackendTimeoutError` after `promotion_timeout` seconds (it stays a learner; remove it
+        or let it catch up).
         Without `wait`: once the learner is in the committed configuration.
         """
         view = await self._route(lambda h: h.add_member(node_id, address))
