@@ -12,6 +12,8 @@ from dref_raft.core import (
     AppendEntries,
     ConfigRefused,
     CoreConfig,
+    Heartbeat,
+    HeartbeatResponse,
     NotLeader,
     PreVote,
     Proposed,
@@ -288,3 +290,96 @@ def test_a_learner_that_never_answered_is_not_promoted() -> None:
         h.tick("a")
         h.stabilize()
     assert a.membership.voters == ("a", "b", "c", "d")
+
+
+# -- leadership transfer (TimeoutNow) ----------------------------------------------------------
+
+
+def _dref_peers(h: Harness) -> None:
+    """Peers learn each other's kind from messages; let the leader hear from everyone."""
+    for node in h.ids:
+        h.tick(node)
+    h.stabilize()
+
+
+def test_transfer_hands_leadership_to_the_target_at_once() -> None:
+    h = Harness(VOTERS)
+    h.elect("a")
+    _dref_peers(h)
+    a, c = h.cores["a"], h.cores["c"]
+    term = a.term
+    assert a.transfer_leadership("c") == "c"
+    # no proposals while handing over: the hint names the target
+    assert a.propose([SetElement("k", b"v")]) == NotLeader("c")
+    h.drain("a")
+    timeout_now = [m for m in h.inflight if isinstance(m, Heartbeat) and m.timeout_now]
+    assert [m.to for m in timeout_now] == ["c"]
+    h.stabilize()
+    # c campaigned without waiting for its election timeout, and the lease did not stop it
+    assert c.role is Role.LEADER
+    assert c.term == term + 1
+    assert a.role is Role.FOLLOWER
+    assert a.leader_id == "c"
+
+
+def test_transfer_catches_a_lagging_target_up_first() -> None:
+    h = Harness(VOTERS)
+    h.elect("a")
+    _dref_peers(h)
+    a, c = h.cores["a"], h.cores["c"]
+    h.down.add("c")
+    for i in range(5):
+        a.propose([SetElement(f"k{i}", b"v")])
+    h.stabilize()
+    assert c.log.last_seq < a.log.last_seq
+    h.down.discard("c")
+    last = a.log.last_seq
+    assert a.transfer_leadership("c") == "c"
+    h.drain("a")
+    assert not any(isinstance(m, Heartbeat) and m.timeout_now for m in h.inflight)
+    for _ in range(h.config.election_ticks):
+        h.tick("a")
+        h.stabilize()
+        if c.role is Role.LEADER:
+            break
+    assert c.role is Role.LEADER
+    assert c.log.entry(last) == a.log.entry(last)  # it had the whole log when it took over
+
+
+def test_transfer_gives_up_after_an_election_timeout_and_the_leader_resumes() -> None:
+    h = Harness(VOTERS)
+    h.elect("a")
+    _dref_peers(h)
+    a = h.cores["a"]
+    h.down.add("c")  # TimeoutNow is lost
+    assert a.transfer_leadership("c") == "c"
+    h.stabilize()
+    assert a.propose([SetElement("k", b"v")]) == NotLeader("c")
+    for _ in range(h.config.election_ticks):
+        h.tick("a")
+        h.stabilize()
+    assert a.transfer_target is None
+    assert a.role is Role.LEADER
+    assert isinstance(a.propose([SetElement("k", b"v")]), Proposed)
+
+
+def test_transfer_is_refused_to_non_voters_and_nodes_not_known_to_run_dref() -> None:
+    h = Harness([*VOTERS, "d"], joining=["d"], config=NO_PROMOTION)
+    h.elect("a")
+    a = h.cores["a"]
+    _dref_peers(h)
+    # an upstream peer (its messages carry no dref extension) never gets TimeoutNow
+    a.step(HeartbeatResponse("b", "a", a.term, True))
+    refused = a.transfer_leadership("b")
+    assert isinstance(refused, ConfigRefused)
+    assert "dref extensions" in refused.reason
+    _dref_peers(h)
+    a.propose_membership(_with_learner(h))
+    h.stabilize()
+    refused = a.transfer_leadership("d")
+    assert isinstance(refused, ConfigRefused)
+    assert "not another voter" in refused.reason
+    assert isinstance(a.transfer_leadership("a"), ConfigRefused)
+    assert h.cores["b"].transfer_leadership("c") == NotLeader("a")
+    # without a target: the most up-to-date voter
+    assert a.transfer_leadership() in ("b", "c")

@@ -67,16 +67,18 @@ class AppendEntriesResponse(_message.Message):
     def __init__(self, success: bool = ..., term: _Optional[int] = ..., dref_ext: bool = ..., match_seq: _Optional[int] = ..., reject_hint: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("leader_id", "term", "commit_seq", "dref_ext")
+    __slots__ = ("leader_id", "term", "commit_seq", "dref_ext", "timeout_now")
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     COMMIT_SEQ_FIELD_NUMBER: _ClassVar[int]
     DREF_EXT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_NOW_FIELD_NUMBER: _ClassVar[int]
     leader_id: str
     term: int
     commit_seq: int
     dref_ext: bool
-    def __init__(self, leader_id: _Optional[str] = ..., term: _Optional[int] = ..., commit_seq: _Optional[int] = ..., dref_ext: bool = ...) -> None: ...
+    timeout_now: bool
+    def __init__(self, leader_id: _Optional[str] = ..., term: _Optional[int] = ..., commit_seq: _Optional[int] = ..., dref_ext: bool = ..., timeout_now: bool = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("acknowledged", "term", "dref_ext", "last_seq")
@@ -115,18 +117,20 @@ class ReadIndexResponse(_message.Message):
     def __init__(self, granted: bool = ..., term: _Optional[int] = ..., dref_ext: bool = ..., read_ctx: _Optional[int] = ...) -> None: ...
 
 class VoteRequest(_message.Message):
-    __slots__ = ("candidate_id", "term", "last_seq", "dref_ext", "last_term")
+    __slots__ = ("candidate_id", "term", "last_seq", "dref_ext", "last_term", "leadership_transfer")
     CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     DREF_EXT_FIELD_NUMBER: _ClassVar[int]
     LAST_TERM_FIELD_NUMBER: _ClassVar[int]
+    LEADERSHIP_TRANSFER_FIELD_NUMBER: _ClassVar[int]
     candidate_id: str
     term: int
     last_seq: int
     dref_ext: bool
     last_term: int
-    def __init__(self, candidate_id: _Optional[str] = ..., term: _Optional[int] = ..., last_seq: _Optional[int] = ..., dref_ext: bool = ..., last_term: _Optional[int] = ...) -> None: ...
+    leadership_transfer: bool
+    def __init__(self, candidate_id: _Optional[str] = ..., term: _Optional[int] = ..., last_seq: _Optional[int] = ..., dref_ext: bool = ..., last_term: _Optional[int] = ..., leadership_transfer: bool = ...) -> None: ...
 
 class VoteResponse(_message.Message):
     __slots__ = ("granted", "term", "dref_ext")

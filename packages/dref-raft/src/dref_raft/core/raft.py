@@ -142,6 +142,11 @@ class RaftCore:
         self._broadcast_append = False
         self._broadcast_heartbeat = False
         self._in_ready = False
+        #: Leadership transfer in progress (`transfer_leadership`): the target, the leader
+        #: ticks since it started, and whether TimeoutNow went out.
+        self.transfer_target: str | None = None
+        self._transfer_elapsed = 0
+        self._timeout_now_sent = False
 
     # ------------------------------------------------------------------ properties
 
@@ -187,6 +192,8 @@ class RaftCore:
         self._check_not_in_ready()
         if self.role is not Role.LEADER:
             return NotLeader(self.leader_id)
+        if self.transfer_target is not None:
+            return NotLeader(self.transfer_target)  # handing over: retry with the target
         if not commands or len(commands) > self.config.max_proposal_entries:
             raise ValueError(f"propose 1..{self.config.max_proposal_entries} commands")
         if any(isinstance(c, ConfigChange) for c in commands):
@@ -207,6 +214,8 @@ class RaftCore:
         self._check_not_in_ready()
         if self.role is not Role.LEADER:
             return NotLeader(self.leader_id)
+        if self.transfer_target is not None:
+            return ConfigRefused("a leadership transfer is in progress", retriable=True)
         if self.config_seq > self.commit:
             return ConfigRefused(
                 f"a configuration change is in progress (entry {self.config_seq} is not "
@@ -228,6 +237,47 @@ class RaftCore:
         self._use_config(seq, membership)
         self._broadcast_append = True
         return Proposed(self.term, seq, seq)
+
+    def transfer_leadership(self, target: str | None = None) -> str | NotLeader | ConfigRefused:
+        """Hand leadership to `target` (None: the most up-to-date dref voter); the target.
+
+        The leader refuses proposals from now on (`NotLeader` naming the target), brings the
+        target up to date, then tells it to campaign at once (a `Heartbeat` with
+        `timeout_now`, a dref extension: only dref voters are eligible). The target's election
+        skips PreVote and the voters' leader lease. The leader gives up after one election
+        timeout and leads on as before.
+        """
+        self._check_not_in_ready()
+        if self.role is not Role.LEADER:
+            return NotLeader(self.leader_id)
+        eligible = [p for p in self.peers if self.peer_kinds.get(p) is PeerKind.DREF]
+        if target is None:
+            if not eligible:
+                return ConfigRefused("no other voter that runs dref to hand leadership to")
+            target = max(eligible, key=lambda p: (self._progress[p].match_seq, p))
+        elif target == self.id:
+            return ConfigRefused(f"{target} already leads")
+        elif target not in self.peers:
+            return ConfigRefused(f"{target!r} is not another voter ({', '.join(self.peers)})")
+        elif target not in eligible:
+            return ConfigRefused(f"{target} has not advertised the dref extensions")
+        self.transfer_target, self._transfer_elapsed = target, 0
+        self._timeout_now_sent = False
+        self._maybe_timeout_now()
+        return target
+
+    def _maybe_timeout_now(self) -> None:
+        """Send TimeoutNow once the transfer target holds the whole log, else catch it up."""
+        target = self.transfer_target
+        if target is None or self._timeout_now_sent:
+            return
+        pr = self._progress[target]
+        if pr.match_seq >= self.log.last_seq:
+            self._timeout_now_sent = True
+            commit = min(self.commit, pr.match_seq)
+            self._send(Heartbeat(self.id, target, self.term, commit, True, timeout_now=True))
+        else:
+            self._send_append(target)
 
     def step_down(self) -> bool:
         """Give up leadership so that another member gets elected (False: not the leader).
@@ -303,7 +353,12 @@ class RaftCore:
         if msg.term > self.term:
             if isinstance(msg, PreVote) or (isinstance(msg, PreVoteResponse) and msg.granted):
                 pass
-            elif isinstance(msg, Vote) and self.config.check_quorum and self._in_lease():
+            elif (
+                isinstance(msg, Vote)
+                and self.config.check_quorum
+                and self._in_lease()
+                and not msg.transfer  # the leader asked for this election
+            ):
                 self._send(VoteResponse(self.id, msg.sender, self.term, False, ext=True))
                 return
             elif isinstance(msg, _LEADER_MESSAGES):
@@ -462,6 +517,7 @@ class RaftCore:
         return self.leader_id is not None and self._election_elapsed < self.config.election_ticks
 
     def _become_follower(self, term: int, leader: str | None) -> None:
+        self.transfer_target = None
         if term > self.term:
             self.term = term
             self.vote = None
@@ -474,7 +530,7 @@ class RaftCore:
         self._election_elapsed = 0
         self._randomize_timeout()
 
-    def _campaign(self, *, pre: bool) -> None:
+    def _campaign(self, *, pre: bool, transfer: bool = False) -> None:
         self._election_elapsed = 0
         self._randomize_timeout()
         self.leader_id = None
@@ -494,7 +550,7 @@ class RaftCore:
             if pre:
                 self._send(PreVote(self.id, peer, self.term + 1, last_seq, True, last_term))
             else:
-                self._send(Vote(self.id, peer, self.term, last_seq, True, last_term))
+                self._send(Vote(self.id, peer, self.term, last_seq, True, last_term, transfer))
 
     def _tally_votes(self) -> bool:
         """Act on the votes so far; True when the election is decided."""
@@ -532,6 +588,10 @@ class RaftCore:
     def _tick_leader(self) -> None:
         self._heartbeat_elapsed += 1
         self._election_elapsed += 1
+        if self.transfer_target is not None:
+            self._transfer_elapsed += 1
+            if self._transfer_elapsed >= self.config.election_ticks:
+                self.transfer_target = None  # it did not take over: lead on
         if self._election_elapsed >= self.config.election_ticks:
             self._election_elapsed = 0
             if self.config.check_quorum:
@@ -599,6 +659,8 @@ class RaftCore:
                 return
             case AppendEntriesResponse():
                 self._handle_append_response(msg)
+                if msg.sender == self.transfer_target:
+                    self._maybe_timeout_now()
             case HeartbeatResponse():
                 self._handle_heartbeat_response(msg)
             case InstallSnapshotResponse():
@@ -706,6 +768,8 @@ class RaftCore:
     def _handle_heartbeat(self, msg: Heartbeat) -> None:
         self._commit_to(min(msg.commit_seq, self.log.last_seq))
         self._send(HeartbeatResponse(self.id, msg.sender, self.term, True, True, self.log.last_seq))
+        if msg.timeout_now and msg.ext and self.id in self.voters:
+            self._campaign(pre=False, transfer=True)  # the leader hands over (TimeoutNow)
 
     def _handle_snapshot(self, msg: InstallSnapshot) -> None:
         if msg.last_seq > self.commit:

@@ -371,8 +371,16 @@ class _Run:
         if len(voters) > MIN_VOTERS:
             moves.append("remove_voter")
         if not moves:
-            return
+            moves.append("transfer")
+        if rng.random() < 0.2:
+            moves = ["transfer"]  # leadership transfer (TimeoutNow) instead of a change
         move = rng.choice(moves)
+        if move == "transfer":
+            target = core.transfer_leadership(rng.choice([None, *core.peers]))
+            self.trace(f"membership transfer on {leader.id}: {target}")
+            self.count("transfers" if isinstance(target, str) else "transfers_refused")
+            self.drain(leader.id)
+            return
         new_id = f"n{self.next_node}"
         if move == "add":
             learners.add(new_id)
