@@ -4,6 +4,7 @@ removed too) under a steady write load, losing no acknowledged write; `dref raft
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import pytest
@@ -97,7 +98,7 @@ async def test_grow_to_five_and_shrink_to_three_under_load_loses_no_acknowledged
                 joiner.stop()
 
 
-async def test_member_commands_list_add_and_refuse(tmp_path: Path) -> None:
+async def test_member_and_leader_commands(tmp_path: Path) -> None:
     cluster = ProcCluster(3)
     joiner = _joiner("p3", free_ports(1)[0], tmp_path)
     runner = CliRunner()
@@ -106,36 +107,46 @@ async def test_member_commands_list_add_and_refuse(tmp_path: Path) -> None:
         result = await asyncio.to_thread(
             runner.invoke,
             main,
-            ["raft", "member", *args, "--endpoints", cluster.endpoints],
+            ["raft", *args, "--endpoints", cluster.endpoints],
             env={"COLUMNS": "200"},
         )
         return result.exit_code, result.output
 
     with cluster.running():
         try:
-            code, out = await dref_cli("list")
+            code, out = await dref_cli("member", "list")
             assert code == 0, out
             assert "3 voters, 0 learners" in out
             for node_id in ("p0", "p1", "p2"):
                 assert node_id in out
             assert "voter (leader)" in out
+            leader = next(line.split()[1] for line in out.splitlines() if "(leader)" in line)
+            target = next(i for i in ("p0", "p1", "p2") if i != leader)
+            code, out = await dref_cli("leader", "transfer", target)
+            assert code == 0, out
+            assert f"{target} leads" in out
+            code, out = await dref_cli("leader", "transfer", "nope")
+            assert code == 1, out
+            assert "not another voter" in out
             # not a single-server change is impossible through add/remove; unknown ids refused
-            code, out = await dref_cli("remove", "nope")
+            code, out = await dref_cli("member", "remove", "nope")
             assert code == 1
             assert "MembershipError" in out or "not a member" in out
             # a member that is not running stays a learner: add times out (exit 5)
-            code, out = await dref_cli("add", "p3", joiner.address, "--promotion-timeout", "0.5")
+            code, out = await dref_cli(
+                "member", "add", "p3", joiner.address, "--promotion-timeout", "0.5"
+            )
             assert code == 5, out
             assert "not promoted" in out
-            code, out = await dref_cli("list")
+            code, out = await dref_cli("member", "list")
             assert "3 voters, 1 learners" in out
             assert "learner" in out
             # once it runs, it catches up and is promoted (add is idempotent)
             joiner.start()
-            code, out = await dref_cli("add", "p3", joiner.address)
+            code, out = await dref_cli("member", "add", "p3", joiner.address)
             assert code == 0, out
             assert "4 voters, 0 learners" in out
-            code, out = await dref_cli("remove", "p3")
+            code, out = await dref_cli("member", "remove", "p3")
             assert code == 0, out
             assert "3 voters, 0 learners" in out
         finally:
@@ -162,3 +173,41 @@ async def test_a_member_context_changes_membership_in_process_and_refuses_mixed_
         with pytest.raises(MembershipError, match="mixed_cluster"):
             await members.add("later", "127.0.0.1:1", wait=False)
         assert (await members.list()).learners == ()
+
+
+async def test_leadership_transfer_under_load_and_a_leader_hands_over_on_sigterm() -> None:
+    cluster = ProcCluster(3)
+    with cluster.running():
+        async with (
+            dref.connect(
+                "raft", mode="client", node_id="load", endpoints=cluster.endpoints, op_timeout=20
+            ) as ctx,
+            dref_raft.members(ctx) as members,
+        ):
+            acked: list[int] = []
+            stop = asyncio.Event()
+            load = asyncio.create_task(_write_load(ctx, acked, stop))
+            await wait_until(lambda: len(acked) > 20, 20, "writes before the transfer")
+            old = (await members.list()).leader
+            target = next(i for i in ("p0", "p1", "p2") if i != old)
+            assert await members.transfer_leader(target) == target
+            assert (await members.list()).leader == target
+            moved = len(acked)
+            await wait_until(lambda: len(acked) > moved + 20, 20, "writes after the transfer")
+            # SIGTERM of the leader process: it hands over before it stops
+            process = next(n for n in cluster.nodes if n.node_id == target)
+            assert process.proc is not None
+            proc = process.proc
+            process.signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, 10)
+            assert proc.stdout is not None
+            said = proc.stdout.read()
+            assert f"{target}: handed leadership to" in said, said
+            process.proc = None
+            stopped = len(acked)
+            await wait_until(lambda: len(acked) > stopped + 20, 20, "writes after the stop")
+            stop.set()
+            failed = await load
+            for i in acked:
+                assert await ctx.ref(f"w{i}", type=int).get() == i
+            assert failed == 0

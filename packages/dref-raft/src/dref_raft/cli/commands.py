@@ -86,11 +86,25 @@ async def _serve(
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(period):
                     await stop.wait()
+        await _hand_over(node)
     finally:
         if stop_metrics is not None:
             stop_metrics()
         await local_members.release(member)
         report("stopped")
+
+
+async def _hand_over(node: Any) -> None:
+    """A leader that is asked to stop hands leadership to an up-to-date voter first
+    (`transfer_leadership`), so the cluster does not wait out an election timeout."""
+    if not node.is_leader or node.closed or node.failure is not None:
+        return
+    try:
+        new = await node.transfer_leadership(None, 2 * node.config.election_timeout)
+    except DRefError as exc:
+        print(f"dref-raft node {node.id}: leadership not handed over: {exc}", file=sys.stderr)
+        return
+    print(f"dref-raft node {node.id}: handed leadership to {new}", flush=True)
 
 
 def run_member(
@@ -402,6 +416,28 @@ def member_remove(node_id: str, endpoints: str | None, timeout: float) -> None:
             return view
 
     _print_view(asyncio.run(run()))
+
+
+@raft.group(context_settings=_HELP)
+def leader() -> None:
+    """Leadership of a running cluster."""
+
+
+@leader.command("transfer", context_settings=_HELP)
+@click.argument("node_id", required=False)
+@_ENDPOINTS
+@_TIMEOUT
+def leader_transfer(node_id: str | None, endpoints: str | None, timeout: float) -> None:
+    """Hand leadership to NODE_ID (default: the most up-to-date voter). Exit 5 when it did not
+    take over within an election timeout (the old leader leads on)."""
+
+    async def run() -> str:
+        async with _cluster_members(endpoints, timeout) as members:
+            new: str = await members.transfer_leader(node_id)
+            return new
+
+    new = asyncio.run(run())
+    Console(highlight=False).print(f"{new} leads")
 
 
 # -- demo ------------------------------------------------------------------------------------------

@@ -103,6 +103,19 @@ class ClusterMembers(AsyncResource):
         """The configuration in force, as the leader sees it."""
         return await self._route(lambda h: h.list_members())
 
+    async def transfer_leader(self, node_id: str | None = None) -> str:
+        """Hand leadership to `node_id` (None: the most up-to-date voter); the new leader.
+        `BackendTimeoutError` when it did not take over within an election timeout."""
+        new: list[str] = []
+
+        async def call(handler: MembershipHandler) -> MembersView:
+            new.append(await handler.transfer_leadership(node_id or ""))
+            return MembersView((), 0, True, new[-1], 0)
+
+        await self._route(call)
+        self._leader = new[-1]
+        return new[-1]
+
     async def _route(
         self, call: Callable[[MembershipHandler], Awaitable[MembersView]]
     ) -> MembersView:

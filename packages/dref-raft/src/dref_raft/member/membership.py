@@ -3,7 +3,6 @@ it leads (docs/raft.md#membership)."""
 
 from __future__ import annotations
 
-from dref.errors import UnsupportedOperationError
 from dref_raft.commands import Membership, MembersView
 from dref_raft.errors import MembershipError
 from dref_raft.member.node import RaftNode, not_leader_error
@@ -67,8 +66,5 @@ class NodeMembership:
         return self.node.members_view()
 
     async def transfer_leadership(self, node_id: str) -> str:
-        """Not served yet: targeted leadership transfer is not implemented."""
-        raise UnsupportedOperationError(
-            "leadership transfer is not implemented yet (RaftNode.step_down hands leadership "
-            "to whichever up-to-date voter wins)"
-        )
+        """Hand leadership to `node_id` ("": the most up-to-date voter); the new leader."""
+        return await self.node.transfer_leadership(node_id or None, self.settings.op_timeout)

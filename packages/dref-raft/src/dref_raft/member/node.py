@@ -420,6 +420,47 @@ class RaftNode:
                 raise MembershipError(refused[0].reason)
             await asyncio.sleep(0.05)
 
+    async def transfer_leadership(self, target: str | None, timeout: float) -> str:
+        """Hand leadership to `target` (None: the most up-to-date voter); the new leader.
+
+        Proposals get `NotLeaderError(target)` meanwhile (retried by callers). The core gives
+        up after one election timeout and this node leads on: then `BackendTimeoutError`.
+        `MembershipError`: refused (not a voter, not a dref node); not-leader errors as usual.
+        """
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[str] = loop.create_future()
+
+        def go() -> None:
+            if started.done():
+                return
+            result = self.core.transfer_leadership(target)
+            if isinstance(result, NotLeader):
+                started.set_exception(_not_leader(result.leader_id))
+            elif isinstance(result, ConfigRefused):
+                started.set_exception(MembershipError(result.reason))
+            else:
+                started.set_result(result)
+
+        self._submit(go)
+        chosen = await started
+        deadline = loop.time() + timeout
+        while self.is_leader and self.core.transfer_target == chosen:
+            event = self._leader_changed
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, self._tick)):
+                    await event.wait()
+        if self.is_leader:
+            raise BackendTimeoutError(
+                f"node {self.id}: {chosen} did not take over leadership (gave up after one "
+                "election timeout); this node still leads"
+            )
+        leader = await self.wait_for_leader(max(0.0, deadline - loop.time()))
+        return leader or chosen
+
     # ------------------------------------------------------------------ operations
 
     async def propose(self, command: Command, timeout: float) -> tuple[int, ApplyResult]:
