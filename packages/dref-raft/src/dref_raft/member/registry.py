@@ -6,12 +6,14 @@ one to close stops it). `local_members` is the registry of this process; tests m
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 from dref.errors import ConfigurationError, NoLeaderError
-from dref_raft.member.discovery import AddressPoller, Resolver, bootstrap
+from dref_raft.member.discovery import AddressPoller, Resolver, bootstrap, join_bootstrap
 from dref_raft.member.handler import NodeClientHandler
-from dref_raft.member.membership import NodeMembership
+from dref_raft.member.membership import NodeMembership, request_join
 from dref_raft.member.node import NodeConfig, RaftNode
 from dref_raft.member.watch_service import WatchService
 from dref_raft.ops import open_leader_client
@@ -39,6 +41,8 @@ class Member:
     poller: AddressPoller | None = None
     refs: int = 0
     clients: dict[str, LeaderApi] = field(default_factory=dict)
+    #: `join = true` with discovery: the request to the leader to add this member.
+    joiner: asyncio.Task[None] | None = None
 
     def leader_client(self, node_id: str) -> LeaderApi:
         client = self.clients.get(node_id)
@@ -57,6 +61,10 @@ class Member:
     async def stop(self) -> None:
         """Stop serving (watch streams, then the server with a short grace), then the node, so
         no request reaches a closed node."""
+        if self.joiner is not None:
+            self.joiner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.joiner
         if self.poller is not None:
             await self.poller.aclose()
         if self.watch is not None:
@@ -119,7 +127,10 @@ class MemberRegistry:
             member.refs += 1
             return member
         poller = None
-        if settings.discovers:  # the voter set is fixed here, once
+        joins = settings.discovers and settings.join
+        if joins:  # found running members to ask; the node starts with no voter set
+            settings, poller = await join_bootstrap(settings, resolver)
+        elif settings.discovers:  # the voter set is fixed here, once
             settings, poller = await bootstrap(settings, resolver)
         config = NodeConfig(
             node_id=settings.node_id,
@@ -173,6 +184,10 @@ class MemberRegistry:
             node.start()
             if poller is not None:
                 poller.start()
+            if joins:
+                member.joiner = asyncio.create_task(
+                    request_join(settings), name=f"dref-raft-join:{settings.node_id}"
+                )
         except BaseException:
             await member.stop()
             raise
