@@ -474,7 +474,8 @@ class _Run:
             # The old leader (with a follower when there are five) on the minority side; half
             # of the clients keep asking it, the others go to the majority side.
             quorum = _core(old).quorum
-            side = [old.id, *nem.sample(others, len(ids) - quorum - 1)]
+            # (A stale leader's voters may include nodes already decommissioned: clamp.)
+            side = [old.id, *nem.sample(others, max(0, min(len(others), len(ids) - quorum - 1)))]
             rest = [i for i in ids if i not in side]
             self.net.partition([side, rest])
             pinned = nem.sample(self.clients, nem.randint(1, max(1, len(self.clients) - 1)))
@@ -524,7 +525,8 @@ class _Run:
             ep.new, ep.term, ep.first_seq = new.id, core.term, core.log.last_seq
             self.crash(new.id)
             quorum = core.quorum
-            group = nem.sample([i for i in others if i != new.id], quorum - 1)
+            rest = [i for i in others if i != new.id]
+            group = nem.sample(rest, max(0, min(len(rest), quorum - 1)))
             self.net.partition([[ep.old, *group], [i for i in others if i not in group]])
             ep.phase, ep.deadline = "rejoined", self.now + 1000
             self.trace(f"nemesis figure8: crash {new.id} (term {ep.term}), {ep.old} + {group}")
