@@ -28,8 +28,9 @@ Backends map their library's errors at their boundary and chain them (`raise ...
 Each backend extends this tree from one module of its own, whose docstring draws its part of the
 tree: `dref_redis.errors` (`RedisUnreachableError`), `dref_raft.errors` (`CorruptStateError`,
 `WireError`, `TransportError`, `WatchUnsupportedError`, `CompareUnsupportedError`,
-`WatchLaggedError`). A third-party backend does the same: its exceptions subclass the classes
-above, so that `except DRefError` catches everything dref and its backends raise.
+`WatchLaggedError`, `AccessDeniedError`, `LimitExceededError`). A third-party backend does the
+same: its exceptions subclass the classes above, so that `except DRefError` catches everything
+dref and its backends raise.
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ DRefError
 └── BackendError
     ├── WireError (+ ValueError) bytes received, stored or about to be sent are not a valid
     │                            (or are a too large) protobuf message of the expected type
+    ├── AccessDeniedError (+ PermissionError) the member refused the caller: no or a wrong
+    │                            bearer token, or member-to-member traffic without a
+    │                            certificate signed by the cluster CA (docs/security.md)
+    ├── LimitExceededError (+ ValueError) a request exceeds a member's limit (message,
+    │                            element name or value size); names the limit
     ├── WatchUnsupportedError    the member does not serve DRefWatch (an upstream node)
     ├── CompareUnsupportedError  the leader does not serve DRefExt/Compare (a mixed cluster)
     ├── MembershipError          the leader refused a membership change (names why)
@@ -29,8 +34,10 @@ from __future__ import annotations
 from dref.errors import BackendError, BackendUnavailableError, DRefError
 
 __all__ = [
+    "AccessDeniedError",
     "CompareUnsupportedError",
     "CorruptStateError",
+    "LimitExceededError",
     "MembershipError",
     "MissingSimulationDependency",
     "TransportError",
@@ -63,6 +70,14 @@ class MissingSimulationDependency(DRefError, ImportError):
 
 class WireError(BackendError, ValueError):
     """Bytes are not a valid (or are a too large) protobuf message of the expected type."""
+
+
+class AccessDeniedError(BackendError, PermissionError):
+    """The member refused the caller (UNAUTHENTICATED / PERMISSION_DENIED); not retried."""
+
+
+class LimitExceededError(BackendError, ValueError):
+    """A request exceeds a member's limit (the message names it); not retried."""
 
 
 class TransportError(BackendUnavailableError):

@@ -28,6 +28,7 @@ from dref_raft.commands import (
 from dref_raft.transport.base import LeaderApi
 from dref_raft.transport.grpc_client import LeaderClient
 from dref_raft.transport.memory import MemoryNetwork
+from dref_raft.transport.security import PLAINTEXT, TransportSecurity
 
 __all__ = [
     "CompareOps",
@@ -59,12 +60,18 @@ async def remote_expire(client: LeaderApi, name: str, expire_at: int, timeout: f
 
 
 def open_leader_client(
-    address: str, node_id: str, timeout: float, network: MemoryNetwork | None, source: str
+    address: str,
+    node_id: str,
+    timeout: float,
+    network: MemoryNetwork | None,
+    source: str,
+    security: TransportSecurity = PLAINTEXT,
 ) -> LeaderApi:
-    """A `DRefRaft` client to `address`: gRPC, or from `source` on an in-memory `network`."""
+    """A `DRefRaft` client to `address`: gRPC (secured per `security`), or from `source` on an
+    in-memory `network`."""
     if network is not None:
         return network.leader_client(source, address)
-    return LeaderClient(address, target_id=node_id, timeout=timeout)
+    return LeaderClient(address, target_id=node_id, timeout=timeout, security=security)
 
 
 async def fenced_try_lock(

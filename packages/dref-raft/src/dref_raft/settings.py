@@ -3,6 +3,9 @@
 Upstream's environment names are read too, below ours: `DREF_PORT` (the port when
 `DREF_RAFT_PORT` is unset or 0), `DREF_NODE_ADDRESSES` and `DREF_NODE_SERVICES` (address
 discovery, `dref_raft.member.discovery`: the voter set is fixed once, at bootstrap).
+
+TLS, client authentication and limits (docs/security.md) are checked here and their files read
+once, at validation: `security` is what every server and channel of the node is made from.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -23,6 +26,14 @@ from pydantic_settings import (
 )
 
 from dref.settings import RawEnvSource
+from dref_raft.transport.security import (
+    DEFAULT_MAX_CONCURRENT_STREAMS,
+    PLAINTEXT,
+    ClientAuth,
+    TransportSecurity,
+    load_security,
+)
+from dref_raft.wire.messages import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = [
     "DEFAULT_PORT",
@@ -188,6 +199,47 @@ class RaftSettings(BaseSettings):
         description="Upstream nodes may vote: no dref-only commands (no native CAS, "
         "no owner-checked locks).",
     )
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate of this node (member) or client (mTLS)."
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    tls_ca_file: Path | None = Field(
+        None, description="PEM cluster CA: set, every connection is TLS and verified by it."
+    )
+    auth_token_file: Path | None = Field(
+        None,
+        description="File holding a bearer token: a client sends it; a member with "
+        "client_auth = 'token' accepts it.",
+    )
+    client_auth: ClientAuth | None = Field(
+        None,
+        description="How members authenticate clients: mtls (a CA-signed certificate), token, "
+        "none; default mtls with TLS, none without.",
+    )
+    client_port: int | None = Field(
+        None,
+        ge=1,
+        lt=65536,
+        description="TLS members: a second port for clients without a certificate "
+        "(client_auth token or none).",
+    )
+    max_message_bytes: int = Field(
+        DEFAULT_MAX_MESSAGE_BYTES,
+        ge=64 * 1024,
+        description="Largest gRPC message sent or received, on every server and channel.",
+    )
+    max_name_bytes: int = Field(
+        4096, ge=1, description="Largest element name (UTF-8 bytes) a member accepts."
+    )
+    max_value_bytes: int = Field(
+        4 * 1024 * 1024, ge=1, description="Largest element value (bytes) a member accepts."
+    )
+    max_concurrent_streams: int = Field(
+        DEFAULT_MAX_CONCURRENT_STREAMS,
+        ge=1,
+        description="Calls and watch streams one client connection may have open at once.",
+    )
+    _security: TransportSecurity = PrivateAttr(default=PLAINTEXT)
 
     @classmethod
     def settings_customise_sources(
@@ -258,6 +310,7 @@ class RaftSettings(BaseSettings):
                 f"election_timeout ({self.election_timeout:g} s) must be at least twice "
                 f"heartbeat_interval ({self.heartbeat_interval:g} s)"
             )
+        self._check_security()
         if self.discovers:
             self._check_discovery_settings()
             return self
@@ -268,6 +321,81 @@ class RaftSettings(BaseSettings):
                 f"({', '.join(sorted(members))}): a cluster never starts with a different quorum"
             )
         return self
+
+    def _check_security(self) -> None:
+        """TLS files, client_auth, client_port and limits agree; the files are read."""
+        if self.max_name_bytes + self.max_value_bytes >= self.max_message_bytes:
+            raise ValueError(
+                f"max_name_bytes ({self.max_name_bytes}) + max_value_bytes "
+                f"({self.max_value_bytes}) must stay below max_message_bytes "
+                f"({self.max_message_bytes})"
+            )
+        cert, key, ca = self.tls_cert_file, self.tls_key_file, self.tls_ca_file
+        if (cert is None) != (key is None):
+            raise ValueError("tls_cert_file and tls_key_file are set together or not at all")
+        if any(f is not None for f in (cert, ca, self.auth_token_file)) and (
+            self.transport != "grpc"
+        ):
+            raise ValueError("TLS and tokens need transport = 'grpc'")
+        tls = ca is not None
+        if self.mode == "client":
+            if not tls and (cert is not None or self.auth_token_file is not None):
+                raise ValueError(
+                    "a client with tls_cert_file or auth_token_file needs tls_ca_file (the "
+                    "cluster CA) to verify the members: a token or certificate is never sent "
+                    "in plaintext"
+                )
+        else:
+            self._check_member_security(tls)
+        self._security = load_security(
+            cert_file=cert,
+            key_file=key,
+            ca_file=ca,
+            token_file=self.auth_token_file,
+            client_auth=self.client_auth or "none",
+            member=self.mode == "member",
+            max_message_bytes=self.max_message_bytes,
+            max_concurrent_streams=self.max_concurrent_streams,
+        )
+
+    def _check_member_security(self, tls: bool) -> None:
+        files = {
+            "tls_cert_file": self.tls_cert_file,
+            "tls_key_file": self.tls_key_file,
+            "tls_ca_file": self.tls_ca_file,
+        }
+        missing = [name for name, path in files.items() if path is None]
+        if missing and len(missing) < len(files):
+            raise ValueError(
+                f"a TLS member needs tls_cert_file, tls_key_file and tls_ca_file: "
+                f"{', '.join(missing)} missing"
+            )
+        auth = self.client_auth or ("mtls" if tls else "none")
+        self.client_auth = auth
+        if not tls and auth != "none":
+            raise ValueError(
+                f"client_auth = {auth!r} needs TLS (tls_cert_file, tls_key_file, tls_ca_file)"
+            )
+        if auth == "token" and self.auth_token_file is None:
+            raise ValueError("client_auth = 'token' needs auth_token_file: the token to accept")
+        if auth != "token" and self.auth_token_file is not None:
+            raise ValueError(
+                f"auth_token_file is set but client_auth is {auth!r}: set client_auth = 'token' "
+                "to accept the token"
+            )
+        if tls and auth != "mtls" and self.client_port is None:
+            raise ValueError(
+                f"client_auth = {auth!r} needs client_port: the member port requires a "
+                "certificate signed by the cluster CA on every connection (gRPC cannot make it "
+                "optional), so clients without one connect to client_port"
+            )
+        if self.client_port is not None and (not tls or auth == "mtls"):
+            raise ValueError(
+                "client_port is only for TLS members with client_auth = 'token' or 'none' "
+                "(clients without a certificate)"
+            )
+        if self.client_port is not None and self.client_port == self.port:
+            raise ValueError(f"client_port and port are both {self.port}")
 
     def _check_discovery_settings(self) -> None:
         what = (
@@ -320,6 +448,11 @@ class RaftSettings(BaseSettings):
             )
 
     # -- derived ----------------------------------------------------------------------------------
+    @property
+    def security(self) -> TransportSecurity:
+        """TLS material, token, client_auth and limits for every server and channel."""
+        return self._security
+
     @property
     def discovers(self) -> bool:
         """Whether the members come from discovery (node_addresses / node_services)."""

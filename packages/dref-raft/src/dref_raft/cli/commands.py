@@ -8,6 +8,7 @@ Contributed to core's `dref` command through the `dref.cli` entry point `raft`:
 - `dref raft cluster --nodes 3`: N member processes on 127.0.0.1 and a live table of their role,
   term, commit and applied indexes and leader, read from each member's status file
   (`dref_raft.cli.local_cluster`); Ctrl-C stops them (SIGTERM, then SIGKILL after a deadline);
+  `--tls-cert-file/--tls-key-file/--tls-ca-file` make it a TLS cluster (docs/security.md);
 - `dref raft demo`: core's use cases on such a cluster, with a leader killed (`dref demo`).
 """
 
@@ -167,6 +168,63 @@ def _summary(cluster: LocalCluster) -> tuple[Any, ...]:
 
 # -- click -----------------------------------------------------------------------------------------
 _HELP = {"help_option_names": ["-h", "--help"]}
+_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+def _tls_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--tls-cert-file, --tls-key-file, --tls-ca-file (docs/security.md)."""
+    for option in reversed(
+        [
+            click.option(
+                "--tls-cert-file", type=_FILE, help="PEM certificate [DREF_RAFT_TLS_CERT_FILE]."
+            ),
+            click.option(
+                "--tls-key-file", type=_FILE, help="Its PEM private key [DREF_RAFT_TLS_KEY_FILE]."
+            ),
+            click.option(
+                "--tls-ca-file",
+                type=_FILE,
+                help="PEM cluster CA: TLS, peers need a certificate it signed "
+                "[DREF_RAFT_TLS_CA_FILE].",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Client authentication and limits of a member (docs/security.md)."""
+    for option in reversed(
+        [
+            click.option(
+                "--client-auth",
+                type=click.Choice(["none", "token", "mtls"]),
+                help="How clients authenticate [DREF_RAFT_CLIENT_AUTH; mtls with TLS, else none].",
+            ),
+            click.option(
+                "--auth-token-file",
+                type=_FILE,
+                help="File with the bearer token clients must send (--client-auth token) "
+                "[DREF_RAFT_AUTH_TOKEN_FILE].",
+            ),
+            click.option(
+                "--client-port",
+                type=click.IntRange(1, 65535),
+                help="TLS: port for clients without a certificate [DREF_RAFT_CLIENT_PORT].",
+            ),
+            click.option("--max-message-bytes", type=int, help="Largest gRPC message [16 MiB]."),
+            click.option("--max-name-bytes", type=int, help="Largest element name [4096]."),
+            click.option("--max-value-bytes", type=int, help="Largest element value [4 MiB]."),
+            click.option(
+                "--max-concurrent-streams",
+                type=int,
+                help="Calls and streams open at once per connection [1024].",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
 
 
 @click.group(context_settings=_HELP)
@@ -230,6 +288,8 @@ def raft() -> None:
     help="Serve Prometheus metrics at http://HOST:PORT/metrics, HOST being --host "
     "(needs dref-raft[metrics]).",
 )
+@_tls_options
+@_limit_options
 @click.option("--log-level", default="WARNING", show_default=True)
 def node(
     status_file: Path | None, metrics_port: int | None, log_level: str, **options: Any
@@ -258,10 +318,25 @@ def node(
     help="Keep node files in DIR/n1, DIR/n2, ... (fsync'ed) [default: RAM only].",
 )
 @click.option("--refresh", default=0.25, show_default=True, type=click.FloatRange(0.05, 10))
-def cluster(nodes: int, base_port: int | None, storage_dir: Path | None, refresh: float) -> None:
-    """Run NODES member processes on 127.0.0.1 with a live status table; Ctrl-C stops them."""
+@_tls_options
+def cluster(
+    nodes: int,
+    base_port: int | None,
+    storage_dir: Path | None,
+    refresh: float,
+    **tls: Path | None,
+) -> None:
+    """Run NODES member processes on 127.0.0.1 with a live status table; Ctrl-C stops them.
+
+    With --tls-* every member uses the same certificate (it must name 127.0.0.1)."""
     out = Console(highlight=False)
-    local = LocalCluster(nodes, base_port=base_port, storage_dir=storage_dir)
+    node_args = [
+        arg
+        for name, path in tls.items()
+        if path is not None
+        for arg in (f"--{name.replace('_', '-')}", str(path.resolve()))
+    ]
+    local = LocalCluster(nodes, base_port=base_port, storage_dir=storage_dir, node_args=node_args)
     out.print(f"dref raft cluster: {nodes} member processes, endpoints {local.endpoints}")
     if storage_dir is not None:
         out.print(f"storage: {storage_dir}/<node>")
@@ -326,7 +401,9 @@ def _cluster_members(endpoints: str | None, timeout: float) -> Any:
         parsed = dict(parse_endpoint(text) for text in listed)
     except ValueError as exc:
         raise ConfigurationError(f"--endpoints: {exc}") from None
-    return ClusterMembers(parsed, timeout=timeout)
+    # TLS material and limits from DREF_RAFT_* / [raft], as a client-mode context reads them.
+    settings = load_settings(RaftSettings, {"mode": "client", "endpoints": listed}, table="raft")
+    return ClusterMembers(parsed, timeout=timeout, security=settings.security)
 
 
 def members_table(view: MembersView, title: str | None = None) -> Table:

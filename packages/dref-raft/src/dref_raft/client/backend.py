@@ -242,7 +242,7 @@ class RaftClientBackend(CompareOps):
             if self._network is not None:
                 client = self._network.watch_client(self._source, address)
             else:
-                client = WatchClient(address)
+                client = WatchClient(address, security=self.settings.security)
             self._watchers[address] = client
         return client
 
@@ -329,6 +329,7 @@ class RaftClientBackend(CompareOps):
                 self.settings.op_timeout,
                 self._network,
                 self._source,
+                self.settings.security,
             )
             self._leaders[node_id] = client
         return client

@@ -29,11 +29,12 @@ def members(ctx: DRefContext) -> ClusterMembers:
             local=NodeMembership(node, settings),
             local_id=node.id,
             local_leader=lambda: node.leader_id,
+            security=settings.security,
         )
     if isinstance(backend, RaftClientBackend):
         settings = backend.settings
         endpoints = dict(parse_endpoint(text) for text in settings.endpoints)
-        return ClusterMembers(endpoints, timeout=settings.op_timeout)
+        return ClusterMembers(endpoints, timeout=settings.op_timeout, security=settings.security)
     raise ConfigurationError(
         f"membership operations need a raft context, not {type(backend).__name__}"
     )

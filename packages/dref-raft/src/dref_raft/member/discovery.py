@@ -41,6 +41,7 @@ from dref_raft.core.messages import Request, Response
 from dref_raft.settings import WILDCARD_HOSTS, RaftSettings, format_address
 from dref_raft.transport.grpc_client import LeaderClient
 from dref_raft.transport.grpc_server import GrpcServer
+from dref_raft.transport.security import PLAINTEXT, TransportSecurity
 
 __all__ = [
     "AddressPoller",
@@ -144,10 +145,12 @@ def own_address(settings: RaftSettings, addresses: Sequence[str]) -> str | None:
     return None
 
 
-async def identify(address: str, timeout: float) -> list[str]:
+async def identify(
+    address: str, timeout: float, security: TransportSecurity = PLAINTEXT
+) -> list[str]:
     """The `GetEndpoints` answer of the member at `address` (host:port): member ids, the
     responder's own id last. DRefError if it cannot answer within `timeout` seconds."""
-    async with LeaderClient(address, timeout=timeout) as client:
+    async with LeaderClient(address, timeout=timeout, security=security) as client:
         ids = await client.get_endpoints(timeout=timeout)
     if not ids or not ids[-1]:
         raise BackendUnavailableError(f"{address}: GetEndpoints answered no node id")
@@ -235,7 +238,12 @@ async def bootstrap(
             if server is None and (keep_host or found.own is not None):
                 host = settings.host if keep_host else (found.own or settings.host)
                 server = GrpcServer(
-                    settings.node_id, identity, identity, host=host, port=settings.port
+                    settings.node_id,
+                    identity,
+                    identity,
+                    host=host,
+                    port=settings.port,
+                    security=settings.security,
                 )
                 await server.start()
             if len(found.addresses) > expected:
@@ -393,7 +401,7 @@ async def _one_round(
     todo = [a for a in addresses if a != own and a not in ids]
     timeout = max(0.05, min(settings.rpc_timeout, left))
     answers = await asyncio.gather(
-        *(identify(format_address(a, settings.port), timeout) for a in todo),
+        *(identify(format_address(a, settings.port), timeout, settings.security) for a in todo),
         return_exceptions=True,
     )
     errors: dict[str, str] = {}

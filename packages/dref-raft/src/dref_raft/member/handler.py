@@ -1,16 +1,19 @@
 """`NodeClientHandler`: what a member serves to clients (`DRefRaft`, `DRefExt`).
 
 Data operations are served when this member leads; elsewhere they are refused with the leader's
-id (`NotLeaderError`) so that the caller retries there.
+id (`NotLeaderError`) so that the caller retries there. Names and values above `max_name_bytes`
+/ `max_value_bytes` are refused first (`LimitExceededError`, docs/security.md#limits).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 from dref.errors import ConsensusError, NoLeaderError, NotLeaderError
 from dref_raft.commands import (
     COMPARE_COMMANDS,
+    FENCE_COMPARE,
     Command,
     CompareAndDelete,
     CompareAndExpire,
@@ -24,6 +27,7 @@ from dref_raft.commands import (
     SetElement,
     SetIfNotExist,
 )
+from dref_raft.errors import LimitExceededError
 from dref_raft.fsm import ApplyResult
 from dref_raft.member.node import RaftNode
 from dref_raft.settings import RaftSettings
@@ -44,6 +48,21 @@ class NodeClientHandler:
         self.node = node
         self.settings = settings
 
+    def _check_sizes(self, names: Iterable[str], values: Iterable[bytes | None] = ()) -> None:
+        limit = self.settings.max_name_bytes
+        for name in names:
+            size = len(name.encode("utf-8", errors="surrogatepass"))
+            if size > limit:
+                raise LimitExceededError(
+                    f"element name {name[:40]!r}… is {size} bytes, above max_name_bytes ({limit})"
+                )
+        limit = self.settings.max_value_bytes
+        for value in values:
+            if value is not None and len(value) > limit:
+                raise LimitExceededError(
+                    f"element value is {len(value)} bytes, above max_value_bytes ({limit})"
+                )
+
     def _check_leader(self) -> None:
         if not self.node.is_leader:
             leader = self.node.leader_id
@@ -54,23 +73,28 @@ class NodeClientHandler:
         return await self.node.propose(command, self.settings.op_timeout)
 
     async def set_element(self, name: str, value: bytes, expire_at: int | None) -> None:
+        self._check_sizes((name,), (value,))
         await self._propose(SetElement(name, value, expire_at))
 
     async def set_element_if_not_exist(
         self, name: str, value: bytes, expire_at: int | None
     ) -> bool:
+        self._check_sizes((name,), (value,))
         _, result = await self._propose(SetIfNotExist(name, value, expire_at))
         return bool(result.created)
 
     async def get_element(self, name: str) -> bytes | None:
+        self._check_sizes((name,))
         self._check_leader()
         await self.node.read_barrier(self.settings.op_timeout)
         return self.node.get_local(name)
 
     async def delete_element(self, name: str) -> None:
+        self._check_sizes((name,))
         await self._propose(DeleteElement(name))
 
     async def expire_element(self, name: str, expire_at: int) -> None:
+        self._check_sizes((name,))
         await self._propose(ExpireElement(name, expire_at))
 
     def endpoint_ids(self) -> list[str]:
@@ -84,6 +108,15 @@ class NodeClientHandler:
         clock, and await its outcome."""
         if not isinstance(command, COMPARE_COMMANDS):
             raise ConsensusError(f"not a compare command: {type(command).__name__}")
+        match command:
+            case CompareAndSet():
+                self._check_sizes((command.name,), (command.expected, command.value))
+            case CompareAndDelete() | CompareAndExpire():
+                self._check_sizes((command.name,), (command.expected,))
+            case FencedWrite():
+                expected = command.expected if command.condition == FENCE_COMPARE else None
+                values = (command.token, command.value, expected)
+                self._check_sizes((command.lock, command.name), values)
         self._check_leader()
         if not self.node.all_peers_dref():
             raise ConsensusError(

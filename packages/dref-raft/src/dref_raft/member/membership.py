@@ -22,6 +22,7 @@ from dref_raft.member.node import RaftNode, not_leader_error
 from dref_raft.settings import RaftSettings
 from dref_raft.transport.grpc_membership import MembershipClient, MembershipHandler
 from dref_raft.transport.retry import with_leader
+from dref_raft.transport.security import PLAINTEXT, TransportSecurity
 
 __all__ = ["DEFAULT_PROMOTION_TIMEOUT", "ClusterMembers", "NodeMembership", "request_join"]
 
@@ -110,10 +111,12 @@ class ClusterMembers(AsyncResource):
         local: MembershipHandler | None = None,
         local_id: str | None = None,
         local_leader: Callable[[], str | None] | None = None,
+        security: TransportSecurity = PLAINTEXT,
     ) -> None:
         if not endpoints and local is None:
             raise ConfigurationError("membership operations need the members' endpoints")
         self.timeout = timeout
+        self.security = security
         self._addresses = dict(endpoints)
         self._local, self._local_id, self._local_leader = local, local_id, local_leader
         self._order = sorted(self._addresses)
@@ -218,7 +221,9 @@ class ClusterMembers(AsyncResource):
             raise NoLeaderError(f"leader {target!r} has no known address")
         client = self._clients.get(address)
         if client is None:
-            client = self._clients[address] = MembershipClient(address, timeout=timeout)
+            client = self._clients[address] = MembershipClient(
+                address, timeout=timeout, security=self.security
+            )
         client.timeout = timeout
         return _Remote(client)
 
@@ -255,7 +260,9 @@ async def request_join(settings: RaftSettings) -> None:
     others = {i: a for i, a in settings.members.items() if i != settings.node_id}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.discovery_timeout
-    async with ClusterMembers(others, timeout=settings.op_timeout) as cluster:
+    async with ClusterMembers(
+        others, timeout=settings.op_timeout, security=settings.security
+    ) as cluster:
         while True:
             try:
                 await cluster.add(settings.node_id, settings.address, wait=False)

@@ -53,7 +53,12 @@ class Member:
             if address is None:
                 raise NoLeaderError(f"leader {node_id!r} is not a configured member")
             client = open_leader_client(
-                address, node_id, self.settings.op_timeout, self.network, self.settings.address
+                address,
+                node_id,
+                self.settings.op_timeout,
+                self.network,
+                self.settings.address,
+                self.settings.security,
             )
             self.clients[node_id] = client
         return client
@@ -149,7 +154,9 @@ class MemberRegistry:
         stores = open_stores(settings.storage_dir) if settings.storage_dir is not None else None
         network = self.network() if settings.transport == "memory" else None
         transport: PeerTransport = (
-            network.peer_clients(settings.address) if network is not None else PeerClients()
+            network.peer_clients(settings.address)
+            if network is not None
+            else PeerClients(security=settings.security)
         )
         node = await RaftNode.open(config, transport, stores=stores)
         handler = NodeClientHandler(node, settings)
@@ -179,6 +186,8 @@ class MemberRegistry:
                     membership=NodeMembership(node, settings),
                     host=settings.host,
                     port=settings.port,
+                    security=settings.security,
+                    client_port=settings.client_port,
                 )
                 await member.server.start()
             node.start()

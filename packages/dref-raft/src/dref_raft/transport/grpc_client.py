@@ -1,13 +1,16 @@
 """gRPC clients: `PeerClients` (DRefConsensus), `LeaderClient` (DRefRaft + DRefExt), `WatchClient`.
 
-Channels are plaintext, created lazily, and after a transport failure (UNAVAILABLE,
-DEADLINE_EXCEEDED) the cached channel is dropped and rebuilt on next use (as upstream's Rust
-client does), so a restarted peer is reached without waiting out gRPC's reconnect backoff.
+Channels are made by `TransportSecurity.channel` (plaintext, or TLS with this side's
+certificate and/or bearer token: docs/security.md), created lazily, and after a transport
+failure (UNAVAILABLE, DEADLINE_EXCEEDED) the cached channel is dropped and rebuilt on next use
+(as upstream's Rust client does), so a restarted peer is reached without waiting out gRPC's
+reconnect backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, Final
@@ -24,10 +27,9 @@ from dref_raft.errors import (
     WatchUnsupportedError,
     WireError,
 )
-from dref_raft.transport.grpc_server import grpc_options
+from dref_raft.transport.security import PLAINTEXT, TransportSecurity
 from dref_raft.transport.status import error_of
 from dref_raft.wire import messages
-from dref_raft.wire.messages import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = ["DEFAULT_TIMEOUT", "LeaderClient", "PeerClients", "WatchClient"]
 
@@ -39,21 +41,17 @@ DEFAULT_TIMEOUT: Final = 5.0
 _REBUILD_CODES: Final = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
-def _channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    return [
-        *grpc_options(max_message_bytes),
-        # Reconnect quickly to a peer that comes back (the default backoff grows to 120 s).
-        ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.min_reconnect_backoff_ms", 100),
-        ("grpc.max_reconnect_backoff_ms", 1000),
-    ]
+def _security(security: TransportSecurity, max_message_bytes: int | None) -> TransportSecurity:
+    if max_message_bytes is None:
+        return security
+    return dataclasses.replace(security, max_message_bytes=max_message_bytes)
 
 
 class _Channels:
     """One lazily created channel per address; retired channels are closed in the background."""
 
-    def __init__(self, max_message_bytes: int) -> None:
-        self._max = max_message_bytes
+    def __init__(self, security: TransportSecurity) -> None:
+        self.security = security
         self._channels: dict[str, Any] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -63,7 +61,7 @@ class _Channels:
             raise ClosedError("the transport client is closed")
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=_channel_options(self._max))
+            channel = self.security.channel(address)
             self._channels[address] = channel
         return channel
 
@@ -91,9 +89,11 @@ class _Channels:
 class PeerClients(AsyncResource):
     """`DRefConsensus` calls to peers by address (`host:port`)."""
 
-    def __init__(self, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
-        self._max = max_message_bytes
-        self._channels = _Channels(max_message_bytes)
+    def __init__(
+        self, *, max_message_bytes: int | None = None, security: TransportSecurity = PLAINTEXT
+    ) -> None:
+        self._channels = _Channels(_security(security, max_message_bytes))
+        self._max = self._channels.security.max_message_bytes
 
     async def call(self, address: str, request: Request, timeout: float) -> Response:
         """Send `request` to the peer at `address` and return its response.
@@ -113,9 +113,8 @@ class PeerClients(AsyncResource):
         except grpc.aio.AioRpcError as exc:
             if exc.code() in _REBUILD_CODES:
                 self._channels.drop(address, channel, timeout)
-            raise TransportError(
-                f"{address}: {method}: {exc.code().name}: {exc.details()}"
-            ) from exc
+            details = self._channels.security.explain(exc.details())
+            raise TransportError(f"{address}: {method}: {exc.code().name}: {details}") from exc
         try:
             return messages.decode_response(request, answer, self._max)
         except WireError as exc:
@@ -140,13 +139,14 @@ class LeaderClient(AsyncResource):
         *,
         target_id: str = "",
         timeout: float = DEFAULT_TIMEOUT,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_message_bytes: int | None = None,
+        security: TransportSecurity = PLAINTEXT,
     ) -> None:
         self.address = address
         self.target_id = target_id
         self.timeout = timeout
-        self._max = max_message_bytes
-        self._channels = _Channels(max_message_bytes)
+        self._channels = _Channels(_security(security, max_message_bytes))
+        self._max = self._channels.security.max_message_bytes
         self.applied_seq = 0
 
     async def _call(self, method: str, timeout: float | None, **fields: Any) -> Any:
@@ -163,7 +163,7 @@ class LeaderClient(AsyncResource):
         except grpc.aio.AioRpcError as exc:
             if exc.code() in _REBUILD_CODES:
                 self._channels.drop(self.address, channel, wait)
-            raise error_of(exc.code(), exc.details(), self.address) from exc
+            raise self._error(exc) from exc
         try:
             msg = messages.parse(pb_response, answer, pb_response.DESCRIPTOR.name, self._max)
         except WireError as exc:
@@ -230,7 +230,7 @@ class LeaderClient(AsyncResource):
                 ) from exc
             if exc.code() in _REBUILD_CODES:
                 self._channels.drop(self.address, channel, wait)
-            raise error_of(exc.code(), exc.details(), self.address) from exc
+            raise self._error(exc) from exc
         try:
             result = messages.decode_compare_response(answer, self._max)
         except WireError as exc:
@@ -254,7 +254,7 @@ class LeaderClient(AsyncResource):
                 ) from exc
             if exc.code() in _REBUILD_CODES:
                 self._channels.drop(self.address, channel, wait)
-            raise error_of(exc.code(), exc.details(), self.address) from exc
+            raise self._error(exc) from exc
         return answer
 
     async def names(
@@ -276,6 +276,10 @@ class LeaderClient(AsyncResource):
         except WireError as exc:
             raise TransportError(f"{self.address}: Status: undecodable response: {exc}") from exc
 
+    def _error(self, exc: grpc.aio.AioRpcError) -> DRefError:
+        details = self._channels.security.explain(exc.details())
+        return error_of(exc.code(), details, self.address)
+
     async def aclose(self) -> None:
         """Close the channel."""
         await self._channels.aclose()
@@ -292,11 +296,12 @@ class WatchClient(AsyncResource):
         self,
         address: str,
         *,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_message_bytes: int | None = None,
+        security: TransportSecurity = PLAINTEXT,
     ) -> None:
         self.address = address
-        self._max = max_message_bytes
-        self._channels = _Channels(max_message_bytes)
+        self._channels = _Channels(_security(security, max_message_bytes))
+        self._max = self._channels.security.max_message_bytes
 
     async def watch(self, names: list[str], from_seq: int) -> AsyncIterator[WatchEvent]:
         """Yield committed change events of `names` (all when empty) after `from_seq`.
@@ -331,7 +336,7 @@ class WatchClient(AsyncResource):
             return WatchUnsupportedError(f"{self.address} does not serve DRefWatch")
         if code in _REBUILD_CODES:
             self._channels.drop(self.address, channel, 1.0)
-        return error_of(code, exc.details(), self.address)
+        return error_of(code, self._channels.security.explain(exc.details()), self.address)
 
     async def aclose(self) -> None:
         """Close the channel (open streams end with `TransportError`)."""

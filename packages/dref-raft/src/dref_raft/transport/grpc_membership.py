@@ -20,9 +20,10 @@ from dref.resources import AsyncResource
 from dref_raft.commands import MembersView
 from dref_raft.errors import MembershipError, TransportError, WireError
 from dref_raft.transport.grpc_client import DEFAULT_TIMEOUT, _Channels
+from dref_raft.transport.security import PLAINTEXT, TransportSecurity
 from dref_raft.transport.status import error_of, status_of
 from dref_raft.wire import membership as wire
-from dref_raft.wire.messages import DEFAULT_MAX_MESSAGE_BYTES, method_path
+from dref_raft.wire.messages import method_path
 
 __all__ = ["MembershipClient", "MembershipHandler", "membership_handlers"]
 
@@ -105,19 +106,21 @@ def membership_handlers(handler: MembershipHandler, node_id: str, max_message_by
 
 
 class MembershipClient(AsyncResource):
-    """`DRefMembership` calls to the member at `address` (normally the leader)."""
+    """`DRefMembership` calls to the member at `address` (normally the leader), secured per
+    `security` (with TLS the service is member-to-member traffic: it needs a certificate
+    signed by the cluster CA, docs/security.md)."""
 
     def __init__(
         self,
         address: str,
         *,
         timeout: float = DEFAULT_TIMEOUT,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        security: TransportSecurity = PLAINTEXT,
     ) -> None:
         self.address = address
         self.timeout = timeout
-        self._max = max_message_bytes
-        self._channels = _Channels(max_message_bytes)
+        self._channels = _Channels(security)
+        self._max = security.max_message_bytes
 
     async def _call(self, method: str, data: bytes, timeout: float | None) -> bytes:
         wait = self.timeout if timeout is None else timeout

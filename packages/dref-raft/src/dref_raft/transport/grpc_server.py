@@ -3,7 +3,9 @@
 Methods are registered with raw-bytes handlers so that this module decodes requests itself:
 an undecodable request is logged with its reason and rejected with `INVALID_ARGUMENT`, and
 the server keeps serving. Requests above `max_message_bytes` are refused by gRPC itself
-(`RESOURCE_EXHAUSTED`).
+(`RESOURCE_EXHAUSTED`). Credentials, the access check of every call and the limits come from
+one `TransportSecurity` (`security.py`, docs/security.md); a plaintext server bound to a
+non-loopback address logs one warning.
 
 `DRefConsensus` never answers with an error for a request it could decode
 (docs/protocol.md#wire-served): the
@@ -15,6 +17,7 @@ made-up term would make an upstream leader push a full snapshot.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Self
@@ -41,9 +44,9 @@ from dref_raft.transport.base import (
     WatchHandler,
     aclose_iterator,
 )
+from dref_raft.transport.security import PLAINTEXT, TransportSecurity, is_loopback
 from dref_raft.transport.status import status_of
 from dref_raft.wire import messages
-from dref_raft.wire.messages import DEFAULT_MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
     from dref_raft.transport.grpc_membership import MembershipHandler
@@ -64,12 +67,8 @@ _RESPONSE_TYPE: dict[str, type[Any]] = {
 _Unary = Callable[[bytes, Any], Awaitable[bytes]]
 
 
-def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    """Channel/server options shared by our servers and clients."""
-    return [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-    ]
+_warned_plaintext: set[str] = set()
+"""Addresses already warned about (a discovering node binds its address twice)."""
 
 
 def _host_port(host: str, port: int) -> str:
@@ -77,11 +76,13 @@ def _host_port(host: str, port: int) -> str:
 
 
 class GrpcServer(AsyncResource):
-    """The node's gRPC server (plaintext HTTP/2, like upstream's).
+    """The node's gRPC server (plaintext HTTP/2 like upstream's, or TLS per `security`).
 
     `node_id` is set as `to` on every consensus request handed to `consensus`. Without a
     `watch` handler `DRefWatch` is not served, without a `compare` handler `DRefExt` is not
-    (callers get `UNIMPLEMENTED`, as from upstream).
+    (callers get `UNIMPLEMENTED`, as from upstream). `client_port` (TLS only): a second port
+    for clients without a certificate (docs/security.md#client-authentication); 0 picks a
+    free one. `max_message_bytes`, when given, overrides the security's.
     """
 
     def __init__(
@@ -96,7 +97,9 @@ class GrpcServer(AsyncResource):
         membership: MembershipHandler | None = None,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_message_bytes: int | None = None,
+        security: TransportSecurity = PLAINTEXT,
+        client_port: int | None = None,
     ) -> None:
         self.node_id = node_id
         self._consensus = consensus
@@ -107,9 +110,16 @@ class GrpcServer(AsyncResource):
         self._membership = membership
         self._host = host
         self._requested_port = port
-        self._max = max_message_bytes
+        if max_message_bytes is not None:
+            security = dataclasses.replace(security, max_message_bytes=max_message_bytes)
+        if client_port is not None and not security.tls:
+            raise ValueError("client_port needs TLS: a plaintext member serves clients on port")
+        self._security = security
+        self._max = security.max_message_bytes
+        self._requested_client_port = client_port
         self._server: Any = None
         self._port: int | None = None
+        self._client_port: int | None = None
         self._closed = False
 
     @property
@@ -124,6 +134,11 @@ class GrpcServer(AsyncResource):
         """`host:port` of the bound server (after `start`)."""
         return _host_port(self._host, self.port)
 
+    @property
+    def client_port(self) -> int | None:
+        """The bound client port (after `start`; None without one)."""
+        return self._client_port
+
     async def start(self) -> int:
         """Bind and start serving; return the bound port (a free one when `port` is 0)."""
         if self._closed:
@@ -131,26 +146,58 @@ class GrpcServer(AsyncResource):
         if self._server is not None:
             return self.port
         # No SO_REUSEPORT: a second node on a taken port must fail, not share it.
-        server = grpc.aio.server(options=[*grpc_options(self._max), ("grpc.so_reuseport", 0)])
+        server = grpc.aio.server(
+            options=[*self._security.server_options(), ("grpc.so_reuseport", 0)],
+            interceptors=self._security.server_interceptors(),
+        )
         server.add_generic_rpc_handlers(self._handlers())
-        target = _host_port(self._host, self._requested_port)
+        port = await self._bind(server, self._requested_port, client_port=False)
+        client_port = None
+        if self._requested_client_port is not None:
+            client_port = await self._bind(server, self._requested_client_port, client_port=True)
+        await server.start()
+        self._server, self._port, self._client_port = server, port, client_port
+        logger.info(
+            "gRPC server of node %s listening on %s (%s)%s",
+            self.node_id,
+            self.address,
+            "TLS, client certificates required" if self._security.tls else "plaintext",
+            "" if client_port is None else f"; clients without certificate on port {client_port}",
+            extra={"dref_node": self.node_id},
+        )
+        self._warn_plaintext()
+        return self._port
+
+    async def _bind(self, server: Any, port: int, *, client_port: bool) -> int:
+        target = _host_port(self._host, port)
+        creds = self._security.server_credentials(client_port=client_port)
         try:
-            port = server.add_insecure_port(target)
+            bound = (
+                server.add_insecure_port(target)
+                if creds is None
+                else server.add_secure_port(target, creds)
+            )
         except RuntimeError as exc:
             await server.stop(None)
             raise TransportError(f"cannot bind the gRPC server to {target}: {exc}") from exc
-        if not port:
+        if not bound:
             await server.stop(None)
             raise TransportError(f"cannot bind the gRPC server to {target}")
-        await server.start()
-        self._server, self._port = server, int(port)
-        logger.info(
-            "gRPC server of node %s listening on %s",
+        return int(bound)
+
+    def _warn_plaintext(self) -> None:
+        """One WARNING per address when a plaintext server listens beyond loopback."""
+        if self._security.tls or is_loopback(self._host) or self.address in _warned_plaintext:
+            return
+        _warned_plaintext.add(self.address)
+        logger.warning(
+            "node %s serves PLAINTEXT gRPC on %s, beyond loopback: anyone who reaches this "
+            "port can read and write every element and vote in elections; set tls_cert_file, "
+            "tls_key_file and tls_ca_file (docs/security.md)",
             self.node_id,
             self.address,
             extra={"dref_node": self.node_id},
         )
-        return self._port
 
     async def aclose(self, grace: float | None = 0.5) -> None:
         """Stop serving; in-flight calls get `grace` seconds to finish (idempotent)."""

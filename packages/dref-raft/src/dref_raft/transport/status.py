@@ -7,6 +7,7 @@ directions.
 | `NoLeaderError`               | `FAILED_PRECONDITION` | `no-leader:unknown`         |
 | `QuorumLostError`             | `UNAVAILABLE`         | `quorum-lost`               |
 | `CodecError(m)`               | `INTERNAL`            | `serialize: <m>`            |
+| `LimitExceededError(m)`       | `INVALID_ARGUMENT`    | `limit: <m>`                |
 | other `BackendError(m)`       | `UNAVAILABLE`         | `<m>`                       |
 | anything else                 | `INTERNAL`            | `internal: <type>: <m>`     |
 
@@ -14,7 +15,9 @@ Client side, as upstream's clients read them: prefix `not-leader:` → `NotLeade
 unless empty or `unknown`); prefix `no-leader:` → `NoLeaderError`; `UNAVAILABLE` +
 `quorum-lost` → `QuorumLostError`; other `UNAVAILABLE`, `DEADLINE_EXCEEDED` (and `CANCELLED`,
 a server going away) → `TransportError`; `INTERNAL` + `serialize: ` → `CodecError`; anything
-else → a fatal `BackendError`.
+else → a fatal `BackendError`. dref additions (docs/security.md): `UNAUTHENTICATED` and
+`PERMISSION_DENIED` → `AccessDeniedError`; `RESOURCE_EXHAUSTED` (gRPC's message size limit) and
+`INVALID_ARGUMENT` + `limit: ` → `LimitExceededError`; all fatal (not retried).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from dref.errors import (
     NotLeaderError,
     QuorumLostError,
 )
-from dref_raft.errors import TransportError
+from dref_raft.errors import AccessDeniedError, LimitExceededError, TransportError
 
 __all__ = ["error_of", "status_of"]
 
@@ -40,6 +43,7 @@ NOT_LEADER: Final = "not-leader:"
 NO_LEADER: Final = "no-leader:"
 QUORUM_LOST: Final = "quorum-lost"
 SERIALIZE: Final = "serialize: "
+LIMIT: Final = "limit: "
 UNKNOWN_ID: Final = "unknown"
 
 _TRANSPORT_CODES: Final = frozenset(
@@ -60,6 +64,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             return grpc.StatusCode.UNAVAILABLE, f"closed: {exc}"
         case CodecError():
             return grpc.StatusCode.INTERNAL, SERIALIZE + str(exc)
+        case LimitExceededError():
+            return grpc.StatusCode.INVALID_ARGUMENT, LIMIT + str(exc)
         case BackendError():
             return grpc.StatusCode.UNAVAILABLE, str(exc) or type(exc).__name__
         case _:
@@ -80,4 +86,10 @@ def error_of(code: grpc.StatusCode, details: str | None, address: str) -> DRefEr
         return TransportError(f"{address}: {code.name}: {text}")
     if code == grpc.StatusCode.INTERNAL and text.startswith(SERIALIZE):
         return CodecError(text.removeprefix(SERIALIZE))
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return AccessDeniedError(f"{address}: the member refused the call: {text}")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return LimitExceededError(f"{address}: {code.name}: {text} (see max_message_bytes)")
+    if code == grpc.StatusCode.INVALID_ARGUMENT and text.startswith(LIMIT):
+        return LimitExceededError(f"{address}: {text.removeprefix(LIMIT)}")
     return BackendError(f"{address}: {code.name}: {text}")
