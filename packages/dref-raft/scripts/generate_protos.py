@@ -30,6 +30,7 @@ REQUIREMENTS = Path(__file__).resolve().with_name("requirements-protos.txt")
 SELF = "packages/dref-raft/scripts/generate_protos.py"
 
 PROTOS = (
+    "dref_membership.proto",
     "dref.proto",
     "raft.proto",
     "state_command.proto",
@@ -44,6 +45,7 @@ SERVICE_PROTOS = (
     "dref_watch.proto",
     "dref_ext.proto",
     "dref_stream.proto",
+    "dref_membership.proto",
 )
 MODULES = tuple(name.removesuffix(".proto") + "_pb2" for name in PROTOS)
 

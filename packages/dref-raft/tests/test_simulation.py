@@ -80,6 +80,14 @@ def test_three_node_seeds() -> None:
     assert totals["divergent_elections"] > 150, totals
     assert totals["replays"] > 2000, totals
     assert totals["stale_term_deliveries"] > 1000, totals
+    # The membership nemesis grows and shrinks the voter set (one server at a time) and stops
+    # removed nodes for good; a second change right after the first is refused.
+    assert totals["membership_add"] > 80, totals
+    assert totals["membership_promote"] > 10, totals
+    assert totals["membership_remove_voter"] > 20, totals
+    assert totals["membership_remove_learner"] > 10, totals
+    assert totals["decommissioned"] > 40, totals
+    assert totals["membership_refused"] > 50, totals
 
 
 @pytest.mark.timeout(300)

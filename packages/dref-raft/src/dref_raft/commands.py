@@ -15,11 +15,15 @@ __all__ = [
     "CompareAndExpire",
     "CompareAndSet",
     "CompareResult",
+    "ConfigChange",
     "DeleteElement",
     "DeleteIfExpired",
     "ExpireElement",
     "FencedWrite",
+    "MemberInfo",
     "MemberStatus",
+    "MembersView",
+    "Membership",
     "NamesPage",
     "NoOp",
     "SetElement",
@@ -141,6 +145,74 @@ class FencedWrite:
     now: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """A cluster configuration: the voters, the learners (non-voting members that receive
+    every entry) and the address (`host:port`) of each member that has one.
+
+    Empty `voters` is "not known yet": a node joining an existing cluster starts with it and
+    learns its configuration from the leader (docs/raft.md#membership).
+    """
+
+    voters: tuple[str, ...]
+    learners: tuple[str, ...] = ()
+    addresses: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """Voters and learners, sorted."""
+        return tuple(sorted({*self.voters, *self.learners}))
+
+    def address_of(self, node_id: str) -> str | None:
+        """The `host:port` of `node_id`, if this configuration has one."""
+        return dict(self.addresses).get(node_id)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """One member as the leader sees it: address, voter or learner, and the last seq it is
+    known to hold (`DRefMembership/ListMembers`)."""
+
+    node_id: str
+    address: str
+    voter: bool
+    match_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class MembersView:
+    """The configuration in force on the leader: its members, the seq of its entry (0: the
+    bootstrap configuration), whether that entry is committed, the leader and its last seq."""
+
+    members: tuple[MemberInfo, ...]
+    config_seq: int
+    committed: bool
+    leader: str
+    last_seq: int
+
+    @property
+    def voters(self) -> tuple[str, ...]:
+        """The voters' ids."""
+        return tuple(m.node_id for m in self.members if m.voter)
+
+    @property
+    def learners(self) -> tuple[str, ...]:
+        """The learners' ids."""
+        return tuple(m.node_id for m in self.members if not m.voter)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChange:
+    """dref-only: from this entry on (as soon as it is appended, not committed) the cluster's
+    configuration is `membership` (Raft thesis §4.1; `StateCommand` oneof 1400).
+
+    Only a dref leader proposes it, one voter added or removed at a time, and never in a mixed
+    cluster (an upstream node would apply it as a no-op and keep its old voters).
+    """
+
+    membership: Membership
+
+
 Command = (
     SetElement
     | SetIfNotExist
@@ -153,6 +225,7 @@ Command = (
     | CompareAndDelete
     | CompareAndExpire
     | FencedWrite
+    | ConfigChange
 )
 
 #: The dref-only commands (StateCommand oneof numbers 1001..1004).

@@ -16,6 +16,7 @@ DRefError
     │                            element name or value size); names the limit
     ├── WatchUnsupportedError    the member does not serve DRefWatch (an upstream node)
     ├── CompareUnsupportedError  the leader does not serve DRefExt/Compare (a mixed cluster)
+    ├── MembershipError          the leader refused a membership change (names why)
     ├── RpcStatusError           transport-internal: a call failed with a gRPC status
     │                            (`LeaderClient` raises the error that status stands for)
     ├── StreamUnsupportedError   transport-internal: the member does not serve DRefStream
@@ -46,6 +47,7 @@ __all__ = [
     "CompareUnsupportedError",
     "CorruptStateError",
     "LimitExceededError",
+    "MembershipError",
     "MissingSimulationDependency",
     "RpcStatusError",
     "StreamUnsupportedError",
@@ -102,6 +104,12 @@ class CompareUnsupportedError(BackendError):
 
     Not retried; configure `mixed_cluster = true` so that compare commands are not used.
     """
+
+
+class MembershipError(BackendError):
+    """The leader refused a membership change: not a single-server change, an unknown member,
+    a mixed cluster, or the previous change still not committed when the deadline ran out
+    (docs/raft.md#membership)."""
 
 
 class WatchLaggedError(BackendUnavailableError):

@@ -19,10 +19,12 @@ from dref_raft.commands import (
     CompareAndDelete,
     CompareAndExpire,
     CompareAndSet,
+    ConfigChange,
     DeleteElement,
     DeleteIfExpired,
     ExpireElement,
     FencedWrite,
+    Membership,
     NoOp,
     SetElement,
     SetIfNotExist,
@@ -92,6 +94,9 @@ class ClusterSnapshot:
     last_seq: int = 0
     #: dref extension: the Raft term of the entry at `last_seq` (0: unknown / upstream).
     last_term: int = 0
+    #: dref extension: the configuration committed through `last_seq` (None: the bootstrap
+    #: configuration, never changed).
+    membership: Membership | None = None
 
 
 _NOTHING = ApplyResult()
@@ -104,6 +109,8 @@ class StateMachine:
 
     def __init__(self) -> None:
         self._elements: dict[str, Element] = {}
+        #: The configuration of the last applied `ConfigChange` (None: none applied).
+        self.membership: Membership | None = None
 
     def __len__(self) -> int:
         return len(self._elements)
@@ -161,6 +168,9 @@ class StateMachine:
                 return ApplyResult((), created=True)
             case FencedWrite():
                 return self._fenced(command)
+            case ConfigChange(membership):
+                self.membership = membership
+                return _NOTHING
         raise TypeError(f"not a state command: {command!r}")
 
     def _fenced(self, command: FencedWrite) -> ApplyResult:
@@ -218,6 +228,7 @@ class StateMachine:
                 for name, e in sorted(self._elements.items())
             ),
             last_seq,
+            membership=self.membership,
         )
 
     def install(self, snapshot: ClusterSnapshot) -> tuple[Changed, ...]:
@@ -236,6 +247,7 @@ class StateMachine:
             elif (before := old.get(name)) is None or before.value != after.value:
                 changes.append(Changed(name, after.value))
         self._elements = new
+        self.membership = snapshot.membership
         return tuple(changes)
 
 

@@ -191,6 +191,18 @@ class RaftSettings(BaseSettings):
     watch_history: int = Field(
         4096, ge=1, description="Committed change events a member keeps to resume DRefWatch."
     )
+    join: bool = Field(
+        False,
+        description="Start as a new member of a running cluster: no voter set of its own; "
+        "the leader adds it (dref raft member add) as a learner, then promotes it. With "
+        "discovery it asks the leader to add it itself.",
+    )
+    learner_promotion_lag: int = Field(
+        64,
+        ge=-1,
+        description="The leader promotes a learner to voter once it is at most this many "
+        "entries behind; -1: never automatically.",
+    )
     mixed_cluster: bool = Field(
         False,
         description="Upstream nodes may vote: no dref-only commands (no native CAS, "
@@ -416,13 +428,17 @@ class RaftSettings(BaseSettings):
             )
         if self.transport != "grpc":
             raise ValueError(f"{what} needs transport = 'grpc'")
-        if self.expected_size is None:
+        if self.expected_size is None and not self.join:
             raise ValueError(
                 f"{what} needs expected_size (DREF_RAFT_EXPECTED_SIZE): the number of voters, "
                 "self included, that bootstrap waits for, so a cluster starts once and never "
                 "as two"
             )
-        if self.node_addresses and len(self.node_addresses) != self.expected_size:
+        if (
+            self.node_addresses
+            and self.expected_size is not None
+            and len(self.node_addresses) != self.expected_size
+        ):
             raise ValueError(
                 f"expected_size (DREF_RAFT_EXPECTED_SIZE) is {self.expected_size} but "
                 f"node_addresses (DREF_NODE_ADDRESSES) lists {len(self.node_addresses)}: "

@@ -1,3 +1,4 @@
+from . import dref_membership_pb2 as _dref_membership_pb2
 from . import raft_pb2 as _raft_pb2
 from . import state_command_pb2 as _state_command_pb2
 from google.protobuf.internal import containers as _containers
@@ -8,14 +9,16 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ClusterSnapshot(_message.Message):
-    __slots__ = ("entries", "last_seq", "last_term")
+    __slots__ = ("entries", "last_seq", "last_term", "membership")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     LAST_TERM_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[_raft_pb2.KVEntry]
     last_seq: int
     last_term: int
-    def __init__(self, entries: _Optional[_Iterable[_Union[_raft_pb2.KVEntry, _Mapping]]] = ..., last_seq: _Optional[int] = ..., last_term: _Optional[int] = ...) -> None: ...
+    membership: _dref_membership_pb2.Membership
+    def __init__(self, entries: _Optional[_Iterable[_Union[_raft_pb2.KVEntry, _Mapping]]] = ..., last_seq: _Optional[int] = ..., last_term: _Optional[int] = ..., membership: _Optional[_Union[_dref_membership_pb2.Membership, _Mapping]] = ...) -> None: ...
 
 class DrefEntry(_message.Message):
     __slots__ = ("seq", "term", "command")
@@ -64,16 +67,18 @@ class AppendEntriesResponse(_message.Message):
     def __init__(self, success: bool = ..., term: _Optional[int] = ..., dref_ext: bool = ..., match_seq: _Optional[int] = ..., reject_hint: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("leader_id", "term", "commit_seq", "dref_ext")
+    __slots__ = ("leader_id", "term", "commit_seq", "dref_ext", "timeout_now")
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     COMMIT_SEQ_FIELD_NUMBER: _ClassVar[int]
     DREF_EXT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_NOW_FIELD_NUMBER: _ClassVar[int]
     leader_id: str
     term: int
     commit_seq: int
     dref_ext: bool
-    def __init__(self, leader_id: _Optional[str] = ..., term: _Optional[int] = ..., commit_seq: _Optional[int] = ..., dref_ext: bool = ...) -> None: ...
+    timeout_now: bool
+    def __init__(self, leader_id: _Optional[str] = ..., term: _Optional[int] = ..., commit_seq: _Optional[int] = ..., dref_ext: bool = ..., timeout_now: bool = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("acknowledged", "term", "dref_ext", "last_seq")
@@ -112,18 +117,20 @@ class ReadIndexResponse(_message.Message):
     def __init__(self, granted: bool = ..., term: _Optional[int] = ..., dref_ext: bool = ..., read_ctx: _Optional[int] = ...) -> None: ...
 
 class VoteRequest(_message.Message):
-    __slots__ = ("candidate_id", "term", "last_seq", "dref_ext", "last_term")
+    __slots__ = ("candidate_id", "term", "last_seq", "dref_ext", "last_term", "leadership_transfer")
     CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     DREF_EXT_FIELD_NUMBER: _ClassVar[int]
     LAST_TERM_FIELD_NUMBER: _ClassVar[int]
+    LEADERSHIP_TRANSFER_FIELD_NUMBER: _ClassVar[int]
     candidate_id: str
     term: int
     last_seq: int
     dref_ext: bool
     last_term: int
-    def __init__(self, candidate_id: _Optional[str] = ..., term: _Optional[int] = ..., last_seq: _Optional[int] = ..., dref_ext: bool = ..., last_term: _Optional[int] = ...) -> None: ...
+    leadership_transfer: bool
+    def __init__(self, candidate_id: _Optional[str] = ..., term: _Optional[int] = ..., last_seq: _Optional[int] = ..., dref_ext: bool = ..., last_term: _Optional[int] = ..., leadership_transfer: bool = ...) -> None: ...
 
 class VoteResponse(_message.Message):
     __slots__ = ("granted", "term", "dref_ext")

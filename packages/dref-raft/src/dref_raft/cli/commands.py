@@ -36,6 +36,7 @@ from dref.errors import BackendUnavailableError, DRefError, ElementNotFoundError
 from dref.ref import DRef
 from dref.settings import load_settings
 from dref_raft.cli.local_cluster import STATUS_INTERVAL, LocalCluster, NodeStatus, write_status
+from dref_raft.commands import MembersView
 from dref_raft.settings import RaftSettings, format_address
 
 __all__ = ["raft", "run_member", "status_table"]
@@ -86,11 +87,25 @@ async def _serve(
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(period):
                     await stop.wait()
+        await _hand_over(node)
     finally:
         if stop_metrics is not None:
             stop_metrics()
         await local_members.release(member)
         report("stopped")
+
+
+async def _hand_over(node: Any) -> None:
+    """A leader that is asked to stop hands leadership to an up-to-date voter first
+    (`transfer_leadership`), so the cluster does not wait out an election timeout."""
+    if not node.is_leader or node.closed or node.failure is not None:
+        return
+    try:
+        new = await node.transfer_leadership(None, 2 * node.config.election_timeout)
+    except DRefError as exc:
+        print(f"dref-raft node {node.id}: leadership not handed over: {exc}", file=sys.stderr)
+        return
+    print(f"dref-raft node {node.id}: handed leadership to {new}", flush=True)
 
 
 def run_member(
@@ -248,6 +263,17 @@ def raft() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory of the node's files (fsync'ed) [default: RAM only].",
 )
+@click.option(
+    "--join",
+    is_flag=True,
+    default=None,
+    help="Join a running cluster: wait to be added with `dref raft member add` [DREF_RAFT_JOIN].",
+)
+@click.option(
+    "--learner-promotion-lag",
+    type=int,
+    help="Promote a learner once at most N entries behind; -1: never [64].",
+)
 @click.option("--snapshot-every", type=int, help="Snapshot after N applies; 0: never.")
 @click.option("--heartbeat-interval", type=float, help="Leader heartbeat, seconds.")
 @click.option("--election-timeout", type=float, help="Election timeout, seconds.")
@@ -339,6 +365,156 @@ def cluster(
         local.stop()
         signal.signal(signal.SIGINT, previous)
     out.print("stopped.")
+
+
+# -- membership ------------------------------------------------------------------------------------
+_ENDPOINTS = click.option(
+    "--endpoints",
+    envvar="DREF_RAFT_ENDPOINTS",
+    help="Members to ask (the leader is found): id=host:port,... [DREF_RAFT_ENDPOINTS].",
+)
+_TIMEOUT = click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds for the request, retries included.",
+)
+
+
+@raft.group(context_settings=_HELP)
+def member() -> None:
+    """Add, remove and list the members of a running cluster (docs/raft.md#membership)."""
+
+
+def _cluster_members(endpoints: str | None, timeout: float) -> Any:
+    from dref.errors import ConfigurationError
+    from dref_raft.client.membership import ClusterMembers
+    from dref_raft.settings import parse_endpoint
+
+    listed = [part.strip() for part in (endpoints or "").split(",") if part.strip()]
+    if not listed:
+        raise ConfigurationError(
+            "--endpoints (DREF_RAFT_ENDPOINTS) is required: id=host:port of one or more members"
+        )
+    try:
+        parsed = dict(parse_endpoint(text) for text in listed)
+    except ValueError as exc:
+        raise ConfigurationError(f"--endpoints: {exc}") from None
+    # TLS material and limits from DREF_RAFT_* / [raft], as a client-mode context reads them.
+    settings = load_settings(RaftSettings, {"mode": "client", "endpoints": listed}, table="raft")
+    return ClusterMembers(parsed, timeout=timeout, security=settings.security)
+
+
+def members_table(view: MembersView, title: str | None = None) -> Table:
+    """The configuration as `dref raft member list` prints it."""
+    table = Table(title=title, title_justify="left")
+    for column in ("node", "address", "role", "match", "behind"):
+        table.add_column(column, justify="right" if column in ("match", "behind") else "left")
+    for row in view.members:
+        role = "voter" if row.voter else "learner"
+        if row.node_id == view.leader:
+            role = "voter (leader)"
+        behind = view.last_seq - row.match_seq
+        table.add_row(row.node_id, row.address, role, str(row.match_seq), str(behind))
+    return table
+
+
+def _print_view(view: MembersView) -> None:
+    out = Console(highlight=False)
+    out.print(members_table(view))
+    state = "committed" if view.committed else "not committed yet"
+    entry = f"entry {view.config_seq}" if view.config_seq else "the bootstrap configuration"
+    out.print(
+        f"{len(view.voters)} voters, {len(view.learners)} learners; configuration: {entry} "
+        f"({state}); leader {view.leader}, last seq {view.last_seq}"
+    )
+
+
+@member.command("list", context_settings=_HELP)
+@_ENDPOINTS
+@_TIMEOUT
+def member_list(endpoints: str | None, timeout: float) -> None:
+    """Print the voters and learners as the leader sees them."""
+
+    async def run() -> MembersView:
+        async with _cluster_members(endpoints, timeout) as members:
+            view: MembersView = await members.list()
+            return view
+
+    _print_view(asyncio.run(run()))
+
+
+@member.command("add", context_settings=_HELP)
+@click.argument("node_id")
+@click.argument("address")
+@_ENDPOINTS
+@_TIMEOUT
+@click.option("--no-wait", is_flag=True, help="Return once it is a learner, not a voter.")
+@click.option(
+    "--promotion-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the promotion to voter (exit 5 when it runs out).",
+)
+def member_add(
+    node_id: str,
+    address: str,
+    endpoints: str | None,
+    timeout: float,
+    no_wait: bool,
+    promotion_timeout: float,
+) -> None:
+    """Add NODE_ID at ADDRESS (host:port; started with --join) as a learner and wait until the
+    leader promoted it to voter."""
+
+    async def run() -> MembersView:
+        async with _cluster_members(endpoints, timeout) as members:
+            view: MembersView = await members.add(
+                node_id, address, wait=not no_wait, promotion_timeout=promotion_timeout
+            )
+            return view
+
+    _print_view(asyncio.run(run()))
+
+
+@member.command("remove", context_settings=_HELP)
+@click.argument("node_id")
+@_ENDPOINTS
+@_TIMEOUT
+def member_remove(node_id: str, endpoints: str | None, timeout: float) -> None:
+    """Remove NODE_ID (voter or learner); returns once the removal is committed. Stop its
+    process afterwards."""
+
+    async def run() -> MembersView:
+        async with _cluster_members(endpoints, timeout) as members:
+            view: MembersView = await members.remove(node_id)
+            return view
+
+    _print_view(asyncio.run(run()))
+
+
+@raft.group(context_settings=_HELP)
+def leader() -> None:
+    """Leadership of a running cluster."""
+
+
+@leader.command("transfer", context_settings=_HELP)
+@click.argument("node_id", required=False)
+@_ENDPOINTS
+@_TIMEOUT
+def leader_transfer(node_id: str | None, endpoints: str | None, timeout: float) -> None:
+    """Hand leadership to NODE_ID (default: the most up-to-date voter). Exit 5 when it did not
+    take over within an election timeout (the old leader leads on)."""
+
+    async def run() -> str:
+        async with _cluster_members(endpoints, timeout) as members:
+            new: str = await members.transfer_leader(node_id)
+            return new
+
+    new = asyncio.run(run())
+    Console(highlight=False).print(f"{new} leads")
 
 
 # -- demo ------------------------------------------------------------------------------------------

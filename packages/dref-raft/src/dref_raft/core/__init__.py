@@ -29,6 +29,7 @@ from dref_raft.core.raft import RaftCore
 from dref_raft.core.ready import CoreState, Ready, restore_entries
 from dref_raft.core.types import (
     EMPTY_SNAPSHOT,
+    ConfigRefused,
     Entry,
     HardState,
     NotLeader,
@@ -43,6 +44,7 @@ __all__ = [
     "EMPTY_SNAPSHOT",
     "AppendEntries",
     "AppendEntriesResponse",
+    "ConfigRefused",
     "CoreConfig",
     "CoreState",
     "Entry",

@@ -31,6 +31,9 @@ class CoreConfig:
     max_inflight: int = 8
     #: Commands accepted by one `propose` call.
     max_proposal_entries: int = 4096
+    #: The leader promotes a learner to voter once it is at most this many entries behind
+    #: (negative: never automatically; docs/raft.md#membership).
+    learner_promotion_lag: int = 64
 
     def __post_init__(self) -> None:
         if self.tick_ms <= 0 or self.heartbeat_interval_ms < self.tick_ms:

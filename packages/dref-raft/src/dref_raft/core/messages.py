@@ -86,6 +86,8 @@ class Heartbeat:
     term: int
     commit_seq: int
     ext: bool = False
+    #: Extension: the leader hands over leadership; campaign at once (Raft's TimeoutNow).
+    timeout_now: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +104,8 @@ class HeartbeatResponse:
 
 @dataclass(frozen=True, slots=True)
 class Vote:
-    """Upstream: candidate, its term and last seq; extension: the term of its last entry."""
+    """Upstream: candidate, its term and last seq; extension: the term of its last entry, and
+    `transfer` (the leader asked for this election: voters ignore their leader lease)."""
 
     sender: str
     to: str
@@ -110,6 +113,7 @@ class Vote:
     last_seq: int
     ext: bool = False
     last_term: int = 0
+    transfer: bool = False
 
 
 @dataclass(frozen=True, slots=True)

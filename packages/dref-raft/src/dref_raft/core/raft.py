@@ -13,15 +13,23 @@ from dataclasses import dataclass, field
 
 from dref_raft.commands import (
     Command,
+    ConfigChange,
     DeleteElement,
     DeleteIfExpired,
     ExpireElement,
+    Membership,
     SetElement,
     SetIfNotExist,
     StartNewTerm,
 )
 from dref_raft.core.config import CoreConfig
 from dref_raft.core.log import RaftLog
+from dref_raft.core.membership import (
+    bootstrap_membership,
+    change_error,
+    last_config_in,
+    latest_config,
+)
 from dref_raft.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -40,6 +48,7 @@ from dref_raft.core.messages import (
 from dref_raft.core.progress import PeerKind, Progress, ReplicationState
 from dref_raft.core.ready import CoreState, Ready
 from dref_raft.core.types import (
+    ConfigRefused,
     Entry,
     HardState,
     NotLeader,
@@ -84,10 +93,13 @@ class RaftCore:
         rng: random.Random,
         config: CoreConfig | None = None,
         state: CoreState | None = None,
+        joining: bool = False,
     ) -> None:
         state = state if state is not None else CoreState()
         self.id = node_id
-        self.peers: tuple[str, ...] = tuple(sorted({p for p in peers if p != node_id}))
+        #: The other voters and the learners of the configuration in force (`_use_config`).
+        self.peers: tuple[str, ...] = ()
+        self.learners: tuple[str, ...] = ()
         self.config = config if config is not None else CoreConfig()
         self._rng = rng
         self.log = RaftLog(state.snapshot, state.entries)
@@ -109,7 +121,14 @@ class RaftCore:
         self._randomize_timeout()
         self._votes: dict[str, bool] = {}
         self._progress: dict[str, Progress] = {}
-        self.peer_kinds: dict[str, PeerKind] = dict.fromkeys(self.peers, PeerKind.UNKNOWN)
+        self.peer_kinds: dict[str, PeerKind] = {}
+        #: `peers` (and `joining`) give the configuration until the log holds one.
+        self._bootstrap = bootstrap_membership(node_id, peers, joining=joining)
+        self.membership = self._bootstrap
+        self.voters: frozenset[str] = frozenset()
+        #: The seq of the configuration entry in force (0: the bootstrap configuration).
+        self.config_seq = 0
+        self._reload_config()
         self._messages: list[Message] = []
         self._saved_hard = HardState(self.term, self.vote, self.commit)
         self._reported_soft = SoftState(self.role, None, self.term)
@@ -123,13 +142,19 @@ class RaftCore:
         self._broadcast_append = False
         self._broadcast_heartbeat = False
         self._in_ready = False
+        #: Leadership transfer in progress (`transfer_leadership`): the target, the leader
+        #: ticks since it started, and whether TimeoutNow went out.
+        self.transfer_target: str | None = None
+        self._transfer_elapsed = 0
+        self._timeout_now_sent = False
 
     # ------------------------------------------------------------------ properties
 
     @property
     def quorum(self) -> int:
-        """Votes or acknowledgements needed: a majority of the voters (self included)."""
-        return (len(self.peers) + 1) // 2 + 1
+        """Votes or acknowledgements needed: a majority of the voters (self included if it
+        votes)."""
+        return len(self.voters) // 2 + 1
 
     @property
     def soft_state(self) -> SoftState:
@@ -158,7 +183,8 @@ class RaftCore:
             self._campaign_hold -= 1
         else:
             self._election_elapsed += 1
-            if self._election_elapsed >= self._randomized_timeout:
+            # Learners and removed members never campaign.
+            if self._election_elapsed >= self._randomized_timeout and self.id in self.voters:
                 self._campaign(pre=self.config.pre_vote)
 
     def propose(self, commands: Sequence[Command]) -> Proposed | NotLeader:
@@ -166,12 +192,92 @@ class RaftCore:
         self._check_not_in_ready()
         if self.role is not Role.LEADER:
             return NotLeader(self.leader_id)
+        if self.transfer_target is not None:
+            return NotLeader(self.transfer_target)  # handing over: retry with the target
         if not commands or len(commands) > self.config.max_proposal_entries:
             raise ValueError(f"propose 1..{self.config.max_proposal_entries} commands")
+        if any(isinstance(c, ConfigChange) for c in commands):
+            raise ValueError("configuration changes go through propose_membership")
         first = self.log.last_seq + 1
         self.log.append([Entry(first + i, self.term, c) for i, c in enumerate(commands)])
         self._broadcast_append = True
         return Proposed(self.term, first, self.log.last_seq)
+
+    def propose_membership(self, membership: Membership) -> Proposed | NotLeader | ConfigRefused:
+        """Append a configuration change; it is in force at once, on every node as soon as it
+        holds the entry (Raft thesis §4.1).
+
+        Refused while the previous change is not committed, before the leader committed an
+        entry of its own term, when it is not a single-server change (`change_error`), and
+        when a member is known to be an upstream node (it would ignore the entry).
+        """
+        self._check_not_in_ready()
+        if self.role is not Role.LEADER:
+            return NotLeader(self.leader_id)
+        if self.transfer_target is not None:
+            return ConfigRefused("a leadership transfer is in progress", retriable=True)
+        if self.config_seq > self.commit:
+            return ConfigRefused(
+                f"a configuration change is in progress (entry {self.config_seq} is not "
+                "committed yet)",
+                retriable=True,
+            )
+        if not self._committed_own_term():
+            return ConfigRefused(
+                "the leader has not committed an entry of its term yet", retriable=True
+            )
+        error = change_error(self.membership, membership)
+        if error is not None:
+            return ConfigRefused(error)
+        upstream = sorted(p for p, k in self.peer_kinds.items() if k is PeerKind.UPSTREAM)
+        if upstream:
+            return ConfigRefused(f"mixed_cluster: {upstream} are upstream nodes")
+        seq = self.log.last_seq + 1
+        self.log.append([Entry(seq, self.term, ConfigChange(membership))])
+        self._use_config(seq, membership)
+        self._broadcast_append = True
+        return Proposed(self.term, seq, seq)
+
+    def transfer_leadership(self, target: str | None = None) -> str | NotLeader | ConfigRefused:
+        """Hand leadership to `target` (None: the most up-to-date dref voter); the target.
+
+        The leader refuses proposals from now on (`NotLeader` naming the target), brings the
+        target up to date, then tells it to campaign at once (a `Heartbeat` with
+        `timeout_now`, a dref extension: only dref voters are eligible). The target's election
+        skips PreVote and the voters' leader lease. The leader gives up after one election
+        timeout and leads on as before.
+        """
+        self._check_not_in_ready()
+        if self.role is not Role.LEADER:
+            return NotLeader(self.leader_id)
+        eligible = [p for p in self.peers if self.peer_kinds.get(p) is PeerKind.DREF]
+        if target is None:
+            if not eligible:
+                return ConfigRefused("no other voter that runs dref to hand leadership to")
+            target = max(eligible, key=lambda p: (self._progress[p].match_seq, p))
+        elif target == self.id:
+            return ConfigRefused(f"{target} already leads")
+        elif target not in self.peers:
+            return ConfigRefused(f"{target!r} is not another voter ({', '.join(self.peers)})")
+        elif target not in eligible:
+            return ConfigRefused(f"{target} has not advertised the dref extensions")
+        self.transfer_target, self._transfer_elapsed = target, 0
+        self._timeout_now_sent = False
+        self._maybe_timeout_now()
+        return target
+
+    def _maybe_timeout_now(self) -> None:
+        """Send TimeoutNow once the transfer target holds the whole log, else catch it up."""
+        target = self.transfer_target
+        if target is None or self._timeout_now_sent:
+            return
+        pr = self._progress[target]
+        if pr.match_seq >= self.log.last_seq:
+            self._timeout_now_sent = True
+            commit = min(self.commit, pr.match_seq)
+            self._send(Heartbeat(self.id, target, self.term, commit, True, timeout_now=True))
+        else:
+            self._send_append(target)
 
     def step_down(self) -> bool:
         """Give up leadership so that another member gets elected (False: not the leader).
@@ -236,8 +342,10 @@ class RaftCore:
         if msg.to != self.id:
             return
         if msg.sender not in self.peer_kinds:
-            self._reject(msg)  # not a member: refused with our term, nothing changes
-            return
+            if not self._admits(msg):
+                self._reject(msg)  # not a member: refused with our term, nothing changes
+                return
+            self.peer_kinds[msg.sender] = PeerKind.UNKNOWN
         if msg.term >= self.term or isinstance(msg, PreVoteResponse):
             # Learned from current messages only: a stale (delayed or forged) one in the
             # other format must not change how we replicate to the peer.
@@ -245,7 +353,12 @@ class RaftCore:
         if msg.term > self.term:
             if isinstance(msg, PreVote) or (isinstance(msg, PreVoteResponse) and msg.granted):
                 pass
-            elif isinstance(msg, Vote) and self.config.check_quorum and self._in_lease():
+            elif (
+                isinstance(msg, Vote)
+                and self.config.check_quorum
+                and self._in_lease()
+                and not msg.transfer  # the leader asked for this election
+            ):
                 self._send(VoteResponse(self.id, msg.sender, self.term, False, ext=True))
                 return
             elif isinstance(msg, _LEADER_MESSAGES):
@@ -326,6 +439,72 @@ class RaftCore:
             self.applied = ready.committed[-1].seq
         if self.role is Role.LEADER:
             self._maybe_commit()
+            if self.id not in self.voters and self.commit >= self.config_seq:
+                # Removed: it led until its removal committed (and was sent), now it goes.
+                self._become_follower(self.term, None)
+
+    # ------------------------------------------------------------------ configuration
+
+    def _reload_config(self) -> None:
+        """Use the last configuration the log holds (after a restart, truncation or
+        snapshot install)."""
+        self._use_config(*latest_config(self.log, self._bootstrap))
+
+    def _note_appended(self, entries: Sequence[Entry]) -> None:
+        """A configuration entry is in force as soon as it is appended."""
+        entry = last_config_in(entries)
+        if entry is not None:
+            assert isinstance(entry.command, ConfigChange)
+            self._use_config(entry.seq, entry.command.membership)
+
+    def _use_config(self, seq: int, membership: Membership) -> None:
+        self.config_seq, self.membership = seq, membership
+        self.voters = frozenset(membership.voters)
+        self.peers = tuple(sorted(v for v in self.voters if v != self.id))
+        self.learners = tuple(sorted(v for v in membership.learners if v != self.id))
+        members = {*self.peers, *self.learners}
+        self.peer_kinds = {p: self.peer_kinds.get(p, PeerKind.UNKNOWN) for p in members}
+        if self.role is Role.LEADER:
+            for peer in sorted(members - self._progress.keys()):
+                # A new member: probe from the configuration entry itself (it backs off).
+                self._progress[peer] = Progress(max(1, seq), recent_active=True)
+            for peer in self._progress.keys() - members:
+                del self._progress[peer]
+
+    def _admits(self, msg: Message) -> bool:
+        """Whether a message from a non-member is taken: a leader's, by a node joining (it
+        knows no configuration yet) or by one whose configuration changed (a leader added
+        later than the configuration it holds)."""
+        return (
+            isinstance(msg, _LEADER_MESSAGES)
+            and msg.term >= self.term
+            and (not self.voters or self.config_seq > 0)
+        )
+
+    def _maybe_promote(self) -> None:
+        """Promote the first learner that holds the configuration entry in force and is within
+        `learner_promotion_lag` entries of the end of the log."""
+        lag = self.config.learner_promotion_lag
+        if lag < 0 or not self.learners or self.config_seq > self.commit:
+            return
+        for learner in self.learners:
+            pr = self._progress.get(learner)
+            # It must hold the configuration that made it a learner (it is alive and caught
+            # up to there), and be within `lag` of the end of the log.
+            if (
+                pr is not None
+                and pr.match_seq >= self.config_seq
+                and pr.match_seq + lag >= self.log.last_seq
+            ):
+                m = self.membership
+                self.propose_membership(
+                    Membership(
+                        tuple(sorted({*m.voters, learner})),
+                        tuple(x for x in m.learners if x != learner),
+                        m.addresses,
+                    )
+                )
+                return
 
     # ------------------------------------------------------------------ roles
 
@@ -338,6 +517,7 @@ class RaftCore:
         return self.leader_id is not None and self._election_elapsed < self.config.election_ticks
 
     def _become_follower(self, term: int, leader: str | None) -> None:
+        self.transfer_target = None
         if term > self.term:
             self.term = term
             self.vote = None
@@ -350,7 +530,7 @@ class RaftCore:
         self._election_elapsed = 0
         self._randomize_timeout()
 
-    def _campaign(self, *, pre: bool) -> None:
+    def _campaign(self, *, pre: bool, transfer: bool = False) -> None:
         self._election_elapsed = 0
         self._randomize_timeout()
         self.leader_id = None
@@ -364,16 +544,18 @@ class RaftCore:
         if self._tally_votes():
             return
         last_seq, last_term = self.log.last_seq, self.log.last_term
-        for peer in self.peers:
+        # Learners are asked too (one may be a voter in a newer configuration); only the
+        # voters of this node's configuration count.
+        for peer in (*self.peers, *self.learners):
             if pre:
                 self._send(PreVote(self.id, peer, self.term + 1, last_seq, True, last_term))
             else:
-                self._send(Vote(self.id, peer, self.term, last_seq, True, last_term))
+                self._send(Vote(self.id, peer, self.term, last_seq, True, last_term, transfer))
 
     def _tally_votes(self) -> bool:
         """Act on the votes so far; True when the election is decided."""
-        granted = sum(self._votes.values())
-        rejected = len(self._votes) - granted
+        granted = sum(v for p, v in self._votes.items() if p in self.voters)
+        rejected = sum(not v for p, v in self._votes.items() if p in self.voters)
         if granted >= self.quorum:
             if self.role is Role.PRE_CANDIDATE:
                 self._campaign(pre=False)
@@ -386,13 +568,16 @@ class RaftCore:
         return False
 
     def _become_leader(self) -> None:
+        self._use_config(self.config_seq, self.membership)  # forget admitted non-members
         self.role = Role.LEADER
         self.leader_id = self.id
         self._votes = {}
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         next_seq = self.log.last_seq + 1
-        self._progress = {p: Progress(next_seq, recent_active=True) for p in self.peers}
+        self._progress = {
+            p: Progress(next_seq, recent_active=True) for p in (*self.peers, *self.learners)
+        }
         self._read_batches = {}
         # The term-start marker: committing it commits every earlier entry (Raft §5.4.2)
         # and makes the terms of stored entries recoverable (restore_entries).
@@ -403,10 +588,16 @@ class RaftCore:
     def _tick_leader(self) -> None:
         self._heartbeat_elapsed += 1
         self._election_elapsed += 1
+        if self.transfer_target is not None:
+            self._transfer_elapsed += 1
+            if self._transfer_elapsed >= self.config.election_ticks:
+                self.transfer_target = None  # it did not take over: lead on
         if self._election_elapsed >= self.config.election_ticks:
             self._election_elapsed = 0
             if self.config.check_quorum:
-                active = 1 + sum(pr.recent_active for pr in self._progress.values())
+                active = (self.id in self.voters) + sum(
+                    pr.recent_active for p, pr in self._progress.items() if p in self.voters
+                )
                 if active < self.quorum:
                     self._become_follower(self.term, None)
                     return
@@ -427,6 +618,7 @@ class RaftCore:
             self._heartbeat_elapsed = 0
             self._broadcast_heartbeat = True
             self._resend_reads()
+            self._maybe_promote()
 
     # ------------------------------------------------------------------ dispatch
 
@@ -459,10 +651,16 @@ class RaftCore:
                 if self.role is Role.PRE_CANDIDATE and msg.term <= self.term + 1:
                     self._votes[msg.sender] = msg.granted
                     self._tally_votes()
-            case _ if self.role is not Role.LEADER or msg.term != self.term:
+            case _ if (
+                self.role is not Role.LEADER
+                or msg.term != self.term
+                or msg.sender not in self._progress  # no longer a member
+            ):
                 return
             case AppendEntriesResponse():
                 self._handle_append_response(msg)
+                if msg.sender == self.transfer_target:
+                    self._maybe_timeout_now()
             case HeartbeatResponse():
                 self._handle_heartbeat_response(msg)
             case InstallSnapshotResponse():
@@ -528,6 +726,7 @@ class RaftCore:
                     )
                 self._truncate_after(entry.seq - 1)
             self.log.append(entries[i:])
+            self._note_appended(entries[i:])
             break
         last_new = prev_seq + len(entries)
         self._commit_to(min(msg.commit_seq, last_new))
@@ -559,6 +758,8 @@ class RaftCore:
     def _truncate_after(self, seq: int) -> None:
         self.log.truncate_after(seq)
         self._stable = min(self._stable, seq)
+        if self.config_seq > seq:
+            self._reload_config()
 
     def _commit_to(self, seq: int) -> None:
         if seq > self.commit:
@@ -567,12 +768,15 @@ class RaftCore:
     def _handle_heartbeat(self, msg: Heartbeat) -> None:
         self._commit_to(min(msg.commit_seq, self.log.last_seq))
         self._send(HeartbeatResponse(self.id, msg.sender, self.term, True, True, self.log.last_seq))
+        if msg.timeout_now and msg.ext and self.id in self.voters:
+            self._campaign(pre=False, transfer=True)  # the leader hands over (TimeoutNow)
 
     def _handle_snapshot(self, msg: InstallSnapshot) -> None:
         if msg.last_seq > self.commit:
             term = msg.last_term if msg.ext else msg.term
             snapshot = Snapshot(msg.last_seq, term, msg.snapshot)
             self.log.restore(snapshot, keep_suffix=msg.ext)
+            self._reload_config()
             self._stable = max(snapshot.seq, min(self._stable, self.log.last_seq))
             self.commit = snapshot.seq
             self.applied = snapshot.seq
@@ -609,7 +813,10 @@ class RaftCore:
         return self.log.term_at(self.commit) == self.term
 
     def _maybe_commit(self) -> None:
-        matches = sorted([self._stable, *(pr.match_seq for pr in self._progress.values())])
+        own = [self._stable] if self.id in self.voters else []  # a removed leader: not counted
+        matches = sorted(
+            [*own, *(pr.match_seq for p, pr in self._progress.items() if p in self.voters)]
+        )
         candidate = matches[len(matches) - self.quorum]
         if candidate > self.commit and self.log.term_at(candidate) == self.term:
             first_own = not self._committed_own_term()
@@ -625,11 +832,11 @@ class RaftCore:
             return
         if self._broadcast_append:
             self._broadcast_append = False
-            for peer in self.peers:
+            for peer in (*self.peers, *self.learners):
                 self._send_append(peer)
         if self._broadcast_heartbeat:
             self._broadcast_heartbeat = False
-            for peer in self.peers:
+            for peer in (*self.peers, *self.learners):
                 self._send_heartbeat(peer)
         if self._reads_open:
             ids, self._reads_open = self._reads_open, []
@@ -668,7 +875,7 @@ class RaftCore:
         if not msg.granted or batch is None:
             return
         batch.acks.add(msg.sender)
-        if len(batch.acks) >= self.quorum:
+        if len(batch.acks & self.voters) >= self.quorum:
             for ctx in sorted(c for c in self._read_batches if c <= msg.read_ctx):
                 done = self._read_batches.pop(ctx)
                 self._reads_ready.extend(ReadState(i, done.seq) for i in done.request_ids)

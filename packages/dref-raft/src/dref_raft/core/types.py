@@ -10,6 +10,7 @@ from dref_raft.fsm import ClusterSnapshot
 
 __all__ = [
     "EMPTY_SNAPSHOT",
+    "ConfigRefused",
     "Entry",
     "HardState",
     "NotLeader",
@@ -98,3 +99,15 @@ class NotLeader:
     """Refusal: this node is not the leader (or cannot serve yet); `leader_id` is a hint."""
 
     leader_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigRefused:
+    """Refusal of a configuration change by the leader, and why (docs/raft.md#membership).
+
+    `retriable`: the same change may be accepted later (the previous one is not committed
+    yet, or the new leader has not committed an entry of its term).
+    """
+
+    reason: str
+    retriable: bool = False

@@ -50,6 +50,7 @@ __all__ = [
     "bootstrap",
     "identify",
     "is_local_address",
+    "join_bootstrap",
     "resolve_name",
 ]
 
@@ -292,6 +293,50 @@ async def bootstrap(
     return fixed, AddressPoller(source, found.addresses, settings.address_poll_interval, fixed)
 
 
+async def join_bootstrap(
+    settings: RaftSettings, resolver: Resolver | None = None
+) -> tuple[RaftSettings, AddressPoller]:
+    """`join = true` with discovery: find the own address and at least one running member
+    (identified over `GetEndpoints`); the settings with those members as static `endpoints`
+    (for routing the join request; the node starts with no voter set) and the poller."""
+    source = AddressSource(settings, resolver)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.discovery_timeout
+    ids: dict[str, str] = {}
+    voters: dict[str, list[str]] = {}
+    while True:
+        found = await _one_round(settings, source, ids, voters, deadline - loop.time())
+        own = found.own
+        if own is not None and any(a in ids for a in found.addresses):
+            break
+        if loop.time() >= deadline:
+            _give_up(settings, source, found, ids)
+        await asyncio.sleep(min(RETRY_INTERVAL, max(0.0, deadline - loop.time())))
+    endpoints = [
+        f"{settings.node_id if a == own else ids[a]}={format_address(a, settings.port)}"
+        for a in found.addresses
+        if a == own or a in ids
+    ]
+    host = settings.host if settings.host in WILDCARD_HOSTS else _bracketed(own)
+    fixed = RaftSettings(
+        **{
+            **settings.model_dump(),
+            "endpoints": endpoints,
+            "node_addresses": [],
+            "node_services": [],
+            "host": host,
+            "expected_size": None,
+        }
+    )
+    logger.info(
+        "raft node %s: joining through discovery (%s); running members: %s",
+        settings.node_id,
+        source.description,
+        ", ".join(e for e in endpoints if not e.startswith(f"{settings.node_id}=")),
+    )
+    return fixed, AddressPoller(source, found.addresses, settings.address_poll_interval, fixed)
+
+
 def _warn_other_voter_sets(node_id: str, ours: set[str], voters: dict[str, list[str]]) -> None:
     """A member already running with other voters (one restarted with another node_id?)."""
     for address, answer in voters.items():
@@ -326,6 +371,12 @@ def _give_up(
             f"{where}: none of the addresses found ({', '.join(found.addresses)}) is a local "
             "non-loopback address of this node; set host (DREF_RAFT_HOST) to the address the "
             "others reach this node at"
+        )
+    if settings.join:
+        raise BackendUnavailableError(
+            f"{where}: no running member identified within discovery_timeout "
+            f"{settings.discovery_timeout:g} s (join = true); found: "
+            f"{found.describe(settings, ids)}"
         )
     raise BackendUnavailableError(
         f"{where}: {settings.expected_size} members (expected_size) not identified within "
@@ -441,8 +492,8 @@ class AddressPoller(AsyncResource):
         gone = [a for a in self.seen if a not in found]
         if appeared or gone:
             logger.warning(
-                "raft node %s: %s now lists %s (appeared: %s; disappeared: %s); membership is "
-                "fixed at bootstrap, the voters stay %s: restart the cluster to change them",
+                "raft node %s: %s now lists %s (appeared: %s; disappeared: %s); discovery does "
+                "not change the voters (bootstrap: %s): use dref raft member add/remove",
                 self.settings.node_id,
                 self.source.description,
                 ", ".join(found) or "nothing",

@@ -41,11 +41,15 @@ from dref_raft.commands import (
     Command,
     CompareAndSet,
     DeleteIfExpired,
+    MemberInfo,
+    Membership,
+    MembersView,
     SetIfNotExist,
 )
 from dref_raft.core import (
     AppendEntries,
     AppendEntriesResponse,
+    ConfigRefused,
     CoreConfig,
     CoreState,
     Entry,
@@ -69,13 +73,14 @@ from dref_raft.core import (
     Vote,
     VoteResponse,
 )
+from dref_raft.errors import MembershipError
 from dref_raft.fsm import ApplyResult, Changed, StateMachine
 from dref_raft.ops import wall_clock_ms
 from dref_raft.storage import Stores
 from dref_raft.storage.recovery import boot
 from dref_raft.transport.base import PeerTransport
 
-__all__ = ["NodeConfig", "NodeStats", "RaftNode"]
+__all__ = ["NodeConfig", "NodeStats", "RaftNode", "not_leader_error"]
 
 logger = logging.getLogger("dref_raft.member.node")
 _T = TypeVar("_T")
@@ -114,6 +119,11 @@ class NodeConfig:
     reaper_interval: float = 0.2
     max_pending: int = 1024
     change_buffer: int = 1024
+    address: str = ""
+    """This node's own address (host:port), written into configuration changes it proposes."""
+    joining: bool = False
+    """Start without a voter set, to be added by the leader (`dref raft member add`)."""
+    learner_promotion_lag: int = 64
 
     def core_config(self) -> CoreConfig:
         heartbeat_ms = max(2, round(self.heartbeat_interval * 1000))
@@ -121,6 +131,7 @@ class NodeConfig:
             tick_ms=max(1, heartbeat_ms // 2),
             heartbeat_interval_ms=heartbeat_ms,
             election_timeout_ms=max(2 * heartbeat_ms, round(self.election_timeout * 1000)),
+            learner_promotion_lag=self.learner_promotion_lag,
         )
 
 
@@ -171,6 +182,7 @@ class RaftNode:
             rng=rng if rng is not None else random.Random(),
             config=config.core_config(),
             state=state,
+            joining=config.joining,
         )
         self.wall_ms = wall_ms
         self.hub = ChangeHub(config.change_buffer)
@@ -320,6 +332,135 @@ class RaftNode:
         self._submit(go)
         return await future
 
+    # ------------------------------------------------------------------ membership
+
+    def members_view(self) -> MembersView:
+        """The configuration in force as this node sees it (match seqs: the leader's view)."""
+        core = self.core
+        m = self._addressed(core.membership)
+        addresses = dict(m.addresses)
+        rows = []
+        for node_id in m.members:
+            pr = core.progress(node_id)
+            match = core.log.last_seq if node_id == self.id else (pr.match_seq if pr else 0)
+            rows.append(MemberInfo(node_id, addresses.get(node_id, ""), node_id in m.voters, match))
+        return MembersView(
+            tuple(rows),
+            core.config_seq,
+            core.commit >= core.config_seq,
+            core.leader_id or "",
+            core.log.last_seq,
+        )
+
+    def _addressed(self, m: Membership) -> Membership:
+        """`m` with an address for every member this node knows one of."""
+        known = {**self.peers, self.id: self.config.address, **dict(m.addresses)}
+        return Membership(
+            m.voters,
+            m.learners,
+            tuple(sorted((i, a) for i, a in known.items() if a and i in m.members)),
+        )
+
+    async def change_membership(
+        self, change: Callable[[Membership], Membership | None], timeout: float
+    ) -> MembersView:
+        """Propose `change(current configuration)` (None: nothing to change) on this node, the
+        leader, and return once it is committed and applied here.
+
+        A refusal that may pass later (the previous change is not committed yet) is retried
+        every 50 ms until `timeout`. `NotLeaderError`/`NoLeaderError`: not the leader (nothing
+        proposed); `MembershipError`: refused (why); `BackendTimeoutError`: not applied within
+        `timeout` (outcome unknown).
+        """
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            future: asyncio.Future[tuple[int, ApplyResult]] = loop.create_future()
+            refused: list[ConfigRefused] = []
+
+            def go(
+                future: asyncio.Future[tuple[int, ApplyResult]] = future,
+                refused: list[ConfigRefused] = refused,
+            ) -> None:
+                if future.done():
+                    return
+                try:
+                    new = change(self.core.membership)
+                except MembershipError as exc:
+                    future.set_exception(exc)
+                    return
+                if new is None:
+                    future.set_result((0, ApplyResult()))
+                    return
+                result = self.core.propose_membership(self._addressed(new))
+                if isinstance(result, NotLeader):
+                    future.set_exception(_not_leader(result.leader_id))
+                elif isinstance(result, ConfigRefused):
+                    refused.append(result)
+                    future.set_result((0, ApplyResult()))
+                else:
+                    self._pending[result.first_seq] = _Pending(result.term, future)
+
+            self._submit(go)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.shield(future)
+                if not refused:
+                    return self.members_view()
+            except TimeoutError:
+                raise BackendTimeoutError(
+                    f"node {self.id}: membership change not applied within {timeout:g} s "
+                    "(outcome unknown: see `dref raft member list`)"
+                ) from None
+            finally:
+                if not future.done():
+                    future.cancel()
+            if not refused[0].retriable or loop.time() + 0.05 >= deadline:
+                raise MembershipError(refused[0].reason)
+            await asyncio.sleep(0.05)
+
+    async def transfer_leadership(self, target: str | None, timeout: float) -> str:
+        """Hand leadership to `target` (None: the most up-to-date voter); the new leader.
+
+        Proposals get `NotLeaderError(target)` meanwhile (retried by callers). The core gives
+        up after one election timeout and this node leads on: then `BackendTimeoutError`.
+        `MembershipError`: refused (not a voter, not a dref node); not-leader errors as usual.
+        """
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[str] = loop.create_future()
+
+        def go() -> None:
+            if started.done():
+                return
+            result = self.core.transfer_leadership(target)
+            if isinstance(result, NotLeader):
+                started.set_exception(_not_leader(result.leader_id))
+            elif isinstance(result, ConfigRefused):
+                started.set_exception(MembershipError(result.reason))
+            else:
+                started.set_result(result)
+
+        self._submit(go)
+        chosen = await started
+        deadline = loop.time() + timeout
+        while self.is_leader and self.core.transfer_target == chosen:
+            event = self._leader_changed
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, self._tick)):
+                    await event.wait()
+        if self.is_leader:
+            raise BackendTimeoutError(
+                f"node {self.id}: {chosen} did not take over leadership (gave up after one "
+                "election timeout); this node still leads"
+            )
+        leader = await self.wait_for_leader(max(0.0, deadline - loop.time()))
+        return leader or chosen
+
     # ------------------------------------------------------------------ operations
 
     async def propose(self, command: Command, timeout: float) -> tuple[int, ApplyResult]:
@@ -447,6 +588,8 @@ class RaftNode:
         self._check_open()
         if (
             request.sender not in self.peers
+            and request.sender not in self.core.membership.members
+            and request.sender != self.core.leader_id
             and request.sender not in self._strangers
             and len(self._strangers) < _MAX_STRANGERS_LOGGED
         ):
@@ -613,10 +756,10 @@ class RaftNode:
                     break
             return
         peer = msg.to
-        address = self.peers.get(peer)
+        address = self.core.membership.address_of(peer) or self.peers.get(peer)
         if address is None or self._inflight.get(peer, 0) >= _MAX_INFLIGHT_PER_PEER:
             return
-        self._inflight[peer] += 1
+        self._inflight[peer] = self._inflight.get(peer, 0) + 1
         task = asyncio.create_task(self._call(peer, address, msg))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -699,5 +842,9 @@ def _fail(future: asyncio.Future[_T], error: BaseException) -> None:
         future.set_exception(error)
 
 
-def _not_leader(leader_id: str | None) -> ConsensusError:
+def not_leader_error(leader_id: str | None) -> ConsensusError:
+    """`NotLeaderError` with the hint, or `NoLeaderError` when no leader is known."""
     return NotLeaderError(leader_id) if leader_id is not None else NoLeaderError()
+
+
+_not_leader = not_leader_error

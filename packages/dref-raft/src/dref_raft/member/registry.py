@@ -6,11 +6,14 @@ one to close stops it). `local_members` is the registry of this process; tests m
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 from dref.errors import ConfigurationError, NoLeaderError
-from dref_raft.member.discovery import AddressPoller, Resolver, bootstrap
+from dref_raft.member.discovery import AddressPoller, Resolver, bootstrap, join_bootstrap
 from dref_raft.member.handler import NodeClientHandler
+from dref_raft.member.membership import NodeMembership, request_join
 from dref_raft.member.node import NodeConfig, RaftNode
 from dref_raft.member.watch_service import WatchService
 from dref_raft.ops import open_leader_client
@@ -38,11 +41,15 @@ class Member:
     poller: AddressPoller | None = None
     refs: int = 0
     clients: dict[str, LeaderApi] = field(default_factory=dict)
+    #: `join = true` with discovery: the request to the leader to add this member.
+    joiner: asyncio.Task[None] | None = None
 
     def leader_client(self, node_id: str) -> LeaderApi:
         client = self.clients.get(node_id)
         if client is None:
-            address = self.settings.members.get(node_id)
+            address = self.node.core.membership.address_of(node_id) or self.settings.members.get(
+                node_id
+            )
             if address is None:
                 raise NoLeaderError(f"leader {node_id!r} is not a configured member")
             settings = self.settings
@@ -61,6 +68,10 @@ class Member:
     async def stop(self) -> None:
         """Stop serving (watch streams, then the server with a short grace), then the node, so
         no request reaches a closed node."""
+        if self.joiner is not None:
+            self.joiner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.joiner
         if self.poller is not None:
             await self.poller.aclose()
         if self.watch is not None:
@@ -123,7 +134,10 @@ class MemberRegistry:
             member.refs += 1
             return member
         poller = None
-        if settings.discovers:  # the voter set is fixed here, once
+        joins = settings.discovers and settings.join
+        if joins:  # found running members to ask; the node starts with no voter set
+            settings, poller = await join_bootstrap(settings, resolver)
+        elif settings.discovers:  # the voter set is fixed here, once
             settings, poller = await bootstrap(settings, resolver)
         config = NodeConfig(
             node_id=settings.node_id,
@@ -135,6 +149,9 @@ class MemberRegistry:
             reaper_interval=settings.reaper_interval,
             max_pending=settings.max_pending,
             change_buffer=change_buffer,
+            address=settings.address,
+            joining=settings.join,
+            learner_promotion_lag=settings.learner_promotion_lag,
         )
         stores = open_stores(settings.storage_dir) if settings.storage_dir is not None else None
         network = self.network() if settings.transport == "memory" else None
@@ -169,6 +186,7 @@ class MemberRegistry:
                     compare=handler,
                     info=handler,
                     stream_window=settings.stream_window if settings.stream else None,
+                    membership=NodeMembership(node, settings),
                     host=settings.host,
                     port=settings.port,
                     security=settings.security,
@@ -178,6 +196,10 @@ class MemberRegistry:
             node.start()
             if poller is not None:
                 poller.start()
+            if joins:
+                member.joiner = asyncio.create_task(
+                    request_join(settings), name=f"dref-raft-join:{settings.node_id}"
+                )
         except BaseException:
             await member.stop()
             raise

@@ -38,16 +38,21 @@ class Harness:
         config: CoreConfig | None = None,
         seed: int = 0,
         states: dict[str, CoreState] | None = None,
+        joining: Iterable[str] = (),
     ) -> None:
         self.ids = list(ids)
         self.config = config or CoreConfig()
+        #: Nodes started to join later (`RaftCore(joining=True)`): not in the others' voters.
+        joiners = set(joining)
+        voters = [i for i in self.ids if i not in joiners]
         self.cores = {
             i: RaftCore(
                 i,
-                self.ids,
+                voters,
                 rng=random.Random(f"{seed}/{i}"),
                 config=self.config,
                 state=(states or {}).get(i),
+                joining=i in joiners,
             )
             for i in self.ids
         }

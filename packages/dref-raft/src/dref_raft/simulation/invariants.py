@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dref_raft.commands import Command
+from dref_raft.commands import Command, ConfigChange
 from dref_raft.core import Entry, RaftCore
 from dref_raft.fsm import StateMachine
 
@@ -50,10 +50,12 @@ class Invariants:
             )
 
     def check_leader(self, core: RaftCore) -> None:
-        """Election safety and leader completeness for a node that leads now."""
+        """Election safety and leader completeness for a node that leads now, and the
+        configuration rules (`check_leader_config`)."""
         holder = self.leaders.setdefault(core.term, core.id)
         if holder != core.id:
             raise InvariantViolation(f"two leaders in term {core.term}: {holder} and {core.id}")
+        self.check_leader_config(core)
         log = core.log
         required = self.max_applied
         while required > 0 and self.committed_by[required] >= core.term:
@@ -73,6 +75,28 @@ class Invariants:
                     f"leader {core.id} (term {core.term}) lacks committed entry {seq}: has "
                     f"{entry}, applied was term {term} {command!r}"
                 )
+
+    def check_leader_config(self, core: RaftCore) -> None:
+        """A leader is a voter of the configuration it holds, except while its own removal is
+        not committed yet; and its log holds at most one uncommitted configuration change
+        (one server at a time: a second waits for the first to commit)."""
+        if core.id not in core.voters and core.commit >= core.config_seq:
+            raise InvariantViolation(
+                f"leader {core.id} (term {core.term}) is no voter of its configuration "
+                f"{core.membership} (entry {core.config_seq}, committed through {core.commit})"
+            )
+        if core.config_seq <= core.commit:
+            return
+        pending = [
+            e.seq
+            for e in core.log.slice(core.commit + 1, core.log.last_seq)
+            if isinstance(e.command, ConfigChange)
+        ]
+        if len(pending) > 1:
+            raise InvariantViolation(
+                f"leader {core.id} (term {core.term}) holds uncommitted configuration changes "
+                f"at {pending}: one at a time"
+            )
 
     def check_entries(self, core: RaftCore, entries: tuple[Entry, ...]) -> None:
         """Log matching for entries a node just appended."""

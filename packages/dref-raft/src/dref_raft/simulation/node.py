@@ -40,8 +40,11 @@ class SimNode:
         on_apply: ApplyHook,
         on_read: ReadHook,
         trace: TraceHook | None = None,
+        joining: bool = False,
     ) -> None:
         self.id = node_id
+        #: Started to join a running cluster: it learns its configuration from the leader.
+        self.joining = joining
         self.peers = peers
         self.config = config
         self.seed = seed
@@ -65,7 +68,9 @@ class SimNode:
         self.machine = machine
         self.incarnation += 1
         rng = random.Random(f"{self.seed}/{self.id}/{self.incarnation}")
-        core = RaftCore(self.id, self.peers, rng=rng, config=self.config, state=state)
+        core = RaftCore(
+            self.id, self.peers, rng=rng, config=self.config, state=state, joining=self.joining
+        )
         writer = StoreWriter(self.stores, term=state.term, vote=state.vote, commit=state.commit)
         self._applier = ReadyApplier(
             core, machine, writer, self, snapshot_every=self.snapshot_every

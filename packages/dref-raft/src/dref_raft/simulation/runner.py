@@ -13,10 +13,11 @@ from dref_raft.commands import (
     CompareAndDelete,
     DeleteIfExpired,
     ExpireElement,
+    Membership,
     SetElement,
     SetIfNotExist,
 )
-from dref_raft.core import CoreConfig, Entry, Message, RaftCore, Role
+from dref_raft.core import CoreConfig, Entry, Message, Proposed, RaftCore, Role
 from dref_raft.errors import MissingSimulationDependency
 from dref_raft.fsm import ApplyResult
 from dref_raft.simulation.clients import OP_TIMEOUT, LockClient, RecordedOp, SimClient
@@ -41,8 +42,12 @@ REAP_PERIOD = 40
 #: `stale_leader` isolates the leader on a minority side, pins clients to it and lets the rest
 #: elect another; `figure8` crashes a leader right after an earlier term's entry reached a
 #: majority, then lets a member with a divergent log of a higher term win; `stale_messages`
-#: replays messages (InstallSnapshot more often) hundreds of steps later, across terms.
-NEMESES = ("stale_leader", "figure8", "stale_messages")
+#: replays messages (InstallSnapshot more often) hundreds of steps later, across terms;
+#: `membership` adds fresh nodes as learners, promotes them and removes voters (the leader
+#: too), one change at a time, between 3 and 5 voters.
+NEMESES = ("stale_leader", "figure8", "stale_messages", "membership")
+#: Voters the membership nemesis keeps (it never removes below, nor adds above).
+MIN_VOTERS, MAX_MEMBERS = 3, 5
 #: The key of the nemeses' filler writes (no client reads or writes it).
 FILLER_KEY = "_nemesis"
 #: Steps a crashed node waits for a nemesis to restart it (or the faults to end).
@@ -159,12 +164,21 @@ class _Run:
         # partitioned leader keeps leading until it hears of a higher term.
         pre_vote, check_quorum = nem.random() < 0.6, nem.random() < 0.6
         self.stats["pre_vote"], self.stats["check_quorum"] = int(pre_vote), int(check_quorum)
+        members = "membership" in self.nemeses
+        self.member_rng = random.Random(f"membership/{seed}")
         core_config = CoreConfig(
             max_batch_entries=rng.choice([1, 4, 64]),
             max_inflight=rng.choice([1, 2, 8]),
             pre_vote=pre_vote,
             check_quorum=check_quorum,
+            # membership runs: automatic promotion, or the nemesis promotes (-1)
+            learner_promotion_lag=self.member_rng.choice([-1, 0, 8]) if members else 64,
         )
+        self.core_config = core_config
+        #: Nodes removed from the configuration (stopped for good once that committed), and
+        #: the number of the next fresh node id.
+        self.decommissioned: set[str] = set()
+        self.next_node = cfg.nodes + 1
         self.nodes = {
             i: SimNode(
                 i,
@@ -286,6 +300,8 @@ class _Run:
                         self.reap()
                 self.timeouts()
                 self.flush()
+                if "membership" in self.nemeses:
+                    self.decommission()
             self.settle()
             self.final_checks()
         except InvariantViolation as exc:
@@ -330,6 +346,106 @@ class _Run:
                 self.count("crashes")
         elif roll < 0.0155 and self.episode_kinds:
             self.start_episode(self.nemesis_rng.choice(self.episode_kinds))
+        elif 0.0155 <= roll < 0.0205 and "membership" in self.nemeses:
+            self.change_membership()
+            if self.member_rng.random() < 0.3:
+                self.change_membership()  # at once: refused while the first is uncommitted
+
+    # ---------------------------------------------------------------- membership
+
+    def change_membership(self) -> None:
+        """One single-server change on the current leader: add a fresh node as a learner,
+        promote a learner (when the core does not), remove a learner or a voter (the leader
+        itself too)."""
+        leader = self.leader()
+        if leader is None:
+            return
+        core, rng = _core(leader), self.member_rng
+        m = core.membership
+        voters, learners = set(m.voters), set(m.learners)
+        moves = []
+        if len(voters) + len(learners) < MAX_MEMBERS:
+            moves.append("add")
+        if learners:
+            moves += ["promote", "remove_learner"]
+        if len(voters) > MIN_VOTERS:
+            moves.append("remove_voter")
+        if not moves:
+            moves.append("transfer")
+        if rng.random() < 0.2:
+            moves = ["transfer"]  # leadership transfer (TimeoutNow) instead of a change
+        move = rng.choice(moves)
+        if move == "transfer":
+            target = core.transfer_leadership(rng.choice([None, *core.peers]))
+            self.trace(f"membership transfer on {leader.id}: {target}")
+            self.count("transfers" if isinstance(target, str) else "transfers_refused")
+            self.drain(leader.id)
+            return
+        new_id = f"n{self.next_node}"
+        if move == "add":
+            learners.add(new_id)
+        elif move == "promote":
+            chosen = rng.choice(sorted(learners))
+            learners.discard(chosen)
+            voters.add(chosen)
+        elif move == "remove_learner":
+            learners.discard(rng.choice(sorted(learners)))
+        else:
+            voters.discard(rng.choice(sorted(voters)))
+        proposed = core.propose_membership(
+            Membership(tuple(sorted(voters)), tuple(sorted(learners)))
+        )
+        self.trace(f"membership {move} on {leader.id}: {sorted(voters)} + {sorted(learners)}")
+        if not isinstance(proposed, Proposed):
+            self.count("membership_refused")
+            return
+        self.count(f"membership_{move}")
+        if move == "add":
+            self.next_node += 1
+            self.add_node(new_id)
+        self.drain(leader.id)
+
+    def add_node(self, node_id: str) -> None:
+        """A fresh node that joins (it knows no configuration until the leader's entries)."""
+        rng = self.member_rng
+        self.nodes[node_id] = SimNode(
+            node_id,
+            [],
+            self.core_config,
+            self.seed,
+            self.invariants,
+            snapshot_every=rng.choice([0, self.cfg.snapshot_every, 7]),
+            on_apply=self.on_apply,
+            on_read=self.on_read,
+            trace=self.trace if self.tracing else None,
+            joining=True,
+        )
+        base = self.core_config.tick_ms // STEP_MS
+        self.tick_period[node_id] = rng.randint(base * 7 // 8, base * 9 // 8)
+        self.tick_phase[node_id] = rng.randrange(self.tick_period[node_id])
+        self.clock_offset[node_id] = 0
+
+    def decommission(self) -> None:
+        """Stop, for good, every node whose removal the newest leader committed (as an
+        operator stops a removed machine; it never comes back under the same id)."""
+        leader = self.leader()
+        if leader is None:
+            return
+        core = _core(leader)
+        if core.commit < core.config_seq:
+            return
+        members = set(core.membership.members)
+        for node_id in self.nodes:
+            if node_id not in members and node_id not in self.decommissioned:
+                self.decommissioned.add(node_id)
+                self.nodes[node_id].crash()
+                self.restart_at.pop(node_id, None)
+                self.trace(f"decommission {node_id}")
+                self.count("decommissioned")
+
+    def live_ids(self) -> list[str]:
+        """Every node not decommissioned."""
+        return [i for i in self.nodes if i not in self.decommissioned]
 
     # ---------------------------------------------------------------- nemeses
 
@@ -349,16 +465,17 @@ class _Run:
 
     def start_episode(self, kind: str) -> None:
         """Start a scripted nemesis from the current leader (none: nothing happens)."""
-        nem, ids = self.nemesis_rng, list(self.nodes)
+        nem, ids = self.nemesis_rng, self.live_ids()
         old = self.leader()
-        if old is None or (kind == "figure8" and not all(n.up for n in self.nodes.values())):
+        if old is None or (kind == "figure8" and not all(self.nodes[i].up for i in ids)):
             return
         others = [i for i in ids if i != old.id]
         if kind == "stale_leader":
             # The old leader (with a follower when there are five) on the minority side; half
             # of the clients keep asking it, the others go to the majority side.
             quorum = _core(old).quorum
-            side = [old.id, *nem.sample(others, len(ids) - quorum - 1)]
+            # (A stale leader's voters may include nodes already decommissioned: clamp.)
+            side = [old.id, *nem.sample(others, max(0, min(len(others), len(ids) - quorum - 1)))]
             rest = [i for i in ids if i not in side]
             self.net.partition([side, rest])
             pinned = nem.sample(self.clients, nem.randint(1, max(1, len(self.clients) - 1)))
@@ -394,7 +511,7 @@ class _Run:
 
     def step_figure8(self, ep: _Episode) -> None:
         """Figure 8 of the Raft paper, driven by the cluster's state."""
-        nem, ids = self.nemesis_rng, list(self.nodes)
+        nem, ids = self.nemesis_rng, self.live_ids()
         others = [i for i in ids if i != ep.old]
         if ep.phase == "isolated":
             new = self.leader(others)
@@ -408,7 +525,8 @@ class _Run:
             ep.new, ep.term, ep.first_seq = new.id, core.term, core.log.last_seq
             self.crash(new.id)
             quorum = core.quorum
-            group = nem.sample([i for i in others if i != new.id], quorum - 1)
+            rest = [i for i in others if i != new.id]
+            group = nem.sample(rest, max(0, min(len(rest), quorum - 1)))
             self.net.partition([[ep.old, *group], [i for i in others if i not in group]])
             ep.phase, ep.deadline = "rejoined", self.now + 1000
             self.trace(f"nemesis figure8: crash {new.id} (term {ep.term}), {ep.old} + {group}")
@@ -835,6 +953,8 @@ class _Run:
         """Without faults or clients, run until every node applied the leader's commit."""
         for now in range(self.cfg.steps, self.cfg.steps + SETTLE_STEPS):
             self.now = now
+            if "membership" in self.nemeses:
+                self.decommission()
             if self.now % 50 == 0 and self.converged():
                 return
             self.deliver()
@@ -845,7 +965,8 @@ class _Run:
     def converged(self) -> bool:
         leaders = [n.core for n in self.nodes.values() if n.core and n.core.role is Role.LEADER]
         return len(leaders) == 1 and all(
-            n.core is not None and n.core.applied == leaders[0].commit for n in self.nodes.values()
+            (n := self.nodes[i]).core is not None and n.core.applied == leaders[0].commit
+            for i in self.live_ids()
         )
 
     def final_checks(self) -> None:
@@ -854,8 +975,9 @@ class _Run:
             raise InvariantViolation("liveness: no leader after the faults ended")
         leader = leaders[-1]
         assert leader.core is not None
-        states = {i: dict(n.machine.elements()) for i, n in self.nodes.items()}
-        for node_id, node in self.nodes.items():
+        states = {i: dict(self.nodes[i].machine.elements()) for i in self.live_ids()}
+        for node_id in self.live_ids():
+            node = self.nodes[node_id]
             assert node.core is not None
             if node.core.applied != leader.core.commit or states[node_id] != states[leader.id]:
                 raise InvariantViolation(
@@ -864,6 +986,8 @@ class _Run:
                     f"{states[node_id] == states[leader.id]}"
                 )
         self.stats["committed"] = leader.core.commit
+        if "membership" in self.nemeses:
+            self.stats["final_voters"] = len(leader.core.voters)
         self.stats["terms"] = len(self.invariants.leaders)
 
     def check_history(self) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import grpc
 
@@ -48,6 +48,9 @@ from dref_raft.transport.grpc_stream import ACCEPTED_KEY, ACCEPTED_VALUE, Method
 from dref_raft.transport.security import PLAINTEXT, TransportSecurity, is_loopback
 from dref_raft.transport.status import status_of
 from dref_raft.wire import messages
+
+if TYPE_CHECKING:
+    from dref_raft.transport.grpc_membership import MembershipHandler
 
 __all__ = ["GrpcServer"]
 
@@ -94,6 +97,7 @@ class GrpcServer(AsyncResource):
         compare: CompareHandler | None = None,
         info: InfoHandler | None = None,
         stream_window: int | None = None,
+        membership: MembershipHandler | None = None,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         max_message_bytes: int | None = None,
@@ -108,6 +112,7 @@ class GrpcServer(AsyncResource):
         self._info = info
         self._stream_window = stream_window
         self._served = self._methods()
+        self._membership = membership
         self._host = host
         self._requested_port = port
         if max_message_bytes is not None:
@@ -272,6 +277,10 @@ class GrpcServer(AsyncResource):
                     },
                 )
             )
+        if self._membership is not None:
+            from dref_raft.transport.grpc_membership import membership_handlers
+
+            handlers.append(membership_handlers(self._membership, self.node_id, self._max))
         return tuple(handlers)
 
     # ------------------------------------------------------------------ DRefConsensus

@@ -12,16 +12,18 @@ from typing import Any
 from google.protobuf.message import DecodeError, EncodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from dref_raft._pb import dref_consensus_pb2, raft_pb2, state_command_pb2
+from dref_raft._pb import dref_consensus_pb2, dref_membership_pb2, raft_pb2, state_command_pb2
 from dref_raft.commands import (
     Command,
     CompareAndDelete,
     CompareAndExpire,
     CompareAndSet,
+    ConfigChange,
     DeleteElement,
     DeleteIfExpired,
     ExpireElement,
     FencedWrite,
+    Membership,
     NoOp,
     SetElement,
     SetIfNotExist,
@@ -34,13 +36,17 @@ __all__ = [
     "COMPARE_AND_DELETE_FIELD",
     "COMPARE_AND_EXPIRE_FIELD",
     "COMPARE_AND_SET_FIELD",
+    "CONFIG_CHANGE_FIELD",
     "EXT_TERM_FIELD",
     "FENCED_WRITE_FIELD",
     "decode_command",
     "decode_command_term",
     "decode_snapshot",
     "encode_command",
+    "encode_membership",
     "encode_snapshot",
+    "fill_membership",
+    "membership_of",
     "misplaced_field",
     "snapshot_of",
 ]
@@ -53,6 +59,9 @@ COMPARE_AND_SET_FIELD = 1001
 COMPARE_AND_DELETE_FIELD = 1002
 COMPARE_AND_EXPIRE_FIELD = 1003
 FENCED_WRITE_FIELD = 1004
+#: `StateCommand` oneof member of the configuration change, and `ClusterSnapshot.membership`
+#: (docs/raft-wire.md#membership).
+CONFIG_CHANGE_FIELD = 1400
 #: ... and `uint64 term = 1000` in `StartNewTermCommand` (the term of the leader that
 #: proposed it, so stored entries' terms can be rebuilt) and `uint64 last_term = 1000` in
 #: `ClusterSnapshot` (the term of the entry at `last_seq`).
@@ -115,6 +124,9 @@ def encode_command(command: Command, *, term: int | None = None) -> bytes:
                 if command.expected is not None:
                     fw.expected = command.expected
                 fw.now = command.now
+            case ConfigChange(membership):
+                fill_membership(msg.config_change.membership, membership)
+                msg.config_change.SetInParent()
             case NoOp():
                 pass
             case _:
@@ -173,6 +185,8 @@ def _decode_compare(msg: Any, op: str) -> Command | None:
     if op == "compare_and_expire":
         c = msg.compare_and_expire
         return CompareAndExpire(str(c.name), bytes(c.expected), int(c.expire_at), int(c.now))
+    if op == "config_change":
+        return ConfigChange(membership_of(msg.config_change.membership))
     if op == "fenced_write":
         f = msg.fenced_write
         return FencedWrite(
@@ -194,6 +208,8 @@ def encode_snapshot(snapshot: ClusterSnapshot) -> bytes:
     try:
         msg.last_seq = snapshot.last_seq
         msg.last_term = snapshot.last_term
+        if snapshot.membership is not None:
+            fill_membership(msg.membership, snapshot.membership)
         for entry in snapshot.entries:
             kv: Any = raft_pb2.KVEntry(key=entry.key, value=entry.value)
             if entry.expire_at is not None:
@@ -219,7 +235,33 @@ def snapshot_of(msg: Any) -> ClusterSnapshot:
         )
         for kv in msg.entries
     )
-    return ClusterSnapshot(entries, int(msg.last_seq), int(msg.last_term))
+    membership = membership_of(msg.membership) if msg.HasField("membership") else None
+    return ClusterSnapshot(entries, int(msg.last_seq), int(msg.last_term), membership)
+
+
+def fill_membership(target: Any, membership: Membership) -> None:
+    """Write `membership` into a `Membership` protobuf message."""
+    target.voters.extend(membership.voters)
+    target.learners.extend(membership.learners)
+    for node_id, address in membership.addresses:
+        target.addresses.add(node_id=node_id, address=address)
+    target.SetInParent()
+
+
+def membership_of(msg: Any) -> Membership:
+    """A parsed `Membership` protobuf message as ours (voters and learners sorted)."""
+    return Membership(
+        tuple(sorted(str(v) for v in msg.voters)),
+        tuple(sorted(str(v) for v in msg.learners)),
+        tuple(sorted((str(a.node_id), str(a.address)) for a in msg.addresses)),
+    )
+
+
+def encode_membership(membership: Membership) -> bytes:
+    """`Membership` protobuf bytes."""
+    msg: Any = dref_membership_pb2.Membership()
+    fill_membership(msg, membership)
+    return bytes(msg.SerializeToString())
 
 
 def _fill_set(target: Any, name: str, value: bytes, expire_at: int | None) -> None:

@@ -249,6 +249,8 @@ def _request_pb(request: Request) -> Any:
             )
             if request.ext:
                 msg.dref_ext = True
+                if request.timeout_now:
+                    msg.timeout_now = True
         case ReadIndex():
             msg = _PB.ReadIndexRequest(leader_id=request.sender, term=request.term)
             if request.ext:
@@ -262,6 +264,8 @@ def _request_pb(request: Request) -> Any:
             if request.ext:
                 msg.dref_ext = True
                 msg.last_term = request.last_term
+                if isinstance(request, Vote) and request.transfer:
+                    msg.leadership_transfer = True
         case InstallSnapshot():
             msg = _PB.InstallSnapshotRequest(
                 leader_id=request.sender, term=request.term, last_seq=request.last_seq
@@ -324,15 +328,23 @@ def decode_request(
                 entries=entries,
             )
         case "Heartbeat":
-            return Heartbeat(str(msg.leader_id), to, int(msg.term), int(msg.commit_seq), ext=ext)
+            return Heartbeat(
+                str(msg.leader_id), to, int(msg.term), int(msg.commit_seq), ext=ext,
+                timeout_now=ext and bool(msg.timeout_now),
+            )  # fmt: skip
         case "ReadIndex":
             return ReadIndex(
                 str(msg.leader_id), to, int(msg.term), ext=ext,
                 read_ctx=int(msg.read_ctx) if ext else 0,
             )  # fmt: skip
-        case "RequestVote" | "RequestPreVote":
-            cls = Vote if method == "RequestVote" else PreVote
-            return cls(
+        case "RequestVote":
+            return Vote(
+                str(msg.candidate_id), to, int(msg.term), int(msg.last_seq), ext=ext,
+                last_term=int(msg.last_term) if ext else 0,
+                transfer=ext and bool(msg.leadership_transfer),
+            )  # fmt: skip
+        case "RequestPreVote":
+            return PreVote(
                 str(msg.candidate_id), to, int(msg.term), int(msg.last_seq), ext=ext,
                 last_term=int(msg.last_term) if ext else 0,
             )  # fmt: skip
