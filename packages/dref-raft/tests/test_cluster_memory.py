@@ -18,6 +18,7 @@ from dref_raft.member.registry import Member, local_members
 from dref_raft.settings import RaftSettings
 
 IDS = ("n1", "n2", "n3")
+HISTORY = 64
 
 
 def member_options(node_id: str, **extra: Any) -> dict[str, Any]:
@@ -27,6 +28,7 @@ def member_options(node_id: str, **extra: Any) -> dict[str, Any]:
         "port": 1,
         "endpoints": [f"{i}=mem-{i}:1" for i in IDS],
         "transport": "memory",
+        "watch_history": HISTORY,
         **extra,
     }
 
@@ -47,6 +49,7 @@ async def memory_cluster() -> AsyncIterator[list[Member]]:
 
 class TestRaftMemoryCluster(BackendConformance):
     backend = "raft"
+    revision_history = HISTORY
 
     @pytest.fixture
     async def open_context(

@@ -68,6 +68,7 @@ class RaftBackend(CompareOps):
             exact_events=True,
             expiry_events=True,
             names=True,
+            revisions=True,
         )
 
     # -- routing ----------------------------------------------------------------------------------
@@ -151,6 +152,22 @@ class RaftBackend(CompareOps):
     async def subscribe(self, name: str) -> Subscription:
         self._check()
         return self.node.hub.subscribe(name, self._change_buffer)
+
+    async def get_with_revision(self, name: str) -> tuple[bytes | None, int]:
+        """A linearizable read (as `get`), then this member's value and applied seq, taken
+        together: the member has applied at least what the read had to see."""
+        await self.get(name)
+        return self.node.get_local(name), self.node.applied
+
+    async def subscribe_since(self, name: str, since: int) -> Subscription:
+        """Replay from the member's watch history (`watch_history` events), then live."""
+        self._check()
+        watch = self.member.watch
+        assert watch is not None, "a member always keeps its watch history"
+        replay = watch.replay(name, since)
+        sub = self.node.hub.subscribe(name, self._change_buffer)
+        sub.preload(replay, max(since, self.node.applied))
+        return sub
 
     async def aclose(self) -> None:
         if self._closed:

@@ -540,7 +540,7 @@ class RaftNode:
     # ------------------------------------------------------------------ ReadyEffects
 
     def snapshot_installed(self, snapshot: Snapshot, changes: Sequence[Changed]) -> None:
-        self.hub.publish_all(ChangeEvent(c.name, c.value) for c in changes)
+        self.hub.publish_all(ChangeEvent(c.name, c.value, snapshot.seq) for c in changes)
         self._report_applied(snapshot.seq, changes)
         for seq in [s for s in self._pending if s <= snapshot.seq]:
             _fail(
@@ -561,7 +561,7 @@ class RaftNode:
     def entry_applied(self, entry: Entry, result: ApplyResult) -> None:
         command, seq = entry.command, entry.seq
         for change in result.events:
-            self.hub.publish(ChangeEvent(change.name, change.value))
+            self.hub.publish(ChangeEvent(change.name, change.value, seq))
         self._report_applied(seq, result.events)
         if result.created and isinstance(command, SetIfNotExist | CompareAndSet):
             watcher = self._created.get((command.name, command.value))

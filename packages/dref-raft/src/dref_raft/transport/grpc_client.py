@@ -148,6 +148,7 @@ class LeaderClient(AsyncResource):
         self._max = max_message_bytes
         self._channels = _Channels(max_message_bytes)
         self.applied_seq = 0
+        self.last_applied_seq = 0
 
     async def _call(self, method: str, timeout: float | None, **fields: Any) -> Any:
         pb_request, pb_response = messages.raft_pb_classes(method)
@@ -168,7 +169,8 @@ class LeaderClient(AsyncResource):
             msg = messages.parse(pb_response, answer, pb_response.DESCRIPTOR.name, self._max)
         except WireError as exc:
             raise TransportError(f"{self.address}: {method}: undecodable response: {exc}") from exc
-        self.applied_seq = max(self.applied_seq, int(getattr(msg, "applied_seq", 0)))
+        self.last_applied_seq = int(getattr(msg, "applied_seq", 0))
+        self.applied_seq = max(self.applied_seq, self.last_applied_seq)
         return msg
 
     async def set_element(
