@@ -12,16 +12,18 @@ from dref_compat.conformance import BackendConformance
 
 class TestRedisConformance(BackendConformance):
     backend = "redis"
+    revision_history = 16
 
     @pytest.fixture
     def connect_options(self, redis_server: RedisServer) -> dict[str, Any]:
-        return {"url": redis_server.url, "poll_interval": 0.2}
+        return {"url": redis_server.url, "poll_interval": 0.2, "history": self.revision_history}
 
 
 class TestRedisConformanceLockStrategy(BackendConformance):
     """`modify_strategy = "lock"`: `update` goes through upstream's lock protocol."""
 
     backend = "redis"
+    revision_history = 256  # the default `history`
 
     @pytest.fixture
     def connect_options(self, redis_server: RedisServer) -> dict[str, Any]:
@@ -30,6 +32,7 @@ class TestRedisConformanceLockStrategy(BackendConformance):
 
 class TestRedisConformanceKeyPrefix(BackendConformance):
     backend = "redis"
+    revision_history = 256  # the default `history`
 
     @pytest.fixture
     def connect_options(self, redis_server: RedisServer) -> dict[str, Any]:

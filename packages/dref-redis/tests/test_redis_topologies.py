@@ -45,6 +45,7 @@ def cluster() -> Iterator[RedisCluster]:
 
 class TestSentinelConformance(BackendConformance):
     backend = "redis"
+    revision_history = 256  # the default `history`
 
     @pytest.fixture
     def connect_options(self, sentinel_group: SentinelGroup) -> dict[str, Any]:
@@ -53,6 +54,7 @@ class TestSentinelConformance(BackendConformance):
 
 class TestClusterConformance(BackendConformance):
     backend = "redis"
+    revision_history = 256  # the default `history`
 
     @pytest.fixture
     def connect_options(self, cluster: RedisCluster) -> dict[str, Any]:

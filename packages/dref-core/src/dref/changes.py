@@ -57,7 +57,7 @@ class Subscription(AsyncResource):
     def _push(self, event: ChangeEvent) -> None:
         if self._closed or self._error is not None:
             return
-        if self._after and event.revision <= self._after:
+        if 0 < event.revision <= self._after:
             return
         if len(self._buffer) >= self._capacity:
             metrics.state.lagged += 1
@@ -67,10 +67,16 @@ class Subscription(AsyncResource):
         self._wake()
 
     def preload(self, events: Iterable[ChangeEvent], after: int) -> None:
-        """Queue replayed `events` ahead of live ones, and skip live events at or below
-        revision `after` (a resumed stream: `Backend.subscribe_since`)."""
-        self._buffer.extendleft(reversed(list(events)))
-        self._after = after
+        """Queue replayed `events` ahead of live ones (a resumed stream:
+        `Backend.subscribe_since`); live events they already cover, and later ones at or below
+        revision `after`, are dropped."""
+        replay = list(events)
+        top = max(after, replay[-1].revision if replay else 0)
+        live = [e for e in self._buffer if not 0 < e.revision <= top]
+        self._buffer.clear()
+        self._buffer.extend(replay)
+        self._buffer.extend(live)
+        self._after = top
         if self._buffer:
             self._wake()
 

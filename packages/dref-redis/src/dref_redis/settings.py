@@ -61,6 +61,12 @@ class RedisSettings(BaseSettings):
     ping_interval: float = Field(
         5.0, gt=0, description="Idle pub/sub connections are PINGed this often (seconds)."
     )
+    history: int = Field(
+        256,
+        ge=0,
+        description="Changes of each element kept (a `<key>:dref-rev` stream) for revisions "
+        "and `changes(since=...)`; 0: no revisions, writes exactly as upstream.",
+    )
 
     @field_validator("url")
     @classmethod
