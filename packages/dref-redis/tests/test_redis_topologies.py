@@ -141,7 +141,7 @@ async def test_cluster_notifications_from_any_shard_reach_a_raw_subscriber(
         for n in names:
             await backend.set(n, n.encode())
         for n in names:
-            assert await next_event(subs[n]) == ChangeEvent(n, n.encode())
+            assert await next_event(subs[n]) == ChangeEvent(n, n.encode(), 1)
     finally:
         await backend.aclose()
 

@@ -226,7 +226,9 @@ class RedisBackend(Backend):
 
     async def _base(self, key: bytes, channel: str) -> object:
         keys = [key, history_key(key)]
-        return await self._run(self._base_script, "subscribe", key.decode(), keys, [channel.encode()])
+        return await self._run(
+            self._base_script, "subscribe", key.decode(), keys, [channel.encode()]
+        )
 
     async def _barrier(self, key: bytes, channel: str, message: bytes) -> object:
         args = [channel.encode(), message]

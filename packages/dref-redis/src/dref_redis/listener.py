@@ -301,7 +301,9 @@ class ChangeListener:
                         since = self._revs.get(name)
                         if since is not None and self._resync_since is not None:
                             self._held.setdefault(name, [])
-                            await self._resync_since(self._keys.key(name), self.resync_channel, since)
+                            await self._resync_since(
+                                self._keys.key(name), self.resync_channel, since
+                            )
                         else:
                             await self._resync(self._keys.key(name), self.resync_channel)
                     except Exception as exc:
@@ -359,9 +361,9 @@ class ChangeListener:
                 self._pass_barrier(marker)
                 return
             if len(marker) == 3:
-                self._replayed(*marker)  # type: ignore[misc]
+                self._replayed(*marker)
                 return
-            key, value = marker  # type: ignore[misc]
+            key, value = marker
             name = self._keys.name_of(key)
             if name is not None and self._last.get(name, _UNKNOWN) != value:
                 self._deliver(name, value)

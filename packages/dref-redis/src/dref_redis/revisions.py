@@ -105,8 +105,8 @@ if first and tonumber(string.sub(first[1], 3)) > since + 1 then
   return 0
 end
 for _, entry in ipairs(entries) do
-  local payload = entry[2][2]
-  redis.call('PUBLISH', ARGV[1], cmsgpack.pack({KEYS[1], tonumber(string.sub(entry[1], 3)), payload}))
+  local revision = tonumber(string.sub(entry[1], 3))
+  redis.call('PUBLISH', ARGV[1], cmsgpack.pack({KEYS[1], revision, entry[2][2]}))
 end
 redis.call('PUBLISH', ARGV[1], cmsgpack.pack({KEYS[1], -1, false}))
 redis.call('PUBLISH', ARGV[1], cmsgpack.pack({KEYS[1], redis.call('GET', KEYS[1])}))
@@ -127,7 +127,7 @@ def replay(
 ) -> list[ChangeEvent]:
     """The changes of `name` after `since` from an `XRANGE <stream> 0-<since+1> +` reply, as
     events named `name`; `ChangeStreamLaggedError` when the stream was trimmed past `since`."""
-    events = []
+    events: list[ChangeEvent] = []
     for entry_id, fields in entries:
         revision = revision_of(entry_id)
         if not events and revision > since + 1:

@@ -119,7 +119,11 @@ class WatchService:
         back to `since`."""
         if since < self._floor:
             raise ChangeStreamLaggedError(name, len(self._ring), since=since)
-        return [ChangeEvent(e.name, e.value, e.seq) for e in self._ring if e.seq > since and e.name == name]
+        return [
+            ChangeEvent(e.name, e.value, e.seq)
+            for e in self._ring
+            if e.seq > since and e.name == name
+        ]
 
     async def watch(self, names: list[str], from_seq: int) -> AsyncIterator[WatchEvent]:
         """Committed changes of `names` (all when empty) after `from_seq`; see the module."""
