@@ -32,6 +32,7 @@ SELF = "packages/dref-raft/scripts/generate_protos.py"
 PROTOS = (
     "dref.proto",
     "raft.proto",
+    "dref_session.proto",
     "state_command.proto",
     "dref_consensus.proto",
     "dref_watch.proto",

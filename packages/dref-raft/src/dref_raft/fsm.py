@@ -24,10 +24,12 @@ from dref_raft.commands import (
     ExpireElement,
     FencedWrite,
     NoOp,
+    SessionCommand,
     SetElement,
     SetIfNotExist,
     StartNewTerm,
 )
+from dref_raft.sessions import RecordedResult, SessionState, SessionTable
 
 __all__ = [
     "ApplyResult",
@@ -92,6 +94,8 @@ class ClusterSnapshot:
     last_seq: int = 0
     #: dref extension: the Raft term of the entry at `last_seq` (0: unknown / upstream).
     last_term: int = 0
+    #: dref extension: the live sessions of exactly-once writes (`dref_raft.sessions`).
+    sessions: tuple[tuple[bytes, SessionState], ...] = ()
 
 
 _NOTHING = ApplyResult()
@@ -104,6 +108,7 @@ class StateMachine:
 
     def __init__(self) -> None:
         self._elements: dict[str, Element] = {}
+        self.sessions = SessionTable()
 
     def __len__(self) -> int:
         return len(self._elements)
@@ -161,7 +166,25 @@ class StateMachine:
                 return ApplyResult((), created=True)
             case FencedWrite():
                 return self._fenced(command)
+            case SessionCommand():
+                return self._session(command)
         raise TypeError(f"not a state command: {command!r}")
+
+    def _session(self, command: SessionCommand) -> ApplyResult:
+        """A write applied at most once per (session, request); a repeat gets the recorded
+        result and no events."""
+        events: tuple[Changed, ...] = ()
+
+        def run(inner: Command) -> RecordedResult:
+            nonlocal events
+            if isinstance(inner, SessionCommand):
+                raise TypeError("a session command cannot wrap another one")
+            result = self.apply(inner)
+            events = result.events
+            return RecordedResult(result.created, result.current, result.stale)
+
+        recorded, _ = self.sessions.apply(command, run)
+        return ApplyResult(events, recorded.created, recorded.current, recorded.stale)
 
     def _fenced(self, command: FencedWrite) -> ApplyResult:
         lock = self._elements.get(command.lock)
@@ -213,6 +236,7 @@ class StateMachine:
                 for name, e in sorted(self._elements.items())
             ),
             last_seq,
+            sessions=self.sessions.states(),
         )
 
     def install(self, snapshot: ClusterSnapshot) -> tuple[Changed, ...]:
@@ -231,6 +255,7 @@ class StateMachine:
             elif (before := old.get(name)) is None or before.value != after.value:
                 changes.append(Changed(name, after.value))
         self._elements = new
+        self.sessions.restore(snapshot.sessions)
         return tuple(changes)
 
 

@@ -176,6 +176,12 @@ class RaftSettings(BaseSettings):
         description="Upstream nodes may vote: no dref-only commands (no native CAS, "
         "no owner-checked locks).",
     )
+    exactly_once: bool = Field(
+        True,
+        description="Writes carry the context's session and request number and are resent "
+        "while their outcome is unknown; the state machine applies each once (off with "
+        "mixed_cluster).",
+    )
 
     @classmethod
     def settings_customise_sources(

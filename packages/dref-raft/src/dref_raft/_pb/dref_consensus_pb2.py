@@ -24,43 +24,44 @@ _sym_db = _symbol_database.Default()
 
 from . import raft_pb2 as raft__pb2
 from . import state_command_pb2 as state__command__pb2
+from . import dref_session_pb2 as dref__session__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x64ref_consensus.proto\x12\x11io.github.tobia80\x1a\nraft.proto\x1a\x13state_command.proto\"d\n\x0f\x43lusterSnapshot\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.io.github.tobia80.KVEntry\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\x12\x12\n\tlast_term\x18\xe8\x07 \x01(\x04\"7\n\tDrefEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\x0c\"\xd3\x01\n\x14\x41ppendEntriesRequest\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\x0c\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x12\n\ncommit_seq\x18\x05 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x11\n\x08prev_seq\x18\xe9\x07 \x01(\x04\x12\x12\n\tprev_term\x18\xea\x07 \x01(\x04\x12.\n\x07\x65ntries\x18\xeb\x07 \x03(\x0b\x32\x1c.io.github.tobia80.DrefEntry\"s\n\x15\x41ppendEntriesResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tmatch_seq\x18\xe9\x07 \x01(\x04\x12\x14\n\x0breject_hint\x18\xea\x07 \x01(\x04\"Z\n\x10HeartbeatRequest\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x12\n\ncommit_seq\x18\x03 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\"]\n\x11HeartbeatResponse\x12\x14\n\x0c\x61\x63knowledged\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x11\n\x08last_seq\x18\xe9\x07 \x01(\x04\"Y\n\x10ReadIndexRequest\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x11\n\x08read_ctx\x18\xe9\x07 \x01(\x04\"X\n\x11ReadIndexResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x11\n\x08read_ctx\x18\xe9\x07 \x01(\x04\"j\n\x0bVoteRequest\x12\x14\n\x0c\x63\x61ndidate_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tlast_term\x18\xe9\x07 \x01(\x04\"@\n\x0cVoteResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\"m\n\x0ePreVoteRequest\x12\x14\n\x0c\x63\x61ndidate_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tlast_term\x18\xe9\x07 \x01(\x04\"C\n\x0fPreVoteResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\"\xa8\x01\n\x16InstallSnapshotRequest\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x34\n\x08snapshot\x18\x03 \x01(\x0b\x32\".io.github.tobia80.ClusterSnapshot\x12\x10\n\x08last_seq\x18\x04 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tlast_term\x18\xe9\x07 \x01(\x04\"_\n\x17InstallSnapshotResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tmatch_seq\x18\xe9\x07 \x01(\x04\x32\xb6\x04\n\rDRefConsensus\x12\x62\n\rAppendEntries\x12\'.io.github.tobia80.AppendEntriesRequest\x1a(.io.github.tobia80.AppendEntriesResponse\x12V\n\tHeartbeat\x12#.io.github.tobia80.HeartbeatRequest\x1a$.io.github.tobia80.HeartbeatResponse\x12V\n\tReadIndex\x12#.io.github.tobia80.ReadIndexRequest\x1a$.io.github.tobia80.ReadIndexResponse\x12N\n\x0bRequestVote\x12\x1e.io.github.tobia80.VoteRequest\x1a\x1f.io.github.tobia80.VoteResponse\x12W\n\x0eRequestPreVote\x12!.io.github.tobia80.PreVoteRequest\x1a\".io.github.tobia80.PreVoteResponse\x12h\n\x0fInstallSnapshot\x12).io.github.tobia80.InstallSnapshotRequest\x1a*.io.github.tobia80.InstallSnapshotResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x64ref_consensus.proto\x12\x11io.github.tobia80\x1a\nraft.proto\x1a\x13state_command.proto\x1a\x12\x64ref_session.proto\"\x98\x01\n\x0f\x43lusterSnapshot\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.io.github.tobia80.KVEntry\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\x12\x12\n\tlast_term\x18\xe8\x07 \x01(\x04\x12\x32\n\x08sessions\x18\xc0\x0c \x03(\x0b\x32\x1f.io.github.tobia80.SessionState\"7\n\tDrefEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\x0c\"\xd3\x01\n\x14\x41ppendEntriesRequest\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\x0c\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x12\n\ncommit_seq\x18\x05 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x11\n\x08prev_seq\x18\xe9\x07 \x01(\x04\x12\x12\n\tprev_term\x18\xea\x07 \x01(\x04\x12.\n\x07\x65ntries\x18\xeb\x07 \x03(\x0b\x32\x1c.io.github.tobia80.DrefEntry\"s\n\x15\x41ppendEntriesResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tmatch_seq\x18\xe9\x07 \x01(\x04\x12\x14\n\x0breject_hint\x18\xea\x07 \x01(\x04\"Z\n\x10HeartbeatRequest\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x12\n\ncommit_seq\x18\x03 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\"]\n\x11HeartbeatResponse\x12\x14\n\x0c\x61\x63knowledged\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x11\n\x08last_seq\x18\xe9\x07 \x01(\x04\"Y\n\x10ReadIndexRequest\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x11\n\x08read_ctx\x18\xe9\x07 \x01(\x04\"X\n\x11ReadIndexResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x11\n\x08read_ctx\x18\xe9\x07 \x01(\x04\"j\n\x0bVoteRequest\x12\x14\n\x0c\x63\x61ndidate_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tlast_term\x18\xe9\x07 \x01(\x04\"@\n\x0cVoteResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\"m\n\x0ePreVoteRequest\x12\x14\n\x0c\x63\x61ndidate_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tlast_term\x18\xe9\x07 \x01(\x04\"C\n\x0fPreVoteResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\"\xa8\x01\n\x16InstallSnapshotRequest\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x34\n\x08snapshot\x18\x03 \x01(\x0b\x32\".io.github.tobia80.ClusterSnapshot\x12\x10\n\x08last_seq\x18\x04 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tlast_term\x18\xe9\x07 \x01(\x04\"_\n\x17InstallSnapshotResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tmatch_seq\x18\xe9\x07 \x01(\x04\x32\xb6\x04\n\rDRefConsensus\x12\x62\n\rAppendEntries\x12\'.io.github.tobia80.AppendEntriesRequest\x1a(.io.github.tobia80.AppendEntriesResponse\x12V\n\tHeartbeat\x12#.io.github.tobia80.HeartbeatRequest\x1a$.io.github.tobia80.HeartbeatResponse\x12V\n\tReadIndex\x12#.io.github.tobia80.ReadIndexRequest\x1a$.io.github.tobia80.ReadIndexResponse\x12N\n\x0bRequestVote\x12\x1e.io.github.tobia80.VoteRequest\x1a\x1f.io.github.tobia80.VoteResponse\x12W\n\x0eRequestPreVote\x12!.io.github.tobia80.PreVoteRequest\x1a\".io.github.tobia80.PreVoteResponse\x12h\n\x0fInstallSnapshot\x12).io.github.tobia80.InstallSnapshotRequest\x1a*.io.github.tobia80.InstallSnapshotResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dref_consensus_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLUSTERSNAPSHOT']._serialized_start=76
-  _globals['_CLUSTERSNAPSHOT']._serialized_end=176
-  _globals['_DREFENTRY']._serialized_start=178
-  _globals['_DREFENTRY']._serialized_end=233
-  _globals['_APPENDENTRIESREQUEST']._serialized_start=236
-  _globals['_APPENDENTRIESREQUEST']._serialized_end=447
-  _globals['_APPENDENTRIESRESPONSE']._serialized_start=449
-  _globals['_APPENDENTRIESRESPONSE']._serialized_end=564
-  _globals['_HEARTBEATREQUEST']._serialized_start=566
-  _globals['_HEARTBEATREQUEST']._serialized_end=656
-  _globals['_HEARTBEATRESPONSE']._serialized_start=658
-  _globals['_HEARTBEATRESPONSE']._serialized_end=751
-  _globals['_READINDEXREQUEST']._serialized_start=753
-  _globals['_READINDEXREQUEST']._serialized_end=842
-  _globals['_READINDEXRESPONSE']._serialized_start=844
-  _globals['_READINDEXRESPONSE']._serialized_end=932
-  _globals['_VOTEREQUEST']._serialized_start=934
-  _globals['_VOTEREQUEST']._serialized_end=1040
-  _globals['_VOTERESPONSE']._serialized_start=1042
-  _globals['_VOTERESPONSE']._serialized_end=1106
-  _globals['_PREVOTEREQUEST']._serialized_start=1108
-  _globals['_PREVOTEREQUEST']._serialized_end=1217
-  _globals['_PREVOTERESPONSE']._serialized_start=1219
-  _globals['_PREVOTERESPONSE']._serialized_end=1286
-  _globals['_INSTALLSNAPSHOTREQUEST']._serialized_start=1289
-  _globals['_INSTALLSNAPSHOTREQUEST']._serialized_end=1457
-  _globals['_INSTALLSNAPSHOTRESPONSE']._serialized_start=1459
-  _globals['_INSTALLSNAPSHOTRESPONSE']._serialized_end=1554
-  _globals['_DREFCONSENSUS']._serialized_start=1557
-  _globals['_DREFCONSENSUS']._serialized_end=2123
+  _globals['_CLUSTERSNAPSHOT']._serialized_start=97
+  _globals['_CLUSTERSNAPSHOT']._serialized_end=249
+  _globals['_DREFENTRY']._serialized_start=251
+  _globals['_DREFENTRY']._serialized_end=306
+  _globals['_APPENDENTRIESREQUEST']._serialized_start=309
+  _globals['_APPENDENTRIESREQUEST']._serialized_end=520
+  _globals['_APPENDENTRIESRESPONSE']._serialized_start=522
+  _globals['_APPENDENTRIESRESPONSE']._serialized_end=637
+  _globals['_HEARTBEATREQUEST']._serialized_start=639
+  _globals['_HEARTBEATREQUEST']._serialized_end=729
+  _globals['_HEARTBEATRESPONSE']._serialized_start=731
+  _globals['_HEARTBEATRESPONSE']._serialized_end=824
+  _globals['_READINDEXREQUEST']._serialized_start=826
+  _globals['_READINDEXREQUEST']._serialized_end=915
+  _globals['_READINDEXRESPONSE']._serialized_start=917
+  _globals['_READINDEXRESPONSE']._serialized_end=1005
+  _globals['_VOTEREQUEST']._serialized_start=1007
+  _globals['_VOTEREQUEST']._serialized_end=1113
+  _globals['_VOTERESPONSE']._serialized_start=1115
+  _globals['_VOTERESPONSE']._serialized_end=1179
+  _globals['_PREVOTEREQUEST']._serialized_start=1181
+  _globals['_PREVOTEREQUEST']._serialized_end=1290
+  _globals['_PREVOTERESPONSE']._serialized_start=1292
+  _globals['_PREVOTERESPONSE']._serialized_end=1359
+  _globals['_INSTALLSNAPSHOTREQUEST']._serialized_start=1362
+  _globals['_INSTALLSNAPSHOTREQUEST']._serialized_end=1530
+  _globals['_INSTALLSNAPSHOTRESPONSE']._serialized_start=1532
+  _globals['_INSTALLSNAPSHOTRESPONSE']._serialized_end=1627
+  _globals['_DREFCONSENSUS']._serialized_start=1630
+  _globals['_DREFCONSENSUS']._serialized_end=2196
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 from . import raft_pb2 as _raft_pb2
 from . import state_command_pb2 as _state_command_pb2
+from . import dref_session_pb2 as _dref_session_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -8,14 +9,16 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ClusterSnapshot(_message.Message):
-    __slots__ = ("entries", "last_seq", "last_term")
+    __slots__ = ("entries", "last_seq", "last_term", "sessions")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     LAST_TERM_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[_raft_pb2.KVEntry]
     last_seq: int
     last_term: int
-    def __init__(self, entries: _Optional[_Iterable[_Union[_raft_pb2.KVEntry, _Mapping]]] = ..., last_seq: _Optional[int] = ..., last_term: _Optional[int] = ...) -> None: ...
+    sessions: _containers.RepeatedCompositeFieldContainer[_dref_session_pb2.SessionState]
+    def __init__(self, entries: _Optional[_Iterable[_Union[_raft_pb2.KVEntry, _Mapping]]] = ..., last_seq: _Optional[int] = ..., last_term: _Optional[int] = ..., sessions: _Optional[_Iterable[_Union[_dref_session_pb2.SessionState, _Mapping]]] = ...) -> None: ...
 
 class DrefEntry(_message.Message):
     __slots__ = ("seq", "term", "command")

@@ -35,7 +35,16 @@ from dref.errors import (
 )
 from dref.settings import DRefSettings
 from dref.spi import Backend, BackendStatus, Capabilities, LockGrant
-from dref_raft.commands import Command, CompareResult, MemberStatus, NamesPage, WatchEvent
+from dref_raft.commands import (
+    Command,
+    CompareResult,
+    DeleteElement,
+    ExpireElement,
+    MemberStatus,
+    NamesPage,
+    SetElement,
+    WatchEvent,
+)
 from dref_raft.member.registry import local_members
 from dref_raft.ops import (
     CompareOps,
@@ -48,6 +57,7 @@ from dref_raft.ops import (
     remote_expire,
     wall_clock_ms,
 )
+from dref_raft.sessions import WriteSession
 from dref_raft.settings import RaftSettings, parse_endpoint
 from dref_raft.transport.base import LeaderApi, WatchApi
 from dref_raft.transport.grpc_client import WatchClient
@@ -195,6 +205,8 @@ class RaftClientBackend(CompareOps):
             names=True,
             revisions=True,
         )
+        if native and settings.exactly_once:
+            self._session = WriteSession()
         self._members = members
         self._order = list(members)
         self._rotation = 0
@@ -334,6 +346,8 @@ class RaftClientBackend(CompareOps):
 
     async def set(self, name: str, value: bytes, ttl: float | None = None) -> None:
         expire_at = self._expire_at(ttl)
+        if await self._session_write(SetElement(name, value, expire_at)) is not None:
+            return
         await self._call(lambda c, left: c.set_element(name, value, expire_at, timeout=left))
 
     async def _set_if_not_exist(self, name: str, value: bytes, expire_at: int | None) -> bool:
@@ -347,11 +361,16 @@ class RaftClientBackend(CompareOps):
         )
 
     async def delete(self, name: str) -> None:
+        if await self._session_write(DeleteElement(name)) is not None:
+            return
         await self._call(lambda c, left: c.delete_element(name, timeout=left))
 
     async def expire(self, name: str, ttl: float) -> bool:
         expire_at = self._expire_at(ttl)
         assert expire_at is not None
+        written = await self._session_write(ExpireElement(name, expire_at))
+        if written is not None:
+            return written.matched
         return await self._call(lambda c, left: remote_expire(c, name, expire_at, left))
 
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:

@@ -21,7 +21,15 @@ from dref.clock import Clock
 from dref.errors import ClosedError, ConfigurationError
 from dref.settings import DRefSettings
 from dref.spi import Backend, BackendStatus, Capabilities, LockGrant
-from dref_raft.commands import Command, CompareResult, ExpireElement, MemberStatus, NamesPage
+from dref_raft.commands import (
+    Command,
+    CompareResult,
+    DeleteElement,
+    ExpireElement,
+    MemberStatus,
+    NamesPage,
+    SetElement,
+)
 from dref_raft.member.handler import NodeClientHandler
 from dref_raft.member.registry import Member, local_members
 from dref_raft.ops import (
@@ -32,6 +40,7 @@ from dref_raft.ops import (
     paged_names,
     remote_expire,
 )
+from dref_raft.sessions import WriteSession
 from dref_raft.settings import RaftSettings
 from dref_raft.transport.base import LeaderApi
 from dref_raft.transport.retry import with_leader
@@ -70,6 +79,8 @@ class RaftBackend(CompareOps):
             names=True,
             revisions=True,
         )
+        if native and self.settings.exactly_once:
+            self._session = WriteSession()
 
     # -- routing ----------------------------------------------------------------------------------
     def _check(self) -> None:
@@ -119,6 +130,8 @@ class RaftBackend(CompareOps):
 
     async def set(self, name: str, value: bytes, ttl: float | None = None) -> None:
         expire_at = self._expire_at(ttl)
+        if await self._session_write(SetElement(name, value, expire_at)) is not None:
+            return
         await self._route(
             lambda h: h.set_element(name, value, expire_at),
             lambda c, left: c.set_element(name, value, expire_at, timeout=left),
@@ -131,6 +144,8 @@ class RaftBackend(CompareOps):
         )
 
     async def delete(self, name: str) -> None:
+        if await self._session_write(DeleteElement(name)) is not None:
+            return
         await self._route(
             lambda h: h.delete_element(name),
             lambda c, left: c.delete_element(name, timeout=left),
@@ -139,6 +154,9 @@ class RaftBackend(CompareOps):
     async def expire(self, name: str, ttl: float) -> bool:
         expire_at = self._expire_at(ttl)
         assert expire_at is not None
+        written = await self._session_write(ExpireElement(name, expire_at))
+        if written is not None:
+            return written.matched
 
         async def local(h: NodeClientHandler) -> bool:
             _, result = await h._propose(ExpireElement(name, expire_at))

@@ -10,7 +10,7 @@ import dataclasses
 
 from dref.errors import ConsensusError, NoLeaderError, NotLeaderError
 from dref_raft.commands import (
-    COMPARE_COMMANDS,
+    COMPARE_REQUESTS,
     Command,
     CompareAndDelete,
     CompareAndExpire,
@@ -21,11 +21,13 @@ from dref_raft.commands import (
     FencedWrite,
     MemberStatus,
     NamesPage,
+    SessionCommand,
     SetElement,
     SetIfNotExist,
 )
 from dref_raft.fsm import ApplyResult
 from dref_raft.member.node import RaftNode
+from dref_raft.sessions import IDLE_MS
 from dref_raft.settings import RaftSettings
 
 __all__ = ["NAMES_PAGE", "NodeClientHandler"]
@@ -82,7 +84,7 @@ class NodeClientHandler:
     async def compare(self, command: Command) -> CompareResult:
         """dref-only (`DRefExt/Compare`): propose a compare command, stamped with this leader's
         clock, and await its outcome."""
-        if not isinstance(command, COMPARE_COMMANDS):
+        if not isinstance(command, COMPARE_REQUESTS):
             raise ConsensusError(f"not a compare command: {type(command).__name__}")
         self._check_leader()
         if not self.node.all_peers_dref():
@@ -91,18 +93,7 @@ class NodeClientHandler:
                 "compare commands are refused; set mixed_cluster=True for mixed clusters"
             )
         now = self.node.wall_ms()
-        stamped: Command
-        match command:
-            case CompareAndSet():
-                stamped = CompareAndSet(
-                    command.name, command.expected, command.value, command.expire_at, now
-                )
-            case CompareAndDelete():
-                stamped = CompareAndDelete(command.name, command.expected, now)
-            case CompareAndExpire():
-                stamped = CompareAndExpire(command.name, command.expected, command.expire_at, now)
-            case FencedWrite():
-                stamped = dataclasses.replace(command, now=now)
+        stamped = _stamped(command, now)
         seq, result = await self.node.propose(stamped, self.settings.op_timeout)
         return CompareResult(bool(result.created), result.current, seq, result.stale)
 
@@ -133,3 +124,24 @@ class NodeClientHandler:
             leader=node.leader_id,
             last_contact_ms=None if contact is None else int(contact * 1000),
         )
+
+
+def _stamped(command: Command, now: int) -> Command:
+    """`command` with this leader's clock as its `now` (a session's write too, with the
+    session's `idle_ms`): members check expiry against it, so applying stays deterministic."""
+    stamped: Command = command
+    match command:
+        case CompareAndSet():
+            stamped = CompareAndSet(
+                command.name, command.expected, command.value, command.expire_at, now
+            )
+        case CompareAndDelete():
+            stamped = CompareAndDelete(command.name, command.expected, now)
+        case CompareAndExpire():
+            stamped = CompareAndExpire(command.name, command.expected, command.expire_at, now)
+        case FencedWrite():
+            stamped = dataclasses.replace(command, now=now)
+        case SessionCommand():
+            inner = _stamped(command.command, now)
+            stamped = dataclasses.replace(command, command=inner, now=now, idle_ms=IDLE_MS)
+    return stamped

@@ -41,6 +41,7 @@ from dref_raft.commands import (
     Command,
     CompareAndSet,
     DeleteIfExpired,
+    SessionCommand,
     SetIfNotExist,
 )
 from dref_raft.core import (
@@ -560,6 +561,8 @@ class RaftNode:
 
     def entry_applied(self, entry: Entry, result: ApplyResult) -> None:
         command, seq = entry.command, entry.seq
+        if isinstance(command, SessionCommand):
+            command = command.command
         for change in result.events:
             self.hub.publish(ChangeEvent(change.name, change.value, seq))
         self._report_applied(seq, result.events)
