@@ -54,7 +54,9 @@ T = TypeVar("T")
 class RaftBackend(CompareOps):
     """The `raft` backend: one context's view of the member running in this process."""
 
-    def __init__(self, member: Member, *, clock: Clock, change_buffer: int) -> None:
+    def __init__(
+        self, member: Member, *, clock: Clock, change_buffer: int, exactly_once: bool = True
+    ) -> None:
         self.member = member
         self.node = member.node
         self.settings = member.settings
@@ -79,7 +81,7 @@ class RaftBackend(CompareOps):
             names=True,
             revisions=True,
         )
-        if native and self.settings.exactly_once:
+        if native and exactly_once:
             self._session = WriteSession()
 
     # -- routing ----------------------------------------------------------------------------------
@@ -238,7 +240,12 @@ async def open_backend(settings: RaftSettings, core: DRefSettings, clock: Clock)
             "yet; run a member (mode = 'member')"
         )
     member = await local_members.acquire(settings, core.change_buffer)
-    backend = RaftBackend(member, clock=clock, change_buffer=core.change_buffer)
+    backend = RaftBackend(
+        member,
+        clock=clock,
+        change_buffer=core.change_buffer,
+        exactly_once=settings.exactly_once,  # this context's choice, not the member's
+    )
     try:
         leader = await member.node.wait_for_leader(settings.leader_wait)
     except BaseException:

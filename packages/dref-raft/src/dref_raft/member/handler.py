@@ -143,5 +143,7 @@ def _stamped(command: Command, now: int) -> Command:
             stamped = dataclasses.replace(command, now=now)
         case SessionCommand():
             inner = _stamped(command.command, now)
-            stamped = dataclasses.replace(command, command=inner, now=now, idle_ms=IDLE_MS)
+            stamped = SessionCommand(
+                command.session, command.request, inner, command.first_incomplete, now, IDLE_MS
+            )
     return stamped
