@@ -23,26 +23,33 @@ DEFAULT_HISTORY = 4096
 class RevisionLog:
     """The last `capacity` change events (of every element), oldest first."""
 
-    __slots__ = ("_ring", "floor")
+    __slots__ = ("_floor", "_ring", "append")
 
     def __init__(self, capacity: int = DEFAULT_HISTORY, floor: int = 0) -> None:
         if capacity < 1:
             raise ValueError(f"history capacity must be at least 1, got {capacity}")
-        self._ring: deque[ChangeEvent] = deque(maxlen=capacity)
-        self.floor = floor
-        """Every change after this revision is recorded; changes at or before it may not be."""
+        self._ring: deque[tuple[int, str, bytes | None]] = deque(maxlen=capacity)
+        self._floor = floor
+        self.append = self._ring.append
+        """`append((revision, name, value))`: record a change (revisions never decrease); the
+        oldest one falls out when full. The bound `deque.append`: the hot path of writes."""
 
-    def record(self, event: ChangeEvent) -> None:
-        """Append `event` (revisions never decrease); the oldest one falls out when full."""
+    @property
+    def floor(self) -> int:
+        """Every change after this revision is recorded; changes at or before it may not be."""
         ring = self._ring
-        if len(ring) == ring.maxlen:
-            self.floor = ring[0].revision
-        ring.append(event)
+        if len(ring) == ring.maxlen:  # something may have fallen out: at most the oldest kept
+            return max(self._floor, ring[0][0])
+        return self._floor
+
+    def record(self, revision: int, name: str, value: bytes | None) -> None:
+        """`append`, spelled out."""
+        self.append((revision, name, value))
 
     def reset(self, revision: int) -> None:
         """Forget the history: the state was replaced as of `revision` (a snapshot install)."""
+        self._floor = max(self.floor, revision)
         self._ring.clear()
-        self.floor = max(self.floor, revision)
 
     def replay(self, name: str, since: int) -> list[ChangeEvent]:
         """The recorded changes of `name` after revision `since`, oldest first.
@@ -51,7 +58,7 @@ class RevisionLog:
         """
         if since < self.floor:
             raise ChangeStreamLaggedError(name, len(self._ring), since=since)
-        return [e for e in self._ring if e.revision > since and e.name == name]
+        return [ChangeEvent(n, v, r) for r, n, v in self._ring if r > since and n == name]
 
     def __len__(self) -> int:
         return len(self._ring)

@@ -31,6 +31,7 @@ class Store:
         self.revision = 0
         """The revision of the last change (of any element): one counter for the store."""
         self.history = RevisionLog(history)
+        self._record = self.history.append
         self._data: dict[str, tuple[bytes, float | None]] = {}
         self._fences: dict[str, int] = {}
         # Each element's line of contended swaps (`fair_compare_and_swap`), oldest first.
@@ -79,15 +80,17 @@ class Store:
 
     def _put(self, name: str, value: bytes, ttl: float | None) -> None:
         self._data[name] = (value, self._schedule(name, ttl))
-        self._publish(name, value)
+        revision = self.revision = self.revision + 1  # `_publish` inlined: the hot path
+        self._record((revision, name, value))
+        if self.hub.wants(name):
+            self.hub.publish(ChangeEvent(name, value, revision))
 
     def _publish(self, name: str, value: bytes | None) -> None:
         """Number the change, keep it in the history and deliver it."""
         revision = self.revision = self.revision + 1
-        event = ChangeEvent(name, value, revision)
-        self.history.record(event)
+        self._record((revision, name, value))
         if self.hub.wants(name):
-            self.hub.publish(event)
+            self.hub.publish(ChangeEvent(name, value, revision))
 
     def get_with_revision(self, name: str) -> tuple[bytes | None, int]:
         return self.get(name), self.revision
