@@ -25,6 +25,7 @@ from dref_raft.commands import (
     SetElement,
     SetIfNotExist,
 )
+from dref_raft.errors import CompareUnsupportedError
 from dref_raft.fsm import ApplyResult
 from dref_raft.member.node import RaftNode
 from dref_raft.sessions import IDLE_MS
@@ -88,7 +89,8 @@ class NodeClientHandler:
             raise ConsensusError(f"not a compare command: {type(command).__name__}")
         self._check_leader()
         if not self.node.all_peers_dref():
-            raise ConsensusError(
+            # Not retryable: the context falls back to upstream's calls (sessions) or fails.
+            raise CompareUnsupportedError(
                 "a voter has not advertised the dref extensions (upstream node?): "
                 "compare commands are refused; set mixed_cluster=True for mixed clusters"
             )

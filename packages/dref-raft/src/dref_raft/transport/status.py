@@ -32,7 +32,7 @@ from dref.errors import (
     NotLeaderError,
     QuorumLostError,
 )
-from dref_raft.errors import TransportError
+from dref_raft.errors import CompareUnsupportedError, TransportError
 
 __all__ = ["error_of", "status_of"]
 
@@ -60,6 +60,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             return grpc.StatusCode.UNAVAILABLE, f"closed: {exc}"
         case CodecError():
             return grpc.StatusCode.INTERNAL, SERIALIZE + str(exc)
+        case CompareUnsupportedError():  # a leader with an upstream voter refuses DRefExt
+            return grpc.StatusCode.UNIMPLEMENTED, str(exc)
         case BackendError():
             return grpc.StatusCode.UNAVAILABLE, str(exc) or type(exc).__name__
         case _:
@@ -80,4 +82,6 @@ def error_of(code: grpc.StatusCode, details: str | None, address: str) -> DRefEr
         return TransportError(f"{address}: {code.name}: {text}")
     if code == grpc.StatusCode.INTERNAL and text.startswith(SERIALIZE):
         return CodecError(text.removeprefix(SERIALIZE))
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return CompareUnsupportedError(f"{address}: {text}")
     return BackendError(f"{address}: {code.name}: {text}")
