@@ -89,11 +89,14 @@ class NodeClientHandler:
             raise ConsensusError(f"not a compare command: {type(command).__name__}")
         self._check_leader()
         if not self.node.all_peers_dref():
-            # Not retryable: the context falls back to upstream's calls (sessions) or fails.
-            raise CompareUnsupportedError(
+            message = (
                 "a voter has not advertised the dref extensions (upstream node?): "
                 "compare commands are refused; set mixed_cluster=True for mixed clusters"
             )
+            if self.node.any_peer_upstream():
+                # Not retryable: the context falls back to upstream's calls (sessions) or fails.
+                raise CompareUnsupportedError(message)
+            raise ConsensusError(message)  # not heard from yet (a restart): worth a retry
         now = self.node.wall_ms()
         stamped = _stamped(command, now)
         seq, result = await self.node.propose(stamped, self.settings.op_timeout)

@@ -287,6 +287,10 @@ class RaftNode:
         """Whether every other voter has advertised the dref extensions."""
         return all(kind is PeerKind.DREF for kind in self.core.peer_kinds.values())
 
+    def any_peer_upstream(self) -> bool:
+        """Whether a voter has shown itself to be an upstream node (no dref extensions)."""
+        return any(kind is PeerKind.UPSTREAM for kind in self.core.peer_kinds.values())
+
     def get_local(self, name: str) -> bytes | None:
         """The value in this node's state machine (expiry by this node's wall clock)."""
         return self.machine.get(name, self.wall_ms())
