@@ -12,7 +12,10 @@ goes through its node to the leader, as an application embedding the node would.
 - `64 readers`: linearizable reads/s; dref `ref.get()` (ReadIndex on the leader), PySyncObj a
   no-op command through the log (it has no ReadIndex; its local reads may be stale);
 - failover: the leader process is killed with SIGKILL while every other node writes in a loop;
-  the time from the kill to the first write acknowledged after it.
+  the time from the kill to the first write acknowledged after it;
+- the cost of exactly-once writes: the `1 writer` rows measured again, alternating a context
+  with sessions (the default) and one with `exactly_once = false`, best of 3 windows each, side
+  by side in a table of their own (these replace the `1 writer` rows above).
 
 dref stores every node's files in a temporary directory and fsyncs each batch
 (`--dref-storage ram` keeps them in memory); PySyncObj uses its journal file (mmap'ed, never
@@ -42,7 +45,15 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from _common import Row, Sample, Stats, comparison_table, ops_text, results_json
+from _common import (
+    Row,
+    Sample,
+    Stats,
+    comparison_table,
+    max_overhead,
+    ops_text,
+    results_json,
+)
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -77,7 +88,11 @@ def _not_closed(record: logging.LogRecord) -> bool:
 
 
 async def _dref_main(conn: Connection, spec: dict[str, Any]) -> None:
-    async with dref.connect("raft", **spec["options"]) as ctx:
+    plain_options = {**spec["options"], "exactly_once": False}
+    async with (
+        dref.connect("raft", **spec["options"]) as ctx,
+        dref.connect("raft", **plain_options) as plain,  # joins the same member
+    ):
         node: Any = getattr(ctx.backend, "node")  # noqa: B009 (the member's RaftNode)
         probe: asyncio.Task[None] | None = None
         acks: list[tuple[float, float]] = []
@@ -89,7 +104,8 @@ async def _dref_main(conn: Connection, spec: dict[str, Any]) -> None:
             if cmd == "leader?":
                 result: Any = bool(node.is_leader)
             elif cmd == "run":
-                result = await _dref_run(ctx, spec["index"], **args)
+                sessions = args.pop("sessions", True)
+                result = await _dref_run(ctx if sessions else plain, spec["index"], **args)
             elif cmd == "probe_start":
                 probe = asyncio.create_task(_dref_probe(ctx, spec["index"], acks))
                 result = None
@@ -223,23 +239,23 @@ class Cluster:
             time.sleep(0.05)
         raise TimeoutError(f"{self.name}: no leader within {timeout:g} s")
 
-    def run(self, kind: str, placement: list[int], seconds: float) -> Sample:
+    def run(
+        self, kind: str, placement: list[int], seconds: float, *, sessions: bool = True
+    ) -> Sample:
         """`placement[i]` tasks on node i; one measuring window; the pooled sample."""
         go_at = time.time() + 0.3
         busy = [(node, n) for node, n in zip(self.nodes, placement, strict=True) if n > 0]
         for node, n in busy:
-            node.conn.send(
-                (
-                    "run",
-                    {
-                        "kind": kind,
-                        "tasks": n,
-                        "go_at": go_at,
-                        "warmup": WARMUP,
-                        "seconds": seconds,
-                    },
-                )
-            )
+            args: dict[str, Any] = {
+                "kind": kind,
+                "tasks": n,
+                "go_at": go_at,
+                "warmup": WARMUP,
+                "seconds": seconds,
+            }
+            if not sessions:
+                args["sessions"] = False
+            node.conn.send(("run", args))
         ops, latencies = 0, []
         for node, _ in busy:
             count, lats = node.answer(WARMUP + seconds + CALL_TIMEOUT)
@@ -317,6 +333,8 @@ def pysyncobj_specs(tmp: Path) -> list[dict[str, Any]]:
 class SideResult:
     stats: dict[str, Stats]
     failover_s: float
+    plain: dict[str, Stats] = field(default_factory=dict)
+    """dref only: the `1 writer` rows from a context without sessions."""
 
 
 def measure_side(cluster: Cluster, writers: int, seconds: float, console: Console) -> SideResult:
@@ -339,9 +357,26 @@ def measure_side(cluster: Cluster, writers: int, seconds: float, console: Consol
         console.print(
             f"  {cluster.name:<9} {name:<20} {ops_text(sample.ops_per_s):>6}/s", highlight=False
         )
+    plain: dict[str, Stats] = {}
+    if cluster.name == "dref":  # the cost of sessions: with and without, alternated, best of 3
+        for name, node in one_on.items():
+            placement = [1 if i == node else 0 for i in range(NODES)]
+            best: dict[bool, Sample] = {}
+            for _ in range(3):
+                for sessions in (True, False):
+                    sample = cluster.run("write", placement, seconds, sessions=sessions)
+                    if sessions not in best or sample.ops_per_s > best[sessions].ops_per_s:
+                        best[sessions] = sample
+            stats[name] = Stats.of([best[True]])
+            plain[name] = Stats.of([best[False]])
+            console.print(
+                f"  {cluster.name:<9} {name:<20} sessions {ops_text(best[True].ops_per_s)}/s, "
+                f"without {ops_text(best[False].ops_per_s)}/s (best of 3, alternated)",
+                highlight=False,
+            )
     failover = cluster.failover()
     console.print(f"  {cluster.name:<9} failover {failover * 1000:.0f} ms", highlight=False)
-    return SideResult(stats, failover)
+    return SideResult(stats, failover, plain)
 
 
 def run_side(
@@ -452,6 +487,18 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         console.print(single_side_table(ours.stats))
     console.print(failover_text(ours.failover_s, base.failover_s if base else None))
+    session_rows = [
+        Row(name, baseline=stats, subject=ours.stats[name], target=max_overhead(1.1))
+        for name, stats in ours.plain.items()
+    ]
+    console.print(
+        comparison_table(
+            session_rows,
+            title="exactly-once writes: with sessions (with) vs exactly_once=false (without)",
+            baseline="without",
+            subject="with",
+        )
+    )
     if args.json is not None:
         meta["failover_ms"] = {
             SUBJECT: round(ours.failover_s * 1000, 1),

@@ -2,7 +2,9 @@
 
     python benchmarks/redis_bench.py [--seconds 2] [--json out.json] [--no-plot] [--check]
 
-Rows (the baseline is named in the row): `get` against redis-py `GET` + msgpack with the same
+Rows (the baseline is named in the row): `set` and `update` with revisions (the default
+`history`) against the same with `history = 0` (the cost of revisions); `get` against redis-py
+`GET` + msgpack with the same
 number of connections; `update` (dref's native compare-and-set) against a hand-written
 GET + EVALSHA compare-and-set loop, against upstream's `modify` command for command (redis-py:
 lock `SET NX EX` + `PUBLISH`, `GET`, `SET` + `PUBLISH`, `DEL` + `PUBLISH`) and against dref's
@@ -126,13 +128,18 @@ async def side_op(kind: str, url: str, key: str, stack: Any) -> Op:
         r = raw_client(url)
         stack.push_async_callback(r.aclose)
         return lambda: _base_lock(r, key)
-    options = {"modify_strategy": "lock"} if kind == "dref-update-lock" else {}
+    options: dict[str, Any] = {"modify_strategy": "lock"} if kind == "dref-update-lock" else {}
+    if kind.endswith("-no-history"):  # revisions off: writes exactly as upstream
+        options["history"] = 0
+        kind = kind.removesuffix("-no-history")
     ctx: dref.DRefContext = await stack.enter_async_context(connect(url, **options))
     ref: dref.DRef[int] = ctx.ref(key, type=int)
     if kind == "dref-get":
         return ref.get
     if kind in ("dref-update", "dref-update-lock"):
         return lambda: ref.update(_inc)
+    if kind == "dref-set":
+        return lambda: ref.set(1)
     if kind == "dref-lock":
         return lambda: _dref_lock(ctx, key)
     raise ValueError(kind)
@@ -288,6 +295,15 @@ def run(url: str, seconds: float, console: Console) -> tuple[list[Row], list[Fai
             target=at_least(0.8),
         )
     )
+    for op, kind in (("set", "dref-set"), ("update", "dref-update")):
+        rows.append(
+            Row(
+                f"{op}, 1 task (base: dref with history = 0, no revisions)",
+                baseline=single(f"{kind}-no-history", "bench:u1", 1),
+                subject=cas if kind == "dref-update" else single(kind, "bench:u1", 1),
+                target=at_least(0.9),
+            )
+        )
     rows.append(
         Row(
             "update, 1 task (base: upstream's modify, redis-py)",

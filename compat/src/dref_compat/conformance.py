@@ -32,6 +32,7 @@ import pytest
 import dref
 from dref import lock_value
 from dref.errors import (
+    ChangeStreamLaggedError,
     CodecError,
     ElementNotFoundError,
     LockStolenError,
@@ -80,6 +81,9 @@ class BackendConformance:
     contenders: ClassVar[int] = 20
     lock_ttl: ClassVar[float] = 2.0
     fairness_updates: ClassVar[int] = 2000
+    revision_history: ClassVar[int] = 4096
+    """How many changes of one element the backend's history is configured to keep in this
+    test class (set it small in `connect_options` to keep the history test short)."""
 
     # -- fixtures -------------------------------------------------------------------------------
     @pytest.fixture
@@ -291,6 +295,82 @@ class BackendConformance:
             return handle.done
 
         await eventually(stopped, what="handle done")
+
+    # -- revisions and resumable streams (capability `revisions`) -------------------------------
+    def _revisions(self, ctx: dref.DRefContext) -> None:
+        if not ctx.backend.capabilities.revisions:
+            pytest.skip("backend does not claim revisions")
+
+    async def test_without_revisions_since_is_refused_clearly(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        if ctx.backend.capabilities.revisions:
+            pytest.skip("backend claims revisions (the tests below hold it to them)")
+        ref = await ctx.make(0, name)
+        with pytest.raises(UnsupportedOperationError, match="revisions"):
+            await ref.get_with_revision()
+        with pytest.raises(UnsupportedOperationError, match="revisions"):
+            ref.changes(since=1)
+
+    async def test_events_carry_growing_revisions(self, ctx: dref.DRefContext, name: str) -> None:
+        self._revisions(ctx)
+        ref = await ctx.make("a", name)
+        _, start = await ref.get_with_revision()
+        async with await ctx.backend.subscribe(name) as raw:
+            await ref.set("b")
+            await ref.delete()
+            await ref.set("c")
+            events = [await _next(raw) for _ in range(3)]
+        assert [e.value is None for e in events] == [False, True, False]
+        revisions = [e.revision for e in events]
+        assert start < revisions[0] < revisions[1] < revisions[2]
+        value, now = await ref.get_with_revision()
+        assert value == "c"
+        assert now >= revisions[2]  # other elements' changes may count too
+
+    async def test_changes_since_replays_every_change_then_goes_live(
+        self, ctx: dref.DRefContext, ctx2: dref.DRefContext, name: str
+    ) -> None:
+        self._revisions(ctx)
+        ref = await ctx.make(0, name)
+        value, revision = await ref.get_with_revision()
+        assert value == 0
+        for i in range(1, 6):  # nobody is subscribed while these are written
+            await ref.set(i)
+        await ref.delete()
+        await ref.set(6)
+        async with ctx2.ref(name, type=int).changes(since=revision) as stream:
+            assert [await _next(stream) for _ in range(6)] == [1, 2, 3, 4, 5, 6]
+            await ref.set(7)
+            assert await _next(stream) == 7
+            assert revision < stream.revision <= (await ref.get_with_revision())[1]
+
+    async def test_a_stream_resumes_from_its_revision_without_loss_or_repeat(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        self._revisions(ctx)
+        ref = await ctx.make(0, name)
+        _, revision = await ref.get_with_revision()
+        async with ref.changes(since=revision) as stream:
+            for i in range(1, 4):
+                await ref.set(i)
+            assert [await _next(stream) for _ in range(2)] == [1, 2]
+            resume_at = stream.revision
+        await ref.set(4)
+        async with ref.changes(since=resume_at) as stream:
+            assert [await _next(stream) for _ in range(2)] == [3, 4]
+
+    async def test_since_older_than_the_history_raises_lagged(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        self._revisions(ctx)
+        ref = await ctx.make(0, name)
+        _, revision = await ref.get_with_revision()
+        for i in range(self.revision_history + 2):
+            await ref.set(i)
+        with pytest.raises(ChangeStreamLaggedError, match=str(revision)):
+            async with ref.changes(since=revision) as stream:
+                await _next(stream)
 
     # -- TTL ------------------------------------------------------------------------------------
     async def test_ttl_expiry(self, ctx: dref.DRefContext, name: str) -> None:

@@ -95,11 +95,27 @@ def test_status_of_the_in_memory_backend(env: dict[str, str]) -> None:
     assert doc["capabilities"]["names"] is True
 
 
-def test_watch_since_is_not_supported_exit_7(env: dict[str, str]) -> None:
+def test_watch_since_needs_a_revision_exit_2(env: dict[str, str]) -> None:
+    for bad in ("soon", "-1"):
+        code, out, err = run(env, "watch", "a", "--since", bad, "--json")
+        assert code == 2
+        assert json.loads(out)["exit"] == 2
+        assert f"--since: REV must be a revision (an integer >= 0), got '{bad}'" in err
+
+
+def test_watch_since_without_revisions_is_exit_7(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from dref_inmemory.backend import InMemoryBackend
+
+    caps = replace(InMemoryBackend.capabilities, revisions=False)
+    monkeypatch.setattr(InMemoryBackend, "capabilities", caps)
     code, out, err = run(env, "watch", "a", "--since", "12", "--json")
     assert code == 7
     assert json.loads(out)["exit"] == 7
-    assert "--since: not supported by this backend" in err
+    assert "--since: not supported by this backend ('inmemory' keeps no change revisions)" in err
 
 
 def test_bad_configuration_is_exit_6(env: dict[str, str]) -> None:

@@ -135,6 +135,17 @@ def test_changes_as_a_blocking_iterator(ctx: dref.sync.SyncContext) -> None:
     assert seen == [1, 2, 3]
 
 
+def test_changes_since_a_revision(ctx: dref.sync.SyncContext) -> None:
+    ref = ctx.make(0, "resumed")
+    value, revision = ref.get_with_revision()
+    assert value == 0
+    for i in (1, 2, 3):
+        ref.set(i)
+    with ref.changes(since=revision) as stream:
+        assert [next(stream) for _ in range(3)] == [1, 2, 3]
+        assert stream.revision == ref.get_with_revision()[1]
+
+
 def test_clean_shutdown_leaves_no_thread() -> None:
     before = len(loop_threads())
     ctx = dref.sync.connect("inmemory", namespace=f"sync-{uuid.uuid4().hex}")

@@ -12,7 +12,8 @@ from dref_compat.conformance import BackendConformance
 
 class TestInMemory(BackendConformance):
     backend = "inmemory"
+    revision_history = 32
 
     @pytest.fixture
     def connect_options(self) -> dict[str, Any]:
-        return {"namespace": f"conformance-{uuid.uuid4().hex}"}
+        return {"namespace": f"conformance-{uuid.uuid4().hex}", "history": self.revision_history}

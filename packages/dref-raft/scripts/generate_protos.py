@@ -33,6 +33,7 @@ PROTOS = (
     "dref_membership.proto",
     "dref.proto",
     "raft.proto",
+    "dref_session.proto",
     "state_command.proto",
     "dref_consensus.proto",
     "dref_watch.proto",

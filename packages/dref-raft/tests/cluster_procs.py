@@ -150,6 +150,8 @@ class ProcCluster:
     nodes: list[NodeProcess] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
     node_args: tuple[str, ...] = ()
+    node_env: dict[str, str] = field(default_factory=dict)
+    """More environment for every process (e.g. `DREF_RAFT_WATCH_HISTORY`)."""
 
     def __post_init__(self) -> None:
         self.ports = free_ports(self.size + self.extra)
@@ -162,7 +164,7 @@ class ProcCluster:
             if self.storage is not None:
                 args += ["--storage-dir", str(self.storage / node_id)]
             args += self.node_args
-            self.nodes.append(NodeProcess(node_id, port, args))
+            self.nodes.append(NodeProcess(node_id, port, args, env=dict(self.node_env)))
 
     def member_options(self, index: int) -> dict[str, object]:
         """connect options of the in-test member slot `index` (0-based among the extras)."""

@@ -19,6 +19,9 @@ from dref_raft.client.backend import RaftClientBackend
 
 pytestmark = pytest.mark.timeout(120)
 
+HISTORY = 64
+"""The members' `watch_history`, small so that the history test is short."""
+
 
 def client_options(cluster: ProcCluster) -> dict[str, Any]:
     return {"mode": "client", "endpoints": cluster.endpoints}
@@ -26,12 +29,14 @@ def client_options(cluster: ProcCluster) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def shared_procs() -> Iterator[ProcCluster]:
-    with ProcCluster(3).running() as cluster:
+    history = {"DREF_RAFT_WATCH_HISTORY": str(HISTORY)}
+    with ProcCluster(3, node_env=history).running() as cluster:
         yield cluster
 
 
 class TestRaftClientProcs(BackendConformance):
     backend = "raft"
+    revision_history = HISTORY
 
     @pytest.fixture
     async def open_context(

@@ -3,6 +3,7 @@ with the contexts spread over the members (leader and followers)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,10 +15,12 @@ import pytest
 
 import dref
 from dref_compat.conformance import BackendConformance
+from dref_raft.errors import TransportError
 from dref_raft.member.registry import Member, local_members
 from dref_raft.settings import RaftSettings
 
 IDS = ("n1", "n2", "n3")
+HISTORY = 64
 
 
 def member_options(node_id: str, **extra: Any) -> dict[str, Any]:
@@ -27,6 +30,7 @@ def member_options(node_id: str, **extra: Any) -> dict[str, Any]:
         "port": 1,
         "endpoints": [f"{i}=mem-{i}:1" for i in IDS],
         "transport": "memory",
+        "watch_history": HISTORY,
         **extra,
     }
 
@@ -47,6 +51,7 @@ async def memory_cluster() -> AsyncIterator[list[Member]]:
 
 class TestRaftMemoryCluster(BackendConformance):
     backend = "raft"
+    revision_history = HISTORY
 
     @pytest.fixture
     async def open_context(
@@ -80,3 +85,34 @@ async def test_a_write_through_a_follower_is_applied_there_before_it_returns(
             async with ref.changes() as stream:
                 await ref.set(-i)
                 assert await anext(stream) == -i
+
+
+async def test_an_update_whose_answer_was_lost_is_sent_again_and_applied_once(
+    memory_cluster: list[Member],
+) -> None:
+    """The compare-and-set of `update_and_get` commits, but its answer is lost: the context
+    sends the same request again, and the state machine answers with the recorded result
+    instead of applying it twice (without sessions the retry would see its own write as a
+    conflict and increment again)."""
+    async with dref.connect("raft", **member_options("n1")) as ctx:
+        ref = await ctx.make(0, "exactly-once")
+        backend: Any = ctx.backend
+        real = backend._compare
+        sent: list[Any] = []
+
+        async def lossy(command: Any) -> Any:
+            result = await real(command)
+            sent.append(command)
+            if len(sent) == 1:
+                raise TransportError("test: the answer was lost")
+            return result
+
+        backend._compare = lossy
+        async with ref.changes() as stream:
+            assert await ref.update_and_get(lambda n: n + 1) == 1
+            assert await ref.get() == 1
+            await ref.set(2)
+            assert [await asyncio.wait_for(anext(stream), 10) for _ in range(2)] == [1, 2]
+        assert len(sent) == 3
+        assert sent[0] == sent[1]  # the same session and request number, sent twice
+        assert sent[2].request == sent[0].request + 1

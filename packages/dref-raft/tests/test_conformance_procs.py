@@ -23,6 +23,9 @@ from dref_raft.member.registry import Member
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
 
+HISTORY = 64
+"""The in-process member's `watch_history`, small so that the history test is short."""
+
 
 @pytest.fixture(scope="module")
 def shared_procs() -> Iterator[ProcCluster]:
@@ -34,12 +37,13 @@ def shared_procs() -> Iterator[ProcCluster]:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def shared_member(shared_procs: ProcCluster) -> AsyncIterator[Member]:
     """The in-process member, held for the whole module (contexts join it), as a follower."""
-    async with follower_member(shared_procs) as member:
+    async with follower_member(shared_procs, watch_history=HISTORY) as member:
         yield member
 
 
 class TestRaftMemberContextsProcs(BackendConformance):
     backend = "raft"
+    revision_history = HISTORY
 
     # The suite's async fixtures, on the module's loop (the member's).
     @pytest_asyncio.fixture(loop_scope="module")

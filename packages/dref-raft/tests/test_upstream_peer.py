@@ -362,3 +362,35 @@ async def test_mixed_cluster_backend_never_uses_compare_commands(
     await wait_until(lambda: "counter" in double.state, 5, "the follower holds counter")
     assert "job" not in double.state  # released
     check_requests(double, member.node.term)
+
+
+async def test_without_mixed_cluster_sessions_fall_back_to_upstream_writes(
+    ports: tuple[int, int],
+) -> None:
+    """Exactly-once writes are dref-only: a leader with an upstream voter refuses them (not
+    retried), and the context falls back to upstream's plain writes, which the upstream
+    follower receives as upstream commands (the double records any other as a violation)."""
+    double = UpstreamFollower()
+    server = await serve_upstream(double, ports[1])
+    options: dict[str, Any] = {
+        "node_id": "d",
+        "port": ports[0],
+        "endpoints": endpoints(ports),
+        "op_timeout": 2.0,
+    }
+    try:
+        async with dref.connect("raft", **options) as ctx:
+            assert isinstance(ctx.backend, RaftBackend)
+            assert ctx.backend._session is not None  # on by default
+            node = ctx.backend.node
+            await wait_until(lambda: node.is_leader, 10, "d leads")
+            ref = ctx.ref("plain", type=int)
+            await ref.set(1)  # refused as a session write, sent as upstream's SetElement
+            assert ctx.backend._session is None
+            await ref.delete()
+            await ref.set(2)
+            assert await ref.get() == 2
+            await wait_until(lambda: double.state.get("plain") is not None, 5, "replicated")
+            check_requests(double, node.term)
+    finally:
+        await server.stop(None)

@@ -155,7 +155,9 @@ async def test_events_from_before_subscribe_are_not_delivered(
         await writer.set("barrier", b"old%d" % round_)
         async with await reader.subscribe("barrier") as sub:
             await writer.set("barrier", b"new%d" % round_)
-            assert await next_event(sub) == ChangeEvent("barrier", b"new%d" % round_)
+            assert await next_event(sub) == ChangeEvent(
+                "barrier", b"new%d" % round_, 2 * round_ + 2
+            )
 
 
 async def test_resync_marker_is_delivered_only_when_the_value_changed(
@@ -164,13 +166,13 @@ async def test_resync_marker_is_delivered_only_when_the_value_changed(
     channel = backend.listener.resync_channel
     async with await backend.subscribe("m") as sub:
         await backend.set("m", b"\x01")
-        assert await next_event(sub) == ChangeEvent("m", b"\x01")
+        assert await next_event(sub) == ChangeEvent("m", b"\x01", 1)
         await raw.publish(channel, msgpack.packb([b"m", b"\x01"]))  # same: nothing
         await raw.publish(channel, msgpack.packb([b"m", False]))  # gone: a delete
         await raw.publish(channel, b"\xc1")  # garbage: skipped
         await backend.set("m", b"\x02")
-        assert await next_event(sub) == ChangeEvent("m", None)
-        assert await next_event(sub) == ChangeEvent("m", b"\x02")
+        assert await next_event(sub) == ChangeEvent("m", None)  # a marker: no revision
+        assert await next_event(sub) == ChangeEvent("m", b"\x02", 2)
 
 
 async def test_many_subscribers_and_names(backend: RedisBackend) -> None:
@@ -178,7 +180,7 @@ async def test_many_subscribers_and_names(backend: RedisBackend) -> None:
     for i in range(5):
         await backend.set(f"fan:{i}", bytes([i]))
     for i, sub in enumerate(subs):
-        assert await next_event(sub) == ChangeEvent(f"fan:{i % 5}", bytes([i % 5]))
+        assert await next_event(sub) == ChangeEvent(f"fan:{i % 5}", bytes([i % 5]), 1)
         await sub.aclose()
     assert backend.hub.names() == set()
 

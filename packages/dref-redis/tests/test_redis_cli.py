@@ -129,10 +129,32 @@ def test_watch_streams_json_lines_until_sigterm(env: dict[str, str], prefix: str
         assert cli(env, "set", b, '"two"')[0] == 0
         assert cli(env, "del", a)[0] == 0
         lines = [json.loads(proc.stdout.readline()) for _ in range(3)]
+        assert lines == [  # revisions count each element's changes
+            {"name": a, "value": 1, "revision": 1},
+            {"name": b, "value": "two", "revision": 1},
+            {"name": a, "deleted": True, "revision": 2},
+        ]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0
+    finally:
+        finish(proc)
+
+
+def test_watch_since_replays_then_goes_live(env: dict[str, str], prefix: str) -> None:
+    a = f"{prefix}a"
+    for value in ("1", "2", "3"):
+        assert cli(env, "set", a, value)[0] == 0
+    proc = spawn(env, "watch", a, "--since", "1", "--json")
+    try:
+        assert proc.stderr is not None
+        assert proc.stdout is not None
+        wait_for_line(proc.stderr, "watching")
+        assert cli(env, "set", a, "4")[0] == 0
+        lines = [json.loads(proc.stdout.readline()) for _ in range(3)]
         assert lines == [
-            {"name": a, "value": 1},
-            {"name": b, "value": "two"},
-            {"name": a, "deleted": True},
+            {"name": a, "value": 2, "revision": 2},
+            {"name": a, "value": 3, "revision": 3},
+            {"name": a, "value": 4, "revision": 4},
         ]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(DEADLINE) == 0

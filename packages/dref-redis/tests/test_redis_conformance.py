@@ -14,16 +14,23 @@ class TestRedisConformance(BackendConformance):
     """With expired-key events turned on in our private server (`expiry_events`)."""
 
     backend = "redis"
+    revision_history = 16
 
     @pytest.fixture
     def connect_options(self, redis_server: RedisServer) -> dict[str, Any]:
-        return {"url": redis_server.url, "poll_interval": 0.2, "expiry_events": "configure"}
+        return {
+            "url": redis_server.url,
+            "poll_interval": 0.2,
+            "expiry_events": "configure",
+            "history": self.revision_history,
+        }
 
 
 class TestRedisConformanceLockStrategy(BackendConformance):
     """`modify_strategy = "lock"`: `update` goes through upstream's lock protocol."""
 
     backend = "redis"
+    revision_history = 256  # the default `history`
 
     @pytest.fixture
     def connect_options(self, redis_server: RedisServer) -> dict[str, Any]:
@@ -37,6 +44,7 @@ class TestRedisConformanceLockStrategy(BackendConformance):
 
 class TestRedisConformanceKeyPrefix(BackendConformance):
     backend = "redis"
+    revision_history = 256  # the default `history`
 
     @pytest.fixture
     def connect_options(self, redis_server: RedisServer) -> dict[str, Any]:

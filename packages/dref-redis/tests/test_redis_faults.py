@@ -21,6 +21,7 @@ from dref.errors import (
     BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
+    ChangeStreamLaggedError,
     ClosedError,
     ConfigurationError,
     LockStolenError,
@@ -105,8 +106,46 @@ async def test_resync_after_reconnect_delivers_what_pubsub_lost(
     assert await next_event(sub_a) == ChangeEvent("a", b"\x02")
     assert await next_event(sub_b) == ChangeEvent("b", None)
     await backend.set("c", b"\x03")
-    assert await next_event(sub_c) == ChangeEvent("c", b"\x03")  # unchanged "c": no duplicate
+    # unchanged "c": no duplicate; a dref write carries its revision (the raw ones do not)
+    assert await next_event(sub_c) == ChangeEvent("c", b"\x03", 2)
     assert backend.listener.reconnects == 1
+
+
+async def test_changes_missed_while_disconnected_are_replayed_from_the_history(
+    own_server: RedisServer, raw_own: aioredis.Redis
+) -> None:
+    """Five writes while the pub/sub connection is down arrive as five changes, in order,
+    with their revisions (not only the last value); a write beyond the history ends the
+    stream with ChangeStreamLaggedError instead."""
+    options = {**FAST, "history": 8}
+    async with (
+        dref.connect("redis", url=own_server.url, **options) as ctx,
+        dref.connect("redis", url=own_server.url, **options) as writer_ctx,
+    ):
+        ref = await ctx.make(0, "missed")
+        writer = writer_ctx.ref("missed", type=int)
+        backend: RedisBackend = ctx.backend  # type: ignore[assignment]
+        async with ref.changes() as stream, ctx.ref("gone", type=int).changes() as gone:
+            await ref.set(1)
+            assert await next_event(stream) == 1
+            first = stream.revision
+            await writer_ctx.ref("gone", type=int).set(0)
+            assert await next_event(gone) == 0
+            await raw_own.config_set("requirepass", "locked-out")
+            await raw_own.client_kill_filter(_type="pubsub")
+            await eventually(lambda: _false(backend.listener.connected), "listener disconnected")
+            for i in range(2, 7):
+                await writer.set(i)
+            for i in range(10):  # more than the history of "gone" keeps
+                await writer_ctx.ref("gone", type=int).set(i + 1)
+            await raw_own.config_set("requirepass", "")
+            assert [await next_event(stream) for _ in range(5)] == [2, 3, 4, 5, 6]
+            assert stream.revision == first + 5
+            with pytest.raises(ChangeStreamLaggedError, match="after revision 1"):
+                await next_event(gone)
+            await writer.set(7)
+            assert await next_event(stream) == 7  # live again, nothing repeated
+        assert backend.listener.reconnects == 1
 
 
 async def _false(value: bool) -> bool:

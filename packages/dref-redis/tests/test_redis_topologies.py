@@ -45,6 +45,7 @@ def cluster() -> Iterator[RedisCluster]:
 
 class TestSentinelConformance(BackendConformance):
     backend = "redis"
+    revision_history = 256  # the default `history`
 
     @pytest.fixture
     def connect_options(self, sentinel_group: SentinelGroup) -> dict[str, Any]:
@@ -53,6 +54,7 @@ class TestSentinelConformance(BackendConformance):
 
 class TestClusterConformance(BackendConformance):
     backend = "redis"
+    revision_history = 256  # the default `history`
 
     @pytest.fixture
     def connect_options(self, cluster: RedisCluster) -> dict[str, Any]:
@@ -139,7 +141,7 @@ async def test_cluster_notifications_from_any_shard_reach_a_raw_subscriber(
         for n in names:
             await backend.set(n, n.encode())
         for n in names:
-            assert await next_event(subs[n]) == ChangeEvent(n, n.encode())
+            assert await next_event(subs[n]) == ChangeEvent(n, n.encode(), 1)
     finally:
         await backend.aclose()
 

@@ -200,7 +200,7 @@ async def test_garbage_payload_is_logged_once_and_skipped(
             await raw.publish("dref-change", b"\xc1garbage")
         await raw.publish("dref-change", b"\x81\xa4name\x90")  # a map without value/delete
         await backend.set("g", b"\x07")
-        assert await next_event(sub) == ChangeEvent("g", b"\x07")
+        assert await next_event(sub) == ChangeEvent("g", b"\x07", 1)
     assert backend.listener.bad_payloads == 4
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2  # one per distinct reason
@@ -221,11 +221,11 @@ async def test_key_prefix_is_part_of_key_and_payload_name(
         assert await raw.get("tenant-a:n") == b"\x01"
         payload = await published.next()
         assert payload.startswith(b"\x83\xa4name\x9a" + b"tenant-a:n")
-        assert await next_event(sub) == ChangeEvent("n", b"\x01")
+        assert await next_event(sub) == ChangeEvent("n", b"\x01", 1)
         # Changes of keys outside the prefix do not reach it.
         await raw.publish("dref-change", payload.replace(b"tenant-a", b"tenant-b"))
         await prefixed.set("n", b"\x02")
-        assert await next_event(sub) == ChangeEvent("n", b"\x02")
+        assert await next_event(sub) == ChangeEvent("n", b"\x02", 2)
 
 
 def test_fence_and_queue_keys_share_the_lock_keys_cluster_slot() -> None:
@@ -237,3 +237,23 @@ def test_fence_and_queue_keys_share_the_lock_keys_cluster_slot() -> None:
         companions = [fence_key(key), queue_key(key), lives_key(key), turn]
         assert len({key, *companions}) == 5
         assert {key_slot(k) for k in companions} == {key_slot(key)}, key
+
+
+# -- revisions ----------------------------------------------------------------------------------
+async def test_history_lives_beside_upstream_keys_and_can_be_switched_off(
+    redis_server: RedisServer, open_backend: Callable[..., Any], raw: aioredis.Redis
+) -> None:
+    """With revisions on, the element key holds exactly upstream's bytes and the history is a
+    separate bounded stream; `history=0` writes nothing but upstream's key."""
+    on = await open_backend(redis_server.url, history=3)
+    for value in (b"\x01", b"\x02", b"\x03", b"\x04"):
+        await on.set("h", value)
+    assert await raw.get("h") == b"\x04"
+    assert await raw.type("{h}:dref-rev") == b"stream"
+    ids = [entry_id for entry_id, _ in await raw.xrange("{h}:dref-rev")]
+    assert ids == [b"0-2", b"0-3", b"0-4"]  # the last 3 of 4 changes
+    assert [n async for n in on.names("h")] == ["h"]  # the stream is not an element
+    off = await open_backend(redis_server.url, history=0)
+    assert not off.capabilities.revisions
+    await off.set("o", b"\x01")
+    assert await raw.exists("{o}:dref-rev") == 0

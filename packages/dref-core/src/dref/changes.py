@@ -24,10 +24,15 @@ DEFAULT_CAPACITY = 1024
 
 @dataclass(frozen=True, slots=True)
 class ChangeEvent:
-    """One committed change of an element: `value` is the new bytes, or None for a delete."""
+    """One committed change of an element: `value` is the new bytes, or None for a delete.
+
+    `revision` (backends with the `revisions` capability; 0 otherwise) orders the changes of
+    an element: it grows with every change, and `changes(since=revision)` resumes after it.
+    """
 
     name: str
     value: bytes | None
+    revision: int = 0
 
     @property
     def deleted(self) -> bool:
@@ -45,10 +50,14 @@ class Subscription(AsyncResource):
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self._closed = False
+        self._after = 0
+        """Live events at or below this revision are already replayed (`preload`): skipped."""
 
     # -- producer side (the hub) ------------------------------------------------------------------
     def _push(self, event: ChangeEvent) -> None:
         if self._closed or self._error is not None:
+            return
+        if 0 < event.revision <= self._after:
             return
         if len(self._buffer) >= self._capacity:
             metrics.state.lagged += 1
@@ -56,6 +65,20 @@ class Subscription(AsyncResource):
             return
         self._buffer.append(event)
         self._wake()
+
+    def preload(self, events: Iterable[ChangeEvent], after: int) -> None:
+        """Queue replayed `events` ahead of live ones (a resumed stream:
+        `Backend.subscribe_since`); live events they already cover, and later ones at or below
+        revision `after`, are dropped."""
+        replay = list(events)
+        top = max(after, replay[-1].revision if replay else 0)
+        live = [e for e in self._buffer if not 0 < e.revision <= top]
+        self._buffer.clear()
+        self._buffer.extend(replay)
+        self._buffer.extend(live)
+        self._after = top
+        if self._buffer:
+            self._wake()
 
     def _end(self, error: BaseException | None) -> None:
         """Stop receiving; the consumer drains what it has, then sees `error` or the end."""
@@ -148,6 +171,11 @@ class ChangeHub:
     def subscriber_count(self) -> int:
         """Subscriptions of every name."""
         return sum(len(subs) for subs in tuple(self._subs.values()))
+
+    def end(self, name: str, error: BaseException) -> None:
+        """End the subscriptions of `name` with `error`, after the events they already have."""
+        for sub in tuple(self._subs.get(name, ())):
+            sub._end(error)
 
     def close(self, error: BaseException | None = None) -> None:
         """End every subscription: with `error` raised to consumers, or as a normal end."""

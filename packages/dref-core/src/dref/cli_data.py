@@ -268,7 +268,8 @@ def ls_command(prefix: str, backend: str | None, as_json: bool) -> None:
 @click.option(
     "--since",
     metavar="REV",
-    help="Replay changes after revision REV first (only backends that keep revisions).",
+    help="Replay every change of each NAME after revision REV first, then go on live "
+    "(backends that keep revisions; REV from a `--json` line or `get_with_revision`).",
 )
 @_options
 def watch_command(
@@ -276,26 +277,45 @@ def watch_command(
 ) -> None:
     """Print every change of the NAMEs until Ctrl-C (or SIGTERM), one line each:
     `NAME VALUE` (VALUE as JSON) or `NAME deleted`; with --json
-    `{"name": ..., "value": ...}` or `{"name": ..., "deleted": true}`."""
+    `{"name": ..., "value": ...}` or `{"name": ..., "deleted": true}`, plus `"revision"`
+    on backends that keep revisions."""
     connector = _setup(backend, as_json)
-    if since is not None:
+    revision = None if since is None else _revision(since)
+    _run(_watch(connector, names, as_json, revision))
+
+
+def _revision(text: str) -> int:
+    try:
+        revision = int(text)
+    except ValueError:
+        revision = -1
+    if revision < 0:
         raise CliFailure(
-            f"--since: not supported by this backend ({connector.spec.name!r} keeps no change "
-            "revisions; no dref backend does yet)",
-            EXIT_UNSUPPORTED,
+            f"--since: REV must be a revision (an integer >= 0), got {text!r}", EXIT_BAD_INPUT
         )
-    _run(_watch(connector, names, as_json))
+    return revision
 
 
-async def _watch(connector: Connector, names: tuple[str, ...], as_json: bool) -> None:
+async def _watch(
+    connector: Connector, names: tuple[str, ...], as_json: bool, since: int | None = None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     with _signals(loop, (signal.SIGINT, signal.SIGTERM), stop.set):
         async with connector as ctx:
+            if since is not None and not ctx.backend.capabilities.revisions:
+                raise UnsupportedOperationError(
+                    f"--since: not supported by this backend ({connector.spec.name!r} keeps no "
+                    "change revisions)",
+                    capability="revisions",
+                )
             subs: list[Subscription] = []
             try:
                 for name in dict.fromkeys(names):
-                    subs.append(await ctx.backend.subscribe(name))
+                    if since is None:
+                        subs.append(await ctx.backend.subscribe(name))
+                    else:
+                        subs.append(await ctx.backend.subscribe_since(name, since))
                 _err().print(f"watching {escape(', '.join(dict.fromkeys(names)))} (Ctrl-C stops)")
                 async for event in _merged(subs, stop):
                     _echo(_event_line(ctx, event, as_json))
@@ -335,18 +355,22 @@ async def _merged(subs: list[Subscription], stop: asyncio.Event) -> AsyncIterato
 
 
 def _event_line(ctx: DRefContext, event: ChangeEvent, as_json: bool) -> str:
+    doc: dict[str, Any] = {"name": event.name}
     if event.value is None:
-        return _dumps({"name": event.name, "deleted": True}) if as_json else f"{event.name} deleted"
-    try:
-        value = _decode(ctx, event.value)
-    except DRefError:
-        raw = base64.b64encode(event.value).decode()
-        if as_json:
-            return _dumps({"name": event.name, "raw": raw})
-        return f"{event.name} (undecodable, base64) {raw}"
-    if as_json:
-        return _dumps({"name": event.name, "value": value})
-    return f"{event.name} {_dumps(value)}"
+        doc["deleted"] = True
+        line = f"{event.name} deleted"
+    else:
+        try:
+            doc["value"] = value = _decode(ctx, event.value)
+            line = f"{event.name} {_dumps(value)}"
+        except DRefError:
+            doc["raw"] = raw = base64.b64encode(event.value).decode()
+            line = f"{event.name} (undecodable, base64) {raw}"
+    if not as_json:
+        return line
+    if event.revision:
+        doc["revision"] = event.revision
+    return _dumps(doc)
 
 
 @contextlib.contextmanager

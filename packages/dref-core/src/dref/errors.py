@@ -187,18 +187,29 @@ class UnsupportedOperationError(DRefError, NotImplementedError):
 
 
 class ChangeStreamLaggedError(DRefError):
-    """A change subscriber fell behind its bounded buffer and missed changes.
+    """A change subscriber fell behind its bounded buffer and missed changes, or a stream
+    asked to resume (`changes(since=...)`, a reconnect) from a revision older than the
+    backend's history.
 
     Nothing is skipped silently: re-read the current value and subscribe again.
     """
 
-    def __init__(self, name: str, capacity: int) -> None:
+    def __init__(self, name: str, capacity: int, *, since: int | None = None) -> None:
         self.name = name
         self.capacity = capacity
-        super().__init__(
-            f"change stream of {name!r} fell more than {capacity} events behind; "
-            "re-read the value and subscribe again"
-        )
+        self.since = since
+        """For `changes(since=...)`: the revision the backend's history no longer reaches."""
+        if since is None:
+            message = (
+                f"change stream of {name!r} fell more than {capacity} events behind; "
+                "re-read the value and subscribe again"
+            )
+        else:
+            message = (
+                f"the change history of {name!r} no longer holds the changes after revision "
+                f"{since}; re-read the value (get_with_revision) and subscribe again"
+            )
+        super().__init__(message)
 
 
 class ClosedError(DRefError, RuntimeError):

@@ -94,6 +94,26 @@ class DRef(Generic[T]):
             raise ElementNotFoundError(self._name)
         return self._decode(data)
 
+    async def get_with_revision(self) -> tuple[T, int]:
+        """The current value and the revision it reflects: `changes(since=revision)` then
+        yields every later change. `ElementNotFoundError` if it does not exist;
+        `UnsupportedOperationError` without the backend's `revisions` capability."""
+        self._require_revisions()
+        data, revision = await self._backend.get_with_revision(self._name)
+        self._seen = data
+        if data is None:
+            raise ElementNotFoundError(self._name)
+        return self._decode(data), revision
+
+    def _require_revisions(self) -> None:
+        if not self._backend.capabilities.revisions:
+            raise UnsupportedOperationError(
+                f"the {type(self._backend).__name__} backend keeps no change revisions "
+                f"(capability revisions is off): cannot read {self._name} with its revision "
+                "or resume its changes from one",
+                capability="revisions",
+            )
+
     async def set(
         self, value: T, *, ttl: float | None = None, fence: LockGuard | None = None
     ) -> None:
@@ -312,13 +332,20 @@ class DRef(Generic[T]):
         return await self.modify(_pair_new(f), fence=fence)
 
     # -- changes -----------------------------------------------------------------------------------
-    def changes(self) -> ChangeStream[T]:
+    def changes(self, *, since: int | None = None) -> ChangeStream[T]:
         """New values in commit order (deletes are skipped), as an async iterator.
 
         `async with ref.changes() as stream:` subscribes on entry, so that nothing written after
         the `async with` line is missed; a bare `async for` subscribes at the first iteration.
+        `since=revision` (a `revisions` backend; from `get_with_revision` or `stream.revision`)
+        first replays every change after that revision, or raises `ChangeStreamLaggedError`
+        when the backend's history no longer holds them.
         """
-        return ChangeStream(self)
+        if since is not None:
+            self._require_revisions()
+            if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+                raise ValueError(f"since must be a revision (an int >= 0), got {since!r}")
+        return ChangeStream(self, since)
 
     def on_change(self, callback: Callable[[T], Any]) -> ChangeHandle:
         """Call `callback(value)` (sync or async) for every new value until the handle is cancelled.
@@ -332,13 +359,21 @@ class DRef(Generic[T]):
 class ChangeStream(AsyncResource, Generic[T]):
     """Decoded values of one element's change events; close with `aclose()` or `async with`."""
 
-    def __init__(self, ref: DRef[T]) -> None:
+    def __init__(self, ref: DRef[T], since: int | None = None) -> None:
         self._ref = ref
         self._sub: Subscription | None = None
+        self._since = since
+        self.revision = since or 0
+        """The revision of the last change this stream consumed (deletes included; 0: none
+        yet, or a backend without revisions): resume with `ref.changes(since=revision)`."""
 
     async def _subscription(self) -> Subscription:
         if self._sub is None:
-            self._sub = await self._ref._backend.subscribe(self._ref.name)
+            backend, name = self._ref._backend, self._ref.name
+            if self._since is None:
+                self._sub = await backend.subscribe(name)
+            else:
+                self._sub = await backend.subscribe_since(name, self._since)
         return self._sub
 
     async def __aenter__(self) -> Self:
@@ -352,6 +387,8 @@ class ChangeStream(AsyncResource, Generic[T]):
         sub = await self._subscription()
         while True:
             event = await sub.__anext__()
+            if event.revision:
+                self.revision = event.revision
             if event.value is not None:
                 return self._ref._decode(event.value)
 

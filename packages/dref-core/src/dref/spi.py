@@ -18,6 +18,9 @@ Optional native paths, announced by `capabilities`:
 - `fenced_set` / `fenced_compare_and_swap` / `fenced_delete` (`fenced_writes`): a write applied
   only if the `WriteFence`'s lock has not been acquired again since, checked atomically with
   the write by the store; otherwise `dref.errors.StaleFenceError` and nothing changes.
+- `get_with_revision` / `subscribe_since` (`revisions`): change events carry a revision, a read
+  returns the revision it reflects, and a subscription can resume after a revision (replaying
+  what it missed, or raising `ChangeStreamLaggedError` when the backend's history is too short).
 - `fair_compare_and_swap` / `leave_line` / `wait_turn` (`fair_updates`): a compare-and-swap
   served in a server-side line per element, so that contended `modify` calls are served first
   come, first served across processes; the swap that leaves hands the value to the next.
@@ -86,6 +89,12 @@ class Capabilities:
     """`fair_compare_and_swap` serves contended swaps of one element first come, first served:
     a failed swap takes a place in the element's line, and while anyone waits only the head of
     the line may swap; `wait_turn` returns when a waiter's turn has come."""
+    revisions: bool = False
+    """Change events carry a `revision` that grows with every change of an element;
+    `get_with_revision` returns a value with the revision it reflects, and
+    `subscribe_since(name, rev)` delivers every change after `rev` (replayed from the backend's
+    bounded history) or raises `ChangeStreamLaggedError`. A stream that reconnects resumes from
+    its last revision the same way."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +181,25 @@ class Backend(abc.ABC):
         """A description of the backend for `dref status`: override to add servers or members
         (their reachability, role, latency, …)."""
         return BackendStatus(type(self).__name__)
+
+    # -- optional: revisions -----------------------------------------------------------------------
+    async def get_with_revision(self, name: str) -> tuple[bytes | None, int]:
+        """The current value (None: missing) and a revision R such that the value reflects
+        every change up to R and `subscribe_since(name, R)` delivers every later change.
+        Linearizable like `get` where the backend is; requires `revisions`."""
+        raise UnsupportedOperationError(
+            f"{type(self).__name__} keeps no change revisions (no `revisions` capability)",
+            capability="revisions",
+        )
+
+    async def subscribe_since(self, name: str, since: int) -> Subscription:
+        """`subscribe`, first replaying every change of `name` after revision `since`; the
+        subscription ends with `ChangeStreamLaggedError` when the backend's history no longer
+        holds them. Requires `revisions`."""
+        raise UnsupportedOperationError(
+            f"{type(self).__name__} keeps no change revisions (no `revisions` capability)",
+            capability="revisions",
+        )
 
     # -- optional native paths --------------------------------------------------------------------
     async def compare_and_set(

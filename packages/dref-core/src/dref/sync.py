@@ -264,6 +264,10 @@ class SyncRef(Generic[T]):
         """The current value; `ElementNotFoundError` if it does not exist."""
         return self._ctx._run(self._ref.get())
 
+    def get_with_revision(self) -> tuple[T, int]:
+        """`DRef.get_with_revision`: the value and the revision it reflects."""
+        return self._ctx._run(self._ref.get_with_revision())
+
     def set(
         self, value: T, *, ttl: float | None = None, fence: SyncLockGuard | None = None
     ) -> None:
@@ -294,10 +298,11 @@ class SyncRef(Generic[T]):
     def update_and_get(self, f: Callable[[T], T], *, fence: SyncLockGuard | None = None) -> T:
         return self._ctx._run(self._ref.update_and_get(_in_thread(f), fence=_unwrap(fence)))
 
-    def changes(self) -> SyncChangeStream[T]:
+    def changes(self, *, since: int | None = None) -> SyncChangeStream[T]:
         """New values in commit order (deletes skipped): `for value in ref.changes():`. `with
-        ref.changes() as stream:` subscribes on entry; a bare `for` at the first iteration."""
-        return SyncChangeStream(self._ctx, self._ref.changes())
+        ref.changes() as stream:` subscribes on entry; a bare `for` at the first iteration.
+        `since=revision`: first every change after it, as `DRef.changes`."""
+        return SyncChangeStream(self._ctx, self._ref.changes(since=since))
 
 
 class SyncChangeStream(Generic[T]):
@@ -324,6 +329,11 @@ class SyncChangeStream(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         return self
+
+    @property
+    def revision(self) -> int:
+        """The revision of the last change consumed (`ChangeStream.revision`)."""
+        return self._stream.revision
 
     def __next__(self) -> T:
         if self._closed:

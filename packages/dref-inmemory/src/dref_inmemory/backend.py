@@ -14,6 +14,7 @@ from dref._aio import cancel_and_wait, within
 from dref.changes import Subscription
 from dref.clock import Clock, SystemClock
 from dref.errors import ClosedError, ConfigurationError
+from dref.revisions import DEFAULT_HISTORY
 from dref.settings import DRefSettings
 from dref.spi import Backend, BackendStatus, Capabilities, LockGrant, WriteFence
 from dref_inmemory.store import Store
@@ -33,13 +34,18 @@ class InMemorySettings(BaseSettings):
 
     namespace: str = Field("default", min_length=1, description="Contexts sharing a store.")
     default_ttl: float = Field(5.0, gt=0, description="Lock TTL in seconds (upstream: 5 s).")
+    history: int = Field(
+        DEFAULT_HISTORY,
+        ge=1,
+        description="Change events the store keeps for `changes(since=...)` (all elements).",
+    )
 
 
-def store_for(namespace: str, clock: Clock) -> Store:
-    """The store of `namespace`, created on first use with `clock`."""
+def store_for(namespace: str, clock: Clock, history: int = DEFAULT_HISTORY) -> Store:
+    """The store of `namespace`, created on first use with `clock` (and `history`)."""
     store = _stores.get(namespace)
     if store is None:
-        store = _stores[namespace] = Store(namespace, clock)
+        store = _stores[namespace] = Store(namespace, clock, history)
     elif store.clock is not clock and not (
         isinstance(store.clock, SystemClock) and isinstance(clock, SystemClock)
     ):
@@ -73,6 +79,7 @@ class InMemoryBackend(Backend):
         names=True,
         fenced_writes=True,
         fair_updates=True,
+        revisions=True,
     )
 
     def __init__(self, store: Store, *, default_ttl: float, change_buffer: int) -> None:
@@ -112,6 +119,12 @@ class InMemoryBackend(Backend):
 
     async def subscribe(self, name: str) -> Subscription:
         return self._live().hub.subscribe(name, self._change_buffer)
+
+    async def get_with_revision(self, name: str) -> tuple[bytes | None, int]:
+        return self._live().get_with_revision(name)
+
+    async def subscribe_since(self, name: str, since: int) -> Subscription:
+        return self._live().subscribe_since(name, since, self._change_buffer)
 
     async def names(self, prefix: str = "") -> AsyncIterator[str]:
         for name in self._live().names(prefix):
@@ -206,7 +219,7 @@ class InMemoryBackend(Backend):
 
 async def open_backend(settings: InMemorySettings, core: DRefSettings, clock: Clock) -> Backend:
     """Open an in-memory backend on the namespace's shared store."""
-    store = store_for(settings.namespace, clock)
+    store = store_for(settings.namespace, clock, settings.history)
     return InMemoryBackend(
         store, default_ttl=settings.default_ttl, change_buffer=core.change_buffer
     )

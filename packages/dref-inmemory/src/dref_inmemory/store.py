@@ -7,9 +7,10 @@ import heapq
 import itertools
 from collections.abc import Callable
 
-from dref.changes import ChangeEvent, ChangeHub
+from dref.changes import ChangeEvent, ChangeHub, Subscription
 from dref.clock import Clock
 from dref.errors import StaleFenceError
+from dref.revisions import DEFAULT_HISTORY, RevisionLog
 from dref.spi import WriteFence
 
 __all__ = ["Store"]
@@ -23,10 +24,14 @@ class Store:
     reported on time even when nobody calls in.
     """
 
-    def __init__(self, namespace: str, clock: Clock) -> None:
+    def __init__(self, namespace: str, clock: Clock, history: int = DEFAULT_HISTORY) -> None:
         self.namespace = namespace
         self.clock = clock
         self.hub = ChangeHub()
+        self.revision = 0
+        """The revision of the last change (of any element): one counter for the store."""
+        self.history = RevisionLog(history)
+        self._record = self.history.append
         self._data: dict[str, tuple[bytes, float | None]] = {}
         self._fences: dict[str, int] = {}
         # Each element's line of contended swaps (`fair_compare_and_swap`), oldest first.
@@ -51,7 +56,7 @@ class Store:
             entry = self._data.get(name)
             if entry is not None and entry[1] == expire_at:
                 del self._data[name]
-                self.hub.publish(ChangeEvent(name, None))
+                self._publish(name, None)
 
     def next_expiry(self) -> float | None:
         return self._expiries[0][0] if self._expiries else None
@@ -75,8 +80,29 @@ class Store:
 
     def _put(self, name: str, value: bytes, ttl: float | None) -> None:
         self._data[name] = (value, self._schedule(name, ttl))
+        revision = self.revision = self.revision + 1  # `_publish` inlined: the hot path
+        self._record((revision, name, value))
         if self.hub.wants(name):
-            self.hub.publish(ChangeEvent(name, value))
+            self.hub.publish(ChangeEvent(name, value, revision))
+
+    def _publish(self, name: str, value: bytes | None) -> None:
+        """Number the change, keep it in the history and deliver it."""
+        revision = self.revision = self.revision + 1
+        self._record((revision, name, value))
+        if self.hub.wants(name):
+            self.hub.publish(ChangeEvent(name, value, revision))
+
+    def get_with_revision(self, name: str) -> tuple[bytes | None, int]:
+        return self.get(name), self.revision
+
+    def subscribe_since(self, name: str, since: int, capacity: int) -> Subscription:
+        """A subscription that first replays the changes of `name` after `since` (raises
+        `ChangeStreamLaggedError` when the history no longer holds them)."""
+        self.purge()
+        replay = self.history.replay(name, since)
+        sub = self.hub.subscribe(name, capacity)
+        sub.preload(replay, max(since, self.revision))
+        return sub
 
     # -- operations --------------------------------------------------------------------------------
     def get(self, name: str) -> bytes | None:
@@ -108,7 +134,7 @@ class Store:
     def delete(self, name: str) -> None:
         self.purge()
         self._data.pop(name, None)
-        self.hub.publish(ChangeEvent(name, None))  # emitted even when absent, as upstream
+        self._publish(name, None)  # emitted even when absent, as upstream
 
     def compare_and_delete(self, name: str, expected: bytes) -> bool:
         self.purge()

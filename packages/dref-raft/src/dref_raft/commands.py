@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 __all__ = [
     "COMPARE_COMMANDS",
+    "COMPARE_REQUESTS",
+    "SESSION_WRITES",
     "Command",
     "CompareAndDelete",
     "CompareAndExpire",
@@ -26,6 +28,7 @@ __all__ = [
     "Membership",
     "NamesPage",
     "NoOp",
+    "SessionCommand",
     "SetElement",
     "SetIfNotExist",
     "StartNewTerm",
@@ -213,6 +216,22 @@ class ConfigChange:
     membership: Membership
 
 
+@dataclass(frozen=True, slots=True)
+class SessionCommand:
+    """dref-only: `command` (a write) as request `request` of session `session`, applied at
+    most once: the state machine answers a repeat of a request with its recorded result
+    (docs/raft-wire.md#sessions). `first_incomplete`: every request of the session below it
+    was answered; `now` (the leader's clock, epoch ms) and `idle_ms` expire idle sessions.
+    """
+
+    session: bytes
+    request: int
+    command: Command
+    first_incomplete: int = 0
+    now: int = 0
+    idle_ms: int = 0
+
+
 Command = (
     SetElement
     | SetIfNotExist
@@ -226,10 +245,24 @@ Command = (
     | CompareAndExpire
     | FencedWrite
     | ConfigChange
+    | SessionCommand
 )
 
 #: The dref-only commands (StateCommand oneof numbers 1001..1004).
 COMPARE_COMMANDS = (CompareAndSet, CompareAndDelete, CompareAndExpire, FencedWrite)
+#: What `DRefExt/Compare` carries: a compare command, or any write wrapped in a session.
+COMPARE_REQUESTS = (*COMPARE_COMMANDS, SessionCommand)
+#: What a `SessionCommand` may wrap: every write a client sends.
+SESSION_WRITES = (
+    SetElement,
+    SetIfNotExist,
+    DeleteElement,
+    ExpireElement,
+    CompareAndSet,
+    CompareAndDelete,
+    CompareAndExpire,
+    FencedWrite,
+)
 
 
 @dataclass(frozen=True, slots=True)

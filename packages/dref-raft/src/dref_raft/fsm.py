@@ -26,10 +26,12 @@ from dref_raft.commands import (
     FencedWrite,
     Membership,
     NoOp,
+    SessionCommand,
     SetElement,
     SetIfNotExist,
     StartNewTerm,
 )
+from dref_raft.sessions import RecordedResult, SessionState, SessionTable
 
 __all__ = [
     "ApplyResult",
@@ -97,6 +99,8 @@ class ClusterSnapshot:
     #: dref extension: the configuration committed through `last_seq` (None: the bootstrap
     #: configuration, never changed).
     membership: Membership | None = None
+    #: dref extension: the live sessions of exactly-once writes (`dref_raft.sessions`).
+    sessions: tuple[tuple[bytes, SessionState], ...] = ()
 
 
 _NOTHING = ApplyResult()
@@ -111,6 +115,7 @@ class StateMachine:
         self._elements: dict[str, Element] = {}
         #: The configuration of the last applied `ConfigChange` (None: none applied).
         self.membership: Membership | None = None
+        self.sessions = SessionTable()
 
     def __len__(self) -> int:
         return len(self._elements)
@@ -171,7 +176,25 @@ class StateMachine:
             case ConfigChange(membership):
                 self.membership = membership
                 return _NOTHING
+            case SessionCommand():
+                return self._session(command)
         raise TypeError(f"not a state command: {command!r}")
+
+    def _session(self, command: SessionCommand) -> ApplyResult:
+        """A write applied at most once per (session, request); a repeat gets the recorded
+        result and no events."""
+        events: tuple[Changed, ...] = ()
+
+        def run(inner: Command) -> RecordedResult:
+            nonlocal events
+            if isinstance(inner, SessionCommand):
+                raise TypeError("a session command cannot wrap another one")
+            result = self.apply(inner)
+            events = result.events
+            return RecordedResult(result.created, result.current, result.stale)
+
+        recorded, _ = self.sessions.apply(command, run)
+        return ApplyResult(events, recorded.created, recorded.current, recorded.stale)
 
     def _fenced(self, command: FencedWrite) -> ApplyResult:
         lock = self._elements.get(command.lock)
@@ -229,6 +252,7 @@ class StateMachine:
             ),
             last_seq,
             membership=self.membership,
+            sessions=self.sessions.states(),
         )
 
     def install(self, snapshot: ClusterSnapshot) -> tuple[Changed, ...]:
@@ -248,6 +272,7 @@ class StateMachine:
                 changes.append(Changed(name, after.value))
         self._elements = new
         self.membership = snapshot.membership
+        self.sessions.restore(snapshot.sessions)
         return tuple(changes)
 
 

@@ -7,10 +7,17 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from dref.errors import BackendTimeoutError, DRefError, StaleFenceError
+from dref.errors import (
+    BackendTimeoutError,
+    BackendUnavailableError,
+    ConsensusError,
+    DRefError,
+    StaleFenceError,
+)
 from dref.spi import Backend, BackendStatus, LockGrant, WriteFence
 from dref_raft.commands import (
     FENCE_COMPARE,
@@ -25,6 +32,8 @@ from dref_raft.commands import (
     MemberStatus,
     NamesPage,
 )
+from dref_raft.errors import CompareUnsupportedError
+from dref_raft.sessions import WriteSession
 from dref_raft.transport.base import LeaderApi
 from dref_raft.transport.grpc_client import LeaderClient
 from dref_raft.transport.memory import MemoryNetwork
@@ -41,6 +50,12 @@ __all__ = [
     "remote_expire",
     "wall_clock_ms",
 ]
+
+logger = logging.getLogger("dref_raft.ops")
+
+_FIRST_RETRY = 0.02
+_MAX_RETRY = 0.5
+"""Pauses (s) between sends of a write whose outcome is unknown (doubling)."""
 
 
 def wall_clock_ms() -> int:
@@ -147,6 +162,51 @@ class CompareOps(Backend):
     async def _compare(self, command: Command) -> CompareResult:
         """Commit `command` on the leader and return its outcome."""
 
+    _session: WriteSession | None = None
+    """The context's session (exactly-once writes); None when off (`mixed_cluster`, or
+    `exactly_once = false`): every write is then sent once, as upstream does."""
+
+    async def _write(self, command: Command) -> CompareResult:
+        """`_compare`, exactly once: in the context's session, and sent again with the same
+        request number while its outcome is unknown (a lost leader, a timeout, a dropped
+        connection), until it is known or `op_timeout` has passed."""
+        session = self._session
+        if session is None:
+            return await self._compare(command)
+        request = session.start()
+        try:
+            deadline = time.monotonic() + self._op_timeout()
+            pause = _FIRST_RETRY
+            while True:
+                try:
+                    return await self._compare(session.wrap(command, request))
+                except (BackendUnavailableError, BackendTimeoutError, ConsensusError) as exc:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise
+                    logger.debug("write %s: outcome unknown (%s); sending it again", request, exc)
+                    await asyncio.sleep(min(pause, left))
+                    pause = min(pause * 2, _MAX_RETRY)
+        finally:
+            session.finish(request)
+
+    async def _session_write(self, command: Command) -> CompareResult | None:
+        """An upstream write (set, delete, expire) exactly once in the session; None when
+        sessions are off, or when the leader turns out not to serve `DRefExt` (an upstream
+        node): sessions are then switched off and the caller sends the plain upstream call."""
+        if self._session is None:
+            return None
+        try:
+            return await self._write(command)
+        except CompareUnsupportedError:
+            logger.warning("the leader does not serve DRefExt: writes are no longer exactly-once")
+            self._session = None
+            return None
+
+    def _op_timeout(self) -> float:
+        timeout: float = self.settings.op_timeout  # type: ignore[attr-defined]
+        return timeout
+
     @abc.abstractmethod
     def _expire_at(self, ttl: float | None) -> int | None:
         """Absolute epoch-ms expiry of `ttl` seconds from now; None for no TTL."""
@@ -160,7 +220,7 @@ class CompareOps(Backend):
         if self.capabilities.native_cas:
             # An expired element counts as absent (SPI); upstream's SetIfNotExist would keep it
             # until the reaper deletes it (docs/protocol.md#weak-consensus-unreaped-expiry).
-            return (await self._compare(CompareAndSet(name, None, value, expire_at))).matched
+            return (await self._write(CompareAndSet(name, None, value, expire_at))).matched
         return await self._set_if_not_exist(name, value, expire_at)
 
     async def compare_and_set(
@@ -168,7 +228,7 @@ class CompareOps(Backend):
     ) -> bool:
         if not self.capabilities.native_cas:
             return await super().compare_and_set(name, expected, value, ttl)
-        result = await self._compare(CompareAndSet(name, expected, value, self._expire_at(ttl)))
+        result = await self._write(CompareAndSet(name, expected, value, self._expire_at(ttl)))
         return result.matched
 
     async def compare_and_swap(
@@ -176,13 +236,13 @@ class CompareOps(Backend):
     ) -> tuple[bool, bytes | None]:
         if not self.capabilities.native_cas:
             return await super().compare_and_swap(name, expected, value)
-        result = await self._compare(CompareAndSet(name, expected, value))
+        result = await self._write(CompareAndSet(name, expected, value))
         return (True, value) if result.matched else (False, result.current)
 
     async def _fenced(self, command: FencedWrite, fence: WriteFence) -> CompareResult:
         """One committed `FencedWrite`: the leader's state machine checks that the lock still
         holds the guard's token (so no later acquisition happened) and writes, atomically."""
-        result = await self._compare(command)
+        result = await self._write(command)
         if result.stale:
             raise StaleFenceError(fence.lock, command.name, fence.fence)
         return result
@@ -215,12 +275,12 @@ class CompareOps(Backend):
             return await super().refresh_lock(name, token, ttl)
         expire_at = self._expire_at(ttl)
         assert expire_at is not None
-        return (await self._compare(CompareAndExpire(name, token, expire_at))).matched
+        return (await self._write(CompareAndExpire(name, token, expire_at))).matched
 
     async def release_lock(self, name: str, token: bytes) -> bool:
         if not self.capabilities.owner_checked_locks:
             return await super().release_lock(name, token)
-        return (await self._compare(CompareAndDelete(name, token))).matched
+        return (await self._write(CompareAndDelete(name, token))).matched
 
 
 async def paged_names(

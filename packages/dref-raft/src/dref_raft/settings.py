@@ -249,6 +249,12 @@ class RaftSettings(BaseSettings):
         description="Calls and watch streams one client connection may have open at once.",
     )
     _security: TransportSecurity = PrivateAttr(default=PLAINTEXT)
+    exactly_once: bool = Field(
+        True,
+        description="Writes carry the context's session and request number and are resent "
+        "while their outcome is unknown; the state machine applies each once (off with "
+        "mixed_cluster).",
+    )
 
     @classmethod
     def settings_customise_sources(

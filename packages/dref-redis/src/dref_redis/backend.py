@@ -26,11 +26,19 @@ from dref.errors import (
     UnsupportedOperationError,
 )
 from dref.spi import Backend, BackendStatus, Capabilities, LockGrant, WriteFence
-from dref_redis import scripts
+from dref_redis import revisions, scripts
 from dref_redis.connection import Connections
 from dref_redis.errors import map_error
 from dref_redis.expiry import expired_channel, set_up_expiry_events
-from dref_redis.keys import CHANNEL, KeyLayout, fence_key, is_companion, lives_key, queue_key
+from dref_redis.keys import (
+    CHANNEL,
+    KeyLayout,
+    fence_key,
+    history_key,
+    is_companion,
+    lives_key,
+    queue_key,
+)
 from dref_redis.lane import CommandLane, ScriptCommand, pack
 from dref_redis.listener import ChangeListener
 from dref_redis.payloads import PayloadEncoder
@@ -49,6 +57,8 @@ class _Script(NamedTuple):
 
     routed: AsyncScript
     direct: ScriptCommand
+    history: bool = False
+    """A write recording its change in the element's history (`dref_redis.revisions`)."""
 
 
 def _px(ttl: float | None) -> bytes:
@@ -88,6 +98,7 @@ class RedisBackend(Backend):
             names=True,
             fenced_writes=True,
             fair_updates=settings.modify_strategy == "cas",
+            revisions=settings.history > 0,
         )
         self.keys = KeyLayout(settings.key_prefix)
         self.hub = ChangeHub(change_buffer)
@@ -109,18 +120,23 @@ class RedisBackend(Backend):
             if isinstance(client, RedisCluster)
             else CommandLane(client.connection_pool, keep=settings.max_connections - 1)
         )
-        self._set = self._script(scripts.SET)
-        self._set_if_not_exist = self._script(scripts.SET_IF_NOT_EXIST)
-        self._delete = self._script(scripts.DELETE)
-        self._cas = self._script(scripts.COMPARE_AND_SET)
-        self._fair_cas = self._script(scripts.FAIR_COMPARE_AND_SET)
+        self._history = b"%d" % settings.history
+        write = self._write_script
+        self._set = write(scripts.SET)
+        self._set_if_not_exist = write(scripts.SET_IF_NOT_EXIST)
+        self._delete = write(scripts.DELETE)
+        self._cas = write(scripts.COMPARE_AND_SET)
+        self._fair_cas = write(scripts.FAIR_COMPARE_AND_SET)
         self._leave_line = self._script(scripts.LEAVE_LINE)
-        self._fenced_set = self._script(scripts.FENCED_SET)
-        self._fenced_cas = self._script(scripts.FENCED_COMPARE_AND_SET)
-        self._fenced_delete = self._script(scripts.FENCED_DELETE)
-        self._try_lock = self._script(scripts.TRY_LOCK)
+        self._fenced_set = write(scripts.FENCED_SET)
+        self._fenced_cas = write(scripts.FENCED_COMPARE_AND_SET)
+        self._fenced_delete = write(scripts.FENCED_DELETE)
+        self._try_lock = write(scripts.TRY_LOCK)
         self._refresh_lock = self._script(scripts.REFRESH_LOCK)
-        self._release_lock = self._script(scripts.RELEASE_LOCK)
+        self._release_lock = write(scripts.RELEASE_LOCK)
+        self._get_with_revision = self._script(revisions.GET_WITH_REVISION)
+        self._resync_since_script = self._script(revisions.RESYNC_SINCE)
+        self._base_script = self._script(revisions.BASE)
         self._resync_script = self._script(scripts.RESYNC)
         self._barrier_script = self._script(scripts.BARRIER)
         self.listener = ChangeListener(
@@ -129,6 +145,8 @@ class RedisBackend(Backend):
             keys=self.keys,
             decode=change_payload.decode,
             resync=self._resync,
+            resync_since=self._resync_since if settings.history > 0 else None,
+            base=self._base if settings.history > 0 else None,
             route_barrier=self._barrier if settings.cluster else None,
             clock=clock or SystemClock(),
             ping_interval=settings.ping_interval,
@@ -166,13 +184,22 @@ class RedisBackend(Backend):
         except (RedisError, OSError) as exc:
             raise map_error(exc, where=self._where, what=what, name=name) from exc
 
-    def _script(self, source: str) -> _Script:
+    def _script(self, source: str, *, history: bool = False) -> _Script:
         routed = self._client.register_script(source)
-        return _Script(routed, ScriptCommand(source, routed.sha))
+        return _Script(routed, ScriptCommand(source, routed.sha), history)
+
+    def _write_script(self, source: str) -> _Script:
+        """A script that publishes changes: recording them too while revisions are on."""
+        if self.settings.history > 0:
+            return self._script(revisions.with_history(source), history=True)
+        return self._script(source)
 
     async def _run(
         self, script: _Script, what: str, name: str, keys: list[bytes], args: list[bytes]
     ) -> Any:
+        if script.history:
+            keys = [*keys, history_key(keys[0])]
+            args = [*args, self._history]
         lane = self._lane
         if lane is None:
             return await self._call(what, name, lambda: script.routed(keys=keys, args=args))
@@ -206,6 +233,17 @@ class RedisBackend(Backend):
     async def _resync(self, key: bytes, channel: str) -> object:
         return await self._run(
             self._resync_script, "resync", key.decode(), [key], [channel.encode()]
+        )
+
+    async def _resync_since(self, key: bytes, channel: str, since: int) -> object:
+        keys = [key, history_key(key)]
+        args = [channel.encode(), b"%d" % since]
+        return await self._run(self._resync_since_script, "resync", key.decode(), keys, args)
+
+    async def _base(self, key: bytes, channel: str) -> object:
+        keys = [key, history_key(key)]
+        return await self._run(
+            self._base_script, "subscribe", key.decode(), keys, [channel.encode()]
         )
 
     async def _barrier(self, key: bytes, channel: str, message: bytes) -> object:
@@ -251,10 +289,41 @@ class RedisBackend(Backend):
         sub = self.hub.subscribe(name)
         try:
             await self.listener.barrier(sub)
+            await self.listener.learn_revision(name)
         except BaseException:
             await sub.aclose()
             raise
         return sub
+
+    async def get_with_revision(self, name: str) -> tuple[bytes | None, int]:
+        """The value and the revision of the element's last recorded change, in one script."""
+        self._require_history()
+        key = self.keys.key(name)
+        keys = [key, history_key(key)]
+        value, revision = await self._run(self._get_with_revision, "get", name, keys, [])
+        return value, int(revision)
+
+    async def subscribe_since(self, name: str, since: int) -> Subscription:
+        """A live subscription (as `subscribe`), then the history after `since` read with
+        XRANGE and put ahead of the live events it already covers."""
+        self._require_history()
+        sub = await self.subscribe(name)
+        try:
+            key = history_key(self.keys.key(name))
+            start = b"0-%d" % (since + 1)
+            entries = await self._command("subscribe", name, "XRANGE", key, start, b"+")
+            events = revisions.replay(name, since, entries, change_payload.decode)
+        except BaseException:
+            await sub.aclose()
+            raise
+        sub.preload(events, since)
+        return sub
+
+    def _require_history(self) -> None:
+        if self.settings.history <= 0:
+            raise UnsupportedOperationError(
+                "redis backend: revisions are off (history = 0)", capability="revisions"
+            )
 
     async def aclose(self) -> None:
         if self._closed:

@@ -9,6 +9,8 @@
   `{<t>}:dref-fence:k`, where `t` is a short tag chosen to hash to `k`'s slot. The lock's line
   of waiters is named alike with `:dref-queue` (tokens by arrival) and `:dref-lives` (tokens to
   the time until which they wait). Upstream never reads these keys.
+- With revisions on (`history` > 0), an element's change history is the stream named alike
+  with `:dref-rev` (`dref_redis.revisions`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from redis.crc import key_slot
 __all__ = [
     "CHANNEL",
     "FENCE_SUFFIX",
+    "HISTORY_SUFFIX",
     "LIVES_SUFFIX",
     "QUEUE_SUFFIX",
     "KeyLayout",
     "fence_key",
     "hash_tag",
+    "history_key",
     "is_companion",
     "lives_key",
     "queue_key",
@@ -35,6 +39,7 @@ CHANNEL = "dref-change"
 FENCE_SUFFIX = ":dref-fence"
 QUEUE_SUFFIX = ":dref-queue"
 LIVES_SUFFIX = ":dref-lives"
+HISTORY_SUFFIX = ":dref-rev"
 
 
 class KeyLayout:
@@ -83,7 +88,17 @@ def lives_key(key: bytes) -> bytes:
     return _companion(key, LIVES_SUFFIX.encode())
 
 
-_SUFFIXES = (FENCE_SUFFIX.encode(), QUEUE_SUFFIX.encode(), LIVES_SUFFIX.encode())
+def history_key(key: bytes) -> bytes:
+    """The change history stream of element key `key`, in the same slot."""
+    return _companion(key, HISTORY_SUFFIX.encode())
+
+
+_SUFFIXES = (
+    FENCE_SUFFIX.encode(),
+    QUEUE_SUFFIX.encode(),
+    LIVES_SUFFIX.encode(),
+    HISTORY_SUFFIX.encode(),
+)
 
 
 def is_companion(key: bytes) -> bool:

@@ -15,6 +15,14 @@ Redis queues behind every notification already on its way to us. Notifications t
 the reply were committed before the subscription and are dropped from it. In Redis Cluster a
 notification may still be travelling from the key's shard, so there the barrier is a message that
 a script publishes from that shard instead.
+
+With revisions on (`dref_redis.revisions`) the listener also subscribes to `dref-rev`, pairs each
+`[key, revision]` there with the key's next notification (which then carries its revision), and
+learns each newly subscribed name's current revision from a base marker published on the
+private channel. After a reconnect, a name whose revision is known resumes from it: a script
+re-publishes the recorded changes after it on the private channel (live notifications of that
+name are held until the replay ends, then delivered unless the replay covered them), or, when
+the history no longer reaches back, its subscriptions end with `ChangeStreamLaggedError`.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import itertools
 import logging
 import random
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,9 +44,10 @@ from redis.exceptions import RedisError
 
 from dref.changes import ChangeEvent, ChangeHub, Subscription
 from dref.clock import Clock
-from dref.errors import CodecError, DRefError
+from dref.errors import ChangeStreamLaggedError, CodecError, DRefError
 from dref_redis.connection import Connections
 from dref_redis.keys import CHANNEL, KeyLayout
+from dref_redis.revisions import REVISION_CHANNEL
 
 __all__ = ["ChangeListener"]
 
@@ -71,6 +81,8 @@ class ChangeListener:
         ping_interval: float,
         reconnect_max_delay: float,
         subscribe_timeout: float,
+        resync_since: Callable[[bytes, str, int], Awaitable[object]] | None = None,
+        base: Callable[[bytes, str], Awaitable[object]] | None = None,
     ) -> None:
         self.resync_channel = f"dref-resync:{uuid.uuid4().hex}"
         self.reconnects = 0
@@ -99,6 +111,14 @@ class ChangeListener:
         self.expired_channel: str | None = None
         """Redis's key-event channel of expired keys, when the backend listens to it
         (`dref_redis.expiry`): each key of ours named there is delivered as a delete."""
+        # Revisions (None: off): the re-publishing script, the base-marker script, the
+        # revisions read on `dref-rev` awaiting their key's notification, the last revision
+        # delivered per name, and the live events held while a name's history is replayed.
+        self._resync_since = resync_since
+        self._base = base
+        self._pending: dict[bytes, deque[int]] = {}
+        self._revs: dict[str, int] = {}
+        self._held: dict[str, list[ChangeEvent]] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------
     @property
@@ -146,9 +166,22 @@ class ChangeListener:
         if self._hub.subscribers(name) == 0:
             # Whatever was delivered before is unknown to the new subscriber.
             self._last[name] = _UNKNOWN
+            self._revs.pop(name, None)
         if len(self._last) > 2 * len(self._hub.names()) + 256:
             live = self._hub.names() | {name}
             self._last = {n: v for n, v in self._last.items() if n in live}
+            self._revs = {n: v for n, v in self._revs.items() if n in live}
+
+    async def learn_revision(self, name: str) -> None:
+        """After a new subscription's barrier: have the element's current revision published
+        as a base marker, so that a reconnect can resume `name` from it (revisions only)."""
+        if self._base is None or self._pubsub is None or name in self._revs:
+            return
+        try:
+            async with asyncio.timeout(self._subscribe_timeout):
+                await self._base(self._keys.key(name), self.resync_channel)
+        except (DRefError, RedisError, OSError, TimeoutError) as exc:
+            log.debug("dref-redis: base revision of %r not learnt: %s", name, exc)
 
     async def barrier(self, sub: Subscription) -> None:
         """Wait until notifications sent before this call are dispatched; drop them from `sub`.
@@ -190,6 +223,8 @@ class ChangeListener:
                 channels = [CHANNEL, self.resync_channel]
                 if self.expired_channel is not None:
                     channels.append(self.expired_channel)
+                if self._resync_since is not None:
+                    channels.append(REVISION_CHANNEL)
                 await pubsub.subscribe(*channels)
                 pending = {channel.encode() for channel in channels}
                 while pending:
@@ -235,6 +270,7 @@ class ChangeListener:
                 self._pubsub = None
                 self._connected.clear()
                 self._release_barriers()
+                self._pending.clear()
                 if self._resync_task is not None:
                     self._resync_task.cancel()
                     await asyncio.wait({self._resync_task})
@@ -268,7 +304,14 @@ class ChangeListener:
             async def one(name: str) -> str | None:
                 async with gate:
                     try:
-                        await self._resync(self._keys.key(name), self.resync_channel)
+                        since = self._revs.get(name)
+                        if since is not None and self._resync_since is not None:
+                            self._held.setdefault(name, [])
+                            await self._resync_since(
+                                self._keys.key(name), self.resync_channel, since
+                            )
+                        else:
+                            await self._resync(self._keys.key(name), self.resync_channel)
                     except Exception as exc:
                         log.warning(
                             "dref-redis: resync of %r failed: %s",
@@ -288,20 +331,36 @@ class ChangeListener:
     # -- dispatch ---------------------------------------------------------------------------------
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         if channel == CHANNEL.encode():
-            if not self._hub.names():
+            if not self._hub.names() and not self._pending:
                 return  # nobody listens: skip decoding (a bad payload then goes unnoticed)
             try:
                 event = self._decode(data)
             except CodecError as exc:
                 self._skip(str(exc), data)
                 return
-            name = self._keys.name_of(event.name.encode())
+            key = event.name.encode()
+            revision = 0
+            waiting = self._pending.get(key)
+            if waiting:
+                revision = waiting.popleft()
+                if not waiting:
+                    del self._pending[key]
+            name = self._keys.name_of(key)
             if name is not None:
-                self._deliver(name, event.value)
+                self._deliver(name, event.value, revision)
         elif self.expired_channel is not None and channel == self.expired_channel.encode():
             name = self._keys.name_of(data)
             if name is not None:
-                self._deliver(name, None)
+                self._deliver(name, None)  # no revision: Redis expired it, no script ran
+        elif channel == REVISION_CHANNEL.encode():
+            if not self._hub.names():
+                return  # its notification then finds nothing pending either
+            try:
+                key, revision = _unpack_revision(data)
+            except (ValueError, TypeError) as exc:
+                self._skip(f"bad revision message: {exc}", data)
+                return
+            self._pending.setdefault(key, deque()).append(revision)
         elif channel == self.resync_channel.encode():
             try:
                 marker = _unpack_marker(data)
@@ -310,6 +369,9 @@ class ChangeListener:
                 return
             if isinstance(marker, bytes):
                 self._pass_barrier(marker)
+                return
+            if len(marker) == 3:
+                self._replayed(*marker)
                 return
             key, value = marker
             name = self._keys.name_of(key)
@@ -325,12 +387,57 @@ class ChangeListener:
             if not done.done():
                 done.set_result(None)
 
-    def _deliver(self, name: str, value: bytes | None) -> None:
+    def _deliver(self, name: str, value: bytes | None, revision: int = 0) -> None:
         if self._hub.subscribers(name) == 0:
             self._last.pop(name, None)
+            self._revs.pop(name, None)
+            self._held.pop(name, None)
             return
+        held = self._held.get(name)
+        if held is not None:  # its history is being replayed: after it, unless it covers this
+            held.append(ChangeEvent(name, value, revision))
+            if len(held) > self._hub.capacity:
+                self._lagged(name, self._revs.get(name, 0))
+            return
+        if revision:
+            if revision <= self._revs.get(name, 0):
+                return  # replayed already
+            self._revs[name] = revision
         self._last[name] = value
-        self._hub.publish(ChangeEvent(name, value))
+        self._hub.publish(ChangeEvent(name, value, revision))
+
+    def _replayed(self, key: bytes, revision: int, payload: bytes | int | None) -> None:
+        """A marker of `RESYNC_SINCE` (a recorded change, the end, or a gap) or of the base."""
+        name = self._keys.name_of(key)
+        if name is None:
+            return
+        if revision == -2:  # base: every notification of `name` before it is at most this
+            if isinstance(payload, int) and payload > self._revs.get(name, 0):
+                self._revs[name] = payload
+            return
+        if isinstance(payload, bytes):
+            try:
+                value = self._decode(payload).value
+            except CodecError as exc:
+                self._skip(str(exc), payload)
+                return
+            held = self._held.pop(name, None)
+            self._deliver(name, value, revision)
+            if held is not None:
+                self._held[name] = held
+            return
+        held = self._held.pop(name, None)
+        if revision == -1:  # the end of a replay: the held live events follow
+            for event in held or ():
+                self._deliver(name, event.value, event.revision)
+        else:  # a gap: the history no longer reaches back to `revision`
+            self._lagged(name, revision)
+
+    def _lagged(self, name: str, since: int) -> None:
+        self._held.pop(name, None)
+        self._revs.pop(name, None)
+        self._last[name] = _UNKNOWN
+        self._hub.end(name, ChangeStreamLaggedError(name, 0, since=since))
 
     def _skip(self, reason: str, data: bytes) -> None:
         self.bad_payloads += 1
@@ -347,11 +454,30 @@ class ChangeListener:
         )
 
 
-def _unpack_marker(data: bytes) -> bytes | tuple[bytes, bytes | None]:
-    """A barrier token (`[token]`) or a resync marker (`[key, value or false]`)."""
+def _unpack_revision(data: bytes) -> tuple[bytes, int]:
+    """A `dref-rev` message: `[key, revision]`."""
+    item: Any = msgpack.unpackb(data, raw=True)
+    if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], bytes):
+        raise ValueError("expected [key, revision]")
+    if not isinstance(item[1], int) or item[1] < 1:
+        raise TypeError(f"revision is {item[1]!r}")
+    return item[0], item[1]
+
+
+def _unpack_marker(
+    data: bytes,
+) -> bytes | tuple[bytes, bytes | None] | tuple[bytes, int, bytes | int | None]:
+    """A barrier token (`[token]`), a resync marker (`[key, value or false]`) or a revision
+    marker (`[key, revision, payload]`, `[key, -1, false]` end, `[key, since, false]` gap,
+    `[key, -2, base revision]`)."""
     item: Any = msgpack.unpackb(data, raw=True)
     if isinstance(item, list) and len(item) == 1 and isinstance(item[0], bytes):
         return item[0]
+    if isinstance(item, list) and len(item) == 3 and isinstance(item[0], bytes):
+        key, revision, payload = item
+        if not isinstance(revision, int) or not isinstance(payload, bytes | int | bool):
+            raise TypeError("expected [key, revision, payload]")
+        return key, revision, None if payload is False else payload
     if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], bytes):
         raise ValueError("expected [key, value] or [token]")
     key, value = item

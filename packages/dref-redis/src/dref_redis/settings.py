@@ -69,6 +69,12 @@ class RedisSettings(BaseSettings):
             "also add Ex to it at open (CONFIG SET); off = never. Not in cluster mode."
         ),
     )
+    history: int = Field(
+        256,
+        ge=0,
+        description="Changes of each element kept (a `<key>:dref-rev` stream) for revisions "
+        "and `changes(since=...)`; 0: no revisions, writes exactly as upstream.",
+    )
 
     @field_validator("url")
     @classmethod

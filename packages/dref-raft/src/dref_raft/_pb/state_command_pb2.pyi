@@ -1,4 +1,5 @@
 from . import dref_membership_pb2 as _dref_membership_pb2
+from . import dref_session_pb2 as _dref_session_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Optional, Union as _Union
@@ -110,7 +111,7 @@ class FencedWriteCommand(_message.Message):
     def __init__(self, lock: _Optional[str] = ..., token: _Optional[bytes] = ..., name: _Optional[str] = ..., value: _Optional[bytes] = ..., expire_at: _Optional[int] = ..., condition: _Optional[int] = ..., expected: _Optional[bytes] = ..., now: _Optional[int] = ...) -> None: ...
 
 class StateCommand(_message.Message):
-    __slots__ = ("set_element", "set_element_if_not_exist", "delete_element", "expire_element", "delete_if_expired", "start_new_term", "compare_and_set", "compare_and_delete", "compare_and_expire", "fenced_write", "config_change")
+    __slots__ = ("set_element", "set_element_if_not_exist", "delete_element", "expire_element", "delete_if_expired", "start_new_term", "compare_and_set", "compare_and_delete", "compare_and_expire", "fenced_write", "config_change", "session")
     SET_ELEMENT_FIELD_NUMBER: _ClassVar[int]
     SET_ELEMENT_IF_NOT_EXIST_FIELD_NUMBER: _ClassVar[int]
     DELETE_ELEMENT_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +123,7 @@ class StateCommand(_message.Message):
     COMPARE_AND_EXPIRE_FIELD_NUMBER: _ClassVar[int]
     FENCED_WRITE_FIELD_NUMBER: _ClassVar[int]
     CONFIG_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     set_element: SetElementCommand
     set_element_if_not_exist: SetElementIfNotExistCommand
     delete_element: DeleteElementCommand
@@ -133,4 +135,5 @@ class StateCommand(_message.Message):
     compare_and_expire: CompareAndExpireCommand
     fenced_write: FencedWriteCommand
     config_change: _dref_membership_pb2.ConfigChangeCommand
-    def __init__(self, set_element: _Optional[_Union[SetElementCommand, _Mapping]] = ..., set_element_if_not_exist: _Optional[_Union[SetElementIfNotExistCommand, _Mapping]] = ..., delete_element: _Optional[_Union[DeleteElementCommand, _Mapping]] = ..., expire_element: _Optional[_Union[ExpireElementCommand, _Mapping]] = ..., delete_if_expired: _Optional[_Union[DeleteIfExpiredCommand, _Mapping]] = ..., start_new_term: _Optional[_Union[StartNewTermCommand, _Mapping]] = ..., compare_and_set: _Optional[_Union[CompareAndSetCommand, _Mapping]] = ..., compare_and_delete: _Optional[_Union[CompareAndDeleteCommand, _Mapping]] = ..., compare_and_expire: _Optional[_Union[CompareAndExpireCommand, _Mapping]] = ..., fenced_write: _Optional[_Union[FencedWriteCommand, _Mapping]] = ..., config_change: _Optional[_Union[_dref_membership_pb2.ConfigChangeCommand, _Mapping]] = ...) -> None: ...
+    session: _dref_session_pb2.SessionCommand
+    def __init__(self, set_element: _Optional[_Union[SetElementCommand, _Mapping]] = ..., set_element_if_not_exist: _Optional[_Union[SetElementIfNotExistCommand, _Mapping]] = ..., delete_element: _Optional[_Union[DeleteElementCommand, _Mapping]] = ..., expire_element: _Optional[_Union[ExpireElementCommand, _Mapping]] = ..., delete_if_expired: _Optional[_Union[DeleteIfExpiredCommand, _Mapping]] = ..., start_new_term: _Optional[_Union[StartNewTermCommand, _Mapping]] = ..., compare_and_set: _Optional[_Union[CompareAndSetCommand, _Mapping]] = ..., compare_and_delete: _Optional[_Union[CompareAndDeleteCommand, _Mapping]] = ..., compare_and_expire: _Optional[_Union[CompareAndExpireCommand, _Mapping]] = ..., fenced_write: _Optional[_Union[FencedWriteCommand, _Mapping]] = ..., config_change: _Optional[_Union[_dref_membership_pb2.ConfigChangeCommand, _Mapping]] = ..., session: _Optional[_Union[_dref_session_pb2.SessionCommand, _Mapping]] = ...) -> None: ...

@@ -9,8 +9,10 @@ the member backend (`ops.CompareOps`; not with `mixed_cluster`). Change streams 
 seq it received and, when it breaks, reconnects with backoff to another member and resumes from
 that seq. The member replays what was missed, or answers `resync=True` with the current value,
 which is delivered when it differs from the last one delivered (None: a delete). Guarantee:
-ordered, no silent gaps; after a resync you see the latest value (intermediate values may be
-collapsed).
+ordered, no silent gaps: events carry their log seq as `revision`, and a resync beyond the seq a
+stream had (the member's `watch_history` no longer reaches back to it) ends that name's
+subscriptions with `ChangeStreamLaggedError` instead of collapsing the missed changes.
+`subscribe_since` opens a private stream from the given seq, so the member replays from there.
 """
 
 from __future__ import annotations
@@ -24,10 +26,25 @@ from typing import TypeVar
 
 from dref.changes import ChangeEvent, ChangeHub, Subscription
 from dref.clock import Clock
-from dref.errors import BackendTimeoutError, ClosedError, ConfigurationError, NoLeaderError
+from dref.errors import (
+    BackendTimeoutError,
+    ChangeStreamLaggedError,
+    ClosedError,
+    ConfigurationError,
+    NoLeaderError,
+)
 from dref.settings import DRefSettings
 from dref.spi import Backend, BackendStatus, Capabilities, LockGrant
-from dref_raft.commands import Command, CompareResult, MemberStatus, NamesPage, WatchEvent
+from dref_raft.commands import (
+    Command,
+    CompareResult,
+    DeleteElement,
+    ExpireElement,
+    MemberStatus,
+    NamesPage,
+    SetElement,
+    WatchEvent,
+)
 from dref_raft.member.registry import local_members
 from dref_raft.ops import (
     CompareOps,
@@ -40,6 +57,7 @@ from dref_raft.ops import (
     remote_expire,
     wall_clock_ms,
 )
+from dref_raft.sessions import WriteSession
 from dref_raft.settings import RaftSettings, parse_endpoint
 from dref_raft.transport.base import LeaderApi, WatchApi
 from dref_raft.transport.grpc_client import WatchClient
@@ -78,11 +96,21 @@ class _Hub(ChangeHub):
 class _Stream:
     """The resuming `DRefWatch` stream of one name, publishing into the backend's hub."""
 
-    def __init__(self, backend: RaftClientBackend, name: str) -> None:
+    def __init__(
+        self,
+        backend: RaftClientBackend,
+        name: str,
+        *,
+        since: int | None = None,
+        hub: ChangeHub | None = None,
+    ) -> None:
         self.backend = backend
         self.name = name
-        self.seq = 0
+        self.hub = backend._hub if hub is None else hub
+        self.seq = since or 0
         """Last seq received (0: none yet; the member then starts with a resync)."""
+        self.strict = since is not None
+        """Resumed from `since`: a resync beyond it is a gap even before the first event."""
         self.value: bytes | _Unknown | None = _UNKNOWN
         self.address: str | None = None
         """The member currently streaming (None while reconnecting)."""
@@ -127,12 +155,17 @@ class _Stream:
             return  # already seen (a replay overlapping what we had)
         # Equal seqs: the rest of one command's events (an expired element replaced: delete,
         # then the new value), or a resync at the seq we had (delivered only if it differs).
-        self.seq = event.seq
-        if event.resync and self.value is _UNKNOWN:
-            self.value = event.value  # the baseline of a new stream: not a change
+        known = self.value is not _UNKNOWN or self.strict
+        if event.resync and known and event.seq > self.seq:
+            # The member could not replay after our seq: changes may be missing. Say so.
+            self.hub.end(self.name, ChangeStreamLaggedError(self.name, 0, since=self.seq))
+            self.strict = False
+            self.seq, self.value = event.seq, event.value
+        elif event.resync and not known:
+            self.seq, self.value = event.seq, event.value  # the baseline: not a change
         elif not event.resync or event.value != self.value:
-            self.value = event.value
-            self.backend._hub.publish(ChangeEvent(self.name, event.value))
+            self.seq, self.value = event.seq, event.value
+            self.hub.publish(ChangeEvent(self.name, event.value, event.seq))
         if event.value is not None:
             waiter = self._created.get(event.value)
             if waiter is not None and not waiter.done():
@@ -170,7 +203,10 @@ class RaftClientBackend(CompareOps):
             fenced_writes=native,
             expiry_events=True,
             names=True,
+            revisions=True,
         )
+        if native and settings.exactly_once:
+            self._session = WriteSession()
         self._members = members
         self._order = list(members)
         self._rotation = 0
@@ -181,6 +217,8 @@ class RaftClientBackend(CompareOps):
         self._watchers: dict[str, WatchApi] = {}
         self._hub = _Hub(change_buffer, self._idle)
         self._streams: dict[str, _Stream] = {}
+        self._resumed: set[_Stream] = set()
+        """Private streams of `subscribe_since`, one per subscription."""
         self._stopping: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -274,12 +312,42 @@ class RaftClientBackend(CompareOps):
             raise
         return sub
 
+    async def subscribe_since(self, name: str, since: int) -> Subscription:
+        """A private stream asking the member to replay after `since` (its log seq); a resync
+        answer (`watch_history` exceeded) ends it with `ChangeStreamLaggedError`."""
+        self._check()
+        if self._leader is None:
+            await self.get(name)  # watch the leader: it has applied every acked write
+
+        def idle(_: str) -> None:
+            stream.task.cancel()
+            self._stopping.add(stream.task)
+            stream.task.add_done_callback(self._stopping.discard)
+
+        hub = _Hub(self._hub.capacity, idle)
+        sub = hub.subscribe(name)
+        stream = _Stream(self, name, since=since, hub=hub)
+        self._resumed.add(stream)
+        stream.task.add_done_callback(lambda _: self._resumed.discard(stream))
+        return sub
+
+    async def get_with_revision(self, name: str) -> tuple[bytes | None, int]:
+        """`get`, with the leader's applied seq of that very answer (`last_applied_seq`)."""
+
+        async def read(client: LeaderApi, left: float) -> tuple[bytes | None, int]:
+            value = await client.get_element(name, timeout=left)
+            return value, client.last_applied_seq
+
+        return await self._call(read)
+
     # -- operations -------------------------------------------------------------------------------
     async def get(self, name: str) -> bytes | None:
         return await self._call(lambda c, left: c.get_element(name, timeout=left))
 
     async def set(self, name: str, value: bytes, ttl: float | None = None) -> None:
         expire_at = self._expire_at(ttl)
+        if await self._session_write(SetElement(name, value, expire_at)) is not None:
+            return
         await self._call(lambda c, left: c.set_element(name, value, expire_at, timeout=left))
 
     async def _set_if_not_exist(self, name: str, value: bytes, expire_at: int | None) -> bool:
@@ -293,11 +361,16 @@ class RaftClientBackend(CompareOps):
         )
 
     async def delete(self, name: str) -> None:
+        if await self._session_write(DeleteElement(name)) is not None:
+            return
         await self._call(lambda c, left: c.delete_element(name, timeout=left))
 
     async def expire(self, name: str, ttl: float) -> bool:
         expire_at = self._expire_at(ttl)
         assert expire_at is not None
+        written = await self._session_write(ExpireElement(name, expire_at))
+        if written is not None:
+            return written.matched
         return await self._call(lambda c, left: remote_expire(c, name, expire_at, left))
 
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
@@ -352,6 +425,8 @@ class RaftClientBackend(CompareOps):
         self._closed = True
         for name in list(self._streams):
             self._idle(name)
+        for stream in list(self._resumed):
+            stream.hub.close()
         if self._stopping:
             await asyncio.wait(list(self._stopping))
         self._hub.close()

@@ -21,7 +21,15 @@ from dref.clock import Clock
 from dref.errors import ClosedError, ConfigurationError
 from dref.settings import DRefSettings
 from dref.spi import Backend, BackendStatus, Capabilities, LockGrant
-from dref_raft.commands import Command, CompareResult, ExpireElement, MemberStatus, NamesPage
+from dref_raft.commands import (
+    Command,
+    CompareResult,
+    DeleteElement,
+    ExpireElement,
+    MemberStatus,
+    NamesPage,
+    SetElement,
+)
 from dref_raft.member.handler import NodeClientHandler
 from dref_raft.member.registry import Member, local_members
 from dref_raft.ops import (
@@ -32,6 +40,7 @@ from dref_raft.ops import (
     paged_names,
     remote_expire,
 )
+from dref_raft.sessions import WriteSession
 from dref_raft.settings import RaftSettings
 from dref_raft.transport.base import LeaderApi
 from dref_raft.transport.retry import with_leader
@@ -45,7 +54,9 @@ T = TypeVar("T")
 class RaftBackend(CompareOps):
     """The `raft` backend: one context's view of the member running in this process."""
 
-    def __init__(self, member: Member, *, clock: Clock, change_buffer: int) -> None:
+    def __init__(
+        self, member: Member, *, clock: Clock, change_buffer: int, exactly_once: bool = True
+    ) -> None:
         self.member = member
         self.node = member.node
         self.settings = member.settings
@@ -68,7 +79,10 @@ class RaftBackend(CompareOps):
             exact_events=True,
             expiry_events=True,
             names=True,
+            revisions=True,
         )
+        if native and exactly_once:
+            self._session = WriteSession()
 
     # -- routing ----------------------------------------------------------------------------------
     def _check(self) -> None:
@@ -118,6 +132,8 @@ class RaftBackend(CompareOps):
 
     async def set(self, name: str, value: bytes, ttl: float | None = None) -> None:
         expire_at = self._expire_at(ttl)
+        if await self._session_write(SetElement(name, value, expire_at)) is not None:
+            return
         await self._route(
             lambda h: h.set_element(name, value, expire_at),
             lambda c, left: c.set_element(name, value, expire_at, timeout=left),
@@ -130,6 +146,8 @@ class RaftBackend(CompareOps):
         )
 
     async def delete(self, name: str) -> None:
+        if await self._session_write(DeleteElement(name)) is not None:
+            return
         await self._route(
             lambda h: h.delete_element(name),
             lambda c, left: c.delete_element(name, timeout=left),
@@ -138,6 +156,9 @@ class RaftBackend(CompareOps):
     async def expire(self, name: str, ttl: float) -> bool:
         expire_at = self._expire_at(ttl)
         assert expire_at is not None
+        written = await self._session_write(ExpireElement(name, expire_at))
+        if written is not None:
+            return written.matched
 
         async def local(h: NodeClientHandler) -> bool:
             _, result = await h._propose(ExpireElement(name, expire_at))
@@ -151,6 +172,22 @@ class RaftBackend(CompareOps):
     async def subscribe(self, name: str) -> Subscription:
         self._check()
         return self.node.hub.subscribe(name, self._change_buffer)
+
+    async def get_with_revision(self, name: str) -> tuple[bytes | None, int]:
+        """A linearizable read (as `get`), then this member's value and applied seq, taken
+        together: the member has applied at least what the read had to see."""
+        await self.get(name)
+        return self.node.get_local(name), self.node.applied
+
+    async def subscribe_since(self, name: str, since: int) -> Subscription:
+        """Replay from the member's watch history (`watch_history` events), then live."""
+        self._check()
+        watch = self.member.watch
+        assert watch is not None, "a member always keeps its watch history"
+        replay = watch.replay(name, since)
+        sub = self.node.hub.subscribe(name, self._change_buffer)
+        sub.preload(replay, max(since, self.node.applied))
+        return sub
 
     async def aclose(self) -> None:
         if self._closed:
@@ -203,7 +240,12 @@ async def open_backend(settings: RaftSettings, core: DRefSettings, clock: Clock)
             "yet; run a member (mode = 'member')"
         )
     member = await local_members.acquire(settings, core.change_buffer)
-    backend = RaftBackend(member, clock=clock, change_buffer=core.change_buffer)
+    backend = RaftBackend(
+        member,
+        clock=clock,
+        change_buffer=core.change_buffer,
+        exactly_once=settings.exactly_once,  # this context's choice, not the member's
+    )
     try:
         leader = await member.node.wait_for_leader(settings.leader_wait)
     except BaseException:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from dref.errors import ConsensusError, NoLeaderError, NotLeaderError
 from dref_raft.commands import (
-    COMPARE_COMMANDS,
+    COMPARE_REQUESTS,
     FENCE_COMPARE,
     Command,
     CompareAndDelete,
@@ -24,13 +24,15 @@ from dref_raft.commands import (
     FencedWrite,
     MemberStatus,
     NamesPage,
+    SessionCommand,
     SetElement,
     SetIfNotExist,
 )
-from dref_raft.errors import LimitExceededError
+from dref_raft.errors import CompareUnsupportedError, LimitExceededError
 from dref_raft.fsm import ApplyResult
 from dref_raft.member.compare_read import failed_compare
 from dref_raft.member.node import RaftNode
+from dref_raft.sessions import IDLE_MS
 from dref_raft.settings import RaftSettings
 
 __all__ = ["NAMES_PAGE", "NodeClientHandler"]
@@ -105,10 +107,12 @@ class NodeClientHandler:
         return self.node.applied
 
     async def compare(self, command: Command) -> CompareResult:
-        """dref-only (`DRefExt/Compare`): a compare command, stamped with this leader's clock:
-        proposed and awaited, or, when it fails on the state after a ReadIndex round, answered
-        from that state without a log entry (`compare_read`)."""
-        if not isinstance(command, COMPARE_COMMANDS):
+        """dref-only (`DRefExt/Compare`): a compare command (or a write of a session), stamped
+        with this leader's clock: proposed and awaited, or, for a plain compare that fails on
+        the state after a ReadIndex round, answered from that state without a log entry
+        (`compare_read`; a session's write always goes through the log, where its repeats are
+        recognised)."""
+        if not isinstance(command, COMPARE_REQUESTS):
             raise ConsensusError(f"not a compare command: {type(command).__name__}")
         match command:
             case CompareAndSet():
@@ -121,23 +125,16 @@ class NodeClientHandler:
                 self._check_sizes((command.lock, command.name), values)
         self._check_leader()
         if not self.node.all_peers_dref():
-            raise ConsensusError(
+            message = (
                 "a voter has not advertised the dref extensions (upstream node?): "
                 "compare commands are refused; set mixed_cluster=True for mixed clusters"
             )
+            if self.node.any_peer_upstream():
+                # Not retryable: the context falls back to upstream's calls (sessions) or fails.
+                raise CompareUnsupportedError(message)
+            raise ConsensusError(message)  # not heard from yet (a restart): worth a retry
         now = self.node.wall_ms()
-        stamped: Command
-        match command:
-            case CompareAndSet():
-                stamped = CompareAndSet(
-                    command.name, command.expected, command.value, command.expire_at, now
-                )
-            case CompareAndDelete():
-                stamped = CompareAndDelete(command.name, command.expected, now)
-            case CompareAndExpire():
-                stamped = CompareAndExpire(command.name, command.expected, command.expire_at, now)
-            case FencedWrite():
-                stamped = dataclasses.replace(command, now=now)
+        stamped = _stamped(command, now)
         failed = await failed_compare(self.node, stamped, self.settings.op_timeout)
         if failed is not None:
             return failed  # a read, not a log entry (dref_raft.member.compare_read)
@@ -171,3 +168,26 @@ class NodeClientHandler:
             leader=node.leader_id,
             last_contact_ms=None if contact is None else int(contact * 1000),
         )
+
+
+def _stamped(command: Command, now: int) -> Command:
+    """`command` with this leader's clock as its `now` (a session's write too, with the
+    session's `idle_ms`): members check expiry against it, so applying stays deterministic."""
+    stamped: Command = command
+    match command:
+        case CompareAndSet():
+            stamped = CompareAndSet(
+                command.name, command.expected, command.value, command.expire_at, now
+            )
+        case CompareAndDelete():
+            stamped = CompareAndDelete(command.name, command.expected, now)
+        case CompareAndExpire():
+            stamped = CompareAndExpire(command.name, command.expected, command.expire_at, now)
+        case FencedWrite():
+            stamped = dataclasses.replace(command, now=now)
+        case SessionCommand():
+            inner = _stamped(command.command, now)
+            stamped = SessionCommand(
+                command.session, command.request, inner, command.first_incomplete, now, IDLE_MS
+            )
+    return stamped

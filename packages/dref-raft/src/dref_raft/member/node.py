@@ -44,6 +44,7 @@ from dref_raft.commands import (
     MemberInfo,
     Membership,
     MembersView,
+    SessionCommand,
     SetIfNotExist,
 )
 from dref_raft.core import (
@@ -297,6 +298,10 @@ class RaftNode:
     def all_peers_dref(self) -> bool:
         """Whether every other voter has advertised the dref extensions."""
         return all(kind is PeerKind.DREF for kind in self.core.peer_kinds.values())
+
+    def any_peer_upstream(self) -> bool:
+        """Whether a voter has shown itself to be an upstream node (no dref extensions)."""
+        return any(kind is PeerKind.UPSTREAM for kind in self.core.peer_kinds.values())
 
     def get_local(self, name: str) -> bytes | None:
         """The value in this node's state machine (expiry by this node's wall clock)."""
@@ -683,7 +688,7 @@ class RaftNode:
     # ------------------------------------------------------------------ ReadyEffects
 
     def snapshot_installed(self, snapshot: Snapshot, changes: Sequence[Changed]) -> None:
-        self.hub.publish_all(ChangeEvent(c.name, c.value) for c in changes)
+        self.hub.publish_all(ChangeEvent(c.name, c.value, snapshot.seq) for c in changes)
         self._report_applied(snapshot.seq, changes)
         for seq in [s for s in self._pending if s <= snapshot.seq]:
             _fail(
@@ -703,8 +708,10 @@ class RaftNode:
 
     def entry_applied(self, entry: Entry, result: ApplyResult) -> None:
         command, seq = entry.command, entry.seq
+        if isinstance(command, SessionCommand):
+            command = command.command
         for change in result.events:
-            self.hub.publish(ChangeEvent(change.name, change.value))
+            self.hub.publish(ChangeEvent(change.name, change.value, seq))
         self._report_applied(seq, result.events)
         if result.created and isinstance(command, SetIfNotExist | CompareAndSet):
             watcher = self._created.get((command.name, command.value))

@@ -23,7 +23,8 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from dref.errors import BackendUnavailableError, ClosedError
+from dref.changes import ChangeEvent
+from dref.errors import BackendUnavailableError, ChangeStreamLaggedError, ClosedError
 from dref_raft.commands import WatchEvent
 from dref_raft.errors import WatchLaggedError
 from dref_raft.member.node import RaftNode
@@ -111,6 +112,18 @@ class WatchService:
         watcher = _Watcher(wanted, after, self.buffer)
         self._watchers.add(watcher)
         return first, watcher
+
+    def replay(self, name: str, since: int) -> list[ChangeEvent]:
+        """The events of `name` after seq `since` in the ring, for an in-process stream that
+        resumes (`subscribe_since`); `ChangeStreamLaggedError` when the ring no longer reaches
+        back to `since`."""
+        if since < self._floor:
+            raise ChangeStreamLaggedError(name, len(self._ring), since=since)
+        return [
+            ChangeEvent(e.name, e.value, e.seq)
+            for e in self._ring
+            if e.seq > since and e.name == name
+        ]
 
     async def watch(self, names: list[str], from_seq: int) -> AsyncIterator[WatchEvent]:
         """Committed changes of `names` (all when empty) after `from_seq`; see the module."""

@@ -124,6 +124,8 @@ class LeaderApi(Protocol):
     """
 
     applied_seq: int
+    last_applied_seq: int
+    """The `applied_seq` of the last answer (read right after a call returns: that call's)."""
 
     async def set_element(
         self, name: str, value: bytes, expire_at: int | None = None, *, timeout: float | None = None

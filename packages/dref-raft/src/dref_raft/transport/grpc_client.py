@@ -157,6 +157,7 @@ class LeaderClient(AsyncResource):
         self._channels = _Channels(_security(security, max_message_bytes))
         self._max = self._channels.security.max_message_bytes
         self.applied_seq = 0
+        self.last_applied_seq = 0
         self.session: StreamSession | None = None
         """The `DRefStream` session (None: unary calls only)."""
         if stream_window is not None:
@@ -215,7 +216,8 @@ class LeaderClient(AsyncResource):
             msg = messages.parse(pb_response, answer, pb_response.DESCRIPTOR.name, self._max)
         except WireError as exc:
             raise TransportError(f"{self.address}: {method}: undecodable response: {exc}") from exc
-        self.applied_seq = max(self.applied_seq, int(getattr(msg, "applied_seq", 0)))
+        self.last_applied_seq = int(getattr(msg, "applied_seq", 0))
+        self.applied_seq = max(self.applied_seq, self.last_applied_seq)
         return msg
 
     async def set_element(

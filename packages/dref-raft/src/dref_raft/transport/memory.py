@@ -197,6 +197,7 @@ class MemoryLeaderClient:
         self.address = address
         self.timeout = timeout
         self.applied_seq = 0
+        self.last_applied_seq = 0
 
     async def _run(self, what: str, timeout: float | None, call: _Call[T]) -> T:
         wait = self.timeout if timeout is None else timeout
@@ -213,8 +214,10 @@ class MemoryLeaderClient:
         except Exception as exc:
             code, details = status_of(exc)
             raise error_of(code, details, self.address) from exc
-        self.applied_seq = max(self.applied_seq, host.client.applied_seq())
+        answered = host.client.applied_seq()
+        self.applied_seq = max(self.applied_seq, answered)
         await self._net._deliver(self.address, self.source, deadline, what)
+        self.last_applied_seq = answered
         return result
 
     async def set_element(

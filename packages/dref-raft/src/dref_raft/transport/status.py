@@ -35,7 +35,12 @@ from dref.errors import (
     NotLeaderError,
     QuorumLostError,
 )
-from dref_raft.errors import AccessDeniedError, LimitExceededError, TransportError
+from dref_raft.errors import (
+    AccessDeniedError,
+    CompareUnsupportedError,
+    LimitExceededError,
+    TransportError,
+)
 
 __all__ = ["error_of", "status_of"]
 
@@ -66,6 +71,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             return grpc.StatusCode.INTERNAL, SERIALIZE + str(exc)
         case LimitExceededError():
             return grpc.StatusCode.INVALID_ARGUMENT, LIMIT + str(exc)
+        case CompareUnsupportedError():  # a leader with an upstream voter refuses DRefExt
+            return grpc.StatusCode.UNIMPLEMENTED, str(exc)
         case BackendError():
             return grpc.StatusCode.UNAVAILABLE, str(exc) or type(exc).__name__
         case _:
@@ -92,4 +99,6 @@ def error_of(code: grpc.StatusCode, details: str | None, address: str) -> DRefEr
         return LimitExceededError(f"{address}: {code.name}: {text} (see max_message_bytes)")
     if code == grpc.StatusCode.INVALID_ARGUMENT and text.startswith(LIMIT):
         return LimitExceededError(f"{address}: {text.removeprefix(LIMIT)}")
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return CompareUnsupportedError(f"{address}: {text}")
     return BackendError(f"{address}: {code.name}: {text}")

@@ -12,7 +12,13 @@ from typing import Any
 from google.protobuf.message import DecodeError, EncodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from dref_raft._pb import dref_consensus_pb2, dref_membership_pb2, raft_pb2, state_command_pb2
+from dref_raft._pb import (
+    dref_consensus_pb2,
+    dref_membership_pb2,
+    dref_session_pb2,
+    raft_pb2,
+    state_command_pb2,
+)
 from dref_raft.commands import (
     Command,
     CompareAndDelete,
@@ -25,12 +31,14 @@ from dref_raft.commands import (
     FencedWrite,
     Membership,
     NoOp,
+    SessionCommand,
     SetElement,
     SetIfNotExist,
     StartNewTerm,
 )
 from dref_raft.errors import WireError
 from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
+from dref_raft.sessions import RecordedResult, SessionState
 
 __all__ = [
     "COMPARE_AND_DELETE_FIELD",
@@ -39,6 +47,7 @@ __all__ = [
     "CONFIG_CHANGE_FIELD",
     "EXT_TERM_FIELD",
     "FENCED_WRITE_FIELD",
+    "SESSION_FIELD",
     "decode_command",
     "decode_command_term",
     "decode_snapshot",
@@ -62,6 +71,9 @@ FENCED_WRITE_FIELD = 1004
 #: `StateCommand` oneof member of the configuration change, and `ClusterSnapshot.membership`
 #: (docs/raft-wire.md#membership).
 CONFIG_CHANGE_FIELD = 1400
+#: `StateCommand.session` (`SessionCommand`, dref_session.proto) and `ClusterSnapshot.sessions`:
+#: exactly-once writes (docs/raft-wire.md#sessions).
+SESSION_FIELD = 1600
 #: ... and `uint64 term = 1000` in `StartNewTermCommand` (the term of the leader that
 #: proposed it, so stored entries' terms can be rebuilt) and `uint64 last_term = 1000` in
 #: `ClusterSnapshot` (the term of the entry at `last_seq`).
@@ -127,6 +139,16 @@ def encode_command(command: Command, *, term: int | None = None) -> bytes:
             case ConfigChange(membership):
                 fill_membership(msg.config_change.membership, membership)
                 msg.config_change.SetInParent()
+            case SessionCommand():
+                if isinstance(command.command, SessionCommand | StartNewTerm | NoOp):
+                    raise TypeError(f"a session wraps a write, not {command.command!r}")
+                sc = msg.session
+                sc.session = command.session
+                sc.request = command.request
+                sc.first_incomplete = command.first_incomplete
+                sc.now = command.now
+                sc.idle_ms = command.idle_ms
+                sc.command = encode_command(command.command)
             case NoOp():
                 pass
             case _:
@@ -187,6 +209,19 @@ def _decode_compare(msg: Any, op: str) -> Command | None:
         return CompareAndExpire(str(c.name), bytes(c.expected), int(c.expire_at), int(c.now))
     if op == "config_change":
         return ConfigChange(membership_of(msg.config_change.membership))
+    if op == "session":
+        sc = msg.session
+        inner = decode_command(bytes(sc.command))
+        if isinstance(inner, SessionCommand | StartNewTerm | NoOp):
+            raise WireError(f"a session command wraps {type(inner).__name__}, not a write")
+        return SessionCommand(
+            bytes(sc.session),
+            int(sc.request),
+            inner,
+            int(sc.first_incomplete),
+            int(sc.now),
+            int(sc.idle_ms),
+        )
     if op == "fenced_write":
         f = msg.fenced_write
         return FencedWrite(
@@ -215,6 +250,8 @@ def encode_snapshot(snapshot: ClusterSnapshot) -> bytes:
             if entry.expire_at is not None:
                 kv.expireAt = entry.expire_at
             msg.entries.append(kv)
+        for sid, state in snapshot.sessions:
+            msg.sessions.append(_session_state(sid, state))
         return bytes(msg.SerializeToString())
     except (ValueError, TypeError, EncodeError) as exc:
         raise ValueError(f"cannot encode snapshot: {exc}") from exc
@@ -236,7 +273,8 @@ def snapshot_of(msg: Any) -> ClusterSnapshot:
         for kv in msg.entries
     )
     membership = membership_of(msg.membership) if msg.HasField("membership") else None
-    return ClusterSnapshot(entries, int(msg.last_seq), int(msg.last_term), membership)
+    sessions = tuple(_session_of(s) for s in msg.sessions)
+    return ClusterSnapshot(entries, int(msg.last_seq), int(msg.last_term), membership, sessions)
 
 
 def fill_membership(target: Any, membership: Membership) -> None:
@@ -262,6 +300,31 @@ def encode_membership(membership: Membership) -> bytes:
     msg: Any = dref_membership_pb2.Membership()
     fill_membership(msg, membership)
     return bytes(msg.SerializeToString())
+
+
+def _session_state(sid: bytes, state: SessionState) -> Any:
+    out: Any = dref_session_pb2.SessionState(
+        session=sid, last_seen=state.last_seen, first_incomplete=state.first_incomplete
+    )
+    for request, result in state.results.items():
+        r: Any = out.results.add(request=request, stale=result.stale)
+        if result.created is not None:
+            r.created = result.created
+        if result.current is not None:
+            r.current = result.current
+    return out
+
+
+def _session_of(msg: Any) -> tuple[bytes, SessionState]:
+    results = {
+        int(r.request): RecordedResult(
+            bool(r.created) if r.HasField("created") else None,
+            bytes(r.current) if r.HasField("current") else None,
+            bool(r.stale),
+        )
+        for r in msg.results
+    }
+    return bytes(msg.session), SessionState(int(msg.last_seen), int(msg.first_incomplete), results)
 
 
 def _fill_set(target: Any, name: str, value: bytes, expire_at: int | None) -> None:

@@ -29,7 +29,7 @@ from dref_raft._pb import (
     dref_watch_pb2,
 )
 from dref_raft.commands import (
-    COMPARE_COMMANDS,
+    COMPARE_REQUESTS,
     Command,
     CompareResult,
     MemberStatus,
@@ -503,7 +503,7 @@ def decode_watch_event(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) 
 
 def encode_compare_request(command: Command) -> bytes:
     """Encode a `CompareRequest` carrying `command` (a compare command) as StateCommand bytes."""
-    if not isinstance(command, COMPARE_COMMANDS):
+    if not isinstance(command, COMPARE_REQUESTS):
         raise WireError(f"not a compare command: {type(command).__name__}")
     msg: Any = dref_ext_pb2.CompareRequest(command=_command_bytes(command))
     return _serialize(msg, "CompareRequest")
@@ -513,7 +513,7 @@ def decode_compare_request(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYT
     """Decode a `CompareRequest`; anything but a compare command → `WireError`."""
     msg = parse(dref_ext_pb2.CompareRequest, data, "CompareRequest", max_bytes)
     command = _command(bytes(msg.command))
-    if not isinstance(command, COMPARE_COMMANDS):
+    if not isinstance(command, COMPARE_REQUESTS):
         raise WireError(f"CompareRequest carries {type(command).__name__}, not a compare command")
     return command
 
