@@ -36,8 +36,15 @@ PROTOS = (
     "dref_consensus.proto",
     "dref_watch.proto",
     "dref_ext.proto",
+    "dref_snapshot.proto",
 )
-SERVICE_PROTOS = ("dref.proto", "dref_consensus.proto", "dref_watch.proto", "dref_ext.proto")
+SERVICE_PROTOS = (
+    "dref.proto",
+    "dref_consensus.proto",
+    "dref_watch.proto",
+    "dref_ext.proto",
+    "dref_snapshot.proto",
+)
 MODULES = tuple(name.removesuffix(".proto") + "_pb2" for name in PROTOS)
 
 INIT = '''"""Generated protobuf and gRPC code of the upstream DRef protocol (io.github.tobia80).

@@ -34,8 +34,10 @@ __all__ = [
     "Changed",
     "ClusterSnapshot",
     "Element",
+    "PreparedInstall",
     "SnapshotEntry",
     "StateMachine",
+    "snapshot_of_elements",
 ]
 
 
@@ -94,6 +96,17 @@ class ClusterSnapshot:
     last_term: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedInstall:
+    """`StateMachine.prepare_install`'s work for one snapshot, done off the event loop."""
+
+    snapshot: ClusterSnapshot
+    elements: dict[str, Element]
+    changes: tuple[Changed, ...]
+    #: The machine's mutation count the changes were computed against.
+    version: int
+
+
 _NOTHING = ApplyResult()
 _PRESENT = ApplyResult(created=True)
 _ABSENT = ApplyResult(created=False)
@@ -104,12 +117,16 @@ class StateMachine:
 
     def __init__(self) -> None:
         self._elements: dict[str, Element] = {}
+        #: Counts `apply` calls: a `PreparedInstall` is valid only at the count it was made at.
+        self._version = 0
+        self._prepared: PreparedInstall | None = None
 
     def __len__(self) -> int:
         return len(self._elements)
 
     def apply(self, command: Command) -> ApplyResult:
         """Apply one command and return its events (and `created` for `SetIfNotExist`)."""
+        self._version += 1
         elements = self._elements
         match command:
             case SetElement(name, value, expire_at):
@@ -207,31 +224,71 @@ class StateMachine:
 
     def snapshot(self, last_seq: int = 0) -> ClusterSnapshot:
         """Every element (expired ones included), sorted by name, stamped with `last_seq`."""
-        return ClusterSnapshot(
-            tuple(
-                SnapshotEntry(name, e.value, e.expire_at)
-                for name, e in sorted(self._elements.items())
-            ),
-            last_seq,
-        )
+        return snapshot_of_elements(self._elements, last_seq)
+
+    def copy_elements(self) -> dict[str, Element]:
+        """A point-in-time copy of the elements (one C-level dict copy; the elements themselves
+        are immutable): build a snapshot from it in another thread with `snapshot_of_elements`
+        while this machine keeps applying."""
+        return self._elements.copy()
+
+    def prepare_install(self, snapshot: ClusterSnapshot) -> PreparedInstall:
+        """Do `install`'s heavy work for `snapshot` (safe in a worker thread while the event
+        loop applies): the new elements and the changes against the current ones. Hand it to
+        `offer_prepared`; `install` uses it if nothing was applied in between."""
+        version = self._version
+        while True:
+            try:
+                old = self._elements.copy()
+                break
+            except RuntimeError:  # resized while copied by another thread: copy again
+                continue
+        new = _elements_of(snapshot.entries)
+        return PreparedInstall(snapshot, new, _changes(old, new), version)
+
+    def offer_prepared(self, prepared: PreparedInstall) -> None:
+        """Let the next `install` of `prepared.snapshot` swap in the prepared state."""
+        self._prepared = prepared
 
     def install(self, snapshot: ClusterSnapshot) -> tuple[Changed, ...]:
         """Replace the whole state with `snapshot` and return what changed, sorted by name.
 
         An element is reported when it was removed (value None) or when its value is new or
         different; a changed expiry alone is not a change. Duplicate keys: the later wins.
+        A matching `offer_prepared` result (nothing applied since) makes this a quick swap.
         """
+        prepared, self._prepared = self._prepared, None
+        self._version += 1
+        if (
+            prepared is not None
+            and prepared.snapshot.entries is snapshot.entries
+            and prepared.version == self._version - 1
+        ):
+            self._elements = prepared.elements
+            return prepared.changes
         new = _elements_of(snapshot.entries)
-        old = self._elements
-        changes = []
-        for name in sorted(old.keys() | new.keys()):
-            after = new.get(name)
-            if after is None:
-                changes.append(Changed(name, None))
-            elif (before := old.get(name)) is None or before.value != after.value:
-                changes.append(Changed(name, after.value))
+        changes = _changes(self._elements, new)
         self._elements = new
-        return tuple(changes)
+        return changes
+
+
+def snapshot_of_elements(elements: Mapping[str, Element], last_seq: int) -> ClusterSnapshot:
+    """A snapshot of `elements` (a `copy_elements` copy, or the live ones), sorted by name."""
+    return ClusterSnapshot(
+        tuple(SnapshotEntry(name, e.value, e.expire_at) for name, e in sorted(elements.items())),
+        last_seq,
+    )
+
+
+def _changes(old: Mapping[str, Element], new: Mapping[str, Element]) -> tuple[Changed, ...]:
+    changes = []
+    for name in sorted(old.keys() | new.keys()):
+        after = new.get(name)
+        if after is None:
+            changes.append(Changed(name, None))
+        elif (before := old.get(name)) is None or before.value != after.value:
+            changes.append(Changed(name, after.value))
+    return tuple(changes)
 
 
 def _elements_of(entries: Iterable[SnapshotEntry]) -> dict[str, Element]:

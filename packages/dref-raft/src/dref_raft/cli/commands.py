@@ -8,7 +8,8 @@ Contributed to core's `dref` command through the `dref.cli` entry point `raft`:
 - `dref raft cluster --nodes 3`: N member processes on 127.0.0.1 and a live table of their role,
   term, commit and applied indexes and leader, read from each member's status file
   (`dref_raft.cli.local_cluster`); Ctrl-C stops them (SIGTERM, then SIGKILL after a deadline);
-- `dref raft demo`: core's use cases on such a cluster, with a leader killed (`dref demo`).
+- `dref raft demo`: core's use cases on such a cluster, with a leader killed (`dref demo`);
+- `dref raft snapshot save|restore`: backups (`dref_raft.cli.snapshot_commands`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from dref.errors import BackendUnavailableError, DRefError, ElementNotFoundError
 from dref.ref import DRef
 from dref.settings import load_settings
 from dref_raft.cli.local_cluster import STATUS_INTERVAL, LocalCluster, NodeStatus, write_status
+from dref_raft.cli.snapshot_commands import snapshot
 from dref_raft.settings import RaftSettings, format_address
 
 __all__ = ["raft", "run_member", "status_table"]
@@ -264,6 +266,9 @@ def cluster(nodes: int, base_port: int | None, storage_dir: Path | None, refresh
         local.stop()
         signal.signal(signal.SIGINT, previous)
     out.print("stopped.")
+
+
+raft.add_command(snapshot)
 
 
 # -- demo ------------------------------------------------------------------------------------------

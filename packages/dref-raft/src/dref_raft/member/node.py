@@ -70,8 +70,9 @@ from dref_raft.core import (
     VoteResponse,
 )
 from dref_raft.fsm import ApplyResult, Changed, StateMachine
+from dref_raft.member.snapshot_transfer import SnapshotTransfer
 from dref_raft.ops import wall_clock_ms
-from dref_raft.storage import Stores
+from dref_raft.storage import SnapshotStore, Stores
 from dref_raft.storage.recovery import boot
 from dref_raft.transport.base import PeerTransport
 
@@ -208,6 +209,12 @@ class RaftNode:
         self.failure: BaseException | None = None
         self.stats = NodeStats()
         self._election_term = -1
+        snapshot_store = stores.snapshot if stores is not None else None
+        self.snapshots = SnapshotTransfer(
+            self,
+            snapshot_store.path.parent if isinstance(snapshot_store, SnapshotStore) else None,
+        )
+        """Streams snapshots to and from dref peers (docs/raft-wire.md#snapshot-streaming)."""
 
     # ------------------------------------------------------------------ life cycle
 
@@ -247,10 +254,25 @@ class RaftNode:
             await asyncio.wait(tasks)
         self._fail_all(ClosedError(f"raft node {self.id} stopped"))
         self.hub.close()
+        self.snapshots.aclose()
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def transport(self) -> PeerTransport:
+        """The transport this node sends its consensus requests with."""
+        return self._transport
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Cancel `task` when the node stops."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def deliver(self, response: Response) -> None:
+        """Step a peer's `response` (received outside `PeerTransport.call`) into the core."""
+        self._submit(lambda: self.core.step(response))
 
     # ------------------------------------------------------------------ state
 
@@ -614,7 +636,11 @@ class RaftNode:
             return
         peer = msg.to
         address = self.peers.get(peer)
-        if address is None or self._inflight.get(peer, 0) >= _MAX_INFLIGHT_PER_PEER:
+        if address is None:
+            return
+        if isinstance(msg, InstallSnapshot) and self.snapshots.ship(peer, address, msg):
+            return
+        if self._inflight.get(peer, 0) >= _MAX_INFLIGHT_PER_PEER:
             return
         self._inflight[peer] += 1
         task = asyncio.create_task(self._call(peer, address, msg))

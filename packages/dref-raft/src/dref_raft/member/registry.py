@@ -159,6 +159,7 @@ class MemberRegistry:
                     watch,
                     compare=handler,
                     info=handler,
+                    snapshot=node.snapshots,
                     host=settings.host,
                     port=settings.port,
                 )

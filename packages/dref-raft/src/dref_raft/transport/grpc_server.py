@@ -1,4 +1,5 @@
-"""One `grpc.aio` server per node hosting `DRefConsensus`, `DRefRaft`, `DRefWatch`, `DRefExt`.
+"""One `grpc.aio` server per node hosting `DRefConsensus`, `DRefRaft`, `DRefWatch`, `DRefExt`,
+`DRefSnapshot`.
 
 Methods are registered with raw-bytes handlers so that this module decodes requests itself:
 an undecodable request is logged with its reason and rejected with `INVALID_ARGUMENT`, and
@@ -41,6 +42,7 @@ from dref_raft.transport.base import (
     WatchHandler,
     aclose_iterator,
 )
+from dref_raft.transport.snapshot_stream import SnapshotHandler, snapshot_rpc_handler
 from dref_raft.transport.status import status_of
 from dref_raft.wire import messages
 from dref_raft.wire.messages import DEFAULT_MAX_MESSAGE_BYTES
@@ -77,8 +79,9 @@ class GrpcServer(AsyncResource):
     """The node's gRPC server (plaintext HTTP/2, like upstream's).
 
     `node_id` is set as `to` on every consensus request handed to `consensus`. Without a
-    `watch` handler `DRefWatch` is not served, without a `compare` handler `DRefExt` is not
-    (callers get `UNIMPLEMENTED`, as from upstream).
+    `watch` handler `DRefWatch` is not served, without a `compare` handler `DRefExt` is not,
+    without a `snapshot` handler `DRefSnapshot` is not (callers get `UNIMPLEMENTED`, as from
+    upstream).
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class GrpcServer(AsyncResource):
         *,
         compare: CompareHandler | None = None,
         info: InfoHandler | None = None,
+        snapshot: SnapshotHandler | None = None,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -100,6 +104,7 @@ class GrpcServer(AsyncResource):
         self._watch = watch
         self._compare = compare
         self._info = info
+        self._snapshot = snapshot
         self._host = host
         self._requested_port = port
         self._max = max_message_bytes
@@ -200,6 +205,8 @@ class GrpcServer(AsyncResource):
             ext[messages.STATUS_METHOD] = grpc.unary_unary_rpc_method_handler(self._status_rpc)
         if ext:
             handlers.append(grpc.method_handlers_generic_handler(messages.EXT_SERVICE, ext))
+        if self._snapshot is not None:
+            handlers.append(snapshot_rpc_handler(self._snapshot, self._max))
         return tuple(handlers)
 
     # ------------------------------------------------------------------ DRefConsensus
