@@ -51,7 +51,7 @@ __all__ = [
 logger = logging.getLogger("dref_raft.transport")
 
 #: Given each chunk before it is sent, returns what is sent (tests inject faults here).
-ChunkHook = Callable[[SnapshotChunk], SnapshotChunk]
+ChunkHook = Callable[[SnapshotChunk], Awaitable[SnapshotChunk]]
 
 
 class SnapshotUnsupportedError(TransportError):
@@ -155,7 +155,7 @@ async def send_snapshot(
                 raise TransportError(f"{path} ended at {position} of {header.size} bytes")
             chunk = SnapshotChunk.of(position, data, header if first else None)
             if on_chunk is not None:
-                chunk = on_chunk(chunk)
+                chunk = await on_chunk(chunk)
             yield encode_chunk(chunk)
             position += len(data)
             first = False
