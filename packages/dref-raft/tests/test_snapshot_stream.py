@@ -60,7 +60,7 @@ async def _restart_behind_a_snapshot(
     await local_members.release(members[index])
     for name, value in VALUES.items():
         await leader.node.propose(SetElement(name, value, None), 10)
-    assert leader.node.core.log.base_seq > 0, "the leader compacted its log"
+    await wait_until(lambda: leader.node.core.log.base_seq > 0, 10, "the leader to compact")
     hook.follower_dir = settings[index].storage_dir
     leader.node.snapshots.on_chunk = hook
     follower = await local_members.acquire(settings[index])

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from dref_raft.bulk import paused_gc
 from dref_raft.commands import (
     FENCE_IF_ABSENT,
     FENCE_SET,
@@ -237,14 +238,10 @@ class StateMachine:
         loop applies): the new elements and the changes against the current ones. Hand it to
         `offer_prepared`; `install` uses it if nothing was applied in between."""
         version = self._version
-        while True:
-            try:
-                old = self._elements.copy()
-                break
-            except RuntimeError:  # resized while copied by another thread: copy again
-                continue
-        new = _elements_of(snapshot.entries)
-        return PreparedInstall(snapshot, new, _changes(old, new), version)
+        old = self._elements.copy()
+        with paused_gc():
+            new = _elements_of(snapshot.entries)
+            return PreparedInstall(snapshot, new, _changes(old, new), version)
 
     def offer_prepared(self, prepared: PreparedInstall) -> None:
         """Let the next `install` of `prepared.snapshot` swap in the prepared state."""
@@ -274,10 +271,14 @@ class StateMachine:
 
 def snapshot_of_elements(elements: Mapping[str, Element], last_seq: int) -> ClusterSnapshot:
     """A snapshot of `elements` (a `copy_elements` copy, or the live ones), sorted by name."""
-    return ClusterSnapshot(
-        tuple(SnapshotEntry(name, e.value, e.expire_at) for name, e in sorted(elements.items())),
-        last_seq,
-    )
+    with paused_gc():
+        return ClusterSnapshot(
+            tuple(
+                SnapshotEntry(name, elements[name].value, elements[name].expire_at)
+                for name in sorted(elements)
+            ),
+            last_seq,
+        )
 
 
 def _changes(old: Mapping[str, Element], new: Mapping[str, Element]) -> tuple[Changed, ...]:

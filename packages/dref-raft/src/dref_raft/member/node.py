@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -69,11 +70,19 @@ from dref_raft.core import (
     Vote,
     VoteResponse,
 )
-from dref_raft.fsm import ApplyResult, Changed, StateMachine
+from dref_raft.fsm import (
+    ApplyResult,
+    Changed,
+    ClusterSnapshot,
+    Element,
+    StateMachine,
+    snapshot_of_elements,
+)
 from dref_raft.member.snapshot_transfer import SnapshotTransfer
 from dref_raft.ops import wall_clock_ms
 from dref_raft.storage import SnapshotStore, Stores
 from dref_raft.storage.recovery import boot
+from dref_raft.storage.snapshot_files import MonotonicSnapshotStore
 from dref_raft.transport.base import PeerTransport
 
 __all__ = ["NodeConfig", "NodeStats", "RaftNode"]
@@ -197,6 +206,12 @@ class RaftNode:
         self._reaping: set[str] = set()
         self._leader_changed = asyncio.Event()
         self._leader_contact: float | None = None  # time.monotonic() of the last leader message
+        snapshot_store = stores.snapshot if stores is not None else None
+        snapshot_dir = (
+            snapshot_store.path.parent if isinstance(snapshot_store, SnapshotStore) else None
+        )
+        if stores is not None:  # snapshots are saved from the background too (`_compact`)
+            stores = dataclasses.replace(stores, snapshot=MonotonicSnapshotStore(stores.snapshot))
         writer = StoreWriter(
             stores, term=self.core.term, vote=self.core.vote, commit=self.core.commit
         )
@@ -205,15 +220,14 @@ class RaftNode:
         )
         self._driver: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
+        #: The snapshot being taken in the background, and one taken, saved, not yet compacted.
+        self._compaction: asyncio.Task[None] | None = None
+        self._compacted: ClusterSnapshot | None = None
         self._closed = False
         self.failure: BaseException | None = None
         self.stats = NodeStats()
         self._election_term = -1
-        snapshot_store = stores.snapshot if stores is not None else None
-        self.snapshots = SnapshotTransfer(
-            self,
-            snapshot_store.path.parent if isinstance(snapshot_store, SnapshotStore) else None,
-        )
+        self.snapshots = SnapshotTransfer(self, snapshot_dir)
         """Streams snapshots to and from dref peers (docs/raft-wire.md#snapshot-streaming)."""
 
     # ------------------------------------------------------------------ life cycle
@@ -537,17 +551,16 @@ class RaftNode:
                     applier.carry_out(ready)
                     self._wake_applied()
                 self._fail_unanswered()
-                started = time.perf_counter()
-                snapshot = applier.compact_due()
-                if snapshot is not None:
-                    size = 0
+                if self._compacted is not None:
+                    data, self._compacted = self._compacted, None
+                    self.core.compact(data.last_seq, data)
                     if applier.writer.stores is not None:
-                        size = await asyncio.to_thread(applier.writer.save_snapshot, snapshot)
-                    stats = self.stats
-                    stats.snapshots += 1
-                    stats.snapshot_seconds += time.perf_counter() - started
-                    stats.snapshot_entries = len(snapshot.entries)
-                    stats.snapshot_bytes = size
+                        await asyncio.to_thread(applier.writer.drop_log_through, data.last_seq)
+                if self._compaction is None and (point := applier.compaction_due()) is not None:
+                    # A point-in-time copy now; sorted, encoded and saved in a worker thread.
+                    task = asyncio.create_task(self._compact(*point, self.machine.copy_elements()))
+                    self._compaction = task
+                    self.track(task)
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
@@ -558,6 +571,30 @@ class RaftNode:
             self.failure = exc
             self._fail_all(ConsensusError(f"raft node {self.id} failed: {exc}"))
             self.hub.close(ConsensusError(f"raft node {self.id} failed: {exc}"))
+
+    async def _compact(self, seq: int, term: int, elements: dict[str, Element]) -> None:
+        """Take the snapshot at `seq` from `elements` (a copy) and save it, off the event loop;
+        the driver then compacts the log (`_compacted`)."""
+        started = time.perf_counter()
+        try:
+            data = await asyncio.to_thread(_snapshot_at, elements, seq, term)
+            elements.clear()
+            stores = self._applier.writer.stores
+            size = await asyncio.to_thread(stores.snapshot.save, data) if stores else 0
+        except Exception:  # a full disk...: the log stays as it is, the next one retries
+            logger.exception(
+                "node %s: taking a snapshot at seq %d failed", self.id, seq, extra=self.log_fields()
+            )
+            return
+        finally:
+            self._compaction = None
+        self._compacted = data
+        self._wake.set()
+        stats = self.stats
+        stats.snapshots += 1
+        stats.snapshot_seconds += time.perf_counter() - started
+        stats.snapshot_entries = len(data.entries)
+        stats.snapshot_bytes = size
 
     # ------------------------------------------------------------------ ReadyEffects
 
@@ -718,6 +755,10 @@ class RaftNode:
             if not created.done():
                 created.set_exception(error)
         self._inputs.clear()
+
+
+def _snapshot_at(elements: dict[str, Element], seq: int, term: int) -> ClusterSnapshot:
+    return dataclasses.replace(snapshot_of_elements(elements, seq), last_term=term)
 
 
 def _fail(future: asyncio.Future[_T], error: BaseException) -> None:

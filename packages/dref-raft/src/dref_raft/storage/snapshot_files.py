@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -29,7 +30,7 @@ from dref_raft.storage.layout import (
     TMP_SUFFIX,
 )
 from dref_raft.storage.media import FileMedium, _ensure_directory, _fsync_directory
-from dref_raft.storage.snapshot import decode_snapshot_file, encode_snapshot_file
+from dref_raft.storage.snapshot import SnapshotStorage, decode_snapshot_file, encode_snapshot_file
 from dref_raft.storage.voter_state import VoterState, VoterStateStore
 from dref_raft.wire.snapshot_messages import SnapshotChunk, SnapshotHeader
 
@@ -38,6 +39,7 @@ __all__ = [
     "CHUNK_SIZE",
     "ChunkRefusedError",
     "IncomingSnapshot",
+    "MonotonicSnapshotStore",
     "SpooledSnapshot",
     "StorageNotEmptyError",
     "read_backup",
@@ -201,6 +203,33 @@ class IncomingSnapshot:
         """Drop a partial or used file."""
         for path in (self.part, self._header_path):
             path.unlink(missing_ok=True)
+
+
+class MonotonicSnapshotStore:
+    """A snapshot store that several threads may save to (a snapshot the node takes in the
+    background, one it received): saves are serialized and one older than the last saved is
+    skipped, so a slow background save never replaces a newer installed snapshot."""
+
+    def __init__(self, inner: SnapshotStorage) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self._saved_seq = -1
+
+    def load(self) -> ClusterSnapshot | None:
+        """The saved snapshot, or None when there is none."""
+        snapshot = self._inner.load()
+        if snapshot is not None:
+            self._saved_seq = max(self._saved_seq, snapshot.last_seq)
+        return snapshot
+
+    def save(self, snapshot: ClusterSnapshot) -> int:
+        """Persist `snapshot` unless a newer one was saved (then 0); the bytes written."""
+        with self._lock:
+            if snapshot.last_seq < self._saved_seq:
+                return 0
+            size = self._inner.save(snapshot)
+            self._saved_seq = snapshot.last_seq
+            return size
 
 
 # ---------------------------------------------------------------------------------- backups
