@@ -4,6 +4,7 @@ faults injected into the leader's stream (dropped, corrupted chunk, corrupted fi
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from dref_raft.commands import SetElement
 from dref_raft.errors import TransportError
 from dref_raft.member.registry import Member, local_members
 from dref_raft.settings import RaftSettings
+from dref_raft.storage import SnapshotStore
 from dref_raft.storage.snapshot_files import CHUNK_SIZE
 from dref_raft.wire.snapshot_messages import SnapshotChunk
 
@@ -71,6 +73,17 @@ async def _restart_behind_a_snapshot(
     )
     for name, value in VALUES.items():
         assert follower.node.get_local(name) == value
+    # The received file became its `state-snapshot` (renamed, not encoded again); no leftovers.
+    directory = settings[index].storage_dir
+    assert directory is not None
+    await wait_until(
+        lambda: not (directory / "state-snapshot.part").exists(), 10, "the part file to go"
+    )
+    assert not (directory / "state-snapshot.part-header").exists()
+    saved = await asyncio.to_thread(SnapshotStore(directory).load)
+    assert saved is not None
+    assert saved.last_seq >= 8
+    assert {e.key: e.value for e in saved.entries}.items() >= VALUES.items()
     return leader, follower
 
 

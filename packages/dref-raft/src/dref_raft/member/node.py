@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from dref.changes import ChangeEvent, ChangeHub
@@ -283,6 +284,13 @@ class RaftNode:
         """Cancel `task` when the node stops."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def adopt_snapshot_file(self, path: Path, snapshot: ClusterSnapshot) -> None:
+        """The verified DRFS file at `path` holds `snapshot`, about to be installed: saving it
+        renames that file into place (`MonotonicSnapshotStore.adopt`)."""
+        stores = self._applier.writer.stores
+        if stores is not None and isinstance(stores.snapshot, MonotonicSnapshotStore):
+            stores.snapshot.adopt(path, snapshot)
 
     def deliver(self, response: Response) -> None:
         """Step a peer's `response` (received outside `PeerTransport.call`) into the core."""
@@ -599,7 +607,8 @@ class RaftNode:
     # ------------------------------------------------------------------ ReadyEffects
 
     def snapshot_installed(self, snapshot: Snapshot, changes: Sequence[Changed]) -> None:
-        self.hub.publish_all(ChangeEvent(c.name, c.value) for c in changes)
+        hub = self.hub
+        hub.publish_all(ChangeEvent(c.name, c.value) for c in changes if hub.wants(c.name))
         self._report_applied(snapshot.seq, changes)
         for seq in [s for s in self._pending if s <= snapshot.seq]:
             _fail(

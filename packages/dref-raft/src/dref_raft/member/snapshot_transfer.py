@@ -221,6 +221,7 @@ class SnapshotTransfer:
                 return InstallResult(False, node.term, 0, False, held, str(exc))
             prepared = await asyncio.to_thread(node.machine.prepare_install, snapshot)
             node.machine.offer_prepared(prepared)
+            node.adopt_snapshot_file(incoming.part, snapshot)
             request = InstallSnapshot(
                 header.leader_id,
                 node.id,

@@ -30,7 +30,12 @@ from dref_raft.storage.layout import (
     TMP_SUFFIX,
 )
 from dref_raft.storage.media import FileMedium, _ensure_directory, _fsync_directory
-from dref_raft.storage.snapshot import SnapshotStorage, decode_snapshot_file, encode_snapshot_file
+from dref_raft.storage.snapshot import (
+    SnapshotStorage,
+    SnapshotStore,
+    decode_snapshot_file,
+    encode_snapshot_file,
+)
 from dref_raft.storage.voter_state import VoterState, VoterStateStore
 from dref_raft.wire.snapshot_messages import SnapshotChunk, SnapshotHeader
 
@@ -214,6 +219,14 @@ class MonotonicSnapshotStore:
         self._inner = inner
         self._lock = threading.Lock()
         self._saved_seq = -1
+        self._adopted: tuple[Path, ClusterSnapshot] | None = None
+
+    def adopt(self, path: Path, snapshot: ClusterSnapshot) -> None:
+        """The verified, fsynced DRFS file at `path` holds `snapshot`: if `snapshot` is saved
+        next, rename that file into place instead of encoding it again (a store without a
+        file ignores this)."""
+        if isinstance(self._inner, SnapshotStore):
+            self._adopted = (path, snapshot)
 
     def load(self) -> ClusterSnapshot | None:
         """The saved snapshot, or None when there is none."""
@@ -227,9 +240,33 @@ class MonotonicSnapshotStore:
         with self._lock:
             if snapshot.last_seq < self._saved_seq:
                 return 0
-            size = self._inner.save(snapshot)
+            adopted, self._adopted = self._adopted, None
+            size = self._adopt(adopted, snapshot)
+            if size is None:
+                size = self._inner.save(snapshot)
             self._saved_seq = snapshot.last_seq
             return size
+
+    def _adopt(
+        self, adopted: tuple[Path, ClusterSnapshot] | None, snapshot: ClusterSnapshot
+    ) -> int | None:
+        """Rename the adopted file into place if it holds `snapshot`; its size, else None."""
+        inner = self._inner
+        if adopted is None or not isinstance(inner, SnapshotStore):
+            return None
+        path, held = adopted
+        if held.entries is not snapshot.entries or (held.last_seq, held.last_term) != (
+            snapshot.last_seq,
+            snapshot.last_term,
+        ):
+            return None
+        try:
+            size = path.stat().st_size
+            os.replace(path, inner.path)
+        except FileNotFoundError:
+            return None
+        _fsync_directory(inner.path.parent)
+        return size
 
 
 # ---------------------------------------------------------------------------------- backups
