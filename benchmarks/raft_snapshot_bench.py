@@ -161,7 +161,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             restore_backup(backup, root / "storage" / node_id)
         results["restore_seconds_per_member"] = (time.perf_counter() - started) / 2
         cluster = LocalCluster(
-            3, storage_dir=root / "storage", node_args=["--snapshot-every", str(args.writes)]
+            3,
+            storage_dir=root / "storage",
+            node_args=["--snapshot-every", str(args.writes), "--log-level", "INFO"],
         )
         n1, n2, n3 = cluster.members
         probe = Probe([n1, n2, n3])
@@ -206,6 +208,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             probe.stopped = True
             if probe_task is not None:
                 await asyncio.wait_for(probe_task, 60)
+            results["transfers"] = [  # the members' own timings (INFO lines), read before stop
+                line.split(":", 2)[-1]
+                for member in cluster.members
+                if member.log_file.exists()
+                for line in member.log_file.read_text(errors="replace").splitlines()
+                if "snapshot seq" in line
+            ]
             cluster.stop()
         results["max_status_latency_seconds"] = probe.worst
     return results
@@ -225,6 +234,10 @@ def main() -> None:
     for key, value in results.items():
         if isinstance(value, float):
             print(f"  {key:36} {value:8.2f}")
+        elif isinstance(value, list):
+            print(f"  {key}:")
+            for line in value:
+                print(f"    {line}")
         elif isinstance(value, dict):
             print(f"  {key}:")
             for sub, v in value.items():
