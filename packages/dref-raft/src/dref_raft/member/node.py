@@ -106,6 +106,8 @@ _MAX_INPUTS_PER_TURN = 4096
 _MAX_INFLIGHT_PER_PEER = 64
 #: Most DeleteIfExpired proposals per reaper round.
 _MAX_REAP = 256
+#: Elements the reaper checks between two yields to the event loop.
+_REAP_SCAN_SLICE = 20_000
 #: Distinct non-member senders logged (later ones are refused silently).
 _MAX_STRANGERS_LOGGED = 64
 _CAMPAIGNING = (Role.CANDIDATE, Role.LEADER)
@@ -186,7 +188,10 @@ class RaftNode:
         self.wall_ms = wall_ms
         self.hub = ChangeHub(config.change_buffer)
         self.on_applied: list[Callable[[int, str, bytes | None], None]] = []
-        """Called in commit order with (seq, name, value or None) for every change (DRefWatch)."""
+        """Called in commit order with (seq, name, value or None) for every change."""
+        self.on_applied_batch: list[Callable[[int, Sequence[Changed]], None]] = []
+        """Called in commit order with (seq, the changes at that seq): one call for all the
+        changes of an entry, or of a snapshot install (DRefWatch)."""
         self._tick = self.core.config.tick_ms / 1000
         self._inputs: deque[Callable[[], None]] = deque()
         self._wake = asyncio.Event()
@@ -608,7 +613,8 @@ class RaftNode:
 
     def snapshot_installed(self, snapshot: Snapshot, changes: Sequence[Changed]) -> None:
         hub = self.hub
-        hub.publish_all(ChangeEvent(c.name, c.value) for c in changes if hub.wants(c.name))
+        if hub.subscriber_count():  # a million-element install: skip the loop when nobody listens
+            hub.publish_all(ChangeEvent(c.name, c.value) for c in changes if hub.wants(c.name))
         self._report_applied(snapshot.seq, changes)
         for seq in [s for s in self._pending if s <= snapshot.seq]:
             _fail(
@@ -667,6 +673,8 @@ class RaftNode:
         )
 
     def _report_applied(self, seq: int, changes: Sequence[Changed]) -> None:
+        for batch_listener in self.on_applied_batch:
+            batch_listener(seq, changes)
         for listener in self.on_applied:
             for change in changes:
                 listener(seq, change.name, change.value)
@@ -723,16 +731,33 @@ class RaftNode:
             if not self.is_leader or self.failure is not None:
                 continue
             now = self.wall_ms()
-            due = [
-                name
-                for name, expire_at in self.machine.expiration_table().items()
-                if expire_at <= now and name not in self._reaping
-            ][:_MAX_REAP]
-            for name in due:
+            for name in await self._expired(now):
                 self._reaping.add(name)
                 task = asyncio.create_task(self._reap_one(name, now))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    async def _expired(self, now: int) -> list[str]:
+        """Up to `_MAX_REAP` names past their expiry at `now` and not being reaped, scanned a
+        slice at a time (a million elements in one pass would stall the event loop)."""
+        elements = self.machine.elements()
+        names = list(elements)  # one C-level copy of the keys
+        due: list[str] = []
+        for start in range(0, len(names), _REAP_SCAN_SLICE):
+            for name in names[start : start + _REAP_SCAN_SLICE]:
+                element = elements.get(name)
+                if (
+                    element is not None
+                    and element.expire_at is not None
+                    and element.expire_at <= now
+                    and name not in self._reaping
+                ):
+                    due.append(name)
+            if len(due) >= _MAX_REAP:
+                break
+            if start + _REAP_SCAN_SLICE < len(names):
+                await asyncio.sleep(0)
+        return due[:_MAX_REAP]
 
     async def _reap_one(self, name: str, now: int) -> None:
         try:
