@@ -5,6 +5,7 @@ renamed into place instead of being encoded again."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from dref_raft.errors import WireError
 from dref_raft.fsm import ClusterSnapshot, SnapshotEntry, sorted_in_slices
 from dref_raft.storage import SnapshotStore
 from dref_raft.storage.snapshot import encode_snapshot_file
-from dref_raft.storage.snapshot_files import MonotonicSnapshotStore
+from dref_raft.storage.snapshot_files import MonotonicSnapshotStore, spool_snapshot
 from dref_raft.wire import commands
 from dref_raft.wire.commands import SNAPSHOT_SLICE_ENTRIES, decode_snapshot, encode_snapshot
 
@@ -93,3 +94,11 @@ def test_an_adopted_file_is_renamed_into_place(tmp_path: Path) -> None:
     assert store.save(snapshot) == len(encode_snapshot_file(snapshot))
     assert not received.exists()
     assert SnapshotStore(tmp_path / "fresh").load() == snapshot
+
+
+def test_a_spooled_file_is_the_snapshot_file_with_its_size_and_sha256(tmp_path: Path) -> None:
+    snapshot = _snapshot(2 * SLICE + 7, 11)
+    spooled = spool_snapshot(snapshot, tmp_path / "out")
+    data = (tmp_path / "out").read_bytes()
+    assert data == encode_snapshot_file(snapshot)
+    assert (spooled.size, spooled.sha256) == (len(data), hashlib.sha256(data).digest())

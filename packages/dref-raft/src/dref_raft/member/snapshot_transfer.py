@@ -92,9 +92,12 @@ class SnapshotTransfer:
         """Snapshots this node streamed to followers that installed them."""
 
     def aclose(self) -> None:
-        """Remove the temporary directory, if any (the node cancelled the transfers)."""
+        """Remove the outgoing file, or the temporary directory (the node cancelled the
+        transfers)."""
         if self._tempdir is not None:
             self._tempdir.cleanup()
+        else:
+            (self.directory / OUTGOING_FILE).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ leader side
 

@@ -22,11 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from dref_raft.bulk import paused_gc
 from dref_raft.errors import CorruptStateError
 from dref_raft.fsm import ClusterSnapshot
+from dref_raft.storage._binary import I32, check_length, check_u63, preamble
 from dref_raft.storage.layout import (
     COMMAND_LOG_FILE,
+    PREAMBLE_SIZE,
     SNAPSHOT_FILE,
+    SNAPSHOT_MAGIC,
     TMP_SUFFIX,
 )
 from dref_raft.storage.media import FileMedium, _ensure_directory, _fsync_directory
@@ -34,9 +38,9 @@ from dref_raft.storage.snapshot import (
     SnapshotStorage,
     SnapshotStore,
     decode_snapshot_file,
-    encode_snapshot_file,
 )
 from dref_raft.storage.voter_state import VoterState, VoterStateStore
+from dref_raft.wire.commands import encode_snapshot_parts
 from dref_raft.wire.snapshot_messages import SnapshotChunk, SnapshotHeader
 
 __all__ = [
@@ -83,15 +87,27 @@ class SpooledSnapshot:
 
 
 def spool_snapshot(snapshot: ClusterSnapshot, path: Path) -> SpooledSnapshot:
-    """Write `snapshot`'s DRFS file to `path` (not fsynced: it is only read back to send)."""
-    data = encode_snapshot_file(snapshot)
-    sha = hashlib.sha256(data).digest()
+    """Write `snapshot`'s DRFS file to `path` a slice at a time (memory stays bounded by a
+    slice; not fsynced: it is only read back to send). The same bytes as
+    `encode_snapshot_file`."""
+    check_u63("last_seq", snapshot.last_seq)
     _ensure_directory(path.parent)
     tmp = path.with_name(path.name + TMP_SUFFIX)
+    length = 0
     with open(tmp, "wb") as f:
-        f.write(data)
+        f.write(preamble(SNAPSHOT_MAGIC) + I32.pack(0))  # the length is known at the end
+        with paused_gc():
+            for part in encode_snapshot_parts(snapshot):
+                f.write(part)
+                length += len(part)
+        check_length("the snapshot", length)
+        f.seek(PREAMBLE_SIZE)
+        f.write(I32.pack(length))
+    sha = _sha256_of(tmp)
     os.replace(tmp, path)
-    return SpooledSnapshot(path, len(data), sha, snapshot.last_seq, snapshot.last_term)
+    return SpooledSnapshot(
+        path, PREAMBLE_SIZE + 4 + length, sha, snapshot.last_seq, snapshot.last_term
+    )
 
 
 def read_chunk(path: Path, offset: int, size: int = CHUNK_SIZE) -> bytes:

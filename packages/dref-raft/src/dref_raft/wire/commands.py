@@ -8,6 +8,7 @@ payload of snapshot files and of InstallSnapshot.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 from google.protobuf.message import DecodeError, EncodeError
@@ -42,6 +43,7 @@ __all__ = [
     "decode_snapshot",
     "encode_command",
     "encode_snapshot",
+    "encode_snapshot_parts",
     "misplaced_field",
     "snapshot_of",
 ]
@@ -202,7 +204,12 @@ def encode_snapshot(snapshot: ClusterSnapshot) -> bytes:
     one after the other, and fields are written in number order, so the result is the same bytes
     as one `SerializeToString` of the whole message.
     """
-    parts: list[bytes] = []
+    return b"".join(encode_snapshot_parts(snapshot))
+
+
+def encode_snapshot_parts(snapshot: ClusterSnapshot) -> Iterator[bytes]:
+    """`encode_snapshot`'s bytes, a slice of entries at a time (write them out as they come:
+    memory stays bounded by a slice)."""
     entries = snapshot.entries
     try:
         for start in range(0, len(entries), SNAPSHOT_SLICE_ENTRIES):
@@ -211,12 +218,11 @@ def encode_snapshot(snapshot: ClusterSnapshot) -> bytes:
                 kv: Any = msg.entries.add(key=entry.key, value=entry.value)
                 if entry.expire_at is not None:
                     kv.expireAt = entry.expire_at
-            parts.append(bytes(msg.SerializeToString()))
+            yield bytes(msg.SerializeToString())
         tail: Any = dref_consensus_pb2.ClusterSnapshot()
         tail.last_seq = snapshot.last_seq
         tail.last_term = snapshot.last_term
-        parts.append(bytes(tail.SerializeToString()))
-        return b"".join(parts)
+        yield bytes(tail.SerializeToString())
     except (ValueError, TypeError, EncodeError) as exc:
         raise ValueError(f"cannot encode snapshot: {exc}") from exc
 
