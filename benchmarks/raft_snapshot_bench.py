@@ -14,7 +14,7 @@ A 3-member cluster on 127.0.0.1 (one process per member, files in a temporary di
    member takes (and saves) a snapshot of the whole state while it keeps serving;
 4. restarted member: n3 is stopped, `--writes` more sets compact the others' logs past it, and
    n3 is restarted: it boots from its own files and gets a fresh snapshot streamed;
-5. memory: each member's peak RSS (VmHWM) against the data size (elements × (key + value)).
+5. memory: each member's peak RSS (VmHWM) against the data size (elements x (key + value)).
 
 Stalls are measured from outside: a probe calls `DRefExt/Status` on every member every 10 ms
 and keeps the slowest answer per phase (an idle phase first gives the noise floor of this
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import random
@@ -35,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dref.errors import DRefError
 from dref_raft.cli.local_cluster import LocalCluster, MemberProcess
 from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
 from dref_raft.storage.snapshot import encode_snapshot_file
@@ -65,7 +67,7 @@ class Probe:
             phase = self.phase
             try:
                 await client.status(timeout=30.0)
-            except Exception:  # noqa: BLE001 - not serving (stopped or starting)
+            except Exception:  # not serving (stopped or starting)
                 await asyncio.sleep(0.05)
                 continue
             took = time.perf_counter() - started
@@ -97,7 +99,7 @@ async def wait_applied(member: MemberProcess, target: int, timeout: float) -> fl
         try:
             if await applied(member) >= target:
                 return time.perf_counter() - started
-        except Exception:  # noqa: BLE001 - still starting
+        except Exception:  # still starting
             pass
         if time.perf_counter() - started > timeout:
             raise TimeoutError(f"{member.node_id} did not apply {target} within {timeout} s")
@@ -112,24 +114,43 @@ async def leader_of(members: list[MemberProcess], timeout: float = 60.0) -> Memb
                 async with LeaderClient(member.address, timeout=2.0) as client:
                     if (await client.status()).role == "leader":
                         return member
-            except Exception:  # noqa: BLE001 - still starting
+            except Exception:  # still starting
                 pass
         await asyncio.sleep(0.05)
     raise TimeoutError("no leader")
 
 
-async def write(leader: MemberProcess, count: int, prefix: str) -> int:
-    """`count` sets on the leader, 32 at a time; the applied seq after them."""
-    async with LeaderClient(leader.address, timeout=30.0) as client:
-        queue = list(range(count))
+async def write(members: list[MemberProcess], count: int, prefix: str) -> int:
+    """`count` sets on the leader, 32 at a time (following a new leader); the highest applied
+    seq answered."""
+    queue = list(range(count))
+    applied_seq = 0
+    while queue:
+        leader = await leader_of(members)
+        async with LeaderClient(leader.address, timeout=30.0) as client:
 
-        async def worker() -> None:
-            while queue:
-                i = queue.pop()
-                await client.set_element(f"{prefix}{i}", b"w")
+            async def worker(client: LeaderClient = client) -> None:
+                while queue:
+                    i = queue.pop()
+                    try:
+                        await client.set_element(f"{prefix}{i}", b"w")
+                    except DRefError:
+                        queue.append(i)  # to the next leader (a set is idempotent)
+                        raise
 
-        await asyncio.gather(*(worker() for _ in range(32)))
-        return client.applied_seq
+            with contextlib.suppress(DRefError):
+                await asyncio.gather(*(worker() for _ in range(32)))
+            applied_seq = max(applied_seq, client.applied_seq)
+    return applied_seq
+
+
+async def term_of(members: list[MemberProcess]) -> int:
+    terms = []
+    for member in members:
+        with contextlib.suppress(Exception):
+            async with LeaderClient(member.address, timeout=5.0) as client:
+                terms.append((await client.status()).term)
+    return max(terms, default=0)
 
 
 def seed(directory: Path, elements: int, value_size: int) -> tuple[Path, int, float]:
@@ -175,6 +196,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             leader = await leader_of([n1, n2], timeout=args.timeout)
             results["boot_from_snapshot_seconds"] = time.perf_counter() - started
             target = await applied(leader)
+            first_term = await term_of([n1, n2])
             probe_task = asyncio.create_task(probe.run())
             await asyncio.sleep(2.0)  # the idle phase: this machine's noise floor
 
@@ -186,7 +208,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
 
             probe.phase = "compaction"
             started = time.perf_counter()
-            target = await write(leader, args.writes, "a")
+            target = await write([n1, n2, n3], args.writes, "a")
             await wait_applied(n3, target, args.timeout)
             results["compaction_phase_seconds"] = time.perf_counter() - started
 
@@ -194,12 +216,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             n3.terminate()
             assert n3.proc is not None
             await asyncio.to_thread(n3.proc.wait, 30)
-            target = await write(leader, args.writes, "b")
+            target = await write([n1, n2], args.writes, "b")
             started = time.perf_counter()
             n3.spawn()
             await wait_applied(n3, target, args.timeout)
             results["restarted_member_catch_up_seconds"] = time.perf_counter() - started
             probe.phase = "end"
+            results["elections_during_the_run"] = await term_of([n1, n2, n3]) - first_term
 
             rss = {m.node_id: peak_rss(m) for m in (n1, n2, n3)}
             results["peak_rss_bytes"] = {k: v[0] for k, v in rss.items()}
@@ -232,8 +255,8 @@ def main() -> None:
     data = int(results["data_bytes"])  # type: ignore[call-overload]
     print(f"elements {args.elements} x {args.value_size} B: data {data / 1e6:.1f} MB")
     for key, value in results.items():
-        if isinstance(value, float):
-            print(f"  {key:36} {value:8.2f}")
+        if isinstance(value, float | int) and not isinstance(value, bool):
+            print(f"  {key:36} {value:8.2f}" if isinstance(value, float) else f"  {key:36} {value}")
         elif isinstance(value, list):
             print(f"  {key}:")
             for line in value:
@@ -244,7 +267,9 @@ def main() -> None:
                 shown = (
                     " ".join(f"{n}={x * 1000:.0f}ms" for n, x in v.items())
                     if isinstance(v, dict)
-                    else f"{v:.2f}" if isinstance(v, float) else str(v)
+                    else f"{v:.2f}"
+                    if isinstance(v, float)
+                    else str(v)
                 )
                 print(f"    {sub:34} {shown}")
     if args.json is not None:

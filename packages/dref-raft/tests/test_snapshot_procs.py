@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from cluster_procs import ProcCluster
 
 from dref.cli import main
+from dref.errors import DRefError
 from dref_raft.commands import MemberStatus
 from dref_raft.transport.grpc_client import LeaderClient
 
@@ -65,6 +66,29 @@ async def _leader(cluster: ProcCluster) -> str:
     return next(n.address for n in cluster.nodes if n.node_id == found[0])
 
 
+async def _set_all(cluster: ProcCluster, values: dict[str, bytes]) -> int:
+    """Set `values` on the leader, following a new one (a set is idempotent); the highest
+    applied seq answered."""
+    left, applied = dict(values), 0
+
+    async def done() -> bool:
+        nonlocal applied
+        async with LeaderClient(await _leader(cluster), timeout=10.0) as client:
+            try:
+                while left:
+                    name = next(iter(left))
+                    await client.set_element(name, left[name])
+                    del left[name]
+            except DRefError:  # a new leader: find it, go on
+                return False
+            finally:
+                applied = max(applied, client.applied_seq)
+        return True
+
+    await _poll(done, 60, "every value set")
+    return applied
+
+
 async def test_a_restarted_member_catches_up_on_state_above_the_old_16_mib_limit(
     tmp_path: Path,
 ) -> None:
@@ -73,10 +97,8 @@ async def test_a_restarted_member_catches_up_on_state_above_the_old_16_mib_limit
         leader_address = await _leader(cluster)
         behind = next(n for n in cluster.nodes if n.address != leader_address)
         behind.stop()
-        async with LeaderClient(leader_address, timeout=10.0) as client:
-            for i in range(24):  # the snapshot holds 20+ MB: above the 16 MiB limit
-                await client.set_element(f"big{i}", bytes([i]) * 1_000_000)
-            target = client.applied_seq
+        values = {f"big{i}": bytes([i]) * 1_000_000 for i in range(24)}  # 20+ MB snapshots
+        target = await _set_all(cluster, values)
         behind.start()
         async with LeaderClient(behind.address, timeout=2.0) as member:
 

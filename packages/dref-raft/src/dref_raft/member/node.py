@@ -267,6 +267,8 @@ class RaftNode:
         if self._closed:
             return
         self._closed = True
+        if self._compaction is not None:  # its worker thread would go on writing the files
+            await asyncio.wait([self._compaction])
         tasks = [t for t in (self._driver, self._reaper, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
@@ -572,8 +574,7 @@ class RaftNode:
                 if self._compaction is None and (point := applier.compaction_due()) is not None:
                     # A point-in-time copy now; sorted, encoded and saved in a worker thread.
                     task = asyncio.create_task(self._compact(*point, self.machine.copy_elements()))
-                    self._compaction = task
-                    self.track(task)
+                    self._compaction = task  # not cancelled by `aclose`: awaited
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise

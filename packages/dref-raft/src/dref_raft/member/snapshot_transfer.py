@@ -192,9 +192,11 @@ class SnapshotTransfer:
     # ------------------------------------------------------------------ follower side
 
     async def held(self, header: SnapshotHeader) -> int:
-        """`DRefSnapshot/Held`: bytes of `header`'s snapshot held here (all of them once this
-        member's log is committed through its seq: nothing needs sending)."""
-        if header.last_seq <= self._node.core.commit:
+        """`DRefSnapshot/Held`: bytes of `header`'s snapshot held here (all of them when none
+        are needed: this member's log is committed through its seq, or the sender's term is
+        over)."""
+        core = self._node.core
+        if header.last_seq <= core.commit or header.term < core.term:
             return header.size
         return await asyncio.to_thread(self.incoming.held, header)
 
@@ -208,7 +210,9 @@ class SnapshotTransfer:
             if first is None or first.header is None:
                 return InstallResult(False, node.term, 0, False, 0, "no header in the stream")
             header = first.header
-            if header.last_seq <= node.core.commit:  # installed already (commit never shrinks)
+            if header.last_seq <= node.core.commit or header.term < node.core.term:
+                # Installed already (commit never shrinks), or from a deposed leader: the core
+                # answers without the state (success, or a refusal with the newer term).
                 async for _ in chunks:
                     pass
                 return await self._step(header, ClusterSnapshot(), header.size)

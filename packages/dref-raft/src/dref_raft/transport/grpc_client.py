@@ -100,6 +100,9 @@ class PeerClients(AsyncResource):
     def __init__(self, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self._max = max_message_bytes
         self._channels = _Channels(max_message_bytes)
+        #: Snapshot streams get channels of their own: a consensus call that times out drops
+        #: its channel, which must not cut a long transfer to a busy follower.
+        self._stream_channels = _Channels(max_message_bytes)
         #: address → time.monotonic() of the last ERROR about an oversized InstallSnapshot.
         self._oversized_logged: dict[str, float] = {}
 
@@ -170,7 +173,7 @@ class PeerClients(AsyncResource):
     ) -> InstallResult:
         """Stream the DRFS file at `path` to `address` over `DRefSnapshot` (dref peers), from
         the offset the peer holds (`snapshot_stream.send_snapshot`)."""
-        channel = self._channels.get(address)
+        channel = self._stream_channels.get(address)
         try:
             return await send_snapshot(
                 channel,
@@ -182,12 +185,13 @@ class PeerClients(AsyncResource):
                 on_chunk=on_chunk,
             )
         except TransportError:
-            self._channels.drop(address, channel, 1.0)
+            self._stream_channels.drop(address, channel, 1.0)
             raise
 
     async def aclose(self) -> None:
         """Close every channel (in-flight calls are cancelled)."""
         await self._channels.aclose()
+        await self._stream_channels.aclose()
 
 
 class LeaderClient(AsyncResource):
