@@ -40,6 +40,7 @@ __all__ = [
     "SnapshotEntry",
     "StateMachine",
     "snapshot_of_elements",
+    "sorted_in_slices",
 ]
 
 
