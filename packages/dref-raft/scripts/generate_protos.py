@@ -39,6 +39,7 @@ PROTOS = (
     "dref_watch.proto",
     "dref_ext.proto",
     "dref_stream.proto",
+    "dref_snapshot.proto",
 )
 SERVICE_PROTOS = (
     "dref.proto",
@@ -47,6 +48,7 @@ SERVICE_PROTOS = (
     "dref_ext.proto",
     "dref_stream.proto",
     "dref_membership.proto",
+    "dref_snapshot.proto",
 )
 MODULES = tuple(name.removesuffix(".proto") + "_pb2" for name in PROTOS)
 

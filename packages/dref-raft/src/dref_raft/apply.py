@@ -110,9 +110,17 @@ class StoreWriter:
         if stores is None:
             return 0
         size = stores.snapshot.save(data)
-        stores.command_log.truncate_through(data.last_seq)
-        stores.command_log.set_commit_seq(self._saved_commit)
+        self.drop_log_through(data.last_seq)
         return size
+
+    def drop_log_through(self, seq: int) -> None:
+        """Drop the log entries through `seq`, once a snapshot covering them is saved (not
+        concurrently with `persist`: both write the command log)."""
+        stores = self.stores
+        if stores is None:
+            return
+        stores.command_log.truncate_through(seq)
+        stores.command_log.set_commit_seq(self._saved_commit)
 
 
 class ReadyApplier:
@@ -190,6 +198,17 @@ class ReadyApplier:
     def compact_due(self) -> ClusterSnapshot | None:
         """Every `snapshot_every` applies: compact the core's log through `applied` and return
         the snapshot, which the caller saves with `writer.save_snapshot`; else None."""
+        point = self.compaction_due()
+        if point is None:
+            return None
+        data = self.snapshot_at(point[0])
+        self.core.compact(point[0], data)
+        return data
+
+    def compaction_due(self) -> tuple[int, int] | None:
+        """Every `snapshot_every` applies: (`applied`, its term), the point to snapshot the
+        state machine at now — for a driver that builds the snapshot off its thread (from
+        `StateMachine.copy_elements`) and hands it to `core.compact` later; else None."""
         every = self.snapshot_every
         if not every or self.applies_since_snapshot < every:
             return None
@@ -197,9 +216,9 @@ class ReadyApplier:
         applied = self.core.applied
         if applied <= self.core.log.base_seq:
             return None
-        data = self.snapshot_at(applied)
-        self.core.compact(applied, data)
-        return data
+        term = self.core.log.term_at(applied)
+        assert term is not None, "applied is never below the log's base"
+        return applied, term
 
     def snapshot_at(self, applied: int) -> ClusterSnapshot:
         """The state machine's snapshot; it holds everything through `applied`."""

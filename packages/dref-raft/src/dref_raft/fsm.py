@@ -8,10 +8,12 @@ elements, which is what lets every node of a cluster agree.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from dref_raft.bulk import paused_gc
 from dref_raft.commands import (
     FENCE_IF_ABSENT,
     FENCE_SET,
@@ -38,8 +40,12 @@ __all__ = [
     "Changed",
     "ClusterSnapshot",
     "Element",
+    "PreparedInstall",
     "SnapshotEntry",
+    "StateCopy",
     "StateMachine",
+    "snapshot_of_state",
+    "sorted_in_slices",
 ]
 
 
@@ -103,6 +109,17 @@ class ClusterSnapshot:
     sessions: tuple[tuple[bytes, SessionState], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedInstall:
+    """`StateMachine.prepare_install`'s work for one snapshot, done off the event loop."""
+
+    snapshot: ClusterSnapshot
+    elements: dict[str, Element]
+    changes: tuple[Changed, ...]
+    #: The machine's mutation count the changes were computed against.
+    version: int
+
+
 _NOTHING = ApplyResult()
 _PRESENT = ApplyResult(created=True)
 _ABSENT = ApplyResult(created=False)
@@ -116,12 +133,16 @@ class StateMachine:
         #: The configuration of the last applied `ConfigChange` (None: none applied).
         self.membership: Membership | None = None
         self.sessions = SessionTable()
+        #: Counts `apply` calls: a `PreparedInstall` is valid only at the count it was made at.
+        self._version = 0
+        self._prepared: PreparedInstall | None = None
 
     def __len__(self) -> int:
         return len(self._elements)
 
     def apply(self, command: Command) -> ApplyResult:
         """Apply one command and return its events (and `created` for `SetIfNotExist`)."""
+        self._version += 1
         elements = self._elements
         match command:
             case SetElement(name, value, expire_at):
@@ -245,35 +266,104 @@ class StateMachine:
 
     def snapshot(self, last_seq: int = 0) -> ClusterSnapshot:
         """Every element (expired ones included), sorted by name, stamped with `last_seq`."""
-        return ClusterSnapshot(
-            tuple(
-                SnapshotEntry(name, e.value, e.expire_at)
-                for name, e in sorted(self._elements.items())
-            ),
-            last_seq,
-            membership=self.membership,
-            sessions=self.sessions.states(),
-        )
+        state = StateCopy(self._elements, self.membership, self.sessions.states())
+        return snapshot_of_state(state, last_seq)
+
+    def copy_elements(self) -> dict[str, Element]:
+        """A point-in-time copy of the elements (one C-level dict copy; the elements themselves
+        are immutable)."""
+        return self._elements.copy()
+
+    def copy_state(self) -> StateCopy:
+        """A point-in-time copy of everything a snapshot holds (the elements: one C-level dict
+        copy; the configuration; the sessions): build a snapshot from it in another thread with
+        `snapshot_of_state` while this machine keeps applying."""
+        return StateCopy(self._elements.copy(), self.membership, self.sessions.states())
+
+    def prepare_install(self, snapshot: ClusterSnapshot) -> PreparedInstall:
+        """Do `install`'s heavy work for `snapshot` (safe in a worker thread while the event
+        loop applies): the new elements and the changes against the current ones. Hand it to
+        `offer_prepared`; `install` uses it if nothing was applied in between."""
+        version = self._version
+        old = self._elements.copy()
+        with paused_gc():
+            new = _elements_of(snapshot.entries)
+            return PreparedInstall(snapshot, new, _changes(old, new), version)
+
+    def offer_prepared(self, prepared: PreparedInstall) -> None:
+        """Let the next `install` of `prepared.snapshot` swap in the prepared state."""
+        self._prepared = prepared
 
     def install(self, snapshot: ClusterSnapshot) -> tuple[Changed, ...]:
         """Replace the whole state with `snapshot` and return what changed, sorted by name.
 
         An element is reported when it was removed (value None) or when its value is new or
         different; a changed expiry alone is not a change. Duplicate keys: the later wins.
+        A matching `offer_prepared` result (nothing applied since) makes this a quick swap.
         """
-        new = _elements_of(snapshot.entries)
-        old = self._elements
-        changes = []
-        for name in sorted(old.keys() | new.keys()):
-            after = new.get(name)
-            if after is None:
-                changes.append(Changed(name, None))
-            elif (before := old.get(name)) is None or before.value != after.value:
-                changes.append(Changed(name, after.value))
-        self._elements = new
+        prepared, self._prepared = self._prepared, None
+        self._version += 1
         self.membership = snapshot.membership
         self.sessions.restore(snapshot.sessions)
-        return tuple(changes)
+        if (
+            prepared is not None
+            and prepared.snapshot.entries is snapshot.entries
+            and prepared.version == self._version - 1
+        ):
+            self._elements = prepared.elements
+            return prepared.changes
+        new = _elements_of(snapshot.entries)
+        changes = _changes(self._elements, new)
+        self._elements = new
+        return changes
+
+
+@dataclass(frozen=True, slots=True)
+class StateCopy:
+    """`StateMachine.copy_state`: the elements (a copy), the configuration and the sessions."""
+
+    elements: dict[str, Element]
+    membership: Membership | None
+    sessions: tuple[tuple[bytes, SessionState], ...]
+
+
+def snapshot_of_state(state: StateCopy, last_seq: int) -> ClusterSnapshot:
+    """A snapshot of `state` (a `copy_state` copy), elements sorted by name."""
+    elements = state.elements
+    with paused_gc():
+        return ClusterSnapshot(
+            tuple(
+                SnapshotEntry(name, elements[name].value, elements[name].expire_at)
+                for name in sorted_in_slices(elements)
+            ),
+            last_seq,
+            membership=state.membership,
+            sessions=state.sessions,
+        )
+
+
+#: Names sorted per C call by `sorted_in_slices`.
+_SORT_SLICE = 8192
+
+
+def sorted_in_slices(names: Iterable[str]) -> list[str]:
+    """`sorted(names)`, as short sorts merged in Python: one `sorted` of a million names holds
+    the GIL for about a second, stalling the event loop even when run in a worker thread."""
+    items = list(names)
+    if len(items) <= _SORT_SLICE:
+        return sorted(items)
+    runs = [sorted(items[i : i + _SORT_SLICE]) for i in range(0, len(items), _SORT_SLICE)]
+    del items
+    return list(heapq.merge(*runs))
+
+
+def _changes(old: Mapping[str, Element], new: Mapping[str, Element]) -> tuple[Changed, ...]:
+    changed: dict[str, bytes | None] = {name: None for name in old if name not in new}
+    for name, after in new.items():
+        before = old.get(name)
+        if before is None or before.value != after.value:
+            changed[name] = after.value
+    return tuple(Changed(name, changed[name]) for name in sorted_in_slices(changed))
 
 
 def _elements_of(entries: Iterable[SnapshotEntry]) -> dict[str, Element]:

@@ -9,7 +9,8 @@ Contributed to core's `dref` command through the `dref.cli` entry point `raft`:
   term, commit and applied indexes and leader, read from each member's status file
   (`dref_raft.cli.local_cluster`); Ctrl-C stops them (SIGTERM, then SIGKILL after a deadline);
   `--tls-cert-file/--tls-key-file/--tls-ca-file` make it a TLS cluster (docs/security.md);
-- `dref raft demo`: core's use cases on such a cluster, with a leader killed (`dref demo`).
+- `dref raft demo`: core's use cases on such a cluster, with a leader killed (`dref demo`);
+- `dref raft snapshot save|restore`: backups (`dref_raft.cli.snapshot_commands`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from dref.errors import BackendUnavailableError, DRefError, ElementNotFoundError
 from dref.ref import DRef
 from dref.settings import load_settings
 from dref_raft.cli.local_cluster import STATUS_INTERVAL, LocalCluster, NodeStatus, write_status
+from dref_raft.cli.snapshot_commands import snapshot
 from dref_raft.commands import MembersView
 from dref_raft.settings import RaftSettings, format_address
 
@@ -515,6 +517,9 @@ def leader_transfer(node_id: str | None, endpoints: str | None, timeout: float) 
 
     new = asyncio.run(run())
     Console(highlight=False).print(f"{new} leads")
+
+
+raft.add_command(snapshot)
 
 
 # -- demo ------------------------------------------------------------------------------------------

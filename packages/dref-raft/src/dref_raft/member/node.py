@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -23,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from dref.changes import ChangeEvent, ChangeHub
@@ -75,10 +77,19 @@ from dref_raft.core import (
     VoteResponse,
 )
 from dref_raft.errors import MembershipError
-from dref_raft.fsm import ApplyResult, Changed, StateMachine
+from dref_raft.fsm import (
+    ApplyResult,
+    Changed,
+    ClusterSnapshot,
+    StateCopy,
+    StateMachine,
+    snapshot_of_state,
+)
+from dref_raft.member.snapshot_transfer import SnapshotTransfer
 from dref_raft.ops import wall_clock_ms
-from dref_raft.storage import Stores
+from dref_raft.storage import SnapshotStore, Stores
 from dref_raft.storage.recovery import boot
+from dref_raft.storage.snapshot_files import MonotonicSnapshotStore
 from dref_raft.transport.base import PeerTransport
 
 __all__ = ["NodeConfig", "NodeStats", "RaftNode", "not_leader_error"]
@@ -101,6 +112,8 @@ _MAX_INPUTS_PER_TURN = 4096
 _MAX_INFLIGHT_PER_PEER = 64
 #: Most DeleteIfExpired proposals per reaper round.
 _MAX_REAP = 256
+#: Elements the reaper checks between two yields to the event loop.
+_REAP_SCAN_SLICE = 20_000
 #: Distinct non-member senders logged (later ones are refused silently).
 _MAX_STRANGERS_LOGGED = 64
 _CAMPAIGNING = (Role.CANDIDATE, Role.LEADER)
@@ -188,7 +201,10 @@ class RaftNode:
         self.wall_ms = wall_ms
         self.hub = ChangeHub(config.change_buffer)
         self.on_applied: list[Callable[[int, str, bytes | None], None]] = []
-        """Called in commit order with (seq, name, value or None) for every change (DRefWatch)."""
+        """Called in commit order with (seq, name, value or None) for every change."""
+        self.on_applied_batch: list[Callable[[int, Sequence[Changed]], None]] = []
+        """Called in commit order with (seq, the changes at that seq): one call for all the
+        changes of an entry, or of a snapshot install (DRefWatch)."""
         self._tick = self.core.config.tick_ms / 1000
         self._inputs: deque[Callable[[], None]] = deque()
         self._wake = asyncio.Event()
@@ -209,6 +225,12 @@ class RaftNode:
         self._reaping: set[str] = set()
         self._leader_changed = asyncio.Event()
         self._leader_contact: float | None = None  # time.monotonic() of the last leader message
+        snapshot_store = stores.snapshot if stores is not None else None
+        snapshot_dir = (
+            snapshot_store.path.parent if isinstance(snapshot_store, SnapshotStore) else None
+        )
+        if stores is not None:  # snapshots are saved from the background too (`_compact`)
+            stores = dataclasses.replace(stores, snapshot=MonotonicSnapshotStore(stores.snapshot))
         writer = StoreWriter(
             stores, term=self.core.term, vote=self.core.vote, commit=self.core.commit
         )
@@ -217,10 +239,15 @@ class RaftNode:
         )
         self._driver: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
+        #: The snapshot being taken in the background, and one taken, saved, not yet compacted.
+        self._compaction: asyncio.Task[None] | None = None
+        self._compacted: ClusterSnapshot | None = None
         self._closed = False
         self.failure: BaseException | None = None
         self.stats = NodeStats()
         self._election_term = -1
+        self.snapshots = SnapshotTransfer(self, snapshot_dir)
+        """Streams snapshots to and from dref peers (docs/raft-wire.md#snapshot-streaming)."""
 
     # ------------------------------------------------------------------ life cycle
 
@@ -253,6 +280,8 @@ class RaftNode:
         if self._closed:
             return
         self._closed = True
+        if self._compaction is not None:  # its worker thread would go on writing the files
+            await asyncio.wait([self._compaction])
         tasks = [t for t in (self._driver, self._reaper, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
@@ -260,10 +289,32 @@ class RaftNode:
             await asyncio.wait(tasks)
         self._fail_all(ClosedError(f"raft node {self.id} stopped"))
         self.hub.close()
+        self.snapshots.aclose()
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def transport(self) -> PeerTransport:
+        """The transport this node sends its consensus requests with."""
+        return self._transport
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Cancel `task` when the node stops."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def adopt_snapshot_file(self, path: Path, snapshot: ClusterSnapshot) -> None:
+        """The verified DRFS file at `path` holds `snapshot`, about to be installed: saving it
+        renames that file into place (`MonotonicSnapshotStore.adopt`)."""
+        stores = self._applier.writer.stores
+        if stores is not None and isinstance(stores.snapshot, MonotonicSnapshotStore):
+            stores.snapshot.adopt(path, snapshot)
+
+    def deliver(self, response: Response) -> None:
+        """Step a peer's `response` (received outside `PeerTransport.call`) into the core."""
+        self._submit(lambda: self.core.step(response))
 
     # ------------------------------------------------------------------ state
 
@@ -663,17 +714,15 @@ class RaftNode:
                     applier.carry_out(ready)
                     self._wake_applied()
                 self._fail_unanswered()
-                started = time.perf_counter()
-                snapshot = applier.compact_due()
-                if snapshot is not None:
-                    size = 0
+                if self._compacted is not None:
+                    data, self._compacted = self._compacted, None
+                    self.core.compact(data.last_seq, data)
                     if applier.writer.stores is not None:
-                        size = await asyncio.to_thread(applier.writer.save_snapshot, snapshot)
-                    stats = self.stats
-                    stats.snapshots += 1
-                    stats.snapshot_seconds += time.perf_counter() - started
-                    stats.snapshot_entries = len(snapshot.entries)
-                    stats.snapshot_bytes = size
+                        await asyncio.to_thread(applier.writer.drop_log_through, data.last_seq)
+                if self._compaction is None and (point := applier.compaction_due()) is not None:
+                    # A point-in-time copy now; sorted, encoded and saved in a worker thread.
+                    task = asyncio.create_task(self._compact(*point, self.machine.copy_state()))
+                    self._compaction = task  # not cancelled by `aclose`: awaited
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
@@ -685,10 +734,37 @@ class RaftNode:
             self._fail_all(ConsensusError(f"raft node {self.id} failed: {exc}"))
             self.hub.close(ConsensusError(f"raft node {self.id} failed: {exc}"))
 
+    async def _compact(self, seq: int, term: int, state: StateCopy) -> None:
+        """Take the snapshot at `seq` from `state` (a copy) and save it, off the event loop;
+        the driver then compacts the log (`_compacted`)."""
+        started = time.perf_counter()
+        try:
+            data = await asyncio.to_thread(_snapshot_at, state, seq, term)
+            state.elements.clear()
+            stores = self._applier.writer.stores
+            size = await asyncio.to_thread(stores.snapshot.save, data) if stores else 0
+        except Exception:  # a full disk...: the log stays as it is, the next one retries
+            logger.exception(
+                "node %s: taking a snapshot at seq %d failed", self.id, seq, extra=self.log_fields()
+            )
+            return
+        finally:
+            self._compaction = None
+        self._compacted = data
+        self._wake.set()
+        stats = self.stats
+        stats.snapshots += 1
+        stats.snapshot_seconds += time.perf_counter() - started
+        stats.snapshot_entries = len(data.entries)
+        stats.snapshot_bytes = size
+
     # ------------------------------------------------------------------ ReadyEffects
 
     def snapshot_installed(self, snapshot: Snapshot, changes: Sequence[Changed]) -> None:
-        self.hub.publish_all(ChangeEvent(c.name, c.value, snapshot.seq) for c in changes)
+        hub = self.hub
+        if hub.subscriber_count():  # a million-element install: skip the loop when nobody listens
+            seq = snapshot.seq
+            hub.publish_all(ChangeEvent(c.name, c.value, seq) for c in changes if hub.wants(c.name))
         self._report_applied(snapshot.seq, changes)
         for seq in [s for s in self._pending if s <= snapshot.seq]:
             _fail(
@@ -749,6 +825,8 @@ class RaftNode:
         )
 
     def _report_applied(self, seq: int, changes: Sequence[Changed]) -> None:
+        for batch_listener in self.on_applied_batch:
+            batch_listener(seq, changes)
         for listener in self.on_applied:
             for change in changes:
                 listener(seq, change.name, change.value)
@@ -764,7 +842,11 @@ class RaftNode:
             return
         peer = msg.to
         address = self.core.membership.address_of(peer) or self.peers.get(peer)
-        if address is None or self._inflight.get(peer, 0) >= _MAX_INFLIGHT_PER_PEER:
+        if address is None:
+            return
+        if isinstance(msg, InstallSnapshot) and self.snapshots.ship(peer, address, msg):
+            return
+        if self._inflight.get(peer, 0) >= _MAX_INFLIGHT_PER_PEER:
             return
         self._inflight[peer] = self._inflight.get(peer, 0) + 1
         task = asyncio.create_task(self._call(peer, address, msg))
@@ -801,16 +883,33 @@ class RaftNode:
             if not self.is_leader or self.failure is not None:
                 continue
             now = self.wall_ms()
-            due = [
-                name
-                for name, expire_at in self.machine.expiration_table().items()
-                if expire_at <= now and name not in self._reaping
-            ][:_MAX_REAP]
-            for name in due:
+            for name in await self._expired(now):
                 self._reaping.add(name)
                 task = asyncio.create_task(self._reap_one(name, now))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    async def _expired(self, now: int) -> list[str]:
+        """Up to `_MAX_REAP` names past their expiry at `now` and not being reaped, scanned a
+        slice at a time (a million elements in one pass would stall the event loop)."""
+        elements = self.machine.elements()
+        names = list(elements)  # one C-level copy of the keys
+        due: list[str] = []
+        for start in range(0, len(names), _REAP_SCAN_SLICE):
+            for name in names[start : start + _REAP_SCAN_SLICE]:
+                element = elements.get(name)
+                if (
+                    element is not None
+                    and element.expire_at is not None
+                    and element.expire_at <= now
+                    and name not in self._reaping
+                ):
+                    due.append(name)
+            if len(due) >= _MAX_REAP:
+                break
+            if start + _REAP_SCAN_SLICE < len(names):
+                await asyncio.sleep(0)
+        return due[:_MAX_REAP]
 
     async def _reap_one(self, name: str, now: int) -> None:
         try:
@@ -842,6 +941,10 @@ class RaftNode:
             if not created.done():
                 created.set_exception(error)
         self._inputs.clear()
+
+
+def _snapshot_at(state: StateCopy, seq: int, term: int) -> ClusterSnapshot:
+    return dataclasses.replace(snapshot_of_state(state, seq), last_term=term)
 
 
 def _fail(future: asyncio.Future[_T], error: BaseException) -> None:

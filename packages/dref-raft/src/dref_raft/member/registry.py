@@ -187,6 +187,7 @@ class MemberRegistry:
                     info=handler,
                     stream_window=settings.stream_window if settings.stream else None,
                     membership=NodeMembership(node, settings),
+                    snapshot=node.snapshots,
                     host=settings.host,
                     port=settings.port,
                     security=settings.security,

@@ -1,6 +1,6 @@
 """`WatchService`: a member's `DRefWatch` handler, streaming its committed change events.
 
-The node reports every change in commit order (`RaftNode.on_applied`); the service keeps the
+The node reports every change in commit order (`RaftNode.on_applied_batch`); the service keeps the
 last `history` of them with their log seq in a ring. `watch(names, from_seq)`:
 
 * `from_seq` > 0 and still covered by the ring: replay every event after it for `names` (all
@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from dref.changes import ChangeEvent
 from dref.errors import BackendUnavailableError, ChangeStreamLaggedError, ClosedError
 from dref_raft.commands import WatchEvent
 from dref_raft.errors import WatchLaggedError
+from dref_raft.fsm import Changed
 from dref_raft.member.node import RaftNode
 
 __all__ = ["DEFAULT_HISTORY", "WatchService"]
@@ -74,21 +75,40 @@ class WatchService:
         """Smallest `from_seq` the ring can replay from (every later event is in it)."""
         self._watchers: set[_Watcher] = set()
         self._closed = False
-        node.on_applied.append(self._applied)
+        node.on_applied_batch.append(self._applied)
 
-    def _applied(self, seq: int, name: str, value: bytes | None) -> None:
-        """Node hook: called in commit order; never raises."""
+    def _applied(self, seq: int, changes: Sequence[Changed]) -> None:
+        """Node hook: the changes at `seq`, called in commit order; never raises.
+
+        A snapshot install reports every changed element at once: only the last `history` of
+        them are kept, and a watcher takes at most what its buffer holds before it lags, so
+        the cost stays bounded by those, not by the size of the state."""
+        if not changes:
+            return
         ring = self._ring
-        if ring and ring[-1].seq == seq:
+        if len(changes) > 1 or (ring and ring[-1].seq == seq):
             self._floor = max(self._floor, seq + 1)  # a batch: no resume from inside it
-        if len(ring) == ring.maxlen:
+        elif len(ring) == ring.maxlen:
             self._floor = max(self._floor, ring[0].seq + 1)
-        event = WatchEvent(name, value, seq)
-        ring.append(event)
+        limit = ring.maxlen or len(changes)
+        ring.extend(WatchEvent(c.name, c.value, seq) for c in changes[-limit:])
+        by_name: dict[str, Changed] | None = None
         for watcher in tuple(self._watchers):
-            wanted = not watcher.names or name in watcher.names
-            if wanted and seq > watcher.after and not watcher.push(event):
-                self._watchers.discard(watcher)
+            if seq <= watcher.after:
+                continue
+            if watcher.names and len(changes) > max(16, len(watcher.names)):
+                # A snapshot's changes (one per name): look the few wanted names up.
+                if by_name is None:
+                    by_name = {c.name: c for c in changes}
+                wanted = [by_name[n] for n in sorted(watcher.names) if n in by_name]
+            elif watcher.names:
+                wanted = [c for c in changes if c.name in watcher.names]
+            else:
+                wanted = list(changes[: watcher.capacity + 1])  # more only makes it lag
+            for change in wanted:
+                if not watcher.push(WatchEvent(change.name, change.value, seq)):
+                    self._watchers.discard(watcher)
+                    break
 
     def _start(self, names: list[str], from_seq: int) -> tuple[list[WatchEvent], _Watcher]:
         """The first events and the registered live watcher (synchronous: nothing between)."""
@@ -148,5 +168,5 @@ class WatchService:
         for watcher in self._watchers:
             watcher.end(error)
         self._watchers.clear()
-        if self._applied in self.node.on_applied:
-            self.node.on_applied.remove(self._applied)
+        if self._applied in self.node.on_applied_batch:
+            self.node.on_applied_batch.remove(self._applied)

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Protocol
 
+from dref_raft.bulk import paused_gc
 from dref_raft.errors import CorruptStateError, WireError
 from dref_raft.fsm import ClusterSnapshot
 from dref_raft.storage._binary import (
@@ -41,7 +42,8 @@ _PAYLOAD_OFFSET = _LENGTH_OFFSET + 4
 def encode_snapshot_file(snapshot: ClusterSnapshot) -> bytes:
     """The exact bytes of a `state-snapshot` file."""
     check_u63("last_seq", snapshot.last_seq)
-    payload = encode_snapshot(snapshot)
+    with paused_gc():
+        payload = encode_snapshot(snapshot)
     check_length("the snapshot", len(payload))
     return preamble(SNAPSHOT_MAGIC) + I32.pack(len(payload)) + payload
 
@@ -58,7 +60,8 @@ def decode_snapshot_file(data: bytes, path: str) -> ClusterSnapshot:
     if len(data) != end:
         raise CorruptStateError(path, end, f"{len(data) - end} unexpected bytes after the payload")
     try:
-        snapshot = decode_snapshot(data[_PAYLOAD_OFFSET:end])
+        with paused_gc():
+            snapshot = decode_snapshot(data[_PAYLOAD_OFFSET:end])
     except WireError as exc:
         raise CorruptStateError(path, _PAYLOAD_OFFSET, str(exc)) from exc
     if snapshot.last_seq > MAX_U63:

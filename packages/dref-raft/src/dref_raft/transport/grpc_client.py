@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, Final
 
 import grpc
@@ -20,7 +22,7 @@ import grpc
 from dref.errors import ClosedError, DRefError, UnsupportedOperationError
 from dref.resources import AsyncResource
 from dref_raft.commands import Command, CompareResult, MemberStatus, NamesPage, WatchEvent
-from dref_raft.core.messages import Request, Response
+from dref_raft.core.messages import InstallSnapshot, Request, Response
 from dref_raft.errors import (
     CompareUnsupportedError,
     RpcStatusError,
@@ -31,10 +33,12 @@ from dref_raft.errors import (
 )
 from dref_raft.transport.grpc_stream import StreamSession
 from dref_raft.transport.security import PLAINTEXT, TransportSecurity
+from dref_raft.transport.snapshot_stream import ChunkHook, download_snapshot, send_snapshot
 from dref_raft.transport.status import error_of
 from dref_raft.wire import messages
+from dref_raft.wire.snapshot_messages import InstallResult, SnapshotHeader
 
-__all__ = ["DEFAULT_TIMEOUT", "LeaderClient", "PeerClients", "WatchClient"]
+__all__ = ["DEFAULT_TIMEOUT", "LeaderClient", "PeerClients", "SnapshotClient", "WatchClient"]
 
 logger = logging.getLogger("dref_raft.transport")
 
@@ -42,6 +46,8 @@ DEFAULT_TIMEOUT: Final = 5.0
 """Per-call timeout of `LeaderClient` when none is given (upstream Rust's connection timeout)."""
 
 _REBUILD_CODES: Final = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+#: An oversized InstallSnapshot to one peer is logged at ERROR at most once per this many seconds.
+OVERSIZED_LOG_INTERVAL: Final = 30.0
 
 
 def _security(security: TransportSecurity, max_message_bytes: int | None) -> TransportSecurity:
@@ -97,16 +103,32 @@ class PeerClients(AsyncResource):
     ) -> None:
         self._channels = _Channels(_security(security, max_message_bytes))
         self._max = self._channels.security.max_message_bytes
+        #: Snapshot streams get channels of their own: a consensus call that times out drops
+        #: its channel, which must not cut a long transfer to a busy follower.
+        self._stream_channels = _Channels(self._channels.security)
+        #: address → time.monotonic() of the last ERROR about an oversized InstallSnapshot.
+        self._oversized_logged: dict[str, float] = {}
 
     async def call(self, address: str, request: Request, timeout: float) -> Response:
         """Send `request` to the peer at `address` and return its response.
 
         Raises `TransportError` if the peer cannot be reached, does not answer within
         `timeout` seconds, fails the RPC, or answers with undecodable bytes; `WireError` if
-        `request` itself cannot be encoded (a bug in the caller).
+        `request` itself cannot be encoded (a bug in the caller). An `InstallSnapshot` is
+        encoded in a worker thread; one larger than the max message size is not sent: it is
+        logged at ERROR (once per `OVERSIZED_LOG_INTERVAL` per peer) and fails.
         """
         method = messages.method_of(request)
-        data = messages.encode_request(request)
+        if isinstance(request, InstallSnapshot):
+            data = await asyncio.to_thread(messages.encode_request, request)
+            if len(data) > self._max:
+                self._log_oversized(address, request, len(data))
+                raise TransportError(
+                    f"{address}: {method}: {len(data)} bytes exceed the max message size "
+                    f"{self._max}"
+                )
+        else:
+            data = messages.encode_request(request)
         if timeout <= 0:
             raise TransportError(f"{address}: {method}: no time left")
         channel = self._channels.get(address)
@@ -123,9 +145,55 @@ class PeerClients(AsyncResource):
         except WireError as exc:
             raise TransportError(f"{address}: {method}: undecodable response: {exc}") from exc
 
+    def _log_oversized(self, address: str, request: InstallSnapshot, size: int) -> None:
+        now = time.monotonic()
+        last = self._oversized_logged.get(address)
+        if last is not None and now - last < OVERSIZED_LOG_INTERVAL:
+            return
+        self._oversized_logged[address] = now
+        logger.error(
+            "snapshot for follower %s at %s NOT sent: InstallSnapshot of %d bytes exceeds the max "
+            "message size of %d bytes (seq %d); the follower cannot catch up. It does not serve "
+            "DRefSnapshot streaming (an upstream node): raise max_message_bytes on every member, "
+            "or reduce the state",
+            request.to,
+            address,
+            size,
+            self._max,
+            request.last_seq,
+            extra={"dref_node": request.sender, "dref_term": request.term},
+        )
+
+    async def send_snapshot(
+        self,
+        address: str,
+        header: SnapshotHeader,
+        path: Path,
+        timeout: float,
+        *,
+        on_chunk: ChunkHook | None = None,
+    ) -> InstallResult:
+        """Stream the DRFS file at `path` to `address` over `DRefSnapshot` (dref peers), from
+        the offset the peer holds (`snapshot_stream.send_snapshot`)."""
+        channel = self._stream_channels.get(address)
+        try:
+            return await send_snapshot(
+                channel,
+                address,
+                header,
+                path,
+                timeout=timeout,
+                max_message_bytes=self._max,
+                on_chunk=on_chunk,
+            )
+        except TransportError:
+            self._stream_channels.drop(address, channel, 1.0)
+            raise
+
     async def aclose(self) -> None:
         """Close every channel (in-flight calls are cancelled)."""
         await self._channels.aclose()
+        await self._stream_channels.aclose()
 
 
 class LeaderClient(AsyncResource):
@@ -379,4 +447,34 @@ class WatchClient(AsyncResource):
 
     async def aclose(self) -> None:
         """Close the channel (open streams end with `TransportError`)."""
+        await self._channels.aclose()
+
+
+class SnapshotClient(AsyncResource):
+    """`DRefSnapshot/Save` from the member at `address` (dref nodes only): backups."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        max_message_bytes: int | None = None,
+        security: TransportSecurity = PLAINTEXT,
+    ) -> None:
+        self.address = address
+        self._channels = _Channels(_security(security, max_message_bytes))
+        self._max = self._channels.security.max_message_bytes
+
+    async def save(
+        self, write: Callable[[bytes], Awaitable[None]], *, timeout: float
+    ) -> SnapshotHeader:
+        """Hand the member's snapshot file to `write` in order; its header (size, SHA-256).
+        `SnapshotUnsupportedError` from a member without `DRefSnapshot`, `TransportError` when
+        the stream breaks."""
+        channel = self._channels.get(self.address)
+        return await download_snapshot(
+            channel, self.address, write, timeout=timeout, max_message_bytes=self._max
+        )
+
+    async def aclose(self) -> None:
+        """Close the channel."""
         await self._channels.aclose()

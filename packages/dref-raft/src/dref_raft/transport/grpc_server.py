@@ -1,4 +1,5 @@
-"""One `grpc.aio` server per node: DRefConsensus, DRefRaft, DRefWatch, DRefExt, DRefStream.
+"""One `grpc.aio` server per node: DRefConsensus, DRefRaft, DRefWatch, DRefExt, DRefStream,
+DRefMembership, DRefSnapshot.
 
 Methods are registered with raw-bytes handlers so that this module decodes requests itself:
 an undecodable request is logged with its reason and rejected with `INVALID_ARGUMENT`, and
@@ -46,6 +47,7 @@ from dref_raft.transport.base import (
 )
 from dref_raft.transport.grpc_stream import ACCEPTED_KEY, ACCEPTED_VALUE, Method, serve_session
 from dref_raft.transport.security import PLAINTEXT, TransportSecurity, is_loopback
+from dref_raft.transport.snapshot_stream import SnapshotHandler, snapshot_rpc_handler
 from dref_raft.transport.status import status_of
 from dref_raft.wire import messages
 
@@ -81,10 +83,11 @@ class GrpcServer(AsyncResource):
 
     `node_id` is set as `to` on every consensus request handed to `consensus`. Without a
     `watch` handler `DRefWatch` is not served, without a `compare` handler `DRefExt` is not,
-    without a `stream_window` (calls in flight per stream) `DRefStream` is not (callers get
-    `UNIMPLEMENTED`, as from upstream). `client_port` (TLS only): a second port for clients
-    without a certificate (docs/security.md#client-authentication); 0 picks a free one.
-    `max_message_bytes`, when given, overrides the security's.
+    without a `stream_window` (calls in flight per stream) `DRefStream` is not, without a
+    `snapshot` handler `DRefSnapshot` is not (callers get `UNIMPLEMENTED`, as from upstream).
+    `client_port` (TLS only): a second port for clients without a certificate
+    (docs/security.md#client-authentication); 0 picks a free one. `max_message_bytes`, when
+    given, overrides the security's.
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class GrpcServer(AsyncResource):
         info: InfoHandler | None = None,
         stream_window: int | None = None,
         membership: MembershipHandler | None = None,
+        snapshot: SnapshotHandler | None = None,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         max_message_bytes: int | None = None,
@@ -113,6 +117,7 @@ class GrpcServer(AsyncResource):
         self._stream_window = stream_window
         self._served = self._methods()
         self._membership = membership
+        self._snapshot = snapshot
         self._host = host
         self._requested_port = port
         if max_message_bytes is not None:
@@ -281,6 +286,8 @@ class GrpcServer(AsyncResource):
             from dref_raft.transport.grpc_membership import membership_handlers
 
             handlers.append(membership_handlers(self._membership, self.node_id, self._max))
+        if self._snapshot is not None:
+            handlers.append(snapshot_rpc_handler(self._snapshot, self._max))
         return tuple(handlers)
 
     # ------------------------------------------------------------------ DRefConsensus

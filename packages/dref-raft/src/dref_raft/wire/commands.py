@@ -7,6 +7,8 @@ payload of snapshot files and of InstallSnapshot.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 from google.protobuf.message import DecodeError, EncodeError
@@ -16,7 +18,6 @@ from dref_raft._pb import (
     dref_consensus_pb2,
     dref_membership_pb2,
     dref_session_pb2,
-    raft_pb2,
     state_command_pb2,
 )
 from dref_raft.commands import (
@@ -54,6 +55,7 @@ __all__ = [
     "encode_command",
     "encode_membership",
     "encode_snapshot",
+    "encode_snapshot_parts",
     "fill_membership",
     "membership_of",
     "misplaced_field",
@@ -237,44 +239,140 @@ def _decode_compare(msg: Any, op: str) -> Command | None:
     return None
 
 
+#: Entries per protobuf call when a snapshot is encoded or decoded: each call runs in C holding
+#: the GIL, so a whole million-entry snapshot in one call would stall every other thread (the
+#: event loop's) for as long; slices of this many keep each hold short.
+SNAPSHOT_SLICE_ENTRIES = 4096
+
+
 def encode_snapshot(snapshot: ClusterSnapshot) -> bytes:
-    """Encode upstream `ClusterSnapshot` bytes, entries in the given order."""
-    msg: Any = dref_consensus_pb2.ClusterSnapshot()
+    """Encode upstream `ClusterSnapshot` bytes, entries in the given order.
+
+    Serialized a slice of entries at a time: a repeated field's bytes are its elements' bytes
+    one after the other, and fields are written in number order, so the result is the same bytes
+    as one `SerializeToString` of the whole message.
+    """
+    return b"".join(encode_snapshot_parts(snapshot))
+
+
+def encode_snapshot_parts(snapshot: ClusterSnapshot) -> Iterator[bytes]:
+    """`encode_snapshot`'s bytes, a slice of entries at a time (write them out as they come:
+    memory stays bounded by a slice)."""
+    entries = snapshot.entries
     try:
-        msg.last_seq = snapshot.last_seq
-        msg.last_term = snapshot.last_term
+        for start in range(0, len(entries), SNAPSHOT_SLICE_ENTRIES):
+            msg: Any = dref_consensus_pb2.ClusterSnapshot()
+            for entry in entries[start : start + SNAPSHOT_SLICE_ENTRIES]:
+                kv: Any = msg.entries.add(key=entry.key, value=entry.value)
+                if entry.expire_at is not None:
+                    kv.expireAt = entry.expire_at
+            yield bytes(msg.SerializeToString())
+        # Every other field has a number above the entries' (1), so it follows them.
+        tail: Any = dref_consensus_pb2.ClusterSnapshot()
+        tail.last_seq = snapshot.last_seq
+        tail.last_term = snapshot.last_term
         if snapshot.membership is not None:
-            fill_membership(msg.membership, snapshot.membership)
-        for entry in snapshot.entries:
-            kv: Any = raft_pb2.KVEntry(key=entry.key, value=entry.value)
-            if entry.expire_at is not None:
-                kv.expireAt = entry.expire_at
-            msg.entries.append(kv)
+            fill_membership(tail.membership, snapshot.membership)
         for sid, state in snapshot.sessions:
-            msg.sessions.append(_session_state(sid, state))
-        return bytes(msg.SerializeToString())
+            tail.sessions.append(_session_state(sid, state))
+        yield bytes(tail.SerializeToString())
     except (ValueError, TypeError, EncodeError) as exc:
         raise ValueError(f"cannot encode snapshot: {exc}") from exc
 
 
 def decode_snapshot(data: bytes) -> ClusterSnapshot:
-    """Decode upstream `ClusterSnapshot` bytes (entries keep their encoded order)."""
-    return snapshot_of(_parse(dref_consensus_pb2.ClusterSnapshot(), data, "ClusterSnapshot"))
+    """Decode upstream `ClusterSnapshot` bytes (entries keep their encoded order).
+
+    Parsed a slice of fields at a time (see `SNAPSHOT_SLICE_ENTRIES`); a message is the
+    concatenation of its fields, and a later scalar field wins, as in one parse.
+    """
+    cuts = _field_boundaries(data, SNAPSHOT_SLICE_ENTRIES)
+    if cuts is None:  # malformed: one parse says what is wrong
+        return snapshot_of(_parse(dref_consensus_pb2.ClusterSnapshot(), data, "ClusterSnapshot"))
+    entries: list[SnapshotEntry] = []
+    sessions: list[tuple[bytes, SessionState]] = []
+    last_seq = last_term = 0
+    membership: Membership | None = None
+    view = memoryview(data)
+    for start, end in itertools.pairwise(cuts):
+        msg = _parse(dref_consensus_pb2.ClusterSnapshot(), view[start:end], "ClusterSnapshot")
+        entries.extend(_entries_of(msg))
+        if msg.last_seq:
+            last_seq = int(msg.last_seq)
+        if msg.last_term:
+            last_term = int(msg.last_term)
+        if msg.HasField("membership"):
+            membership = membership_of(msg.membership)
+        sessions.extend(_session_of(s) for s in msg.sessions)
+    return ClusterSnapshot(tuple(entries), last_seq, last_term, membership, tuple(sessions))
 
 
-def snapshot_of(msg: Any) -> ClusterSnapshot:
-    """A parsed (and checked) `ClusterSnapshot` message as ours, entries in their order."""
-    entries = tuple(
+def _field_boundaries(data: bytes, per_slice: int) -> list[int] | None:
+    """Offsets that cut `data` (a protobuf message) between fields, every `per_slice` fields,
+    from 0 to len(data); None if it does not scan as a sequence of fields."""
+    cuts, offset, count, size = [0], 0, 0, len(data)
+    while offset < size:
+        if data[offset] == 0x0A and offset + 1 < size and data[offset + 1] < 0x80:
+            offset += 2 + data[offset + 1]  # the common case: a short entry (field 1, length)
+            if offset > size:
+                return None
+            count += 1
+            if count % per_slice == 0 and offset < size:
+                cuts.append(offset)
+            continue
+        key, offset = _varint(data, offset)
+        wire_type = key & 7
+        if wire_type == 0:
+            _, offset = _varint(data, offset)
+        elif wire_type == 2:
+            length, offset = _varint(data, offset)
+            offset += length
+        elif wire_type == 1:
+            offset += 8
+        elif wire_type == 5:
+            offset += 4
+        else:
+            return None
+        if offset < 0 or offset > size:
+            return None
+        count += 1
+        if count % per_slice == 0 and offset < size:
+            cuts.append(offset)
+    cuts.append(size)
+    return cuts
+
+
+def _varint(data: bytes, offset: int) -> tuple[int, int]:
+    """The varint at `offset` and the offset after it; (0, -1) if it runs past the end."""
+    value, shift, size = 0, 0, len(data)
+    while offset < size and shift < 64:
+        byte = data[offset]
+        offset += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, offset
+        shift += 7
+    return 0, -1
+
+
+def _entries_of(msg: Any) -> list[SnapshotEntry]:
+    return [
         SnapshotEntry(
             str(kv.key),
             bytes(kv.value),
             int(kv.expireAt) if kv.HasField("expireAt") else None,
         )
         for kv in msg.entries
-    )
+    ]
+
+
+def snapshot_of(msg: Any) -> ClusterSnapshot:
+    """A parsed (and checked) `ClusterSnapshot` message as ours, entries in their order."""
     membership = membership_of(msg.membership) if msg.HasField("membership") else None
     sessions = tuple(_session_of(s) for s in msg.sessions)
-    return ClusterSnapshot(entries, int(msg.last_seq), int(msg.last_term), membership, sessions)
+    return ClusterSnapshot(
+        tuple(_entries_of(msg)), int(msg.last_seq), int(msg.last_term), membership, sessions
+    )
 
 
 def fill_membership(target: Any, membership: Membership) -> None:
@@ -339,7 +437,7 @@ def _read_set(source: Any) -> tuple[str, bytes, int | None]:
     return str(source.name), bytes(source.value), expire_at
 
 
-def _parse(msg: Any, data: bytes, what: str) -> Any:
+def _parse(msg: Any, data: bytes | memoryview, what: str) -> Any:
     try:
         msg.ParseFromString(data)
     except (DecodeError, ValueError, RuntimeError) as exc:

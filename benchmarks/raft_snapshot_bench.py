@@ -1,0 +1,280 @@
+"""Large state in dref's Raft: how fast a new or restarted member catches up through a streamed
+snapshot, how much memory the members use, and how long their event loops stall meanwhile.
+
+    python benchmarks/raft_snapshot_bench.py [--elements 1000000] [--value-size 100] [--json f]
+
+A 3-member cluster on 127.0.0.1 (one process per member, files in a temporary directory):
+
+1. seed: a backup holding `--elements` elements of `--value-size` random bytes is written and
+   restored into n1 and n2 (`dref raft snapshot restore`); n1 and n2 start and elect a leader;
+2. new member: n3 starts with an empty directory; the leader streams it the whole state
+   (docs/raft-wire.md#snapshot-streaming); timed from the start of the process to n3 applying
+   the leader's last entry;
+3. compaction: `--writes` sets go to the leader with `--snapshot-every` equal to them, so every
+   member takes (and saves) a snapshot of the whole state while it keeps serving;
+4. restarted member: n3 is stopped, `--writes` more sets compact the others' logs past it, and
+   n3 is restarted: it boots from its own files and gets a fresh snapshot streamed;
+5. memory: each member's peak RSS (VmHWM) against the data size (elements x (key + value)).
+
+Stalls are measured from outside: a probe calls `DRefExt/Status` on every member every 10 ms
+and keeps the slowest answer per phase (an idle phase first gives the noise floor of this
+machine). The old path — one `InstallSnapshot` message capped at 16 MiB — cannot carry this
+state at all (above ~150,000 elements of 100 bytes); there is nothing to run side by side with
+it at these sizes. Nothing here is a test; see benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dref.errors import DRefError
+from dref_raft.cli.local_cluster import LocalCluster, MemberProcess
+from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
+from dref_raft.storage.snapshot import encode_snapshot_file
+from dref_raft.storage.snapshot_files import restore_backup, write_backup_trailer
+from dref_raft.transport.grpc_client import LeaderClient
+
+
+@dataclass
+class Probe:
+    """The slowest `Status` answer of each member while `phase` runs."""
+
+    members: list[MemberProcess]
+    phase: str = "idle"
+    worst: dict[str, dict[str, float]] = field(default_factory=dict)
+    stopped: bool = False
+
+    async def run(self) -> None:
+        clients = {m.node_id: LeaderClient(m.address, timeout=30.0) for m in self.members}
+        try:
+            await asyncio.gather(*(self._probe(n, c) for n, c in clients.items()))
+        finally:
+            for client in clients.values():
+                await client.aclose()
+
+    async def _probe(self, node_id: str, client: LeaderClient) -> None:
+        while not self.stopped:
+            started = time.perf_counter()
+            phase = self.phase
+            try:
+                await client.status(timeout=30.0)
+            except Exception:  # not serving (stopped or starting)
+                await asyncio.sleep(0.05)
+                continue
+            took = time.perf_counter() - started
+            per = self.worst.setdefault(phase, {})
+            per[node_id] = max(per.get(node_id, 0.0), took)
+            await asyncio.sleep(0.01)
+
+
+def peak_rss(member: MemberProcess) -> tuple[int, int]:
+    """(VmHWM, VmRSS) of the member's process, in bytes."""
+    assert member.proc is not None
+    fields = {}
+    for line in Path(f"/proc/{member.proc.pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            fields[key] = int(value.split()[0]) * 1024
+    return fields["VmHWM"], fields["VmRSS"]
+
+
+async def applied(member: MemberProcess) -> int:
+    async with LeaderClient(member.address, timeout=5.0) as client:
+        return (await client.status()).applied
+
+
+async def wait_applied(member: MemberProcess, target: int, timeout: float) -> float:
+    """Seconds until `member` applied `target` (polled every 20 ms)."""
+    started = time.perf_counter()
+    while True:
+        try:
+            if await applied(member) >= target:
+                return time.perf_counter() - started
+        except Exception:  # still starting
+            pass
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(f"{member.node_id} did not apply {target} within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+async def leader_of(members: list[MemberProcess], timeout: float = 60.0) -> MemberProcess:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        for member in members:
+            try:
+                async with LeaderClient(member.address, timeout=2.0) as client:
+                    if (await client.status()).role == "leader":
+                        return member
+            except Exception:  # still starting
+                pass
+        await asyncio.sleep(0.05)
+    raise TimeoutError("no leader")
+
+
+async def write(members: list[MemberProcess], count: int, prefix: str) -> int:
+    """`count` sets on the leader, 32 at a time (following a new leader); the highest applied
+    seq answered."""
+    queue = list(range(count))
+    applied_seq = 0
+    while queue:
+        leader = await leader_of(members)
+        async with LeaderClient(leader.address, timeout=30.0) as client:
+
+            async def worker(client: LeaderClient = client) -> None:
+                while queue:
+                    i = queue.pop()
+                    try:
+                        await client.set_element(f"{prefix}{i}", b"w")
+                    except DRefError:
+                        queue.append(i)  # to the next leader (a set is idempotent)
+                        raise
+
+            with contextlib.suppress(DRefError):
+                await asyncio.gather(*(worker() for _ in range(32)))
+            applied_seq = max(applied_seq, client.applied_seq)
+    return applied_seq
+
+
+async def term_of(members: list[MemberProcess]) -> int:
+    terms = []
+    for member in members:
+        with contextlib.suppress(Exception):
+            async with LeaderClient(member.address, timeout=5.0) as client:
+                terms.append((await client.status()).term)
+    return max(terms, default=0)
+
+
+def seed(directory: Path, elements: int, value_size: int) -> tuple[Path, int, float]:
+    """A backup of `elements` random values; its path, data bytes and seconds to write it."""
+    started = time.perf_counter()
+    rng = random.Random(7)
+    entries = tuple(
+        SnapshotEntry(f"key{i:08d}", rng.randbytes(value_size)) for i in range(elements)
+    )
+    data_bytes = sum(len(e.key) + len(e.value) for e in entries)
+    body = encode_snapshot_file(ClusterSnapshot(entries, elements, 1))
+    del entries
+    path = directory / "seed.backup"
+    path.write_bytes(body)
+    write_backup_trailer(path, hashlib.sha256(body).digest())
+    return path, data_bytes, time.perf_counter() - started
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    results: dict[str, object] = {"elements": args.elements, "value_size": args.value_size}
+    with tempfile.TemporaryDirectory(prefix="dref-snapshot-bench-") as tmp:
+        root = Path(tmp)
+        backup, data_bytes, seeded = seed(root, args.elements, args.value_size)
+        results["data_bytes"] = data_bytes
+        results["backup_bytes"] = backup.stat().st_size
+        results["seed_seconds"] = seeded
+        started = time.perf_counter()
+        for node_id in ("n1", "n2"):
+            restore_backup(backup, root / "storage" / node_id)
+        results["restore_seconds_per_member"] = (time.perf_counter() - started) / 2
+        cluster = LocalCluster(
+            3,
+            storage_dir=root / "storage",
+            node_args=["--snapshot-every", str(args.writes), "--log-level", "INFO"],
+        )
+        n1, n2, n3 = cluster.members
+        probe = Probe([n1, n2, n3])
+        probe_task: asyncio.Task[None] | None = None
+        try:
+            started = time.perf_counter()
+            n1.spawn()
+            n2.spawn()
+            leader = await leader_of([n1, n2], timeout=args.timeout)
+            results["boot_from_snapshot_seconds"] = time.perf_counter() - started
+            target = await applied(leader)
+            first_term = await term_of([n1, n2])
+            probe_task = asyncio.create_task(probe.run())
+            await asyncio.sleep(2.0)  # the idle phase: this machine's noise floor
+
+            probe.phase = "new member catch-up"
+            started = time.perf_counter()
+            n3.spawn()
+            await wait_applied(n3, target, args.timeout)
+            results["new_member_catch_up_seconds"] = time.perf_counter() - started
+
+            probe.phase = "compaction"
+            started = time.perf_counter()
+            target = await write([n1, n2, n3], args.writes, "a")
+            await wait_applied(n3, target, args.timeout)
+            results["compaction_phase_seconds"] = time.perf_counter() - started
+
+            probe.phase = "restarted member catch-up"
+            n3.terminate()
+            assert n3.proc is not None
+            await asyncio.to_thread(n3.proc.wait, 30)
+            target = await write([n1, n2], args.writes, "b")
+            started = time.perf_counter()
+            n3.spawn()
+            await wait_applied(n3, target, args.timeout)
+            results["restarted_member_catch_up_seconds"] = time.perf_counter() - started
+            probe.phase = "end"
+            results["elections_during_the_run"] = await term_of([n1, n2, n3]) - first_term
+
+            rss = {m.node_id: peak_rss(m) for m in (n1, n2, n3)}
+            results["peak_rss_bytes"] = {k: v[0] for k, v in rss.items()}
+            results["peak_rss_over_data"] = {k: v[0] / data_bytes for k, v in rss.items()}
+        finally:
+            probe.stopped = True
+            if probe_task is not None:
+                await asyncio.wait_for(probe_task, 60)
+            results["transfers"] = [  # the members' own timings (INFO lines), read before stop
+                line.split(":", 2)[-1]
+                for member in cluster.members
+                if member.log_file.exists()
+                for line in member.log_file.read_text(errors="replace").splitlines()
+                if "snapshot seq" in line
+            ]
+            cluster.stop()
+        results["max_status_latency_seconds"] = probe.worst
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--elements", type=int, default=1_000_000)
+    parser.add_argument("--value-size", type=int, default=100)
+    parser.add_argument("--writes", type=int, default=2000, help="sets per write phase")
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    results = asyncio.run(main_async(args))
+    data = int(results["data_bytes"])  # type: ignore[call-overload]
+    print(f"elements {args.elements} x {args.value_size} B: data {data / 1e6:.1f} MB")
+    for key, value in results.items():
+        if isinstance(value, float | int) and not isinstance(value, bool):
+            print(f"  {key:36} {value:8.2f}" if isinstance(value, float) else f"  {key:36} {value}")
+        elif isinstance(value, list):
+            print(f"  {key}:")
+            for line in value:
+                print(f"    {line}")
+        elif isinstance(value, dict):
+            print(f"  {key}:")
+            for sub, v in value.items():
+                shown = (
+                    " ".join(f"{n}={x * 1000:.0f}ms" for n, x in v.items())
+                    if isinstance(v, dict)
+                    else f"{v:.2f}"
+                    if isinstance(v, float)
+                    else str(v)
+                )
+                print(f"    {sub:34} {shown}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

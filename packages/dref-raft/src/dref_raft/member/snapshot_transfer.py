@@ -1,0 +1,315 @@
+"""Snapshots streamed in chunks between dref members (docs/raft-wire.md#snapshot-streaming).
+
+`SnapshotTransfer` is both sides for one `RaftNode`:
+
+* leader: `ship` takes over an `InstallSnapshot` the core sends to a dref peer: the snapshot's
+  DRFS file is written once (in a worker thread) and streamed with `DRefSnapshot/Install` from
+  the offset the follower already holds, one transfer per follower at a time; the follower's
+  answer is stepped into the core like an `InstallSnapshotResponse`. Upstream peers (and
+  transports without streaming) keep getting the single `InstallSnapshot` message;
+* follower: `held` / `install` receive the chunks into `IncomingSnapshot` in the storage
+  directory, verify them (CRC-32 per chunk, SHA-256 of the file), decode the file and prepare
+  the state machine's swap in worker threads, then step the `InstallSnapshot` into the core;
+* any member: `save` streams a consistent snapshot of its state machine (for backups).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
+
+from dref_raft.core import InstallSnapshot, InstallSnapshotResponse, PeerKind
+from dref_raft.fsm import ClusterSnapshot, StateCopy, snapshot_of_state
+from dref_raft.storage.snapshot_files import (
+    CHUNK_SIZE,
+    ChunkRefusedError,
+    IncomingSnapshot,
+    SpooledSnapshot,
+    read_chunk,
+    spool_snapshot,
+)
+from dref_raft.transport.snapshot_stream import ChunkHook
+from dref_raft.wire.snapshot_messages import InstallResult, SnapshotChunk, SnapshotHeader
+
+if TYPE_CHECKING:
+    from dref_raft.member.node import RaftNode
+
+__all__ = ["SnapshotTransfer", "StreamingTransport"]
+
+logger = logging.getLogger("dref_raft.member.snapshots")
+
+#: A failed transfer to one follower is logged at WARNING at most once per this many seconds.
+_FAILURE_LOG_INTERVAL: Final = 10.0
+#: The slowest transfer (and install) rate a stream's deadline allows for, in bytes per
+#: second, and a minimum: the answer comes once the follower installed the snapshot.
+_MIN_RATE: Final = 1024 * 1024
+_MIN_TIMEOUT: Final = 60.0
+OUTGOING_FILE: Final = "state-snapshot.outgoing"
+
+
+@runtime_checkable
+class StreamingTransport(Protocol):
+    """A peer transport that can stream snapshots (`grpc_client.PeerClients`)."""
+
+    async def send_snapshot(
+        self,
+        address: str,
+        header: SnapshotHeader,
+        path: Path,
+        timeout: float,
+        *,
+        on_chunk: ChunkHook | None = None,
+    ) -> InstallResult: ...
+
+
+class SnapshotTransfer:
+    """Streams snapshots to and from the peers of `node`; files live in `directory` (the
+    storage directory; None: a temporary directory, removed on `aclose`)."""
+
+    def __init__(self, node: RaftNode, directory: Path | None) -> None:
+        self._node = node
+        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
+        if directory is None:
+            self._tempdir = tempfile.TemporaryDirectory(prefix=f"dref-raft-{node.id}-")
+            directory = Path(self._tempdir.name)
+        self.directory = directory
+        self.incoming = IncomingSnapshot(directory)
+        self._receiving = asyncio.Lock()
+        self._sending: dict[str, asyncio.Task[None]] = {}
+        self._spooled: SpooledSnapshot | None = None
+        self._spooling: asyncio.Lock = asyncio.Lock()
+        self._failure_logged: dict[str, float] = {}
+        self.on_chunk: ChunkHook | None = None
+        """Called before each chunk is sent (tests inject faults with it)."""
+        self.transfers_done = 0
+        """Snapshots this node streamed to followers that installed them."""
+
+    def aclose(self) -> None:
+        """Remove the outgoing file, or the temporary directory (the node cancelled the
+        transfers)."""
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+        else:
+            (self.directory / OUTGOING_FILE).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ leader side
+
+    def ship(self, peer: str, address: str, msg: InstallSnapshot) -> bool:
+        """Stream `msg`'s snapshot to `peer` if it is a dref peer and the transport streams;
+        False: send `msg` itself."""
+        node = self._node
+        transport = node.transport
+        if not isinstance(transport, StreamingTransport):
+            return False
+        if node.core.peer_kinds.get(peer) is not PeerKind.DREF:
+            return False
+        if peer not in self._sending:  # else one is under way; the core asks again later
+            task = asyncio.create_task(self._ship(transport, peer, address, msg))
+            self._sending[peer] = task
+            node.track(task)
+            task.add_done_callback(lambda _: self._sending.pop(peer, None))
+        return True
+
+    async def _spool(self, msg: InstallSnapshot) -> SpooledSnapshot:
+        async with self._spooling:
+            spooled = self._spooled
+            if spooled is None or (spooled.last_seq, spooled.last_term) != (
+                msg.last_seq,
+                msg.last_term,
+            ):
+                data = dataclasses.replace(
+                    msg.snapshot, last_seq=msg.last_seq, last_term=msg.last_term
+                )
+                path = self.directory / OUTGOING_FILE
+                spooled = await asyncio.to_thread(spool_snapshot, data, path)
+                self._spooled = spooled
+            return spooled
+
+    async def _ship(
+        self, transport: StreamingTransport, peer: str, address: str, msg: InstallSnapshot
+    ) -> None:
+        node = self._node
+        started = time.perf_counter()
+        try:
+            spooled = await self._spool(msg)
+            spooled_at = time.perf_counter()
+            header = SnapshotHeader(
+                node.id, msg.term, msg.last_seq, msg.last_term, spooled.size, spooled.sha256
+            )
+            timeout = max(_MIN_TIMEOUT, spooled.size / _MIN_RATE)
+            result = await transport.send_snapshot(
+                address, header, spooled.path, timeout, on_chunk=self.on_chunk
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken stream, a full disk...: the core asks again
+            self._log_failure(peer, f"{type(exc).__name__}: {exc}")
+            return
+        if not result.complete:
+            self._log_failure(peer, f"refused at offset {result.held}: {result.error}")
+            return
+        self.transfers_done += 1
+        done = time.perf_counter()
+        logger.info(
+            "node %s: snapshot seq %d (%d bytes) streamed to %s and installed there in %.2f s "
+            "(written for sending in %.2f s)",
+            node.id,
+            msg.last_seq,
+            spooled.size,
+            peer,
+            done - spooled_at,
+            spooled_at - started,
+            extra=node.log_fields(),
+        )
+        response = InstallSnapshotResponse(
+            peer, node.id, result.term, result.success, result.match_seq, True
+        )
+        node.deliver(response)
+
+    def _log_failure(self, peer: str, reason: str) -> None:
+        now = time.monotonic()
+        last = self._failure_logged.get(peer)
+        level = logging.DEBUG
+        if last is None or now - last >= _FAILURE_LOG_INTERVAL:
+            self._failure_logged[peer] = now
+            level = logging.WARNING
+        logger.log(
+            level,
+            "node %s: streaming a snapshot to %s failed (retried, resuming from what it holds): %s",
+            self._node.id,
+            peer,
+            reason,
+            extra=self._node.log_fields(),
+        )
+
+    # ------------------------------------------------------------------ follower side
+
+    async def held(self, header: SnapshotHeader) -> int:
+        """`DRefSnapshot/Held`: bytes of `header`'s snapshot held here (all of them when none
+        are needed: this member's log is committed through its seq, or the sender's term is
+        over)."""
+        core = self._node.core
+        if header.last_seq <= core.commit or header.term < core.term:
+            return header.size
+        return await asyncio.to_thread(self.incoming.held, header)
+
+    async def install(self, chunks: AsyncIterator[SnapshotChunk]) -> InstallResult:
+        """`DRefSnapshot/Install`: receive, verify, install (one transfer at a time)."""
+        node = self._node
+        if self._receiving.locked():
+            return InstallResult(False, node.term, 0, False, 0, "another transfer is under way")
+        async with self._receiving:
+            first = await anext(aiter(chunks), None)
+            if first is None or first.header is None:
+                return InstallResult(False, node.term, 0, False, 0, "no header in the stream")
+            header = first.header
+            if header.last_seq <= node.core.commit or header.term < node.core.term:
+                # Installed already (commit never shrinks), or from a deposed leader: the core
+                # answers without the state (success, or a refusal with the newer term).
+                async for _ in chunks:
+                    pass
+                return await self._step(header, ClusterSnapshot(), header.size)
+            incoming = self.incoming
+            started = time.perf_counter()
+            try:
+                await asyncio.to_thread(incoming.begin, header, first.offset)
+                held = first.offset
+                chunk: SnapshotChunk | None = first
+                while chunk is not None:
+                    held = await asyncio.to_thread(incoming.write, header, held, chunk)
+                    chunk = await anext(aiter(chunks), None)
+                if held < header.size:
+                    raise ChunkRefusedError(f"the stream ended at {held} of {header.size} bytes")
+                received = time.perf_counter()
+                await asyncio.to_thread(incoming.seal, header)
+                snapshot = await asyncio.to_thread(incoming.load, header)
+                decoded = time.perf_counter()
+            except ChunkRefusedError as exc:
+                held = await asyncio.to_thread(incoming.held, header)
+                logger.warning(
+                    "node %s: snapshot seq %d from %s refused (resumes from %d): %s",
+                    node.id,
+                    header.last_seq,
+                    header.leader_id,
+                    held,
+                    exc,
+                    extra=node.log_fields(),
+                )
+                return InstallResult(False, node.term, 0, False, held, str(exc))
+            prepared = await asyncio.to_thread(node.machine.prepare_install, snapshot)
+            node.machine.offer_prepared(prepared)
+            node.adopt_snapshot_file(incoming.part, snapshot)
+            prepared_at = time.perf_counter()
+            result = await self._step(header, snapshot, header.size)
+            await asyncio.to_thread(incoming.discard)
+            logger.info(
+                "node %s: snapshot seq %d (%d elements, %d bytes) from %s: received in %.2f s, "
+                "verified and decoded in %.2f s, prepared in %.2f s, installed in %.2f s",
+                node.id,
+                header.last_seq,
+                len(snapshot.entries),
+                header.size,
+                header.leader_id,
+                received - started,
+                decoded - received,
+                prepared_at - decoded,
+                time.perf_counter() - prepared_at,
+                extra=node.log_fields(),
+            )
+            return result
+
+    async def _step(
+        self, header: SnapshotHeader, snapshot: ClusterSnapshot, held: int
+    ) -> InstallResult:
+        """Hand the core the `InstallSnapshot` the stream carried; its answer."""
+        node = self._node
+        request = InstallSnapshot(
+            header.leader_id,
+            node.id,
+            header.term,
+            snapshot,
+            header.last_seq,
+            True,
+            header.last_term,
+        )
+        response = await node.handle(request)
+        assert isinstance(response, InstallSnapshotResponse)
+        return InstallResult(response.success, response.term, response.match_seq, True, held)
+
+    # ------------------------------------------------------------------ backups
+
+    async def save(self) -> AsyncIterator[SnapshotChunk]:
+        """`DRefSnapshot/Save`: this member's state machine at its applied seq, in chunks."""
+        node = self._node
+        # No await between these three: the copy is the state at exactly `applied`.
+        state = node.machine.copy_state()
+        applied = node.core.applied
+        term = node.core.log.term_at(applied) or 0
+        fd, name = tempfile.mkstemp(prefix="save-", suffix=".drfs", dir=self.directory)
+        os.close(fd)
+        path = Path(name)
+        try:
+            spooled = await asyncio.to_thread(_spool_state, state, applied, term, path)
+            state.elements.clear()  # not the machine's: the copy
+            header = SnapshotHeader(node.id, node.term, applied, term, spooled.size, spooled.sha256)
+            offset = 0
+            while offset < spooled.size:
+                block = await asyncio.to_thread(read_chunk, path, offset, CHUNK_SIZE)
+                if not block:
+                    raise OSError(f"{path} ended at {offset} of {spooled.size} bytes")
+                yield SnapshotChunk.of(offset, block, header if offset == 0 else None)
+                offset += len(block)
+        finally:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+
+
+def _spool_state(state: StateCopy, last_seq: int, last_term: int, path: Path) -> SpooledSnapshot:
+    data = dataclasses.replace(snapshot_of_state(state, last_seq), last_term=last_term)
+    return spool_snapshot(data, path)

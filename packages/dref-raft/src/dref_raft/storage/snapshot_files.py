@@ -1,0 +1,358 @@
+"""Snapshot files in transit and in backups (docs/raft-wire.md#snapshot-streaming,
+docs/operations.md#backup-and-restore).
+
+* `spool_snapshot`: the DRFS file of a snapshot a leader streams to its followers, written
+  once and read back a chunk at a time;
+* `IncomingSnapshot`: the file a follower receives, chunk by chunk, into its storage
+  directory (`state-snapshot.part`, with `state-snapshot.part-header` naming the snapshot), so
+  a transfer that broke resumes from the bytes already held; it is verified (every chunk's
+  CRC-32, then the SHA-256 of the whole file) and fsynced before it is used;
+* backups: a DRFS file followed by a 36-byte trailer, "DRFK" · SHA-256 of the DRFS bytes
+  (`write_backup_trailer`, `read_backup`, `restore_backup`).
+
+Everything here is blocking file I/O: an asyncio caller runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from dref_raft.bulk import paused_gc
+from dref_raft.errors import CorruptStateError
+from dref_raft.fsm import ClusterSnapshot
+from dref_raft.storage._binary import I32, check_length, check_u63, preamble
+from dref_raft.storage.layout import (
+    COMMAND_LOG_FILE,
+    PREAMBLE_SIZE,
+    SNAPSHOT_FILE,
+    SNAPSHOT_MAGIC,
+    TMP_SUFFIX,
+)
+from dref_raft.storage.media import FileMedium, _ensure_directory, _fsync_directory
+from dref_raft.storage.snapshot import (
+    SnapshotStorage,
+    SnapshotStore,
+    decode_snapshot_file,
+)
+from dref_raft.storage.voter_state import VoterState, VoterStateStore
+from dref_raft.wire.commands import encode_snapshot_parts
+from dref_raft.wire.snapshot_messages import SnapshotChunk, SnapshotHeader
+
+__all__ = [
+    "BACKUP_MAGIC",
+    "CHUNK_SIZE",
+    "ChunkRefusedError",
+    "IncomingSnapshot",
+    "MonotonicSnapshotStore",
+    "SpooledSnapshot",
+    "StorageNotEmptyError",
+    "read_backup",
+    "read_chunk",
+    "restore_backup",
+    "spool_snapshot",
+    "write_backup_trailer",
+]
+
+CHUNK_SIZE: Final = 1024 * 1024
+"""Bytes per streamed chunk."""
+BACKUP_MAGIC: Final = b"DRFK"
+"""Magic of a backup's trailer: "DRFK" · SHA-256 (32 bytes) of the DRFS bytes before it."""
+_TRAILER_SIZE: Final = 4 + 32
+PART_SUFFIX: Final = ".part"
+HEADER_SUFFIX: Final = ".part-header"
+
+
+class ChunkRefusedError(Exception):
+    """A received chunk or the finished file is not what the header promised (not installed)."""
+
+
+class StorageNotEmptyError(FileExistsError):
+    """`restore_backup` into a storage directory that already holds a node's files."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledSnapshot:
+    """A DRFS file written for streaming: where, its size and SHA-256."""
+
+    path: Path
+    size: int
+    sha256: bytes
+    last_seq: int
+    last_term: int
+
+
+def spool_snapshot(snapshot: ClusterSnapshot, path: Path) -> SpooledSnapshot:
+    """Write `snapshot`'s DRFS file to `path` a slice at a time (memory stays bounded by a
+    slice; not fsynced: it is only read back to send). The same bytes as
+    `encode_snapshot_file`."""
+    check_u63("last_seq", snapshot.last_seq)
+    _ensure_directory(path.parent)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    length = 0
+    with open(tmp, "wb") as f:
+        f.write(preamble(SNAPSHOT_MAGIC) + I32.pack(0))  # the length is known at the end
+        with paused_gc():
+            for part in encode_snapshot_parts(snapshot):
+                f.write(part)
+                length += len(part)
+        check_length("the snapshot", length)
+        f.seek(PREAMBLE_SIZE)
+        f.write(I32.pack(length))
+    sha = _sha256_of(tmp)
+    os.replace(tmp, path)
+    return SpooledSnapshot(
+        path, PREAMBLE_SIZE + 4 + length, sha, snapshot.last_seq, snapshot.last_term
+    )
+
+
+def read_chunk(path: Path, offset: int, size: int = CHUNK_SIZE) -> bytes:
+    """Up to `size` bytes of `path` from `offset`."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def _sha256_of(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK_SIZE):
+            digest.update(block)
+    return digest.digest()
+
+
+def _encode_header_line(header: SnapshotHeader) -> bytes:
+    return f"{header.last_seq} {header.last_term} {header.size} {header.sha256.hex()}\n".encode()
+
+
+class IncomingSnapshot:
+    """The snapshot file a member is receiving, in `directory` (kept across a broken stream).
+
+    `held(header)` says how many bytes of that snapshot are here (0 for another snapshot,
+    whose leftovers are dropped); `write` appends a chunk at exactly that offset after checking
+    its CRC-32; `seal` checks the whole file's size and SHA-256 and fsyncs it.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.part = self.directory / (SNAPSHOT_FILE + PART_SUFFIX)
+        self._header_path = self.directory / (SNAPSHOT_FILE + HEADER_SUFFIX)
+
+    def held(self, header: SnapshotHeader) -> int:
+        """Bytes of `header`'s snapshot held (0 after dropping another one's leftovers)."""
+        try:
+            saved = self._header_path.read_bytes()
+        except FileNotFoundError:
+            saved = b""
+        if saved != _encode_header_line(header):
+            return 0
+        try:
+            return min(self.part.stat().st_size, header.size)
+        except FileNotFoundError:
+            return 0
+
+    def begin(self, header: SnapshotHeader, offset: int) -> None:
+        """Start (offset 0) or resume (offset = `held`) receiving `header`'s snapshot."""
+        held = self.held(header)
+        if offset != held:
+            raise ChunkRefusedError(
+                f"the stream starts at offset {offset} but {held} bytes of snapshot "
+                f"{header.last_seq}/{header.last_term} are held: resume from {held}"
+            )
+        if offset == 0:
+            self.discard()
+            _ensure_directory(self.directory)
+            FileMedium(self._header_path).replace(_encode_header_line(header))
+            self.part.write_bytes(b"")
+        else:
+            with open(self.part, "r+b") as f:
+                f.truncate(offset)
+
+    def write(self, header: SnapshotHeader, expected_offset: int, chunk: SnapshotChunk) -> int:
+        """Append `chunk` (it must start at `expected_offset` and match its CRC-32, and stay
+        inside the file); the new held offset."""
+        if chunk.offset != expected_offset:
+            raise ChunkRefusedError(
+                f"chunk at offset {chunk.offset}, expected one at offset {expected_offset}"
+            )
+        if not chunk.crc_ok():
+            raise ChunkRefusedError(
+                f"chunk at offset {chunk.offset} ({len(chunk.data)} bytes) fails its CRC-32 check"
+            )
+        end = chunk.offset + len(chunk.data)
+        if end > header.size:
+            raise ChunkRefusedError(
+                f"chunk at offset {chunk.offset} ends at {end}, past the file size {header.size}"
+            )
+        with open(self.part, "ab") as f:
+            f.write(chunk.data)
+        return end
+
+    def seal(self, header: SnapshotHeader) -> Path:
+        """Check the whole file (size, SHA-256) and fsync it; the file's path. A file that
+        fails is deleted (the next transfer starts from 0) and `ChunkRefusedError` raised."""
+        size = self.part.stat().st_size
+        if size != header.size:
+            raise ChunkRefusedError(f"the stream ended at {size} bytes of {header.size}")
+        sha = _sha256_of(self.part)
+        if sha != header.sha256:
+            self.discard()
+            raise ChunkRefusedError(
+                f"SHA-256 of the received {size} bytes is {sha.hex()}, "
+                f"the header says {header.sha256.hex()}: discarded"
+            )
+        with open(self.part, "rb+") as f:
+            os.fsync(f.fileno())
+        return self.part
+
+    def load(self, header: SnapshotHeader) -> ClusterSnapshot:
+        """Decode the sealed file; it must cover `header`'s seq and term."""
+        snapshot = decode_snapshot_file(self.part.read_bytes(), str(self.part))
+        if (snapshot.last_seq, snapshot.last_term) != (header.last_seq, header.last_term):
+            self.discard()
+            raise ChunkRefusedError(
+                f"the file holds seq {snapshot.last_seq} term {snapshot.last_term}, the header "
+                f"says seq {header.last_seq} term {header.last_term}: discarded"
+            )
+        return snapshot
+
+    def discard(self) -> None:
+        """Drop a partial or used file."""
+        for path in (self.part, self._header_path):
+            path.unlink(missing_ok=True)
+
+
+class MonotonicSnapshotStore:
+    """A snapshot store that several threads may save to (a snapshot the node takes in the
+    background, one it received): saves are serialized and one older than the last saved is
+    skipped, so a slow background save never replaces a newer installed snapshot."""
+
+    def __init__(self, inner: SnapshotStorage) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self._saved_seq = -1
+        self._adopted: tuple[Path, ClusterSnapshot] | None = None
+
+    def adopt(self, path: Path, snapshot: ClusterSnapshot) -> None:
+        """The verified, fsynced DRFS file at `path` holds `snapshot`: if `snapshot` is saved
+        next, rename that file into place instead of encoding it again (a store without a
+        file ignores this)."""
+        if isinstance(self._inner, SnapshotStore):
+            self._adopted = (path, snapshot)
+
+    def load(self) -> ClusterSnapshot | None:
+        """The saved snapshot, or None when there is none."""
+        snapshot = self._inner.load()
+        if snapshot is not None:
+            self._saved_seq = max(self._saved_seq, snapshot.last_seq)
+        return snapshot
+
+    def save(self, snapshot: ClusterSnapshot) -> int:
+        """Persist `snapshot` unless a newer one was saved (then 0); the bytes written."""
+        with self._lock:
+            if snapshot.last_seq < self._saved_seq:
+                return 0
+            adopted, self._adopted = self._adopted, None
+            size = self._adopt(adopted, snapshot)
+            if size is None:
+                size = self._inner.save(snapshot)
+            self._saved_seq = snapshot.last_seq
+            return size
+
+    def _adopt(
+        self, adopted: tuple[Path, ClusterSnapshot] | None, snapshot: ClusterSnapshot
+    ) -> int | None:
+        """Rename the adopted file into place if it holds `snapshot`; its size, else None."""
+        inner = self._inner
+        if adopted is None or not isinstance(inner, SnapshotStore):
+            return None
+        path, held = adopted
+        if held.entries is not snapshot.entries or (held.last_seq, held.last_term) != (
+            snapshot.last_seq,
+            snapshot.last_term,
+        ):
+            return None
+        try:
+            size = path.stat().st_size
+            os.replace(path, inner.path)
+        except FileNotFoundError:
+            return None
+        _fsync_directory(inner.path.parent)
+        return size
+
+
+# ---------------------------------------------------------------------------------- backups
+
+
+def write_backup_trailer(path: Path, sha256: bytes) -> None:
+    """Append the trailer to the DRFS bytes in `path` and fsync it."""
+    with open(path, "ab") as f:
+        f.write(BACKUP_MAGIC + sha256)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_backup(path: str | os.PathLike[str]) -> tuple[ClusterSnapshot, bytes]:
+    """Verify a backup file (trailer, SHA-256, DRFS contents); the snapshot and its DRFS bytes.
+
+    Anything wrong raises `CorruptStateError` naming the file, the byte offset and the reason.
+    """
+    name = str(path)
+    data = Path(path).read_bytes()
+    if len(data) < _TRAILER_SIZE:
+        raise CorruptStateError(
+            name, len(data), f"{len(data)} bytes: too short for a backup (trailer missing)"
+        )
+    body_end = len(data) - _TRAILER_SIZE
+    magic = data[body_end : body_end + 4]
+    if magic != BACKUP_MAGIC:
+        raise CorruptStateError(
+            name,
+            body_end,
+            f"bad trailer magic {magic.hex()}, expected {BACKUP_MAGIC.hex()} ({BACKUP_MAGIC!r}): "
+            "not a dref snapshot backup, or truncated",
+        )
+    body = data[:body_end]
+    expected = data[body_end + 4 :]
+    actual = hashlib.sha256(body).digest()
+    if actual != expected:
+        raise CorruptStateError(
+            name,
+            0,
+            f"SHA-256 of bytes 0..{body_end} is {actual.hex()}, the trailer at offset "
+            f"{body_end + 4} says {expected.hex()}: the file is damaged",
+        )
+    return decode_snapshot_file(body, name), body
+
+
+def restore_backup(
+    backup: str | os.PathLike[str], storage_dir: str | os.PathLike[str], *, force: bool = False
+) -> ClusterSnapshot:
+    """Seed `storage_dir` with the verified snapshot of `backup` (docs/operations.md#restore).
+
+    Writes `state-snapshot` and a `voter-state` at the snapshot's term, durably; a member
+    started on the directory serves the backup's values. A directory that already holds a
+    node's files raises `StorageNotEmptyError` unless `force` (their files are then replaced
+    and the command log removed). A damaged backup raises `CorruptStateError`; nothing is
+    written then.
+    """
+    snapshot, body = read_backup(backup)
+    directory = Path(storage_dir)
+    existing = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+    if existing and not force:
+        raise StorageNotEmptyError(
+            f"{directory} is not empty ({', '.join(existing[:5])}"
+            f"{', ...' if len(existing) > 5 else ''}): restoring would replace a node's state; "
+            "use an empty directory or --force"
+        )
+    _ensure_directory(directory)
+    for leftover in (COMMAND_LOG_FILE, SNAPSHOT_FILE + PART_SUFFIX, SNAPSHOT_FILE + HEADER_SUFFIX):
+        (directory / leftover).unlink(missing_ok=True)
+    FileMedium(directory / SNAPSHOT_FILE).replace(body)
+    VoterStateStore(directory).save(VoterState(snapshot.last_term, None))
+    _fsync_directory(directory)
+    return snapshot

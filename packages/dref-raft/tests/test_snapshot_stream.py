@@ -1,0 +1,156 @@
+"""Snapshots streamed in chunks over `DRefSnapshot` (docs/raft-wire.md#snapshot-streaming): a
+3-member cluster in this process over real gRPC, a follower restarted behind a compacted log,
+faults injected into the leader's stream (dropped, corrupted chunk, corrupted file)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cluster_procs import free_ports, wait_until
+
+from dref_raft.commands import SetElement
+from dref_raft.errors import TransportError
+from dref_raft.member.registry import Member, local_members
+from dref_raft.settings import RaftSettings
+from dref_raft.storage import SnapshotStore
+from dref_raft.storage.snapshot_files import CHUNK_SIZE
+from dref_raft.wire.snapshot_messages import SnapshotChunk
+
+pytestmark = pytest.mark.timeout(60)
+
+VALUES = {f"big{i}": bytes([i]) * 400_000 for i in range(8)}  # 3.2 MB: 4 chunks
+
+
+def _settings(tmp_path: Path, ports: list[int], i: int) -> RaftSettings:
+    endpoints = ",".join(f"s{j}=127.0.0.1:{p}" for j, p in enumerate(ports))
+    return RaftSettings(
+        node_id=f"s{i}",
+        port=ports[i],
+        endpoints=endpoints,
+        storage_dir=tmp_path / f"s{i}",
+        snapshot_every=4,
+    )
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[tuple[list[RaftSettings], list[Member]]]:
+    ports = free_ports(3)
+    settings = [_settings(tmp_path, ports, i) for i in range(3)]
+    members = [await local_members.acquire(s) for s in settings]
+    try:
+        for member in members:
+            assert await member.node.wait_for_leader(10) is not None
+        yield settings, members
+    finally:
+        for member in members:
+            if member.refs > 0:
+                await local_members.release(member)
+
+
+async def _restart_behind_a_snapshot(
+    settings: list[RaftSettings], members: list[Member], hook: _Faulty
+) -> tuple[Member, Member]:
+    """Stop a follower, write VALUES (the leader compacts past it), install `hook` on the
+    leader's stream, restart the follower and wait until it holds every value."""
+    leader = next(m for m in members if m.node.is_leader)
+    index = next(i for i, m in enumerate(members) if m is not leader)
+    await local_members.release(members[index])
+    for name, value in VALUES.items():
+        await leader.node.propose(SetElement(name, value, None), 10)
+    await wait_until(lambda: leader.node.core.log.base_seq > 0, 10, "the leader to compact")
+    hook.follower_dir = settings[index].storage_dir
+    leader.node.snapshots.on_chunk = hook
+    follower = await local_members.acquire(settings[index])
+    members[index] = follower
+    target = leader.node.applied
+    await wait_until(
+        lambda: follower.node.applied >= target, 30, "the follower to install the snapshot"
+    )
+    for name, value in VALUES.items():
+        assert follower.node.get_local(name) == value
+    # The received file became its `state-snapshot` (renamed, not encoded again); no leftovers.
+    directory = settings[index].storage_dir
+    assert directory is not None
+    await wait_until(
+        lambda: not (directory / "state-snapshot.part").exists(), 10, "the part file to go"
+    )
+    assert not (directory / "state-snapshot.part-header").exists()
+    saved = await asyncio.to_thread(SnapshotStore(directory).load)
+    assert saved is not None
+    assert saved.last_seq >= 8
+    assert len(saved.entries) >= 6  # the state at its seq; the later values came as entries
+    assert all(VALUES[e.key] == e.value for e in saved.entries)
+    return leader, follower
+
+
+class _Faulty:
+    """Records where each stream started; corrupts the first attempt with `fault`."""
+
+    def __init__(self, fault: str) -> None:
+        self.fault = fault
+        self.starts: list[int] = []
+        self.follower_dir: Path | None = None
+
+    async def __call__(self, chunk: SnapshotChunk) -> SnapshotChunk:
+        if chunk.header is not None:
+            self.starts.append(chunk.offset)
+        if self.fault == "none" or len(self.starts) > 1 or chunk.offset != CHUNK_SIZE:
+            return chunk
+        broken = bytes([chunk.data[0] ^ 0xFF]) + chunk.data[1:]
+        if self.fault == "drop":  # once the follower wrote the first chunk
+            assert self.follower_dir is not None
+            part = self.follower_dir / "state-snapshot.part"
+            await wait_until(
+                lambda: part.exists() and part.stat().st_size >= CHUNK_SIZE, 10, "chunk 0 held"
+            )
+            raise TransportError("injected: connection dropped")
+        if self.fault == "crc":  # damaged in transit: the CRC no longer matches
+            return dataclasses.replace(chunk, data=broken)
+        return SnapshotChunk.of(chunk.offset, broken, chunk.header)  # damaged at the source
+
+
+async def test_a_restarted_follower_gets_the_snapshot_streamed_in_chunks(
+    cluster: tuple[list[RaftSettings], list[Member]],
+) -> None:
+    settings, members = cluster
+    hook = _Faulty("none")
+    leader, _ = await _restart_behind_a_snapshot(settings, members, hook)
+    assert hook.starts == [0]
+    assert leader.node.snapshots.transfers_done == 1
+
+
+async def test_a_dropped_stream_resumes_from_the_offset_the_follower_holds(
+    cluster: tuple[list[RaftSettings], list[Member]],
+) -> None:
+    settings, members = cluster
+    hook = _Faulty("drop")
+    await _restart_behind_a_snapshot(settings, members, hook)
+    assert hook.starts[0] == 0
+    assert hook.starts[1] == CHUNK_SIZE, "the second attempt resumes after the chunk held"
+
+
+async def test_a_corrupt_chunk_is_refused_and_the_transfer_resumes_before_it(
+    cluster: tuple[list[RaftSettings], list[Member]], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings, members = cluster
+    hook = _Faulty("crc")
+    with caplog.at_level(logging.WARNING, "dref_raft"):
+        await _restart_behind_a_snapshot(settings, members, hook)
+    assert hook.starts[:2] == [0, CHUNK_SIZE]
+    assert "fails its CRC-32 check" in caplog.text
+
+
+async def test_a_file_failing_its_sha256_is_discarded_and_sent_again_whole(
+    cluster: tuple[list[RaftSettings], list[Member]], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings, members = cluster
+    hook = _Faulty("sha")
+    with caplog.at_level(logging.WARNING, "dref_raft"):
+        await _restart_behind_a_snapshot(settings, members, hook)
+    assert hook.starts[:2] == [0, 0]
+    assert "SHA-256 of the received" in caplog.text
