@@ -253,7 +253,7 @@ class LeaderClient(AsyncResource):
         path = messages.method_path(service, method)
         wait = self.timeout if timeout is None else timeout
         session = self.session
-        if session is not None and not session.unsupported:
+        if session is not None and not session.unsupported and len(data) <= session.max_call_bytes:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait
             try:

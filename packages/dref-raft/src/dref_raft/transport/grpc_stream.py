@@ -60,6 +60,16 @@ its channel after DEADLINE_EXCEEDED)."""
 
 _CODES: Final[dict[int, grpc.StatusCode]] = {code.value[0]: code for code in grpc.StatusCode}
 
+_REFUSALS: Final = frozenset(
+    {
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+"""Statuses of a member refusing the stream (credentials, limits): kept as they are, as a unary
+call gets them (a message above the member's limit fails every call of that stream, though)."""
+
 Method = Callable[[bytes], Awaitable[bytes]]
 """A served method: request bytes in, response bytes out; raises what the unary method would."""
 
@@ -109,8 +119,10 @@ class _Stream:
                 while self.queue:
                     batch: list[tuple[int, str, bytes]] = []
                     size = 0
-                    queue, pending = self.queue, self.pending
-                    while queue and len(batch) < MAX_BATCH_CALLS and size < MAX_BATCH_BYTES:
+                    queue, pending, cap = self.queue, self.pending, session.max_call_bytes
+                    while queue and len(batch) < MAX_BATCH_CALLS:
+                        if batch and size + len(queue[0][2]) > cap:
+                            break  # the batch stays below the message limit
                         item = queue.popleft()
                         if item[0] in pending:  # else its caller gave up before it was sent
                             batch.append(item)
@@ -182,11 +194,12 @@ class _Stream:
             logger.info("%s does not serve DRefStream: using unary calls", session.address)
         else:
             logger.debug("DRefStream to %s broke: %s: %s", session.address, code.name, details)
-            state = "broke" if self.accepted else "was not accepted"
-            code, details = (
-                grpc.StatusCode.UNAVAILABLE,
-                f"DRefStream {state}: {code.name}: {details}",
-            )
+            if code not in _REFUSALS:
+                state = "broke" if self.accepted else "was not accepted"
+                code, details = (
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"DRefStream {state}: {code.name}: {details}",
+                )
             session.on_failure(code)
         for future in self.pending.values():
             if not future.done():
@@ -227,6 +240,10 @@ class StreamSession:
     ) -> None:
         self.address = address
         self.max_bytes = max_bytes
+        self.max_call_bytes = min(MAX_BATCH_BYTES, max_bytes // 2)
+        """Requests larger than this go as unary calls (a stream message above the members'
+        message limit would break the whole stream; unary, only that call fails); batches stay
+        below it too."""
         self.on_failure = on_failure
         self.unsupported = False
         """The member answered UNIMPLEMENTED: callers use unary calls."""
