@@ -2,10 +2,11 @@
 
 It owns a `RaftCore`, the `StateMachine` and a `ChangeHub`. One driver task ticks the core,
 feeds it queued inputs (received messages, responses, proposals, reads) and hands every `Ready`
-to the one `dref_raft.apply.ReadyApplier` (the contract of docs/raft-consensus.md), running its
-blocking persist step in one thread hop. The node is the applier's `ReadyEffects`: it sends
-requests as fire-and-forget RPC tasks and responses to the waiting handlers, publishes change
-events in commit order, completes proposals and reads, and wakes `wait_applied` callers.
+to the one `dref_raft.apply.ReadyApplier` (the contract of docs/raft-consensus.md): a leader's
+AppendEntries leave first (step 0), then the blocking persist step runs in one thread hop. The
+node is the applier's `ReadyEffects`: it sends requests as fire-and-forget RPC tasks and
+responses to the waiting handlers, publishes change events in commit order, completes
+proposals and reads, and wakes `wait_applied` callers.
 
 Inputs never touch the core between `ready()` and `advance()`: they are queued, and whatever
 arrives during an fsync is handled by the next `Ready` as one batch.
@@ -510,8 +511,11 @@ class RaftNode:
                     self._inputs.popleft()()
                 applier = self._applier
                 while (ready := applier.next_ready()) is not None:
+                    applier.send_early(ready)
                     if applier.must_persist(ready):
                         await asyncio.to_thread(applier.persist, ready)
+                    else:
+                        applier.persist(ready)  # at most a commit seq: no fsync
                     applier.carry_out(ready)
                     self._wake_applied()
                 self._fail_unanswered()

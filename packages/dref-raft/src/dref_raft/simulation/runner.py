@@ -16,7 +16,7 @@ from dref_raft.commands import (
     SetElement,
     SetIfNotExist,
 )
-from dref_raft.core import CoreConfig, Entry, Message, RaftCore, Role
+from dref_raft.core import CoreConfig, Entry, Message, RaftCore, Ready, Role
 from dref_raft.errors import MissingSimulationDependency
 from dref_raft.fsm import ApplyResult
 from dref_raft.simulation.clients import OP_TIMEOUT, LockClient, RecordedOp, SimClient
@@ -42,7 +42,11 @@ REAP_PERIOD = 40
 #: elect another; `figure8` crashes a leader right after an earlier term's entry reached a
 #: majority, then lets a member with a divergent log of a higher term win; `stale_messages`
 #: replays messages (InstallSnapshot more often) hundreds of steps later, across terms.
-NEMESES = ("stale_leader", "figure8", "stale_messages")
+#: `crash_in_persist` (drawn on its own generator, so the others' draws are unchanged) crashes
+#: a node now and then between sending a `Ready`'s early messages and persisting it.
+NEMESES = ("stale_leader", "figure8", "stale_messages", "crash_in_persist")
+#: Chance that a `Ready` with something to persist crashes its node mid-persist (that nemesis).
+CRASH_IN_PERSIST = 0.01
 #: The key of the nemeses' filler writes (no client reads or writes it).
 FILLER_KEY = "_nemesis"
 #: Steps a crashed node waits for a nemesis to restart it (or the faults to end).
@@ -137,7 +141,10 @@ class _Run:
         unknown = set(cfg.nemeses or ()) - set(NEMESES)
         if unknown:
             raise ValueError(f"SimConfig: unknown nemeses {sorted(unknown)}")
-        picked = [n for n in NEMESES if nem.random() < 0.5]
+        picked = [n for n in NEMESES[:3] if nem.random() < 0.5]
+        self.persist_rng = random.Random(f"persist/{seed}")
+        if self.persist_rng.random() < 0.5:
+            picked.append("crash_in_persist")
         self.nemeses = frozenset(picked if cfg.nemeses is None else cfg.nemeses)
         for name in sorted(self.nemeses):
             self.stats[f"nemesis_{name}"] = 1
@@ -516,7 +523,11 @@ class _Run:
 
     def drain(self, node_id: str) -> None:
         node = self.nodes[node_id]
-        node.drain(self.outbox)
+        if not node.drain(self.outbox, self._crash_in_persist):
+            self.restart_at[node_id] = self.now + self.persist_rng.randint(10, 400)
+            self.trace(f"crash {node_id} in persist (its early messages are out)")
+            self.count("crashes_in_persist")
+            return
         core = _core(node)
         self.invariants.check_node(core)
         if core.log.base_seq != self.bases.get(node_id):
@@ -527,6 +538,15 @@ class _Run:
             self.max_leader_term = max(self.max_leader_term, core.term)
             if self.diverges(core):
                 self.count("divergent_elections")
+
+    def _crash_in_persist(self, ready: Ready) -> bool:
+        return (
+            self.net.faulty
+            and self.episode is None
+            and "crash_in_persist" in self.nemeses
+            and bool(ready.entries or ready.hard_state)
+            and self.persist_rng.random() < CRASH_IN_PERSIST
+        )
 
     def diverges(self, leader: RaftCore) -> bool:
         """Whether an up node holds an uncommitted entry that the new leader does not."""
