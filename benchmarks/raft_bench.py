@@ -1,18 +1,24 @@
 """dref's Raft (3 member processes, gRPC, fsync'ed storage) against PySyncObj, side by side.
 
-    python benchmarks/raft_bench.py [--seconds 3] [--json out.json] [--writers 64]
+    python benchmarks/raft_bench.py [--seconds 3] [--json out.json] [--inflight 64,1024]
 
 Each side is a 3-node cluster on 127.0.0.1, one process per node, and the load runs inside the
 node processes, spread evenly over the three (22 + 21 + 21 of 64 writers): a writer on a follower
 goes through its node to the leader, as an application embedding the node would. Rows:
 
-- `64 writers`: committed writes/s and latency percentiles; dref `ref.set(i)` on one key per
-  writer, PySyncObj `counter.incr(sync=True)`; both acknowledge once committed and applied;
-- `1 writer (leader)`, `1 writer (follower)`: one writer alone, on the leader or on a follower;
+- `1 writer (leader)`, `1 writer (follower)`: one write in flight, on the leader or on a
+  follower; dref `ref.set(i)`, PySyncObj `counter.incr(sync=True)`; both acknowledge once
+  committed and applied on the writer's node;
+- `64 writers`, `1024 writers` (`--inflight`): that many writes in flight, spread; dref one
+  task per write in flight (one key each), PySyncObj one thread each up to 64 per process and
+  above that callbacks (`incr(callback=…)`, each completion issues the next);
 - `64 readers`: linearizable reads/s; dref `ref.get()` (ReadIndex on the leader), PySyncObj a
   no-op command through the log (it has no ReadIndex; its local reads may be stale);
 - failover: the leader process is killed with SIGKILL while every other node writes in a loop;
   the time from the kill to the first write acknowledged after it.
+
+The `dref÷base` column is PySyncObj's ops/s over dref's (below 1: dref is faster); the target
+column holds issue 11's goals (p50 of one writer, writes at least PySyncObj's).
 
 dref stores every node's files in a temporary directory and fsyncs each batch
 (`--dref-storage ram` keeps them in memory); PySyncObj uses its journal file (mmap'ed, never
@@ -42,7 +48,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from _common import Row, Sample, Stats, comparison_table, ops_text, results_json
+from _common import Row, Sample, Stats, Target, comparison_table, ops_text, results_json
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -60,6 +66,23 @@ CALL_TIMEOUT = 60.0
 """How long the driver waits for one answer from a node process."""
 FAILOVER_WAIT = 5.0
 """Seconds the survivors keep probing after the kill (a failover taking longer is reported so)."""
+
+
+def _p50_at_most(ms: float) -> Target:
+    return Target(f"p50≤{ms:g} ms", lambda row: row.subject.p50_ns <= ms * 1e6)
+
+
+def _writes_at_least_base() -> Target:
+    return Target("≥base/s", lambda row: row.subject.ops_per_s >= row.baseline.ops_per_s)
+
+
+#: Issue 11's targets, printed with pass/fail beside the numbers (never a test).
+TARGETS: dict[str, Target] = {
+    "1 writer (leader)": _p50_at_most(1.5),
+    "1 writer (follower)": _p50_at_most(3.0),
+    "64 writers": _writes_at_least_base(),
+    "1024 writers": _writes_at_least_base(),
+}
 
 
 # -- the dref node process -------------------------------------------------------------------------
@@ -319,19 +342,25 @@ class SideResult:
     failover_s: float
 
 
-def measure_side(cluster: Cluster, writers: int, seconds: float, console: Console) -> SideResult:
-    spread = [writers // NODES + (1 if i < writers % NODES else 0) for i in range(NODES)]
+def spread(count: int) -> list[int]:
+    """`count` tasks spread evenly over the nodes (22 + 21 + 21 of 64)."""
+    return [count // NODES + (1 if i < count % NODES else 0) for i in range(NODES)]
+
+
+def measure_side(
+    cluster: Cluster, inflight: list[int], readers: int, seconds: float, console: Console
+) -> SideResult:
     stats: dict[str, Stats] = {}
     leader = cluster.leader()
     follower = (leader + 1) % NODES
     one_on = {"1 writer (leader)": leader, "1 writer (follower)": follower}
     phases: list[tuple[str, str, list[int]]] = [
-        (f"{writers} writers", "write", spread),
         *(
             (name, "write", [1 if i == node else 0 for i in range(NODES)])
             for name, node in one_on.items()
         ),
-        (f"{writers} readers", "read", spread),
+        *((f"{n} writers", "write", spread(n)) for n in inflight),
+        (f"{readers} readers", "read", spread(readers)),
     ]
     for name, kind, placement in phases:
         sample = cluster.run(kind, placement, seconds)
@@ -348,14 +377,15 @@ def run_side(
     name: str,
     target: Callable[[Connection, dict[str, Any]], None],
     specs: list[Any],
-    writers: int,
+    inflight: list[int],
+    readers: int,
     seconds: float,
     console: Console,
 ) -> SideResult:
     cluster = Cluster(name)
     try:
         cluster.start(target, specs)
-        return measure_side(cluster, writers, seconds, console)
+        return measure_side(cluster, inflight, readers, seconds, console)
     finally:
         cluster.stop()
 
@@ -380,13 +410,23 @@ def single_side_table(stats: dict[str, Stats]) -> Table:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring window per row")
-    parser.add_argument("--writers", type=int, default=64, help="concurrent writers (and readers)")
+    parser.add_argument(
+        "--inflight",
+        default="64,1024",
+        help="comma-separated counts of writes in flight spread over the nodes (besides the "
+        "one-writer rows)",
+    )
+    parser.add_argument("--readers", type=int, default=64, help="concurrent readers")
     parser.add_argument("--dref-storage", choices=("fsync", "ram"), default="fsync")
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="also write results here")
     parser.add_argument("--no-pysyncobj", action="store_true", help="run the dref side only")
     args = parser.parse_args(argv)
-    if args.seconds <= 0 or args.writers < NODES:
-        parser.error(f"--seconds must be positive and --writers at least {NODES}")
+    try:
+        inflight = [int(n) for n in args.inflight.split(",") if n.strip()]
+    except ValueError:
+        parser.error(f"--inflight: comma-separated integers, not {args.inflight!r}")
+    if args.seconds <= 0 or args.readers < NODES or any(n < NODES for n in inflight):
+        parser.error(f"--seconds must be positive, --readers and --inflight at least {NODES}")
     console = Console(width=max(Console().width, 130))
     have_pso = importlib.util.find_spec("pysyncobj") is not None and not args.no_pysyncobj
     meta: dict[str, Any] = {
@@ -394,13 +434,15 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "dref": dref.__version__,
         "seconds": args.seconds,
-        "writers": args.writers,
+        "inflight": inflight,
+        "readers": args.readers,
         "dref_storage": args.dref_storage,
         "cpus": os.cpu_count(),
     }
     console.print(
         f"Python {meta['python']}, dref {meta['dref']}, {meta['cpus']} CPUs; {NODES} processes "
-        f"per side; {args.writers} writers; {args.seconds:g} s per row; dref storage "
+        f"per side; {inflight} writes in flight; {args.readers} readers; {args.seconds:g} s per "
+        "row; dref storage "
         f"{args.dref_storage}",
         highlight=False,
     )
@@ -413,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
             "dref",
             dref_worker,
             dref_specs(tmp, args.dref_storage),
-            args.writers,
+            inflight,
+            args.readers,
             args.seconds,
             console,
         )
@@ -423,10 +466,19 @@ def main(argv: list[str] | None = None) -> int:
 
             meta["pysyncobj"] = _version("pysyncobj")
             base = run_side(
-                "PySyncObj", worker, pysyncobj_specs(tmp), args.writers, args.seconds, console
+                "PySyncObj",
+                worker,
+                pysyncobj_specs(tmp),
+                inflight,
+                args.readers,
+                args.seconds,
+                console,
             )
     if base is not None:
-        rows = [Row(name, baseline=base.stats[name], subject=s) for name, s in ours.stats.items()]
+        rows = [
+            Row(name, baseline=base.stats[name], subject=s, target=TARGETS.get(name))
+            for name, s in ours.stats.items()
+        ]
         console.print(comparison_table(rows, title=TITLE, baseline=BASELINE, subject=SUBJECT))
     else:
         rows = []

@@ -122,6 +122,8 @@ class RaftCore:
         self._read_ctx = 0
         self._broadcast_append = False
         self._broadcast_heartbeat = False
+        #: A commit moved (or a peer's match did): heartbeat the peers no append tells it.
+        self._commit_news = False
         self._in_ready = False
 
     # ------------------------------------------------------------------ properties
@@ -265,6 +267,7 @@ class RaftCore:
             self._messages
             or self._broadcast_append
             or self._broadcast_heartbeat
+            or self._commit_news
             or self._reads_open
             or self._snapshot_to_install
             or self.log.truncate_from is not None
@@ -614,23 +617,29 @@ class RaftCore:
         if candidate > self.commit and self.log.term_at(candidate) == self.term:
             first_own = not self._committed_own_term()
             self.commit = candidate
-            self._broadcast_heartbeat = True
+            self._commit_news = True
             if first_own:
                 self._reads_open.extend(self._reads_waiting)
                 self._reads_waiting = []
 
     def _flush(self) -> None:
         if self.role is not Role.LEADER:
-            self._broadcast_append = self._broadcast_heartbeat = False
+            self._broadcast_append = self._broadcast_heartbeat = self._commit_news = False
             return
         if self._broadcast_append:
             self._broadcast_append = False
             for peer in self.peers:
                 self._send_append(peer)
         if self._broadcast_heartbeat:
-            self._broadcast_heartbeat = False
+            self._broadcast_heartbeat = self._commit_news = False
             for peer in self.peers:
                 self._send_heartbeat(peer)
+        if self._commit_news:
+            # Only to the peers whose last AppendEntries did not carry the commit they can use.
+            self._commit_news = False
+            for peer, pr in self._progress.items():
+                if min(self.commit, pr.match_seq) > pr.commit_sent:
+                    self._send_heartbeat(peer)
         if self._reads_open:
             ids, self._reads_open = self._reads_open, []
             if not self.peers:
@@ -766,7 +775,7 @@ class RaftCore:
             if pr.acknowledge(msg.match_seq):
                 self._maybe_commit()
                 if min(self.commit, pr.match_seq) > pr.commit_sent:
-                    self._send_heartbeat(msg.sender)  # it holds committed entries to apply
+                    self._commit_news = True  # it holds committed entries to apply
             if pr.state is ReplicationState.PROBE or (
                 pr.state is ReplicationState.SNAPSHOT and pr.match_seq >= pr.snapshot_seq
             ):
