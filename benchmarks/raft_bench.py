@@ -91,8 +91,10 @@ def dref_worker(conn: Connection, spec: dict[str, Any]) -> None:
     # A member stopping while its peers still send logs each refused request with a traceback
     # (ClosedError); the benchmark stops all three at once, so keep that noise out of its output.
     logging.getLogger("dref_raft.transport").addFilter(_not_closed)
+    from dref_raft.cli.event_loop import run
+
     with contextlib.suppress(EOFError, KeyboardInterrupt):
-        asyncio.run(_dref_main(conn, spec))
+        run(_dref_main(conn, spec), spec["event_loop"])
 
 
 def _not_closed(record: logging.LogRecord) -> bool:
@@ -307,7 +309,7 @@ def _free_ports(count: int) -> list[int]:
     return free_ports(count)
 
 
-def dref_specs(tmp: Path, storage: str) -> list[dict[str, Any]]:
+def dref_specs(tmp: Path, storage: str, event_loop: str) -> list[dict[str, Any]]:
     ports = _free_ports(NODES)
     endpoints = ",".join(f"n{i}=127.0.0.1:{p}" for i, p in enumerate(ports))
     specs = []
@@ -320,7 +322,7 @@ def dref_specs(tmp: Path, storage: str) -> list[dict[str, Any]]:
         }
         if storage == "fsync":
             options["storage_dir"] = str(tmp / f"dref-n{i}")
-        specs.append({"index": i, "options": options})
+        specs.append({"index": i, "options": options, "event_loop": event_loop})
     return specs
 
 
@@ -418,6 +420,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--readers", type=int, default=64, help="concurrent readers")
     parser.add_argument("--dref-storage", choices=("fsync", "ram"), default="fsync")
+    parser.add_argument(
+        "--event-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="dref nodes' loop (auto: uvloop when installed, as `dref raft node`)",
+    )
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="also write results here")
     parser.add_argument("--no-pysyncobj", action="store_true", help="run the dref side only")
     args = parser.parse_args(argv)
@@ -437,13 +445,14 @@ def main(argv: list[str] | None = None) -> int:
         "inflight": inflight,
         "readers": args.readers,
         "dref_storage": args.dref_storage,
+        "event_loop": _loop_name(args.event_loop),
         "cpus": os.cpu_count(),
     }
     console.print(
         f"Python {meta['python']}, dref {meta['dref']}, {meta['cpus']} CPUs; {NODES} processes "
         f"per side; {inflight} writes in flight; {args.readers} readers; {args.seconds:g} s per "
         "row; dref storage "
-        f"{args.dref_storage}",
+        f"{args.dref_storage}; dref event loop {meta['event_loop']}",
         highlight=False,
     )
     if not have_pso:
@@ -454,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         ours = run_side(
             "dref",
             dref_worker,
-            dref_specs(tmp, args.dref_storage),
+            dref_specs(tmp, args.dref_storage, args.event_loop),
             inflight,
             args.readers,
             args.seconds,
@@ -496,6 +505,13 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(data, indent=2) + "\n")
         console.print(f"results written to {args.json}")
     return 0
+
+
+def _loop_name(choice: str) -> str:
+    """The loop the dref nodes really run (`auto` resolved)."""
+    from dref_raft.cli.event_loop import loop_factory
+
+    return "asyncio" if loop_factory(choice) is None else "uvloop"  # type: ignore[arg-type]
 
 
 def _version(dist: str) -> str | None:
