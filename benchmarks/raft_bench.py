@@ -142,8 +142,9 @@ async def _dref_run(
     counts = [0] * tasks
     latencies: list[list[int]] = [[] for _ in range(tasks)]
     reader = ctx.ref("bench:read", type=int)
-    if kind == "read":
+    if kind != "write":
         await reader.set_if_not_exist(0)
+    consistency = "session" if kind == "session_read" else None
 
     async def loop(i: int) -> None:
         ref = ctx.ref(f"bench:w{index}:{i}", type=int) if kind == "write" else reader
@@ -155,7 +156,7 @@ async def _dref_run(
             if kind == "write":
                 await ref.set(n)
             else:
-                await ref.get()
+                await ref.get(consistency=consistency)
             t1 = clock()
             n += 1
             if now >= start:
@@ -349,8 +350,17 @@ def spread(count: int) -> list[int]:
     return [count // NODES + (1 if i < count % NODES else 0) for i in range(NODES)]
 
 
+SESSION_ROW = "session readers"
+"""dref only: `ref.get(consistency="session")`, served by each member from its own state."""
+
+
 def measure_side(
-    cluster: Cluster, inflight: list[int], readers: int, seconds: float, console: Console
+    cluster: Cluster,
+    inflight: list[int],
+    readers: int,
+    seconds: float,
+    console: Console,
+    session: bool = False,
 ) -> SideResult:
     stats: dict[str, Stats] = {}
     leader = cluster.leader()
@@ -364,6 +374,8 @@ def measure_side(
         *((f"{n} writers", "write", spread(n)) for n in inflight),
         (f"{readers} readers", "read", spread(readers)),
     ]
+    if session:
+        phases.append((f"{readers} {SESSION_ROW}", "session_read", spread(readers)))
     for name, kind, placement in phases:
         sample = cluster.run(kind, placement, seconds)
         stats[name] = Stats.of([sample])
@@ -383,11 +395,12 @@ def run_side(
     readers: int,
     seconds: float,
     console: Console,
+    session: bool = False,
 ) -> SideResult:
     cluster = Cluster(name)
     try:
         cluster.start(target, specs)
-        return measure_side(cluster, inflight, readers, seconds, console)
+        return measure_side(cluster, inflight, readers, seconds, console, session)
     finally:
         cluster.stop()
 
@@ -397,6 +410,18 @@ def failover_text(dref_s: float, base_s: float | None) -> str:
     return (
         f"failover (leader kill -9 → first acknowledged write issued after it): "
         f"{SUBJECT} {dref_s * 1000:.0f} ms, {BASELINE} {base}"
+    )
+
+
+def session_text(stats: dict[str, Stats], readers: int) -> str:
+    """dref's session reads against its own linearizable reads (target: at least 3x)."""
+    session, linear = stats[f"{readers} {SESSION_ROW}"], stats[f"{readers} readers"]
+    ratio = session.ops_per_s / linear.ops_per_s
+    verdict = "pass" if ratio >= 3 else "FAIL"
+    return (
+        f"dref session reads (each member's own state): {ops_text(session.ops_per_s)}/s, p50 "
+        f"{session.p50_ns / 1e3:.0f} µs = {ratio:.1f}x its linearizable reads "
+        f"({verdict} ≥3x)"
     )
 
 
@@ -468,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             args.readers,
             args.seconds,
             console,
+            session=True,
         )
         base: SideResult | None = None
         if have_pso:
@@ -487,12 +513,16 @@ def main(argv: list[str] | None = None) -> int:
         rows = [
             Row(name, baseline=base.stats[name], subject=s, target=TARGETS.get(name))
             for name, s in ours.stats.items()
+            if name in base.stats
         ]
         console.print(comparison_table(rows, title=TITLE, baseline=BASELINE, subject=SUBJECT))
     else:
         rows = []
         console.print(single_side_table(ours.stats))
     console.print(failover_text(ours.failover_s, base.failover_s if base else None))
+    session_ratio = session_text(ours.stats, args.readers)
+    console.print(session_ratio, highlight=False)
+    meta["session_reads"] = session_ratio
     if args.json is not None:
         meta["failover_ms"] = {
             SUBJECT: round(ours.failover_s * 1000, 1),
