@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
-from dref_raft.apply import ReadyApplier, StoreWriter
+from dref_raft.apply import TRUNCATE_LOG_EVERY, ReadyApplier, StoreWriter
 from dref_raft.commands import SetElement
 from dref_raft.core import (
     AppendEntries,
@@ -19,8 +20,10 @@ from dref_raft.core import (
     VoteResponse,
 )
 from dref_raft.core.types import Entry, HardState
+from dref_raft.fsm import StateMachine
 from dref_raft.simulation.harness import Harness
 from dref_raft.storage import open_stores
+from dref_raft.storage.recovery import boot
 
 IDS = ["a", "b", "c"]
 
@@ -162,3 +165,31 @@ def test_a_batch_with_a_commit_costs_one_fsync(
     contents = stores.command_log.load()
     assert contents.commit_seq == 11
     assert [r.seq for r in contents.records] == list(range(1, 12))
+
+
+def test_own_snapshots_truncate_the_log_file_every_few_and_boot_skips_covered_entries(
+    tmp_path: Path,
+) -> None:
+    stores = open_stores(tmp_path)
+    machine = StateMachine()
+    writer = StoreWriter(stores, term=1, vote="a", commit=0)
+    seq = 0
+    for round_ in range(1, TRUNCATE_LOG_EVERY + 1):
+        batch = []
+        for _ in range(5):
+            seq += 1
+            batch.append(Entry(seq, 1, _set(seq)))
+            machine.apply(batch[-1].command)
+        writer.persist(Ready(entries=tuple(batch), hard_state=HardState(1, "a", seq)))
+        writer.save_snapshot(dataclasses.replace(machine.snapshot(seq), last_term=1))
+        records = [r.seq for r in stores.command_log.load().records]
+        if round_ < TRUNCATE_LOG_EVERY:
+            assert records == list(range(1, seq + 1))  # covered entries stay in the file
+            booted, state = boot(stores)
+            assert booted.snapshot(seq) == machine.snapshot(seq)
+            assert state.commit == seq
+        else:
+            assert records == []
+    booted, state = boot(stores)
+    assert booted.snapshot(seq) == machine.snapshot(seq)
+    assert state.commit == seq

@@ -48,11 +48,21 @@ from dref_raft.fsm import ApplyResult, Changed, ClusterSnapshot, StateMachine
 from dref_raft.storage import LogRecord, Stores, VoterState
 from dref_raft.wire.commands import encode_command
 
-__all__ = ["SEND_BEFORE_PERSIST", "ReadyApplier", "ReadyEffects", "StoreWriter"]
+__all__ = [
+    "SEND_BEFORE_PERSIST",
+    "TRUNCATE_LOG_EVERY",
+    "ReadyApplier",
+    "ReadyEffects",
+    "StoreWriter",
+]
 
 #: What only a leader sends, and may send before its own persist finishes (step 0): none of
 #: them promises anything about the sender's disk.
 SEND_BEFORE_PERSIST = (AppendEntries, Heartbeat, InstallSnapshot, ReadIndex)
+#: A node's own snapshots drop the log entries they cover from the log file every this many
+#: snapshots only: that rewrite reads and re-writes the whole file (three fsyncs) while the
+#: driver waits; entries a saved snapshot covers are skipped on boot.
+TRUNCATE_LOG_EVERY = 4
 
 
 class ReadyEffects(Protocol):
@@ -88,6 +98,7 @@ class StoreWriter:
         self.stores = stores
         self._saved_voter = (term, vote)
         self._saved_commit = commit
+        self._snapshots_saved = 0
 
     def persist(self, ready: Ready) -> None:
         """Save `ready`'s snapshot, truncation, entries and hard state, in that order.
@@ -139,14 +150,17 @@ class StoreWriter:
         return hard is not None and (hard.term, hard.vote) != self._saved_voter
 
     def save_snapshot(self, data: ClusterSnapshot) -> int:
-        """Save a snapshot the node took itself and drop the log entries it covers; the bytes
-        of the snapshot file (0 without stores)."""
+        """Save a snapshot the node took itself, and every `TRUNCATE_LOG_EVERY` snapshots drop
+        the log entries it covers from the file; the bytes of the snapshot file (0 without
+        stores)."""
         stores = self.stores
         if stores is None:
             return 0
         size = stores.snapshot.save(data)
-        stores.command_log.truncate_through(data.last_seq)
-        stores.command_log.set_commit_seq(self._saved_commit)
+        self._snapshots_saved += 1
+        if self._snapshots_saved % TRUNCATE_LOG_EVERY == 0:
+            stores.command_log.truncate_through(data.last_seq)
+            stores.command_log.set_commit_seq(self._saved_commit)
         return size
 
 
