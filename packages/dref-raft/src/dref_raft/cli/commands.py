@@ -201,6 +201,17 @@ def raft() -> None:
 @click.option("--heartbeat-interval", type=float, help="Leader heartbeat, seconds.")
 @click.option("--election-timeout", type=float, help="Election timeout, seconds.")
 @click.option(
+    "--read-mode",
+    type=click.Choice(["read_index", "lease"]),
+    help="Linearizable reads: read_index (a majority round) or lease (relies on clocks; "
+    "docs/raft.md#read-modes) [read_index].",
+)
+@click.option(
+    "--max-clock-drift",
+    type=float,
+    help="Lease reads: clock drift bound over one election timeout, seconds [0.1].",
+)
+@click.option(
     "--status-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Keep a JSON status (role, term, commit, applied, leader) in this file.",

@@ -61,6 +61,8 @@ class _ReadBatch:
     seq: int
     request_ids: list[int]
     acks: set[str] = field(default_factory=set)
+    #: The leader's tick count when the round was sent (where a lease it confirms starts).
+    sent_at: int = 0
 
 
 def command_size(command: Command) -> int:
@@ -106,6 +108,12 @@ class RaftCore:
         self._randomized_timeout = 0
         #: Ticks left during which this node does not start elections (after `step_down`).
         self._campaign_hold = 0
+        #: Ticks so far, and the tick from which a majority-confirmed lease runs (-1: none).
+        self._now = 0
+        self._lease_from = -1
+        #: Lease reads: a (re)started node grants no vote for one election timeout, as if it
+        #: had just heard from a leader (it may have, before it stopped).
+        self._vote_hold = self.config.election_ticks if self.config.lease_ticks else 0
         self._randomize_timeout()
         self._votes: dict[str, bool] = {}
         self._progress: dict[str, Progress] = {}
@@ -154,6 +162,9 @@ class RaftCore:
     def tick(self) -> None:
         """Advance logical time by one tick."""
         self._check_not_in_ready()
+        self._now += 1
+        if self._vote_hold > 0:
+            self._vote_hold -= 1
         if self.role is Role.LEADER:
             self._tick_leader()
         elif self._campaign_hold > 0:
@@ -201,7 +212,9 @@ class RaftCore:
         self._check_not_in_ready()
         if self.role is not Role.LEADER:
             return NotLeader(self.leader_id)
-        if self._committed_own_term():
+        if self._committed_own_term() and self._lease_valid():
+            self._reads_ready.append(ReadState(request_id, self.commit))
+        elif self._committed_own_term():
             self._reads_open.append(request_id)
         else:
             self._reads_waiting.append(request_id)
@@ -338,9 +351,18 @@ class RaftCore:
         )
 
     def _in_lease(self) -> bool:
+        if self._vote_hold > 0:
+            return True
         return self.leader_id is not None and self._election_elapsed < self.config.election_ticks
 
+    def _lease_valid(self) -> bool:
+        """Lease reads: a majority confirmed a round sent less than `lease_ticks` ago, so no
+        other leader can have been elected since (they refuse votes for `election_ticks`)."""
+        lease = self.config.lease_ticks
+        return lease > 0 and self._lease_from >= 0 and self._now - self._lease_from < lease
+
     def _become_follower(self, term: int, leader: str | None) -> None:
+        self._lease_from = -1
         if term > self.term:
             self.term = term
             self.vote = None
@@ -397,6 +419,7 @@ class RaftCore:
         next_seq = self.log.last_seq + 1
         self._progress = {p: Progress(next_seq, recent_active=True) for p in self.peers}
         self._read_batches = {}
+        self._lease_from = -1
         # The term-start marker: committing it commits every earlier entry (Raft §5.4.2)
         # and makes the terms of stored entries recoverable (restore_entries).
         self.log.append([Entry(next_seq, self.term, StartNewTerm())])
@@ -646,7 +669,9 @@ class RaftCore:
                 self._reads_ready.extend(ReadState(i, self.commit) for i in ids)
             else:
                 self._read_ctx += 1
-                self._read_batches[self._read_ctx] = _ReadBatch(self.commit, ids, {self.id})
+                self._read_batches[self._read_ctx] = _ReadBatch(
+                    self.commit, ids, {self.id}, self._now
+                )
                 for peer in self.peers:
                     self._send(ReadIndex(self.id, peer, self.term, True, self._read_ctx))
 
@@ -681,6 +706,7 @@ class RaftCore:
             for ctx in sorted(c for c in self._read_batches if c <= msg.read_ctx):
                 done = self._read_batches.pop(ctx)
                 self._reads_ready.extend(ReadState(i, done.seq) for i in done.request_ids)
+                self._lease_from = max(self._lease_from, done.sent_at)
 
     def _send_append(self, peer: str) -> None:
         pr = self._progress[peer]

@@ -115,13 +115,23 @@ class NodeConfig:
     reaper_interval: float = 0.2
     max_pending: int = 1024
     change_buffer: int = 1024
+    read_mode: str = "read_index"
+    """`lease`: lease reads, `max_clock_drift` (s) shorter than the election timeout."""
+    max_clock_drift: float = 0.1
 
     def core_config(self) -> CoreConfig:
         heartbeat_ms = max(2, round(self.heartbeat_interval * 1000))
+        tick_ms = max(1, heartbeat_ms // 2)
+        election_ms = max(2 * heartbeat_ms, round(self.election_timeout * 1000))
+        lease_ticks = 0
+        if self.read_mode == "lease":
+            # Whole ticks, minus one: a tick may be a whole period late.
+            lease_ticks = max(1, (election_ms - round(self.max_clock_drift * 1000)) // tick_ms - 1)
         return CoreConfig(
-            tick_ms=max(1, heartbeat_ms // 2),
+            tick_ms=tick_ms,
             heartbeat_interval_ms=heartbeat_ms,
-            election_timeout_ms=max(2 * heartbeat_ms, round(self.election_timeout * 1000)),
+            election_timeout_ms=election_ms,
+            lease_ticks=lease_ticks,
         )
 
 

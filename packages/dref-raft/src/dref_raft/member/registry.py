@@ -128,6 +128,8 @@ class MemberRegistry:
             reaper_interval=settings.reaper_interval,
             max_pending=settings.max_pending,
             change_buffer=change_buffer,
+            read_mode=settings.read_mode,
+            max_clock_drift=settings.max_clock_drift,
         )
         stores = open_stores(settings.storage_dir) if settings.storage_dir is not None else None
         network = self.network() if settings.transport == "memory" else None

@@ -47,6 +47,10 @@ REAP_PERIOD = 40
 NEMESES = ("stale_leader", "figure8", "stale_messages", "crash_in_persist")
 #: Chance that a `Ready` with something to persist crashes its node mid-persist (that nemesis).
 CRASH_IN_PERSIST = 0.01
+#: Lease reads' lease in ticks (election timeout: 10 ticks): node clocks run 3/4 to 5/4 of the
+#: base rate with PreVote, so 10 ticks of the slowest-ticking follower last at least
+#: 10 * 3/5 = 6 ticks of the fastest leader, less one tick of phase.
+LEASE_TICKS = 4
 #: The key of the nemeses' filler writes (no client reads or writes it).
 FILLER_KEY = "_nemesis"
 #: Steps a crashed node waits for a nemesis to restart it (or the faults to end).
@@ -166,11 +170,16 @@ class _Run:
         # partitioned leader keeps leading until it hears of a higher term.
         pre_vote, check_quorum = nem.random() < 0.6, nem.random() < 0.6
         self.stats["pre_vote"], self.stats["check_quorum"] = int(pre_vote), int(check_quorum)
+        # Lease reads in half the seeds that can have them (own generator: the other draws
+        # are unchanged), with a lease that the clocks' skew (below) cannot outrun.
+        lease = pre_vote and check_quorum and random.Random(f"lease/{seed}").random() < 0.5
+        self.stats["lease_reads"] = int(lease)
         core_config = CoreConfig(
             max_batch_entries=rng.choice([1, 4, 64]),
             max_inflight=rng.choice([1, 2, 8]),
             pre_vote=pre_vote,
             check_quorum=check_quorum,
+            lease_ticks=LEASE_TICKS if lease else 0,
         )
         self.nodes = {
             i: SimNode(
