@@ -74,7 +74,7 @@ def test_three_node_seeds() -> None:
     assert 50 < totals["check_quorum"] < 150, totals
     assert totals["stale_leader_episodes"] > 80, totals
     assert totals["reads_at_superseded_leader"] > 15, totals
-    # (5 over these seeds since commits stopped costing a heartbeat each: the schedules moved)
+    # (5 over these seeds since the fsync/heartbeat/lease changes of issue 11 moved the schedules)
     assert totals["writes_at_superseded_leader"] > 3, totals
     assert totals["figure8_old_term_majority"] > 20, totals
     assert totals["figure8_completed"] > 15, totals
