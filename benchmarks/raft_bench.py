@@ -1,14 +1,17 @@
 """dref's Raft (3 member processes, gRPC, fsync'ed storage) against PySyncObj, side by side.
 
-    python benchmarks/raft_bench.py [--seconds 3] [--json out.json] [--writers 64]
+    python benchmarks/raft_bench.py [--seconds 3] [--json out.json] [--inflight 64,1024]
 
 Each side is a 3-node cluster on 127.0.0.1, one process per node, and the load runs inside the
 node processes, spread evenly over the three (22 + 21 + 21 of 64 writers): a writer on a follower
 goes through its node to the leader, as an application embedding the node would. Rows:
 
-- `64 writers`: committed writes/s and latency percentiles; dref `ref.set(i)` on one key per
-  writer, PySyncObj `counter.incr(sync=True)`; both acknowledge once committed and applied;
-- `1 writer (leader)`, `1 writer (follower)`: one writer alone, on the leader or on a follower;
+- `1 writer (leader)`, `1 writer (follower)`: one write in flight, on the leader or on a
+  follower; dref `ref.set(i)`, PySyncObj `counter.incr(sync=True)`; both acknowledge once
+  committed and applied on the writer's node;
+- `64 writers`, `1024 writers` (`--inflight`): that many writes in flight, spread; dref one
+  task per write in flight (one key each), PySyncObj one thread each up to 64 per process and
+  above that callbacks (`incr(callback=…)`, each completion issues the next);
 - `64 readers`: linearizable reads/s; dref `ref.get()` (ReadIndex on the leader), PySyncObj a
   no-op command through the log (it has no ReadIndex; its local reads may be stale);
 - failover: the leader process is killed with SIGKILL while every other node writes in a loop;
@@ -16,6 +19,9 @@ goes through its node to the leader, as an application embedding the node would.
 - the cost of exactly-once writes: the `1 writer` rows measured again, alternating a context
   with sessions (the default) and one with `exactly_once = false`, best of 3 windows each, side
   by side in a table of their own (these replace the `1 writer` rows above).
+
+The `dref÷base` column is PySyncObj's ops/s over dref's (below 1: dref is faster); the target
+column holds issue 11's goals (p50 of one writer, writes at least PySyncObj's).
 
 dref stores every node's files in a temporary directory and fsyncs each batch
 (`--dref-storage ram` keeps them in memory); PySyncObj uses its journal file (mmap'ed, never
@@ -49,6 +55,7 @@ from _common import (
     Row,
     Sample,
     Stats,
+    Target,
     comparison_table,
     max_overhead,
     ops_text,
@@ -73,14 +80,33 @@ FAILOVER_WAIT = 5.0
 """Seconds the survivors keep probing after the kill (a failover taking longer is reported so)."""
 
 
+def _p50_at_most(ms: float) -> Target:
+    return Target(f"p50≤{ms:g} ms", lambda row: row.subject.p50_ns <= ms * 1e6)
+
+
+def _writes_at_least_base() -> Target:
+    return Target("≥base/s", lambda row: row.subject.ops_per_s >= row.baseline.ops_per_s)
+
+
+#: Issue 11's targets, printed with pass/fail beside the numbers (never a test).
+TARGETS: dict[str, Target] = {
+    "1 writer (leader)": _p50_at_most(1.5),
+    "1 writer (follower)": _p50_at_most(3.0),
+    "64 writers": _writes_at_least_base(),
+    "1024 writers": _writes_at_least_base(),
+}
+
+
 # -- the dref node process -------------------------------------------------------------------------
 def dref_worker(conn: Connection, spec: dict[str, Any]) -> None:
     """A dref member (this process runs the node) serving the driver's commands."""
     # A member stopping while its peers still send logs each refused request with a traceback
     # (ClosedError); the benchmark stops all three at once, so keep that noise out of its output.
     logging.getLogger("dref_raft.transport").addFilter(_not_closed)
+    from dref_raft.cli.event_loop import run
+
     with contextlib.suppress(EOFError, KeyboardInterrupt):
-        asyncio.run(_dref_main(conn, spec))
+        run(_dref_main(conn, spec), spec["event_loop"])
 
 
 def _not_closed(record: logging.LogRecord) -> bool:
@@ -133,8 +159,9 @@ async def _dref_run(
     counts = [0] * tasks
     latencies: list[list[int]] = [[] for _ in range(tasks)]
     reader = ctx.ref("bench:read", type=int)
-    if kind == "read":
+    if kind != "write":
         await reader.set_if_not_exist(0)
+    consistency = "session" if kind == "session_read" else None
 
     async def loop(i: int) -> None:
         ref = ctx.ref(f"bench:w{index}:{i}", type=int) if kind == "write" else reader
@@ -146,7 +173,7 @@ async def _dref_run(
             if kind == "write":
                 await ref.set(n)
             else:
-                await ref.get()
+                await ref.get(consistency=consistency)
             t1 = clock()
             n += 1
             if now >= start:
@@ -300,7 +327,7 @@ def _free_ports(count: int) -> list[int]:
     return free_ports(count)
 
 
-def dref_specs(tmp: Path, storage: str) -> list[dict[str, Any]]:
+def dref_specs(tmp: Path, storage: str, event_loop: str) -> list[dict[str, Any]]:
     ports = _free_ports(NODES)
     endpoints = ",".join(f"n{i}=127.0.0.1:{p}" for i, p in enumerate(ports))
     specs = []
@@ -313,7 +340,7 @@ def dref_specs(tmp: Path, storage: str) -> list[dict[str, Any]]:
         }
         if storage == "fsync":
             options["storage_dir"] = str(tmp / f"dref-n{i}")
-        specs.append({"index": i, "options": options})
+        specs.append({"index": i, "options": options, "event_loop": event_loop})
     return specs
 
 
@@ -337,20 +364,37 @@ class SideResult:
     """dref only: the `1 writer` rows from a context without sessions."""
 
 
-def measure_side(cluster: Cluster, writers: int, seconds: float, console: Console) -> SideResult:
-    spread = [writers // NODES + (1 if i < writers % NODES else 0) for i in range(NODES)]
+def spread(count: int) -> list[int]:
+    """`count` tasks spread evenly over the nodes (22 + 21 + 21 of 64)."""
+    return [count // NODES + (1 if i < count % NODES else 0) for i in range(NODES)]
+
+
+SESSION_ROW = "session readers"
+"""dref only: `ref.get(consistency="session")`, served by each member from its own state."""
+
+
+def measure_side(
+    cluster: Cluster,
+    inflight: list[int],
+    readers: int,
+    seconds: float,
+    console: Console,
+    session: bool = False,
+) -> SideResult:
     stats: dict[str, Stats] = {}
     leader = cluster.leader()
     follower = (leader + 1) % NODES
     one_on = {"1 writer (leader)": leader, "1 writer (follower)": follower}
     phases: list[tuple[str, str, list[int]]] = [
-        (f"{writers} writers", "write", spread),
         *(
             (name, "write", [1 if i == node else 0 for i in range(NODES)])
             for name, node in one_on.items()
         ),
-        (f"{writers} readers", "read", spread),
+        *((f"{n} writers", "write", spread(n)) for n in inflight),
+        (f"{readers} readers", "read", spread(readers)),
     ]
+    if session:
+        phases.append((f"{readers} {SESSION_ROW}", "session_read", spread(readers)))
     for name, kind, placement in phases:
         sample = cluster.run(kind, placement, seconds)
         stats[name] = Stats.of([sample])
@@ -383,14 +427,16 @@ def run_side(
     name: str,
     target: Callable[[Connection, dict[str, Any]], None],
     specs: list[Any],
-    writers: int,
+    inflight: list[int],
+    readers: int,
     seconds: float,
     console: Console,
+    session: bool = False,
 ) -> SideResult:
     cluster = Cluster(name)
     try:
         cluster.start(target, specs)
-        return measure_side(cluster, writers, seconds, console)
+        return measure_side(cluster, inflight, readers, seconds, console, session)
     finally:
         cluster.stop()
 
@@ -400,6 +446,18 @@ def failover_text(dref_s: float, base_s: float | None) -> str:
     return (
         f"failover (leader kill -9 → first acknowledged write issued after it): "
         f"{SUBJECT} {dref_s * 1000:.0f} ms, {BASELINE} {base}"
+    )
+
+
+def session_text(stats: dict[str, Stats], readers: int) -> str:
+    """dref's session reads against its own linearizable reads (target: at least 3x)."""
+    session, linear = stats[f"{readers} {SESSION_ROW}"], stats[f"{readers} readers"]
+    ratio = session.ops_per_s / linear.ops_per_s
+    verdict = "pass" if ratio >= 3 else "FAIL"
+    return (
+        f"dref session reads (each member's own state): {ops_text(session.ops_per_s)}/s, p50 "
+        f"{session.p50_ns / 1e3:.0f} µs = {ratio:.1f}x its linearizable reads "
+        f"({verdict} ≥3x)"
     )
 
 
@@ -415,8 +473,20 @@ def single_side_table(stats: dict[str, Stats]) -> Table:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring window per row")
-    parser.add_argument("--writers", type=int, default=64, help="concurrent writers (and readers)")
+    parser.add_argument(
+        "--inflight",
+        default="64,1024",
+        help="comma-separated counts of writes in flight spread over the nodes (besides the "
+        "one-writer rows)",
+    )
+    parser.add_argument("--readers", type=int, default=64, help="concurrent readers")
     parser.add_argument("--dref-storage", choices=("fsync", "ram"), default="fsync")
+    parser.add_argument(
+        "--event-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="dref nodes' loop (auto: uvloop when installed, as `dref raft node`)",
+    )
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="also write results here")
     parser.add_argument("--no-pysyncobj", action="store_true", help="run the dref side only")
     parser.add_argument(
@@ -440,8 +510,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(compare_rows("raft", options, args.baseline, seconds=seconds, rounds=args.rounds))
         return 0
-    if args.seconds <= 0 or args.writers < NODES:
-        parser.error(f"--seconds must be positive and --writers at least {NODES}")
+    try:
+        inflight = [int(n) for n in args.inflight.split(",") if n.strip()]
+    except ValueError:
+        parser.error(f"--inflight: comma-separated integers, not {args.inflight!r}")
+    if args.seconds <= 0 or args.readers < NODES or any(n < NODES for n in inflight):
+        parser.error(f"--seconds must be positive, --readers and --inflight at least {NODES}")
     console = Console(width=max(Console().width, 130))
     have_pso = importlib.util.find_spec("pysyncobj") is not None and not args.no_pysyncobj
     meta: dict[str, Any] = {
@@ -449,14 +523,17 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "dref": dref.__version__,
         "seconds": args.seconds,
-        "writers": args.writers,
+        "inflight": inflight,
+        "readers": args.readers,
         "dref_storage": args.dref_storage,
+        "event_loop": _loop_name(args.event_loop),
         "cpus": os.cpu_count(),
     }
     console.print(
         f"Python {meta['python']}, dref {meta['dref']}, {meta['cpus']} CPUs; {NODES} processes "
-        f"per side; {args.writers} writers; {args.seconds:g} s per row; dref storage "
-        f"{args.dref_storage}",
+        f"per side; {inflight} writes in flight; {args.readers} readers; {args.seconds:g} s per "
+        "row; dref storage "
+        f"{args.dref_storage}; dref event loop {meta['event_loop']}",
         highlight=False,
     )
     if not have_pso:
@@ -467,10 +544,12 @@ def main(argv: list[str] | None = None) -> int:
         ours = run_side(
             "dref",
             dref_worker,
-            dref_specs(tmp, args.dref_storage),
-            args.writers,
+            dref_specs(tmp, args.dref_storage, args.event_loop),
+            inflight,
+            args.readers,
             args.seconds,
             console,
+            session=True,
         )
         base: SideResult | None = None
         if have_pso:
@@ -478,10 +557,20 @@ def main(argv: list[str] | None = None) -> int:
 
             meta["pysyncobj"] = _version("pysyncobj")
             base = run_side(
-                "PySyncObj", worker, pysyncobj_specs(tmp), args.writers, args.seconds, console
+                "PySyncObj",
+                worker,
+                pysyncobj_specs(tmp),
+                inflight,
+                args.readers,
+                args.seconds,
+                console,
             )
     if base is not None:
-        rows = [Row(name, baseline=base.stats[name], subject=s) for name, s in ours.stats.items()]
+        rows = [
+            Row(name, baseline=base.stats[name], subject=s, target=TARGETS.get(name))
+            for name, s in ours.stats.items()
+            if name in base.stats
+        ]
         console.print(comparison_table(rows, title=TITLE, baseline=BASELINE, subject=SUBJECT))
     else:
         rows = []
@@ -499,6 +588,9 @@ def main(argv: list[str] | None = None) -> int:
             subject="with",
         )
     )
+    session_ratio = session_text(ours.stats, args.readers)
+    console.print(session_ratio, highlight=False)
+    meta["session_reads"] = session_ratio
     if args.json is not None:
         meta["failover_ms"] = {
             SUBJECT: round(ours.failover_s * 1000, 1),
@@ -511,6 +603,13 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(data, indent=2) + "\n")
         console.print(f"results written to {args.json}")
     return 0
+
+
+def _loop_name(choice: str) -> str:
+    """The loop the dref nodes really run (`auto` resolved)."""
+    from dref_raft.cli.event_loop import loop_factory
+
+    return "asyncio" if loop_factory(choice) is None else "uvloop"  # type: ignore[arg-type]
 
 
 def _version(dist: str) -> str | None:

@@ -167,6 +167,24 @@ class BackendConformance:
         with pytest.raises(ElementNotFoundError, match=f"^Element {name} not found$"):
             await ref.get()
 
+    async def test_session_reads_see_the_contexts_own_writes(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        caps = ctx.backend.capabilities
+        ref = ctx.ref(name, type=int)
+        await ref.set(0)
+        if not (caps.session_reads or caps.linearizable):
+            with pytest.raises(UnsupportedOperationError) as exc:
+                await ref.get(consistency="session")
+            assert exc.value.capability == "session_reads"
+            return
+        for i in range(1, 6):
+            await ref.set(i)
+            assert await ref.get(consistency="session") == i
+        await ref.delete()
+        with pytest.raises(ElementNotFoundError):
+            await ref.get(consistency="session")
+
     async def test_make_keeps_an_existing_value(self, ctx: dref.DRefContext, name: str) -> None:
         await ctx.make("first", name)
         ref = await ctx.make("second", name)

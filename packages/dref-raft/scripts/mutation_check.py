@@ -150,6 +150,15 @@ MUTANTS: tuple[Mutant, ...] = (
         "            self.log.append(entries[i:])",
     ),
     Mutant(
+        "ack-before-persist",
+        "durability: append and vote responses leave before the entries or the vote are durable",
+        "apply.py",
+        "SEND_BEFORE_PERSIST = (AppendEntries, Heartbeat, InstallSnapshot, ReadIndex)",
+        "from dref_raft.core import AppendEntriesResponse, VoteResponse\n"
+        "SEND_BEFORE_PERSIST = (AppendEntries, Heartbeat, InstallSnapshot, ReadIndex, "
+        "AppendEntriesResponse, VoteResponse)",
+    ),
+    Mutant(
         "snapshot-keeps-mismatched-suffix",
         "snapshot install: entries after the snapshot are kept though the terms do not match",
         "core/log.py",

@@ -74,7 +74,8 @@ def test_three_node_seeds() -> None:
     assert 50 < totals["check_quorum"] < 150, totals
     assert totals["stale_leader_episodes"] > 80, totals
     assert totals["reads_at_superseded_leader"] > 15, totals
-    assert totals["writes_at_superseded_leader"] > 8, totals
+    # (5 over these seeds since the fsync/heartbeat/lease changes of issue 11 moved the schedules)
+    assert totals["writes_at_superseded_leader"] > 3, totals
     assert totals["figure8_old_term_majority"] > 20, totals
     assert totals["figure8_completed"] > 15, totals
     assert totals["divergent_elections"] > 150, totals
@@ -88,6 +89,8 @@ def test_three_node_seeds() -> None:
     assert totals["membership_remove_learner"] > 10, totals
     assert totals["decommissioned"] > 40, totals
     assert totals["membership_refused"] > 50, totals
+    # Nodes crash between sending a Ready's early messages and persisting it.
+    assert totals["crashes_in_persist"] > 100, totals
 
 
 @pytest.mark.timeout(300)

@@ -22,7 +22,15 @@ from dref.ids import AutoId, ManualId
 from dref.lock import Lock, LockGuard
 from dref.ref import ChangeHandle, ChangeStream, DRef
 from dref.settings import DRefSettings
-from dref.spi import Backend, BackendSpec, BackendStatus, Capabilities, LockGrant, WriteFence
+from dref.spi import (
+    Backend,
+    BackendSpec,
+    BackendStatus,
+    Capabilities,
+    LockGrant,
+    ReadConsistency,
+    WriteFence,
+)
 
 __version__ = "0.1.0"
 
@@ -45,6 +53,7 @@ __all__ = [
     "LockGuard",
     "ManualClock",
     "ManualId",
+    "ReadConsistency",
     "SystemClock",
     "WriteFence",
     "connect",

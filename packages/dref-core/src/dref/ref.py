@@ -18,7 +18,7 @@ from dref.changes import Subscription
 from dref.errors import CodecError, ElementNotFoundError, UnsupportedOperationError
 from dref.lock import LockGuard
 from dref.resources import AsyncResource
-from dref.spi import WriteFence
+from dref.spi import ReadConsistency, WriteFence
 
 if TYPE_CHECKING:
     from dref.codecs import Codec
@@ -75,8 +75,17 @@ class DRef(Generic[T]):
         )
 
     # -- plain operations --------------------------------------------------------------------------
-    async def get(self) -> T:
-        """The current value; `ElementNotFoundError` if it does not exist."""
+    async def get(self, *, consistency: ReadConsistency | None = None) -> T:
+        """The current value; `ElementNotFoundError` if it does not exist.
+
+        `consistency` (docs/concepts.md#read-consistency): None is the backend's own read
+        (linearizable where the backend claims `linearizable`); `"linearizable"` requires it;
+        `"session"` reads at least this context's own writes and earlier reads, served locally
+        where the backend has `session_reads` (a linearizable backend serves it as a
+        linearizable read); `UnsupportedOperationError` when the backend offers neither.
+        """
+        if consistency is not None:
+            return await self._get_with(consistency)
         if metrics.ops is not None:
             return await metrics.ops.measure(self._ctx.settings.backend, "get", self._get())
         # `_get` inlined: this is the hottest path (one check is all that metrics cost when off).
@@ -113,6 +122,33 @@ class DRef(Generic[T]):
                 "or resume its changes from one",
                 capability="revisions",
             )
+
+    async def _get_with(self, consistency: ReadConsistency) -> T:
+        backend = self._backend
+        caps = backend.capabilities
+        if consistency == "session" and caps.session_reads:
+            read = backend.get_session
+        elif consistency in ("session", "linearizable") and caps.linearizable:
+            read = backend.get
+        elif consistency in ("session", "linearizable"):
+            wanted = "session_reads" if consistency == "session" else "linearizable"
+            raise UnsupportedOperationError(
+                f"the {type(backend).__name__} backend cannot serve a {consistency} read of "
+                f"{self._name} (capability {wanted} is off)",
+                capability=wanted,
+            )
+        else:
+            raise ValueError(
+                f"consistency must be None, 'linearizable' or 'session', not {consistency!r}"
+            )
+        if metrics.ops is not None:
+            data = await metrics.ops.measure(self._ctx.settings.backend, "get", read(self._name))
+        else:
+            data = await read(self._name)
+        self._seen = data
+        if data is None:
+            raise ElementNotFoundError(self._name)
+        return self._decode(data)
 
     async def set(
         self, value: T, *, ttl: float | None = None, fence: LockGuard | None = None

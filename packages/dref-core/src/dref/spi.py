@@ -9,6 +9,8 @@ Required: `get`, `set`, `set_if_not_exist`, `delete`, `expire`, `subscribe`, `ac
 Optional, for tools (`dref ls`, `dref status`): `names` (announced by the `names` capability)
 lists the live elements; `status` describes the backend and its servers.
 
+Optional read path: `get_session` (`session_reads`) serves `ref.get(consistency="session")`.
+
 Optional native paths, announced by `capabilities`:
 - `compare_and_set` / `compare_and_swap` (`native_cas`): core's `modify` uses them instead of the
   portable lock protocol.
@@ -34,7 +36,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from dref.changes import ChangeEvent, Subscription
 from dref.clock import Clock
@@ -52,9 +54,14 @@ __all__ = [
     "Capabilities",
     "ChangeEvent",
     "LockGrant",
+    "ReadConsistency",
     "Subscription",
     "WriteFence",
 ]
+
+
+ReadConsistency = Literal["linearizable", "session"]
+"""What `DRef.get(consistency=...)` asks for (docs/concepts.md#read-consistency)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +92,11 @@ class Capabilities:
     fenced_writes: bool = False
     """`fenced_set`, `fenced_compare_and_swap` and `fenced_delete` check the lock's fence (or
     token) atomically with the write and raise `StaleFenceError` instead of writing."""
+    session_reads: bool = False
+    """`get_session(name)` reads at least what this backend instance (one context) wrote or read
+    before, and never goes back in time, but may miss other contexts' latest writes (session
+    consistency: read your writes, monotonic reads); typically served without a network round
+    trip (a Raft member's own state)."""
     fair_updates: bool = False
     """`fair_compare_and_swap` serves contended swaps of one element first come, first served:
     a failed swap takes a place in the element's line, and while anyone waits only the head of
@@ -165,6 +177,14 @@ class Backend(abc.ABC):
     async def aclose(self) -> None:
         """Release connections and tasks; idempotent."""
         return
+
+    # -- optional read path -----------------------------------------------------------------------
+    async def get_session(self, name: str) -> bytes | None:
+        """`get` with session consistency (see `Capabilities.session_reads`)."""
+        raise UnsupportedOperationError(
+            f"{type(self).__name__} has no session reads (no `session_reads` capability)",
+            capability="session_reads",
+        )
 
     # -- optional, for tools ----------------------------------------------------------------------
     def names(self, prefix: str = "") -> AsyncIterator[str]:

@@ -38,6 +38,7 @@ from dref.errors import ClosedError, LockStolenError
 from dref.ids import IdLike, resolve_name
 from dref.lock import Lock, LockGuard
 from dref.ref import ChangeStream, DRef
+from dref.spi import ReadConsistency
 
 __all__ = ["SyncChangeStream", "SyncContext", "SyncLock", "SyncLockGuard", "SyncRef", "connect"]
 
@@ -260,9 +261,10 @@ class SyncRef(Generic[T]):
     def __repr__(self) -> str:
         return f"SyncRef({self.name!r})"
 
-    def get(self) -> T:
-        """The current value; `ElementNotFoundError` if it does not exist."""
-        return self._ctx._run(self._ref.get())
+    def get(self, *, consistency: ReadConsistency | None = None) -> T:
+        """The current value; `ElementNotFoundError` if it does not exist. `consistency`: as
+        `DRef.get` (`"session"`: at least this context's own writes, served locally)."""
+        return self._ctx._run(self._ref.get(consistency=consistency))
 
     def get_with_revision(self) -> tuple[T, int]:
         """`DRef.get_with_revision`: the value and the revision it reflects."""

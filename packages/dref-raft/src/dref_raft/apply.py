@@ -4,12 +4,18 @@ Both the member's asyncio driver (`dref_raft.member.node`) and the simulation
 (`dref_raft.simulation.node`) process every `Ready` of their core through a `ReadyApplier`, so
 the simulation runs exactly the code production runs. The contract (docs/raft-consensus.md):
 
-1. persist (`persist`): the snapshot, the truncation, the entries, the hard state, durably;
-   this is the only step that blocks, and it touches nothing but the stores, so an asyncio
-   driver runs it in a worker thread while the core waits;
+0. (`send_early`) send the leader's replication messages (`SEND_BEFORE_PERSIST`) at once, while
+   its own log write runs (Raft thesis §10.2.1) — only when the `Ready` changes neither term nor
+   vote. Everything else waits for step 1: a response or a vote promises what is durable. The
+   leader's own entries count toward a commit only once persisted: the core counts itself
+   through the seq `advance` marks stable, and no acknowledgement reaches the core before that;
+1. persist (`persist`): the snapshot, the truncation, the entries, the hard state, durably
+   (one fsync per file written; the commit seq rides on the next one, see
+   `StoreWriter.persist`); this is the only step that blocks, and it touches nothing but the
+   stores, so an asyncio driver runs it in a worker thread while the core waits;
 2. (`carry_out`, the rest) install a received snapshot into the state machine; fail the
    proposals a truncation replaced;
-3. send the messages;
+3. send the messages step 0 did not;
 4. apply the committed entries in order (every result is decided by `fsm.StateMachine`);
 5. serve the reads that became safe, fail the dropped ones; report a new role;
 6. advance the core.
@@ -26,12 +32,37 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from dref_raft.commands import StartNewTerm
-from dref_raft.core import Entry, Message, RaftCore, Ready, Snapshot, SoftState
+from dref_raft.core import (
+    AppendEntries,
+    Entry,
+    Heartbeat,
+    InstallSnapshot,
+    Message,
+    RaftCore,
+    ReadIndex,
+    Ready,
+    Snapshot,
+    SoftState,
+)
 from dref_raft.fsm import ApplyResult, Changed, ClusterSnapshot, StateMachine
 from dref_raft.storage import LogRecord, Stores, VoterState
 from dref_raft.wire.commands import encode_command
 
-__all__ = ["ReadyApplier", "ReadyEffects", "StoreWriter"]
+__all__ = [
+    "SEND_BEFORE_PERSIST",
+    "TRUNCATE_LOG_EVERY",
+    "ReadyApplier",
+    "ReadyEffects",
+    "StoreWriter",
+]
+
+#: What only a leader sends, and may send before its own persist finishes (step 0): none of
+#: them promises anything about the sender's disk.
+SEND_BEFORE_PERSIST = (AppendEntries, Heartbeat, InstallSnapshot, ReadIndex)
+#: A node's own snapshots drop the log entries they cover from the log file every this many
+#: snapshots only: that rewrite reads and re-writes the whole file (three fsyncs) while the
+#: driver waits; entries a saved snapshot covers are skipped on boot.
+TRUNCATE_LOG_EVERY = 4
 
 
 class ReadyEffects(Protocol):
@@ -67,11 +98,21 @@ class StoreWriter:
         self.stores = stores
         self._saved_voter = (term, vote)
         self._saved_commit = commit
+        self._snapshots_saved = 0
 
     def persist(self, ready: Ready) -> None:
-        """Save `ready`'s snapshot, truncation, entries and hard state, in that order."""
+        """Save `ready`'s snapshot, truncation, entries and hard state, in that order.
+
+        Each file written is fsync'ed once. The commit seq alone is written without an fsync
+        of its own, after the entries: it becomes durable with the log's next append (or a
+        rewrite), and a crash before that leaves an older commit, which the node learns again
+        from its leader (the commit is knowledge, not a promise: Raft keeps it volatile).
+        """
         stores = self.stores
         if stores is None:
+            hard = ready.hard_state
+            if hard is not None:  # what step 0 compares with
+                self._saved_voter, self._saved_commit = (hard.term, hard.vote), hard.commit
             return
         log = stores.command_log
         rewrote = False
@@ -100,12 +141,18 @@ class StoreWriter:
             self._saved_voter = (hard.term, hard.vote)
         commit = hard.commit if hard is not None else self._saved_commit
         if commit != self._saved_commit or rewrote:
-            log.set_commit_seq(commit)
+            log.set_commit_seq(commit, durable=rewrote)
             self._saved_commit = commit
 
+    def voter_changes(self, ready: Ready) -> bool:
+        """Whether `ready` changes the term or the vote (to be saved by `persist`)."""
+        hard = ready.hard_state
+        return hard is not None and (hard.term, hard.vote) != self._saved_voter
+
     def save_snapshot(self, data: ClusterSnapshot) -> int:
-        """Save a snapshot the node took itself and drop the log entries it covers; the bytes
-        of the snapshot file (0 without stores)."""
+        """Save a snapshot the node took itself, and every `TRUNCATE_LOG_EVERY` snapshots drop
+        the log entries it covers from the file; the bytes of the snapshot file (0 without
+        stores)."""
         stores = self.stores
         if stores is None:
             return 0
@@ -114,10 +161,14 @@ class StoreWriter:
         return size
 
     def drop_log_through(self, seq: int) -> None:
-        """Drop the log entries through `seq`, once a snapshot covering them is saved (not
-        concurrently with `persist`: both write the command log)."""
+        """Once a snapshot covering them is saved: every `TRUNCATE_LOG_EVERY`-th time, drop the
+        log entries through `seq` from the file (a rewrite; not concurrently with `persist`:
+        both write the command log)."""
         stores = self.stores
         if stores is None:
+            return
+        self._snapshots_saved += 1
+        if self._snapshots_saved % TRUNCATE_LOG_EVERY:
             return
         stores.command_log.truncate_through(seq)
         stores.command_log.set_commit_seq(self._saved_commit)
@@ -141,6 +192,9 @@ class ReadyApplier:
         self.effects = effects
         self.snapshot_every = snapshot_every
         self.applies_since_snapshot = 0
+        #: The `Ready` whose (non-empty) early messages `send_early` sent; `carry_out` sends
+        #: only the others.
+        self._sent_early: Ready | None = None
 
     def next_ready(self) -> Ready | None:
         """The core's next `Ready`, or None when it has nothing to do.
@@ -158,10 +212,29 @@ class ReadyApplier:
                 return None
 
     def must_persist(self, ready: Ready) -> bool:
-        """Whether step 1 has anything to write for `ready` (else it can be skipped)."""
+        """Whether step 1 must write durably for `ready` (an fsync: run it in a thread).
+
+        False when there is nothing to write, or only a new commit seq (written without an
+        fsync, a page-cache write that `persist` may do on the driver's thread)."""
         return self.writer.stores is not None and bool(
-            ready.snapshot or ready.entries or ready.hard_state or ready.truncate_from is not None
+            ready.snapshot
+            or ready.entries
+            or ready.truncate_from is not None
+            or self.writer.voter_changes(ready)
         )
+
+    def early_messages(self, ready: Ready) -> tuple[Message, ...]:
+        """The messages of `ready` that step 0 sends before persisting (see the module doc)."""
+        if not ready.messages or self.writer.voter_changes(ready):
+            return ()
+        return tuple(m for m in ready.messages if isinstance(m, SEND_BEFORE_PERSIST))
+
+    def send_early(self, ready: Ready) -> None:
+        """Step 0: send `early_messages(ready)` now; `carry_out` sends the rest."""
+        early = self.early_messages(ready)
+        if early:
+            self._sent_early = ready
+            self.effects.send(early)
 
     def persist(self, ready: Ready) -> None:
         """Step 1 (blocking; safe in a worker thread while the core waits)."""
@@ -176,8 +249,13 @@ class ReadyApplier:
             effects.snapshot_installed(ready.snapshot, changes)
         if ready.truncate_from is not None:
             effects.entries_truncated(ready.truncate_from)
-        if ready.messages:
-            effects.send(ready.messages)
+        messages = ready.messages
+        if self._sent_early is not None:
+            if self._sent_early is ready:
+                messages = tuple(m for m in messages if not isinstance(m, SEND_BEFORE_PERSIST))
+            self._sent_early = None
+        if messages:
+            effects.send(messages)
         for entry in ready.committed:
             result = self.machine.apply(entry.command)
             self.applies_since_snapshot += 1
@@ -192,6 +270,7 @@ class ReadyApplier:
 
     def handle(self, ready: Ready) -> None:
         """The whole contract for one `Ready`, synchronously."""
+        self.send_early(ready)
         self.persist(ready)
         self.carry_out(ready)
 

@@ -203,6 +203,18 @@ class RaftSettings(BaseSettings):
         description="The leader promotes a learner to voter once it is at most this many "
         "entries behind; -1: never automatically.",
     )
+    read_mode: Literal["read_index", "lease"] = Field(
+        "read_index",
+        description="Linearizable reads: read_index (a majority round per batch of reads) or "
+        "lease (the leader answers without a round while its lease holds; relies on clocks, "
+        "docs/raft.md#read-modes).",
+    )
+    max_clock_drift: float = Field(
+        0.1,
+        ge=0,
+        description="Lease reads: how far two members' clocks may drift apart over one "
+        "election timeout (s); the lease is the election timeout minus this.",
+    )
     mixed_cluster: bool = Field(
         False,
         description="Upstream nodes may vote: no dref-only commands (no native CAS, "
@@ -326,6 +338,11 @@ class RaftSettings(BaseSettings):
                 f"heartbeat_interval ({self.heartbeat_interval:g} s)"
             )
         self._check_security()
+        if self.read_mode == "lease" and self.max_clock_drift >= self.election_timeout / 2:
+            raise ValueError(
+                f"read_mode 'lease': max_clock_drift ({self.max_clock_drift:g} s) must be below "
+                f"half the election_timeout ({self.election_timeout:g} s)"
+            )
         if self.discovers:
             self._check_discovery_settings()
             return self

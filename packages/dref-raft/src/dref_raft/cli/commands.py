@@ -36,6 +36,8 @@ from dref.context import connect as dref_connect
 from dref.errors import BackendUnavailableError, DRefError, ElementNotFoundError
 from dref.ref import DRef
 from dref.settings import load_settings
+from dref_raft.cli.event_loop import EVENT_LOOPS, EventLoopName, loop_factory
+from dref_raft.cli.event_loop import run as run_on_loop
 from dref_raft.cli.local_cluster import STATUS_INTERVAL, LocalCluster, NodeStatus, write_status
 from dref_raft.cli.snapshot_commands import snapshot
 from dref_raft.commands import MembersView
@@ -111,12 +113,17 @@ async def _hand_over(node: Any) -> None:
 
 
 def run_member(
-    options: dict[str, Any], *, status_file: Path | None = None, metrics_port: int | None = None
+    options: dict[str, Any],
+    *,
+    status_file: Path | None = None,
+    metrics_port: int | None = None,
+    event_loop: EventLoopName = "auto",
 ) -> int:
     """Run one member from `options` (over `DREF_RAFT_*`) until SIGTERM/SIGINT; exit status.
-    `metrics_port`: serve Prometheus metrics at http://<host>:<port>/metrics."""
+    `metrics_port`: serve Prometheus metrics at http://<host>:<port>/metrics; `event_loop`:
+    see `dref_raft.cli.event_loop`."""
     try:
-        asyncio.run(_serve(options, status_file, metrics_port))
+        run_on_loop(_serve(options, status_file, metrics_port), event_loop)
     except DRefError as exc:
         print(f"dref-raft: {exc}", file=sys.stderr)
         return 2
@@ -280,6 +287,17 @@ def raft() -> None:
 @click.option("--heartbeat-interval", type=float, help="Leader heartbeat, seconds.")
 @click.option("--election-timeout", type=float, help="Election timeout, seconds.")
 @click.option(
+    "--read-mode",
+    type=click.Choice(["read_index", "lease"]),
+    help="Linearizable reads: read_index (a majority round) or lease (relies on clocks; "
+    "docs/raft.md#read-modes) [read_index].",
+)
+@click.option(
+    "--max-clock-drift",
+    type=float,
+    help="Lease reads: clock drift bound over one election timeout, seconds [0.1].",
+)
+@click.option(
     "--status-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Keep a JSON status (role, term, commit, applied, leader) in this file.",
@@ -292,9 +310,20 @@ def raft() -> None:
 )
 @_tls_options
 @_limit_options
+@click.option(
+    "--event-loop",
+    type=click.Choice(EVENT_LOOPS),
+    default="auto",
+    show_default=True,
+    help="auto: uvloop when installed (pip install 'dref-raft[uvloop]'), else asyncio's.",
+)
 @click.option("--log-level", default="WARNING", show_default=True)
 def node(
-    status_file: Path | None, metrics_port: int | None, log_level: str, **options: Any
+    status_file: Path | None,
+    metrics_port: int | None,
+    event_loop: EventLoopName,
+    log_level: str,
+    **options: Any,
 ) -> None:
     """Run one Raft member until SIGTERM or Ctrl-C (same as `python -m dref_raft`)."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr)
@@ -305,8 +334,15 @@ def node(
             raise click.UsageError(
                 "--metrics-port needs prometheus-client: pip install 'dref-raft[metrics]'"
             ) from None
+    if event_loop == "uvloop":
+        try:
+            loop_factory(event_loop)
+        except RuntimeError as exc:
+            raise click.UsageError(str(exc)) from None
     given = {k: v for k, v in options.items() if v is not None}
-    code = run_member(given, status_file=status_file, metrics_port=metrics_port)
+    code = run_member(
+        given, status_file=status_file, metrics_port=metrics_port, event_loop=event_loop
+    )
     if code:
         raise click.exceptions.Exit(code)
 

@@ -34,6 +34,11 @@ class CoreConfig:
     #: The leader promotes a learner to voter once it is at most this many entries behind
     #: (negative: never automatically; docs/raft.md#membership).
     learner_promotion_lag: int = 64
+    #: Lease reads (docs/raft.md#read-modes), 0: off. A leader serves a read at once, without
+    #: a quorum round, for this many of its ticks after sending a ReadIndex round that a
+    #: majority confirmed; it must stay below `election_ticks` by the clock-drift bound. With
+    #: it a (re)started node also grants no vote for `election_ticks`.
+    lease_ticks: int = 0
 
     def __post_init__(self) -> None:
         if self.tick_ms <= 0 or self.heartbeat_interval_ms < self.tick_ms:
@@ -42,6 +47,12 @@ class CoreConfig:
             raise ValueError("election_timeout_ms must be at least twice the heartbeat interval")
         if self.max_batch_entries < 1 or self.max_inflight < 1 or self.max_batch_bytes < 1:
             raise ValueError("batch and in-flight limits must be positive")
+        if self.lease_ticks < 0 or self.lease_ticks >= self.election_ticks:
+            raise ValueError(
+                f"lease_ticks must be 0 (off) or below election_ticks ({self.election_ticks})"
+            )
+        if self.lease_ticks and not (self.check_quorum and self.pre_vote):
+            raise ValueError("lease reads need check_quorum and pre_vote")
 
     @property
     def heartbeat_ticks(self) -> int:

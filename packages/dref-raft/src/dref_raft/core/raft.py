@@ -70,6 +70,8 @@ class _ReadBatch:
     seq: int
     request_ids: list[int]
     acks: set[str] = field(default_factory=set)
+    #: The leader's tick count when the round was sent (where a lease it confirms starts).
+    sent_at: int = 0
 
 
 def command_size(command: Command) -> int:
@@ -118,6 +120,12 @@ class RaftCore:
         self._randomized_timeout = 0
         #: Ticks left during which this node does not start elections (after `step_down`).
         self._campaign_hold = 0
+        #: Ticks so far, and the tick from which a majority-confirmed lease runs (-1: none).
+        self._now = 0
+        self._lease_from = -1
+        #: Lease reads: a (re)started node grants no vote for one election timeout, as if it
+        #: had just heard from a leader (it may have, before it stopped).
+        self._vote_hold = self.config.election_ticks if self.config.lease_ticks else 0
         self._randomize_timeout()
         self._votes: dict[str, bool] = {}
         self._progress: dict[str, Progress] = {}
@@ -141,6 +149,8 @@ class RaftCore:
         self._read_ctx = 0
         self._broadcast_append = False
         self._broadcast_heartbeat = False
+        #: A commit moved (or a peer's match did): heartbeat the peers no append tells it.
+        self._commit_news = False
         self._in_ready = False
         #: Leadership transfer in progress (`transfer_leadership`): the target, the leader
         #: ticks since it started, and whether TimeoutNow went out.
@@ -177,6 +187,9 @@ class RaftCore:
     def tick(self) -> None:
         """Advance logical time by one tick."""
         self._check_not_in_ready()
+        self._now += 1
+        if self._vote_hold > 0:
+            self._vote_hold -= 1
         if self.role is Role.LEADER:
             self._tick_leader()
         elif self._campaign_hold > 0:
@@ -305,7 +318,9 @@ class RaftCore:
         self._check_not_in_ready()
         if self.role is not Role.LEADER:
             return NotLeader(self.leader_id)
-        if self._committed_own_term():
+        if self._committed_own_term() and self._lease_valid():
+            self._reads_ready.append(ReadState(request_id, self.commit))
+        elif self._committed_own_term():
             self._reads_open.append(request_id)
         else:
             self._reads_waiting.append(request_id)
@@ -378,6 +393,7 @@ class RaftCore:
             self._messages
             or self._broadcast_append
             or self._broadcast_heartbeat
+            or self._commit_news
             or self._reads_open
             or self._snapshot_to_install
             or self.log.truncate_from is not None
@@ -514,10 +530,19 @@ class RaftCore:
         )
 
     def _in_lease(self) -> bool:
+        if self._vote_hold > 0:
+            return True
         return self.leader_id is not None and self._election_elapsed < self.config.election_ticks
+
+    def _lease_valid(self) -> bool:
+        """Lease reads: a majority confirmed a round sent less than `lease_ticks` ago, so no
+        other leader can have been elected since (they refuse votes for `election_ticks`)."""
+        lease = self.config.lease_ticks
+        return lease > 0 and self._lease_from >= 0 and self._now - self._lease_from < lease
 
     def _become_follower(self, term: int, leader: str | None) -> None:
         self.transfer_target = None
+        self._lease_from = -1
         if term > self.term:
             self.term = term
             self.vote = None
@@ -579,6 +604,7 @@ class RaftCore:
             p: Progress(next_seq, recent_active=True) for p in (*self.peers, *self.learners)
         }
         self._read_batches = {}
+        self._lease_from = -1
         # The term-start marker: committing it commits every earlier entry (Raft §5.4.2)
         # and makes the terms of stored entries recoverable (restore_entries).
         self.log.append([Entry(next_seq, self.term, StartNewTerm())])
@@ -821,30 +847,38 @@ class RaftCore:
         if candidate > self.commit and self.log.term_at(candidate) == self.term:
             first_own = not self._committed_own_term()
             self.commit = candidate
-            self._broadcast_heartbeat = True
+            self._commit_news = True
             if first_own:
                 self._reads_open.extend(self._reads_waiting)
                 self._reads_waiting = []
 
     def _flush(self) -> None:
         if self.role is not Role.LEADER:
-            self._broadcast_append = self._broadcast_heartbeat = False
+            self._broadcast_append = self._broadcast_heartbeat = self._commit_news = False
             return
         if self._broadcast_append:
             self._broadcast_append = False
             for peer in (*self.peers, *self.learners):
                 self._send_append(peer)
         if self._broadcast_heartbeat:
-            self._broadcast_heartbeat = False
+            self._broadcast_heartbeat = self._commit_news = False
             for peer in (*self.peers, *self.learners):
                 self._send_heartbeat(peer)
+        if self._commit_news:
+            # Only to the peers whose last AppendEntries did not carry the commit they can use.
+            self._commit_news = False
+            for peer, pr in self._progress.items():
+                if min(self.commit, pr.match_seq) > pr.commit_sent:
+                    self._send_heartbeat(peer)
         if self._reads_open:
             ids, self._reads_open = self._reads_open, []
             if not self.peers:
                 self._reads_ready.extend(ReadState(i, self.commit) for i in ids)
             else:
                 self._read_ctx += 1
-                self._read_batches[self._read_ctx] = _ReadBatch(self.commit, ids, {self.id})
+                self._read_batches[self._read_ctx] = _ReadBatch(
+                    self.commit, ids, {self.id}, self._now
+                )
                 for peer in self.peers:
                     self._send(ReadIndex(self.id, peer, self.term, True, self._read_ctx))
 
@@ -879,6 +913,7 @@ class RaftCore:
             for ctx in sorted(c for c in self._read_batches if c <= msg.read_ctx):
                 done = self._read_batches.pop(ctx)
                 self._reads_ready.extend(ReadState(i, done.seq) for i in done.request_ids)
+                self._lease_from = max(self._lease_from, done.sent_at)
 
     def _send_append(self, peer: str) -> None:
         pr = self._progress[peer]
@@ -973,7 +1008,7 @@ class RaftCore:
             if pr.acknowledge(msg.match_seq):
                 self._maybe_commit()
                 if min(self.commit, pr.match_seq) > pr.commit_sent:
-                    self._send_heartbeat(msg.sender)  # it holds committed entries to apply
+                    self._commit_news = True  # it holds committed entries to apply
             if pr.state is ReplicationState.PROBE or (
                 pr.state is ReplicationState.SNAPSHOT and pr.match_seq >= pr.snapshot_seq
             ):

@@ -4,9 +4,10 @@
 this process, joins) a voting member and waits up to `leader_wait` for a leader. Writes are
 proposals: on the leader directly, from a follower forwarded to the leader over `DRefRaft`
 (compare commands over the dref-only `DRefExt/Compare`) with upstream's retry policy bounded by
-`op_timeout`. Reads are linearizable (ReadIndex on the
-leader). Change events come from the member's own state machine: every member sees every
-committed change, in commit order.
+`op_timeout`. Reads are linearizable (ReadIndex on the leader); session reads
+(`ref.get(consistency="session")`) come from this member's own state once it has applied every
+write and read this context saw (docs/raft.md#read-modes). Change events come from the member's
+own state machine: every member sees every committed change, in commit order.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TypeVar
 
 from dref.changes import Subscription
 from dref.clock import Clock
-from dref.errors import ClosedError, ConfigurationError
+from dref.errors import BackendTimeoutError, ClosedError, ConfigurationError
 from dref.settings import DRefSettings
 from dref.spi import Backend, BackendStatus, Capabilities, LockGrant
 from dref_raft.commands import (
@@ -65,6 +66,9 @@ class RaftBackend(CompareOps):
         self.poll_interval = 1.0
         self._change_buffer = change_buffer
         self._closed = False
+        #: The highest seq any operation of this context saw (its write applied, or the state
+        #: its read came from): a session read waits until this member applied it.
+        self._session_seq = 0
         # Compare commands need every voter to be a dref node (upstream would apply them as
         # no-ops); they reach the leader over DRefExt/Compare on either transport.
         native = not self.settings.mixed_cluster
@@ -80,6 +84,7 @@ class RaftBackend(CompareOps):
             expiry_events=True,
             names=True,
             revisions=True,
+            session_reads=True,
         )
         if native and exactly_once:
             self._session = WriteSession()
@@ -104,9 +109,12 @@ class RaftBackend(CompareOps):
 
         async def op(target: str) -> T:
             if target == self.node.id:
-                return await local(self.member.handler)
+                result = await local(self.member.handler)
+                self._session_seq = max(self._session_seq, self.node.applied)
+                return result
             client = self.member.leader_client(target)
             result = await remote(client, max(0.001, deadline - loop.time()))
+            self._session_seq = max(self._session_seq, client.applied_seq)
             # Read your writes in events too: return once this member has applied what the
             # leader had when it answered, so a subscription opened next starts after it.
             await self.node.wait_applied(client.applied_seq, max(0.0, deadline - loop.time()))
@@ -129,6 +137,21 @@ class RaftBackend(CompareOps):
             lambda h: h.get_element(name),
             lambda c, left: c.get_element(name, timeout=left),
         )
+
+    async def get_session(self, name: str) -> bytes | None:
+        """This member's own value once it applied everything this context saw (no round trip
+        when it has, as after every call that returned in time)."""
+        self._check()
+        if self.settings.mixed_cluster:
+            # An upstream leader does not say what it applied: a linearizable read instead.
+            return await self.get(name)
+        node, seq = self.node, self._session_seq
+        if seq > node.applied and not await node.wait_applied(seq, self.settings.op_timeout):
+            raise BackendTimeoutError(
+                f"node {node.id}: session read of {name}: seq {seq} not applied here within "
+                f"{self.settings.op_timeout:g} s (applied {node.applied})"
+            )
+        return node.get_local(name)
 
     async def set(self, name: str, value: bytes, ttl: float | None = None) -> None:
         expire_at = self._expire_at(ttl)

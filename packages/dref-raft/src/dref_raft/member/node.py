@@ -2,10 +2,11 @@
 
 It owns a `RaftCore`, the `StateMachine` and a `ChangeHub`. One driver task ticks the core,
 feeds it queued inputs (received messages, responses, proposals, reads) and hands every `Ready`
-to the one `dref_raft.apply.ReadyApplier` (the contract of docs/raft-consensus.md), running its
-blocking persist step in one thread hop. The node is the applier's `ReadyEffects`: it sends
-requests as fire-and-forget RPC tasks and responses to the waiting handlers, publishes change
-events in commit order, completes proposals and reads, and wakes `wait_applied` callers.
+to the one `dref_raft.apply.ReadyApplier` (the contract of docs/raft-consensus.md): a leader's
+AppendEntries leave first (step 0), then the blocking persist step runs in one thread hop. The
+node is the applier's `ReadyEffects`: it sends requests as fire-and-forget RPC tasks and
+responses to the waiting handlers, publishes change events in commit order, completes
+proposals and reads, and wakes `wait_applied` callers.
 
 Inputs never touch the core between `ready()` and `advance()`: they are queued, and whatever
 arrives during an fsync is handled by the next `Ready` as one batch.
@@ -138,13 +139,23 @@ class NodeConfig:
     joining: bool = False
     """Start without a voter set, to be added by the leader (`dref raft member add`)."""
     learner_promotion_lag: int = 64
+    read_mode: str = "read_index"
+    """`lease`: lease reads, `max_clock_drift` (s) shorter than the election timeout."""
+    max_clock_drift: float = 0.1
 
     def core_config(self) -> CoreConfig:
         heartbeat_ms = max(2, round(self.heartbeat_interval * 1000))
+        tick_ms = max(1, heartbeat_ms // 2)
+        election_ms = max(2 * heartbeat_ms, round(self.election_timeout * 1000))
+        lease_ticks = 0
+        if self.read_mode == "lease":
+            # Whole ticks, minus one: a tick may be a whole period late.
+            lease_ticks = max(1, (election_ms - round(self.max_clock_drift * 1000)) // tick_ms - 1)
         return CoreConfig(
-            tick_ms=max(1, heartbeat_ms // 2),
+            tick_ms=tick_ms,
             heartbeat_interval_ms=heartbeat_ms,
-            election_timeout_ms=max(2 * heartbeat_ms, round(self.election_timeout * 1000)),
+            election_timeout_ms=election_ms,
+            lease_ticks=lease_ticks,
             learner_promotion_lag=self.learner_promotion_lag,
         )
 
@@ -709,8 +720,11 @@ class RaftNode:
                     self._inputs.popleft()()
                 applier = self._applier
                 while (ready := applier.next_ready()) is not None:
+                    applier.send_early(ready)
                     if applier.must_persist(ready):
                         await asyncio.to_thread(applier.persist, ready)
+                    else:
+                        applier.persist(ready)  # at most a commit seq: no fsync
                     applier.carry_out(ready)
                     self._wake_applied()
                 self._fail_unanswered()

@@ -152,6 +152,8 @@ class MemberRegistry:
             address=settings.address,
             joining=settings.join,
             learner_promotion_lag=settings.learner_promotion_lag,
+            read_mode=settings.read_mode,
+            max_clock_drift=settings.max_clock_drift,
         )
         stores = open_stores(settings.storage_dir) if settings.storage_dir is not None else None
         network = self.network() if settings.transport == "memory" else None

@@ -25,6 +25,7 @@ NEMESIS_STATS = (
     "figure8_completed",
     "divergent_elections",
     "replays",
+    "crashes_in_persist",
     "stale_term_deliveries",
     "crashes",
     "nemesis_crashes",

@@ -87,16 +87,28 @@ class SimNode:
         """Whether the node is running."""
         return self.core is not None
 
-    def drain(self, outbox: list[Message]) -> None:
-        """Carry out every `Ready` (the messages go to `outbox`), taking snapshots as due."""
+    def drain(
+        self, outbox: list[Message], crash_in_persist: Callable[[Ready], bool] | None = None
+    ) -> bool:
+        """Carry out every `Ready` (the messages go to `outbox`), taking snapshots as due.
+
+        `crash_in_persist(ready)` True crashes the node after step 0 (its early messages are
+        out) and before its persist of `ready`: False is returned, the node is down.
+        """
         core, applier = self.core, self._applier
         assert core is not None
         assert applier is not None
         self._outbox = outbox
         while (ready := applier.next_ready()) is not None:
-            applier.persist(ready)
+            applier.send_early(ready)
             if ready.entries:
                 self.invariants.check_entries(core, ready.entries)
+            if crash_in_persist is not None and crash_in_persist(ready):
+                if core.role is Role.LEADER:
+                    self.invariants.check_leader(core)  # its early messages name it leader
+                self.crash()
+                return False
+            applier.persist(ready)
             applier.carry_out(ready)
             if self.trace is not None:
                 self._trace(ready)
@@ -107,6 +119,7 @@ class SimNode:
             snapshot = applier.compact_due()
             if snapshot is not None:
                 applier.writer.save_snapshot(snapshot)
+        return True
 
     # ---------------------------------------------------------------- ReadyEffects
 

@@ -17,7 +17,7 @@ from dref_raft.commands import (
     SetElement,
     SetIfNotExist,
 )
-from dref_raft.core import CoreConfig, Entry, Message, Proposed, RaftCore, Role
+from dref_raft.core import CoreConfig, Entry, Message, Proposed, RaftCore, Ready, Role
 from dref_raft.errors import MissingSimulationDependency
 from dref_raft.fsm import ApplyResult
 from dref_raft.simulation.clients import OP_TIMEOUT, LockClient, RecordedOp, SimClient
@@ -45,9 +45,17 @@ REAP_PERIOD = 40
 #: replays messages (InstallSnapshot more often) hundreds of steps later, across terms;
 #: `membership` adds fresh nodes as learners, promotes them and removes voters (the leader
 #: too), one change at a time, between 3 and 5 voters.
-NEMESES = ("stale_leader", "figure8", "stale_messages", "membership")
+#: `crash_in_persist` (drawn on its own generator, so the others' draws are unchanged) crashes
+#: a node now and then between sending a `Ready`'s early messages and persisting it.
+NEMESES = ("stale_leader", "figure8", "stale_messages", "membership", "crash_in_persist")
 #: Voters the membership nemesis keeps (it never removes below, nor adds above).
 MIN_VOTERS, MAX_MEMBERS = 3, 5
+#: Chance that a `Ready` with something to persist crashes its node mid-persist (that nemesis).
+CRASH_IN_PERSIST = 0.01
+#: Lease reads' lease in ticks (election timeout: 10 ticks): node clocks run 3/4 to 5/4 of the
+#: base rate with PreVote, so 10 ticks of the slowest-ticking follower last at least
+#: 10 * 3/5 = 6 ticks of the fastest leader, less one tick of phase.
+LEASE_TICKS = 4
 #: The key of the nemeses' filler writes (no client reads or writes it).
 FILLER_KEY = "_nemesis"
 #: Steps a crashed node waits for a nemesis to restart it (or the faults to end).
@@ -142,7 +150,10 @@ class _Run:
         unknown = set(cfg.nemeses or ()) - set(NEMESES)
         if unknown:
             raise ValueError(f"SimConfig: unknown nemeses {sorted(unknown)}")
-        picked = [n for n in NEMESES if nem.random() < 0.5]
+        picked = [n for n in NEMESES[:3] if nem.random() < 0.5]
+        self.persist_rng = random.Random(f"persist/{seed}")
+        if self.persist_rng.random() < 0.5:
+            picked.append("crash_in_persist")
         self.nemeses = frozenset(picked if cfg.nemeses is None else cfg.nemeses)
         for name in sorted(self.nemeses):
             self.stats[f"nemesis_{name}"] = 1
@@ -166,6 +177,10 @@ class _Run:
         self.stats["pre_vote"], self.stats["check_quorum"] = int(pre_vote), int(check_quorum)
         members = "membership" in self.nemeses
         self.member_rng = random.Random(f"membership/{seed}")
+        # Lease reads in half the seeds that can have them (own generator: the other draws
+        # are unchanged), with a lease that the clocks' skew (below) cannot outrun.
+        lease = pre_vote and check_quorum and random.Random(f"lease/{seed}").random() < 0.5
+        self.stats["lease_reads"] = int(lease)
         core_config = CoreConfig(
             max_batch_entries=rng.choice([1, 4, 64]),
             max_inflight=rng.choice([1, 2, 8]),
@@ -173,6 +188,7 @@ class _Run:
             check_quorum=check_quorum,
             # membership runs: automatic promotion, or the nemesis promotes (-1)
             learner_promotion_lag=self.member_rng.choice([-1, 0, 8]) if members else 64,
+            lease_ticks=LEASE_TICKS if lease else 0,
         )
         self.core_config = core_config
         #: Nodes removed from the configuration (stopped for good once that committed), and
@@ -634,7 +650,11 @@ class _Run:
 
     def drain(self, node_id: str) -> None:
         node = self.nodes[node_id]
-        node.drain(self.outbox)
+        if not node.drain(self.outbox, self._crash_in_persist):
+            self.restart_at[node_id] = self.now + self.persist_rng.randint(10, 400)
+            self.trace(f"crash {node_id} in persist (its early messages are out)")
+            self.count("crashes_in_persist")
+            return
         core = _core(node)
         self.invariants.check_node(core)
         if core.log.base_seq != self.bases.get(node_id):
@@ -645,6 +665,15 @@ class _Run:
             self.max_leader_term = max(self.max_leader_term, core.term)
             if self.diverges(core):
                 self.count("divergent_elections")
+
+    def _crash_in_persist(self, ready: Ready) -> bool:
+        return (
+            self.net.faulty
+            and self.episode is None
+            and "crash_in_persist" in self.nemeses
+            and bool(ready.entries or ready.hard_state)
+            and self.persist_rng.random() < CRASH_IN_PERSIST
+        )
 
     def diverges(self, leader: RaftCore) -> bool:
         """Whether an up node holds an uncommitted entry that the new leader does not."""

@@ -152,8 +152,8 @@ class CommandLogStorage(Protocol):
         """Records with `from_seq <= seq <= to_seq` (no upper bound when None), ascending."""
         ...
 
-    def set_commit_seq(self, seq: int) -> None:
-        """Overwrite the header's commit_seq in place, durably."""
+    def set_commit_seq(self, seq: int, *, durable: bool = True) -> None:
+        """Overwrite the header's commit_seq in place, durably unless `durable` is False."""
         ...
 
     def truncate_through(self, seq: int) -> None:
@@ -201,15 +201,18 @@ class _CommandLogStoreBase:
             if r.seq >= from_seq and (to_seq is None or r.seq <= to_seq)
         ]
 
-    def set_commit_seq(self, seq: int) -> None:
-        """Overwrite the header's commit_seq in place and fsync."""
+    def set_commit_seq(self, seq: int, *, durable: bool = True) -> None:
+        """Overwrite the header's commit_seq in place and fsync (`durable=False`: no fsync of its
+        own; it becomes durable with the next append's. The commit is knowledge a node can
+        learn again from its leader, so an older one after a crash is safe, as long as it never
+        names entries that are not durable: write it after the entries' append.)"""
         header = encode_log_header(seq)
         if self._end is None and self._medium.read() is None:
             self._medium.replace(header)
             self._end = LOG_HEADER_SIZE
             return
         self._append_offset()  # validates the existing file first
-        self._medium.write_at(COMMIT_SEQ_OFFSET, header[COMMIT_SEQ_OFFSET:])
+        self._medium.write_at(COMMIT_SEQ_OFFSET, header[COMMIT_SEQ_OFFSET:], sync=durable)
 
     def truncate_through(self, seq: int) -> None:
         """Drop records with seq <= `seq`, set commit to min(commit, seq); atomic rewrite."""

@@ -4,7 +4,8 @@ File durability (docs/protocol.md#storage-common, plus the directory fsync upstr
 
 * `replace` writes `<name>.tmp`, fsyncs it, renames it over `<name>`, then fsyncs the directory,
   so after a crash the file holds either the old or the new bytes, and the rename survives;
-* `write_at` and `append_at` change the file in place and fsync before they return.
+* `append_at` changes the file in place and fsyncs before it returns; so does `write_at`, unless
+  called with `sync=False` (the bytes then become durable with the file's next fsync).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ class Medium(Protocol):
         """Atomically replace the whole content (creating it if needed)."""
         ...
 
-    def write_at(self, offset: int, data: bytes) -> None:
-        """Overwrite bytes in place at `offset` (inside the existing content)."""
+    def write_at(self, offset: int, data: bytes, *, sync: bool = True) -> None:
+        """Overwrite bytes in place at `offset` (inside the existing content); durably unless
+        `sync` is False."""
         ...
 
     def append_at(self, offset: int, data: bytes) -> None:
@@ -70,12 +72,13 @@ class FileMedium:
         os.replace(tmp, self.path)
         _fsync_directory(self.path.parent)
 
-    def write_at(self, offset: int, data: bytes) -> None:
+    def write_at(self, offset: int, data: bytes, *, sync: bool = True) -> None:
         with open(self.path, "r+b") as f:
             f.seek(offset)
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
 
     def append_at(self, offset: int, data: bytes) -> None:
         with open(self.path, "r+b") as f:
@@ -109,7 +112,7 @@ class MemoryMedium:
     def replace(self, data: bytes) -> None:
         self.data = bytes(data)
 
-    def write_at(self, offset: int, data: bytes) -> None:
+    def write_at(self, offset: int, data: bytes, *, sync: bool = True) -> None:
         current = self._existing()
         if offset + len(data) > len(current):
             raise ValueError("write_at must stay inside the existing content")
