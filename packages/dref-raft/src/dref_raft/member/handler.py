@@ -66,6 +66,24 @@ class NodeClientHandler:
                     f"element value is {len(value)} bytes, above max_value_bytes ({limit})"
                 )
 
+    def _check_command_sizes(self, command: Command) -> None:
+        """`_check_sizes` of what a `DRefExt/Compare` request writes (a session's write too)."""
+        match command:
+            case SessionCommand():
+                self._check_command_sizes(command.command)
+            case SetElement() | SetIfNotExist():
+                self._check_sizes((command.name,), (command.value,))
+            case DeleteElement() | ExpireElement():
+                self._check_sizes((command.name,))
+            case CompareAndSet():
+                self._check_sizes((command.name,), (command.expected, command.value))
+            case CompareAndDelete() | CompareAndExpire():
+                self._check_sizes((command.name,), (command.expected,))
+            case FencedWrite():
+                expected = command.expected if command.condition == FENCE_COMPARE else None
+                values = (command.token, command.value, expected)
+                self._check_sizes((command.lock, command.name), values)
+
     def _check_leader(self) -> None:
         if not self.node.is_leader:
             leader = self.node.leader_id
@@ -114,15 +132,7 @@ class NodeClientHandler:
         recognised)."""
         if not isinstance(command, COMPARE_REQUESTS):
             raise ConsensusError(f"not a compare command: {type(command).__name__}")
-        match command:
-            case CompareAndSet():
-                self._check_sizes((command.name,), (command.expected, command.value))
-            case CompareAndDelete() | CompareAndExpire():
-                self._check_sizes((command.name,), (command.expected,))
-            case FencedWrite():
-                expected = command.expected if command.condition == FENCE_COMPARE else None
-                values = (command.token, command.value, expected)
-                self._check_sizes((command.lock, command.name), values)
+        self._check_command_sizes(command)
         self._check_leader()
         if not self.node.all_peers_dref():
             message = (
