@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from lost_answers import LosesAnswers
+from redis_lost_answers import LosesAnswers
 from redis_procs import RedisServer
 
 from dref_compat.conformance import BackendConformance

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from lost_answers import lose_next_answer
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis_lost_answers import lose_next_answer
 from redis_procs import RedisServer
 
 from dref.errors import BackendUnavailableError

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from lost_answers import LosesAnswers
 from redis.crc import key_slot
+from redis_lost_answers import LosesAnswers
 from redis_procs import RedisCluster, SentinelGroup
 
 import dref
