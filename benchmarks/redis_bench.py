@@ -1,8 +1,11 @@
 """dref's Redis backend against hand-written redis-py code, side by side on one private server.
 
     python benchmarks/redis_bench.py [--seconds 2] [--json out.json] [--no-plot] [--check]
+        [--exactly-once]
 
-Rows (the baseline is named in the row): `set` and `update` with revisions (the default
+Rows (the baseline is named in the row): `set` and `update` with exactly-once writes (the
+default) against the same with `exactly_once = false` (`--exactly-once`: only these rows);
+`set` and `update` with revisions (the default
 `history`) against the same with `history = 0` (the cost of revisions); `get` against redis-py
 `GET` + msgpack with the same
 number of connections; `update` (dref's native compare-and-set) against a hand-written
@@ -132,6 +135,9 @@ async def side_op(kind: str, url: str, key: str, stack: Any) -> Op:
     if kind.endswith("-no-history"):  # revisions off: writes exactly as upstream
         options["history"] = 0
         kind = kind.removesuffix("-no-history")
+    if kind.endswith("-no-session"):  # exactly-once writes off: no session record
+        options["exactly_once"] = False
+        kind = kind.removesuffix("-no-session")
     ctx: dref.DRefContext = await stack.enter_async_context(connect(url, **options))
     ref: dref.DRef[int] = ctx.ref(key, type=int)
     if kind == "dref-get":
@@ -268,6 +274,25 @@ async def seed(url: str, keys: list[str]) -> None:
     await r.aclose()
 
 
+def exactly_once_rows(url: str, seconds: float, console: Console) -> list[Row]:
+    """The cost of exactly-once writes: uncontended set and update with and without sessions."""
+    asyncio.run(seed(url, ["bench:u1"]))
+
+    def single(kind: str) -> Stats:
+        console.print(f"  {kind} (1 task) …", highlight=False)
+        return Stats.of([asyncio.run(measure_side(kind, url, "bench:u1", 1, seconds))])
+
+    return [
+        Row(
+            f"{op}, 1 task (base: dref with exactly_once = false)",
+            baseline=single(f"{kind}-no-session"),
+            subject=single(kind),
+            target=at_least(0.9),
+        )
+        for op, kind in (("set", "dref-set"), ("update", "dref-update"))
+    ]
+
+
 def run(url: str, seconds: float, console: Console) -> tuple[list[Row], list[Fairness]]:
     rows: list[Row] = []
     asyncio.run(seed(url, ["bench:get", "bench:u1", "bench:u8"]))
@@ -277,6 +302,7 @@ def run(url: str, seconds: float, console: Console) -> tuple[list[Row], list[Fai
         return Stats.of([asyncio.run(measure_side(kind, url, key, tasks, seconds))])
 
     console.print("measuring:")
+    rows.extend(exactly_once_rows(url, seconds, console))
     for tasks in (1, CONNECTIONS):
         rows.append(
             Row(
@@ -389,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
         help="with --fairness: also run a checkout of another commit, alternating rounds",
     )
     parser.add_argument("--rounds", type=int, default=3, help="with --baseline: rounds per side")
+    parser.add_argument(
+        "--exactly-once", action="store_true", help="only the rows of exactly-once writes' cost"
+    )
     args = parser.parse_args(argv)
     if args.fairness:
         from _fairness import compare_rows, fairness_row
@@ -423,7 +452,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{CONNECTIONS} connections per client",
             highlight=False,
         )
-        rows, fairness = run(server.url, args.seconds, console)
+        if args.exactly_once:
+            rows, fairness = exactly_once_rows(server.url, args.seconds, console), []
+        else:
+            rows, fairness = run(server.url, args.seconds, console)
     console.print(comparison_table(rows, title=TITLE, baseline=BASELINE, subject=SUBJECT))
     missed = [row.op for row in rows if row.passed is False]
     for f in fairness:

@@ -124,6 +124,17 @@ class BackendConformance:
     def name(self) -> str:
         return f"conformance:{uuid.uuid4().hex}"
 
+    def lose_next_answer(self, ctx: dref.DRefContext) -> Callable[[], int] | None:
+        """Fault injection for `exactly_once`: make the answer of `ctx`'s next write get lost
+        AFTER the store applied it (as a connection that drops before the reply arrives), and
+        return a function counting the answers lost so far. A test class whose backend claims
+        `exactly_once` and can lose an answer overrides this; a backend that cannot lose one (an
+        in-process store) returns None, and the test then checks the result only."""
+        raise NotImplementedError(
+            f"{type(self).__name__}: the backend claims exactly_once, so the test class must "
+            "implement lose_next_answer(ctx)"
+        )
+
     # -- golden vectors -------------------------------------------------------------------------
     async def test_string_value_bytes_match_upstream(
         self, ctx: dref.DRefContext, name: str
@@ -314,7 +325,26 @@ class BackendConformance:
 
         await eventually(stopped, what="handle done")
 
-    # -- revisions and resumable streams (capability `revisions`) -------------------------------
+    # -- exactly-once writes (capability `exactly_once`) ---------------------------------------
+    async def test_a_write_whose_answer_was_lost_is_applied_once(
+        self, ctx: dref.DRefContext, name: str
+    ) -> None:
+        """The answer of an applied write is lost; the context sends it again (same session and
+        request number) and gets the recorded result: `set_if_not_exist` still reports that it
+        created the element, and an increment is applied exactly once."""
+        if not ctx.backend.capabilities.exactly_once:
+            pytest.skip("backend does not claim exactly_once: a lost answer may apply twice")
+        lost = self.lose_next_answer(ctx)
+        assert await ctx.backend.set_if_not_exist(name, b"\x00")
+        assert lost is None or lost() == 1
+        await ctx.backend.delete(name)
+        ref = await ctx.make(0, name)
+        lost = self.lose_next_answer(ctx)
+        assert await ref.update_and_get(lambda n: n + 1) == 1
+        assert lost is None or lost() == 1
+        assert await ref.get() == 1
+        assert await ref.update_and_get(lambda n: n + 1) == 2
+
     def _revisions(self, ctx: dref.DRefContext) -> None:
         if not ctx.backend.capabilities.revisions:
             pytest.skip("backend does not claim revisions")

@@ -17,3 +17,6 @@ class TestInMemory(BackendConformance):
     @pytest.fixture
     def connect_options(self) -> dict[str, Any]:
         return {"namespace": f"conformance-{uuid.uuid4().hex}", "history": self.revision_history}
+
+    def lose_next_answer(self, ctx: Any) -> None:
+        """An in-process write is applied and answered in one call: no answer can be lost."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from cluster_procs import wait_until
+from raft_lost_answers import LosesAnswers
 
 import dref
 from dref.errors import BackendUnavailableError, ChangeStreamLaggedError
@@ -55,7 +56,7 @@ async def cluster() -> AsyncIterator[list[Member]]:
         local_members.reset_network()
 
 
-class TestRaftClientMemory(BackendConformance):
+class TestRaftClientMemory(LosesAnswers, BackendConformance):
     backend = "raft"
     revision_history = HISTORY
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from cluster_procs import ProcCluster
+from raft_lost_answers import LosesAnswers
 
 import dref
 from dref.errors import DRefError
@@ -34,7 +35,7 @@ def shared_procs() -> Iterator[ProcCluster]:
         yield cluster
 
 
-class TestRaftClientProcs(BackendConformance):
+class TestRaftClientProcs(LosesAnswers, BackendConformance):
     backend = "raft"
     revision_history = HISTORY
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from raft_lost_answers import LosesAnswers
 
 import dref
 from dref_compat.conformance import BackendConformance
@@ -49,7 +50,7 @@ async def memory_cluster() -> AsyncIterator[list[Member]]:
         local_members.reset_network()
 
 
-class TestRaftMemoryCluster(BackendConformance):
+class TestRaftMemoryCluster(LosesAnswers, BackendConformance):
     backend = "raft"
     revision_history = HISTORY
 

@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack
 import pytest
 import pytest_asyncio
 from cluster_procs import ProcCluster, follower_member
+from raft_lost_answers import LosesAnswers
 
 import dref
 from dref_compat.conformance import BackendConformance
@@ -41,7 +42,7 @@ async def shared_member(shared_procs: ProcCluster) -> AsyncIterator[Member]:
         yield member
 
 
-class TestRaftMemberContextsProcs(BackendConformance):
+class TestRaftMemberContextsProcs(LosesAnswers, BackendConformance):
     backend = "raft"
     revision_history = HISTORY
 

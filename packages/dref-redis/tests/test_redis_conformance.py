@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from redis_lost_answers import LosesAnswers
 from redis_procs import RedisServer
 
 from dref_compat.conformance import BackendConformance
 
 
-class TestRedisConformance(BackendConformance):
+class TestRedisConformance(LosesAnswers, BackendConformance):
     """With expired-key events turned on in our private server (`expiry_events`)."""
 
     backend = "redis"
@@ -26,7 +27,7 @@ class TestRedisConformance(BackendConformance):
         }
 
 
-class TestRedisConformanceLockStrategy(BackendConformance):
+class TestRedisConformanceLockStrategy(LosesAnswers, BackendConformance):
     """`modify_strategy = "lock"`: `update` goes through upstream's lock protocol."""
 
     backend = "redis"
@@ -42,7 +43,7 @@ class TestRedisConformanceLockStrategy(BackendConformance):
         }
 
 
-class TestRedisConformanceKeyPrefix(BackendConformance):
+class TestRedisConformanceKeyPrefix(LosesAnswers, BackendConformance):
     backend = "redis"
     revision_history = 256  # the default `history`
 

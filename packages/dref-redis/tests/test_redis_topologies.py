@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from redis.crc import key_slot
+from redis_lost_answers import LosesAnswers
 from redis_procs import RedisCluster, SentinelGroup
 
 import dref
@@ -43,7 +44,7 @@ def cluster() -> Iterator[RedisCluster]:
     nodes.cleanup()
 
 
-class TestSentinelConformance(BackendConformance):
+class TestSentinelConformance(LosesAnswers, BackendConformance):
     backend = "redis"
     revision_history = 256  # the default `history`
 
@@ -52,7 +53,7 @@ class TestSentinelConformance(BackendConformance):
         return sentinel_options(sentinel_group)
 
 
-class TestClusterConformance(BackendConformance):
+class TestClusterConformance(LosesAnswers, BackendConformance):
     backend = "redis"
     revision_history = 256  # the default `history`
 

@@ -107,6 +107,12 @@ class Capabilities:
     `subscribe_since(name, rev)` delivers every change after `rev` (replayed from the backend's
     bounded history) or raises `ChangeStreamLaggedError`. A stream that reconnects resumes from
     its last revision the same way."""
+    exactly_once: bool = False
+    """Every write of a context carries (session, request number) and the store records its
+    result: a write whose answer was lost (connection dropped or timed out after sending) is
+    sent again with the same number until its outcome is known or the operation times out,
+    and the store answers the duplicate with the recorded result instead of applying it twice
+    (docs/guarantees.md)."""
 
 
 @dataclass(frozen=True, slots=True)

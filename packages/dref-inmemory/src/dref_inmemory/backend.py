@@ -80,6 +80,8 @@ class InMemoryBackend(Backend):
         fenced_writes=True,
         fair_updates=True,
         revisions=True,
+        # A write is applied and answered in the same call: its answer cannot be lost.
+        exactly_once=True,
     )
 
     def __init__(self, store: Store, *, default_ttl: float, change_buffer: int) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -201,6 +202,7 @@ class CompareOps(Backend):
         except CompareUnsupportedError:
             logger.warning("the leader does not serve DRefExt: writes are no longer exactly-once")
             self._session = None
+            self.capabilities = dataclasses.replace(self.capabilities, exactly_once=False)
             return None
 
     def _op_timeout(self) -> float:

@@ -13,7 +13,9 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dref import change_payload
 from dref.changes import ChangeHub, Subscription
@@ -26,7 +28,7 @@ from dref.errors import (
     UnsupportedOperationError,
 )
 from dref.spi import Backend, BackendStatus, Capabilities, LockGrant, WriteFence
-from dref_redis import revisions, scripts
+from dref_redis import revisions, scripts, sessions
 from dref_redis.connection import Connections
 from dref_redis.errors import map_error
 from dref_redis.expiry import expired_channel, set_up_expiry_events
@@ -38,6 +40,7 @@ from dref_redis.keys import (
     is_companion,
     lives_key,
     queue_key,
+    session_key,
 )
 from dref_redis.lane import CommandLane, ScriptCommand, pack
 from dref_redis.listener import ChangeListener
@@ -50,6 +53,8 @@ T = TypeVar("T")
 
 _CHANNEL = CHANNEL.encode()
 _WAITER_LIFE_POLLS = 3
+_RESEND_FIRST_DELAY = 0.01
+_RESEND_MAX_DELAY = 0.25
 
 
 class _Script(NamedTuple):
@@ -59,6 +64,8 @@ class _Script(NamedTuple):
     direct: ScriptCommand
     history: bool = False
     """A write recording its change in the element's history (`dref_redis.revisions`)."""
+    session: bool = False
+    """A write recording its result in the session's key (`dref_redis.sessions`)."""
 
 
 def _px(ttl: float | None) -> bytes:
@@ -99,6 +106,7 @@ class RedisBackend(Backend):
             fenced_writes=True,
             fair_updates=settings.modify_strategy == "cas",
             revisions=settings.history > 0,
+            exactly_once=settings.exactly_once,
         )
         self.keys = KeyLayout(settings.key_prefix)
         self.hub = ChangeHub(change_buffer)
@@ -121,6 +129,8 @@ class RedisBackend(Backend):
             else CommandLane(client.connection_pool, keep=settings.max_connections - 1)
         )
         self._history = b"%d" % settings.history
+        self._session = sessions.WriteSession()
+        self._session_idle = _px(settings.session_idle)
         write = self._write_script
         self._set = write(scripts.SET)
         self._set_if_not_exist = write(scripts.SET_IF_NOT_EXIST)
@@ -131,9 +141,9 @@ class RedisBackend(Backend):
         self._fenced_set = write(scripts.FENCED_SET)
         self._fenced_cas = write(scripts.FENCED_COMPARE_AND_SET)
         self._fenced_delete = write(scripts.FENCED_DELETE)
-        self._try_lock = write(scripts.TRY_LOCK)
+        self._try_lock = self._write_script(scripts.TRY_LOCK, session=False)
         self._refresh_lock = self._script(scripts.REFRESH_LOCK)
-        self._release_lock = write(scripts.RELEASE_LOCK)
+        self._release_lock = self._write_script(scripts.RELEASE_LOCK, session=False)
         self._get_with_revision = self._script(revisions.GET_WITH_REVISION)
         self._resync_since_script = self._script(revisions.RESYNC_SINCE)
         self._base_script = self._script(revisions.BASE)
@@ -184,15 +194,20 @@ class RedisBackend(Backend):
         except (RedisError, OSError) as exc:
             raise map_error(exc, where=self._where, what=what, name=name) from exc
 
-    def _script(self, source: str, *, history: bool = False) -> _Script:
+    def _script(self, source: str, *, history: bool = False, session: bool = False) -> _Script:
         routed = self._client.register_script(source)
-        return _Script(routed, ScriptCommand(source, routed.sha), history)
+        return _Script(routed, ScriptCommand(source, routed.sha), history, session)
 
-    def _write_script(self, source: str) -> _Script:
-        """A script that publishes changes: recording them too while revisions are on."""
-        if self.settings.history > 0:
-            return self._script(revisions.with_history(source), history=True)
-        return self._script(source)
+    def _write_script(self, source: str, *, session: bool = True) -> _Script:
+        """A script that publishes changes: recording them too while revisions are on, and its
+        result in the session while exactly-once writes are on (a user write, not a lock's)."""
+        history = self.settings.history > 0
+        if history:
+            source = revisions.with_history(source)
+        session = session and self.settings.exactly_once
+        if session:
+            source = sessions.with_session(source)
+        return self._script(source, history=history, session=session)
 
     async def _run(
         self, script: _Script, what: str, name: str, keys: list[bytes], args: list[bytes]
@@ -200,11 +215,45 @@ class RedisBackend(Backend):
         if script.history:
             keys = [*keys, history_key(keys[0])]
             args = [*args, self._history]
+        if not script.session:
+            return await self._call(what, name, lambda: self._send(script, keys, args))
+        session = self._session
+        request = session.begin()
+        try:
+            keys = [*keys, session_key(keys[0], session.id)]
+            args = [
+                *args,
+                b"%d" % request,
+                b"%d" % session.first_incomplete(),
+                self._session_idle,
+            ]
+            return await self._call(what, name, lambda: self._send_until_known(script, keys, args))
+        finally:
+            session.end(request)
+
+    def _send(self, script: _Script, keys: list[bytes], args: list[bytes]) -> Awaitable[Any]:
+        """Run the script once: through the lane, or routed by redis-py's client in Cluster."""
         lane = self._lane
         if lane is None:
-            return await self._call(what, name, lambda: script.routed(keys=keys, args=args))
-        command = script.direct.call(keys, args)
-        return await self._call(what, name, lambda: lane.run_script(script.direct, command))
+            return script.routed(keys=keys, args=args)
+        return lane.run_script(script.direct, script.direct.call(keys, args))
+
+    async def _send_until_known(self, script: _Script, keys: list[bytes], args: list[bytes]) -> Any:
+        """Send a session write (same request number every time) until its answer arrives:
+        after a connection error or timeout the write may or may not have been applied, and
+        the script answers a repeat with the recorded result. Gives up after `op_timeout`;
+        other errors are not resent."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.settings.op_timeout
+        delay = _RESEND_FIRST_DELAY
+        while True:
+            try:
+                return await self._send(script, keys, args)
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                if self._closed or loop.time() + delay > give_up:
+                    raise
+            await asyncio.sleep(delay)  # back-off before resending to a dropped server
+            delay = min(delay * 2, _RESEND_MAX_DELAY)
 
     async def _command(self, what: str, name: str, command: str, *args: bytes) -> Any:
         """A plain command: through the lane, or routed by redis-py's client in Cluster."""

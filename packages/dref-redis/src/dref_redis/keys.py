@@ -11,6 +11,9 @@
   the time until which they wait). Upstream never reads these keys.
 - With revisions on (`history` > 0), an element's change history is the stream named alike
   with `:dref-rev` (`dref_redis.revisions`).
+- With exactly-once writes on, session `s`'s record of results for element key `k` is the hash
+  named alike with `:dref-session`, then `:<s>` (32 hex digits): `{k}:dref-session:<s>`
+  (`dref_redis.sessions`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = [
     "HISTORY_SUFFIX",
     "LIVES_SUFFIX",
     "QUEUE_SUFFIX",
+    "SESSION_SUFFIX",
     "KeyLayout",
     "fence_key",
     "hash_tag",
@@ -33,6 +37,7 @@ __all__ = [
     "is_companion",
     "lives_key",
     "queue_key",
+    "session_key",
 ]
 
 CHANNEL = "dref-change"
@@ -40,6 +45,8 @@ FENCE_SUFFIX = ":dref-fence"
 QUEUE_SUFFIX = ":dref-queue"
 LIVES_SUFFIX = ":dref-lives"
 HISTORY_SUFFIX = ":dref-rev"
+SESSION_SUFFIX = ":dref-session"
+_SESSION_ID_HEX = 32
 
 
 class KeyLayout:
@@ -93,6 +100,22 @@ def history_key(key: bytes) -> bytes:
     return _companion(key, HISTORY_SUFFIX.encode())
 
 
+def session_key(key: bytes, session: bytes) -> bytes:
+    """The hash of session `session`'s recorded write results on element key `key` (same slot)."""
+    return _companion(key, SESSION_SUFFIX.encode()) + b":" + session
+
+
+def _is_session_key(key: bytes) -> bool:
+    base, sep, session = key.rpartition(b":")
+    if not sep or len(session) != _SESSION_ID_HEX:
+        return False
+    try:
+        bytes.fromhex(session.decode())
+    except ValueError:
+        return False
+    return _is_companion_with(base, SESSION_SUFFIX.encode())
+
+
 _SUFFIXES = (
     FENCE_SUFFIX.encode(),
     QUEUE_SUFFIX.encode(),
@@ -105,23 +128,27 @@ def is_companion(key: bytes) -> bool:
     """Whether `key` is a fence, queue or lives key of some lock key (dref's internal keys).
 
     Exact: true only when `key` is what `fence_key`/`queue_key`/`lives_key` make of a key, so
-    an element whose name merely contains a suffix is still an element.
+    an element whose name merely contains a suffix is still an element. Session keys
+    (`session_key`) are companions too.
     """
-    for suffix in _SUFFIXES:
-        at = key.find(suffix)
-        while at >= 0:
-            end = at + len(suffix)
-            if end == len(key):  # `{k}<suffix>` or `k<suffix>`
-                bases = [key[:at]]
-                if key.startswith(b"{") and key[at - 1 : at] == b"}":
-                    bases.append(key[1 : at - 1])
-            elif key[end : end + 1] == b":":  # `{t}<suffix>:k`
-                bases = [key[end + 1 :]]
-            else:
-                bases = []
-            if any(_companion(base, suffix) == key for base in bases):
-                return True
-            at = key.find(suffix, at + 1)
+    return any(_is_companion_with(key, suffix) for suffix in _SUFFIXES) or _is_session_key(key)
+
+
+def _is_companion_with(key: bytes, suffix: bytes) -> bool:
+    at = key.find(suffix)
+    while at >= 0:
+        end = at + len(suffix)
+        if end == len(key):  # `{k}<suffix>` or `k<suffix>`
+            bases = [key[:at]]
+            if key.startswith(b"{") and key[at - 1 : at] == b"}":
+                bases.append(key[1 : at - 1])
+        elif key[end : end + 1] == b":":  # `{t}<suffix>:k`
+            bases = [key[end + 1 :]]
+        else:
+            bases = []
+        if any(_companion(base, suffix) == key for base in bases):
+            return True
+        at = key.find(suffix, at + 1)
     return False
 
 

@@ -75,6 +75,18 @@ class RedisSettings(BaseSettings):
         description="Changes of each element kept (a `<key>:dref-rev` stream) for revisions "
         "and `changes(since=...)`; 0: no revisions, writes exactly as upstream.",
     )
+    exactly_once: bool = Field(
+        True,
+        description="Each write records its result in a per-session key, so a write whose "
+        "answer was lost is resent and applied once (docs/redis.md#exactly-once-writes); "
+        "off: writes exactly as before, not resent.",
+    )
+    session_idle: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a session's record of results on an element lives after its last "
+        "write there (longer than any resend: at least op_timeout).",
+    )
 
     @field_validator("url")
     @classmethod

@@ -204,6 +204,7 @@ class RaftClientBackend(CompareOps):
             expiry_events=True,
             names=True,
             revisions=True,
+            exactly_once=native and settings.exactly_once,
         )
         if native and settings.exactly_once:
             self._session = WriteSession()

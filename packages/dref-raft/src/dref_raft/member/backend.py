@@ -85,6 +85,7 @@ class RaftBackend(CompareOps):
             names=True,
             revisions=True,
             session_reads=True,
+            exactly_once=native and exactly_once,
         )
         if native and exactly_once:
             self._session = WriteSession()

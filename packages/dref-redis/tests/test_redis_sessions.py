@@ -1,0 +1,137 @@
+"""Exactly-once writes on a real redis-server: recorded results, duplicates, expiry, switch off."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis_lost_answers import lose_next_answer
+from redis_procs import RedisServer
+
+from dref.errors import BackendUnavailableError
+from dref_compat.conformance import eventually
+from dref_redis import RedisBackend
+from dref_redis.keys import CHANNEL, is_companion, session_key
+
+
+@pytest.fixture
+async def raw(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis(host="127.0.0.1", port=redis_server.port)
+    yield client
+    await client.aclose()
+
+
+def element() -> str:
+    return f"sessions:{uuid.uuid4().hex}"
+
+
+async def test_a_duplicate_request_returns_the_recorded_result_without_applying(
+    redis_server: RedisServer, open_backend: Callable[..., Any], raw: aioredis.Redis
+) -> None:
+    backend: RedisBackend = await open_backend(redis_server.url, history=0)
+    name = element()
+    key = name.encode()
+    session = b"ab" * 16
+    script = backend._set_if_not_exist.routed
+    keys = [key, session_key(key, session)]
+
+    def args(value: bytes, request: int) -> list[bytes]:
+        number = b"%d" % request  # the request, and the first incomplete one
+        return [value, b"", b"payload", CHANNEL.encode(), number, number, b"60000"]
+
+    assert await script(keys=keys, args=args(b"a", 7)) == 1
+    # The same (session, request) again: the recorded answer, and nothing written.
+    assert await script(keys=keys, args=args(b"b", 7)) == 1
+    assert await raw.get(key) == b"a"
+    # A new request is applied: the element exists, so set_if_not_exist answers 0.
+    assert await script(keys=keys, args=args(b"c", 8)) == 0
+    assert await raw.get(key) == b"a"
+    # Request 8 was the first incomplete one: the answered request 7 was dropped.
+    assert await raw.hkeys(keys[1]) == [b"8"]
+
+
+async def test_a_lost_answer_is_resent_and_the_write_applied_once(
+    backend: RedisBackend, raw: aioredis.Redis
+) -> None:
+    name = element()
+    await backend.set(name, b"\x00")
+    lost = lose_next_answer(backend)
+    assert await backend.compare_and_set(name, b"\x00", b"\x01")  # not "0 ≠ 1: failed"
+    assert lost() == 1
+    assert await raw.get(name) == b"\x01"
+    keys = [k async for k in raw.scan_iter(match=b"{" + name.encode() + b"}:dref-session:*")]
+    assert keys == [session_key(name.encode(), backend._session.id)]
+    assert len(await raw.hkeys(keys[0])) == 1  # only the last request's result is kept
+
+
+async def test_the_session_record_expires_after_session_idle(
+    redis_server: RedisServer, open_backend: Callable[..., Any], raw: aioredis.Redis
+) -> None:
+    backend: RedisBackend = await open_backend(redis_server.url, session_idle=0.3)
+    name = element()
+    await backend.set(name, b"\x01")
+    record = session_key(name.encode(), backend._session.id)
+    assert 0 < await raw.pttl(record) <= 300
+
+    async def gone() -> bool:
+        return not await raw.exists(record)
+
+    await eventually(gone, timeout=5.0, what="the session record expired")
+    assert await raw.get(name) == b"\x01"
+
+
+async def test_an_unknown_outcome_is_resent_until_op_timeout_then_raised(
+    redis_server: RedisServer, open_backend: Callable[..., Any]
+) -> None:
+    backend: RedisBackend = await open_backend(redis_server.url, op_timeout=0.3)
+    attempts: list[list[bytes]] = []
+
+    async def unreachable(script: Any, keys: list[bytes], args: list[bytes]) -> Any:
+        attempts.append(args)
+        raise RedisConnectionError("test: connection dropped")
+
+    backend._send = unreachable  # type: ignore[method-assign]
+    with pytest.raises(BackendUnavailableError, match="connection dropped"):
+        await backend.set(element(), b"\x01")
+    assert len(attempts) > 1
+    assert all(args == attempts[0] for args in attempts)  # the same request number each time
+
+
+async def test_other_errors_are_not_resent(backend: RedisBackend) -> None:
+    attempts = 0
+    real = backend._send
+
+    async def refused(script: Any, keys: list[bytes], args: list[bytes]) -> Any:
+        nonlocal attempts
+        attempts += 1
+        return await real(script, keys[:1], args)  # wrong arity: the script raises an error
+
+    backend._send = refused  # type: ignore[method-assign]
+    with pytest.raises(Exception, match="set"):
+        await backend.set(element(), b"\x01")
+    assert attempts == 1
+
+
+async def test_without_exactly_once_writes_are_as_before(
+    redis_server: RedisServer, open_backend: Callable[..., Any], raw: aioredis.Redis
+) -> None:
+    backend: RedisBackend = await open_backend(redis_server.url, exactly_once=False)
+    assert not backend.capabilities.exactly_once
+    name = element()
+    await backend.set(name, b"\x01")
+    assert await backend.set_if_not_exist(element(), b"\x01")
+    assert await backend.compare_and_set(name, b"\x01", b"\x02")
+    await backend.delete(name)
+    assert [k async for k in raw.scan_iter(match=b"*" + name.encode() + b"*dref-session*")] == []
+
+
+@pytest.mark.parametrize("key", [b"a", b"{tag}b", b"c}d", b""])
+def test_session_keys_are_companions_not_elements(key: bytes) -> None:
+    record = session_key(key, b"0f" * 16)
+    assert is_companion(record)
+    assert not is_companion(record[:-1])  # not a session id: an element's name
+    assert not is_companion(b"x:dref-session:" + b"0f" * 16)
