@@ -6,9 +6,13 @@ DRefError
 │                                from it (names the file, the byte offset and what was wrong)
 ├── MissingSimulationDependency (+ ImportError) the simulation's checkers (dref-compat) are not
 │                                installed: `pip install 'dref-raft[simulation]'`
+├── StorageNotEmptyError (+ FileExistsError) `dref raft snapshot restore` into a storage
+│                                directory that already holds a node's files (without --force)
 └── BackendError
     ├── WireError (+ ValueError) bytes received, stored or about to be sent are not a valid
-    │                            (or are a too large) protobuf message of the expected type
+    │   │                        (or are a too large) protobuf message of the expected type
+    │   └── ChunkRefusedError    a streamed snapshot chunk, or the finished file, is not what
+    │                            its header promised (offset, CRC-32, SHA-256): not installed
     ├── AccessDeniedError (+ PermissionError) the member refused the caller: no or a wrong
     │                            bearer token, or member-to-member traffic without a
     │                            certificate signed by the cluster CA (docs/security.md)
@@ -23,7 +27,9 @@ DRefError
     │                            (the call is re-sent as a unary call)
     └── BackendUnavailableError
         ├── TransportError       a peer could not be reached, did not answer in time, or the
-        │                        RPC failed
+        │   │                    RPC failed
+        │   └── SnapshotUnsupportedError the member does not serve DRefSnapshot (an upstream
+        │                        or older node)
         └── WatchLaggedError     a DRefWatch watcher fell behind its buffer; the client resumes
                                  from its last seq
 ```
@@ -44,12 +50,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AccessDeniedError",
+    "ChunkRefusedError",
     "CompareUnsupportedError",
     "CorruptStateError",
     "LimitExceededError",
     "MembershipError",
     "MissingSimulationDependency",
     "RpcStatusError",
+    "SnapshotUnsupportedError",
+    "StorageNotEmptyError",
     "StreamUnsupportedError",
     "TransportError",
     "WatchLaggedError",
@@ -134,3 +143,16 @@ class StreamUnsupportedError(BackendError):
 
     Transport-internal: `LeaderClient` re-sends the call as a unary call; callers never see it.
     """
+
+
+class ChunkRefusedError(WireError):
+    """A received snapshot chunk or the finished file is not what the header promised
+    (offset, size, CRC-32, SHA-256); it is not installed."""
+
+
+class SnapshotUnsupportedError(TransportError):
+    """The member does not serve `DRefSnapshot` (an upstream or older node)."""
+
+
+class StorageNotEmptyError(DRefError, FileExistsError):
+    """`restore_backup` into a storage directory that already holds a node's files."""

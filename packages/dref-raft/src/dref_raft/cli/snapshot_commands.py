@@ -59,7 +59,8 @@ def save(file: Path, address: str, timeout: float) -> None:
 @click.option("--force", is_flag=True, help="Replace the node state in a non-empty directory.")
 def restore(file: Path, storage_dir: Path, force: bool) -> None:
     """Verify the backup FILE and seed STORAGE_DIR with it (do this for every new member)."""
-    from dref_raft.storage.snapshot_files import StorageNotEmptyError, restore_backup
+    from dref_raft.errors import StorageNotEmptyError
+    from dref_raft.storage.snapshot_files import restore_backup
 
     try:
         restored = restore_backup(file, storage_dir, force=force)

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 from dref_raft.core import InstallSnapshot, InstallSnapshotResponse, PeerKind
+from dref_raft.errors import ChunkRefusedError
 from dref_raft.fsm import ClusterSnapshot, StateCopy, snapshot_of_state
 from dref_raft.storage.snapshot_files import (
     CHUNK_SIZE,
-    ChunkRefusedError,
     IncomingSnapshot,
     SpooledSnapshot,
     read_chunk,

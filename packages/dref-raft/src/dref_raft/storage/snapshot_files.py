@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Final
 
 from dref_raft.bulk import paused_gc
-from dref_raft.errors import CorruptStateError
+from dref_raft.errors import ChunkRefusedError, CorruptStateError, StorageNotEmptyError
 from dref_raft.fsm import ClusterSnapshot
 from dref_raft.storage._binary import I32, check_length, check_u63, preamble
 from dref_raft.storage.layout import (
@@ -46,11 +46,9 @@ from dref_raft.wire.snapshot_messages import SnapshotChunk, SnapshotHeader
 __all__ = [
     "BACKUP_MAGIC",
     "CHUNK_SIZE",
-    "ChunkRefusedError",
     "IncomingSnapshot",
     "MonotonicSnapshotStore",
     "SpooledSnapshot",
-    "StorageNotEmptyError",
     "read_backup",
     "read_chunk",
     "restore_backup",
@@ -65,14 +63,6 @@ BACKUP_MAGIC: Final = b"DRFK"
 _TRAILER_SIZE: Final = 4 + 32
 PART_SUFFIX: Final = ".part"
 HEADER_SUFFIX: Final = ".part-header"
-
-
-class ChunkRefusedError(Exception):
-    """A received chunk or the finished file is not what the header promised (not installed)."""
-
-
-class StorageNotEmptyError(FileExistsError):
-    """`restore_backup` into a storage directory that already holds a node's files."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from dref_raft.errors import TransportError, WireError
+from dref_raft.errors import SnapshotUnsupportedError, TransportError, WireError
 from dref_raft.storage.snapshot_files import CHUNK_SIZE, read_chunk
 from dref_raft.wire import messages
 from dref_raft.wire.snapshot_messages import (
@@ -42,7 +42,6 @@ from dref_raft.wire.snapshot_messages import (
 
 __all__ = [
     "SnapshotHandler",
-    "SnapshotUnsupportedError",
     "download_snapshot",
     "send_snapshot",
     "snapshot_rpc_handler",
@@ -52,10 +51,6 @@ logger = logging.getLogger("dref_raft.transport")
 
 #: Given each chunk before it is sent, returns what is sent (tests inject faults here).
 ChunkHook = Callable[[SnapshotChunk], Awaitable[SnapshotChunk]]
-
-
-class SnapshotUnsupportedError(TransportError):
-    """The member does not serve `DRefSnapshot` (an upstream or older node)."""
 
 
 class SnapshotHandler(Protocol):
