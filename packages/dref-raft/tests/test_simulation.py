@@ -8,6 +8,7 @@ these seeds alone catch deliberate safety bugs of the core.
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -38,7 +39,8 @@ def _run(args: tuple[int, SimConfig]) -> SimResult:
 
 def _results(seeds: range, config: SimConfig) -> list[SimResult]:
     jobs = min(2, os.cpu_count() or 1)
-    with ProcessPoolExecutor(jobs) as pool:
+    # Spawned, not forked: a fork of this process (gRPC threads of earlier tests) can hang.
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(_run, [(s, config) for s in seeds], chunksize=10))
 
 

@@ -150,7 +150,7 @@ class _Run:
         unknown = set(cfg.nemeses or ()) - set(NEMESES)
         if unknown:
             raise ValueError(f"SimConfig: unknown nemeses {sorted(unknown)}")
-        picked = [n for n in NEMESES[:3] if nem.random() < 0.5]
+        picked = [n for n in NEMESES if n != "crash_in_persist" and nem.random() < 0.5]
         self.persist_rng = random.Random(f"persist/{seed}")
         if self.persist_rng.random() < 0.5:
             picked.append("crash_in_persist")
