@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from cluster_procs import free_ports, wait_until
@@ -30,8 +31,8 @@ class _CountingPeerClients(PeerClients):
 
     installs = 0
 
-    def __init__(self) -> None:
-        super().__init__(max_message_bytes=LIMIT)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**{**options, "max_message_bytes": LIMIT})
 
     async def call(self, address: str, request: Request, timeout: float) -> Response:
         if isinstance(request, InstallSnapshot):
@@ -47,7 +48,6 @@ async def upstream_follower(
     monkeypatch.setattr(registry, "PeerClients", _CountingPeerClients)
     dref_port, upstream_port = free_ports(2)
     double = UpstreamFollower()
-    server = await serve_upstream(double, upstream_port)
     settings = RaftSettings.model_validate(
         {
             "node_id": "d",
@@ -57,11 +57,14 @@ async def upstream_follower(
             "op_timeout": 2.0,
         }
     )
-    member = await local_members.acquire(settings)
+    server = await serve_upstream(double, upstream_port)
     try:
-        yield double, member
+        member = await local_members.acquire(settings)
+        try:
+            yield double, member
+        finally:
+            await local_members.release(member)
     finally:
-        await local_members.release(member)
         await server.stop(None)
 
 
