@@ -96,7 +96,7 @@ async def test_member_accepts_a_peer_signed_by_the_cluster_ca(
     token_member: GrpcServer, pki: Pki
 ) -> None:
     async with PeerClients(security=pki.member("n2")) as peers:
-        answer = await peers.call(token_member.address, vote(), timeout=5)
+        answer = await peers.call(token_member.address, vote(), timeout=30)
     assert isinstance(answer, VoteResponse)
     assert answer.granted
 
@@ -108,7 +108,7 @@ async def test_member_refuses_a_peer_certificate_from_another_ca(
     intruder = load_security(cert_file=cert, key_file=key, ca_file=pki.ca)
     async with PeerClients(security=intruder) as peers:
         with pytest.raises(TransportError) as refused:
-            await peers.call(token_member.address, vote(), timeout=5)
+            await peers.call(token_member.address, vote(), timeout=30)
     assert "the member refused the connection: TLS handshake failed" in str(refused.value)
     assert "not signed by the cluster CA" in str(refused.value)
 
@@ -116,13 +116,13 @@ async def test_member_refuses_a_peer_certificate_from_another_ca(
 async def test_member_refuses_plaintext_on_its_tls_port(token_member: GrpcServer) -> None:
     async with PeerClients(security=PLAINTEXT) as peers:
         with pytest.raises(TransportError, match="a TLS member"):
-            await peers.call(token_member.address, vote(), timeout=5)
+            await peers.call(token_member.address, vote(), timeout=30)
 
 
 async def test_tls_client_to_a_plaintext_member_is_explained(pki: Pki) -> None:
     async with (
         GrpcServer("n1", Consensus(), Client(), port=0) as plain,
-        LeaderClient(plain.address, timeout=5, security=pki.client("client")) as client,
+        LeaderClient(plain.address, timeout=30, security=pki.client("client")) as client,
     ):
         with pytest.raises(TransportError, match="does not speak TLS"):
             await client.get_endpoints()
@@ -133,7 +133,7 @@ async def test_client_checks_the_member_certificate_against_the_cluster_ca(pki: 
     rogue = load_security(cert_file=cert, key_file=key, ca_file=pki.other_ca)
     async with (
         GrpcServer("n9", Consensus(), Client(), port=0, security=rogue) as server,
-        LeaderClient(server.address, timeout=5, security=pki.client("client")) as client,
+        LeaderClient(server.address, timeout=30, security=pki.client("client")) as client,
     ):
         with pytest.raises(TransportError, match="certificate is not signed by the cluster CA"):
             await client.get_endpoints()
@@ -142,7 +142,7 @@ async def test_client_checks_the_member_certificate_against_the_cluster_ca(pki: 
 async def test_client_checks_that_the_member_certificate_names_the_address(pki: Pki) -> None:
     async with (
         GrpcServer("n9", Consensus(), Client(), port=0, security=pki.member("misnamed")) as server,
-        LeaderClient(server.address, timeout=5, security=pki.client("client")) as client,
+        LeaderClient(server.address, timeout=30, security=pki.client("client")) as client,
     ):
         with pytest.raises(TransportError, match="does not name the address dialed"):
             await client.get_endpoints()
@@ -152,7 +152,7 @@ async def test_member_port_serves_clients_with_a_ca_signed_certificate(
     token_member: GrpcServer, pki: Pki
 ) -> None:
     security = pki.client("client")
-    async with LeaderClient(token_member.address, timeout=5, security=security) as client:
+    async with LeaderClient(token_member.address, timeout=30, security=security) as client:
         await client.set_element("k", b"v")  # no token needed: the certificate identifies it
         assert await client.get_element("k") == b"v"
     async with WatchClient(token_member.address, security=security) as watcher:
@@ -164,7 +164,7 @@ async def test_a_client_without_certificate_cannot_use_the_member_port(
     token_member: GrpcServer, pki: Pki
 ) -> None:
     security = pki.client(token=TOKEN)
-    async with LeaderClient(token_member.address, timeout=5, security=security) as client:
+    async with LeaderClient(token_member.address, timeout=30, security=security) as client:
         with pytest.raises(TransportError, match="the member refused the connection"):
             await client.get_endpoints()
 
@@ -174,7 +174,7 @@ async def test_client_port_serves_a_client_with_the_token(
     token_member: GrpcServer, pki: Pki
 ) -> None:
     security = pki.client(token=TOKEN)
-    async with LeaderClient(client_address(token_member), timeout=5, security=security) as client:
+    async with LeaderClient(client_address(token_member), timeout=30, security=security) as client:
         await client.set_element("k", b"v")
         assert await client.get_element("k") == b"v"
     async with WatchClient(client_address(token_member), security=security) as watcher:
@@ -187,11 +187,11 @@ async def test_client_port_refuses_a_missing_or_wrong_token_without_showing_it(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     address = client_address(token_member)
-    async with LeaderClient(address, timeout=5, security=pki.client()) as client:
+    async with LeaderClient(address, timeout=30, security=pki.client()) as client:
         with pytest.raises(AccessDeniedError, match="no bearer token was sent"):
             await client.get_element("k")
     wrong = TOKEN[:-1] + "X"
-    async with LeaderClient(address, timeout=5, security=pki.client(token=wrong)) as client:
+    async with LeaderClient(address, timeout=30, security=pki.client(token=wrong)) as client:
         with pytest.raises(AccessDeniedError, match="the bearer token was refused") as refused:
             await client.set_element("k", b"v")
     assert "client_auth = 'token'" in str(refused.value)
@@ -207,7 +207,7 @@ async def test_client_port_refuses_a_missing_or_wrong_token_without_showing_it(
 async def test_a_token_client_cannot_call_consensus(token_member: GrpcServer, pki: Pki) -> None:
     async with PeerClients(security=pki.client(token=TOKEN)) as peers:
         with pytest.raises(TransportError) as refused:
-            await peers.call(client_address(token_member), vote(), timeout=5)
+            await peers.call(client_address(token_member), vote(), timeout=30)
     assert "PERMISSION_DENIED" in str(refused.value)
     assert "member-to-member traffic" in str(refused.value)
 
@@ -218,11 +218,11 @@ async def test_client_auth_none_serves_clients_but_never_consensus(pki: Pki) -> 
         "n1", Consensus(), Client(), port=0, security=security, client_port=0
     ) as s:
         address = client_address(s)
-        async with LeaderClient(address, timeout=5, security=pki.client()) as client:
+        async with LeaderClient(address, timeout=30, security=pki.client()) as client:
             await client.set_element("k", b"v")
         async with PeerClients(security=pki.client()) as peers:
             with pytest.raises(TransportError, match="PERMISSION_DENIED"):
-                await peers.call(address, vote(), timeout=5)
+                await peers.call(address, vote(), timeout=30)
 
 
 # -- plaintext -------------------------------------------------------------------------------------
@@ -397,7 +397,7 @@ async def test_tls_cluster_refuses_a_client_certificate_from_another_ca(
         "tls_ca_file": pki.ca,
         "tls_cert_file": cert,
         "tls_key_file": key,
-        "op_timeout": 3,
+        "op_timeout": 15,
     }
     async with dref.connect("raft", **options) as ctx:
         with pytest.raises(TransportError) as refused:
@@ -412,7 +412,7 @@ def test_raft_cluster_command_runs_a_tls_cluster(pki: Pki) -> None:
     tls = ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-file", str(pki.ca)]
     with running([*DREF, "raft", "cluster", "--nodes", "3", *tls]) as proc:
         lines = Lines(proc)
-        lines.until(lambda line: "│ leader " in line, 30)  # elected over mutual TLS
+        lines.until(lambda line: "│ leader " in line, 60)  # elected over mutual TLS
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0
 
@@ -442,7 +442,7 @@ async def test_streams_above_max_concurrent_streams_wait_for_a_free_one() -> Non
         done, _ = await asyncio.wait({second}, timeout=0.5)
         assert not done  # queued by the client, not served
         held.release.set()  # the first stream ends: the second gets its turn
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(30):
             assert (await second).name == "b"
         for stream in (first, later):
             await stream.aclose()  # type: ignore[attr-defined]

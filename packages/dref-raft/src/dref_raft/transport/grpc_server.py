@@ -158,7 +158,7 @@ class GrpcServer(AsyncResource):
         # No SO_REUSEPORT: a second node on a taken port must fail, not share it.
         server = grpc.aio.server(
             options=[*self._security.server_options(), ("grpc.so_reuseport", 0)],
-            interceptors=self._security.server_interceptors(),
+            interceptors=self._security.server_interceptors() or None,
         )
         server.add_generic_rpc_handlers(self._handlers())
         port = await self._bind(server, self._requested_port, client_port=False)
