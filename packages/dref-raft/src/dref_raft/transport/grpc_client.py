@@ -392,12 +392,8 @@ class LeaderClient(AsyncResource):
         await self._channels.aclose()
 
 
-class WatchClient(AsyncResource):
-    """`DRefWatch` streams from the member at `address` (dref nodes only).
-
-    An idle stream stays open. Resuming is the caller's: reconnect with `from_seq` = the last
-    seq received (the member replays from there or answers with `resync=True` events).
-    """
+class _OneMemberClient(AsyncResource):
+    """A channel to the member at `address`, secured per `security`."""
 
     def __init__(
         self,
@@ -409,6 +405,18 @@ class WatchClient(AsyncResource):
         self.address = address
         self._channels = _Channels(_security(security, max_message_bytes))
         self._max = self._channels.security.max_message_bytes
+
+    async def aclose(self) -> None:
+        """Close the channel (open streams end with `TransportError`)."""
+        await self._channels.aclose()
+
+
+class WatchClient(_OneMemberClient):
+    """`DRefWatch` streams from the member at `address` (dref nodes only).
+
+    An idle stream stays open. Resuming is the caller's: reconnect with `from_seq` = the last
+    seq received (the member replays from there or answers with `resync=True` events).
+    """
 
     async def watch(self, names: list[str], from_seq: int) -> AsyncIterator[WatchEvent]:
         """Yield committed change events of `names` (all when empty) after `from_seq`.
@@ -445,24 +453,9 @@ class WatchClient(AsyncResource):
             self._channels.drop(self.address, channel, 1.0)
         return error_of(code, self._channels.security.explain(exc.details()), self.address)
 
-    async def aclose(self) -> None:
-        """Close the channel (open streams end with `TransportError`)."""
-        await self._channels.aclose()
 
-
-class SnapshotClient(AsyncResource):
+class SnapshotClient(_OneMemberClient):
     """`DRefSnapshot/Save` from the member at `address` (dref nodes only): backups."""
-
-    def __init__(
-        self,
-        address: str,
-        *,
-        max_message_bytes: int | None = None,
-        security: TransportSecurity = PLAINTEXT,
-    ) -> None:
-        self.address = address
-        self._channels = _Channels(_security(security, max_message_bytes))
-        self._max = self._channels.security.max_message_bytes
 
     async def save(
         self, write: Callable[[bytes], Awaitable[None]], *, timeout: float
@@ -474,7 +467,3 @@ class SnapshotClient(AsyncResource):
         return await download_snapshot(
             channel, self.address, write, timeout=timeout, max_message_bytes=self._max
         )
-
-    async def aclose(self) -> None:
-        """Close the channel."""
-        await self._channels.aclose()
