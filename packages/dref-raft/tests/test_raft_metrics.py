@@ -18,6 +18,7 @@ from dref_raft.member.registry import Member, local_members
 from dref_raft.settings import RaftSettings
 
 prometheus_client = pytest.importorskip("prometheus_client")
+from cluster_procs import wait_until  # noqa: E402
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from test_cli_raft import DREF, ENV, Lines  # noqa: E402
@@ -77,6 +78,9 @@ async def test_role_term_commit_applied_lag_elections_and_snapshots(
                 await ref.set(i)
             for member in cluster:  # every member applied the leader's commit
                 assert await member.node.wait_applied(leader.node.core.commit, 5)
+                # snapshots are taken in the background: wait for those 10+ applies started
+                node = member.node
+                await wait_until(lambda n=node: n.stats.snapshots >= 2, 5, f"{node.id} snapshots")
             samples = parse(generate_latest(registry).decode())
     finally:
         metrics.disable_metrics()
