@@ -186,6 +186,37 @@ async def test_restart_of_every_node_keeps_values_and_fences_keep_growing(
             assert grant2.fence > fence
 
 
+async def test_a_restarted_cluster_with_one_member_still_down_takes_exactly_once_writes(
+    tmp_path: Path,
+) -> None:
+    """A voter that stays down after a whole-cluster restart (never heard from by the new
+    leader) does not hold the dref-only commands of sessions and compares back."""
+    cluster = ProcCluster(3, storage=tmp_path)
+    options = {"mode": "client", "endpoints": cluster.endpoints, "op_timeout": 10.0}
+    with cluster.running():
+        async with dref.connect("raft", **options) as ctx:
+            counter = ctx.ref("counter", type=int)
+            await counter.set(1)
+            assert ctx.backend.capabilities.exactly_once
+    down, *up = cluster.nodes
+    for node in up:
+        node.start()
+    try:
+        async with dref.connect("raft", **options) as ctx:
+            counter = ctx.ref("counter", type=int)
+            assert await counter.update_and_get(lambda n: n + 1) == 2
+            await counter.set(7)
+            assert await counter.get() == 7
+        # the member that was down catches up (the dref-only entries reach it once it
+        # has advertised the extensions) and serves the same value as leader later
+        down.start()
+        async with dref.connect("raft", **options) as ctx:
+            counter = ctx.ref("counter", type=int)
+            assert await counter.update_and_get(lambda n: n + 1) == 8
+    finally:
+        cluster.stop()
+
+
 # ---------------------------------------------------------------------------- 5 nodes
 
 

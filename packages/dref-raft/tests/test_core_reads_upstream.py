@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from dref_raft.commands import SetElement, StartNewTerm
+from dref_raft.commands import CompareAndSet, SetElement, StartNewTerm
 from dref_raft.core import (
     AppendEntries,
     AppendEntriesResponse,
@@ -173,6 +173,20 @@ def test_upstream_peer_then_gets_single_entries_in_order_and_counts_for_commit()
     to_c = [m for m in ready.messages if m.to == "c" and isinstance(m, AppendEntries)]
     assert [(m.seq, m.command) for m in to_c] == [(2, _set(1))]  # strictly one at a time
     a.advance(ready)
+
+
+def test_a_dref_only_entry_is_never_sent_to_a_peer_not_known_to_be_dref() -> None:
+    a, _ = _leader_with_upstream_peer()
+    _synced(a)
+    a.step(AppendEntriesResponse("c", "a", 1, True, match_seq=1, ext=False))
+    a.propose([CompareAndSet("k", None, b"1"), _set(2)])
+    for _ in range(3):
+        a.step(AppendEntriesResponse("c", "a", 1, True, match_seq=1, ext=False))
+        ready = a.ready()
+        a.advance(ready)
+        # upstream would apply it as a no-op and diverge: c stays behind at seq 1
+        assert not [m for m in ready.messages if m.to == "c" and isinstance(m, AppendEntries)]
+    assert a.peer_kinds["c"] is PeerKind.UPSTREAM
 
 
 def test_upstream_rejection_is_answered_with_a_snapshot_of_the_applied_state() -> None:

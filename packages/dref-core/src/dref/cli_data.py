@@ -325,15 +325,17 @@ async def _watch(
 
 
 async def _merged(subs: list[Subscription], stop: asyncio.Event) -> AsyncIterator[ChangeEvent]:
-    """Events of every subscription as they come, until `stop` is set."""
-    queue: asyncio.Queue[ChangeEvent | BaseException] = asyncio.Queue()
+    """Events of every subscription as they come, until `stop` is set. The hand-over is
+    bounded: a slow terminal holds each subscription back, whose own buffer then decides
+    (a lagged stream raises `ChangeStreamLaggedError` rather than drop events)."""
+    queue: asyncio.Queue[ChangeEvent | BaseException] = asyncio.Queue(maxsize=len(subs) + 1)
 
     async def pump(sub: Subscription) -> None:
         try:
             async for event in sub:
-                queue.put_nowait(event)
+                await queue.put(event)
         except Exception as exc:
-            queue.put_nowait(exc)
+            await queue.put(exc)
 
     tasks = [asyncio.create_task(pump(sub)) for sub in subs]
     stopping = asyncio.create_task(stop.wait())

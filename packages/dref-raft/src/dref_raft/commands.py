@@ -11,6 +11,7 @@ from dataclasses import dataclass
 __all__ = [
     "COMPARE_COMMANDS",
     "COMPARE_REQUESTS",
+    "DREF_ONLY_COMMANDS",
     "SESSION_WRITES",
     "Command",
     "CompareAndDelete",
@@ -95,7 +96,8 @@ class CompareAndSet:
     """dref-only: set `name` to `value` iff it holds `expected` (None: iff it is absent);
     an element expired at `now` (epoch ms, 0: no check) counts as absent.
 
-    Only proposed when every voter is a dref node (an upstream node would apply it as a no-op).
+    Never proposed in a mixed cluster, never sent to a peer not known to be a dref node (an
+    upstream node would apply it as a no-op).
     """
 
     name: str
@@ -252,6 +254,9 @@ Command = (
 COMPARE_COMMANDS = (CompareAndSet, CompareAndDelete, CompareAndExpire, FencedWrite)
 #: What `DRefExt/Compare` carries: a compare command, or any write wrapped in a session.
 COMPARE_REQUESTS = (*COMPARE_COMMANDS, SessionCommand)
+#: Every command an upstream node would apply as a no-op (and so diverge): never sent to a
+#: peer that has not advertised the dref extensions.
+DREF_ONLY_COMMANDS = (*COMPARE_REQUESTS, ConfigChange)
 #: What a `SessionCommand` may wrap: every write a client sends.
 SESSION_WRITES = (
     SetElement,

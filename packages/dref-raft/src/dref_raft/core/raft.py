@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dref_raft.commands import (
+    DREF_ONLY_COMMANDS,
     Command,
     ConfigChange,
     DeleteElement,
@@ -926,7 +927,13 @@ class RaftCore:
         if pr.next_seq > self.log.last_seq:
             return
         if kind is not PeerKind.DREF:
-            # Upstream (or not yet known): one entry at a time, strictly in order.
+            # Upstream (or not yet known): one entry at a time, strictly in order, and never a
+            # dref-only entry to a voter not known to be dref (an upstream node would apply it
+            # as a no-op and diverge): it waits there until a heartbeat's answer shows it is a
+            # dref node. A learner joined through a dref configuration change: it is one.
+            held = kind is PeerKind.UPSTREAM or peer not in self.learners
+            if held and isinstance(self.log.entry(pr.next_seq).command, DREF_ONLY_COMMANDS):
+                return
             if not pr.probe_sent:
                 pr.send_probe()
                 self._send(self._append_message(peer, pr, pr.next_seq, pr.next_seq))

@@ -134,15 +134,14 @@ class NodeClientHandler:
             raise ConsensusError(f"not a compare command: {type(command).__name__}")
         self._check_command_sizes(command)
         self._check_leader()
-        if not self.node.all_peers_dref():
-            message = (
-                "a voter has not advertised the dref extensions (upstream node?): "
+        if self.node.any_peer_upstream():
+            # Not retryable: the context falls back to upstream's calls (sessions) or fails.
+            # A member not heard from yet (down since a restart) holds nothing back: the
+            # leader never sends it a dref-only entry before it has advertised the extensions.
+            raise CompareUnsupportedError(
+                "a member has not advertised the dref extensions (upstream node?): "
                 "compare commands are refused; set mixed_cluster=True for mixed clusters"
             )
-            if self.node.any_peer_upstream():
-                # Not retryable: the context falls back to upstream's calls (sessions) or fails.
-                raise CompareUnsupportedError(message)
-            raise ConsensusError(message)  # not heard from yet (a restart): worth a retry
         now = self.node.wall_ms()
         stamped = _stamped(command, now)
         failed = await failed_compare(self.node, stamped, self.settings.op_timeout)

@@ -357,18 +357,8 @@ class RaftNode:
             return None
         return time.monotonic() - self._leader_contact
 
-    def all_peers_dref(self) -> bool:
-        """Whether every other voter has advertised the dref extensions and no member (a learner
-        too) has shown itself to be an upstream node. A learner joins through a dref membership
-        change, so one not heard from yet does not hold dref-only commands back."""
-        voters = set(self.core.membership.voters)
-        kinds = self.core.peer_kinds
-        return not self.any_peer_upstream() and all(
-            kind is PeerKind.DREF for peer, kind in kinds.items() if peer in voters
-        )
-
     def any_peer_upstream(self) -> bool:
-        """Whether a voter has shown itself to be an upstream node (no dref extensions)."""
+        """Whether a member has shown itself to be an upstream node (no dref extensions)."""
         return any(kind is PeerKind.UPSTREAM for kind in self.core.peer_kinds.values())
 
     def get_local(self, name: str) -> bytes | None:
