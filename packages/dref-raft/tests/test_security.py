@@ -212,6 +212,20 @@ async def test_a_token_client_cannot_call_consensus(token_member: GrpcServer, pk
     assert "member-to-member traffic" in str(refused.value)
 
 
+async def test_drefpeer_needs_a_member_certificate_as_consensus_does(pki: Pki) -> None:
+    security = pki.member(client_auth="token", token_file=pki.token)
+    async with GrpcServer(
+        "n1", Consensus(), Client(), port=0, security=security, client_port=0, stream_window=8
+    ) as server:
+        async with PeerClients(security=pki.client(token=TOKEN), stream_window=8) as peers:
+            with pytest.raises(TransportError, match="PERMISSION_DENIED"):
+                await peers.call(client_address(server), vote(), timeout=30)
+        async with PeerClients(security=pki.member("n2"), stream_window=8) as peers:
+            assert (await peers.call(server.address, vote(), timeout=30)).term >= 0
+            ((session, _),) = peers._sessions.values()
+            assert session.calls_sent == 1  # the member's call went over DRefPeer
+
+
 async def test_client_auth_none_serves_clients_but_never_consensus(pki: Pki) -> None:
     security = pki.member(client_auth="none")
     async with GrpcServer(

@@ -141,6 +141,14 @@ REQUESTS: list[Request] = [
 ]  # fmt: skip
 
 
+@pytest.fixture
+async def served_stream() -> AsyncIterator[tuple[GrpcServer, Consensus]]:
+    """A member serving `DRefStream` and `DRefPeer` (`stream = true`)."""
+    consensus = Consensus()
+    async with GrpcServer("n1", consensus, Client(), Watch(), port=0, stream_window=64) as server:
+        yield server, consensus
+
+
 @pytest.mark.parametrize("request_", REQUESTS, ids=lambda r: type(r).__name__)
 async def test_every_consensus_method_round_trips(served: Any, request_: Request) -> None:
     server, consensus, _ = served
@@ -150,6 +158,57 @@ async def test_every_consensus_method_round_trips(served: Any, request_: Request
     assert response.sender == "n1"
     assert response.to == "n0"
     assert response.term == 7
+
+
+@pytest.mark.parametrize("request_", REQUESTS, ids=lambda r: type(r).__name__)
+async def test_every_consensus_method_round_trips_over_drefpeer(
+    served_stream: Any, request_: Request
+) -> None:
+    server, consensus = served_stream
+    async with PeerClients(stream_window=8) as peers:
+        response = await peers.call(server.address, request_, timeout=5)
+        ((session, _),) = peers._sessions.values()
+        assert (session.streams_opened, session.calls_sent) == (1, 1)  # not a unary call
+    assert consensus.seen == [request_]
+    assert (response.sender, response.to, response.term) == ("n1", "n0", 7)
+
+
+async def test_concurrent_consensus_calls_share_one_drefpeer_stream(served_stream: Any) -> None:
+    server, consensus = served_stream
+    async with PeerClients(stream_window=8) as peers:
+        answers = await asyncio.gather(
+            *(peers.call(server.address, REQUESTS[1], timeout=5) for _ in range(20))
+        )
+        ((session, _),) = peers._sessions.values()
+        assert session.streams_opened == 1
+        assert session.calls_sent == 20
+    assert [a.term for a in answers] == [7] * 20
+    assert len(consensus.seen) == 20
+
+
+async def test_a_peer_without_drefpeer_is_called_unary(served: Any) -> None:
+    server, consensus, _ = served  # serves DRefConsensus only, as upstream does
+    async with PeerClients(stream_window=8) as peers:
+        for request in REQUESTS[:3]:
+            await peers.call(server.address, request, timeout=5)
+        ((session, _),) = peers._sessions.values()
+        assert session.unsupported
+        assert session.calls_sent == 0
+    assert consensus.seen == REQUESTS[:3]  # each exactly once
+
+
+async def test_consensus_handler_failure_over_drefpeer_is_unavailable_and_logged(
+    served_stream: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, _ = served_stream
+    async with PeerClients(stream_window=8) as peers:
+        with pytest.raises(TransportError, match="UNAVAILABLE"):
+            await peers.call(server.address, InstallSnapshot("n0", "n1", 7, SNAP, 666), 5)
+        assert (await peers.call(server.address, REQUESTS[1], 5)).term == 7  # same stream
+        ((session, _),) = peers._sessions.values()
+        assert session.streams_opened == 1
+    assert "DRefPeer AppendEntries" not in caplog.text
+    assert "DRefPeer InstallSnapshot from n0 failed" in caplog.text
 
 
 async def test_consensus_handler_failure_is_unavailable_and_logged(

@@ -181,9 +181,10 @@ class RaftSettings(BaseSettings):
     )
     stream: bool = Field(
         True,
-        description="dref-only DRefStream: serve it (member) and send client calls and "
-        "follower forwarding over it, batched, one stream per member; false: unary DRefRaft "
-        "only (a member without it is always called unary).",
+        description="dref-only DRefStream and DRefPeer: serve them (member) and send client "
+        "calls, follower forwarding and consensus messages over them, batched, one stream per "
+        "member; false: unary DRefRaft / DRefConsensus only (a member without them is always "
+        "called unary).",
     )
     stream_window: int = Field(
         1024, ge=1, description="DRefStream: calls in flight per stream; more callers wait."

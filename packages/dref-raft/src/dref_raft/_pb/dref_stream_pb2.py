@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x64ref_stream.proto\x12\x11io.github.tobia80\"9\n\nStreamCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0f\n\x07request\x18\x03 \x01(\x0c\";\n\x0bStreamCalls\x12,\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1d.io.github.tobia80.StreamCall\"K\n\x0cStreamAnswer\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x10\n\x08response\x18\x02 \x01(\x0c\x12\x0c\n\x04\x63ode\x18\x03 \x01(\r\x12\x0f\n\x07\x64\x65tails\x18\x04 \x01(\t\"A\n\rStreamAnswers\x12\x30\n\x07\x61nswers\x18\x01 \x03(\x0b\x32\x1f.io.github.tobia80.StreamAnswer2]\n\nDRefStream\x12O\n\x07Session\x12\x1e.io.github.tobia80.StreamCalls\x1a .io.github.tobia80.StreamAnswers(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x64ref_stream.proto\x12\x11io.github.tobia80\"9\n\nStreamCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0f\n\x07request\x18\x03 \x01(\x0c\";\n\x0bStreamCalls\x12,\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1d.io.github.tobia80.StreamCall\"K\n\x0cStreamAnswer\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x10\n\x08response\x18\x02 \x01(\x0c\x12\x0c\n\x04\x63ode\x18\x03 \x01(\r\x12\x0f\n\x07\x64\x65tails\x18\x04 \x01(\t\"A\n\rStreamAnswers\x12\x30\n\x07\x61nswers\x18\x01 \x03(\x0b\x32\x1f.io.github.tobia80.StreamAnswer2]\n\nDRefStream\x12O\n\x07Session\x12\x1e.io.github.tobia80.StreamCalls\x1a .io.github.tobia80.StreamAnswers(\x01\x30\x01\x32[\n\x08\x44RefPeer\x12O\n\x07Session\x12\x1e.io.github.tobia80.StreamCalls\x1a .io.github.tobia80.StreamAnswers(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,4 +41,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMANSWERS']._serialized_end=302
   _globals['_DREFSTREAM']._serialized_start=304
   _globals['_DREFSTREAM']._serialized_end=397
+  _globals['_DREFPEER']._serialized_start=399
+  _globals['_DREFPEER']._serialized_end=490
 # @@protoc_insertion_point(module_scope)

@@ -95,3 +95,87 @@ class DRefStream(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class DRefPeerStub(object):
+    """dref-only, member to member (docs/raft-wire.md#drefpeer): the `DRefConsensus` calls of one member
+    to another, multiplexed over one stream as `DRefStream` multiplexes client calls (`method` is a
+    DRefConsensus path). Served by dref members with `stream = true`; anyone else answers
+    UNIMPLEMENTED and the caller uses unary DRefConsensus. Needs a member certificate under TLS.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Session = channel.stream_stream(
+                '/io.github.tobia80.DRefPeer/Session',
+                request_serializer=dref__stream__pb2.StreamCalls.SerializeToString,
+                response_deserializer=dref__stream__pb2.StreamAnswers.FromString,
+                _registered_method=True)
+
+
+class DRefPeerServicer(object):
+    """dref-only, member to member (docs/raft-wire.md#drefpeer): the `DRefConsensus` calls of one member
+    to another, multiplexed over one stream as `DRefStream` multiplexes client calls (`method` is a
+    DRefConsensus path). Served by dref members with `stream = true`; anyone else answers
+    UNIMPLEMENTED and the caller uses unary DRefConsensus. Needs a member certificate under TLS.
+    """
+
+    def Session(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DRefPeerServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=dref__stream__pb2.StreamCalls.FromString,
+                    response_serializer=dref__stream__pb2.StreamAnswers.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'io.github.tobia80.DRefPeer', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('io.github.tobia80.DRefPeer', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class DRefPeer(object):
+    """dref-only, member to member (docs/raft-wire.md#drefpeer): the `DRefConsensus` calls of one member
+    to another, multiplexed over one stream as `DRefStream` multiplexes client calls (`method` is a
+    DRefConsensus path). Served by dref members with `stream = true`; anyone else answers
+    UNIMPLEMENTED and the caller uses unary DRefConsensus. Needs a member certificate under TLS.
+    """
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/io.github.tobia80.DRefPeer/Session',
+            dref__stream__pb2.StreamCalls.SerializeToString,
+            dref__stream__pb2.StreamAnswers.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

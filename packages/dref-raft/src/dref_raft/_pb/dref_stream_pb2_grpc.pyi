@@ -43,3 +43,44 @@ class DRefStreamServicer(metaclass=abc.ABCMeta):
     ) -> typing.Union[collections.abc.Iterator[dref_stream_pb2.StreamAnswers], collections.abc.AsyncIterator[dref_stream_pb2.StreamAnswers]]: ...
 
 def add_DRefStreamServicer_to_server(servicer: DRefStreamServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
+
+class DRefPeerStub:
+    """dref-only, member to member (docs/raft-wire.md#drefpeer): the `DRefConsensus` calls of one member
+    to another, multiplexed over one stream as `DRefStream` multiplexes client calls (`method` is a
+    DRefConsensus path). Served by dref members with `stream = true`; anyone else answers
+    UNIMPLEMENTED and the caller uses unary DRefConsensus. Needs a member certificate under TLS.
+    """
+
+    def __init__(self, channel: typing.Union[grpc.Channel, grpc.aio.Channel]) -> None: ...
+    Session: grpc.StreamStreamMultiCallable[
+        dref_stream_pb2.StreamCalls,
+        dref_stream_pb2.StreamAnswers,
+    ]
+
+class DRefPeerAsyncStub:
+    """dref-only, member to member (docs/raft-wire.md#drefpeer): the `DRefConsensus` calls of one member
+    to another, multiplexed over one stream as `DRefStream` multiplexes client calls (`method` is a
+    DRefConsensus path). Served by dref members with `stream = true`; anyone else answers
+    UNIMPLEMENTED and the caller uses unary DRefConsensus. Needs a member certificate under TLS.
+    """
+
+    Session: grpc.aio.StreamStreamMultiCallable[
+        dref_stream_pb2.StreamCalls,
+        dref_stream_pb2.StreamAnswers,
+    ]
+
+class DRefPeerServicer(metaclass=abc.ABCMeta):
+    """dref-only, member to member (docs/raft-wire.md#drefpeer): the `DRefConsensus` calls of one member
+    to another, multiplexed over one stream as `DRefStream` multiplexes client calls (`method` is a
+    DRefConsensus path). Served by dref members with `stream = true`; anyone else answers
+    UNIMPLEMENTED and the caller uses unary DRefConsensus. Needs a member certificate under TLS.
+    """
+
+    @abc.abstractmethod
+    def Session(
+        self,
+        request_iterator: _MaybeAsyncIterator[dref_stream_pb2.StreamCalls],
+        context: _ServicerContext,
+    ) -> typing.Union[collections.abc.Iterator[dref_stream_pb2.StreamAnswers], collections.abc.AsyncIterator[dref_stream_pb2.StreamAnswers]]: ...
+
+def add_DRefPeerServicer_to_server(servicer: DRefPeerServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

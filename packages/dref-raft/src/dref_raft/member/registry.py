@@ -160,7 +160,10 @@ class MemberRegistry:
         transport: PeerTransport = (
             network.peer_clients(settings.address)
             if network is not None
-            else PeerClients(security=settings.security)
+            else PeerClients(
+                security=settings.security,
+                stream_window=settings.stream_window if settings.stream else None,
+            )
         )
         node = await RaftNode.open(config, transport, stores=stores)
         handler = NodeClientHandler(node, settings)

@@ -46,6 +46,9 @@ DEFAULT_TIMEOUT: Final = 5.0
 """Per-call timeout of `LeaderClient` when none is given (upstream Rust's connection timeout)."""
 
 _REBUILD_CODES: Final = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+PEER_STREAM_RETRY: Final = 60.0
+"""Seconds before a peer that did not serve `DRefPeer` is asked again (it may have been
+upgraded); meanwhile its calls are unary."""
 #: An oversized InstallSnapshot to one peer is logged at ERROR at most once per this many seconds.
 OVERSIZED_LOG_INTERVAL: Final = 30.0
 
@@ -74,15 +77,18 @@ class _Channels:
             self._channels[address] = channel
         return channel
 
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Keep `task` (a closing) until it is done; `aclose` cancels it."""
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     def drop(self, address: str, channel: Any, grace: float) -> None:
         """Retire `channel` if it is still the one cached for `address`."""
         current: Any = self._channels.get(address)
         if current is None or current is not channel:
             return
         del self._channels[address]
-        task = asyncio.get_running_loop().create_task(current.close(grace))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self.track(asyncio.get_running_loop().create_task(current.close(grace)))
 
     async def aclose(self) -> None:
         self._closed = True
@@ -99,10 +105,19 @@ class PeerClients(AsyncResource):
     """`DRefConsensus` calls to peers by address (`host:port`)."""
 
     def __init__(
-        self, *, max_message_bytes: int | None = None, security: TransportSecurity = PLAINTEXT
+        self,
+        *,
+        max_message_bytes: int | None = None,
+        security: TransportSecurity = PLAINTEXT,
+        stream_window: int | None = None,
     ) -> None:
         self._channels = _Channels(_security(security, max_message_bytes))
         self._max = self._channels.security.max_message_bytes
+        #: `stream_window` set: calls go over one `DRefPeer` session per peer (unary to a
+        #: peer that does not serve it, asked again after `PEER_STREAM_RETRY` seconds).
+        self._stream_window = stream_window
+        self._sessions: dict[str, tuple[StreamSession, float]] = {}
+        self._session_channels: dict[str, Any] = {}
         #: Snapshot streams get channels of their own: a consensus call that times out drops
         #: its channel, which must not cut a long transfer to a busy follower.
         self._stream_channels = _Channels(self._channels.security)
@@ -131,19 +146,77 @@ class PeerClients(AsyncResource):
             data = messages.encode_request(request)
         if timeout <= 0:
             raise TransportError(f"{address}: {method}: no time left")
-        channel = self._channels.get(address)
-        rpc = channel.unary_unary(messages.method_path(messages.CONSENSUS_SERVICE, method))
-        try:
-            answer = await rpc(data, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in _REBUILD_CODES:
-                self._channels.drop(address, channel, timeout)
-            details = self._channels.security.explain(exc.details())
-            raise TransportError(f"{address}: {method}: {exc.code().name}: {details}") from exc
+        path = messages.method_path(messages.CONSENSUS_SERVICE, method)
+        answer = await self._stream_call(address, path, data, timeout)
+        if answer is None:
+            channel = self._channels.get(address)
+            rpc = channel.unary_unary(path)
+            try:
+                answer = await rpc(data, timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in _REBUILD_CODES:
+                    self._channels.drop(address, channel, timeout)
+                details = self._channels.security.explain(exc.details())
+                raise TransportError(f"{address}: {method}: {exc.code().name}: {details}") from exc
         try:
             return messages.decode_response(request, answer, self._max)
         except WireError as exc:
             raise TransportError(f"{address}: {method}: undecodable response: {exc}") from exc
+
+    async def _stream_call(
+        self, address: str, path: str, data: bytes, timeout: float
+    ) -> bytes | None:
+        """The answer over the `DRefPeer` session to `address`; None: send it unary (no
+        session, a request too large for one, or a peer that does not serve `DRefPeer`)."""
+        session = self._session(address)
+        if session is None or len(data) > session.max_call_bytes:
+            return None
+        try:
+            return await session.call(path, data, timeout)
+        except StreamUnsupportedError:
+            return None  # nothing was sent
+        except RpcStatusError as exc:
+            details = self._channels.security.explain(exc.details)
+            method = path.rpartition("/")[2]
+            raise TransportError(f"{address}: {method}: {exc.code.name}: {details}") from exc
+
+    def _session(self, address: str) -> StreamSession | None:
+        if self._stream_window is None:
+            return None
+        found = self._sessions.get(address)
+        now = time.monotonic()
+        if found is not None:
+            session, since = found
+            if not session.unsupported:
+                return session
+            if now - since < PEER_STREAM_RETRY:
+                return None
+            self._retire(session)
+
+        def open_call() -> Any:
+            channel = self._session_channels[address] = self._channels.get(address)
+            path = messages.method_path(messages.PEER_SERVICE, messages.SESSION_METHOD)
+            return channel.stream_stream(path)()
+
+        def failed(code: grpc.StatusCode) -> None:
+            channel = self._session_channels.get(address)
+            if code in _REBUILD_CODES and channel is not None:
+                self._channels.drop(address, channel, 1.0)
+
+        session = StreamSession(
+            address,
+            open_call,
+            failed,
+            window=self._stream_window,
+            max_bytes=self._max,
+            service="DRefPeer",
+        )
+        self._sessions[address] = (session, now)
+        return session
+
+    def _retire(self, session: StreamSession) -> None:
+        task = asyncio.get_running_loop().create_task(session.aclose())
+        self._channels.track(task)
 
     def _log_oversized(self, address: str, request: InstallSnapshot, size: int) -> None:
         now = time.monotonic()
@@ -192,6 +265,9 @@ class PeerClients(AsyncResource):
 
     async def aclose(self) -> None:
         """Close every channel (in-flight calls are cancelled)."""
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session, _ in sessions:
+            await session.aclose()
         await self._channels.aclose()
         await self._stream_channels.aclose()
 

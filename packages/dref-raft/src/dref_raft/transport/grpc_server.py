@@ -116,6 +116,7 @@ class GrpcServer(AsyncResource):
         self._info = info
         self._stream_window = stream_window
         self._served = self._methods()
+        self._peer_served = self._peer_methods()
         self._membership = membership
         self._snapshot = snapshot
         self._host = host
@@ -282,6 +283,16 @@ class GrpcServer(AsyncResource):
                     },
                 )
             )
+            handlers.append(
+                grpc.method_handlers_generic_handler(
+                    messages.PEER_SERVICE,
+                    {
+                        messages.SESSION_METHOD: grpc.stream_stream_rpc_method_handler(
+                            self._peer_session_rpc
+                        )
+                    },
+                )
+            )
         if self._membership is not None:
             from dref_raft.transport.grpc_membership import membership_handlers
 
@@ -321,6 +332,36 @@ class GrpcServer(AsyncResource):
                 raise AssertionError("unreachable") from None
 
         return handle
+
+    def _peer_methods(self) -> dict[str, Method]:
+        """The `DRefConsensus` methods by gRPC path, as `DRefPeer` serves them: a failing
+        handler answers UNAVAILABLE, as the unary method does."""
+        methods: dict[str, Method] = {}
+        for method in messages.CONSENSUS_METHODS:
+            expected = _RESPONSE_TYPE[method]
+
+            async def call(data: bytes, method: str = method, expected: type = expected) -> bytes:
+                request = messages.decode_request(method, data, self.node_id, self._max)
+                try:
+                    response = await self._consensus.handle(request)
+                except Exception as exc:
+                    if not isinstance(exc, ClosedError):
+                        logger.exception(
+                            "node %s: DRefPeer %s from %s failed; answering UNAVAILABLE",
+                            self.node_id,
+                            method,
+                            request.sender,
+                        )
+                    raise TransportError(f"consensus handler: {exc}") from exc
+                if not isinstance(response, expected):
+                    raise TypeError(
+                        f"handler answered {type(response).__name__} to {method}, "
+                        f"expected {expected.__name__}"
+                    )
+                return messages.encode_response(response)
+
+            methods[messages.method_path(messages.CONSENSUS_SERVICE, method)] = call
+        return methods
 
     # ------------------------------------------------------------------ DRefRaft, DRefExt
 
@@ -429,6 +470,23 @@ class GrpcServer(AsyncResource):
             )
         except WireError as exc:
             await _reject(context, "DRefStream", messages.SESSION_METHOD, exc)
+
+    async def _peer_session_rpc(self, requests: AsyncIterator[bytes], context: Any) -> None:
+        """`DRefPeer/Session`: another member's `DRefConsensus` calls over one stream."""
+        assert self._stream_window is not None
+        await context.send_initial_metadata(((ACCEPTED_KEY, ACCEPTED_VALUE),))
+        try:
+            await serve_session(
+                requests,
+                context.write,
+                self._peer_served,
+                window=self._stream_window,
+                max_bytes=self._max,
+                node_id=self.node_id,
+                service="DRefPeer",
+            )
+        except WireError as exc:
+            await _reject(context, "DRefPeer", messages.SESSION_METHOD, exc)
 
     # ------------------------------------------------------------------ DRefWatch
 

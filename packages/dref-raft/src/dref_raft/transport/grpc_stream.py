@@ -1,5 +1,8 @@
 """`DRefStream/Session` (dref-only, docs/raft-wire.md#drefstream): many calls over one stream.
 
+`DRefPeer/Session` (docs/raft-wire.md#drefpeer) is the same protocol between members, carrying
+`DRefConsensus` calls; both halves here serve it (`service` names it in messages).
+
 A call stands for one unary `DRefRaft` / `DRefExt` method: its gRPC path and its serialized
 request go out, its serialized response (or the gRPC status the unary method would have failed
 with) comes back, matched by id, in any order. Calls are batched: everything queued while the
@@ -149,7 +152,7 @@ class _Stream:
                     code = await self.call.code()
                     details = await self.call.details()
                     if code == grpc.StatusCode.OK:
-                        code, details = grpc.StatusCode.UNAVAILABLE, "DRefStream session ended"
+                        code, details = grpc.StatusCode.UNAVAILABLE, f"{session.service} ended"
                     self.fail(code, details or "")
                     return
                 try:
@@ -191,20 +194,22 @@ class _Stream:
         unsupported = not self.accepted and code == grpc.StatusCode.UNIMPLEMENTED
         if unsupported:
             session.unsupported = True
-            logger.info("%s does not serve DRefStream: using unary calls", session.address)
+            logger.info("%s does not serve %s: using unary calls", session.address, session.service)
         else:
-            logger.debug("DRefStream to %s broke: %s: %s", session.address, code.name, details)
+            logger.debug(
+                "%s to %s broke: %s: %s", session.service, session.address, code.name, details
+            )
             if code not in _REFUSALS:
                 state = "broke" if self.accepted else "was not accepted"
                 code, details = (
                     grpc.StatusCode.UNAVAILABLE,
-                    f"DRefStream {state}: {code.name}: {details}",
+                    f"{session.service} {state}: {code.name}: {details}",
                 )
             session.on_failure(code)
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(
-                    StreamUnsupportedError(f"{session.address} does not serve DRefStream")
+                    StreamUnsupportedError(f"{session.address} does not serve {session.service}")
                     if unsupported
                     else RpcStatusError(code, details)
                 )
@@ -237,8 +242,11 @@ class StreamSession:
         *,
         window: int,
         max_bytes: int,
+        service: str = "DRefStream",
     ) -> None:
         self.address = address
+        self.service = service
+        """The service's short name, for messages (`DRefStream`, or `DRefPeer` between members)."""
         self.max_bytes = max_bytes
         self.max_call_bytes = min(MAX_BATCH_BYTES, max_bytes // 2)
         """Requests larger than this go as unary calls (a stream message above the members'
@@ -278,7 +286,7 @@ class StreamSession:
         DEADLINE_EXCEEDED after `timeout` seconds) or `StreamUnsupportedError`.
         """
         if self.unsupported:
-            raise StreamUnsupportedError(f"{self.address} does not serve DRefStream")
+            raise StreamUnsupportedError(f"{self.address} does not serve {self.service}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
@@ -287,7 +295,7 @@ class StreamSession:
         except TimeoutError:
             raise RpcStatusError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"{self._size} calls in flight on the DRefStream session",
+                f"{self._size} calls in flight on the {self.service} session",
             ) from None
         try:
             stream = self._current()
@@ -338,6 +346,7 @@ async def serve_session(
     window: int,
     max_bytes: int,
     node_id: str,
+    service: str = "DRefStream",
 ) -> None:
     """Serve one `Session`: run each call of each `StreamCalls` message read from `requests`
     with `methods[path]`, write answers in batches with `write`. Returns once the client has
@@ -359,9 +368,9 @@ async def serve_session(
         except Exception as exc:
             code, details = status_of(exc)
             if isinstance(exc, ClosedError):
-                logger.debug("node %s: DRefStream %s: %s", node_id, method, exc)
+                logger.debug("node %s: %s %s: %s", node_id, service, method, exc)
             elif code == grpc.StatusCode.INTERNAL and not details.startswith("serialize: "):
-                logger.exception("node %s: DRefStream %s failed", node_id, method)
+                logger.exception("node %s: %s %s failed", node_id, service, method)
             item = (call_id, b"", code.value[0], details)
         state.out.append(item)
         state.wake.set()

@@ -70,6 +70,7 @@ __all__ = [
     "EXT_SERVICE",
     "NAMES_METHOD",
     "PACKAGE",
+    "PEER_SERVICE",
     "RAFT_METHODS",
     "RAFT_SERVICE",
     "SESSION_METHOD",
@@ -119,6 +120,9 @@ NAMES_METHOD: Final = "Names"
 STATUS_METHOD: Final = "Status"
 STREAM_SERVICE: Final = f"{PACKAGE}.DRefStream"
 SESSION_METHOD: Final = "Session"
+#: dref-only, member to member: `DRefConsensus` calls over one `Session` stream
+#: (docs/raft-wire.md#drefpeer).
+PEER_SERVICE: Final = f"{PACKAGE}.DRefPeer"
 
 # Request type → DRefConsensus method name (upstream's order, docs/protocol.md#wire-dref-consensus).
 _METHOD_OF: Final[dict[type[Any], str]] = {
