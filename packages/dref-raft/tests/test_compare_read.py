@@ -56,6 +56,19 @@ async def test_a_failing_compare_adds_no_log_entry(leader: Member) -> None:
         assert await backend.get("k") == b"b"
 
 
+async def test_a_failing_compare_of_a_session_goes_through_the_log(leader: Member) -> None:
+    """With exactly-once sessions a failing compare is still a log entry: its answer is
+    recorded with the session, so a retry of it gets the same answer."""
+    async with dref.connect("raft", **CLIENT) as ctx:
+        backend = ctx.backend
+        assert backend.capabilities.exactly_once
+        await backend.set("k", b"a")
+        before = last_seq(leader)
+        assert await backend.compare_and_swap("k", b"x", b"b") == (False, b"a")
+        assert last_seq(leader) == before + 1
+        assert await backend.get("k") == b"a"
+
+
 async def test_a_compare_that_fails_at_apply_time_still_answers_right(leader: Member) -> None:
     handler = leader.handler
     await handler.set_element("k", b"a", None)
