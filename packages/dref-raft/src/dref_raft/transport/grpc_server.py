@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
 import grpc
@@ -273,26 +273,19 @@ class GrpcServer(AsyncResource):
                 )
             )
         if self._stream_window is not None:
-            handlers.append(
-                grpc.method_handlers_generic_handler(
-                    messages.STREAM_SERVICE,
-                    {
-                        messages.SESSION_METHOD: grpc.stream_stream_rpc_method_handler(
-                            self._session_rpc
-                        )
-                    },
-                )
+            streams = (
+                (messages.STREAM_SERVICE, self._served),
+                (messages.PEER_SERVICE, self._peer_served),
             )
-            handlers.append(
-                grpc.method_handlers_generic_handler(
-                    messages.PEER_SERVICE,
-                    {
-                        messages.SESSION_METHOD: grpc.stream_stream_rpc_method_handler(
-                            self._peer_session_rpc
-                        )
-                    },
+            for service, methods in streams:
+                short = service.rpartition(".")[2]
+                rpc = self._session_rpc(short, methods)
+                handlers.append(
+                    grpc.method_handlers_generic_handler(
+                        service,
+                        {messages.SESSION_METHOD: grpc.stream_stream_rpc_method_handler(rpc)},
+                    )
                 )
-            )
         if self._membership is not None:
             from dref_raft.transport.grpc_membership import membership_handlers
 
@@ -455,38 +448,30 @@ class GrpcServer(AsyncResource):
 
     # ------------------------------------------------------------------ DRefStream
 
-    async def _session_rpc(self, requests: AsyncIterator[bytes], context: Any) -> None:
-        """`DRefStream/Session` (`grpc_stream.serve_session`)."""
-        assert self._stream_window is not None
-        await context.send_initial_metadata(((ACCEPTED_KEY, ACCEPTED_VALUE),))
-        try:
-            await serve_session(
-                requests,
-                context.write,
-                self._served,
-                window=self._stream_window,
-                max_bytes=self._max,
-                node_id=self.node_id,
-            )
-        except WireError as exc:
-            await _reject(context, "DRefStream", messages.SESSION_METHOD, exc)
+    def _session_rpc(
+        self, service: str, methods: Mapping[str, Method]
+    ) -> Callable[[AsyncIterator[bytes], Any], Awaitable[None]]:
+        """The `Session` handler of `DRefStream` (client calls) or `DRefPeer` (another member's
+        consensus calls): `grpc_stream.serve_session` over `methods`."""
+        window = self._stream_window
+        assert window is not None
 
-    async def _peer_session_rpc(self, requests: AsyncIterator[bytes], context: Any) -> None:
-        """`DRefPeer/Session`: another member's `DRefConsensus` calls over one stream."""
-        assert self._stream_window is not None
-        await context.send_initial_metadata(((ACCEPTED_KEY, ACCEPTED_VALUE),))
-        try:
-            await serve_session(
-                requests,
-                context.write,
-                self._peer_served,
-                window=self._stream_window,
-                max_bytes=self._max,
-                node_id=self.node_id,
-                service="DRefPeer",
-            )
-        except WireError as exc:
-            await _reject(context, "DRefPeer", messages.SESSION_METHOD, exc)
+        async def session(requests: AsyncIterator[bytes], context: Any) -> None:
+            await context.send_initial_metadata(((ACCEPTED_KEY, ACCEPTED_VALUE),))
+            try:
+                await serve_session(
+                    requests,
+                    context.write,
+                    methods,
+                    window=window,
+                    max_bytes=self._max,
+                    node_id=self.node_id,
+                    service=service,
+                )
+            except WireError as exc:
+                await _reject(context, service, messages.SESSION_METHOD, exc)
+
+        return session
 
     # ------------------------------------------------------------------ DRefWatch
 
