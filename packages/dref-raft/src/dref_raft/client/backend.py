@@ -57,6 +57,7 @@ from dref_raft.ops import (
     remote_expire,
     wall_clock_ms,
 )
+from dref_raft.reads import FOLLOWER_READ, ReadRequest
 from dref_raft.sessions import WriteSession
 from dref_raft.settings import RaftSettings, parse_endpoint
 from dref_raft.transport.base import LeaderApi, WatchApi
@@ -204,11 +205,14 @@ class RaftClientBackend(CompareOps):
             expiry_events=True,
             names=True,
             revisions=True,
+            session_reads=native,
             exactly_once=native and settings.exactly_once,
         )
         if native and settings.exactly_once:
             self._session = WriteSession()
         self._members = members
+        self._any_member = settings.read_from == "any" and native
+        """Reads go to every member in turn (`read_from`); not with upstream members."""
         self._order = list(members)
         self._rotation = 0
         self._network = network
@@ -341,9 +345,46 @@ class RaftClientBackend(CompareOps):
 
         return await self._call(read)
 
-    # -- operations -------------------------------------------------------------------------------
+    # -- reads ------------------------------------------------------------------------------------
     async def get(self, name: str) -> bytes | None:
+        """Linearizable: on the leader, or with `read_from = "any"` on the next member in turn
+        (a follower serves it after asking the leader for its read index)."""
+        if self._any_member:
+            return await self._read_any(name, FOLLOWER_READ)
         return await self._call(lambda c, left: c.get_element(name, timeout=left))
+
+    async def get_session(self, name: str) -> bytes | None:
+        """At least every write and read of this context: the member (the leader, or with
+        `read_from = "any"` the next one in turn) answers from its own state once it has
+        applied the highest seq any answer carried (docs/raft.md#read-modes)."""
+        read = ReadRequest(session_seq=self._seen_seq())
+        if self._any_member:
+            return await self._read_any(name, read)
+        return await self._call(lambda c, left: c.get_element(name, timeout=left, read=read))
+
+    def _seen_seq(self) -> int:
+        """The highest seq any member's answer carried (a write's, or a read's state)."""
+        return max((client.applied_seq for client in self._leaders.values()), default=0)
+
+    async def _read_any(self, name: str, read: ReadRequest) -> bytes | None:
+        """`GetElement` with a dref read kind on the members in turn, retried as `_call`
+        (a lagging member answers not-leader with the leader's id: the retry goes there)."""
+        self._check()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.op_timeout
+
+        async def op(target: str) -> bytes | None:
+            if target not in self._members:
+                raise NoLeaderError(f"leader {target!r} is not among the configured endpoints")
+            left = max(0.001, deadline - loop.time())
+            return await self._client_of(target).get_element(name, timeout=left, read=read)
+
+        async def next_member() -> str:
+            return self._next_member()
+
+        return await with_leader(op, next_member, deadline)
+
+    # -- operations -------------------------------------------------------------------------------
 
     async def set(self, name: str, value: bytes, ttl: float | None = None) -> None:
         expire_at = self._expire_at(ttl)
