@@ -12,8 +12,16 @@ message classes built here from a minimal descriptor, no generated code committe
 
 - `write xN`: N tasks each writing its own key in a loop (dref `ref.set(n)`, etcd `Put`),
   acknowledged once committed;
-- `read xN`: N tasks reading one key in a loop, linearizable (dref `ref.get()`: ReadIndex on the
-  leader; etcd `Range` with `serializable=false`, its default: ReadIndex too).
+- `read xN`: N tasks reading one key in a loop, linearizable, through the leader (dref
+  `ref.get()`: ReadIndex on the leader; etcd `Range` with `serializable=false`, its default:
+  ReadIndex too);
+- `any-read xN`: the same linearizable reads spread over the three members in turn (dref
+  `read_from="any"`: a follower asks the leader for its read index, one request per batch, and
+  serves from its own state; etcd: one channel per member, a follower runs ReadIndex with its
+  leader the same way);
+- `session-read xN`: reads spread over the three members, served from each member's own state
+  with no leader round (dref `ref.get(consistency="session")` with `read_from="any"`: read your
+  writes and monotonic reads; etcd `serializable=true`: a member's local state, no such promise).
 
 Rows alternate the sides (etcd first), each after `WARMUP` seconds of the same load. The ratio
 column is etcd's ops/s ÷ dref's. `--no-stream` runs the dref client with `stream=false` (unary
@@ -48,7 +56,15 @@ NODES = 3
 WARMUP = 0.5
 """Seconds of the same load before each measuring window."""
 START_TIMEOUT = 30.0
-ROWS = (("write", 1), ("write", 64), ("write", 1024), ("read", 1), ("read", 64))
+ROWS = (
+    ("write", 1),
+    ("write", 64),
+    ("write", 1024),
+    ("read", 1),
+    ("read", 64),
+    ("any-read", 64),
+    ("session-read", 64),
+)
 TITLE = "dref-raft client mode (dref) vs etcd 3.4 (etcd): 3 members, fsync, 1 client process; µs"
 
 Op = Callable[[int, int], Awaitable[object]]
@@ -131,21 +147,31 @@ def dref_cluster(tmp: Path, storage: str) -> Iterator[str]:
 
 
 class DrefSide:
-    def __init__(self, ctx: dref.DRefContext) -> None:
+    def __init__(self, ctx: dref.DRefContext, any_ctx: dref.DRefContext) -> None:
         self.ctx = ctx
         self.reader = ctx.ref("bench:read", type=int)
+        self.any_reader = any_ctx.ref("bench:read", type=int)
+        """The same key through a context with `read_from="any"`."""
 
     async def prepare(self) -> None:
         await self.reader.set(0)
+        await self.any_reader.set(0)  # its session has seen a write: session reads wait for it
 
     def op(self, kind: str, tasks: int) -> Op:
-        if kind == "read":
-            reader = self.reader
+        if kind in ("read", "any-read"):
+            reader = self.reader if kind == "read" else self.any_reader
 
             async def read(i: int, n: int) -> object:
                 return await reader.get()
 
             return read
+        if kind == "session-read":
+            any_reader = self.any_reader
+
+            async def session_read(i: int, n: int) -> object:
+                return await any_reader.get(consistency="session")
+
+            return session_read
         refs = [self.ctx.ref(f"bench:w{i}", type=int) for i in range(tasks)]
 
         async def write(i: int, n: int) -> object:
@@ -267,6 +293,8 @@ class EtcdSide:
         self.pb = etcd_classes()
         self.addresses = addresses
         self.channel: Any = None
+        self.channels: list[Any] = []
+        """One channel per member (reads spread over them)."""
 
     def _unary(self, channel: Any, path: str, request: str, response: str) -> Any:
         return channel.unary_unary(
@@ -299,6 +327,11 @@ class EtcdSide:
                         channel, "/etcdserverpb.KV/Range", "RangeRequest", "RangeResponse"
                     )
                     await self.put(pb["PutRequest"](key=b"bench:read", value=b"0"), timeout=5)
+                    self.channels = [self.grpc.aio.insecure_channel(a) for a in self.addresses]
+                    self.ranges = [
+                        self._unary(c, "/etcdserverpb.KV/Range", "RangeRequest", "RangeResponse")
+                        for c in self.channels
+                    ]
                     return
                 await channel.close()
             if time.monotonic() > deadline:
@@ -314,6 +347,15 @@ class EtcdSide:
                 return (await range_(request, timeout=10)).kvs[0].value
 
             return read
+        if kind in ("any-read", "session-read"):
+            ranges, members = self.ranges, len(self.ranges)
+            local = kind == "session-read"
+            spread = range_request(key=b"bench:read", serializable=local)
+
+            async def read_any(i: int, n: int) -> object:
+                return (await ranges[(i + n) % members](spread, timeout=10)).kvs[0].value
+
+            return read_any
         put = self.put
         keys = [b"bench:w%d" % i for i in range(tasks)]
 
@@ -325,6 +367,8 @@ class EtcdSide:
     async def aclose(self) -> None:
         if self.channel is not None:
             await self.channel.close()
+        for channel in self.channels:
+            await channel.close()
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -343,6 +387,10 @@ TARGETS: dict[str, Target] = {
 """The issue's targets: 64 in flight at least half etcd's ops/s; 1 in flight p50 within 2x."""
 
 
+RATIOS = (("read x64", "write x64", 3.0), ("session-read x64", "read x64", 3.0))
+"""dref's own targets: (row, row it is compared to, at least this many times its ops/s)."""
+
+
 async def measure(args: argparse.Namespace, console: Console, tmp: Path) -> dict[str, Any]:
     etcd = None if args.no_etcd else shutil.which("etcd")
     if etcd is None:
@@ -358,8 +406,11 @@ async def measure(args: argparse.Namespace, console: Console, tmp: Path) -> dict
         options: dict[str, Any] = {"mode": "client", "endpoints": endpoints}
         if args.no_stream:
             options["stream"] = False
-        async with dref.connect("raft", **options) as ctx:
-            dref_side = DrefSide(ctx)
+        async with (
+            dref.connect("raft", **options) as ctx,
+            dref.connect("raft", **options, read_from="any") as any_ctx,
+        ):
+            dref_side = DrefSide(ctx, any_ctx)
             await dref_side.prepare()
             for kind, tasks in ROWS:
                 name = f"{kind} x{tasks}"
@@ -419,9 +470,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"p99 {stats.p99_ns / 1e3:9.0f} µs",
                 highlight=False,
             )
-    if "read x64" in ours and "write x64" in ours:
-        ratio = ours["read x64"].ops_per_s / ours["write x64"].ops_per_s
-        console.print(f"dref reads x64 ÷ dref writes x64: {ratio:.2f}x (target ≥ 3x)")
+    for name, over, target in RATIOS:
+        if name in ours and over in ours:
+            ratio = ours[name].ops_per_s / ours[over].ops_per_s
+            console.print(f"dref {name} ÷ dref {over}: {ratio:.2f}x (target ≥ {target:g}x)")
     if args.json is not None:
         args.json.write_text(json.dumps(data, indent=2) + "\n")
         console.print(f"results written to {args.json}")

@@ -221,6 +221,15 @@ class _Stream:
         await asyncio.gather(self.writer, self.reader, return_exceptions=True)
 
 
+class _Expired(Exception):
+    """A call's deadline passed before its answer came (`StreamSession.call`)."""
+
+
+def _expire(future: asyncio.Future[bytes]) -> None:
+    if not future.done():
+        future.set_exception(_Expired())
+
+
 class StreamSession:
     """The client half of `DRefStream/Session` to one member (see the module docstring).
 
@@ -281,31 +290,37 @@ class StreamSession:
             raise StreamUnsupportedError(f"{self.address} does not serve DRefStream")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        try:
-            async with asyncio.timeout_at(deadline):
-                await self._window.acquire()
-        except TimeoutError:
-            raise RpcStatusError(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"{self._size} calls in flight on the DRefStream session",
-            ) from None
+        window = self._window
+        if window.locked():
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await window.acquire()
+            except TimeoutError:
+                raise RpcStatusError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"{self._size} calls in flight on the DRefStream session",
+                ) from None
+        else:
+            await window.acquire()  # free: returns at once
         try:
             stream = self._current()
             call_id = next(self._ids)
             sent_at = loop.time()
             future = stream.send(call_id, method, request)
+            # A plain timer rather than `asyncio.timeout`: this runs for every client call.
+            timer = loop.call_at(deadline, _expire, future)
             try:
-                async with asyncio.timeout_at(deadline):
-                    return await future
-            except TimeoutError:
+                return await future
+            except _Expired:
                 if loop.time() - sent_at >= SILENT_RESET and stream.last_answer < sent_at:
                     stream.fail(grpc.StatusCode.DEADLINE_EXCEEDED, "the member answers nothing")
                 code = grpc.StatusCode.DEADLINE_EXCEEDED
                 raise RpcStatusError(code, "Deadline Exceeded") from None
             finally:
+                timer.cancel()
                 stream.pending.pop(call_id, None)
         finally:
-            self._window.release()
+            window.release()
 
     async def aclose(self) -> None:
         """Close the stream: calls in flight fail with CANCELLED."""
