@@ -24,7 +24,8 @@ message classes built here from a minimal descriptor, no generated code committe
   writes and monotonic reads; etcd `serializable=true`: a member's local state, no such promise).
 
 Rows alternate the sides (etcd first), each after `WARMUP` seconds of the same load. The ratio
-column is etcd's ops/s ÷ dref's. `--no-stream` runs the dref client with `stream=false` (unary
+column is etcd's ops/s ÷ dref's. Each dref row also prints the CPU µs per operation of this
+process, the leader and the followers (from /proc, over the measuring window). `--no-stream` runs the dref client with `stream=false` (unary
 `DRefRaft` calls, as before `DRefStream`). Nothing here is a test; see benchmarks/README.md.
 """
 
@@ -82,11 +83,18 @@ def free_ports(count: int) -> list[int]:
 
 
 # -- load ------------------------------------------------------------------------------------------
-async def run_row(op: Op, tasks: int, seconds: float) -> Sample:
-    """`tasks` loops of `op` for `WARMUP` + `seconds`; the ops and latencies of the window."""
+async def run_row(
+    op: Op, tasks: int, seconds: float, cpu: Callable[[], dict[str, float]] | None = None
+) -> tuple[Sample, dict[str, float]]:
+    """`tasks` loops of `op` for `WARMUP` + `seconds`; the ops and latencies of the window, and
+    the CPU seconds `cpu()` reports spent in the window (by process)."""
     loop = asyncio.get_running_loop()
     start = loop.time() + WARMUP
     end = start + seconds
+    readings: list[dict[str, float]] = []
+    if cpu is not None:
+        loop.call_at(start, lambda: readings.append(cpu()))
+        loop.call_at(end, lambda: readings.append(cpu()))
     counts = [0] * tasks
     latencies: list[list[int]] = [[] for _ in range(tasks)]
     clock = time.perf_counter_ns
@@ -106,13 +114,22 @@ async def run_row(op: Op, tasks: int, seconds: float) -> Sample:
     began = clock()
     await asyncio.gather(*(one(i) for i in range(tasks)))
     elapsed = clock() - began - int(WARMUP * 1e9)
-    return Sample(sum(counts), elapsed, [x for lat in latencies for x in lat])
+    spent = {}
+    if len(readings) == 2:
+        spent = {who: readings[1][who] - readings[0][who] for who in readings[0]}
+    return Sample(sum(counts), elapsed, [x for lat in latencies for x in lat]), spent
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- dref ------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def dref_cluster(tmp: Path, storage: str) -> Iterator[str]:
-    """3 `python -m dref_raft` members; yields the client's `endpoints`."""
+def dref_cluster(tmp: Path, storage: str) -> Iterator[tuple[str, dict[str, int]]]:
+    """3 `python -m dref_raft` members; yields the client's `endpoints` and their pids by id."""
     ports = free_ports(NODES)
     endpoints = ",".join(f"d{i}=127.0.0.1:{p}" for i, p in enumerate(ports))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DREF_")}
@@ -134,7 +151,7 @@ def dref_cluster(tmp: Path, storage: str) -> Iterator[str]:
             assert proc.stdout is not None
             if "serving" not in proc.stdout.readline():
                 raise RuntimeError("a dref member did not start")
-        yield endpoints
+        yield endpoints, {f"d{i}": proc.pid for i, proc in enumerate(procs)}
     finally:
         for proc in procs:
             proc.terminate()
@@ -391,14 +408,32 @@ RATIOS = (("read x64", "write x64", 3.0), ("session-read x64", "read x64", 3.0))
 """dref's own targets: (row, row it is compared to, at least this many times its ops/s)."""
 
 
-async def measure(args: argparse.Namespace, console: Console, tmp: Path) -> dict[str, Any]:
+def member_cpu(ctx: dref.DRefContext, pids: dict[str, int]) -> Callable[[], dict[str, float]]:
+    """CPU seconds so far of this process, the leader and the followers (summed)."""
+    leader = getattr(ctx.backend, "_leader", None)
+
+    def read() -> dict[str, float]:
+        followers = sum(cpu_seconds(pid) for node, pid in pids.items() if node != leader)
+        own = time.process_time()
+        if leader not in pids:
+            return {"client": own, "members": followers}
+        return {"client": own, "leader": cpu_seconds(pids[leader]), "followers": followers}
+
+    return read
+
+
+async def measure(
+    args: argparse.Namespace, console: Console, tmp: Path
+) -> tuple[dict[str, dict[str, Stats]], dict[str, dict[str, float]]]:
+    """Every row on both sides; the dref rows' CPU µs per op by process too."""
     etcd = None if args.no_etcd else shutil.which("etcd")
     if etcd is None:
         why = "--no-etcd" if args.no_etcd else "no etcd binary on PATH"
         console.print(f"[yellow]etcd side skipped ({why}; apt-get install -y etcd-server)[/]")
     results: dict[str, dict[str, Stats]] = {"dref": {}, "etcd": {}}
+    cpu_per_op: dict[str, dict[str, float]] = {}
     with contextlib.ExitStack() as stack:
-        endpoints = stack.enter_context(dref_cluster(tmp, args.dref_storage))
+        endpoints, pids = stack.enter_context(dref_cluster(tmp, args.dref_storage))
         etcd_side = None
         if etcd is not None:
             etcd_side = EtcdSide(stack.enter_context(etcd_cluster(etcd, tmp)))
@@ -418,14 +453,26 @@ async def measure(args: argparse.Namespace, console: Console, tmp: Path) -> dict
                 for label, side in sides:
                     if side is None:
                         continue
-                    sample = await run_row(side.op(kind, tasks), tasks, args.seconds)
+                    cpu = None
+                    if label == "dref":
+                        cpu = member_cpu(ctx, pids)
+                    sample, spent = await run_row(side.op(kind, tasks), tasks, args.seconds, cpu)
                     results[label][name] = Stats.of([sample])
+                    per_op = "".join(
+                        f"  {who} {1e6 * s / max(1, sample.ops):5.0f}" for who, s in spent.items()
+                    )
+                    if per_op:
+                        per_op = "   CPU µs/op:" + per_op
+                        cpu_per_op[name] = {
+                            who: 1e6 * s / max(1, sample.ops) for who, s in spent.items()
+                        }
                     console.print(
-                        f"  {name:<11} {label}: {sample.ops_per_s:9.0f} ops/s", highlight=False
+                        f"  {name:<16} {label}: {sample.ops_per_s:9.0f} ops/s{per_op}",
+                        highlight=False,
                     )
         if etcd_side is not None:
             await etcd_side.aclose()
-    return results
+    return results, cpu_per_op
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -455,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         highlight=False,
     )
     with tempfile.TemporaryDirectory(prefix="dref-client-bench-") as tmp:
-        results = asyncio.run(measure(args, console, Path(tmp)))
+        results, cpu_per_op = asyncio.run(measure(args, console, Path(tmp)))
     ours, base = results["dref"], results["etcd"]
     data: dict[str, Any]
     if base:
@@ -474,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         if name in ours and over in ours:
             ratio = ours[name].ops_per_s / ours[over].ops_per_s
             console.print(f"dref {name} ÷ dref {over}: {ratio:.2f}x (target ≥ {target:g}x)")
+    data["dref_cpu_us_per_op"] = cpu_per_op
     if args.json is not None:
         args.json.write_text(json.dumps(data, indent=2) + "\n")
         console.print(f"results written to {args.json}")
