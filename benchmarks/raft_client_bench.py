@@ -15,18 +15,19 @@ message classes built here from a minimal descriptor, no generated code committe
 - `read xN`: N tasks reading one key in a loop, linearizable, through the leader (dref
   `ref.get()`: ReadIndex on the leader; etcd `Range` with `serializable=false`, its default:
   ReadIndex too);
-- `any-read xN`: the same linearizable reads spread over the three members in turn (dref
-  `read_from="any"`: a follower asks the leader for its read index, one request per batch, and
-  serves from its own state; etcd: one channel per member, a follower runs ReadIndex with its
-  leader the same way);
-- `session-read xN`: reads spread over the three members, served from each member's own state
-  with no leader round (dref `ref.get(consistency="session")` with `read_from="any"`: read your
-  writes and monotonic reads; etcd `serializable=true`: a member's local state, no such promise).
+- `any-read xN`: the same linearizable reads served by a follower (dref `read_from="any"`: the
+  context reads from one follower, which asks the leader for its read index, one request per
+  batch, and serves from its own state; etcd: a channel to a follower, which runs ReadIndex with
+  its leader the same way);
+- `session-read xN`: reads served by a follower from its own state with no leader round (dref
+  `ref.get(consistency="session")` with `read_from="any"`: read your writes and monotonic reads;
+  etcd `serializable=true` on a follower: its local state, no such promise).
 
 Rows alternate the sides (etcd first), each after `WARMUP` seconds of the same load. The ratio
 column is etcd's ops/s ÷ dref's. Each dref row also prints the CPU µs per operation of this
-process, the leader and the followers (from /proc, over the measuring window). `--no-stream` runs the dref client with `stream=false` (unary
-`DRefRaft` calls, as before `DRefStream`). Nothing here is a test; see benchmarks/README.md.
+process, the leader and the followers (from /proc, over the measuring window). `--no-stream`
+runs the dref client with `stream=false` (unary `DRefRaft` calls, as before `DRefStream`).
+Nothing here is a test; see benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -310,8 +311,8 @@ class EtcdSide:
         self.pb = etcd_classes()
         self.addresses = addresses
         self.channel: Any = None
-        self.channels: list[Any] = []
-        """One channel per member (reads spread over them)."""
+        self.follower_channel: Any = None
+        """A channel to one follower (the any-read and session-read rows)."""
 
     def _unary(self, channel: Any, path: str, request: str, response: str) -> Any:
         return channel.unary_unary(
@@ -344,11 +345,14 @@ class EtcdSide:
                         channel, "/etcdserverpb.KV/Range", "RangeRequest", "RangeResponse"
                     )
                     await self.put(pb["PutRequest"](key=b"bench:read", value=b"0"), timeout=5)
-                    self.channels = [self.grpc.aio.insecure_channel(a) for a in self.addresses]
-                    self.ranges = [
-                        self._unary(c, "/etcdserverpb.KV/Range", "RangeRequest", "RangeResponse")
-                        for c in self.channels
-                    ]
+                    follower = next(a for a in self.addresses if a != address)
+                    self.follower_channel = self.grpc.aio.insecure_channel(follower)
+                    self.follower_range = self._unary(
+                        self.follower_channel,
+                        "/etcdserverpb.KV/Range",
+                        "RangeRequest",
+                        "RangeResponse",
+                    )
                     return
                 await channel.close()
             if time.monotonic() > deadline:
@@ -365,14 +369,14 @@ class EtcdSide:
 
             return read
         if kind in ("any-read", "session-read"):
-            ranges, members = self.ranges, len(self.ranges)
+            follower_range = self.follower_range
             local = kind == "session-read"
-            spread = range_request(key=b"bench:read", serializable=local)
+            on_follower = range_request(key=b"bench:read", serializable=local)
 
-            async def read_any(i: int, n: int) -> object:
-                return (await ranges[(i + n) % members](spread, timeout=10)).kvs[0].value
+            async def read_follower(i: int, n: int) -> object:
+                return (await follower_range(on_follower, timeout=10)).kvs[0].value
 
-            return read_any
+            return read_follower
         put = self.put
         keys = [b"bench:w%d" % i for i in range(tasks)]
 
@@ -384,8 +388,8 @@ class EtcdSide:
     async def aclose(self) -> None:
         if self.channel is not None:
             await self.channel.close()
-        for channel in self.channels:
-            await channel.close()
+        if self.follower_channel is not None:
+            await self.follower_channel.close()
 
 
 # -- report ----------------------------------------------------------------------------------------

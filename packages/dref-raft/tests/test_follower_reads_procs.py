@@ -55,33 +55,40 @@ async def roles(cluster: ProcCluster) -> tuple[str, list[str]]:
             await client.aclose()
 
 
-def answered_by_every_member(backend: object) -> bool:
-    """Every member answered at least one call of this client context."""
+def client_of(ctx: dref.DRefContext) -> RaftClientBackend:
+    backend = ctx.backend
     assert isinstance(backend, RaftClientBackend)
-    clients = backend._leaders
-    return len(clients) == 3 and all(c.applied_seq > 0 for c in clients.values())
+    return backend
 
 
-async def test_session_reads_on_any_member_see_the_callers_own_writes(
+async def test_session_reads_on_followers_see_the_callers_own_writes(
     cluster: ProcCluster,
 ) -> None:
-    async with dref.connect("raft", **client_options(cluster, read_from="any")) as ctx:
-        assert ctx.backend.capabilities.session_reads
-        refs = [ctx.ref(f"sess:{i}", type=int) for i in range(3)]
-        for n in range(60):  # reads rotate over the three members, followers included
-            ref = refs[n % len(refs)]
-            await ref.set(n)
-            assert await ref.get(consistency="session") == n
-        await refs[0].delete()
-        with pytest.raises(dref.errors.ElementNotFoundError):
-            await refs[0].get(consistency="session")
-        assert answered_by_every_member(ctx.backend)
+    """Contexts with `read_from = "any"` take the followers as readers in turn; each context's
+    session reads there see its own writes (through the leader) at once."""
+    readers = set()
+    for c in range(2):
+        async with dref.connect("raft", **client_options(cluster, read_from="any")) as ctx:
+            assert ctx.backend.capabilities.session_reads
+            refs = [ctx.ref(f"sess:{c}:{i}", type=int) for i in range(3)]
+            for n in range(30):
+                ref = refs[n % len(refs)]
+                await ref.set(n)
+                assert await ref.get(consistency="session") == n
+            await refs[0].delete()
+            with pytest.raises(dref.errors.ElementNotFoundError):
+                await refs[0].get(consistency="session")
+            backend = client_of(ctx)
+            assert backend._reader is not None
+            assert backend._reader != backend._leader  # a follower served them
+            readers.add(backend._reader)
+    assert len(readers) == 2  # both followers, one context each
 
 
 async def test_session_reads_never_go_back_across_member_switches(cluster: ProcCluster) -> None:
-    """Another context counts up through the leader; session reads rotating over the members
-    never return a value older than one an earlier read returned (monotonic reads: the context
-    carries the highest seq it saw to the next member)."""
+    """Another context counts up through the leader; session reads switching member at every
+    read (as after failures) never return a value older than one an earlier read returned
+    (monotonic reads: the context carries the highest seq it saw to the next member)."""
     async with (
         dref.connect("raft", **client_options(cluster)) as writer,
         dref.connect("raft", **client_options(cluster, read_from="any")) as reader,
@@ -89,6 +96,8 @@ async def test_session_reads_never_go_back_across_member_switches(cluster: ProcC
         counter = writer.ref("mono", type=int)
         await counter.set(0)
         seen = reader.ref("mono", type=int)
+        backend = client_of(reader)
+        members = sorted(n.node_id for n in cluster.nodes)
         done = asyncio.Event()
 
         async def count() -> None:
@@ -101,24 +110,27 @@ async def test_session_reads_never_go_back_across_member_switches(cluster: ProcC
         async def read() -> list[int]:
             values = [await seen.get()]  # linearizable: at least 0
             while not done.is_set():
+                backend._reader = members[len(values) % len(members)]  # switch member
                 values.append(await seen.get(consistency="session"))
             return values
 
         _, values = await asyncio.gather(count(), read())
         assert len(values) > 20
         assert values == sorted(values), values
-        assert answered_by_every_member(reader.backend)
+        assert all(backend._leaders[m].applied_seq > 0 for m in members)  # all answered
 
 
 async def test_follower_reads_are_linearizable(cluster: ProcCluster) -> None:
-    """Writers through the leader, readers spread over every member; the history of both
+    """Writers through the leader, readers switching over every member; the history of both
     checks linearizable (`dref_compat.check_linearizable`)."""
     rec = HistoryRecorder()
     keys = ["lin:a", "lin:b"]
+    leader, followers = await roles(cluster)
     async with (
         dref.connect("raft", **client_options(cluster)) as writers,
         dref.connect("raft", **client_options(cluster, read_from="any")) as readers,
     ):
+        members = [leader, *followers]
 
         async def write(key: str, client: int) -> None:
             for i in range(25):
@@ -127,14 +139,16 @@ async def test_follower_reads_are_linearizable(cluster: ProcCluster) -> None:
                     await writers.backend.set(key, value)
 
         async def read(key: str, client: int) -> None:
-            for _ in range(40):
+            backend = client_of(readers)
+            for i in range(40):
+                backend._reader = members[i % 3]  # the followers, and the leader
                 async with rec.op(client, key, "get") as op:
-                    op.output = await readers.backend.get(key)
+                    op.output = await backend.get(key)
 
         tasks = [write(k, n) for n, k in enumerate(keys)]
         tasks += [read(k, 10 + 3 * n + r) for n, k in enumerate(keys) for r in range(3)]
         await asyncio.gather(*tasks)
-        assert answered_by_every_member(readers.backend)
+        assert all(client_of(readers)._leaders[m].applied_seq > 0 for m in members)
     history = rec.history()
     assert all(op.ret is not None for op in history)
     result = check_linearizable(history, timeout=30)
