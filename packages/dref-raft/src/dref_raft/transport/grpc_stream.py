@@ -221,13 +221,11 @@ class _Stream:
         await asyncio.gather(self.writer, self.reader, return_exceptions=True)
 
 
-class _Expired(Exception):
-    """A call's deadline passed before its answer came (`StreamSession.call`)."""
-
-
 def _expire(future: asyncio.Future[bytes]) -> None:
+    """A call's deadline passed before its answer came (`StreamSession.call`): answers only
+    ever fail with `RpcStatusError`, so a `TimeoutError` is this timer's."""
     if not future.done():
-        future.set_exception(_Expired())
+        future.set_exception(TimeoutError())
 
 
 class StreamSession:
@@ -311,7 +309,7 @@ class StreamSession:
             timer = loop.call_at(deadline, _expire, future)
             try:
                 return await future
-            except _Expired:
+            except TimeoutError:
                 if loop.time() - sent_at >= SILENT_RESET and stream.last_answer < sent_at:
                     stream.fail(grpc.StatusCode.DEADLINE_EXCEEDED, "the member answers nothing")
                 code = grpc.StatusCode.DEADLINE_EXCEEDED
