@@ -12,12 +12,22 @@ message classes built here from a minimal descriptor, no generated code committe
 
 - `write xN`: N tasks each writing its own key in a loop (dref `ref.set(n)`, etcd `Put`),
   acknowledged once committed;
-- `read xN`: N tasks reading one key in a loop, linearizable (dref `ref.get()`: ReadIndex on the
-  leader; etcd `Range` with `serializable=false`, its default: ReadIndex too).
+- `read xN`: N tasks reading one key in a loop, linearizable, through the leader (dref
+  `ref.get()`: ReadIndex on the leader; etcd `Range` with `serializable=false`, its default:
+  ReadIndex too);
+- `any-read xN`: the same linearizable reads served by a follower (dref `read_from="any"`: the
+  context reads from one follower, which asks the leader for its read index, one request per
+  batch, and serves from its own state; etcd: a channel to a follower, which runs ReadIndex with
+  its leader the same way);
+- `session-read xN`: reads served by a follower from its own state with no leader round (dref
+  `ref.get(consistency="session")` with `read_from="any"`: read your writes and monotonic reads;
+  etcd `serializable=true` on a follower: its local state, no such promise).
 
 Rows alternate the sides (etcd first), each after `WARMUP` seconds of the same load. The ratio
-column is etcd's ops/s ÷ dref's. `--no-stream` runs the dref client with `stream=false` (unary
-`DRefRaft` calls, as before `DRefStream`). Nothing here is a test; see benchmarks/README.md.
+column is etcd's ops/s ÷ dref's. Each dref row also prints the CPU µs per operation of this
+process, the leader and the followers (from /proc, over the measuring window). `--no-stream`
+runs the dref client with `stream=false` (unary `DRefRaft` calls, as before `DRefStream`).
+Nothing here is a test; see benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -48,7 +58,15 @@ NODES = 3
 WARMUP = 0.5
 """Seconds of the same load before each measuring window."""
 START_TIMEOUT = 30.0
-ROWS = (("write", 1), ("write", 64), ("write", 1024), ("read", 1), ("read", 64))
+ROWS = (
+    ("write", 1),
+    ("write", 64),
+    ("write", 1024),
+    ("read", 1),
+    ("read", 64),
+    ("any-read", 64),
+    ("session-read", 64),
+)
 TITLE = "dref-raft client mode (dref) vs etcd 3.4 (etcd): 3 members, fsync, 1 client process; µs"
 
 Op = Callable[[int, int], Awaitable[object]]
@@ -66,11 +84,18 @@ def free_ports(count: int) -> list[int]:
 
 
 # -- load ------------------------------------------------------------------------------------------
-async def run_row(op: Op, tasks: int, seconds: float) -> Sample:
-    """`tasks` loops of `op` for `WARMUP` + `seconds`; the ops and latencies of the window."""
+async def run_row(
+    op: Op, tasks: int, seconds: float, cpu: Callable[[], dict[str, float]] | None = None
+) -> tuple[Sample, dict[str, float]]:
+    """`tasks` loops of `op` for `WARMUP` + `seconds`; the ops and latencies of the window, and
+    the CPU seconds `cpu()` reports spent in the window (by process)."""
     loop = asyncio.get_running_loop()
     start = loop.time() + WARMUP
     end = start + seconds
+    readings: list[dict[str, float]] = []
+    if cpu is not None:
+        loop.call_at(start, lambda: readings.append(cpu()))
+        loop.call_at(end, lambda: readings.append(cpu()))
     counts = [0] * tasks
     latencies: list[list[int]] = [[] for _ in range(tasks)]
     clock = time.perf_counter_ns
@@ -90,13 +115,22 @@ async def run_row(op: Op, tasks: int, seconds: float) -> Sample:
     began = clock()
     await asyncio.gather(*(one(i) for i in range(tasks)))
     elapsed = clock() - began - int(WARMUP * 1e9)
-    return Sample(sum(counts), elapsed, [x for lat in latencies for x in lat])
+    spent = {}
+    if len(readings) == 2:
+        spent = {who: readings[1][who] - readings[0][who] for who in readings[0]}
+    return Sample(sum(counts), elapsed, [x for lat in latencies for x in lat]), spent
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- dref ------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def dref_cluster(tmp: Path, storage: str) -> Iterator[str]:
-    """3 `python -m dref_raft` members; yields the client's `endpoints`."""
+def dref_cluster(tmp: Path, storage: str) -> Iterator[tuple[str, dict[str, int]]]:
+    """3 `python -m dref_raft` members; yields the client's `endpoints` and their pids by id."""
     ports = free_ports(NODES)
     endpoints = ",".join(f"d{i}=127.0.0.1:{p}" for i, p in enumerate(ports))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DREF_")}
@@ -118,7 +152,7 @@ def dref_cluster(tmp: Path, storage: str) -> Iterator[str]:
             assert proc.stdout is not None
             if "serving" not in proc.stdout.readline():
                 raise RuntimeError("a dref member did not start")
-        yield endpoints
+        yield endpoints, {f"d{i}": proc.pid for i, proc in enumerate(procs)}
     finally:
         for proc in procs:
             proc.terminate()
@@ -131,21 +165,31 @@ def dref_cluster(tmp: Path, storage: str) -> Iterator[str]:
 
 
 class DrefSide:
-    def __init__(self, ctx: dref.DRefContext) -> None:
+    def __init__(self, ctx: dref.DRefContext, any_ctx: dref.DRefContext) -> None:
         self.ctx = ctx
         self.reader = ctx.ref("bench:read", type=int)
+        self.any_reader = any_ctx.ref("bench:read", type=int)
+        """The same key through a context with `read_from="any"`."""
 
     async def prepare(self) -> None:
         await self.reader.set(0)
+        await self.any_reader.set(0)  # its session has seen a write: session reads wait for it
 
     def op(self, kind: str, tasks: int) -> Op:
-        if kind == "read":
-            reader = self.reader
+        if kind in ("read", "any-read"):
+            reader = self.reader if kind == "read" else self.any_reader
 
             async def read(i: int, n: int) -> object:
                 return await reader.get()
 
             return read
+        if kind == "session-read":
+            any_reader = self.any_reader
+
+            async def session_read(i: int, n: int) -> object:
+                return await any_reader.get(consistency="session")
+
+            return session_read
         refs = [self.ctx.ref(f"bench:w{i}", type=int) for i in range(tasks)]
 
         async def write(i: int, n: int) -> object:
@@ -267,6 +311,8 @@ class EtcdSide:
         self.pb = etcd_classes()
         self.addresses = addresses
         self.channel: Any = None
+        self.follower_channel: Any = None
+        """A channel to one follower (the any-read and session-read rows)."""
 
     def _unary(self, channel: Any, path: str, request: str, response: str) -> Any:
         return channel.unary_unary(
@@ -299,6 +345,14 @@ class EtcdSide:
                         channel, "/etcdserverpb.KV/Range", "RangeRequest", "RangeResponse"
                     )
                     await self.put(pb["PutRequest"](key=b"bench:read", value=b"0"), timeout=5)
+                    follower = next(a for a in self.addresses if a != address)
+                    self.follower_channel = self.grpc.aio.insecure_channel(follower)
+                    self.follower_range = self._unary(
+                        self.follower_channel,
+                        "/etcdserverpb.KV/Range",
+                        "RangeRequest",
+                        "RangeResponse",
+                    )
                     return
                 await channel.close()
             if time.monotonic() > deadline:
@@ -314,6 +368,15 @@ class EtcdSide:
                 return (await range_(request, timeout=10)).kvs[0].value
 
             return read
+        if kind in ("any-read", "session-read"):
+            follower_range = self.follower_range
+            local = kind == "session-read"
+            on_follower = range_request(key=b"bench:read", serializable=local)
+
+            async def read_follower(i: int, n: int) -> object:
+                return (await follower_range(on_follower, timeout=10)).kvs[0].value
+
+            return read_follower
         put = self.put
         keys = [b"bench:w%d" % i for i in range(tasks)]
 
@@ -325,6 +388,8 @@ class EtcdSide:
     async def aclose(self) -> None:
         if self.channel is not None:
             await self.channel.close()
+        if self.follower_channel is not None:
+            await self.follower_channel.close()
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -343,14 +408,36 @@ TARGETS: dict[str, Target] = {
 """The issue's targets: 64 in flight at least half etcd's ops/s; 1 in flight p50 within 2x."""
 
 
-async def measure(args: argparse.Namespace, console: Console, tmp: Path) -> dict[str, Any]:
+RATIOS = (("read x64", "write x64", 3.0), ("session-read x64", "read x64", 3.0))
+"""dref's own targets: (row, row it is compared to, at least this many times its ops/s)."""
+
+
+def member_cpu(ctx: dref.DRefContext, pids: dict[str, int]) -> Callable[[], dict[str, float]]:
+    """CPU seconds so far of this process, the leader and the followers (summed)."""
+    leader = getattr(ctx.backend, "_leader", None)
+
+    def read() -> dict[str, float]:
+        followers = sum(cpu_seconds(pid) for node, pid in pids.items() if node != leader)
+        own = time.process_time()
+        if leader not in pids:
+            return {"client": own, "members": followers}
+        return {"client": own, "leader": cpu_seconds(pids[leader]), "followers": followers}
+
+    return read
+
+
+async def measure(
+    args: argparse.Namespace, console: Console, tmp: Path
+) -> tuple[dict[str, dict[str, Stats]], dict[str, dict[str, float]]]:
+    """Every row on both sides; the dref rows' CPU µs per op by process too."""
     etcd = None if args.no_etcd else shutil.which("etcd")
     if etcd is None:
         why = "--no-etcd" if args.no_etcd else "no etcd binary on PATH"
         console.print(f"[yellow]etcd side skipped ({why}; apt-get install -y etcd-server)[/]")
     results: dict[str, dict[str, Stats]] = {"dref": {}, "etcd": {}}
+    cpu_per_op: dict[str, dict[str, float]] = {}
     with contextlib.ExitStack() as stack:
-        endpoints = stack.enter_context(dref_cluster(tmp, args.dref_storage))
+        endpoints, pids = stack.enter_context(dref_cluster(tmp, args.dref_storage))
         etcd_side = None
         if etcd is not None:
             etcd_side = EtcdSide(stack.enter_context(etcd_cluster(etcd, tmp)))
@@ -358,8 +445,11 @@ async def measure(args: argparse.Namespace, console: Console, tmp: Path) -> dict
         options: dict[str, Any] = {"mode": "client", "endpoints": endpoints}
         if args.no_stream:
             options["stream"] = False
-        async with dref.connect("raft", **options) as ctx:
-            dref_side = DrefSide(ctx)
+        async with (
+            dref.connect("raft", **options) as ctx,
+            dref.connect("raft", **options, read_from="any") as any_ctx,
+        ):
+            dref_side = DrefSide(ctx, any_ctx)
             await dref_side.prepare()
             for kind, tasks in ROWS:
                 name = f"{kind} x{tasks}"
@@ -367,14 +457,26 @@ async def measure(args: argparse.Namespace, console: Console, tmp: Path) -> dict
                 for label, side in sides:
                     if side is None:
                         continue
-                    sample = await run_row(side.op(kind, tasks), tasks, args.seconds)
+                    cpu = None
+                    if label == "dref":
+                        cpu = member_cpu(ctx, pids)
+                    sample, spent = await run_row(side.op(kind, tasks), tasks, args.seconds, cpu)
                     results[label][name] = Stats.of([sample])
+                    per_op = "".join(
+                        f"  {who} {1e6 * s / max(1, sample.ops):5.0f}" for who, s in spent.items()
+                    )
+                    if per_op:
+                        per_op = "   CPU µs/op:" + per_op
+                        cpu_per_op[name] = {
+                            who: 1e6 * s / max(1, sample.ops) for who, s in spent.items()
+                        }
                     console.print(
-                        f"  {name:<11} {label}: {sample.ops_per_s:9.0f} ops/s", highlight=False
+                        f"  {name:<16} {label}: {sample.ops_per_s:9.0f} ops/s{per_op}",
+                        highlight=False,
                     )
         if etcd_side is not None:
             await etcd_side.aclose()
-    return results
+    return results, cpu_per_op
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -404,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         highlight=False,
     )
     with tempfile.TemporaryDirectory(prefix="dref-client-bench-") as tmp:
-        results = asyncio.run(measure(args, console, Path(tmp)))
+        results, cpu_per_op = asyncio.run(measure(args, console, Path(tmp)))
     ours, base = results["dref"], results["etcd"]
     data: dict[str, Any]
     if base:
@@ -419,9 +521,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"p99 {stats.p99_ns / 1e3:9.0f} µs",
                 highlight=False,
             )
-    if "read x64" in ours and "write x64" in ours:
-        ratio = ours["read x64"].ops_per_s / ours["write x64"].ops_per_s
-        console.print(f"dref reads x64 ÷ dref writes x64: {ratio:.2f}x (target ≥ 3x)")
+    for name, over, target in RATIOS:
+        if name in ours and over in ours:
+            ratio = ours[name].ops_per_s / ours[over].ops_per_s
+            console.print(f"dref {name} ÷ dref {over}: {ratio:.2f}x (target ≥ {target:g}x)")
+    data["dref_cpu_us_per_op"] = cpu_per_op
     if args.json is not None:
         args.json.write_text(json.dumps(data, indent=2) + "\n")
         console.print(f"results written to {args.json}")

@@ -172,6 +172,26 @@ def test_a_client_trusting_its_lease_too_long_is_caught() -> None:
     assert any("acted outside its grant" in f and "fence " in f for f in failures), failures
 
 
+@pytest.mark.timeout(300)
+def test_follower_reads_stay_linearizable() -> None:
+    """Half the reads served by a random node once it applied its leader's read index
+    (docs/raft.md#read-modes), under every nemesis; many had to wait for it."""
+    results = _results(range(300, 340), replace(THREE, follower_reads=0.5))
+    assert _failures(results) == []
+    totals: Counter[str] = Counter()
+    for result in results:
+        totals.update(result.stats)
+    assert totals["follower_reads_ok"] > 800, totals
+    assert totals["follower_reads_waited"] > 200, totals
+
+
+def test_a_follower_that_does_not_wait_for_the_read_index_is_caught() -> None:
+    broken = replace(THREE, follower_reads=0.5, follower_read_wait=False)
+    failures = [f for s in range(300, 306) if (f := run_seed(s, broken).failure) is not None]
+    assert len(failures) >= 2, failures
+    assert all("not linearizable" in f for f in failures), failures
+
+
 def test_a_seed_runs_the_nemeses_it_is_given() -> None:
     result = run_seed(5, replace(THREE, nemeses=("figure8",)))
     assert result.ok, result.failure

@@ -16,6 +16,7 @@ from dref.errors import (
     NoLeaderError,
     NotLeaderError,
     QuorumLostError,
+    UnsupportedOperationError,
 )
 from dref_raft._pb import dref_consensus_pb2_grpc, dref_pb2, dref_pb2_grpc, dref_watch_pb2_grpc
 from dref_raft.commands import SetElement, WatchEvent
@@ -38,6 +39,7 @@ from dref_raft.core.messages import (
 from dref_raft.core.types import Entry
 from dref_raft.errors import TransportError, WatchUnsupportedError
 from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
+from dref_raft.reads import FOLLOWER_READ, LEADER_READ, ReadRequest
 from dref_raft.transport import GrpcServer, LeaderClient, PeerClients, WatchClient
 from dref_raft.wire import messages
 
@@ -74,6 +76,7 @@ class Client:
     def __init__(self) -> None:
         self.data: dict[str, tuple[bytes, int | None]] = {}
         self.fail: Exception | None = None
+        self.reads: list[ReadRequest] = []
 
     def _check(self) -> None:
         if self.fail is not None:
@@ -92,10 +95,15 @@ class Client:
         self.data[name] = (value, expire_at)
         return True
 
-    async def get_element(self, name: str) -> bytes | None:
+    async def get_element(self, name: str, read: ReadRequest = LEADER_READ) -> bytes | None:
         self._check()
+        self.reads.append(read)
         item = self.data.get(name)
         return None if item is None else item[0]
+
+    async def read_index(self) -> int:
+        self._check()
+        return 77
 
     async def delete_element(self, name: str) -> None:
         self._check()
@@ -260,6 +268,36 @@ async def test_data_answers_carry_the_applied_seq_extension(served: Any) -> None
     upstream_answer = dref_pb2.SetElementResponse.FromString(b"")
     assert upstream_answer.applied_seq == 0
     assert dref_pb2.SetElementResponse(applied_seq=5).SerializeToString() == b"\xc0>\x05"
+
+
+async def test_read_kinds_and_read_index_cross_the_wire(served: Any) -> None:
+    """dref's read kinds are additive `GetElementRequest` fields (1800-1802,
+    docs/raft-wire.md#follower-reads): upstream's request bytes are unchanged, and a member
+    sees each kind as sent; `read_index` answers the leader's seq in `applied_seq`."""
+    server, _, client = served
+    client.data["k"] = (b"v", None)
+    async with LeaderClient(server.address, timeout=5) as leader:
+        assert await leader.get_element("k") == b"v"
+        assert await leader.get_element("k", read=ReadRequest(session_seq=0)) == b"v"
+        assert await leader.get_element("k", read=ReadRequest(session_seq=9)) == b"v"
+        assert await leader.get_element("k", read=FOLLOWER_READ) == b"v"
+        assert await leader.read_index() == 77
+    assert client.reads == [LEADER_READ, ReadRequest(0), ReadRequest(9), FOLLOWER_READ]
+    plain = dref_pb2.GetElementRequest(id="n1", name="k").SerializeToString()
+    assert plain == b"\n\x02n1\x12\x01k"  # upstream's bytes: no extension field set
+
+
+async def test_read_index_from_an_upstream_leader_is_unsupported() -> None:
+    """An answer without `applied_seq` (an upstream member) is no read index."""
+
+    class Upstream(Client):
+        async def read_index(self) -> int:
+            return 0  # the answer carries no applied_seq, as upstream's GetElement answer
+
+    server = GrpcServer("n1", Consensus(), Upstream(), Watch(), port=0)
+    async with server, LeaderClient(server.address, timeout=5) as leader:
+        with pytest.raises(UnsupportedOperationError, match="no read index"):
+            await leader.read_index()
 
 
 async def test_send_command_is_a_no_op(served: Any) -> None:

@@ -14,6 +14,7 @@ from cluster_procs import wait_until
 
 from dref.errors import NoLeaderError, NotLeaderError, QuorumLostError
 from dref_raft.errors import TransportError
+from dref_raft.reads import LEADER_READ, ReadRequest
 from dref_raft.transport import GrpcServer, LeaderClient
 from dref_raft.transport.grpc_stream import StreamSession
 
@@ -49,7 +50,7 @@ class Client:
         self.data.setdefault(name, value)
         return created
 
-    async def get_element(self, name: str) -> bytes | None:
+    async def get_element(self, name: str, read: ReadRequest = LEADER_READ) -> bytes | None:
         if name in self.errors:
             raise self.errors[name]
         return self.data.get(name)

@@ -210,6 +210,13 @@ class RaftSettings(BaseSettings):
         "lease (the leader answers without a round while its lease holds; relies on clocks, "
         "docs/raft.md#read-modes).",
     )
+    read_from: Literal["leader", "any"] = Field(
+        "leader",
+        description="Which member serves this context's reads: leader (linearizable reads "
+        "run ReadIndex there) or any (one follower per context, kept while it answers; it "
+        "serves a linearizable read after asking the leader for its read index, a session read "
+        "from its own state; docs/raft.md#read-modes).",
+    )
     max_clock_drift: float = Field(
         0.1,
         ge=0,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\ndref.proto\x12\x11io.github.tobia80\"\x1f\n\x10\x45ndpointResponse\x12\x0b\n\x03ids\x18\x01 \x03(\t\"\x15\n\x13GetEndpointsRequest\"\x1b\n\x19GetExpirationTableRequest\"B\n\x14\x45xpireElementRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x65xpireAt\x18\x03 \x01(\x04\"-\n\x15\x45xpireElementResponse\x12\x14\n\x0b\x61pplied_seq\x18\xe8\x07 \x01(\x04\"`\n\x11SetElementRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x15\n\x08\x65xpireAt\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x0b\n\t_expireAt\"*\n\x12SetElementResponse\x12\x14\n\x0b\x61pplied_seq\x18\xe8\x07 \x01(\x04\"j\n\x1bSetElementIfNotExistRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x15\n\x08\x65xpireAt\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x0b\n\t_expireAt\"E\n\x1cSetElementIfNotExistResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\x12\x14\n\x0b\x61pplied_seq\x18\xe8\x07 \x01(\x04\"-\n\x11GetElementRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"H\n\x12GetElementResponse\x12\x12\n\x05value\x18\x01 \x01(\x0cH\x00\x88\x01\x01\x12\x14\n\x0b\x61pplied_seq\x18\xe8\x07 \x01(\x04\x42\x08\n\x06_value\"0\n\x14\x44\x65leteElementRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"-\n\x15\x44\x65leteElementResponse\x12\x14\n\x0b\x61pplied_seq\x18\xe8\x07 \x01(\x04\"1\n\x12SendCommandRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"\x15\n\x13SendCommandResponse2\xbc\x05\n\x08\x44RefRaft\x12Y\n\nSetElement\x12$.io.github.tobia80.SetElementRequest\x1a%.io.github.tobia80.SetElementResponse\x12\x62\n\rExpireElement\x12\'.io.github.tobia80.ExpireElementRequest\x1a(.io.github.tobia80.ExpireElementResponse\x12w\n\x14SetElementIfNotExist\x12..io.github.tobia80.SetElementIfNotExistRequest\x1a/.io.github.tobia80.SetElementIfNotExistResponse\x12Y\n\nGetElement\x12$.io.github.tobia80.GetElementRequest\x1a%.io.github.tobia80.GetElementResponse\x12\x62\n\rDeleteElement\x12\'.io.github.tobia80.DeleteElementRequest\x1a(.io.github.tobia80.DeleteElementResponse\x12[\n\x0cGetEndpoints\x12&.io.github.tobia80.GetEndpointsRequest\x1a#.io.github.tobia80.EndpointResponse\x12\\\n\x0bSendCommand\x12%.io.github.tobia80.SendCommandRequest\x1a&.io.github.tobia80.SendCommandResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\ndref.proto\x12\x11io.github.tobia80\"\x1f\n\x10\x45ndpointResponse\x12\x0b\n\x03ids\x18\x01 \x03(\t\"\x15\n\x13GetEndpointsRequest\"\x1b\n\x19GetExpirationTableRequest\"B\n\x14\x45xpireElementRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x65xpireAt\x18\x03 \x01(\x04\"-\n\x15\x45xpireElementResponse\x12\x14\n\x0b\x61pplied_seq\x18\xe8\x07 \x01(\x04\"`\n\x11SetElementRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x15\n\x08\x65xpireAt\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x0b\n\t_expireAt\"*\n\x12SetElementResponse\x12\x14\n\x0b\x61pplied_seq\x18\xe8\x07 \x01(\x04\"j\n\x1bSetElementIfNotExistRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x15\n\x08\x65xpireAt\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x0b\n\t_expireAt\"E\n\x1cSetElementIfNotExistResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\x12\x14\n\x0b\x61pplied_seq\x18\xe8\x07 \x01(\x04\"\x85\x01\n\x11GetElementRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x19\n\x0bsession_seq\x18\x88\x0e \x01(\x04H\x00\x88\x01\x01\x12\x16\n\rfollower_read\x18\x89\x0e \x01(\x08\x12\x13\n\nread_index\x18\x8a\x0e \x01(\x08\x42\x0e\n\x0c_session_seq\"H\n\x12GetElementResponse\x12\x12\n\x05value\x18\x01 \x01(\x0cH\x00\x88\x01\x01\x12\x14\n\x0b\x61pplied_seq\x18\xe8\x07 \x01(\x04\x42\x08\n\x06_value\"0\n\x14\x44\x65leteElementRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"-\n\x15\x44\x65leteElementResponse\x12\x14\n\x0b\x61pplied_seq\x18\xe8\x07 \x01(\x04\"1\n\x12SendCommandRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"\x15\n\x13SendCommandResponse2\xbc\x05\n\x08\x44RefRaft\x12Y\n\nSetElement\x12$.io.github.tobia80.SetElementRequest\x1a%.io.github.tobia80.SetElementResponse\x12\x62\n\rExpireElement\x12\'.io.github.tobia80.ExpireElementRequest\x1a(.io.github.tobia80.ExpireElementResponse\x12w\n\x14SetElementIfNotExist\x12..io.github.tobia80.SetElementIfNotExistRequest\x1a/.io.github.tobia80.SetElementIfNotExistResponse\x12Y\n\nGetElement\x12$.io.github.tobia80.GetElementRequest\x1a%.io.github.tobia80.GetElementResponse\x12\x62\n\rDeleteElement\x12\'.io.github.tobia80.DeleteElementRequest\x1a(.io.github.tobia80.DeleteElementResponse\x12[\n\x0cGetEndpoints\x12&.io.github.tobia80.GetEndpointsRequest\x1a#.io.github.tobia80.EndpointResponse\x12\\\n\x0bSendCommand\x12%.io.github.tobia80.SendCommandRequest\x1a&.io.github.tobia80.SendCommandResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,18 +49,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETELEMENTIFNOTEXISTREQUEST']._serialized_end=481
   _globals['_SETELEMENTIFNOTEXISTRESPONSE']._serialized_start=483
   _globals['_SETELEMENTIFNOTEXISTRESPONSE']._serialized_end=552
-  _globals['_GETELEMENTREQUEST']._serialized_start=554
-  _globals['_GETELEMENTREQUEST']._serialized_end=599
-  _globals['_GETELEMENTRESPONSE']._serialized_start=601
-  _globals['_GETELEMENTRESPONSE']._serialized_end=673
-  _globals['_DELETEELEMENTREQUEST']._serialized_start=675
-  _globals['_DELETEELEMENTREQUEST']._serialized_end=723
-  _globals['_DELETEELEMENTRESPONSE']._serialized_start=725
-  _globals['_DELETEELEMENTRESPONSE']._serialized_end=770
-  _globals['_SENDCOMMANDREQUEST']._serialized_start=772
-  _globals['_SENDCOMMANDREQUEST']._serialized_end=821
-  _globals['_SENDCOMMANDRESPONSE']._serialized_start=823
-  _globals['_SENDCOMMANDRESPONSE']._serialized_end=844
-  _globals['_DREFRAFT']._serialized_start=847
-  _globals['_DREFRAFT']._serialized_end=1547
+  _globals['_GETELEMENTREQUEST']._serialized_start=555
+  _globals['_GETELEMENTREQUEST']._serialized_end=688
+  _globals['_GETELEMENTRESPONSE']._serialized_start=690
+  _globals['_GETELEMENTRESPONSE']._serialized_end=762
+  _globals['_DELETEELEMENTREQUEST']._serialized_start=764
+  _globals['_DELETEELEMENTREQUEST']._serialized_end=812
+  _globals['_DELETEELEMENTRESPONSE']._serialized_start=814
+  _globals['_DELETEELEMENTRESPONSE']._serialized_end=859
+  _globals['_SENDCOMMANDREQUEST']._serialized_start=861
+  _globals['_SENDCOMMANDREQUEST']._serialized_end=910
+  _globals['_SENDCOMMANDRESPONSE']._serialized_start=912
+  _globals['_SENDCOMMANDRESPONSE']._serialized_end=933
+  _globals['_DREFRAFT']._serialized_start=936
+  _globals['_DREFRAFT']._serialized_end=1636
 # @@protoc_insertion_point(module_scope)

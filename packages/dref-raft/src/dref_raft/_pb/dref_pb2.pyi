@@ -74,12 +74,18 @@ class SetElementIfNotExistResponse(_message.Message):
     def __init__(self, created: bool = ..., applied_seq: _Optional[int] = ...) -> None: ...
 
 class GetElementRequest(_message.Message):
-    __slots__ = ("id", "name")
+    __slots__ = ("id", "name", "session_seq", "follower_read", "read_index")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    SESSION_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FOLLOWER_READ_FIELD_NUMBER: _ClassVar[int]
+    READ_INDEX_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    session_seq: int
+    follower_read: bool
+    read_index: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., session_seq: _Optional[int] = ..., follower_read: bool = ..., read_index: bool = ...) -> None: ...
 
 class GetElementResponse(_message.Message):
     __slots__ = ("value", "applied_seq")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -57,6 +58,7 @@ from dref_raft.ops import (
     remote_expire,
     wall_clock_ms,
 )
+from dref_raft.reads import FOLLOWER_READ, ReadRequest
 from dref_raft.sessions import WriteSession
 from dref_raft.settings import RaftSettings, parse_endpoint
 from dref_raft.transport.base import LeaderApi, WatchApi
@@ -69,6 +71,8 @@ __all__ = ["RaftClientBackend", "open_client_backend"]
 logger = logging.getLogger("dref_raft.client.backend")
 T = TypeVar("T")
 
+_READER_TURNS = itertools.count()
+"""With `read_from = "any"` the contexts of a process take the followers as readers in turn."""
 _FIRST_DELAY = 0.05
 _MAX_DELAY = 1.0
 
@@ -204,11 +208,18 @@ class RaftClientBackend(CompareOps):
             expiry_events=True,
             names=True,
             revisions=True,
+            session_reads=native,
             exactly_once=native and settings.exactly_once,
         )
         if native and settings.exactly_once:
             self._session = WriteSession()
         self._members = members
+        self._any_member = settings.read_from == "any" and native
+        """Reads go to `_reader` (`read_from = "any"`); not with upstream members."""
+        self._reader: str | None = None
+        """The member this context reads from with `read_from = "any"` (None: not chosen yet;
+        then a follower when the leader is known): kept while it answers, so its reads share one
+        stream and batch well; the next member in the configured order after a failure."""
         self._order = list(members)
         self._rotation = 0
         self._network = network
@@ -341,9 +352,61 @@ class RaftClientBackend(CompareOps):
 
         return await self._call(read)
 
-    # -- operations -------------------------------------------------------------------------------
+    # -- reads ------------------------------------------------------------------------------------
     async def get(self, name: str) -> bytes | None:
+        """Linearizable: on the leader, or with `read_from = "any"` on this context's reader
+        (a follower serves it after asking the leader for its read index)."""
+        if self._any_member:
+            return await self._read_any(name, FOLLOWER_READ)
         return await self._call(lambda c, left: c.get_element(name, timeout=left))
+
+    async def get_session(self, name: str) -> bytes | None:
+        """At least every write and read of this context: the member (the leader, or with
+        `read_from = "any"` this context's reader) answers from its own state once it has
+        applied the highest seq any answer carried (docs/raft.md#read-modes)."""
+        read = ReadRequest(session_seq=self._seen_seq())
+        if self._any_member:
+            return await self._read_any(name, read)
+        return await self._call(lambda c, left: c.get_element(name, timeout=left, read=read))
+
+    def _first_reader(self) -> str:
+        """The next member in turn (across this process's contexts), skipping the leader when
+        it is known: reads are spread over the followers, off the leader."""
+        order = self._order
+        followers = [m for m in order if m != self._leader] or order
+        return followers[next(_READER_TURNS) % len(followers)]
+
+    def _seen_seq(self) -> int:
+        """The highest seq any member's answer carried (a write's, or a read's state)."""
+        return max((client.applied_seq for client in self._leaders.values()), default=0)
+
+    async def _read_any(self, name: str, read: ReadRequest) -> bytes | None:
+        """`GetElement` with a dref read kind on this context's reader, retried as `_call`
+        (a lagging member answers not-leader with the leader's id: the retry goes there)."""
+        self._check()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.op_timeout
+
+        async def op(target: str) -> bytes | None:
+            if target not in self._members:
+                raise NoLeaderError(f"leader {target!r} is not among the configured endpoints")
+            left = max(0.001, deadline - loop.time())
+            try:
+                return await self._client_of(target).get_element(name, timeout=left, read=read)
+            except Exception:
+                if target == self._reader:  # read from the next member from now on
+                    order = self._order
+                    self._reader = order[(order.index(target) + 1) % len(order)]
+                raise
+
+        async def reader() -> str:
+            if self._reader is None:
+                self._reader = self._first_reader()
+            return self._reader
+
+        return await with_leader(op, reader, deadline)
+
+    # -- operations -------------------------------------------------------------------------------
 
     async def set(self, name: str, value: bytes, ttl: float | None = None) -> None:
         expire_at = self._expire_at(ttl)

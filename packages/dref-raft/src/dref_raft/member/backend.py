@@ -41,6 +41,7 @@ from dref_raft.ops import (
     paged_names,
     remote_expire,
 )
+from dref_raft.reads import FOLLOWER_READ
 from dref_raft.sessions import WriteSession
 from dref_raft.settings import RaftSettings
 from dref_raft.transport.base import LeaderApi
@@ -98,12 +99,18 @@ class RaftBackend(CompareOps):
     async def _find_leader(self) -> str | None:
         return await self.node.wait_for_leader(0.05)
 
+    async def _here(self) -> str:
+        return self.node.id
+
     async def _route(
         self,
         local: Callable[[NodeClientHandler], Awaitable[T]],
         remote: Callable[[LeaderApi, float], Awaitable[T]],
+        *,
+        here: bool = False,
     ) -> T:
-        """Run on the leader: `local` when it is this node, else `remote` over DRefRaft."""
+        """Run on the leader (`here`: on this member first): `local` when it is this node,
+        else `remote` over DRefRaft."""
         self._check()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.op_timeout
@@ -121,7 +128,7 @@ class RaftBackend(CompareOps):
             await self.node.wait_applied(client.applied_seq, max(0.0, deadline - loop.time()))
             return result
 
-        return await with_leader(op, self._find_leader, deadline)
+        return await with_leader(op, self._here if here else self._find_leader, deadline)
 
     def _expire_at(self, ttl: float | None) -> int | None:
         return expire_at_ms(self.node.wall_ms(), ttl)
@@ -134,6 +141,15 @@ class RaftBackend(CompareOps):
 
     # -- required ---------------------------------------------------------------------------------
     async def get(self, name: str) -> bytes | None:
+        """Linearizable: on the leader, or with `read_from = "any"` from this member's own
+        state once it applied the leader's read index (`FollowerReads`; a lagging member
+        sends the read on to the leader)."""
+        if self.settings.read_from == "any" and not self.settings.mixed_cluster:
+            return await self._route(
+                lambda h: h.get_element(name, FOLLOWER_READ),
+                lambda c, left: c.get_element(name, timeout=left, read=FOLLOWER_READ),
+                here=True,
+            )
         return await self._route(
             lambda h: h.get_element(name),
             lambda c, left: c.get_element(name, timeout=left),

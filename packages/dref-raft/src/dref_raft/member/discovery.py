@@ -38,6 +38,7 @@ from dref.errors import (
 )
 from dref.resources import AsyncResource
 from dref_raft.core.messages import Request, Response
+from dref_raft.reads import LEADER_READ, ReadRequest
 from dref_raft.settings import WILDCARD_HOSTS, RaftSettings, format_address
 from dref_raft.transport.grpc_client import LeaderClient
 from dref_raft.transport.grpc_server import GrpcServer
@@ -181,7 +182,10 @@ class _Identity:
     ) -> bool:
         raise NoLeaderError()
 
-    async def get_element(self, name: str) -> bytes | None:
+    async def get_element(self, name: str, read: ReadRequest = LEADER_READ) -> bytes | None:
+        raise NoLeaderError()
+
+    async def read_index(self) -> int:
         raise NoLeaderError()
 
     async def delete_element(self, name: str) -> None:

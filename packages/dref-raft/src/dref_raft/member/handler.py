@@ -31,7 +31,9 @@ from dref_raft.commands import (
 from dref_raft.errors import CompareUnsupportedError, LimitExceededError
 from dref_raft.fsm import ApplyResult
 from dref_raft.member.compare_read import failed_compare
+from dref_raft.member.follower_reads import FollowerReads
 from dref_raft.member.node import RaftNode
+from dref_raft.reads import LEADER_READ, ReadRequest
 from dref_raft.sessions import IDLE_MS
 from dref_raft.settings import RaftSettings
 
@@ -50,6 +52,8 @@ class NodeClientHandler:
     def __init__(self, node: RaftNode, settings: RaftSettings) -> None:
         self.node = node
         self.settings = settings
+        self.reads: FollowerReads | None = None
+        """Serves reads from this member's own state (set by the member; None: leader only)."""
 
     def _check_sizes(self, names: Iterable[str], values: Iterable[bytes | None] = ()) -> None:
         limit = self.settings.max_name_bytes
@@ -104,11 +108,26 @@ class NodeClientHandler:
         _, result = await self._propose(SetIfNotExist(name, value, expire_at))
         return bool(result.created)
 
-    async def get_element(self, name: str) -> bytes | None:
+    async def get_element(self, name: str, read: ReadRequest = LEADER_READ) -> bytes | None:
+        """Upstream's read on the leader (a ReadIndex round), or one of dref's read kinds
+        (`dref_raft.reads`) from this member's own state (`FollowerReads`)."""
         self._check_sizes((name,))
+        reads = self.reads
+        if read.session_seq is not None and reads is not None:
+            await reads.caught_up(read.session_seq)
+        elif read.follower and reads is not None:
+            await reads.barrier()
+        else:
+            self._check_leader()
+            await self.node.read_barrier(self.settings.op_timeout)
+        return self.node.get_local(name)
+
+    async def read_index(self) -> int:
+        """dref-only (`GetElement` with `read_index`, from a follower): confirm leadership
+        with a ReadIndex round; the seq applied here then (at least the read index)."""
         self._check_leader()
         await self.node.read_barrier(self.settings.op_timeout)
-        return self.node.get_local(name)
+        return self.node.applied
 
     async def delete_element(self, name: str) -> None:
         self._check_sizes((name,))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from dref.errors import ConfigurationError, NoLeaderError
 from dref_raft.member.discovery import AddressPoller, Resolver, bootstrap, join_bootstrap
+from dref_raft.member.follower_reads import FollowerReads
 from dref_raft.member.handler import NodeClientHandler
 from dref_raft.member.membership import NodeMembership, request_join
 from dref_raft.member.node import NodeConfig, RaftNode
@@ -170,6 +171,12 @@ class MemberRegistry:
         watch = WatchService(node, history=settings.watch_history, buffer=change_buffer)
         member = Member(
             settings, node, handler, transport, network=network, watch=watch, poller=poller, refs=1
+        )
+        handler.reads = FollowerReads(
+            node,
+            member.leader_client,
+            timeout=settings.op_timeout,
+            catch_up=settings.election_timeout,
         )
         try:
             if network is not None:

@@ -43,6 +43,10 @@ class ClientOp:
     request_id: int = 0
     sent_at: int = 0
     output: Any = None
+    #: A follower read: the node that serves it from its own state once it has applied
+    #: `index`, the read index its leader answered (-1: not answered yet).
+    reader: str | None = None
+    index: int = -1
 
     def command(self) -> Command:
         """The command a write proposes."""

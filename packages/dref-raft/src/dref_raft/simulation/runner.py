@@ -20,7 +20,13 @@ from dref_raft.commands import (
 from dref_raft.core import CoreConfig, Entry, Message, Proposed, RaftCore, Ready, Role
 from dref_raft.errors import MissingSimulationDependency
 from dref_raft.fsm import ApplyResult
-from dref_raft.simulation.clients import OP_TIMEOUT, LockClient, RecordedOp, SimClient
+from dref_raft.simulation.clients import (
+    OP_TIMEOUT,
+    ClientOp,
+    LockClient,
+    RecordedOp,
+    SimClient,
+)
 from dref_raft.simulation.invariants import Invariants, InvariantViolation
 from dref_raft.simulation.network import Network, NetworkFaults
 from dref_raft.simulation.node import SimNode
@@ -95,6 +101,13 @@ class SimConfig:
     lease_slack: int = 0
     #: Nemeses of this run (names from `NEMESES`); None: each seed picks its own mix.
     nemeses: tuple[str, ...] | None = None
+    #: Share of the reads served as follower reads (docs/raft.md#read-modes): a random node
+    #: asks the leader it knows for a read index and answers from its own state once it has
+    #: applied it. 0 leaves the run as it was (the choices come from their own generator).
+    follower_reads: float = 0.0
+    #: False: a deliberately broken follower that answers without waiting for the read index
+    #: (tests show that the history check catches it).
+    follower_read_wait: bool = True
 
 
 @dataclass(slots=True)
@@ -220,6 +233,9 @@ class _Run:
         self.clients = [SimClient(c, rng.choice(ids)) for c in range(cfg.clients)]
         self.pending_writes: dict[tuple[str, int], SimClient] = {}
         self.pending_reads: dict[tuple[str, int], SimClient] = {}
+        self.follower_rng = random.Random(f"follower-reads/{seed}")
+        #: Follower reads whose read index came: waiting for their node to apply it.
+        self.follower_waits: list[tuple[SimClient, ClientOp]] = []
         self.next_request = 0
         self.outbox: list[Message] = []
         #: Each node's snapshot base at its last check, and the terms whose leader was seen.
@@ -286,6 +302,16 @@ class _Run:
         client = self.pending_reads.pop((node, request_id), None)
         if client is None or client.op is None:
             return
+        op = client.op
+        if ok and op.reader is not None:
+            # The leader answers its commit seq (the member answers its applied seq, which
+            # is at least the read index too); the follower serves once it has applied it.
+            op.index, op.node = _core(self.nodes[node]).commit, op.reader
+            reader = self.nodes.get(op.reader)
+            if reader is not None and reader.core is not None and reader.core.applied < op.index:
+                self.count("follower_reads_waited")
+            self.follower_waits.append((client, op))
+            return
         if ok:
             client.finish(self.now, self.nodes[node].machine.get(client.op.key, 0))
             self.stats["reads_ok"] = self.stats.get("reads_ok", 0) + 1
@@ -310,6 +336,8 @@ class _Run:
                 self.ticks()
                 if self.now < client_end:
                     self.client_steps()
+                if self.follower_waits:
+                    self.follower_steps()
                 if self.lock_clients:
                     self.lock_steps(starting=self.now < client_end)
                     if self.now % REAP_PERIOD == 0:
@@ -708,6 +736,8 @@ class _Run:
             if node.core is None:
                 client.leader_guess = rng.choice([i for i in self.nodes if i != client.avoid])
                 continue
+            if op.kind == "get" and self.follower_read(client, op):
+                continue
             if op.kind == "get":
                 self.next_request += 1
                 result = node.core.read_index(self.next_request)
@@ -725,6 +755,43 @@ class _Run:
             if op.node is None and client.leader_guess == node.id:
                 client.leader_guess = rng.choice([i for i in self.nodes if i != client.avoid])
             self.drain(node.id)
+
+    def follower_read(self, client: SimClient, op: ClientOp) -> bool:
+        """Send `op` as a follower read if it is one (drawn once per read): its node asks the
+        leader it knows for a read index. False: an ordinary read."""
+        cfg = self.cfg
+        if op.reader is None:
+            if not cfg.follower_reads or self.follower_rng.random() >= cfg.follower_reads:
+                return False
+            op.reader = self.follower_rng.choice(sorted(self.nodes))
+        reader = self.nodes.get(op.reader)
+        leader_id = reader.core.leader_id if reader is not None and reader.core else None
+        leader = self.nodes.get(leader_id) if leader_id is not None else None
+        if leader is None or leader.core is None:
+            return True  # asked again next step (or dropped after OP_TIMEOUT)
+        self.next_request += 1
+        if client.submitted(leader.core.read_index(self.next_request), leader.id, self.now):
+            op.request_id = self.next_request
+            self.pending_reads[(leader.id, self.next_request)] = client
+        self.drain(leader.id)
+        return True
+
+    def follower_steps(self) -> None:
+        """Serve the follower reads whose node has applied their read index."""
+        waiting = []
+        for client, op in self.follower_waits:
+            if client.op is not op or op.reader is None:
+                continue  # given up
+            reader = self.nodes.get(op.reader)
+            if reader is None or reader.core is None:
+                client.discard()  # the node went away: no answer
+                continue
+            if reader.core.applied >= op.index or not self.cfg.follower_read_wait:
+                client.finish(self.now, reader.machine.get(op.key, 0))
+                self.count("follower_reads_ok")
+            else:
+                waiting.append((client, op))
+        self.follower_waits = waiting
 
     def timeouts(self) -> None:
         for client in self.clients:

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from dref.errors import UnsupportedOperationError
 from dref_raft.commands import Command, CompareResult, MemberStatus, NamesPage, WatchEvent
 from dref_raft.core.messages import Request, Response
+from dref_raft.reads import LEADER_READ, ReadRequest
 
 __all__ = [
     "DEFAULT_PORT",
@@ -24,10 +26,22 @@ __all__ = [
     "WatchApi",
     "WatchHandler",
     "aclose_iterator",
+    "read_index_of",
 ]
 
 DEFAULT_PORT = 8082
 """Upstream's default gRPC port (docs/protocol.md#discovery)."""
+
+
+def read_index_of(address: str, applied_seq: int) -> int:
+    """The read index a leader answered (`applied_seq` of a `read_index` `GetElement`);
+    `UnsupportedOperationError` when it sent none (an upstream leader)."""
+    if applied_seq <= 0:
+        raise UnsupportedOperationError(
+            f"raft member at {address} answered no read index (an upstream leader?): "
+            "follower reads need dref members; set mixed_cluster = true for mixed clusters"
+        )
+    return applied_seq
 
 
 async def aclose_iterator(iterator: AsyncIterator[object]) -> None:
@@ -59,7 +73,14 @@ class ClientHandler(Protocol):
         self, name: str, value: bytes, expire_at: int | None
     ) -> bool: ...
 
-    async def get_element(self, name: str) -> bytes | None: ...
+    async def get_element(self, name: str, read: ReadRequest = LEADER_READ) -> bytes | None:
+        """`GetElement`; `read` asks for one of dref's read kinds (`dref_raft.reads`)."""
+        ...
+
+    async def read_index(self) -> int:
+        """dref-only, leader: a seq at least the read index, every entry through it applied
+        here, after a ReadIndex round (docs/raft-wire.md#follower-reads)."""
+        ...
 
     async def delete_element(self, name: str) -> None: ...
 
@@ -135,7 +156,15 @@ class LeaderApi(Protocol):
         self, name: str, value: bytes, expire_at: int | None = None, *, timeout: float | None = None
     ) -> bool: ...
 
-    async def get_element(self, name: str, *, timeout: float | None = None) -> bytes | None: ...
+    async def get_element(
+        self, name: str, *, timeout: float | None = None, read: ReadRequest = LEADER_READ
+    ) -> bytes | None:
+        """`GetElement`; `read`: one of dref's read kinds (dref members only)."""
+        ...
+
+    async def read_index(self, *, timeout: float | None = None) -> int:
+        """The leader's read index (`GetElement` with `read_index`; dref leaders only)."""
+        ...
 
     async def delete_element(self, name: str, *, timeout: float | None = None) -> None: ...
 

@@ -31,6 +31,8 @@ from dref_raft.errors import (
     WatchUnsupportedError,
     WireError,
 )
+from dref_raft.reads import LEADER_READ, ReadRequest
+from dref_raft.transport.base import read_index_of
 from dref_raft.transport.grpc_stream import StreamSession
 from dref_raft.transport.security import PLAINTEXT, TransportSecurity
 from dref_raft.transport.snapshot_stream import ChunkHook, download_snapshot, send_snapshot
@@ -381,10 +383,23 @@ class LeaderClient(AsyncResource):
         )
         return bool(msg.created)
 
-    async def get_element(self, name: str, *, timeout: float | None = None) -> bytes | None:
-        """`GetElement` (the leader runs ReadIndex); None if missing or expired."""
-        msg = await self._call("GetElement", timeout, id=self.target_id, name=name)
+    async def get_element(
+        self, name: str, *, timeout: float | None = None, read: ReadRequest = LEADER_READ
+    ) -> bytes | None:
+        """`GetElement` (the leader runs ReadIndex; `read`: one of dref's read kinds, dref
+        members only); None if missing or expired."""
+        extra: dict[str, Any] = {}
+        if read.session_seq is not None:
+            extra["session_seq"] = read.session_seq
+        if read.follower:
+            extra["follower_read"] = True
+        msg = await self._call("GetElement", timeout, id=self.target_id, name=name, **extra)
         return bytes(msg.value) if msg.HasField("value") else None
+
+    async def read_index(self, *, timeout: float | None = None) -> int:
+        """The leader's read index (dref-only `GetElement` with `read_index`)."""
+        await self._call("GetElement", timeout, id=self.target_id, read_index=True)
+        return read_index_of(self.address, self.last_applied_seq)
 
     async def delete_element(self, name: str, *, timeout: float | None = None) -> None:
         """`DeleteElement`."""

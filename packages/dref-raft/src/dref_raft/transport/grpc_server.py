@@ -36,6 +36,7 @@ from dref_raft.core.messages import (
     VoteResponse,
 )
 from dref_raft.errors import TransportError, WireError
+from dref_raft.reads import LEADER_READ, ReadRequest
 from dref_raft.transport.base import (
     DEFAULT_PORT,
     ClientHandler,
@@ -410,7 +411,13 @@ class GrpcServer(AsyncResource):
         return self._data_response("SetElementIfNotExist", created=bool(created))
 
     async def _get_element(self, msg: Any) -> bytes:
-        value = await self._client.get_element(str(msg.name))
+        if msg.read_index:  # dref-only: a follower asking for the read index
+            return self._response("GetElement", applied_seq=await self._client.read_index())
+        read = LEADER_READ
+        if msg.HasField("session_seq") or msg.follower_read:
+            session_seq = int(msg.session_seq) if msg.HasField("session_seq") else None
+            read = ReadRequest(session_seq, bool(msg.follower_read))
+        value = await self._client.get_element(str(msg.name), read)
         if value is None:
             return self._data_response("GetElement")
         return self._data_response("GetElement", value=bytes(value))

@@ -226,6 +226,13 @@ class _Stream:
         await asyncio.gather(self.writer, self.reader, return_exceptions=True)
 
 
+def _expire(future: asyncio.Future[bytes]) -> None:
+    """A call's deadline passed before its answer came (`StreamSession.call`): answers only
+    ever fail with `RpcStatusError`, so a `TimeoutError` is this timer's."""
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class StreamSession:
     """The client half of `DRefStream/Session` to one member (see the module docstring).
 
@@ -289,31 +296,37 @@ class StreamSession:
             raise StreamUnsupportedError(f"{self.address} does not serve {self.service}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        try:
-            async with asyncio.timeout_at(deadline):
-                await self._window.acquire()
-        except TimeoutError:
-            raise RpcStatusError(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"{self._size} calls in flight on the {self.service} session",
-            ) from None
+        window = self._window
+        if window.locked():
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await window.acquire()
+            except TimeoutError:
+                raise RpcStatusError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"{self._size} calls in flight on the {self.service} session",
+                ) from None
+        else:
+            await window.acquire()  # free: returns at once
         try:
             stream = self._current()
             call_id = next(self._ids)
             sent_at = loop.time()
             future = stream.send(call_id, method, request)
+            # A plain timer rather than `asyncio.timeout`: this runs for every client call.
+            timer = loop.call_at(deadline, _expire, future)
             try:
-                async with asyncio.timeout_at(deadline):
-                    return await future
+                return await future
             except TimeoutError:
                 if loop.time() - sent_at >= SILENT_RESET and stream.last_answer < sent_at:
                     stream.fail(grpc.StatusCode.DEADLINE_EXCEEDED, "the member answers nothing")
                 code = grpc.StatusCode.DEADLINE_EXCEEDED
                 raise RpcStatusError(code, "Deadline Exceeded") from None
             finally:
+                timer.cancel()
                 stream.pending.pop(call_id, None)
         finally:
-            self._window.release()
+            window.release()
 
     async def aclose(self) -> None:
         """Close the stream: calls in flight fail with CANCELLED."""

@@ -34,6 +34,7 @@ from dref_raft.errors import (
     WatchUnsupportedError,
     WireError,
 )
+from dref_raft.reads import LEADER_READ, ReadRequest
 from dref_raft.transport.base import (
     ClientHandler,
     CompareHandler,
@@ -41,6 +42,7 @@ from dref_raft.transport.base import (
     InfoHandler,
     WatchHandler,
     aclose_iterator,
+    read_index_of,
 )
 from dref_raft.transport.status import error_of, status_of
 from dref_raft.wire import messages
@@ -234,8 +236,14 @@ class MemoryLeaderClient:
             lambda h: h.set_element_if_not_exist(name, value, expire_at),
         )
 
-    async def get_element(self, name: str, *, timeout: float | None = None) -> bytes | None:
-        return await self._run("GetElement", timeout, lambda h: h.get_element(name))
+    async def get_element(
+        self, name: str, *, timeout: float | None = None, read: ReadRequest = LEADER_READ
+    ) -> bytes | None:
+        return await self._run("GetElement", timeout, lambda h: h.get_element(name, read))
+
+    async def read_index(self, *, timeout: float | None = None) -> int:
+        seq = await self._run("GetElement", timeout, lambda h: h.read_index())
+        return read_index_of(self.address, seq)
 
     async def delete_element(self, name: str, *, timeout: float | None = None) -> None:
         await self._run("DeleteElement", timeout, lambda h: h.delete_element(name))
