@@ -29,7 +29,9 @@ from dref_raft.commands import (
     CompareAndExpire,
     CompareAndSet,
     CompareResult,
+    FairSwap,
     FencedWrite,
+    LeaveLine,
     MemberStatus,
     NamesPage,
 )
@@ -271,6 +273,36 @@ class CompareOps(Backend):
 
     async def fenced_delete(self, name: str, fence: WriteFence) -> None:
         await self._fenced(FencedWrite(fence.lock, fence.token, name, None), fence)
+
+    # -- fair updates (docs/raft.md#the-fair-line) --------------------------------------------
+    def _waiter_life(self) -> float:
+        life: float = self.settings.waiter_life  # type: ignore[attr-defined]
+        return life
+
+    async def fair_compare_and_swap(
+        self, name: str, expected: bytes, value: bytes, ticket: bytes, *, rejoin: bool = False
+    ) -> tuple[bool, bytes | None, int]:
+        """One committed `FairSwap`: the state machine swaps or queues `ticket` in `name`'s
+        line, whose places live `waiter_life` seconds of log time without another attempt."""
+        life_ms = round(self._waiter_life() * 1000)
+        result = await self._write(FairSwap(name, expected, value, ticket, None, rejoin, life_ms))
+        if result.matched:
+            return True, value, result.ahead
+        return False, result.current, result.ahead
+
+    async def leave_line(self, name: str, ticket: bytes) -> None:
+        await self._write(LeaveLine(name, ticket))
+
+    async def wait_turn(self, name: str, ticket: bytes) -> bytes | None:
+        """Woken by a member when an applied entry makes `ticket` the head of the line (see
+        `_wait_turn`); None after a quarter of `waiter_life`, well before the place lapses."""
+        turn, value = await self._wait_turn(name, ticket, self._waiter_life() / 4)
+        return value if turn else None
+
+    @abc.abstractmethod
+    async def _wait_turn(self, name: str, ticket: bytes, wait: float) -> tuple[bool, bytes | None]:
+        """Wait up to `wait` s for `ticket` to head `name`'s line in a member's applied state:
+        `(True, value left by the entry that made it the head)`, else `(False, None)`."""
 
     async def refresh_lock(self, name: str, token: bytes, ttl: float) -> bool:
         if not self.capabilities.owner_checked_locks:

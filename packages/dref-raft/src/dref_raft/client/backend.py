@@ -205,6 +205,7 @@ class RaftClientBackend(CompareOps):
             names=True,
             revisions=True,
             exactly_once=native and settings.exactly_once,
+            fair_updates=native and settings.fair_updates,
         )
         if native and settings.exactly_once:
             self._session = WriteSession()
@@ -340,6 +341,11 @@ class RaftClientBackend(CompareOps):
             return value, client.last_applied_seq
 
         return await self._call(read)
+
+    async def _wait_turn(self, name: str, ticket: bytes, wait: float) -> tuple[bool, bytes | None]:
+        """A long poll (`DRefFair/WaitTurn`) on the leader, which answers from its applied
+        state when `ticket` becomes the head, or after `wait`."""
+        return await self._call(lambda c, left: c.wait_turn(name, ticket, wait, timeout=left))
 
     # -- operations -------------------------------------------------------------------------------
     async def get(self, name: str) -> bytes | None:

@@ -86,6 +86,7 @@ class RaftBackend(CompareOps):
             revisions=True,
             session_reads=True,
             exactly_once=native and exactly_once,
+            fair_updates=native and self.settings.fair_updates,
         )
         if native and exactly_once:
             self._session = WriteSession()
@@ -246,6 +247,12 @@ class RaftBackend(CompareOps):
         return await cluster_status(summary, dict(self.settings.members), fetch)
 
     # -- native paths -----------------------------------------------------------------------------
+    async def _wait_turn(self, name: str, ticket: bytes, wait: float) -> tuple[bool, bytes | None]:
+        """From this member's applied state: the fair swap that queued `ticket` returned once
+        this member had applied it, so the line is here already."""
+        self._check()
+        return await self.node.turns.wait(name, ticket, wait)
+
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
         self._check()
         return await fenced_try_lock(
