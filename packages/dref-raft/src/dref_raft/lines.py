@@ -40,6 +40,10 @@ class LineTable:
             return None
         return line
 
+    def waiting(self, name: str) -> int:
+        """How many tickets `name`'s line holds as stored (dead ones included)."""
+        return len(self._lines.get(name, ()))
+
     def head(self, name: str) -> bytes | None:
         """The first ticket of `name`'s line as stored (a dead one included), None if empty."""
         line = self._lines.get(name)

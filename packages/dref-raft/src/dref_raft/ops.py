@@ -304,6 +304,16 @@ class CompareOps(Backend):
         """Wait up to `wait` s for `ticket` to head `name`'s line in a member's applied state:
         `(True, value left by the entry that made it the head)`, else `(False, None)`."""
 
+    async def _acquire_lock(self, name: str, token: bytes, ttl: float) -> bool:
+        """`try_lock`'s attempt: with `lock_queue` a `FairSwap` creating the lock in its line
+        (the token is the ticket: a failed attempt queues it, or renews its place), else
+        `set_if_not_exist`."""
+        if not self.capabilities.lock_queue:
+            return await self.set_if_not_exist(name, token, ttl)
+        life_ms = round(self._waiter_life() * 1000)
+        attempt = FairSwap(name, None, token, token, self._expire_at(ttl), False, life_ms)
+        return (await self._write(attempt)).matched
+
     async def refresh_lock(self, name: str, token: bytes, ttl: float) -> bool:
         if not self.capabilities.owner_checked_locks:
             return await super().refresh_lock(name, token, ttl)
@@ -314,6 +324,8 @@ class CompareOps(Backend):
     async def release_lock(self, name: str, token: bytes) -> bool:
         if not self.capabilities.owner_checked_locks:
             return await super().release_lock(name, token)
+        if self.capabilities.lock_queue:  # leaves the line too (a waiter giving up)
+            return (await self._write(LeaveLine(name, token, release=True))).matched
         return (await self._write(CompareAndDelete(name, token))).matched
 
 

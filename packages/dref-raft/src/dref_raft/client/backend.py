@@ -206,7 +206,11 @@ class RaftClientBackend(CompareOps):
             revisions=True,
             exactly_once=native and settings.exactly_once,
             fair_updates=native and settings.fair_updates,
+            lock_queue=native and settings.fair_updates,
         )
+        if self.capabilities.lock_queue:
+            # Lock waiters try again this often, renewing their place in the lock's line.
+            self.poll_interval = min(self.poll_interval, settings.waiter_life / 4)
         if native and settings.exactly_once:
             self._session = WriteSession()
         self._members = members
@@ -384,7 +388,7 @@ class RaftClientBackend(CompareOps):
         """Fenced: the fence is the seq at which the name's stream sees our token."""
         async with await self.subscribe(name):
             return await fenced_try_lock(
-                lambda: self.set_if_not_exist(name, token, ttl),
+                lambda: self._acquire_lock(name, token, ttl),
                 self._streams[name].created(token),
                 self.settings.op_timeout,
                 "by this client's watch",

@@ -87,7 +87,11 @@ class RaftBackend(CompareOps):
             session_reads=True,
             exactly_once=native and exactly_once,
             fair_updates=native and self.settings.fair_updates,
+            lock_queue=native and self.settings.fair_updates,
         )
+        if self.capabilities.lock_queue:
+            # Lock waiters try again this often, renewing their place in the lock's line.
+            self.poll_interval = min(self.poll_interval, self.settings.waiter_life / 4)
         if native and exactly_once:
             self._session = WriteSession()
 
@@ -256,7 +260,7 @@ class RaftBackend(CompareOps):
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
         self._check()
         return await fenced_try_lock(
-            lambda: self.set_if_not_exist(name, token, ttl),
+            lambda: self._acquire_lock(name, token, ttl),
             self.node.watch_created(name, token),
             self.settings.op_timeout,
             f"on node {self.node.id}",

@@ -156,9 +156,7 @@ class NodeClientHandler:
         if failed is not None:
             return failed  # a read, not a log entry (dref_raft.member.compare_read)
         seq, result = await self.node.propose(stamped, self.settings.op_timeout)
-        return CompareResult(
-            bool(result.created), result.current, seq, result.stale, result.ahead
-        )
+        return CompareResult(bool(result.created), result.current, seq, result.stale, result.ahead)
 
     async def wait_turn(
         self, name: str, ticket: bytes, timeout: float
