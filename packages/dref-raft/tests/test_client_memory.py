@@ -108,7 +108,8 @@ async def test_client_mode_mixed_cluster_has_no_compare(cluster: list[Member]) -
         assert not caps.native_cas
         assert not caps.owner_checked_locks
         assert not caps.fenced_writes  # FencedWrite is a dref-only command
-        assert not caps.fair_updates
+        assert not caps.fair_updates  # FairSwap / LeaveLine are dref-only commands
+        assert not caps.lock_queue
         assert await ctx.backend.set_if_not_exist("m", b"a")
         assert not await ctx.backend.set_if_not_exist("m", b"b")
 
