@@ -275,9 +275,11 @@ class CompareOps(Backend):
         await self._fenced(FencedWrite(fence.lock, fence.token, name, None), fence)
 
     # -- fair updates (docs/raft.md#the-fair-line) --------------------------------------------
+    waiter_life: float = 2.0
+    """Seconds a place of this context in a line lives without another attempt (log time)."""
+
     def _waiter_life(self) -> float:
-        life: float = self.settings.waiter_life  # type: ignore[attr-defined]
-        return life
+        return self.waiter_life
 
     async def fair_compare_and_swap(
         self, name: str, expected: bytes, value: bytes, ticket: bytes, *, rejoin: bool = False

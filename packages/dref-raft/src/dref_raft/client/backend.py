@@ -208,6 +208,7 @@ class RaftClientBackend(CompareOps):
             fair_updates=native and settings.fair_updates,
             lock_queue=native and settings.fair_updates,
         )
+        self.waiter_life = settings.waiter_life
         if self.capabilities.lock_queue:
             # Lock waiters try again this often, renewing their place in the lock's line.
             self.poll_interval = min(self.poll_interval, settings.waiter_life / 4)

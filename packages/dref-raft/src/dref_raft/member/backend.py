@@ -56,7 +56,14 @@ class RaftBackend(CompareOps):
     """The `raft` backend: one context's view of the member running in this process."""
 
     def __init__(
-        self, member: Member, *, clock: Clock, change_buffer: int, exactly_once: bool = True
+        self,
+        member: Member,
+        *,
+        clock: Clock,
+        change_buffer: int,
+        exactly_once: bool = True,
+        fair_updates: bool = True,
+        waiter_life: float = 2.0,
     ) -> None:
         self.member = member
         self.node = member.node
@@ -86,12 +93,13 @@ class RaftBackend(CompareOps):
             revisions=True,
             session_reads=True,
             exactly_once=native and exactly_once,
-            fair_updates=native and self.settings.fair_updates,
-            lock_queue=native and self.settings.fair_updates,
+            fair_updates=native and fair_updates,
+            lock_queue=native and fair_updates,
         )
+        self.waiter_life = waiter_life
         if self.capabilities.lock_queue:
             # Lock waiters try again this often, renewing their place in the lock's line.
-            self.poll_interval = min(self.poll_interval, self.settings.waiter_life / 4)
+            self.poll_interval = min(self.poll_interval, waiter_life / 4)
         if native and exactly_once:
             self._session = WriteSession()
 
@@ -280,6 +288,8 @@ async def open_backend(settings: RaftSettings, core: DRefSettings, clock: Clock)
         clock=clock,
         change_buffer=core.change_buffer,
         exactly_once=settings.exactly_once,  # this context's choice, not the member's
+        fair_updates=settings.fair_updates,  # as are these
+        waiter_life=settings.waiter_life,
     )
     try:
         leader = await member.node.wait_for_leader(settings.leader_wait)

@@ -41,13 +41,18 @@ async def failed_compare(node: RaftNode, command: Command, timeout: float) -> Co
         case _:
             return None
     machine = node.machine
-    queued = isinstance(command, LeaveLine)  # it changes the line when its ticket is there
-    if machine.compare(name, expected, now)[0] or (
-        queued and machine.lines.position(name, expected) is not None
-    ):
+    # A release changes the line when its ticket waits there: the log decides that too.
+    ticket = command.ticket if isinstance(command, LeaveLine) else None
+
+    def changes() -> tuple[bool, bytes | None]:
+        matched, current = machine.compare(name, expected, now)
+        queued = ticket is not None and machine.lines.position(name, ticket) is not None
+        return matched or queued, current
+
+    if changes()[0]:
         return None  # likely to change something: the log decides, in one round
     await node.read_barrier(timeout)
-    matched, current = machine.compare(name, expected, now)
-    if matched or (queued and machine.lines.position(name, expected) is not None):
+    changing, current = changes()
+    if changing:
         return None
     return CompareResult(False, current, node.applied)
