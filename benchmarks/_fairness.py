@@ -31,7 +31,14 @@ def measure(backend: str, options: dict[str, Any], seconds: float) -> dict[str, 
     """One run for `seconds` (no count bound): counts, seconds, ratio, updates/s.
 
     Raft with `{"local_cluster": N}`: a cluster of N `python -m dref_raft` processes of this
-    interpreter's packages is started for the run, and the contenders are client contexts."""
+    interpreter's packages is started for the run, and the contenders are client contexts; with
+    `{"members": N}` the contenders are the N member processes of the cluster themselves
+    (`_fairness_members`)."""
+    if backend == "raft" and "members" in options:
+        from _fairness_members import measure_members
+
+        extra = {k: v for k, v in options.items() if k != "members"}
+        return measure_members(extra, seconds, members=int(options["members"]))
     if backend == "raft" and "local_cluster" in options:
         from dref_raft.cli.local_cluster import LocalCluster
 
@@ -69,10 +76,12 @@ def _row(label: str, m: dict[str, Any]) -> str:
     )
 
 
-def fairness_row(backend: str, options: dict[str, Any], *, seconds: float = 5.0) -> str:
+def fairness_row(
+    backend: str, options: dict[str, Any], *, seconds: float = 5.0, shape: str = "4 x 4 tasks"
+) -> str:
     """Run the contention for `seconds` (no count bound) and return the printed row."""
     m = measure(backend, options, seconds)
-    return f"fairness ({backend}, 4 x 4 tasks, one element):\n" + _row("this", m)
+    return f"fairness ({backend}, {shape}, one element):\n" + _row("this", m)
 
 
 def _measure_in(src: Path | None, backend: str, options: dict[str, Any], seconds: float) -> Any:
@@ -115,10 +124,11 @@ def compare_options(
     label: str,
     seconds: float,
     rounds: int,
+    shape: str = "4 x 4 tasks",
 ) -> str:
     """`compare_rows` within this tree: `baseline_options` (described by `label`) against
-    `options`, alternating `rounds` times."""
-    title = f"fairness ({backend}, 4 x 4 tasks, one element), baseline {label}:"
+    `options`, alternating `rounds` times; `shape` names the contenders in the title."""
+    title = f"fairness ({backend}, {shape}, one element), baseline {label}:"
     sides = {"baseline": (None, baseline_options), "this": (None, options)}
     return _alternate(backend, title, sides, seconds=seconds, rounds=rounds)
 
