@@ -8,6 +8,8 @@ least ÷ most ≥ 0.5.
 With `--baseline SRC` (a checkout of another commit, e.g. `git worktree add ../base <commit>`)
 both sides run in alternating rounds, each in a fresh interpreter (the baseline's packages first
 on PYTHONPATH), and the row ends with the ratio of the totals: this ÷ baseline (target ≥ 0.8).
+`compare_options` does the same within this tree, between two sets of connect options (Raft:
+`fair_updates = false`, today's compare-and-set with backoff, against the fair line).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["compare_rows", "fairness_row", "measure"]
+__all__ = ["compare_options", "compare_rows", "fairness_row", "measure"]
 
 _PACKAGES = ("dref-core", "dref-inmemory", "dref-redis", "dref-raft")
 
@@ -29,13 +31,22 @@ def measure(backend: str, options: dict[str, Any], seconds: float) -> dict[str, 
     """One run for `seconds` (no count bound): counts, seconds, ratio, updates/s.
 
     Raft with `{"local_cluster": N}`: a cluster of N `python -m dref_raft` processes of this
-    interpreter's packages is started for the run, and the contenders are client contexts."""
+    interpreter's packages is started for the run, and the contenders are client contexts; with
+    `{"members": N}` the contenders are the N member processes of the cluster themselves
+    (`_fairness_members`)."""
+    if backend == "raft" and "members" in options:
+        from _fairness_members import measure_members
+
+        extra = {k: v for k, v in options.items() if k != "members"}
+        return measure_members(extra, seconds, members=int(options["members"]))
     if backend == "raft" and "local_cluster" in options:
         from dref_raft.cli.local_cluster import LocalCluster
 
+        extra = {k: v for k, v in options.items() if k != "local_cluster"}
         with LocalCluster(int(options["local_cluster"])) as cluster:
             cluster.wait_for_leader(30)
-            return measure(backend, {"mode": "client", "endpoints": cluster.endpoints}, seconds)
+            client = {**extra, "mode": "client", "endpoints": cluster.endpoints}
+            return measure(backend, client, seconds)
     from dref_compat import fairness
 
     total = 10**9
@@ -65,10 +76,12 @@ def _row(label: str, m: dict[str, Any]) -> str:
     )
 
 
-def fairness_row(backend: str, options: dict[str, Any], *, seconds: float = 5.0) -> str:
+def fairness_row(
+    backend: str, options: dict[str, Any], *, seconds: float = 5.0, shape: str = "4 x 4 tasks"
+) -> str:
     """Run the contention for `seconds` (no count bound) and return the printed row."""
     m = measure(backend, options, seconds)
-    return f"fairness ({backend}, 4 x 4 tasks, one element):\n" + _row("this", m)
+    return f"fairness ({backend}, {shape}, one element):\n" + _row("this", m)
 
 
 def _measure_in(src: Path | None, backend: str, options: dict[str, Any], seconds: float) -> Any:
@@ -98,12 +111,43 @@ def compare_rows(
     backend: str, options: dict[str, Any], baseline: Path, *, seconds: float, rounds: int
 ) -> str:
     """Alternate baseline and this tree `rounds` times; rows per run and the ratio of totals."""
-    lines = [f"fairness ({backend}, 4 x 4 tasks, one element), baseline {baseline.name}:"]
+    title = f"fairness ({backend}, 4 x 4 tasks, one element), baseline {baseline.name}:"
+    sides = {"baseline": (baseline, options), "this": (None, options)}
+    return _alternate(backend, title, sides, seconds=seconds, rounds=rounds)
+
+
+def compare_options(
+    backend: str,
+    options: dict[str, Any],
+    baseline_options: dict[str, Any],
+    *,
+    label: str,
+    seconds: float,
+    rounds: int,
+    shape: str = "4 x 4 tasks",
+) -> str:
+    """`compare_rows` within this tree: `baseline_options` (described by `label`) against
+    `options`, alternating `rounds` times; `shape` names the contenders in the title."""
+    title = f"fairness ({backend}, {shape}, one element), baseline {label}:"
+    sides = {"baseline": (None, baseline_options), "this": (None, options)}
+    return _alternate(backend, title, sides, seconds=seconds, rounds=rounds)
+
+
+def _alternate(
+    backend: str,
+    title: str,
+    sides: dict[str, tuple[Path | None, dict[str, Any]]],
+    *,
+    seconds: float,
+    rounds: int,
+) -> str:
+    lines = [title]
     totals = {"baseline": 0.0, "this": 0.0}
     for r in range(rounds):
         order = ("baseline", "this") if r % 2 == 0 else ("this", "baseline")
         for side in order:
-            m = _measure_in(baseline if side == "baseline" else None, backend, options, seconds)
+            src, side_options = sides[side]
+            m = _measure_in(src, backend, side_options, seconds)
             totals[side] += m["per_second"]
             lines.append(_row(f"round {r + 1} {side:8}", m))
     ratio = totals["this"] / totals["baseline"] if totals["baseline"] else float("inf")

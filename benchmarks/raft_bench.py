@@ -498,15 +498,37 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SRC",
         help="with --fairness: also run a checkout of another commit (its members too)",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="with --baseline: rounds per side")
+    parser.add_argument(
+        "--cas",
+        action="store_true",
+        help="with --fairness: the baseline is this tree with fair_updates = false (today's "
+        "compare-and-set with backoff), in alternating rounds",
+    )
+    parser.add_argument(
+        "--members",
+        action="store_true",
+        help="with --fairness: the contenders are the cluster's member processes (4 tasks "
+        "each), not client processes",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="with --baseline or --cas: rounds per side"
+    )
     args = parser.parse_args(argv)
     if args.fairness:
-        from _fairness import compare_rows, fairness_row
+        from _fairness import compare_options, compare_rows, fairness_row
 
-        options = {"local_cluster": NODES}
+        options: dict[str, Any] = {"members": NODES} if args.members else {"local_cluster": NODES}
         seconds = max(args.seconds, 3.0)
-        if args.baseline is None:
-            print(fairness_row("raft", options, seconds=seconds))
+        shape = f"{NODES} member processes x 4 tasks" if args.members else "4 x 4 tasks"
+        if args.cas:
+            cas = {**options, "fair_updates": False}
+            label = "fair_updates=false (compare-and-set with backoff)"
+            rows = compare_options(
+                "raft", options, cas, label=label, seconds=seconds, rounds=args.rounds, shape=shape
+            )
+            print(rows)
+        elif args.baseline is None:
+            print(fairness_row("raft", options, seconds=seconds, shape=shape))
         else:
             print(compare_rows("raft", options, args.baseline, seconds=seconds, rounds=args.rounds))
         return 0

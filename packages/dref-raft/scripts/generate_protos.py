@@ -34,6 +34,7 @@ PROTOS = (
     "dref.proto",
     "raft.proto",
     "dref_session.proto",
+    "dref_fair.proto",
     "state_command.proto",
     "dref_consensus.proto",
     "dref_watch.proto",
@@ -49,6 +50,7 @@ SERVICE_PROTOS = (
     "dref_stream.proto",
     "dref_membership.proto",
     "dref_snapshot.proto",
+    "dref_fair.proto",
 )
 MODULES = tuple(name.removesuffix(".proto") + "_pb2" for name in PROTOS)
 

@@ -59,6 +59,11 @@ async def cluster() -> AsyncIterator[list[Member]]:
 class TestRaftClientMemory(LosesAnswers, BackendConformance):
     backend = "raft"
     revision_history = HISTORY
+    fairness_updates = 400
+
+    @pytest.fixture
+    def fairness_options(self, cluster: list[Member]) -> dict[str, Any]:
+        return CLIENT
 
     @pytest.fixture
     async def open_context(
@@ -91,7 +96,7 @@ async def test_client_mode_capabilities(client: RaftClientBackend) -> None:
     assert caps.native_cas
     assert caps.owner_checked_locks
     assert caps.fenced_writes
-    assert not caps.fair_updates  # contended modify: plain compare-and-swap with backoff
+    assert caps.fair_updates  # contended modify: a line in the state machine
     assert not caps.exact_events
     assert client.poll_interval <= 0.2
     assert not caps.distributed
@@ -103,7 +108,8 @@ async def test_client_mode_mixed_cluster_has_no_compare(cluster: list[Member]) -
         assert not caps.native_cas
         assert not caps.owner_checked_locks
         assert not caps.fenced_writes  # FencedWrite is a dref-only command
-        assert not caps.fair_updates
+        assert not caps.fair_updates  # FairSwap / LeaveLine are dref-only commands
+        assert not caps.lock_queue
         assert await ctx.backend.set_if_not_exist("m", b"a")
         assert not await ctx.backend.set_if_not_exist("m", b"b")
 

@@ -38,6 +38,12 @@ def shared_procs() -> Iterator[ProcCluster]:
 class TestRaftClientProcs(LosesAnswers, BackendConformance):
     backend = "raft"
     revision_history = HISTORY
+    fairness_updates = 600
+
+    @pytest.fixture
+    def fairness_options(self, shared_procs: ProcCluster) -> dict[str, Any]:
+        """The contending processes are client contexts of the cluster."""
+        return client_options(shared_procs)
 
     @pytest.fixture
     async def open_context(

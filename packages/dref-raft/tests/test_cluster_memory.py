@@ -53,6 +53,11 @@ async def memory_cluster() -> AsyncIterator[list[Member]]:
 class TestRaftMemoryCluster(LosesAnswers, BackendConformance):
     backend = "raft"
     revision_history = HISTORY
+    fairness_updates = 400
+
+    @pytest.fixture
+    def fairness_options(self, memory_cluster: list[Member]) -> dict[str, Any]:
+        return member_options(IDS[0])
 
     @pytest.fixture
     async def open_context(

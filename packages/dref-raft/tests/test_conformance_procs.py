@@ -45,6 +45,13 @@ async def shared_member(shared_procs: ProcCluster) -> AsyncIterator[Member]:
 class TestRaftMemberContextsProcs(LosesAnswers, BackendConformance):
     backend = "raft"
     revision_history = HISTORY
+    fairness_updates = 600
+
+    @pytest.fixture
+    def fairness_options(self, shared_procs: ProcCluster) -> dict[str, object]:
+        """The contending processes cannot join this process's member: they are client
+        contexts of the cluster (its leader is a member process)."""
+        return {"mode": "client", "endpoints": shared_procs.endpoints}
 
     # The suite's async fixtures, on the module's loop (the member's).
     @pytest_asyncio.fixture(loop_scope="module")

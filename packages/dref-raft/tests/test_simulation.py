@@ -100,6 +100,20 @@ def test_five_node_seeds() -> None:
     assert _failures(_results(range(1000, 1040), FIVE)) == []
 
 
+@pytest.mark.timeout(300)
+def test_lock_clients_in_the_state_machines_line() -> None:
+    """Locks acquired with `FairSwap` and released with `LeaveLine` (`lock_queue`): exclusion,
+    fences and recovered state (the lines included) hold under the same faults."""
+    results = _results(range(16), replace(THREE, fair_locks=True))
+    assert _failures(results) == []
+    totals: Counter[str] = Counter()
+    for result in results:
+        totals.update(result.stats)
+    assert totals["locks_acquired"] > 80, totals
+    assert totals["locks_queued_behind"] > 5, totals  # waiters were lined up behind others
+    assert totals["lock_expiries"] > 10, totals
+
+
 def test_a_seed_replays_exactly() -> None:
     first = run_seed(7, THREE, trace=True)
     second = run_seed(7, THREE, trace=True)

@@ -352,6 +352,8 @@ async def test_mixed_cluster_backend_never_uses_compare_commands(
         assert ctx.backend.member is member
         assert not ctx.backend.capabilities.native_cas
         assert not ctx.backend.capabilities.owner_checked_locks
+        assert not ctx.backend.capabilities.fair_updates  # FairSwap is dref-only
+        assert not ctx.backend.capabilities.lock_queue
         await wait_until(lambda: member.node.is_leader, 10, "d leads")
         counter = await ctx.make(0, "counter")
         for _ in range(3):

@@ -141,8 +141,10 @@ class Lock:
         clock = self._clock
         deadline = None if self.timeout is None else clock.now() + self.timeout
         caps = self._backend.capabilities
-        poll = None if (caps.exact_events and caps.expiry_events) else self._backend.poll_interval
         queued = caps.lock_queue
+        # A queued waiter also tries again every poll interval: that keeps its place in line.
+        exact = caps.exact_events and caps.expiry_events and not queued
+        poll = None if exact else self._backend.poll_interval
         sub: Subscription | None = None
         # True while the backend may keep something under our token (the lock, when a request
         # was cut short; our place in line, after a failed attempt): given back if we give up.

@@ -22,7 +22,9 @@ __all__ = [
     "DeleteElement",
     "DeleteIfExpired",
     "ExpireElement",
+    "FairSwap",
     "FencedWrite",
+    "LeaveLine",
     "MemberInfo",
     "MemberStatus",
     "MembersView",
@@ -151,6 +153,39 @@ class FencedWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class FairSwap:
+    """dref-only: a compare-and-set served in `name`'s line of contended writers
+    (docs/raft-wire.md#fair-updates; `StateCommand` oneof 1700).
+
+    Swaps (`value`, with `expire_at`) iff `name` holds `expected` (None: iff it is absent or
+    expired at `now`) and nobody waits, or `ticket` is the head of the line; the head leaves
+    the line as it swaps (with `rejoin`, it takes a new place at the end when others still
+    wait). Otherwise `ticket` joins the line, or keeps its place, alive until `now + life_ms`
+    (log time: `now` is the leader's clock).
+    """
+
+    name: str
+    expected: bytes | None
+    value: bytes
+    ticket: bytes
+    expire_at: int | None = None
+    rejoin: bool = False
+    life_ms: int = 0
+    now: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveLine:
+    """dref-only: take `ticket` out of `name`'s line (`StateCommand` oneof 1701); with
+    `release`, also delete `name` iff it holds `ticket` unexpired at `now` (a lock's release)."""
+
+    name: str
+    ticket: bytes
+    release: bool = False
+    now: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Membership:
     """A cluster configuration: the voters, the learners (non-voting members that receive
     every entry) and the address (`host:port`) of each member that has one.
@@ -248,10 +283,19 @@ Command = (
     | FencedWrite
     | ConfigChange
     | SessionCommand
+    | FairSwap
+    | LeaveLine
 )
 
-#: The dref-only commands (StateCommand oneof numbers 1001..1004).
-COMPARE_COMMANDS = (CompareAndSet, CompareAndDelete, CompareAndExpire, FencedWrite)
+#: The dref-only commands (StateCommand oneof numbers 1001..1004, 1700..1701).
+COMPARE_COMMANDS = (
+    CompareAndSet,
+    CompareAndDelete,
+    CompareAndExpire,
+    FencedWrite,
+    FairSwap,
+    LeaveLine,
+)
 #: What `DRefExt/Compare` carries: a compare command, or any write wrapped in a session.
 COMPARE_REQUESTS = (*COMPARE_COMMANDS, SessionCommand)
 #: Every command an upstream node would apply as a no-op (and so diverge): never sent to a
@@ -267,6 +311,8 @@ SESSION_WRITES = (
     CompareAndDelete,
     CompareAndExpire,
     FencedWrite,
+    FairSwap,
+    LeaveLine,
 )
 
 
@@ -297,6 +343,8 @@ class CompareResult:
     seq: int
     stale: bool = False
     """`FencedWrite` only: refused because the lock no longer holds the fence's token."""
+    ahead: int = 0
+    """`FairSwap` only: live waiters in front of the ticket (0: the head, or not in line)."""
 
 
 @dataclass(frozen=True, slots=True)

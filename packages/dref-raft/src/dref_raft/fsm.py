@@ -25,7 +25,9 @@ from dref_raft.commands import (
     DeleteElement,
     DeleteIfExpired,
     ExpireElement,
+    FairSwap,
     FencedWrite,
+    LeaveLine,
     Membership,
     NoOp,
     SessionCommand,
@@ -33,6 +35,7 @@ from dref_raft.commands import (
     SetIfNotExist,
     StartNewTerm,
 )
+from dref_raft.lines import LineState, LineTable
 from dref_raft.sessions import RecordedResult, SessionState, SessionTable
 
 __all__ = [
@@ -83,6 +86,10 @@ class ApplyResult:
     current: bytes | None = None
     stale: bool = False
     """`FencedWrite`: refused, the lock no longer holds the token (nothing changed)."""
+    ahead: int = 0
+    """`FairSwap`: live waiters in front of the ticket (0: the head, or not in line)."""
+    turns: tuple[tuple[str, bytes], ...] = ()
+    """(name, ticket) of each waiter this command made the head of a line (`wait_turn`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +114,8 @@ class ClusterSnapshot:
     membership: Membership | None = None
     #: dref extension: the live sessions of exactly-once writes (`dref_raft.sessions`).
     sessions: tuple[tuple[bytes, SessionState], ...] = ()
+    #: dref extension: the lines of contended writers (`dref_raft.lines`), sorted by name.
+    lines: tuple[tuple[str, LineState], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +142,7 @@ class StateMachine:
         #: The configuration of the last applied `ConfigChange` (None: none applied).
         self.membership: Membership | None = None
         self.sessions = SessionTable()
+        self.lines = LineTable()
         #: Counts `apply` calls: a `PreparedInstall` is valid only at the count it was made at.
         self._version = 0
         self._prepared: PreparedInstall | None = None
@@ -199,23 +209,67 @@ class StateMachine:
                 return _NOTHING
             case SessionCommand():
                 return self._session(command)
+            case FairSwap():
+                return self._fair_swap(command)
+            case LeaveLine(name, ticket, release, now):
+                turns = self._turn(name, self.lines.remove(name, ticket))
+                if not release:
+                    return ApplyResult(turns=turns)
+                result = self.apply(CompareAndDelete(name, ticket, now))
+                return ApplyResult(result.events, result.created, turns=turns)
         raise TypeError(f"not a state command: {command!r}")
 
     def _session(self, command: SessionCommand) -> ApplyResult:
         """A write applied at most once per (session, request); a repeat gets the recorded
         result and no events."""
-        events: tuple[Changed, ...] = ()
+        applied = _NOTHING
 
         def run(inner: Command) -> RecordedResult:
-            nonlocal events
+            nonlocal applied
             if isinstance(inner, SessionCommand):
                 raise TypeError("a session command cannot wrap another one")
-            result = self.apply(inner)
-            events = result.events
-            return RecordedResult(result.created, result.current, result.stale)
+            applied = self.apply(inner)
+            return RecordedResult(applied.created, applied.current, applied.stale, applied.ahead)
 
         recorded, _ = self.sessions.apply(command, run)
-        return ApplyResult(events, recorded.created, recorded.current, recorded.stale)
+        return ApplyResult(
+            applied.events,
+            recorded.created,
+            recorded.current,
+            recorded.stale,
+            recorded.ahead,
+            applied.turns,
+        )
+
+    def _fair_swap(self, command: FairSwap) -> ApplyResult:
+        """Swap when nobody waits or `ticket` heads the line, else queue (`FairSwap`)."""
+        name, ticket, now, lines = command.name, command.ticket, command.now, self.lines
+        before = lines.head(name)
+        line = lines.live(name, now)
+        head = next(iter(line)) if line else None
+        if head is None or head == ticket:
+            swap = CompareAndSet(name, command.expected, command.value, command.expire_at, now)
+            result = self.apply(swap)
+            if result.created:
+                next_head = lines.remove(name, ticket) if head is not None else None
+                ahead = 0
+                if command.rejoin and next_head is not None:
+                    ahead = lines.queue(name, ticket, now + command.life_ms)
+                return ApplyResult(
+                    result.events, True, ahead=ahead, turns=self._turn(name, next_head)
+                )
+            found = result.current
+        else:
+            found = self._matching(name, command.expected, now)[1]
+        ahead = lines.queue(name, ticket, now + command.life_ms)
+        # Dead waiters dropped at the head: the new head's turn has come (unless it is ours).
+        after = lines.head(name)
+        woken = after if after != before and after != ticket else None
+        return ApplyResult((), False, found, ahead=ahead, turns=self._turn(name, woken))
+
+    @staticmethod
+    def _turn(name: str, ticket: bytes | None) -> tuple[tuple[str, bytes], ...]:
+        return () if ticket is None else ((name, ticket),)
 
     def _fenced(self, command: FencedWrite) -> ApplyResult:
         lock = self._elements.get(command.lock)
@@ -266,7 +320,9 @@ class StateMachine:
 
     def snapshot(self, last_seq: int = 0) -> ClusterSnapshot:
         """Every element (expired ones included), sorted by name, stamped with `last_seq`."""
-        state = StateCopy(self._elements, self.membership, self.sessions.states())
+        state = StateCopy(
+            self._elements, self.membership, self.sessions.states(), self.lines.states()
+        )
         return snapshot_of_state(state, last_seq)
 
     def copy_elements(self) -> dict[str, Element]:
@@ -278,7 +334,9 @@ class StateMachine:
         """A point-in-time copy of everything a snapshot holds (the elements: one C-level dict
         copy; the configuration; the sessions): build a snapshot from it in another thread with
         `snapshot_of_state` while this machine keeps applying."""
-        return StateCopy(self._elements.copy(), self.membership, self.sessions.states())
+        return StateCopy(
+            self._elements.copy(), self.membership, self.sessions.states(), self.lines.states()
+        )
 
     def prepare_install(self, snapshot: ClusterSnapshot) -> PreparedInstall:
         """Do `install`'s heavy work for `snapshot` (safe in a worker thread while the event
@@ -305,6 +363,7 @@ class StateMachine:
         self._version += 1
         self.membership = snapshot.membership
         self.sessions.restore(snapshot.sessions)
+        self.lines.restore(snapshot.lines)
         if (
             prepared is not None
             and prepared.snapshot.entries is snapshot.entries
@@ -320,11 +379,13 @@ class StateMachine:
 
 @dataclass(frozen=True, slots=True)
 class StateCopy:
-    """`StateMachine.copy_state`: the elements (a copy), the configuration and the sessions."""
+    """`StateMachine.copy_state`: the elements (a copy), the configuration, the sessions and
+    the lines of contended writers."""
 
     elements: dict[str, Element]
     membership: Membership | None
     sessions: tuple[tuple[bytes, SessionState], ...]
+    lines: tuple[tuple[str, LineState], ...] = ()
 
 
 def snapshot_of_state(state: StateCopy, last_seq: int) -> ClusterSnapshot:
@@ -339,6 +400,7 @@ def snapshot_of_state(state: StateCopy, last_seq: int) -> ClusterSnapshot:
             last_seq,
             membership=state.membership,
             sessions=state.sessions,
+            lines=state.lines,
         )
 
 

@@ -29,7 +29,9 @@ from dref_raft.commands import (
     CompareAndExpire,
     CompareAndSet,
     CompareResult,
+    FairSwap,
     FencedWrite,
+    LeaveLine,
     MemberStatus,
     NamesPage,
 )
@@ -272,6 +274,48 @@ class CompareOps(Backend):
     async def fenced_delete(self, name: str, fence: WriteFence) -> None:
         await self._fenced(FencedWrite(fence.lock, fence.token, name, None), fence)
 
+    # -- fair updates (docs/raft.md#the-fair-line) --------------------------------------------
+    waiter_life: float = 2.0
+    """Seconds a place of this context in a line lives without another attempt (log time)."""
+
+    def _waiter_life(self) -> float:
+        return self.waiter_life
+
+    async def fair_compare_and_swap(
+        self, name: str, expected: bytes, value: bytes, ticket: bytes, *, rejoin: bool = False
+    ) -> tuple[bool, bytes | None, int]:
+        """One committed `FairSwap`: the state machine swaps or queues `ticket` in `name`'s
+        line, whose places live `waiter_life` seconds of log time without another attempt."""
+        life_ms = round(self._waiter_life() * 1000)
+        result = await self._write(FairSwap(name, expected, value, ticket, None, rejoin, life_ms))
+        if result.matched:
+            return True, value, result.ahead
+        return False, result.current, result.ahead
+
+    async def leave_line(self, name: str, ticket: bytes) -> None:
+        await self._write(LeaveLine(name, ticket))
+
+    async def wait_turn(self, name: str, ticket: bytes) -> bytes | None:
+        """Woken by a member when an applied entry makes `ticket` the head of the line (see
+        `_wait_turn`); None after a quarter of `waiter_life`, well before the place lapses."""
+        turn, value = await self._wait_turn(name, ticket, self._waiter_life() / 4)
+        return value if turn else None
+
+    @abc.abstractmethod
+    async def _wait_turn(self, name: str, ticket: bytes, wait: float) -> tuple[bool, bytes | None]:
+        """Wait up to `wait` s for `ticket` to head `name`'s line in a member's applied state:
+        `(True, value left by the entry that made it the head)`, else `(False, None)`."""
+
+    async def _acquire_lock(self, name: str, token: bytes, ttl: float) -> bool:
+        """`try_lock`'s attempt: with `lock_queue` a `FairSwap` creating the lock in its line
+        (the token is the ticket: a failed attempt queues it, or renews its place), else
+        `set_if_not_exist`."""
+        if not self.capabilities.lock_queue:
+            return await self.set_if_not_exist(name, token, ttl)
+        life_ms = round(self._waiter_life() * 1000)
+        attempt = FairSwap(name, None, token, token, self._expire_at(ttl), False, life_ms)
+        return (await self._write(attempt)).matched
+
     async def refresh_lock(self, name: str, token: bytes, ttl: float) -> bool:
         if not self.capabilities.owner_checked_locks:
             return await super().refresh_lock(name, token, ttl)
@@ -282,6 +326,8 @@ class CompareOps(Backend):
     async def release_lock(self, name: str, token: bytes) -> bool:
         if not self.capabilities.owner_checked_locks:
             return await super().release_lock(name, token)
+        if self.capabilities.lock_queue:  # leaves the line too (a waiter giving up)
+            return (await self._write(LeaveLine(name, token, release=True))).matched
         return (await self._write(CompareAndDelete(name, token))).matched
 
 

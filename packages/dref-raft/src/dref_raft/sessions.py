@@ -44,6 +44,7 @@ class RecordedResult:
     created: bool | None = None
     current: bytes | None = None
     stale: bool = False
+    ahead: int = 0
 
 
 @dataclass(slots=True)

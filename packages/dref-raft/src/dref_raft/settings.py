@@ -275,6 +275,19 @@ class RaftSettings(BaseSettings):
         "while their outcome is unknown; the state machine applies each once (off with "
         "mixed_cluster).",
     )
+    fair_updates: bool = Field(
+        True,
+        description="Contended modify/update calls of this context are served first come, "
+        "first served in a line kept by the state machine (off: compare-and-set with "
+        "backoff; always off with mixed_cluster).",
+    )
+    waiter_life: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="How long a waiter keeps its place in an element's line of contended "
+        "writers without trying again (s, log time); a dead waiter blocks the line this long.",
+    )
 
     @classmethod
     def settings_customise_sources(

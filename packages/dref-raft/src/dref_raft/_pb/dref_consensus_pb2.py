@@ -26,43 +26,44 @@ from . import dref_membership_pb2 as dref__membership__pb2
 from . import raft_pb2 as raft__pb2
 from . import state_command_pb2 as state__command__pb2
 from . import dref_session_pb2 as dref__session__pb2
+from . import dref_fair_pb2 as dref__fair__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x64ref_consensus.proto\x12\x11io.github.tobia80\x1a\x15\x64ref_membership.proto\x1a\nraft.proto\x1a\x13state_command.proto\x1a\x12\x64ref_session.proto\"\xcc\x01\n\x0f\x43lusterSnapshot\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.io.github.tobia80.KVEntry\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\x12\x12\n\tlast_term\x18\xe8\x07 \x01(\x04\x12\x32\n\nmembership\x18\xf8\n \x01(\x0b\x32\x1d.io.github.tobia80.Membership\x12\x32\n\x08sessions\x18\xc0\x0c \x03(\x0b\x32\x1f.io.github.tobia80.SessionState\"7\n\tDrefEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\x0c\"\xd3\x01\n\x14\x41ppendEntriesRequest\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\x0c\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x12\n\ncommit_seq\x18\x05 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x11\n\x08prev_seq\x18\xe9\x07 \x01(\x04\x12\x12\n\tprev_term\x18\xea\x07 \x01(\x04\x12.\n\x07\x65ntries\x18\xeb\x07 \x03(\x0b\x32\x1c.io.github.tobia80.DrefEntry\"s\n\x15\x41ppendEntriesResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tmatch_seq\x18\xe9\x07 \x01(\x04\x12\x14\n\x0breject_hint\x18\xea\x07 \x01(\x04\"p\n\x10HeartbeatRequest\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x12\n\ncommit_seq\x18\x03 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x14\n\x0btimeout_now\x18\xf8\n \x01(\x08\"]\n\x11HeartbeatResponse\x12\x14\n\x0c\x61\x63knowledged\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x11\n\x08last_seq\x18\xe9\x07 \x01(\x04\"Y\n\x10ReadIndexRequest\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x11\n\x08read_ctx\x18\xe9\x07 \x01(\x04\"X\n\x11ReadIndexResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x11\n\x08read_ctx\x18\xe9\x07 \x01(\x04\"\x88\x01\n\x0bVoteRequest\x12\x14\n\x0c\x63\x61ndidate_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tlast_term\x18\xe9\x07 \x01(\x04\x12\x1c\n\x13leadership_transfer\x18\xf8\n \x01(\x08\"@\n\x0cVoteResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\"m\n\x0ePreVoteRequest\x12\x14\n\x0c\x63\x61ndidate_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tlast_term\x18\xe9\x07 \x01(\x04\"C\n\x0fPreVoteResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\"\xa8\x01\n\x16InstallSnapshotRequest\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x34\n\x08snapshot\x18\x03 \x01(\x0b\x32\".io.github.tobia80.ClusterSnapshot\x12\x10\n\x08last_seq\x18\x04 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tlast_term\x18\xe9\x07 \x01(\x04\"_\n\x17InstallSnapshotResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tmatch_seq\x18\xe9\x07 \x01(\x04\x32\xb6\x04\n\rDRefConsensus\x12\x62\n\rAppendEntries\x12\'.io.github.tobia80.AppendEntriesRequest\x1a(.io.github.tobia80.AppendEntriesResponse\x12V\n\tHeartbeat\x12#.io.github.tobia80.HeartbeatRequest\x1a$.io.github.tobia80.HeartbeatResponse\x12V\n\tReadIndex\x12#.io.github.tobia80.ReadIndexRequest\x1a$.io.github.tobia80.ReadIndexResponse\x12N\n\x0bRequestVote\x12\x1e.io.github.tobia80.VoteRequest\x1a\x1f.io.github.tobia80.VoteResponse\x12W\n\x0eRequestPreVote\x12!.io.github.tobia80.PreVoteRequest\x1a\".io.github.tobia80.PreVoteResponse\x12h\n\x0fInstallSnapshot\x12).io.github.tobia80.InstallSnapshotRequest\x1a*.io.github.tobia80.InstallSnapshotResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x64ref_consensus.proto\x12\x11io.github.tobia80\x1a\x15\x64ref_membership.proto\x1a\nraft.proto\x1a\x13state_command.proto\x1a\x12\x64ref_session.proto\x1a\x0f\x64ref_fair.proto\"\xf9\x01\n\x0f\x43lusterSnapshot\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.io.github.tobia80.KVEntry\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\x12\x12\n\tlast_term\x18\xe8\x07 \x01(\x04\x12\x32\n\nmembership\x18\xf8\n \x01(\x0b\x32\x1d.io.github.tobia80.Membership\x12\x32\n\x08sessions\x18\xc0\x0c \x03(\x0b\x32\x1f.io.github.tobia80.SessionState\x12+\n\x05lines\x18\xa4\r \x03(\x0b\x32\x1b.io.github.tobia80.FairLine\"7\n\tDrefEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\x0c\"\xd3\x01\n\x14\x41ppendEntriesRequest\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\x0c\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x12\n\ncommit_seq\x18\x05 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x11\n\x08prev_seq\x18\xe9\x07 \x01(\x04\x12\x12\n\tprev_term\x18\xea\x07 \x01(\x04\x12.\n\x07\x65ntries\x18\xeb\x07 \x03(\x0b\x32\x1c.io.github.tobia80.DrefEntry\"s\n\x15\x41ppendEntriesResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tmatch_seq\x18\xe9\x07 \x01(\x04\x12\x14\n\x0breject_hint\x18\xea\x07 \x01(\x04\"p\n\x10HeartbeatRequest\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x12\n\ncommit_seq\x18\x03 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x14\n\x0btimeout_now\x18\xf8\n \x01(\x08\"]\n\x11HeartbeatResponse\x12\x14\n\x0c\x61\x63knowledged\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x11\n\x08last_seq\x18\xe9\x07 \x01(\x04\"Y\n\x10ReadIndexRequest\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x11\n\x08read_ctx\x18\xe9\x07 \x01(\x04\"X\n\x11ReadIndexResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x11\n\x08read_ctx\x18\xe9\x07 \x01(\x04\"\x88\x01\n\x0bVoteRequest\x12\x14\n\x0c\x63\x61ndidate_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tlast_term\x18\xe9\x07 \x01(\x04\x12\x1c\n\x13leadership_transfer\x18\xf8\n \x01(\x08\"@\n\x0cVoteResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\"m\n\x0ePreVoteRequest\x12\x14\n\x0c\x63\x61ndidate_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tlast_term\x18\xe9\x07 \x01(\x04\"C\n\x0fPreVoteResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\"\xa8\x01\n\x16InstallSnapshotRequest\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x34\n\x08snapshot\x18\x03 \x01(\x0b\x32\".io.github.tobia80.ClusterSnapshot\x12\x10\n\x08last_seq\x18\x04 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tlast_term\x18\xe9\x07 \x01(\x04\"_\n\x17InstallSnapshotResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x11\n\x08\x64ref_ext\x18\xe8\x07 \x01(\x08\x12\x12\n\tmatch_seq\x18\xe9\x07 \x01(\x04\x32\xb6\x04\n\rDRefConsensus\x12\x62\n\rAppendEntries\x12\'.io.github.tobia80.AppendEntriesRequest\x1a(.io.github.tobia80.AppendEntriesResponse\x12V\n\tHeartbeat\x12#.io.github.tobia80.HeartbeatRequest\x1a$.io.github.tobia80.HeartbeatResponse\x12V\n\tReadIndex\x12#.io.github.tobia80.ReadIndexRequest\x1a$.io.github.tobia80.ReadIndexResponse\x12N\n\x0bRequestVote\x12\x1e.io.github.tobia80.VoteRequest\x1a\x1f.io.github.tobia80.VoteResponse\x12W\n\x0eRequestPreVote\x12!.io.github.tobia80.PreVoteRequest\x1a\".io.github.tobia80.PreVoteResponse\x12h\n\x0fInstallSnapshot\x12).io.github.tobia80.InstallSnapshotRequest\x1a*.io.github.tobia80.InstallSnapshotResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dref_consensus_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLUSTERSNAPSHOT']._serialized_start=120
-  _globals['_CLUSTERSNAPSHOT']._serialized_end=324
-  _globals['_DREFENTRY']._serialized_start=326
-  _globals['_DREFENTRY']._serialized_end=381
-  _globals['_APPENDENTRIESREQUEST']._serialized_start=384
-  _globals['_APPENDENTRIESREQUEST']._serialized_end=595
-  _globals['_APPENDENTRIESRESPONSE']._serialized_start=597
-  _globals['_APPENDENTRIESRESPONSE']._serialized_end=712
-  _globals['_HEARTBEATREQUEST']._serialized_start=714
-  _globals['_HEARTBEATREQUEST']._serialized_end=826
-  _globals['_HEARTBEATRESPONSE']._serialized_start=828
-  _globals['_HEARTBEATRESPONSE']._serialized_end=921
-  _globals['_READINDEXREQUEST']._serialized_start=923
-  _globals['_READINDEXREQUEST']._serialized_end=1012
-  _globals['_READINDEXRESPONSE']._serialized_start=1014
-  _globals['_READINDEXRESPONSE']._serialized_end=1102
-  _globals['_VOTEREQUEST']._serialized_start=1105
-  _globals['_VOTEREQUEST']._serialized_end=1241
-  _globals['_VOTERESPONSE']._serialized_start=1243
-  _globals['_VOTERESPONSE']._serialized_end=1307
-  _globals['_PREVOTEREQUEST']._serialized_start=1309
-  _globals['_PREVOTEREQUEST']._serialized_end=1418
-  _globals['_PREVOTERESPONSE']._serialized_start=1420
-  _globals['_PREVOTERESPONSE']._serialized_end=1487
-  _globals['_INSTALLSNAPSHOTREQUEST']._serialized_start=1490
-  _globals['_INSTALLSNAPSHOTREQUEST']._serialized_end=1658
-  _globals['_INSTALLSNAPSHOTRESPONSE']._serialized_start=1660
-  _globals['_INSTALLSNAPSHOTRESPONSE']._serialized_end=1755
-  _globals['_DREFCONSENSUS']._serialized_start=1758
-  _globals['_DREFCONSENSUS']._serialized_end=2324
+  _globals['_CLUSTERSNAPSHOT']._serialized_start=137
+  _globals['_CLUSTERSNAPSHOT']._serialized_end=386
+  _globals['_DREFENTRY']._serialized_start=388
+  _globals['_DREFENTRY']._serialized_end=443
+  _globals['_APPENDENTRIESREQUEST']._serialized_start=446
+  _globals['_APPENDENTRIESREQUEST']._serialized_end=657
+  _globals['_APPENDENTRIESRESPONSE']._serialized_start=659
+  _globals['_APPENDENTRIESRESPONSE']._serialized_end=774
+  _globals['_HEARTBEATREQUEST']._serialized_start=776
+  _globals['_HEARTBEATREQUEST']._serialized_end=888
+  _globals['_HEARTBEATRESPONSE']._serialized_start=890
+  _globals['_HEARTBEATRESPONSE']._serialized_end=983
+  _globals['_READINDEXREQUEST']._serialized_start=985
+  _globals['_READINDEXREQUEST']._serialized_end=1074
+  _globals['_READINDEXRESPONSE']._serialized_start=1076
+  _globals['_READINDEXRESPONSE']._serialized_end=1164
+  _globals['_VOTEREQUEST']._serialized_start=1167
+  _globals['_VOTEREQUEST']._serialized_end=1303
+  _globals['_VOTERESPONSE']._serialized_start=1305
+  _globals['_VOTERESPONSE']._serialized_end=1369
+  _globals['_PREVOTEREQUEST']._serialized_start=1371
+  _globals['_PREVOTEREQUEST']._serialized_end=1480
+  _globals['_PREVOTERESPONSE']._serialized_start=1482
+  _globals['_PREVOTERESPONSE']._serialized_end=1549
+  _globals['_INSTALLSNAPSHOTREQUEST']._serialized_start=1552
+  _globals['_INSTALLSNAPSHOTREQUEST']._serialized_end=1720
+  _globals['_INSTALLSNAPSHOTRESPONSE']._serialized_start=1722
+  _globals['_INSTALLSNAPSHOTRESPONSE']._serialized_end=1817
+  _globals['_DREFCONSENSUS']._serialized_start=1820
+  _globals['_DREFCONSENSUS']._serialized_end=2386
 # @@protoc_insertion_point(module_scope)

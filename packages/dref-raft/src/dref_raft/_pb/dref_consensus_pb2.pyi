@@ -2,6 +2,7 @@ from . import dref_membership_pb2 as _dref_membership_pb2
 from . import raft_pb2 as _raft_pb2
 from . import state_command_pb2 as _state_command_pb2
 from . import dref_session_pb2 as _dref_session_pb2
+from . import dref_fair_pb2 as _dref_fair_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -10,18 +11,20 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ClusterSnapshot(_message.Message):
-    __slots__ = ("entries", "last_seq", "last_term", "membership", "sessions")
+    __slots__ = ("entries", "last_seq", "last_term", "membership", "sessions", "lines")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     LAST_TERM_FIELD_NUMBER: _ClassVar[int]
     MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[_raft_pb2.KVEntry]
     last_seq: int
     last_term: int
     membership: _dref_membership_pb2.Membership
     sessions: _containers.RepeatedCompositeFieldContainer[_dref_session_pb2.SessionState]
-    def __init__(self, entries: _Optional[_Iterable[_Union[_raft_pb2.KVEntry, _Mapping]]] = ..., last_seq: _Optional[int] = ..., last_term: _Optional[int] = ..., membership: _Optional[_Union[_dref_membership_pb2.Membership, _Mapping]] = ..., sessions: _Optional[_Iterable[_Union[_dref_session_pb2.SessionState, _Mapping]]] = ...) -> None: ...
+    lines: _containers.RepeatedCompositeFieldContainer[_dref_fair_pb2.FairLine]
+    def __init__(self, entries: _Optional[_Iterable[_Union[_raft_pb2.KVEntry, _Mapping]]] = ..., last_seq: _Optional[int] = ..., last_term: _Optional[int] = ..., membership: _Optional[_Union[_dref_membership_pb2.Membership, _Mapping]] = ..., sessions: _Optional[_Iterable[_Union[_dref_session_pb2.SessionState, _Mapping]]] = ..., lines: _Optional[_Iterable[_Union[_dref_fair_pb2.FairLine, _Mapping]]] = ...) -> None: ...
 
 class DrefEntry(_message.Message):
     __slots__ = ("seq", "term", "command")

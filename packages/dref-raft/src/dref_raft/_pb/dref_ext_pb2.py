@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0e\x64ref_ext.proto\x12\x11io.github.tobia80\"!\n\x0e\x43ompareRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\x0c\"`\n\x0f\x43ompareResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x08\x12\x14\n\x07\x63urrent\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\r\n\x05stale\x18\x04 \x01(\x08\x42\n\n\x08_current\"<\n\x0cNamesRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\",\n\rNamesResponse\x12\r\n\x05names\x18\x01 \x03(\t\x12\x0c\n\x04more\x18\x02 \x01(\x08\"\x0f\n\rStatusRequest\"\xb0\x01\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x04 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x05 \x01(\x04\x12\x13\n\x06leader\x18\x06 \x01(\tH\x00\x88\x01\x01\x12\x1c\n\x0flast_contact_ms\x18\x07 \x01(\x04H\x01\x88\x01\x01\x42\t\n\x07_leaderB\x12\n\x10_last_contact_ms2\xf6\x01\n\x07\x44RefExt\x12P\n\x07\x43ompare\x12!.io.github.tobia80.CompareRequest\x1a\".io.github.tobia80.CompareResponse\x12J\n\x05Names\x12\x1f.io.github.tobia80.NamesRequest\x1a .io.github.tobia80.NamesResponse\x12M\n\x06Status\x12 .io.github.tobia80.StatusRequest\x1a!.io.github.tobia80.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0e\x64ref_ext.proto\x12\x11io.github.tobia80\"!\n\x0e\x43ompareRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\x0c\"p\n\x0f\x43ompareResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x08\x12\x14\n\x07\x63urrent\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\r\n\x05stale\x18\x04 \x01(\x08\x12\x0e\n\x05\x61head\x18\xa4\r \x01(\rB\n\n\x08_current\"<\n\x0cNamesRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\",\n\rNamesResponse\x12\r\n\x05names\x18\x01 \x03(\t\x12\x0c\n\x04more\x18\x02 \x01(\x08\"\x0f\n\rStatusRequest\"\xb0\x01\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x04 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x05 \x01(\x04\x12\x13\n\x06leader\x18\x06 \x01(\tH\x00\x88\x01\x01\x12\x1c\n\x0flast_contact_ms\x18\x07 \x01(\x04H\x01\x88\x01\x01\x42\t\n\x07_leaderB\x12\n\x10_last_contact_ms2\xf6\x01\n\x07\x44RefExt\x12P\n\x07\x43ompare\x12!.io.github.tobia80.CompareRequest\x1a\".io.github.tobia80.CompareResponse\x12J\n\x05Names\x12\x1f.io.github.tobia80.NamesRequest\x1a .io.github.tobia80.NamesResponse\x12M\n\x06Status\x12 .io.github.tobia80.StatusRequest\x1a!.io.github.tobia80.StatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPAREREQUEST']._serialized_start=37
   _globals['_COMPAREREQUEST']._serialized_end=70
   _globals['_COMPARERESPONSE']._serialized_start=72
-  _globals['_COMPARERESPONSE']._serialized_end=168
-  _globals['_NAMESREQUEST']._serialized_start=170
-  _globals['_NAMESREQUEST']._serialized_end=230
-  _globals['_NAMESRESPONSE']._serialized_start=232
-  _globals['_NAMESRESPONSE']._serialized_end=276
-  _globals['_STATUSREQUEST']._serialized_start=278
-  _globals['_STATUSREQUEST']._serialized_end=293
-  _globals['_STATUSRESPONSE']._serialized_start=296
-  _globals['_STATUSRESPONSE']._serialized_end=472
-  _globals['_DREFEXT']._serialized_start=475
-  _globals['_DREFEXT']._serialized_end=721
+  _globals['_COMPARERESPONSE']._serialized_end=184
+  _globals['_NAMESREQUEST']._serialized_start=186
+  _globals['_NAMESREQUEST']._serialized_end=246
+  _globals['_NAMESRESPONSE']._serialized_start=248
+  _globals['_NAMESRESPONSE']._serialized_end=292
+  _globals['_STATUSREQUEST']._serialized_start=294
+  _globals['_STATUSREQUEST']._serialized_end=309
+  _globals['_STATUSRESPONSE']._serialized_start=312
+  _globals['_STATUSRESPONSE']._serialized_end=488
+  _globals['_DREFEXT']._serialized_start=491
+  _globals['_DREFEXT']._serialized_end=737
 # @@protoc_insertion_point(module_scope)

@@ -12,16 +12,18 @@ class CompareRequest(_message.Message):
     def __init__(self, command: _Optional[bytes] = ...) -> None: ...
 
 class CompareResponse(_message.Message):
-    __slots__ = ("matched", "current", "seq", "stale")
+    __slots__ = ("matched", "current", "seq", "stale", "ahead")
     MATCHED_FIELD_NUMBER: _ClassVar[int]
     CURRENT_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
+    AHEAD_FIELD_NUMBER: _ClassVar[int]
     matched: bool
     current: bytes
     seq: int
     stale: bool
-    def __init__(self, matched: bool = ..., current: _Optional[bytes] = ..., seq: _Optional[int] = ..., stale: bool = ...) -> None: ...
+    ahead: int
+    def __init__(self, matched: bool = ..., current: _Optional[bytes] = ..., seq: _Optional[int] = ..., stale: bool = ..., ahead: _Optional[int] = ...) -> None: ...
 
 class NamesRequest(_message.Message):
     __slots__ = ("prefix", "after", "limit")

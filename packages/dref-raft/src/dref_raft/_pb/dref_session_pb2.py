@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x64ref_session.proto\x12\x11io.github.tobia80\"{\n\x0eSessionCommand\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x0f\n\x07request\x18\x02 \x01(\x04\x12\x18\n\x10\x66irst_incomplete\x18\x03 \x01(\x04\x12\x0b\n\x03now\x18\x04 \x01(\x04\x12\x0f\n\x07idle_ms\x18\x05 \x01(\x04\x12\x0f\n\x07\x63ommand\x18\x06 \x01(\x0c\"s\n\rSessionResult\x12\x0f\n\x07request\x18\x01 \x01(\x04\x12\x14\n\x07\x63reated\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x14\n\x07\x63urrent\x18\x03 \x01(\x0cH\x01\x88\x01\x01\x12\r\n\x05stale\x18\x04 \x01(\x08\x42\n\n\x08_createdB\n\n\x08_current\"\x7f\n\x0cSessionState\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x11\n\tlast_seen\x18\x02 \x01(\x04\x12\x18\n\x10\x66irst_incomplete\x18\x03 \x01(\x04\x12\x31\n\x07results\x18\x04 \x03(\x0b\x32 .io.github.tobia80.SessionResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x64ref_session.proto\x12\x11io.github.tobia80\"{\n\x0eSessionCommand\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x0f\n\x07request\x18\x02 \x01(\x04\x12\x18\n\x10\x66irst_incomplete\x18\x03 \x01(\x04\x12\x0b\n\x03now\x18\x04 \x01(\x04\x12\x0f\n\x07idle_ms\x18\x05 \x01(\x04\x12\x0f\n\x07\x63ommand\x18\x06 \x01(\x0c\"\x83\x01\n\rSessionResult\x12\x0f\n\x07request\x18\x01 \x01(\x04\x12\x14\n\x07\x63reated\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x14\n\x07\x63urrent\x18\x03 \x01(\x0cH\x01\x88\x01\x01\x12\r\n\x05stale\x18\x04 \x01(\x08\x12\x0e\n\x05\x61head\x18\xa4\r \x01(\rB\n\n\x08_createdB\n\n\x08_current\"\x7f\n\x0cSessionState\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x11\n\tlast_seen\x18\x02 \x01(\x04\x12\x18\n\x10\x66irst_incomplete\x18\x03 \x01(\x04\x12\x31\n\x07results\x18\x04 \x03(\x0b\x32 .io.github.tobia80.SessionResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SESSIONCOMMAND']._serialized_start=41
   _globals['_SESSIONCOMMAND']._serialized_end=164
-  _globals['_SESSIONRESULT']._serialized_start=166
-  _globals['_SESSIONRESULT']._serialized_end=281
-  _globals['_SESSIONSTATE']._serialized_start=283
-  _globals['_SESSIONSTATE']._serialized_end=410
+  _globals['_SESSIONRESULT']._serialized_start=167
+  _globals['_SESSIONRESULT']._serialized_end=298
+  _globals['_SESSIONSTATE']._serialized_start=300
+  _globals['_SESSIONSTATE']._serialized_end=427
 # @@protoc_insertion_point(module_scope)

@@ -22,16 +22,18 @@ class SessionCommand(_message.Message):
     def __init__(self, session: _Optional[bytes] = ..., request: _Optional[int] = ..., first_incomplete: _Optional[int] = ..., now: _Optional[int] = ..., idle_ms: _Optional[int] = ..., command: _Optional[bytes] = ...) -> None: ...
 
 class SessionResult(_message.Message):
-    __slots__ = ("request", "created", "current", "stale")
+    __slots__ = ("request", "created", "current", "stale", "ahead")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     CURRENT_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
+    AHEAD_FIELD_NUMBER: _ClassVar[int]
     request: int
     created: bool
     current: bytes
     stale: bool
-    def __init__(self, request: _Optional[int] = ..., created: bool = ..., current: _Optional[bytes] = ..., stale: bool = ...) -> None: ...
+    ahead: int
+    def __init__(self, request: _Optional[int] = ..., created: bool = ..., current: _Optional[bytes] = ..., stale: bool = ..., ahead: _Optional[int] = ...) -> None: ...
 
 class SessionState(_message.Message):
     __slots__ = ("session", "last_seen", "first_incomplete", "results")

@@ -24,35 +24,36 @@ _sym_db = _symbol_database.Default()
 
 from . import dref_membership_pb2 as dref__membership__pb2
 from . import dref_session_pb2 as dref__session__pb2
+from . import dref_fair_pb2 as dref__fair__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13state_command.proto\x12\x11io.github.tobia80\x1a\x15\x64ref_membership.proto\x1a\x12\x64ref_session.proto\"V\n\x11SetElementCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x16\n\texpire_at\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x0c\n\n_expire_at\"`\n\x1bSetElementIfNotExistCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x16\n\texpire_at\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x0c\n\n_expire_at\"$\n\x14\x44\x65leteElementCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x14\x45xpireElementCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\texpire_at\x18\x02 \x01(\x04\"3\n\x16\x44\x65leteIfExpiredCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03now\x18\x02 \x01(\x04\"$\n\x13StartNewTermCommand\x12\r\n\x04term\x18\xe8\x07 \x01(\x04\"\x8b\x01\n\x14\x43ompareAndSetCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\x08\x65xpected\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x16\n\texpire_at\x18\x04 \x01(\x04H\x01\x88\x01\x01\x12\x0c\n\x03now\x18\xe8\x07 \x01(\x04\x42\x0b\n\t_expectedB\x0c\n\n_expire_at\"G\n\x17\x43ompareAndDeleteCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65xpected\x18\x02 \x01(\x0c\x12\x0c\n\x03now\x18\xe8\x07 \x01(\x04\"Z\n\x17\x43ompareAndExpireCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65xpected\x18\x02 \x01(\x0c\x12\x11\n\texpire_at\x18\x03 \x01(\x04\x12\x0c\n\x03now\x18\xe8\x07 \x01(\x04\"\xc8\x01\n\x12\x46\x65ncedWriteCommand\x12\x0c\n\x04lock\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\x0c\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\x05value\x18\x04 \x01(\x0cH\x00\x88\x01\x01\x12\x16\n\texpire_at\x18\x05 \x01(\x04H\x01\x88\x01\x01\x12\x11\n\tcondition\x18\x06 \x01(\r\x12\x15\n\x08\x65xpected\x18\x07 \x01(\x0cH\x02\x88\x01\x01\x12\x0c\n\x03now\x18\xe8\x07 \x01(\x04\x42\x08\n\x06_valueB\x0c\n\n_expire_atB\x0b\n\t_expected\"\xc9\x06\n\x0cStateCommand\x12;\n\x0bset_element\x18\x01 \x01(\x0b\x32$.io.github.tobia80.SetElementCommandH\x00\x12R\n\x18set_element_if_not_exist\x18\x02 \x01(\x0b\x32..io.github.tobia80.SetElementIfNotExistCommandH\x00\x12\x41\n\x0e\x64\x65lete_element\x18\x03 \x01(\x0b\x32\'.io.github.tobia80.DeleteElementCommandH\x00\x12\x41\n\x0e\x65xpire_element\x18\x04 \x01(\x0b\x32\'.io.github.tobia80.ExpireElementCommandH\x00\x12\x46\n\x11\x64\x65lete_if_expired\x18\x05 \x01(\x0b\x32).io.github.tobia80.DeleteIfExpiredCommandH\x00\x12@\n\x0estart_new_term\x18\x06 \x01(\x0b\x32&.io.github.tobia80.StartNewTermCommandH\x00\x12\x43\n\x0f\x63ompare_and_set\x18\xe9\x07 \x01(\x0b\x32\'.io.github.tobia80.CompareAndSetCommandH\x00\x12I\n\x12\x63ompare_and_delete\x18\xea\x07 \x01(\x0b\x32*.io.github.tobia80.CompareAndDeleteCommandH\x00\x12I\n\x12\x63ompare_and_expire\x18\xeb\x07 \x01(\x0b\x32*.io.github.tobia80.CompareAndExpireCommandH\x00\x12>\n\x0c\x66\x65nced_write\x18\xec\x07 \x01(\x0b\x32%.io.github.tobia80.FencedWriteCommandH\x00\x12@\n\rconfig_change\x18\xf8\n \x01(\x0b\x32&.io.github.tobia80.ConfigChangeCommandH\x00\x12\x35\n\x07session\x18\xc0\x0c \x01(\x0b\x32!.io.github.tobia80.SessionCommandH\x00\x42\x04\n\x02opb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13state_command.proto\x12\x11io.github.tobia80\x1a\x15\x64ref_membership.proto\x1a\x12\x64ref_session.proto\x1a\x0f\x64ref_fair.proto\"V\n\x11SetElementCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x16\n\texpire_at\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x0c\n\n_expire_at\"`\n\x1bSetElementIfNotExistCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x16\n\texpire_at\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x0c\n\n_expire_at\"$\n\x14\x44\x65leteElementCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x14\x45xpireElementCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\texpire_at\x18\x02 \x01(\x04\"3\n\x16\x44\x65leteIfExpiredCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03now\x18\x02 \x01(\x04\"$\n\x13StartNewTermCommand\x12\r\n\x04term\x18\xe8\x07 \x01(\x04\"\x8b\x01\n\x14\x43ompareAndSetCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\x08\x65xpected\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x16\n\texpire_at\x18\x04 \x01(\x04H\x01\x88\x01\x01\x12\x0c\n\x03now\x18\xe8\x07 \x01(\x04\x42\x0b\n\t_expectedB\x0c\n\n_expire_at\"G\n\x17\x43ompareAndDeleteCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65xpected\x18\x02 \x01(\x0c\x12\x0c\n\x03now\x18\xe8\x07 \x01(\x04\"Z\n\x17\x43ompareAndExpireCommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65xpected\x18\x02 \x01(\x0c\x12\x11\n\texpire_at\x18\x03 \x01(\x04\x12\x0c\n\x03now\x18\xe8\x07 \x01(\x04\"\xc8\x01\n\x12\x46\x65ncedWriteCommand\x12\x0c\n\x04lock\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\x0c\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\x05value\x18\x04 \x01(\x0cH\x00\x88\x01\x01\x12\x16\n\texpire_at\x18\x05 \x01(\x04H\x01\x88\x01\x01\x12\x11\n\tcondition\x18\x06 \x01(\r\x12\x15\n\x08\x65xpected\x18\x07 \x01(\x0cH\x02\x88\x01\x01\x12\x0c\n\x03now\x18\xe8\x07 \x01(\x04\x42\x08\n\x06_valueB\x0c\n\n_expire_atB\x0b\n\t_expected\"\xbf\x07\n\x0cStateCommand\x12;\n\x0bset_element\x18\x01 \x01(\x0b\x32$.io.github.tobia80.SetElementCommandH\x00\x12R\n\x18set_element_if_not_exist\x18\x02 \x01(\x0b\x32..io.github.tobia80.SetElementIfNotExistCommandH\x00\x12\x41\n\x0e\x64\x65lete_element\x18\x03 \x01(\x0b\x32\'.io.github.tobia80.DeleteElementCommandH\x00\x12\x41\n\x0e\x65xpire_element\x18\x04 \x01(\x0b\x32\'.io.github.tobia80.ExpireElementCommandH\x00\x12\x46\n\x11\x64\x65lete_if_expired\x18\x05 \x01(\x0b\x32).io.github.tobia80.DeleteIfExpiredCommandH\x00\x12@\n\x0estart_new_term\x18\x06 \x01(\x0b\x32&.io.github.tobia80.StartNewTermCommandH\x00\x12\x43\n\x0f\x63ompare_and_set\x18\xe9\x07 \x01(\x0b\x32\'.io.github.tobia80.CompareAndSetCommandH\x00\x12I\n\x12\x63ompare_and_delete\x18\xea\x07 \x01(\x0b\x32*.io.github.tobia80.CompareAndDeleteCommandH\x00\x12I\n\x12\x63ompare_and_expire\x18\xeb\x07 \x01(\x0b\x32*.io.github.tobia80.CompareAndExpireCommandH\x00\x12>\n\x0c\x66\x65nced_write\x18\xec\x07 \x01(\x0b\x32%.io.github.tobia80.FencedWriteCommandH\x00\x12@\n\rconfig_change\x18\xf8\n \x01(\x0b\x32&.io.github.tobia80.ConfigChangeCommandH\x00\x12\x35\n\x07session\x18\xc0\x0c \x01(\x0b\x32!.io.github.tobia80.SessionCommandH\x00\x12\x38\n\tfair_swap\x18\xa4\r \x01(\x0b\x32\".io.github.tobia80.FairSwapCommandH\x00\x12:\n\nleave_line\x18\xa5\r \x01(\x0b\x32#.io.github.tobia80.LeaveLineCommandH\x00\x42\x04\n\x02opb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'state_command_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SETELEMENTCOMMAND']._serialized_start=85
-  _globals['_SETELEMENTCOMMAND']._serialized_end=171
-  _globals['_SETELEMENTIFNOTEXISTCOMMAND']._serialized_start=173
-  _globals['_SETELEMENTIFNOTEXISTCOMMAND']._serialized_end=269
-  _globals['_DELETEELEMENTCOMMAND']._serialized_start=271
-  _globals['_DELETEELEMENTCOMMAND']._serialized_end=307
-  _globals['_EXPIREELEMENTCOMMAND']._serialized_start=309
-  _globals['_EXPIREELEMENTCOMMAND']._serialized_end=364
-  _globals['_DELETEIFEXPIREDCOMMAND']._serialized_start=366
-  _globals['_DELETEIFEXPIREDCOMMAND']._serialized_end=417
-  _globals['_STARTNEWTERMCOMMAND']._serialized_start=419
-  _globals['_STARTNEWTERMCOMMAND']._serialized_end=455
-  _globals['_COMPAREANDSETCOMMAND']._serialized_start=458
-  _globals['_COMPAREANDSETCOMMAND']._serialized_end=597
-  _globals['_COMPAREANDDELETECOMMAND']._serialized_start=599
-  _globals['_COMPAREANDDELETECOMMAND']._serialized_end=670
-  _globals['_COMPAREANDEXPIRECOMMAND']._serialized_start=672
-  _globals['_COMPAREANDEXPIRECOMMAND']._serialized_end=762
-  _globals['_FENCEDWRITECOMMAND']._serialized_start=765
-  _globals['_FENCEDWRITECOMMAND']._serialized_end=965
-  _globals['_STATECOMMAND']._serialized_start=968
-  _globals['_STATECOMMAND']._serialized_end=1809
+  _globals['_SETELEMENTCOMMAND']._serialized_start=102
+  _globals['_SETELEMENTCOMMAND']._serialized_end=188
+  _globals['_SETELEMENTIFNOTEXISTCOMMAND']._serialized_start=190
+  _globals['_SETELEMENTIFNOTEXISTCOMMAND']._serialized_end=286
+  _globals['_DELETEELEMENTCOMMAND']._serialized_start=288
+  _globals['_DELETEELEMENTCOMMAND']._serialized_end=324
+  _globals['_EXPIREELEMENTCOMMAND']._serialized_start=326
+  _globals['_EXPIREELEMENTCOMMAND']._serialized_end=381
+  _globals['_DELETEIFEXPIREDCOMMAND']._serialized_start=383
+  _globals['_DELETEIFEXPIREDCOMMAND']._serialized_end=434
+  _globals['_STARTNEWTERMCOMMAND']._serialized_start=436
+  _globals['_STARTNEWTERMCOMMAND']._serialized_end=472
+  _globals['_COMPAREANDSETCOMMAND']._serialized_start=475
+  _globals['_COMPAREANDSETCOMMAND']._serialized_end=614
+  _globals['_COMPAREANDDELETECOMMAND']._serialized_start=616
+  _globals['_COMPAREANDDELETECOMMAND']._serialized_end=687
+  _globals['_COMPAREANDEXPIRECOMMAND']._serialized_start=689
+  _globals['_COMPAREANDEXPIRECOMMAND']._serialized_end=779
+  _globals['_FENCEDWRITECOMMAND']._serialized_start=782
+  _globals['_FENCEDWRITECOMMAND']._serialized_end=982
+  _globals['_STATECOMMAND']._serialized_start=985
+  _globals['_STATECOMMAND']._serialized_end=1944
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 from . import dref_membership_pb2 as _dref_membership_pb2
 from . import dref_session_pb2 as _dref_session_pb2
+from . import dref_fair_pb2 as _dref_fair_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Optional, Union as _Union
@@ -111,7 +112,7 @@ class FencedWriteCommand(_message.Message):
     def __init__(self, lock: _Optional[str] = ..., token: _Optional[bytes] = ..., name: _Optional[str] = ..., value: _Optional[bytes] = ..., expire_at: _Optional[int] = ..., condition: _Optional[int] = ..., expected: _Optional[bytes] = ..., now: _Optional[int] = ...) -> None: ...
 
 class StateCommand(_message.Message):
-    __slots__ = ("set_element", "set_element_if_not_exist", "delete_element", "expire_element", "delete_if_expired", "start_new_term", "compare_and_set", "compare_and_delete", "compare_and_expire", "fenced_write", "config_change", "session")
+    __slots__ = ("set_element", "set_element_if_not_exist", "delete_element", "expire_element", "delete_if_expired", "start_new_term", "compare_and_set", "compare_and_delete", "compare_and_expire", "fenced_write", "config_change", "session", "fair_swap", "leave_line")
     SET_ELEMENT_FIELD_NUMBER: _ClassVar[int]
     SET_ELEMENT_IF_NOT_EXIST_FIELD_NUMBER: _ClassVar[int]
     DELETE_ELEMENT_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +125,8 @@ class StateCommand(_message.Message):
     FENCED_WRITE_FIELD_NUMBER: _ClassVar[int]
     CONFIG_CHANGE_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    FAIR_SWAP_FIELD_NUMBER: _ClassVar[int]
+    LEAVE_LINE_FIELD_NUMBER: _ClassVar[int]
     set_element: SetElementCommand
     set_element_if_not_exist: SetElementIfNotExistCommand
     delete_element: DeleteElementCommand
@@ -136,4 +139,6 @@ class StateCommand(_message.Message):
     fenced_write: FencedWriteCommand
     config_change: _dref_membership_pb2.ConfigChangeCommand
     session: _dref_session_pb2.SessionCommand
-    def __init__(self, set_element: _Optional[_Union[SetElementCommand, _Mapping]] = ..., set_element_if_not_exist: _Optional[_Union[SetElementIfNotExistCommand, _Mapping]] = ..., delete_element: _Optional[_Union[DeleteElementCommand, _Mapping]] = ..., expire_element: _Optional[_Union[ExpireElementCommand, _Mapping]] = ..., delete_if_expired: _Optional[_Union[DeleteIfExpiredCommand, _Mapping]] = ..., start_new_term: _Optional[_Union[StartNewTermCommand, _Mapping]] = ..., compare_and_set: _Optional[_Union[CompareAndSetCommand, _Mapping]] = ..., compare_and_delete: _Optional[_Union[CompareAndDeleteCommand, _Mapping]] = ..., compare_and_expire: _Optional[_Union[CompareAndExpireCommand, _Mapping]] = ..., fenced_write: _Optional[_Union[FencedWriteCommand, _Mapping]] = ..., config_change: _Optional[_Union[_dref_membership_pb2.ConfigChangeCommand, _Mapping]] = ..., session: _Optional[_Union[_dref_session_pb2.SessionCommand, _Mapping]] = ...) -> None: ...
+    fair_swap: _dref_fair_pb2.FairSwapCommand
+    leave_line: _dref_fair_pb2.LeaveLineCommand
+    def __init__(self, set_element: _Optional[_Union[SetElementCommand, _Mapping]] = ..., set_element_if_not_exist: _Optional[_Union[SetElementIfNotExistCommand, _Mapping]] = ..., delete_element: _Optional[_Union[DeleteElementCommand, _Mapping]] = ..., expire_element: _Optional[_Union[ExpireElementCommand, _Mapping]] = ..., delete_if_expired: _Optional[_Union[DeleteIfExpiredCommand, _Mapping]] = ..., start_new_term: _Optional[_Union[StartNewTermCommand, _Mapping]] = ..., compare_and_set: _Optional[_Union[CompareAndSetCommand, _Mapping]] = ..., compare_and_delete: _Optional[_Union[CompareAndDeleteCommand, _Mapping]] = ..., compare_and_expire: _Optional[_Union[CompareAndExpireCommand, _Mapping]] = ..., fenced_write: _Optional[_Union[FencedWriteCommand, _Mapping]] = ..., config_change: _Optional[_Union[_dref_membership_pb2.ConfigChangeCommand, _Mapping]] = ..., session: _Optional[_Union[_dref_session_pb2.SessionCommand, _Mapping]] = ..., fair_swap: _Optional[_Union[_dref_fair_pb2.FairSwapCommand, _Mapping]] = ..., leave_line: _Optional[_Union[_dref_fair_pb2.LeaveLineCommand, _Mapping]] = ...) -> None: ...

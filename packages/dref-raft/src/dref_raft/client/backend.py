@@ -210,7 +210,13 @@ class RaftClientBackend(CompareOps):
             revisions=True,
             session_reads=native,
             exactly_once=native and settings.exactly_once,
+            fair_updates=native and settings.fair_updates,
+            lock_queue=native and settings.fair_updates,
         )
+        self.waiter_life = settings.waiter_life
+        if self.capabilities.lock_queue:
+            # Lock waiters try again this often, renewing their place in the lock's line.
+            self.poll_interval = min(self.poll_interval, settings.waiter_life / 4)
         if native and settings.exactly_once:
             self._session = WriteSession()
         self._members = members
@@ -352,6 +358,11 @@ class RaftClientBackend(CompareOps):
 
         return await self._call(read)
 
+    async def _wait_turn(self, name: str, ticket: bytes, wait: float) -> tuple[bool, bytes | None]:
+        """A long poll (`DRefFair/WaitTurn`) on the leader, which answers from its applied
+        state when `ticket` becomes the head, or after `wait`."""
+        return await self._call(lambda c, left: c.wait_turn(name, ticket, wait, timeout=left))
+
     # -- reads ------------------------------------------------------------------------------------
     async def get(self, name: str) -> bytes | None:
         """Linearizable: on the leader, or with `read_from = "any"` on this context's reader
@@ -441,7 +452,7 @@ class RaftClientBackend(CompareOps):
         """Fenced: the fence is the seq at which the name's stream sees our token."""
         async with await self.subscribe(name):
             return await fenced_try_lock(
-                lambda: self.set_if_not_exist(name, token, ttl),
+                lambda: self._acquire_lock(name, token, ttl),
                 self._streams[name].created(token),
                 self.settings.op_timeout,
                 "by this client's watch",

@@ -57,7 +57,14 @@ class RaftBackend(CompareOps):
     """The `raft` backend: one context's view of the member running in this process."""
 
     def __init__(
-        self, member: Member, *, clock: Clock, change_buffer: int, exactly_once: bool = True
+        self,
+        member: Member,
+        *,
+        clock: Clock,
+        change_buffer: int,
+        exactly_once: bool = True,
+        fair_updates: bool = True,
+        waiter_life: float = 2.0,
     ) -> None:
         self.member = member
         self.node = member.node
@@ -87,7 +94,13 @@ class RaftBackend(CompareOps):
             revisions=True,
             session_reads=True,
             exactly_once=native and exactly_once,
+            fair_updates=native and fair_updates,
+            lock_queue=native and fair_updates,
         )
+        self.waiter_life = waiter_life
+        if self.capabilities.lock_queue:
+            # Lock waiters try again this often, renewing their place in the lock's line.
+            self.poll_interval = min(self.poll_interval, waiter_life / 4)
         if native and exactly_once:
             self._session = WriteSession()
 
@@ -262,10 +275,16 @@ class RaftBackend(CompareOps):
         return await cluster_status(summary, dict(self.settings.members), fetch)
 
     # -- native paths -----------------------------------------------------------------------------
+    async def _wait_turn(self, name: str, ticket: bytes, wait: float) -> tuple[bool, bytes | None]:
+        """From this member's applied state: the fair swap that queued `ticket` returned once
+        this member had applied it, so the line is here already."""
+        self._check()
+        return await self.node.turns.wait(name, ticket, wait)
+
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:
         self._check()
         return await fenced_try_lock(
-            lambda: self.set_if_not_exist(name, token, ttl),
+            lambda: self._acquire_lock(name, token, ttl),
             self.node.watch_created(name, token),
             self.settings.op_timeout,
             f"on node {self.node.id}",
@@ -285,6 +304,8 @@ async def open_backend(settings: RaftSettings, core: DRefSettings, clock: Clock)
         clock=clock,
         change_buffer=core.change_buffer,
         exactly_once=settings.exactly_once,  # this context's choice, not the member's
+        fair_updates=settings.fair_updates,  # as are these
+        waiter_life=settings.waiter_life,
     )
     try:
         leader = await member.node.wait_for_leader(settings.leader_wait)

@@ -1,13 +1,15 @@
 """A compare that cannot match is answered as a linearizable read, not as a log entry.
 
 `CompareAndSet`, `CompareAndDelete` and `CompareAndExpire` that fail change nothing, so the
-leader need not commit them. It first looks at its applied state: if the compare would match
-there, it is proposed at once (the success path stays one round); if not, a ReadIndex round
-(`RaftNode.read_barrier`) brings the applied state up to every write committed before the
-request, and the compare is checked again there. Still failing, it is answered from that state
-(`matched=False`, the value found); matching now, it is proposed after all. The state machine
-decides every proposed compare when it applies it, so one that fails there (a write committed
-in between) still answers correctly. Why this stays linearizable: docs/raft.md#compare-as-read.
+leader need not commit them; nor a lock's release (`LeaveLine` with `release`) whose token
+neither holds the lock nor waits in its line. It first looks at its applied state: if the
+compare would match there, it is proposed at once (the success path stays one round); if
+not, a ReadIndex round (`RaftNode.read_barrier`) brings the applied state up to every write
+committed before the request, and the compare is checked again there. Still failing, it is
+answered from that state (`matched=False`, the value found); matching now, it is proposed
+after all. The state machine decides every proposed compare when it applies it, so one that
+fails there (a write committed in between) still answers correctly. Why this stays
+linearizable: docs/raft.md#compare-as-read.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dref_raft.commands import (
     CompareAndExpire,
     CompareAndSet,
     CompareResult,
+    LeaveLine,
 )
 from dref_raft.member.node import RaftNode
 
@@ -33,13 +36,23 @@ async def failed_compare(node: RaftNode, command: Command, timeout: float) -> Co
             pass
         case CompareAndDelete(name, expected, now) | CompareAndExpire(name, expected, _, now):
             pass
+        case LeaveLine(name, expected, True, now):
+            pass
         case _:
             return None
     machine = node.machine
-    if machine.compare(name, expected, now)[0]:
-        return None  # likely to match: the log decides, in one round
+    # A release changes the line when its ticket waits there: the log decides that too.
+    ticket = command.ticket if isinstance(command, LeaveLine) else None
+
+    def changes() -> tuple[bool, bytes | None]:
+        matched, current = machine.compare(name, expected, now)
+        queued = ticket is not None and machine.lines.position(name, ticket) is not None
+        return matched or queued, current
+
+    if changes()[0]:
+        return None  # likely to change something: the log decides, in one round
     await node.read_barrier(timeout)
-    matched, current = machine.compare(name, expected, now)
-    if matched:
+    changing, current = changes()
+    if changing:
         return None
     return CompareResult(False, current, node.applied)

@@ -21,7 +21,9 @@ from dref_raft.commands import (
     CompareResult,
     DeleteElement,
     ExpireElement,
+    FairSwap,
     FencedWrite,
+    LeaveLine,
     MemberStatus,
     NamesPage,
     SessionCommand,
@@ -87,6 +89,11 @@ class NodeClientHandler:
                 expected = command.expected if command.condition == FENCE_COMPARE else None
                 values = (command.token, command.value, expected)
                 self._check_sizes((command.lock, command.name), values)
+            case FairSwap():
+                swap = (command.expected, command.value, command.ticket)
+                self._check_sizes((command.name,), swap)
+            case LeaveLine():
+                self._check_sizes((command.name,), (command.ticket,))
 
     def _check_leader(self) -> None:
         if not self.node.is_leader:
@@ -167,7 +174,15 @@ class NodeClientHandler:
         if failed is not None:
             return failed  # a read, not a log entry (dref_raft.member.compare_read)
         seq, result = await self.node.propose(stamped, self.settings.op_timeout)
-        return CompareResult(bool(result.created), result.current, seq, result.stale)
+        return CompareResult(bool(result.created), result.current, seq, result.stale, result.ahead)
+
+    async def wait_turn(
+        self, name: str, ticket: bytes, timeout: float
+    ) -> tuple[bool, bytes | None]:
+        """dref-only (`DRefFair/WaitTurn`): wait up to `timeout` s (at most `op_timeout`) until
+        `ticket` heads `name`'s line in this member's applied state (any member answers)."""
+        self._check_sizes((name,), (ticket,))
+        return await self.node.turns.wait(name, ticket, min(timeout, self.settings.op_timeout))
 
     async def names(self, prefix: str, after: str, limit: int) -> NamesPage:
         """dref-only (`DRefExt/Names`): a sorted page of the live names starting with `prefix`
@@ -211,7 +226,7 @@ def _stamped(command: Command, now: int) -> Command:
             stamped = CompareAndDelete(command.name, command.expected, now)
         case CompareAndExpire():
             stamped = CompareAndExpire(command.name, command.expected, command.expire_at, now)
-        case FencedWrite():
+        case FencedWrite() | FairSwap() | LeaveLine():
             stamped = dataclasses.replace(command, now=now)
         case SessionCommand():
             inner = _stamped(command.command, now)

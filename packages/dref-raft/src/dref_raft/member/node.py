@@ -44,6 +44,7 @@ from dref_raft.commands import (
     Command,
     CompareAndSet,
     DeleteIfExpired,
+    FairSwap,
     MemberInfo,
     Membership,
     MembersView,
@@ -87,6 +88,7 @@ from dref_raft.fsm import (
     snapshot_of_state,
 )
 from dref_raft.member.snapshot_transfer import SnapshotTransfer
+from dref_raft.member.turns import TurnWaiters
 from dref_raft.ops import wall_clock_ms
 from dref_raft.storage import SnapshotStore, Stores
 from dref_raft.storage.recovery import boot
@@ -229,6 +231,8 @@ class RaftNode:
         self._replies: dict[tuple[str, type[Response]], deque[asyncio.Future[Response]]] = {}
         self._unanswered: list[tuple[tuple[str, type[Response]], asyncio.Future[Response]]] = []
         self._created: dict[tuple[str, bytes], asyncio.Future[int]] = {}
+        self.turns = TurnWaiters(self.machine)
+        """Callers waiting for their turn in a line of contended writers (`wait_turn`)."""
         self._inflight: dict[str, int] = dict.fromkeys(self.peers, 0)
         #: Non-members that sent consensus requests (each logged once).
         self._strangers: set[str] = set()
@@ -776,6 +780,7 @@ class RaftNode:
             seq = snapshot.seq
             hub.publish_all(ChangeEvent(c.name, c.value, seq) for c in changes if hub.wants(c.name))
         self._report_applied(snapshot.seq, changes)
+        self.turns.installed()
         for seq in [s for s in self._pending if s <= snapshot.seq]:
             _fail(
                 self._pending.pop(seq).future,
@@ -799,7 +804,9 @@ class RaftNode:
         for change in result.events:
             self.hub.publish(ChangeEvent(change.name, change.value, seq))
         self._report_applied(seq, result.events)
-        if result.created and isinstance(command, SetIfNotExist | CompareAndSet):
+        if result.turns:
+            self.turns.applied(result.turns)
+        if result.created and isinstance(command, SetIfNotExist | CompareAndSet | FairSwap):
             watcher = self._created.get((command.name, command.value))
             if watcher is not None and not watcher.done():
                 watcher.set_result(seq)
@@ -950,6 +957,7 @@ class RaftNode:
         for created in self._created.values():
             if not created.done():
                 created.set_exception(error)
+        self.turns.close()
         self._inputs.clear()
 
 

@@ -163,3 +163,5 @@ class Invariants:
             reference.apply(known[1])
         if dict(reference.elements()) != dict(machine.elements()):
             raise InvariantViolation(f"{node} recovered a state that differs from the log")
+        if reference.lines.states() != machine.lines.states():
+            raise InvariantViolation(f"{node} recovered lines of waiters that differ from the log")

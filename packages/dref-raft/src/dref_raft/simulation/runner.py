@@ -13,6 +13,8 @@ from dref_raft.commands import (
     CompareAndDelete,
     DeleteIfExpired,
     ExpireElement,
+    FairSwap,
+    LeaveLine,
     Membership,
     SetElement,
     SetIfNotExist,
@@ -38,6 +40,8 @@ __all__ = ["NEMESES", "SimConfig", "SimResult", "run_seed"]
 
 #: One simulation step is 5 ms; a core tick (40 ms) is about 8 steps, skewed per node.
 STEP_MS = 5
+#: `fair_locks`: steps a lock waiter's place in line lives without another attempt.
+FAIR_WAITER_STEPS = 40
 #: Steps after the run in which the cluster must converge (liveness).
 SETTLE_STEPS = 4000
 #: The simulated wall clock (epoch ms) at step 0; node clocks are offset by the seed's skew.
@@ -99,6 +103,9 @@ class SimConfig:
     #: for): 0 is a correct client; a positive value is a deliberately broken one (tests show
     #: that the lock checks catch it).
     lease_slack: int = 0
+    #: Lock clients acquire in the state machine's line (`FairSwap`, the lock's token as the
+    #: ticket) and release with `LeaveLine(release=True)`, as contexts with `lock_queue` do.
+    fair_locks: bool = False
     #: Nemeses of this run (names from `NEMESES`); None: each seed picks its own mix.
     nemeses: tuple[str, ...] | None = None
     #: Share of the reads served as follower reads (docs/raft.md#read-modes): a random node
@@ -836,7 +843,12 @@ class _Run:
         name = getattr(command, "name", None)
         if name not in self.lock_names:
             return
-        if isinstance(command, SetIfNotExist) and result.created:
+        if isinstance(command, SetIfNotExist | FairSwap) and result.created:
+            # A FairSwap (like a compare) may replace an expired lock the reaper left: that
+            # grant ends here.
+            ended = self.open_grants.pop(name, None)
+            if ended is not None:
+                self.grant_log[ended][3] = self.now
             self.grant_log[entry.seq] = [name, command.value, self.now, None]
             self.open_grants[name] = entry.seq
         elif any(change.value is None for change in result.events):
@@ -891,10 +903,18 @@ class _Run:
         op = lc.op
         assert op is not None
         now_ms = self.clock_ms(node_id)
+        expire_at = now_ms + lc.ttl * STEP_MS
         if op.kind == "lock":
-            return SetIfNotExist(lc.name, lc.token, now_ms + lc.ttl * STEP_MS)
+            if self.cfg.fair_locks:
+                life_ms = FAIR_WAITER_STEPS * STEP_MS
+                return FairSwap(
+                    lc.name, None, lc.token, lc.token, expire_at, False, life_ms, now_ms
+                )
+            return SetIfNotExist(lc.name, lc.token, expire_at)
         if op.kind == "renew":
-            return ExpireElement(lc.name, now_ms + lc.ttl * STEP_MS)
+            return ExpireElement(lc.name, expire_at)
+        if self.cfg.fair_locks:
+            return LeaveLine(lc.name, lc.token, True, now_ms)
         return CompareAndDelete(lc.name, lc.token, now_ms)
 
     def submit_lock(self, lc: LockClient) -> None:
@@ -928,6 +948,8 @@ class _Run:
             if not result.created:
                 lc.phase = "idle"
                 self.count("locks_busy")
+                if result.ahead:
+                    self.count("locks_queued_behind")
                 return
             lc.phase, lc.renew_every = "holding", 0
             lc.deadline = op.call + lc.ttl - margin

@@ -106,6 +106,13 @@ class CompareHandler(Protocol):
         """Propose `command` (a compare command; the leader stamps `now`) and await it."""
         ...
 
+    async def wait_turn(
+        self, name: str, ticket: bytes, timeout: float
+    ) -> tuple[bool, bytes | None]:
+        """`DRefFair/WaitTurn`: wait up to `timeout` s until `ticket` heads `name`'s line in
+        this member's applied state: `(True, value)`, else `(False, None)`."""
+        ...
+
 
 class InfoHandler(Protocol):
     """Serves `DRefExt/Names` and `DRefExt/Status` (dref-only tools: `dref ls`, `dref status`)."""
@@ -176,6 +183,13 @@ class LeaderApi(Protocol):
 
     async def compare(self, command: Command, *, timeout: float | None = None) -> CompareResult:
         """`DRefExt/Compare` (dref nodes only; `CompareUnsupportedError` from upstream)."""
+        ...
+
+    async def wait_turn(
+        self, name: str, ticket: bytes, wait: float, *, timeout: float | None = None
+    ) -> tuple[bool, bytes | None]:
+        """`DRefFair/WaitTurn`: the member answers within `wait` s (dref nodes only;
+        `UnsupportedOperationError` from upstream)."""
         ...
 
     async def names(

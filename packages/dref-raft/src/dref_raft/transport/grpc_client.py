@@ -37,7 +37,7 @@ from dref_raft.transport.grpc_stream import StreamSession
 from dref_raft.transport.security import PLAINTEXT, TransportSecurity
 from dref_raft.transport.snapshot_stream import ChunkHook, download_snapshot, send_snapshot
 from dref_raft.transport.status import error_of
-from dref_raft.wire import messages
+from dref_raft.wire import fair_messages, messages
 from dref_raft.wire.snapshot_messages import InstallResult, SnapshotHeader
 
 __all__ = ["DEFAULT_TIMEOUT", "LeaderClient", "PeerClients", "SnapshotClient", "WatchClient"]
@@ -439,6 +439,27 @@ class LeaderClient(AsyncResource):
             raise TransportError(f"{self.address}: Compare: undecodable response: {exc}") from exc
         self.applied_seq = max(self.applied_seq, result.seq)
         return result
+
+    async def wait_turn(
+        self, name: str, ticket: bytes, wait: float, *, timeout: float | None = None
+    ) -> tuple[bool, bytes | None]:
+        """`DRefFair/WaitTurn` (dref nodes only): the member answers within `wait` s, when
+        `ticket` heads `name`'s line or the wait passed."""
+        data = fair_messages.encode_wait_turn_request(name, ticket, max(1, round(wait * 1000)))
+        try:
+            service, method = fair_messages.FAIR_SERVICE, fair_messages.WAIT_TURN_METHOD
+            answer = await self._invoke(service, method, data, timeout)
+        except RpcStatusError as exc:
+            if exc.code == grpc.StatusCode.UNIMPLEMENTED:
+                raise UnsupportedOperationError(
+                    f"raft member at {self.address} does not serve DRefFair/WaitTurn "
+                    "(an upstream node, or a dref node older than fair updates)"
+                ) from exc
+            raise self._error(exc) from exc
+        try:
+            return fair_messages.decode_wait_turn_response(answer, self._max)
+        except WireError as exc:
+            raise TransportError(f"{self.address}: WaitTurn: undecodable response: {exc}") from exc
 
     async def _ext(self, method: str, data: bytes, timeout: float | None) -> bytes:
         """One unary `DRefExt` call; UNIMPLEMENTED (an upstream or older member) →

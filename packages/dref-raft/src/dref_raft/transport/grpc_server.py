@@ -50,7 +50,7 @@ from dref_raft.transport.grpc_stream import ACCEPTED_KEY, ACCEPTED_VALUE, Method
 from dref_raft.transport.security import PLAINTEXT, TransportSecurity, is_loopback
 from dref_raft.transport.snapshot_stream import SnapshotHandler, snapshot_rpc_handler
 from dref_raft.transport.status import status_of
-from dref_raft.wire import messages
+from dref_raft.wire import fair_messages, messages
 
 if TYPE_CHECKING:
     from dref_raft.transport.grpc_membership import MembershipHandler
@@ -244,6 +244,8 @@ class GrpcServer(AsyncResource):
         ext: dict[str, Method] = {}
         if self._compare is not None:
             ext[messages.COMPARE_METHOD] = self._compare_method
+            path = messages.method_path(fair_messages.FAIR_SERVICE, fair_messages.WAIT_TURN_METHOD)
+            methods[path] = self._wait_turn_method
         if self._info is not None:
             ext[messages.NAMES_METHOD] = self._names_method
             ext[messages.STATUS_METHOD] = self._status_method
@@ -441,6 +443,13 @@ class GrpcServer(AsyncResource):
         assert self._compare is not None
         command = messages.decode_compare_request(data, self._max)
         return messages.encode_compare_response(await self._compare.compare(command))
+
+    async def _wait_turn_method(self, data: bytes) -> bytes:
+        """`DRefFair/WaitTurn`: a long poll on this member's applied state."""
+        assert self._compare is not None
+        name, ticket, timeout_ms = fair_messages.decode_wait_turn_request(data, self._max)
+        turn, value = await self._compare.wait_turn(name, ticket, timeout_ms / 1000)
+        return fair_messages.encode_wait_turn_response(turn, value)
 
     async def _names_method(self, data: bytes) -> bytes:
         """`DRefExt/Names`: statuses as for `DRefRaft` (a follower answers not-leader)."""

@@ -45,7 +45,7 @@ from dref_raft.transport.base import (
     read_index_of,
 )
 from dref_raft.transport.status import error_of, status_of
-from dref_raft.wire import messages
+from dref_raft.wire import fair_messages, messages
 
 __all__ = [
     "MemoryLeaderClient",
@@ -278,6 +278,26 @@ class MemoryLeaderClient:
         result = messages.decode_compare_response(await self._run(what, timeout, call))
         self.applied_seq = max(self.applied_seq, result.seq)
         return result
+
+    async def wait_turn(
+        self, name: str, ticket: bytes, wait: float, *, timeout: float | None = None
+    ) -> tuple[bool, bytes | None]:
+        """`DRefFair/WaitTurn` through the wire conversion, like `LeaderClient.wait_turn`."""
+        what = "WaitTurn"
+        handler = self._net._host(self.source, self.address, what).compare
+        if handler is None:
+            raise UnsupportedOperationError(
+                f"raft member at {self.address} does not serve DRefFair/WaitTurn "
+                "(an upstream node, or a dref node older than fair updates)"
+            )
+        data = fair_messages.encode_wait_turn_request(name, ticket, max(1, round(wait * 1000)))
+        received = fair_messages.decode_wait_turn_request(data)
+
+        async def call(_: ClientHandler) -> bytes:
+            turn, value = await handler.wait_turn(received[0], received[1], received[2] / 1000)
+            return fair_messages.encode_wait_turn_response(turn, value)
+
+        return fair_messages.decode_wait_turn_response(await self._run(what, timeout, call))
 
     def _info(self, what: str) -> InfoHandler:
         handler = self._net._host(self.source, self.address, what).info

@@ -30,7 +30,7 @@ from typing import Any, Final, Literal
 
 import grpc
 
-from dref_raft.wire import messages
+from dref_raft.wire import fair_messages, messages
 from dref_raft.wire.messages import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = [
@@ -52,9 +52,16 @@ DEFAULT_MAX_CONCURRENT_STREAMS: Final = 1024
 """HTTP/2 streams one connection may have open at once (calls in flight and watch streams)."""
 
 CLIENT_SERVICES: Final = frozenset(
-    {messages.RAFT_SERVICE, messages.EXT_SERVICE, messages.WATCH_SERVICE, messages.STREAM_SERVICE}
+    {
+        messages.RAFT_SERVICE,
+        messages.EXT_SERVICE,
+        messages.WATCH_SERVICE,
+        messages.STREAM_SERVICE,
+        fair_messages.FAIR_SERVICE,
+    }
 )
-"""Services a client may call (`DRefStream` carries only `DRefRaft` and `DRefExt` calls).
+"""Services a client may call (`DRefStream` carries only `DRefRaft`, `DRefExt` and `DRefFair`
+calls).
 Every other service (DRefConsensus, and any service not listed here: new ones are member-only
 until added) needs a certificate signed by the cluster CA."""
 

@@ -16,6 +16,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from dref_raft._pb import (
     dref_consensus_pb2,
+    dref_fair_pb2,
     dref_membership_pb2,
     dref_session_pb2,
     state_command_pb2,
@@ -29,7 +30,9 @@ from dref_raft.commands import (
     DeleteElement,
     DeleteIfExpired,
     ExpireElement,
+    FairSwap,
     FencedWrite,
+    LeaveLine,
     Membership,
     NoOp,
     SessionCommand,
@@ -39,6 +42,7 @@ from dref_raft.commands import (
 )
 from dref_raft.errors import WireError
 from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
+from dref_raft.lines import LineState
 from dref_raft.sessions import RecordedResult, SessionState
 
 __all__ = [
@@ -47,7 +51,9 @@ __all__ = [
     "COMPARE_AND_SET_FIELD",
     "CONFIG_CHANGE_FIELD",
     "EXT_TERM_FIELD",
+    "FAIR_SWAP_FIELD",
     "FENCED_WRITE_FIELD",
+    "LEAVE_LINE_FIELD",
     "SESSION_FIELD",
     "decode_command",
     "decode_command_term",
@@ -76,6 +82,10 @@ CONFIG_CHANGE_FIELD = 1400
 #: `StateCommand.session` (`SessionCommand`, dref_session.proto) and `ClusterSnapshot.sessions`:
 #: exactly-once writes (docs/raft-wire.md#sessions).
 SESSION_FIELD = 1600
+#: `StateCommand` oneof members of fair updates (dref_fair.proto) and `ClusterSnapshot.lines`
+#: (docs/raft-wire.md#fair-updates).
+FAIR_SWAP_FIELD = 1700
+LEAVE_LINE_FIELD = 1701
 #: ... and `uint64 term = 1000` in `StartNewTermCommand` (the term of the leader that
 #: proposed it, so stored entries' terms can be rebuilt) and `uint64 last_term = 1000` in
 #: `ClusterSnapshot` (the term of the entry at `last_seq`).
@@ -151,6 +161,25 @@ def encode_command(command: Command, *, term: int | None = None) -> bytes:
                 sc.now = command.now
                 sc.idle_ms = command.idle_ms
                 sc.command = encode_command(command.command)
+            case FairSwap():
+                fs = msg.fair_swap
+                fs.name = command.name
+                if command.expected is not None:
+                    fs.expected = command.expected
+                fs.value = command.value
+                if command.expire_at is not None:
+                    fs.expire_at = command.expire_at
+                fs.ticket = command.ticket
+                fs.rejoin = command.rejoin
+                fs.life_ms = command.life_ms
+                fs.now = command.now
+            case LeaveLine(name, ticket, release, now):
+                ll = msg.leave_line
+                ll.name = name
+                ll.ticket = ticket
+                ll.release = release
+                ll.now = now
+                ll.SetInParent()
             case NoOp():
                 pass
             case _:
@@ -236,6 +265,21 @@ def _decode_compare(msg: Any, op: str) -> Command | None:
             bytes(f.expected) if f.HasField("expected") else None,
             int(f.now),
         )
+    if op == "fair_swap":
+        c = msg.fair_swap
+        return FairSwap(
+            str(c.name),
+            bytes(c.expected) if c.HasField("expected") else None,
+            bytes(c.value),
+            bytes(c.ticket),
+            int(c.expire_at) if c.HasField("expire_at") else None,
+            bool(c.rejoin),
+            int(c.life_ms),
+            int(c.now),
+        )
+    if op == "leave_line":
+        c = msg.leave_line
+        return LeaveLine(str(c.name), bytes(c.ticket), bool(c.release), int(c.now))
     return None
 
 
@@ -275,6 +319,8 @@ def encode_snapshot_parts(snapshot: ClusterSnapshot) -> Iterator[bytes]:
             fill_membership(tail.membership, snapshot.membership)
         for sid, state in snapshot.sessions:
             tail.sessions.append(_session_state(sid, state))
+        for name, line in snapshot.lines:
+            tail.lines.append(_line_msg(name, line))
         yield bytes(tail.SerializeToString())
     except (ValueError, TypeError, EncodeError) as exc:
         raise ValueError(f"cannot encode snapshot: {exc}") from exc
@@ -291,6 +337,7 @@ def decode_snapshot(data: bytes) -> ClusterSnapshot:
         return snapshot_of(_parse(dref_consensus_pb2.ClusterSnapshot(), data, "ClusterSnapshot"))
     entries: list[SnapshotEntry] = []
     sessions: list[tuple[bytes, SessionState]] = []
+    lines: list[tuple[str, LineState]] = []
     last_seq = last_term = 0
     membership: Membership | None = None
     view = memoryview(data)
@@ -304,7 +351,10 @@ def decode_snapshot(data: bytes) -> ClusterSnapshot:
         if msg.HasField("membership"):
             membership = membership_of(msg.membership)
         sessions.extend(_session_of(s) for s in msg.sessions)
-    return ClusterSnapshot(tuple(entries), last_seq, last_term, membership, tuple(sessions))
+        lines.extend(_line_of(line) for line in msg.lines)
+    return ClusterSnapshot(
+        tuple(entries), last_seq, last_term, membership, tuple(sessions), tuple(lines)
+    )
 
 
 def _field_boundaries(data: bytes, per_slice: int) -> list[int] | None:
@@ -370,8 +420,9 @@ def snapshot_of(msg: Any) -> ClusterSnapshot:
     """A parsed (and checked) `ClusterSnapshot` message as ours, entries in their order."""
     membership = membership_of(msg.membership) if msg.HasField("membership") else None
     sessions = tuple(_session_of(s) for s in msg.sessions)
+    lines = tuple(_line_of(line) for line in msg.lines)
     return ClusterSnapshot(
-        tuple(_entries_of(msg)), int(msg.last_seq), int(msg.last_term), membership, sessions
+        tuple(_entries_of(msg)), int(msg.last_seq), int(msg.last_term), membership, sessions, lines
     )
 
 
@@ -405,7 +456,7 @@ def _session_state(sid: bytes, state: SessionState) -> Any:
         session=sid, last_seen=state.last_seen, first_incomplete=state.first_incomplete
     )
     for request, result in state.results.items():
-        r: Any = out.results.add(request=request, stale=result.stale)
+        r: Any = out.results.add(request=request, stale=result.stale, ahead=result.ahead)
         if result.created is not None:
             r.created = result.created
         if result.current is not None:
@@ -419,10 +470,22 @@ def _session_of(msg: Any) -> tuple[bytes, SessionState]:
             bool(r.created) if r.HasField("created") else None,
             bytes(r.current) if r.HasField("current") else None,
             bool(r.stale),
+            int(r.ahead),
         )
         for r in msg.results
     }
     return bytes(msg.session), SessionState(int(msg.last_seen), int(msg.first_incomplete), results)
+
+
+def _line_msg(name: str, line: LineState) -> Any:
+    out: Any = dref_fair_pb2.FairLine(name=name)
+    for ticket, alive_until in line:
+        out.waiters.add(ticket=ticket, alive_until=alive_until)
+    return out
+
+
+def _line_of(msg: Any) -> tuple[str, LineState]:
+    return str(msg.name), tuple((bytes(w.ticket), int(w.alive_until)) for w in msg.waiters)
 
 
 def _fill_set(target: Any, name: str, value: bytes, expire_at: int | None) -> None:

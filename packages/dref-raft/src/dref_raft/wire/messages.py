@@ -526,7 +526,7 @@ def encode_compare_response(result: CompareResult) -> bytes:
     """Encode a `CompareResponse` (absent `current` = missing)."""
     try:
         msg: Any = dref_ext_pb2.CompareResponse(
-            matched=result.matched, seq=result.seq, stale=result.stale
+            matched=result.matched, seq=result.seq, stale=result.stale, ahead=result.ahead
         )
         if result.current is not None:
             msg.current = result.current
@@ -541,7 +541,7 @@ def decode_compare_response(
     """Decode a `CompareResponse`."""
     msg = parse(dref_ext_pb2.CompareResponse, data, "CompareResponse", max_bytes)
     current = bytes(msg.current) if msg.HasField("current") else None
-    return CompareResult(bool(msg.matched), current, int(msg.seq), bool(msg.stale))
+    return CompareResult(bool(msg.matched), current, int(msg.seq), bool(msg.stale), int(msg.ahead))
 
 
 def encode_names_request(prefix: str, after: str, limit: int) -> bytes:
