@@ -131,9 +131,10 @@ class _Stream:
                             batch.append(item)
                             size += len(item[2])
                     if batch:
-                        await self.call.write(messages.encode_stream_calls(batch))
+                        # Counted first: an answer can come back before the write returns.
                         session.batches_sent += 1
                         session.calls_sent += len(batch)
+                        await self.call.write(messages.encode_stream_calls(batch))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the call ended under the write (`fail` reads any status)
