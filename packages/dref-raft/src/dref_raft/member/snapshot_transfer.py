@@ -229,7 +229,8 @@ class SnapshotTransfer:
                     raise ChunkRefusedError(f"the stream ended at {held} of {header.size} bytes")
                 received = time.perf_counter()
                 await asyncio.to_thread(incoming.seal, header)
-                snapshot = await asyncio.to_thread(incoming.load, header)
+                held_values = node.machine.values()
+                snapshot = await asyncio.to_thread(incoming.load, header, held_values)
                 decoded = time.perf_counter()
             except ChunkRefusedError as exc:
                 held = await asyncio.to_thread(incoming.held, header)
@@ -297,7 +298,6 @@ class SnapshotTransfer:
         path = Path(name)
         try:
             spooled = await asyncio.to_thread(_spool_state, state, applied, term, path)
-            state.elements.clear()  # not the machine's: the copy
             header = SnapshotHeader(node.id, node.term, applied, term, spooled.size, spooled.sha256)
             offset = 0
             while offset < spooled.size:
@@ -312,4 +312,6 @@ class SnapshotTransfer:
 
 def _spool_state(state: StateCopy, last_seq: int, last_term: int, path: Path) -> SpooledSnapshot:
     data = dataclasses.replace(snapshot_of_state(state, last_seq), last_term=last_term)
+    state.values.clear()  # the copy's, in this worker thread
+    state.expiries.clear()
     return spool_snapshot(data, path)

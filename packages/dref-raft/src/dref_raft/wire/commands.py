@@ -8,7 +8,7 @@ payload of snapshot files and of InstallSnapshot.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from google.protobuf.message import DecodeError, EncodeError
@@ -38,7 +38,7 @@ from dref_raft.commands import (
     StartNewTerm,
 )
 from dref_raft.errors import WireError
-from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
+from dref_raft.fsm import ClusterSnapshot, PackedEntries, SnapshotEntry
 from dref_raft.sessions import RecordedResult, SessionState
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "EXT_TERM_FIELD",
     "FENCED_WRITE_FIELD",
     "SESSION_FIELD",
+    "SnapshotDecoder",
     "decode_command",
     "decode_command_term",
     "decode_snapshot",
@@ -260,13 +261,16 @@ def encode_snapshot_parts(snapshot: ClusterSnapshot) -> Iterator[bytes]:
     memory stays bounded by a slice)."""
     entries = snapshot.entries
     try:
-        for start in range(0, len(entries), SNAPSHOT_SLICE_ENTRIES):
-            msg: Any = dref_consensus_pb2.ClusterSnapshot()
-            for entry in entries[start : start + SNAPSHOT_SLICE_ENTRIES]:
-                kv: Any = msg.entries.add(key=entry.key, value=entry.value)
-                if entry.expire_at is not None:
-                    kv.expireAt = entry.expire_at
-            yield bytes(msg.SerializeToString())
+        if isinstance(entries, PackedEntries):
+            yield from _encode_packed(entries)
+        else:
+            for start in range(0, len(entries), SNAPSHOT_SLICE_ENTRIES):
+                msg: Any = dref_consensus_pb2.ClusterSnapshot()
+                for entry in entries[start : start + SNAPSHOT_SLICE_ENTRIES]:
+                    kv: Any = msg.entries.add(key=entry.key, value=entry.value)
+                    if entry.expire_at is not None:
+                        kv.expireAt = entry.expire_at
+                yield bytes(msg.SerializeToString())
         # Every other field has a number above the entries' (1), so it follows them.
         tail: Any = dref_consensus_pb2.ClusterSnapshot()
         tail.last_seq = snapshot.last_seq
@@ -280,60 +284,140 @@ def encode_snapshot_parts(snapshot: ClusterSnapshot) -> Iterator[bytes]:
         raise ValueError(f"cannot encode snapshot: {exc}") from exc
 
 
+def _encode_packed(entries: PackedEntries) -> Iterator[bytes]:
+    """The entries' bytes a slice at a time, straight from the parallel lists."""
+    names, values = entries.names, entries.values
+    timed = sorted(entries.expiries.items())
+    t = 0
+    for start in range(0, len(names), SNAPSHOT_SLICE_ENTRIES):
+        end = start + SNAPSHOT_SLICE_ENTRIES
+        msg: Any = dref_consensus_pb2.ClusterSnapshot()
+        add = msg.entries.add
+        for name, value in zip(names[start:end], values[start:end], strict=True):
+            add(key=name, value=value)
+        while t < len(timed) and timed[t][0] < end:
+            index, expire_at = timed[t]
+            msg.entries[index - start].expireAt = expire_at
+            t += 1
+        yield bytes(msg.SerializeToString())
+
+
 def decode_snapshot(data: bytes) -> ClusterSnapshot:
-    """Decode upstream `ClusterSnapshot` bytes (entries keep their encoded order).
+    """Decode upstream `ClusterSnapshot` bytes (entries keep their encoded order, as
+    `PackedEntries`).
 
     Parsed a slice of fields at a time (see `SNAPSHOT_SLICE_ENTRIES`); a message is the
     concatenation of its fields, and a later scalar field wins, as in one parse.
     """
-    cuts = _field_boundaries(data, SNAPSHOT_SLICE_ENTRIES)
-    if cuts is None:  # malformed: one parse says what is wrong
+    decoder = SnapshotDecoder()
+    if not decoder.feed(data, final=True):  # malformed: one parse says what is wrong
         return snapshot_of(_parse(dref_consensus_pb2.ClusterSnapshot(), data, "ClusterSnapshot"))
-    entries: list[SnapshotEntry] = []
-    sessions: list[tuple[bytes, SessionState]] = []
-    last_seq = last_term = 0
-    membership: Membership | None = None
-    view = memoryview(data)
-    for start, end in itertools.pairwise(cuts):
-        msg = _parse(dref_consensus_pb2.ClusterSnapshot(), view[start:end], "ClusterSnapshot")
-        entries.extend(_entries_of(msg))
+    return decoder.result()
+
+
+class SnapshotDecoder:
+    """Decodes `ClusterSnapshot` bytes fed in pieces of any size (a file read a block at a
+    time), a slice of fields per protobuf call, into `PackedEntries` (no object per entry).
+
+    `reuse` (a member's current values): a decoded value equal to the one held under the same
+    name is replaced by the held object, so a member that already holds most of a snapshot
+    does not hold its values twice while it installs it.
+    """
+
+    def __init__(self, reuse: Mapping[str, bytes] | None = None) -> None:
+        self._reuse = reuse
+        self._pending = b""
+        self._names: list[str] = []
+        self._values: list[bytes] = []
+        self._expiries: dict[int, int] = {}
+        self._sessions: list[tuple[bytes, SessionState]] = []
+        self._last_seq = 0
+        self._last_term = 0
+        self._membership: Membership | None = None
+
+    def feed(self, data: bytes, *, final: bool = False) -> bool:
+        """Decode the whole fields in what was fed so far (all of it when `final`); False when
+        the bytes do not scan as fields (`WireError` when a slice does not parse)."""
+        if self._pending:
+            data = self._pending + data
+        cuts = _field_boundaries(data, SNAPSHOT_SLICE_ENTRIES, partial=not final)
+        if cuts is None:
+            return False
+        view = memoryview(data)
+        for start, end in itertools.pairwise(cuts):
+            msg = _parse(dref_consensus_pb2.ClusterSnapshot(), view[start:end], "ClusterSnapshot")
+            self._take(msg)
+        self._pending = bytes(view[cuts[-1] :])
+        return True
+
+    def _take(self, msg: Any) -> None:
+        kvs = msg.entries
+        base = len(self._names)
+        names: list[str] = [kv.key for kv in kvs]
+        values: list[bytes] = [kv.value for kv in kvs]
+        if self._reuse:
+            held = self._reuse.get
+            values = [
+                old if (old := held(name)) == value else value
+                for name, value in zip(names, values, strict=True)
+            ]
+        self._names.extend(names)
+        self._values.extend(values)
+        timed = [kv.HasField("expireAt") for kv in kvs]
+        if any(timed):
+            for i in itertools.compress(range(len(timed)), timed):
+                self._expiries[base + i] = int(kvs[i].expireAt)
         if msg.last_seq:
-            last_seq = int(msg.last_seq)
+            self._last_seq = int(msg.last_seq)
         if msg.last_term:
-            last_term = int(msg.last_term)
+            self._last_term = int(msg.last_term)
         if msg.HasField("membership"):
-            membership = membership_of(msg.membership)
-        sessions.extend(_session_of(s) for s in msg.sessions)
-    return ClusterSnapshot(tuple(entries), last_seq, last_term, membership, tuple(sessions))
+            self._membership = membership_of(msg.membership)
+        self._sessions.extend(_session_of(s) for s in msg.sessions)
+
+    def result(self) -> ClusterSnapshot:
+        """The snapshot decoded (everything fed must have been decoded)."""
+        if self._pending:
+            raise WireError(f"ClusterSnapshot ends inside a field ({len(self._pending)} bytes)")
+        return ClusterSnapshot(
+            PackedEntries(self._names, self._values, self._expiries),
+            self._last_seq,
+            self._last_term,
+            self._membership,
+            tuple(self._sessions),
+        )
 
 
-def _field_boundaries(data: bytes, per_slice: int) -> list[int] | None:
+def _field_boundaries(data: bytes, per_slice: int, *, partial: bool = False) -> list[int] | None:
     """Offsets that cut `data` (a protobuf message) between fields, every `per_slice` fields,
-    from 0 to len(data); None if it does not scan as a sequence of fields."""
+    from 0 to len(data); None if it does not scan as a sequence of fields. `partial`: `data`
+    may end inside a field; the last offset is then where that field starts."""
     cuts, offset, count, size = [0], 0, 0, len(data)
     while offset < size:
+        start = offset
         if data[offset] == 0x0A and offset + 1 < size and data[offset + 1] < 0x80:
             offset += 2 + data[offset + 1]  # the common case: a short entry (field 1, length)
-            if offset > size:
-                return None
-            count += 1
-            if count % per_slice == 0 and offset < size:
-                cuts.append(offset)
-            continue
-        key, offset = _varint(data, offset)
-        wire_type = key & 7
-        if wire_type == 0:
-            _, offset = _varint(data, offset)
-        elif wire_type == 2:
-            length, offset = _varint(data, offset)
-            offset += length
-        elif wire_type == 1:
-            offset += 8
-        elif wire_type == 5:
-            offset += 4
         else:
-            return None
+            key, offset = _varint(data, offset)
+            wire_type = key & 7
+            if offset < 0:
+                pass
+            elif wire_type == 0:
+                _, offset = _varint(data, offset)
+            elif wire_type == 2:
+                length, offset = _varint(data, offset)
+                if offset >= 0:
+                    offset += length
+            elif wire_type == 1:
+                offset += 8
+            elif wire_type == 5:
+                offset += 4
+            else:
+                return None
         if offset < 0 or offset > size:
+            if partial:
+                cuts.append(start)
+                return cuts
             return None
         count += 1
         if count % per_slice == 0 and offset < size:
