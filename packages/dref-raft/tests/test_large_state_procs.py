@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 
 import pytest
-from cluster_procs import NodeProcess, ProcCluster
+from cluster_procs import NodeProcess, ProcCluster, wait_until
 
 import dref
 from dref.errors import DRefError
@@ -63,6 +63,15 @@ async def _caught_up(node: NodeProcess, target: int, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _writes_flow(acknowledged: dict[str, bytes], writers: list[asyncio.Task[None]]) -> None:
+    """Wait until 40 more writes were acknowledged; the writers must still be running."""
+    target = len(acknowledged) + 40
+    await wait_until(
+        lambda: len(acknowledged) >= target or any(t.done() for t in writers), 30, "40 writes"
+    )
+    assert not any(t.done() for t in writers), "a writer ended early"
+
+
 async def test_a_rolling_restart_under_writes_loses_nothing_and_shows_callers_no_error(
     tmp_path: Path,
 ) -> None:
@@ -90,17 +99,12 @@ async def test_a_rolling_restart_under_writes_loses_nothing_and_shows_callers_no
             writers = [asyncio.create_task(writer(w)) for w in range(4)]
             try:
                 for node in cluster.nodes:
-                    before = len(acknowledged)
-                    while len(acknowledged) < before + 40:  # writes flow before each restart
-                        assert all(not t.done() for t in writers), "a writer ended early"
-                        await asyncio.sleep(0.02)
+                    await _writes_flow(acknowledged, writers)  # before each restart
                     await asyncio.to_thread(node.stop)  # SIGTERM: graceful, hands over leadership
                     await asyncio.to_thread(node.start)  # the same storage directory
                     leader = await _leader(cluster.nodes)
                     await _caught_up(node, await _applied(leader), 30)
-                before = len(acknowledged)
-                while len(acknowledged) < before + 40:  # and after the last one
-                    await asyncio.sleep(0.02)
+                await _writes_flow(acknowledged, writers)  # and after the last one
             finally:
                 restarting = False
                 await asyncio.gather(*writers)

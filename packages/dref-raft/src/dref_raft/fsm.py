@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import overload
+from typing import Any, overload
 
 from dref_raft.bulk import paused_gc
 from dref_raft.commands import (
@@ -248,6 +248,9 @@ class StateMachine:
         #: Counts `apply` calls: a `PreparedInstall` is valid only at the count it was made at.
         self._version = 0
         self._prepared: PreparedInstall | None = None
+        #: None, or where `install` puts the replaced state's dicts for its caller to free off
+        #: the event loop (`dref_raft.bulk.release_in_slices`) instead of dropping them.
+        self.retired: list[dict[Any, Any] | list[Any]] | None = None
 
     def __len__(self) -> int:
         return len(self._values)
@@ -442,6 +445,8 @@ class StateMachine:
         self._version += 1
         self.membership = snapshot.membership
         self.sessions.restore(snapshot.sessions)
+        if self.retired is not None:
+            self.retired += (self._values, self._expiries)
         if (
             prepared is not None
             and prepared.snapshot.entries is snapshot.entries

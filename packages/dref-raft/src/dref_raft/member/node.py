@@ -40,6 +40,7 @@ from dref.errors import (
     QuorumLostError,
 )
 from dref_raft.apply import ReadyApplier, StoreWriter
+from dref_raft.bulk import release_in_slices
 from dref_raft.commands import (
     Command,
     CompareAndSet,
@@ -201,6 +202,7 @@ class RaftNode:
         self.peers = dict(config.peers)
         self._transport = transport
         self.machine = machine if machine is not None else StateMachine()
+        self.machine.retired = []  # freed off the event loop (`snapshot_installed`)
         self.core = RaftCore(
             self.id,
             list(self.peers),
@@ -780,6 +782,10 @@ class RaftNode:
     # ------------------------------------------------------------------ ReadyEffects
 
     def snapshot_installed(self, snapshot: Snapshot, changes: Sequence[Changed]) -> None:
+        retired = self.machine.retired
+        if retired:  # the replaced state: freed a slice at a time off the event loop
+            self.machine.retired = []
+            self.track(asyncio.create_task(asyncio.to_thread(release_in_slices, retired)))
         hub = self.hub
         if hub.subscriber_count():  # a million-element install: skip the loop when nobody listens
             seq = snapshot.seq

@@ -1,0 +1,220 @@
+"""Large state in one process (docs/raft.md#large-state): snapshots held as `PackedEntries`,
+decoded from a file a block at a time with exactly the result of one whole decode, values a
+member already holds reused instead of duplicated, a replaced state freed a slice at a time off
+the event loop, and event-loop stalls measured."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from dref_raft.bulk import release_in_slices
+from dref_raft.commands import Membership, SetElement
+from dref_raft.errors import CorruptStateError
+from dref_raft.fsm import (
+    Changed,
+    ChangeList,
+    ClusterSnapshot,
+    Element,
+    PackedEntries,
+    SnapshotEntry,
+    StateMachine,
+)
+from dref_raft.member.loop_stalls import LoopStalls
+from dref_raft.storage.snapshot import (
+    decode_snapshot_file,
+    encode_snapshot_file,
+    read_snapshot_file,
+    write_snapshot_file,
+)
+from dref_raft.wire.commands import SnapshotDecoder, decode_snapshot, encode_snapshot
+
+
+def _entries(count: int, seed: int) -> tuple[SnapshotEntry, ...]:
+    rng = random.Random(seed)
+    return tuple(
+        SnapshotEntry(
+            f"k{i:06d}",
+            rng.randbytes(rng.choice([0, 5, 127, 128, 400])),
+            rng.choice([None, None, 0, 7, 2**40]),
+        )
+        for i in range(count)
+    )
+
+
+def test_packed_entries_are_a_sequence_equal_to_the_same_tuple() -> None:
+    entries = (SnapshotEntry("a", b"1"), SnapshotEntry("b", b"2", 9), SnapshotEntry("c", b""))
+    packed = PackedEntries(["a", "b", "c"], [b"1", b"2", b""], {1: 9})
+    assert packed == entries
+    assert entries == packed
+    assert list(packed) == list(entries)
+    assert (len(packed), packed[1], packed[-1], packed[1:]) == (
+        3,
+        entries[1],
+        entries[2],
+        entries[1:],
+    )
+    assert ClusterSnapshot(packed, 4) == ClusterSnapshot(entries, 4)
+    assert packed != entries[:2]
+    assert packed != (*entries[:2], SnapshotEntry("c", b"", 1))
+    assert hash(packed) == hash(entries)
+    with pytest.raises(IndexError):
+        packed[3]
+    with pytest.raises(ValueError, match="2 names but 1 values"):
+        PackedEntries(["a", "b"], [b"1"])
+
+
+def test_a_machine_snapshot_is_packed_sorted_and_shares_the_values() -> None:
+    machine = StateMachine()
+    value = b"v" * 100
+    for name, expire_at in (("b", 5), ("c", None), ("a", None)):
+        machine.apply(SetElement(name, value, expire_at))
+    snapshot = machine.snapshot(last_seq=3)
+    assert isinstance(snapshot.entries, PackedEntries)
+    assert snapshot.entries.names == ["a", "b", "c"]
+    assert snapshot.entries.expiries == {1: 5}
+    assert all(v is value for v in snapshot.entries.values)
+
+
+@pytest.mark.parametrize("count", [0, 1, 5000, 9000])
+def test_fed_in_pieces_the_decoder_gives_the_whole_decode(count: int) -> None:
+    snapshot = ClusterSnapshot(
+        _entries(count, count),
+        last_seq=77,
+        last_term=3,
+        membership=Membership(("n1", "n2"), ("n3",), (("n1", "h:1"),)),
+    )
+    data = encode_snapshot(snapshot)
+    rng = random.Random(count)
+    decoder = SnapshotDecoder()
+    offset = 0
+    while offset < len(data):
+        size = rng.choice([1, 2, 7, 300, 70_000])
+        piece = data[offset : offset + size]
+        offset += len(piece)
+        assert decoder.feed(piece, final=offset >= len(data))
+    decoded = decoder.result()
+    assert decoded == snapshot == decode_snapshot(data)
+    assert isinstance(decoded.entries, PackedEntries)
+
+
+def test_a_snapshot_file_read_a_block_at_a_time_matches_one_whole_decode(tmp_path: Path) -> None:
+    snapshot = ClusterSnapshot(_entries(20_000, 1), 5, 2)
+    path = tmp_path / "state-snapshot"
+    size = write_snapshot_file(snapshot, path, durable=True)
+    data = path.read_bytes()
+    assert (size, data) == (len(data), encode_snapshot_file(snapshot))
+    assert read_snapshot_file(path) == snapshot == decode_snapshot_file(data, str(path))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: d[:6],  # truncated header
+        lambda d: b"XXXX" + d[4:],  # bad magic
+        lambda d: d[:4] + b"\x02" + d[5:],  # unknown version
+        lambda d: d[:-1],  # truncated payload
+        lambda d: d + b"\x00",  # trailing byte
+        lambda d: d[:9] + b"\x0a\x7f" + d[11:],  # an entry running past the end
+    ],
+)
+def test_a_damaged_file_read_in_blocks_fails_as_a_whole_decode_does(
+    tmp_path: Path, damage: object
+) -> None:
+    path = tmp_path / "state-snapshot"
+    data = encode_snapshot_file(ClusterSnapshot(_entries(50, 2), 5))
+    bad = damage(data)  # type: ignore[operator]
+    path.write_bytes(bad)
+    with pytest.raises(CorruptStateError) as whole:
+        decode_snapshot_file(bad, str(path))
+    with pytest.raises(CorruptStateError) as streamed:
+        read_snapshot_file(path)
+    assert str(streamed.value) == str(whole.value)
+
+
+def test_decoded_values_equal_to_held_ones_are_the_held_objects(tmp_path: Path) -> None:
+    machine = StateMachine()
+    for i in range(100):
+        machine.apply(SetElement(f"k{i}", b"same %d" % i))
+    machine.apply(SetElement("changed", b"old"))
+    path = tmp_path / "state-snapshot"
+    other = StateMachine()
+    for i in range(100):
+        other.apply(SetElement(f"k{i}", b"same %d" % i))
+    other.apply(SetElement("changed", b"new"))
+    write_snapshot_file(other.snapshot(7), path, durable=False)
+    held = machine.values()
+    decoded = read_snapshot_file(path, held)
+    assert isinstance(decoded.entries, PackedEntries)
+    by_name = dict(zip(decoded.entries.names, decoded.entries.values, strict=True))
+    assert all(by_name[f"k{i}"] is held[f"k{i}"] for i in range(100))
+    assert by_name["changed"] == b"new"
+    assert machine.install(decoded) == (Changed("changed", b"new"),)
+
+
+def test_install_of_packed_entries_keeps_expiries_and_the_later_duplicate() -> None:
+    machine = StateMachine()
+    machine.apply(SetElement("gone", b"x"))
+    packed = PackedEntries(["a", "b", "a", "c"], [b"1", b"2", b"3", b"4"], {0: 5, 1: 6})
+    changes = machine.install(ClusterSnapshot(packed, 9))
+    assert changes == (
+        Changed("a", b"3"),
+        Changed("b", b"2"),
+        Changed("c", b"4"),
+        Changed("gone", None),
+    )
+    assert isinstance(changes, ChangeList)
+    assert dict(machine.elements()) == {
+        "a": Element(b"3"),  # the later "a" has no TTL
+        "b": Element(b"2", 6),
+        "c": Element(b"4"),
+    }
+    assert machine.expiries() == {"b": 6}
+
+
+def test_a_new_member_install_reports_every_element_without_copying_them() -> None:
+    packed = PackedEntries(["a", "b"], [b"1", b"2"])
+    changes = StateMachine().install(ClusterSnapshot(packed, 2))
+    assert isinstance(changes, ChangeList)
+    assert changes.names is packed.names
+    assert changes == (Changed("a", b"1"), Changed("b", b"2"))
+    assert changes[-1:] == (Changed("b", b"2"),)
+
+
+def test_the_replaced_state_is_handed_over_to_be_freed_in_slices() -> None:
+    machine = StateMachine()
+    machine.retired = []
+    for i in range(20_000):
+        machine.apply(SetElement(f"k{i}", b"v", 5 if i % 2 else None))
+    old_values = machine.values()
+    machine.install(ClusterSnapshot((SnapshotEntry("new", b"1"),), 1))
+    assert len(machine.retired) == 2
+    assert [len(d) for d in machine.retired] == [20_000, 10_000]
+    release_in_slices(machine.retired)
+    assert machine.retired == []
+    assert len(old_values) == 0
+    assert machine.values() == {"new": b"1"}
+    big = list(range(20_000))
+    release_in_slices([big])
+    assert big == []
+
+
+async def test_loop_stalls_are_measured_and_counted() -> None:
+    stalls = LoopStalls(threshold=0.05, interval=0.005)
+    sampler = asyncio.create_task(stalls.run())
+    try:
+        await asyncio.sleep(0.02)  # the sampler runs
+        time.sleep(0.12)  # noqa: ASYNC251 - the stall to be seen: the loop is blocked
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while stalls.over_threshold == 0:
+            assert loop.time() < deadline, "the stall was not seen"
+            await asyncio.sleep(0.005)
+    finally:
+        sampler.cancel()
+    assert stalls.longest >= 0.1
+    assert stalls.over_threshold == 1
