@@ -217,7 +217,9 @@ class PreparedInstall:
     """`StateMachine.prepare_install`'s work for one snapshot, done off the event loop."""
 
     snapshot: ClusterSnapshot
-    values: dict[str, bytes]
+    #: The new state's values; None: the machine holds most of them already, and `install`
+    #: applies `changes` to its own values instead.
+    values: dict[str, bytes] | None
     expiries: dict[str, int]
     changes: ChangeList
     #: The machine's mutation count the changes were computed against.
@@ -406,15 +408,20 @@ class StateMachine:
 
     def snapshot(self, last_seq: int = 0) -> ClusterSnapshot:
         """Every element (expired ones included), sorted by name, stamped with `last_seq`."""
-        state = StateCopy(self._values, self._expiries, self.membership, self.sessions.states())
-        return snapshot_of_state(state, last_seq)
+        return snapshot_of_state(self.copy_state(), last_seq)
 
     def copy_state(self) -> StateCopy:
-        """A point-in-time copy of everything a snapshot holds (the two dicts: C-level copies,
-        sharing the names and values; the configuration; the sessions): build a snapshot from
-        it in another thread with `snapshot_of_state` while this machine keeps applying."""
+        """A point-in-time copy of everything a snapshot holds (the names and the values as two
+        lists, each one C-level copy sharing the objects; the expiries; the configuration; the
+        sessions): build a snapshot from it in another thread with `snapshot_of_state` while
+        this machine keeps applying."""
+        values = self._values
         return StateCopy(
-            self._values.copy(), self._expiries.copy(), self.membership, self.sessions.states()
+            list(values),
+            list(values.values()),
+            self._expiries.copy(),
+            self.membership,
+            self.sessions.states(),
         )
 
     def prepare_install(self, snapshot: ClusterSnapshot) -> PreparedInstall:
@@ -423,10 +430,15 @@ class StateMachine:
         `offer_prepared`; `install` uses it if nothing was applied in between."""
         version = self._version
         with paused_gc():
-            values, expiries = _state_of(snapshot.entries)
             try:
+                in_place = _difference(self._values, snapshot.entries)
+                if in_place is not None:
+                    changes, expiries = in_place
+                    return PreparedInstall(snapshot, None, expiries, changes, version)
+                values, expiries = _state_of(snapshot.entries)
                 changes = _changes(self._values, values, snapshot.entries)
             except RuntimeError:  # the loop applied meanwhile: `install` will not use it
+                values, expiries = _state_of(snapshot.entries)
                 changes = _changes(self._values.copy(), values, snapshot.entries)
         return PreparedInstall(snapshot, values, expiries, changes, version)
 
@@ -445,20 +457,38 @@ class StateMachine:
         self._version += 1
         self.membership = snapshot.membership
         self.sessions.restore(snapshot.sessions)
-        if self.retired is not None:
-            self.retired += (self._values, self._expiries)
         if (
             prepared is not None
             and prepared.snapshot.entries is snapshot.entries
             and prepared.version == self._version - 1
         ):
-            self._values, self._expiries = prepared.values, prepared.expiries
+            self._retire(prepared.values is not None)
+            self._expiries = prepared.expiries
+            if prepared.values is None:  # a few differences, applied here
+                values = self._values
+                for name, value in zip(
+                    prepared.changes.names, prepared.changes.values, strict=True
+                ):
+                    if value is None:
+                        del values[name]
+                    else:
+                        values[name] = value
+            else:
+                self._values = prepared.values
             return prepared.changes
+        self._retire(True)
         with paused_gc():
             values, expiries = _state_of(snapshot.entries)
             changes = _changes(self._values, values, snapshot.entries)
         self._values, self._expiries = values, expiries
         return changes
+
+    def _retire(self, values: bool) -> None:
+        """Hand the expiries (and the values) about to be replaced to `retired`."""
+        if self.retired is not None:
+            self.retired.append(self._expiries)
+            if values:
+                self.retired.append(self._values)
 
 
 class _ElementsView(Mapping[str, Element]):
@@ -485,29 +515,55 @@ class _ElementsView(Mapping[str, Element]):
 
 @dataclass(frozen=True, slots=True)
 class StateCopy:
-    """`StateMachine.copy_state`: the values and expiries (copies), the configuration and the
-    sessions."""
+    """`StateMachine.copy_state`: the names and their values (parallel lists), the expiries,
+    the configuration and the sessions."""
 
-    values: dict[str, bytes]
+    names: list[str]
+    values: list[bytes]
     expiries: dict[str, int]
     membership: Membership | None
     sessions: tuple[tuple[bytes, SessionState], ...]
 
+    def clear(self) -> None:
+        """Drop the copied names, values and expiries."""
+        self.names.clear()
+        self.values.clear()
+        self.expiries.clear()
+
 
 def snapshot_of_state(state: StateCopy, last_seq: int) -> ClusterSnapshot:
-    """A snapshot of `state` (a `copy_state` copy), elements sorted by name, as
-    `PackedEntries` sharing the names and values of `state`."""
-    values = state.values
+    """A snapshot of `state` (a `copy_state` copy; its names and values lists are emptied on
+    the way), elements sorted by name, as `PackedEntries` sharing the names and values."""
     with paused_gc():
-        names = sorted_in_slices(values)
-        packed = [values[name] for name in names]
+        names, values = _sorted_pairs(state.names, state.values)
         expiries = {bisect.bisect_left(names, name): at for name, at in state.expiries.items()}
     return ClusterSnapshot(
-        PackedEntries(names, packed, expiries),
+        PackedEntries(names, values, expiries),
         last_seq,
         membership=state.membership,
         sessions=state.sessions,
     )
+
+
+def _sorted_pairs(names: list[str], values: list[bytes]) -> tuple[list[str], list[bytes]]:
+    """`names` sorted and `values` in the same order, as short sorts merged in Python (see
+    `sorted_in_slices`); the two input lists are emptied as the sorted runs are made, so memory
+    holds about two copies of the references, never a tuple per element."""
+    runs: list[tuple[list[str], list[bytes]]] = []
+    while names:
+        chunk, chunk_values = names[-_SORT_SLICE:], values[-_SORT_SLICE:]
+        del names[-_SORT_SLICE:], values[-_SORT_SLICE:]
+        order = sorted(range(len(chunk)), key=chunk.__getitem__)
+        runs.append(([chunk[i] for i in order], [chunk_values[i] for i in order]))
+    if len(runs) == 1:
+        return runs[0]
+    out_names: list[str] = []
+    out_values: list[bytes] = []
+    add_name, add_value = out_names.append, out_values.append
+    for name, value in heapq.merge(*(zip(n, v, strict=True) for n, v in runs)):
+        add_name(name)
+        add_value(value)
+    return out_names, out_values
 
 
 #: Names sorted per C call by `sorted_in_slices`.
@@ -563,6 +619,40 @@ def _changes(
     changed += [name for name, value in new.items() if old.get(name) != value]
     names = sorted_in_slices(changed)
     return ChangeList(names, [new.get(name) for name in names])
+
+
+#: `prepare_install` applies at most this many differences to the held state in place (on the
+#: event loop, in `install`); more, and it builds the new state in the worker thread instead.
+IN_PLACE_MAX = 65536
+
+
+def _difference(
+    old: Mapping[str, bytes], entries: Sequence[SnapshotEntry]
+) -> tuple[ChangeList, dict[str, int]] | None:
+    """For a machine that already holds most of `entries` (a restarted member): the changes
+    (which are the differences to apply) and the new expiries; None when the differences are
+    many, or `entries` are not `PackedEntries` with strictly ascending (so unique) names."""
+    if not old or not isinstance(entries, PackedEntries) or not _ascending(entries.names):
+        return None
+    names, values = entries.names, entries.values
+    held = old.get
+    changed = [
+        i for i, (name, value) in enumerate(zip(names, values, strict=True)) if held(name) != value
+    ]
+    if len(changed) > IN_PLACE_MAX:
+        return None
+    new: dict[str, bytes | None] = {names[i]: values[i] for i in changed}
+    if len(old) > len(names) - sum(1 for i in changed if names[i] not in old):
+        # Some held names are not in the snapshot: removed (`names` are sorted: bisect).
+        for name in list(old):
+            at = bisect.bisect_left(names, name)
+            if at == len(names) or names[at] != name:
+                new[name] = None
+                if len(new) > IN_PLACE_MAX:
+                    return None
+    order = sorted_in_slices(new)
+    changes = ChangeList(order, [new[name] for name in order])
+    return changes, {names[i]: at for i, at in entries.expiries.items()}
 
 
 def _ascending(names: list[str]) -> bool:

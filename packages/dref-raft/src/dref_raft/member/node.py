@@ -966,8 +966,7 @@ class RaftNode:
 def _snapshot_at(state: StateCopy, seq: int, term: int) -> ClusterSnapshot:
     """The snapshot of `state` (a copy, emptied here, in the worker thread)."""
     snapshot = dataclasses.replace(snapshot_of_state(state, seq), last_term=term)
-    state.values.clear()
-    state.expiries.clear()
+    state.clear()
     return snapshot
 
 

@@ -8,7 +8,7 @@ Layout: "DRFS" · version 01 · payload length N (4, BE signed) · N bytes of pr
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -120,10 +120,14 @@ def write_snapshot_file(snapshot: ClusterSnapshot, path: Path, *, durable: bool)
     return _PAYLOAD_OFFSET + length
 
 
-def read_snapshot_file(path: Path, reuse: Mapping[str, bytes] | None = None) -> ClusterSnapshot:
+def read_snapshot_file(
+    path: Path,
+    reuse: Mapping[str, bytes] | None = None,
+    reuse_names: Sequence[str] | None = None,
+) -> ClusterSnapshot:
     """`decode_snapshot_file` of the file at `path`, read and decoded a block at a time: memory
-    holds the decoded snapshot and one block, never the whole file. `reuse`: see
-    `SnapshotDecoder`."""
+    holds the decoded snapshot and one block, never the whole file. `reuse`, `reuse_names`:
+    see `SnapshotDecoder`."""
     name = str(path)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -136,7 +140,7 @@ def read_snapshot_file(path: Path, reuse: Mapping[str, bytes] | None = None) -> 
         )
         snapshot: ClusterSnapshot | None = None
         if well_formed:
-            decoder = SnapshotDecoder(reuse)
+            decoder = SnapshotDecoder(reuse, reuse_names)
             left, scanned = size - _PAYLOAD_OFFSET, True
             try:
                 with paused_gc():

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -181,11 +181,14 @@ class IncomingSnapshot:
         return self.part
 
     def load(
-        self, header: SnapshotHeader, reuse: Mapping[str, bytes] | None = None
+        self,
+        header: SnapshotHeader,
+        reuse: Mapping[str, bytes] | None = None,
+        reuse_names: Sequence[str] | None = None,
     ) -> ClusterSnapshot:
-        """Decode the sealed file (a block at a time; `reuse`: see `SnapshotDecoder`); it must
-        cover `header`'s seq and term."""
-        snapshot = read_snapshot_file(self.part, reuse)
+        """Decode the sealed file (a block at a time; `reuse`, `reuse_names`: see
+        `SnapshotDecoder`); it must cover `header`'s seq and term."""
+        snapshot = read_snapshot_file(self.part, reuse, reuse_names)
         if (snapshot.last_seq, snapshot.last_term) != (header.last_seq, header.last_term):
             self.discard()
             raise ChunkRefusedError(

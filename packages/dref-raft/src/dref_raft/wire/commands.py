@@ -8,7 +8,7 @@ payload of snapshot files and of InstallSnapshot.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from google.protobuf.message import DecodeError, EncodeError
@@ -321,11 +321,19 @@ class SnapshotDecoder:
 
     `reuse` (a member's current values): a decoded value equal to the one held under the same
     name is replaced by the held object, so a member that already holds most of a snapshot
-    does not hold its values twice while it installs it.
+    does not hold its values twice while it installs it; `reuse_names` (sorted names the
+    member holds, e.g. its previous snapshot's) does the same for the names of a snapshot
+    sorted by name.
     """
 
-    def __init__(self, reuse: Mapping[str, bytes] | None = None) -> None:
+    def __init__(
+        self,
+        reuse: Mapping[str, bytes] | None = None,
+        reuse_names: Sequence[str] | None = None,
+    ) -> None:
         self._reuse = reuse
+        self._reuse_names = reuse_names
+        self._names_at = 0
         self._pending = b""
         self._names: list[str] = []
         self._values: list[bytes] = []
@@ -361,6 +369,8 @@ class SnapshotDecoder:
                 old if (old := held(name)) == value else value
                 for name, value in zip(names, values, strict=True)
             ]
+        if self._reuse_names:
+            self._names_at = _reuse_sorted(names, self._reuse_names, self._names_at)
         self._names.extend(names)
         self._values.extend(values)
         timed = [kv.HasField("expireAt") for kv in kvs]
@@ -386,6 +396,18 @@ class SnapshotDecoder:
             self._membership,
             tuple(self._sessions),
         )
+
+
+def _reuse_sorted(names: list[str], known: Sequence[str], at: int) -> int:
+    """Replace each of `names` found in `known` (both ascending; searched from `at` on) by the
+    object in `known`; where the search got to."""
+    end = len(known)
+    for i, name in enumerate(names):
+        while at < end and known[at] < name:
+            at += 1
+        if at < end and known[at] == name:
+            names[i] = known[at]
+    return at
 
 
 def _field_boundaries(data: bytes, per_slice: int, *, partial: bool = False) -> list[int] | None:
