@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from dref_raft import fsm
+from dref_raft._pb import dref_consensus_pb2
 from dref_raft.bulk import release_in_slices
 from dref_raft.commands import DeleteElement, Membership, SetElement
-from dref_raft.errors import CorruptStateError
+from dref_raft.errors import CorruptStateError, WireError
 from dref_raft.fsm import (
     Changed,
     ChangeList,
@@ -32,6 +33,7 @@ from dref_raft.storage.snapshot import (
     read_snapshot_file,
     write_snapshot_file,
 )
+from dref_raft.wire import commands
 from dref_raft.wire.commands import SnapshotDecoder, decode_snapshot, encode_snapshot
 
 
@@ -272,3 +274,42 @@ def test_many_differences_build_the_new_state_instead(monkeypatch: pytest.Monkey
         Changed("c", b"3"),
         Changed("d", None),
     )
+
+
+def _one_parse(data: bytes) -> ClusterSnapshot | str:
+    """What one protobuf parse of the whole message gives (or the error's type)."""
+    try:
+        return commands.snapshot_of(
+            commands._parse(dref_consensus_pb2.ClusterSnapshot(), data, "ClusterSnapshot")
+        )
+    except WireError:
+        return "WireError"
+
+
+def _decoded(data: bytes) -> ClusterSnapshot | str:
+    try:
+        return decode_snapshot(data)
+    except WireError:
+        return "WireError"
+
+
+def test_entries_read_straight_from_the_bytes_decode_as_one_protobuf_parse() -> None:
+    rng = random.Random(42)
+    names = ["", "a", "n" * 127, "n" * 128, "ünï", "k" * 300]
+    sizes = [0, 1, 100, 127, 128, 16383, 16384, 20000]
+    entries = tuple(
+        SnapshotEntry(rng.choice(names) + str(i), rng.randbytes(rng.choice(sizes)), expire_at)
+        for i in range(300)
+        for expire_at in [rng.choice([None, None, None, 0, 5])]
+    )
+    data = encode_snapshot(ClusterSnapshot(entries, 9, 2))
+    assert _decoded(data) == _one_parse(data) == ClusterSnapshot(entries, 9, 2)
+    small = encode_snapshot(ClusterSnapshot(entries[:40], 9, 2))
+    for _ in range(3000):  # damaged bytes: the same snapshot, or refused by both
+        damaged = bytearray(small)
+        for _ in range(rng.choice([1, 2, 3])):
+            damaged[rng.randrange(len(damaged))] = rng.choice(
+                [0x0A, 0x12, 0x18, 0x80, 0xFF, 0x00, rng.randrange(256)]
+            )
+        cut = bytes(damaged[: rng.choice([len(damaged), rng.randrange(len(damaged) + 1)])])
+        assert _decoded(cut) == _one_parse(cut), cut.hex()

@@ -345,24 +345,33 @@ class SnapshotDecoder:
 
     def feed(self, data: bytes, *, final: bool = False) -> bool:
         """Decode the whole fields in what was fed so far (all of it when `final`); False when
-        the bytes do not scan as fields (`WireError` when a slice does not parse)."""
+        the bytes do not scan as fields (`WireError` when a slice does not parse).
+
+        Entries of the common form (a name, a non-empty value, no expiry, short lengths) are
+        read directly from the bytes; everything else a slice of fields per protobuf parse.
+        """
         if self._pending:
             data = self._pending + data
-        cuts = _field_boundaries(data, SNAPSHOT_SLICE_ENTRIES, partial=not final)
-        if cuts is None:
-            return False
+        offset, size = 0, len(data)
         view = memoryview(data)
-        for start, end in itertools.pairwise(cuts):
-            msg = _parse(dref_consensus_pb2.ClusterSnapshot(), view[start:end], "ClusterSnapshot")
+        while offset < size:
+            names, values, offset = _plain_entries(data, offset)
+            if names:
+                self._add(names, values)
+            if offset >= size:
+                break
+            end = _slice_end(data, offset, SNAPSHOT_SLICE_ENTRIES, partial=not final)
+            if end is None:
+                return False
+            if end == offset:  # a field that the next bytes complete
+                break
+            msg = _parse(dref_consensus_pb2.ClusterSnapshot(), view[offset:end], "ClusterSnapshot")
             self._take(msg)
-        self._pending = bytes(view[cuts[-1] :])
+            offset = end
+        self._pending = data[offset:]
         return True
 
-    def _take(self, msg: Any) -> None:
-        kvs = msg.entries
-        base = len(self._names)
-        names: list[str] = [kv.key for kv in kvs]
-        values: list[bytes] = [kv.value for kv in kvs]
+    def _add(self, names: list[str], values: list[bytes]) -> None:
         if self._reuse:
             held = self._reuse.get
             values = [
@@ -373,6 +382,11 @@ class SnapshotDecoder:
             self._names_at = _reuse_sorted(names, self._reuse_names, self._names_at)
         self._names.extend(names)
         self._values.extend(values)
+
+    def _take(self, msg: Any) -> None:
+        kvs = msg.entries
+        base = len(self._names)
+        self._add([kv.key for kv in kvs], [kv.value for kv in kvs])
         timed = [kv.HasField("expireAt") for kv in kvs]
         if any(timed):
             for i in itertools.compress(range(len(timed)), timed):
@@ -410,42 +424,78 @@ def _reuse_sorted(names: list[str], known: Sequence[str], at: int) -> int:
     return at
 
 
-def _field_boundaries(data: bytes, per_slice: int, *, partial: bool = False) -> list[int] | None:
-    """Offsets that cut `data` (a protobuf message) between fields, every `per_slice` fields,
-    from 0 to len(data); None if it does not scan as a sequence of fields. `partial`: `data`
-    may end inside a field; the last offset is then where that field starts."""
-    cuts, offset, count, size = [0], 0, 0, len(data)
-    while offset < size:
-        start = offset
-        if data[offset] == 0x0A and offset + 1 < size and data[offset + 1] < 0x80:
-            offset += 2 + data[offset + 1]  # the common case: a short entry (field 1, length)
-        else:
-            key, offset = _varint(data, offset)
-            wire_type = key & 7
-            if offset < 0:
-                pass
-            elif wire_type == 0:
-                _, offset = _varint(data, offset)
-            elif wire_type == 2:
-                length, offset = _varint(data, offset)
-                if offset >= 0:
-                    offset += length
-            elif wire_type == 1:
-                offset += 8
-            elif wire_type == 5:
-                offset += 4
-            else:
-                return None
-        if offset < 0 or offset > size:
-            if partial:
-                cuts.append(start)
-                return cuts
+def _plain_entries(data: bytes, offset: int) -> tuple[list[str], list[bytes], int]:
+    """The entries from `offset` on that have exactly the form `0A len (0A klen name) (12 vlen
+    value)` — a name below 128 bytes, a value of 1 to 16383 bytes, no expiry, nothing else — read
+    straight from the bytes (what a protobuf parse gives for them, without a message object per
+    entry); their names, values, and the offset of the first field that is not one of them."""
+    names: list[str] = []
+    values: list[bytes] = []
+    add_name, add_value = names.append, values.append
+    size = len(data)
+    while offset + 8 <= size and data[offset] == 0x0A:
+        length, at = data[offset + 1], offset + 2
+        if length >= 0x80:
+            if data[at] >= 0x80:
+                break
+            length, at = (length & 0x7F) | data[at] << 7, at + 1
+        end = at + length
+        if length < 5 or end > size or data[at] != 0x0A:
+            break
+        name_end = at + 2 + data[at + 1]  # a name length >= 0x80 fails the checks below
+        if name_end + 2 > end or data[name_end] != 0x12:
+            break
+        value_length, value_at = data[name_end + 1], name_end + 2
+        if value_length >= 0x80:
+            if value_at >= end or data[value_at] >= 0x80:
+                break
+            value_length, value_at = (value_length & 0x7F) | data[value_at] << 7, value_at + 1
+        if value_at + value_length != end or value_length == 0 or data[at + 1] >= 0x80:
+            break
+        try:
+            add_name(data[at + 2 : name_end].decode())
+        except UnicodeDecodeError:
+            break  # the protobuf parse of this field says what is wrong
+        add_value(data[value_at:end])
+        offset = end
+    return names, values, offset
+
+
+def _slice_end(data: bytes, offset: int, fields: int, *, partial: bool) -> int | None:
+    """The offset after up to `fields` whole protobuf fields from `offset`; None if the bytes do
+    not scan as fields. `partial`: `data` may end inside a field, which then ends the slice."""
+    size = len(data)
+    for _ in range(fields):
+        if offset >= size:
+            break
+        end = _field_end(data, offset)
+        if end is None:
             return None
-        count += 1
-        if count % per_slice == 0 and offset < size:
-            cuts.append(offset)
-    cuts.append(size)
-    return cuts
+        if end < 0 or end > size:
+            return offset if partial else None
+        offset = end
+    return offset
+
+
+def _field_end(data: bytes, offset: int) -> int | None:
+    """Where the field at `offset` ends (-1, or past the end, if `data` ends inside it); None
+    for a wire type a message cannot hold."""
+    if data[offset] == 0x0A and offset + 1 < len(data) and data[offset + 1] < 0x80:
+        return offset + 2 + data[offset + 1]  # the common case: a short entry (field 1, length)
+    key, offset = _varint(data, offset)
+    if offset < 0:
+        return -1
+    wire_type = key & 7
+    if wire_type == 0:
+        return _varint(data, offset)[1]
+    if wire_type == 2:
+        length, offset = _varint(data, offset)
+        return -1 if offset < 0 else offset + length
+    if wire_type == 1:
+        return offset + 8
+    if wire_type == 5:
+        return offset + 4
+    return None
 
 
 def _varint(data: bytes, offset: int) -> tuple[int, int]:
