@@ -6,15 +6,20 @@ the event loop, and event-loop stalls measured."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import re
 import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from dref_raft import fsm
 from dref_raft._pb import dref_consensus_pb2
 from dref_raft.bulk import release_in_slices
+from dref_raft.cli import commands as cli_commands
+from dref_raft.cli.commands import node
 from dref_raft.commands import DeleteElement, Membership, SetElement
 from dref_raft.errors import CorruptStateError, WireError
 from dref_raft.fsm import (
@@ -210,7 +215,10 @@ def test_the_replaced_state_is_handed_over_to_be_freed_in_slices() -> None:
     assert big == []
 
 
-async def test_loop_stalls_are_measured_and_counted() -> None:
+async def test_loop_stalls_are_measured_counted_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="dref_raft.member.loop")
     stalls = LoopStalls(threshold=0.05, interval=0.005)
     sampler = asyncio.create_task(stalls.run())
     try:
@@ -225,6 +233,33 @@ async def test_loop_stalls_are_measured_and_counted() -> None:
         sampler.cancel()
     assert stalls.longest >= 0.1
     assert stalls.over_threshold == 1
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "dref_raft.member.loop"]
+    match = re.fullmatch(
+        r"event loop stalled ([0-9.]+) ms: ([0-9.]+) ms on the loop's thread, [0-9.]+ ms in "
+        r"other threads \(ended at [0-9.]+\)",
+        line,
+    )
+    assert match is not None, line
+    assert float(match[1]) >= 100  # the blocked 120 ms, on the loop's thread (a sleep: no CPU)
+
+
+def test_dref_raft_node_log_loop_stalls_runs_the_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[LoopStalls | None] = []
+
+    def run_member(options: dict[str, object], **kwargs: object) -> int:
+        stalls = kwargs["loop_stalls"]
+        assert stalls is None or isinstance(stalls, LoopStalls)
+        seen.append(stalls)
+        return 0
+
+    monkeypatch.setattr(cli_commands, "run_member", run_member)
+    assert CliRunner().invoke(node, ["--node-id", "n1", "--log-loop-stalls", "20"]).exit_code == 0
+    assert CliRunner().invoke(node, ["--node-id", "n1"]).exit_code == 0
+    first, second = seen
+    assert first is not None
+    assert first.threshold == pytest.approx(0.02)
+    assert second is None
+    assert logging.getLogger("dref_raft.member.loop").isEnabledFor(logging.INFO)
 
 
 def test_a_snapshot_close_to_the_held_state_is_applied_in_place() -> None:
