@@ -15,8 +15,8 @@ A 3-member cluster on 127.0.0.1 (one process per member, files in a temporary di
    the leader's last entry;
 3. compaction: `--writes` sets go to the leader with `--snapshot-every` equal to them, so every
    member takes (and saves) a snapshot of the whole state while it keeps serving;
-4. restarted member: n3 is stopped, `--writes` more sets compact the others' logs past it, and
-   n3 is restarted: it boots from its own files and gets a fresh snapshot streamed;
+4. restarted member: n3 is stopped, 2 x `--writes` more sets compact the others' logs past it,
+   and n3 is restarted: it boots from its own files and gets a fresh snapshot streamed;
 5. memory: each member's peak RSS (VmHWM) against the data size (elements x (key + value)).
 
 Stalls are measured inside each member (`dref raft node --log-loop-stalls 20`: a task that
@@ -222,7 +222,8 @@ def seed(directory: Path, elements: int, value_size: int) -> tuple[Path, int, fl
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     results: dict[str, object] = {"elements": args.elements, "value_size": args.value_size}
     with tempfile.TemporaryDirectory(prefix="dref-snapshot-bench-") as tmp:
-        root = Path(tmp)
+        root = Path(tmp) if args.keep is None else args.keep
+        root.mkdir(parents=True, exist_ok=True)
         backup, data_bytes, seeded = seed(root, args.elements, args.value_size)
         results["data_bytes"] = data_bytes
         results["backup_bytes"] = backup.stat().st_size
@@ -274,7 +275,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             n3.terminate()
             assert n3.proc is not None
             await asyncio.to_thread(n3.proc.wait, 30)
-            target = await write([n1, n2], args.writes, "b")
+            # Twice `--writes`: the others take a snapshot half-way, well before n3 is back,
+            # so n3 is behind their compacted logs and gets a snapshot (not just the log).
+            target = await write([n1, n2], 2 * args.writes, "b")
             started = time.perf_counter()
             n3.spawn()
             await wait_applied(n3, target, args.timeout)
@@ -300,6 +303,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
                 for line in member.log_file.read_text(errors="replace").splitlines()
                 if "snapshot seq" in line
             ]
+            if args.keep is not None:
+                for member in cluster.members:
+                    if member.log_file.exists():
+                        (root / member.log_file.name).write_bytes(member.log_file.read_bytes())
             cluster.stop()
         results["max_status_latency_seconds"] = probe.worst
     return results
@@ -312,6 +319,9 @@ def main() -> None:
     parser.add_argument("--writes", type=int, default=2000, help="sets per write phase")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--keep", type=Path, help="work in this directory and keep it (members' logs, files)"
+    )
     args = parser.parse_args()
     results = asyncio.run(main_async(args))
     data = int(results["data_bytes"])  # type: ignore[call-overload]
