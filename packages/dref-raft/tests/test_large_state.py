@@ -6,6 +6,7 @@ the event loop, and event-loop stalls measured."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import re
@@ -83,9 +84,12 @@ def test_a_machine_snapshot_is_packed_sorted_and_shares_the_values() -> None:
         machine.apply(SetElement(name, value, expire_at))
     snapshot = machine.snapshot(last_seq=3)
     assert isinstance(snapshot.entries, PackedEntries)
-    assert snapshot.entries.names == ["a", "b", "c"]
+    assert snapshot.entries.names == ("a", "b", "c")
     assert snapshot.entries.expiries == {1: 5}
     assert all(v is value for v in snapshot.entries.values)
+    gc.collect()  # a full collection never walks a snapshot's names and values again
+    assert not gc.is_tracked(snapshot.entries.names)
+    assert not gc.is_tracked(snapshot.entries.values)
 
 
 @pytest.mark.parametrize("count", [0, 1, 5000, 9000])

@@ -403,8 +403,10 @@ class SnapshotDecoder:
         """The snapshot decoded (everything fed must have been decoded)."""
         if self._pending:
             raise WireError(f"ClusterSnapshot ends inside a field ({len(self._pending)} bytes)")
+        entries = PackedEntries(self._names, self._values, self._expiries)
+        self._names, self._values = [], []  # the tuples hold the same
         return ClusterSnapshot(
-            PackedEntries(self._names, self._values, self._expiries),
+            entries,
             self._last_seq,
             self._last_term,
             self._membership,
