@@ -573,6 +573,7 @@ def _sorted_pairs(names: list[str], values: list[bytes]) -> tuple[list[str], lis
     for name, value in heapq.merge(*(zip(n, v, strict=True) for n, v in runs)):
         add_name(name)
         add_value(value)
+    runs.clear()  # before the caller copies the results into tuples
     return out_names, out_values
 
 
