@@ -80,7 +80,7 @@ async def _serve(
                 address=settings.address,
                 at=time.time(),
             )
-            write_status(status_file, status)  # a few hundred bytes: no thread needed
+            write_status(status_file, status)
 
     try:
         print(f"dref-raft node {settings.node_id} serving {settings.address}", flush=True)
@@ -93,7 +93,10 @@ async def _serve(
             print(f"dref-raft node {settings.node_id} metrics at {url}", flush=True)
         period = STATUS_INTERVAL if status_file is not None else None  # None: just wait
         while not stop.is_set():
-            report()
+            if status_file is not None:
+                # A few hundred bytes, but a create and a rename: on a disk busy writing a
+                # snapshot they can wait on the file system's journal, so not on the loop.
+                await asyncio.to_thread(report)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(period):
                     await stop.wait()
