@@ -287,7 +287,7 @@ class ReadyApplier:
     def compaction_due(self) -> tuple[int, int] | None:
         """Every `snapshot_every` applies: (`applied`, its term), the point to snapshot the
         state machine at now — for a driver that builds the snapshot off its thread (from
-        `StateMachine.copy_elements`) and hands it to `core.compact` later; else None."""
+        `StateMachine.copy_state`) and hands it to `core.compact` later; else None."""
         every = self.snapshot_every
         if not every or self.applies_since_snapshot < every:
             return None

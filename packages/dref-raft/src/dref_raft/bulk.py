@@ -1,4 +1,11 @@
-"""`paused_gc`: the cyclic garbage collector off while a snapshot's million objects are built.
+"""Bulk work on a snapshot's million objects: `paused_gc` while they are built,
+`release_in_slices` when they go.
+
+`release_in_slices` empties big containers (an installed-over state's dicts) a slice at a time
+in a worker thread: dropping a million-entry dict at once frees its objects in one C call that
+holds the GIL for tens of milliseconds — an event-loop stall wherever it runs.
+
+`paused_gc`: the cyclic garbage collector off while a snapshot's million objects are built.
 
 Building (or decoding) a snapshot creates one or more objects per element; with the collector
 on, each young-generation collection and the occasional full one walk every object built so far,
@@ -21,11 +28,15 @@ import contextlib
 import gc
 import threading
 from collections.abc import Iterator
+from typing import Any
 
-__all__ = ["FREEZE_AFTER", "paused_gc"]
+__all__ = ["FREEZE_AFTER", "paused_gc", "release_in_slices"]
 
 FREEZE_AFTER = 100_000
 """Young tracked objects left by a pause above which they are frozen (see the module)."""
+
+#: Items freed per C call by `release_in_slices`.
+RELEASE_SLICE = 8192
 
 _lock = threading.Lock()
 _depth = 0
@@ -50,3 +61,18 @@ def paused_gc() -> Iterator[None]:
                 if gc.get_count()[0] > FREEZE_AFTER:
                     gc.freeze()
                 gc.enable()
+
+
+def release_in_slices(containers: list[dict[Any, Any] | list[Any]]) -> None:
+    """Empty (and drop) each of `containers` a slice of items at a time, so that freeing them
+    never holds the GIL for long (blocking: run it in a worker thread)."""
+    while containers:
+        container = containers.pop()
+        if isinstance(container, dict):
+            pop = container.popitem
+            while container:
+                for _ in range(min(len(container), RELEASE_SLICE)):
+                    pop()
+        else:
+            while container:
+                del container[-RELEASE_SLICE:]

@@ -8,10 +8,13 @@ elements, which is what lets every node of a cluster agree.
 
 from __future__ import annotations
 
+import bisect
 import heapq
-from collections.abc import Iterable, Mapping
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any, overload
 
 from dref_raft.bulk import paused_gc
 from dref_raft.commands import (
@@ -40,9 +43,11 @@ from dref_raft.sessions import RecordedResult, SessionState, SessionTable
 
 __all__ = [
     "ApplyResult",
+    "ChangeList",
     "Changed",
     "ClusterSnapshot",
     "Element",
+    "PackedEntries",
     "PreparedInstall",
     "SnapshotEntry",
     "StateCopy",
@@ -101,11 +106,68 @@ class SnapshotEntry:
     expire_at: int | None = None
 
 
+class PackedEntries(Sequence[SnapshotEntry]):
+    """A snapshot's entries as two parallel tuples, names and values, and the expiry of each
+    entry that has one (by index): 16 bytes per entry besides the names and values, which are
+    shared with the state they were taken from (a `SnapshotEntry` object each costs ~64).
+    Entries are made on access; equal to any sequence of the same entries.
+
+    Tuples, not lists: the cyclic garbage collector stops tracking a tuple of strings or bytes
+    the first time it sees one, while it walks every item of a list in each full collection
+    (tens of milliseconds per million, on whichever thread triggers it: the event loop's too).
+    """
+
+    __slots__ = ("expiries", "names", "values")
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        values: Sequence[bytes],
+        expiries: dict[int, int] | None = None,
+    ) -> None:
+        if len(names) != len(values):
+            raise ValueError(f"{len(names)} names but {len(values)} values")
+        self.names: tuple[str, ...] = names if isinstance(names, tuple) else tuple(names)
+        self.values: tuple[bytes, ...] = values if isinstance(values, tuple) else tuple(values)
+        self.expiries: dict[int, int] = {} if expiries is None else expiries
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @overload
+    def __getitem__(self, index: int) -> SnapshotEntry: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[SnapshotEntry]: ...
+
+    def __getitem__(self, index: int | slice) -> SnapshotEntry | Sequence[SnapshotEntry]:
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(len(self))))
+        i = range(len(self.names))[index]  # negative indices, IndexError
+        return SnapshotEntry(self.names[i], self.values[i], self.expiries.get(i))
+
+    def __iter__(self) -> Iterator[SnapshotEntry]:
+        expiries = self.expiries
+        for i, (name, value) in enumerate(zip(self.names, self.values, strict=True)):
+            yield SnapshotEntry(name, value, expiries.get(i))
+
+    def __eq__(self, other: object) -> bool:
+        return _same_items(self, other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"PackedEntries({_shown(self)})"
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterSnapshot:
     """The whole state (upstream `ClusterSnapshot`): entries and the last seq they include."""
 
-    entries: tuple[SnapshotEntry, ...] = ()
+    #: A tuple of `SnapshotEntry`, or `PackedEntries` (snapshots of a state machine, decoded
+    #: snapshots).
+    entries: Sequence[SnapshotEntry] = ()
     last_seq: int = 0
     #: dref extension: the Raft term of the entry at `last_seq` (0: unknown / upstream).
     last_term: int = 0
@@ -118,13 +180,65 @@ class ClusterSnapshot:
     lines: tuple[tuple[str, LineState], ...] = ()
 
 
+class ChangeList(Sequence[Changed]):
+    """What a snapshot install changed, sorted by name: parallel lists of the names and their
+    new values (None: deleted), as `Changed` objects on access (an install may change a
+    million elements). Equal to any sequence of the same changes."""
+
+    __slots__ = ("names", "values")
+
+    def __init__(self, names: Sequence[str], values: Sequence[bytes | None]) -> None:
+        self.names = names
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @overload
+    def __getitem__(self, index: int) -> Changed: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> ChangeList: ...
+
+    def __getitem__(self, index: int | slice) -> Changed | ChangeList:
+        if isinstance(index, slice):
+            return ChangeList(self.names[index], self.values[index])
+        return Changed(self.names[index], self.values[index])
+
+    def __iter__(self) -> Iterator[Changed]:
+        for name, value in zip(self.names, self.values, strict=True):
+            yield Changed(name, value)
+
+    def __eq__(self, other: object) -> bool:
+        return _same_items(self, other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"ChangeList({_shown(self)})"
+
+
+def _same_items(seq: Sequence[object], other: object) -> bool:
+    if not isinstance(other, Sequence) or isinstance(other, str | bytes | bytearray):
+        return NotImplemented  # type: ignore[no-any-return]
+    return len(seq) == len(other) and all(bool(a == b) for a, b in zip(seq, other, strict=True))
+
+
+def _shown(seq: Sequence[object]) -> str:
+    return repr(list(seq)) if len(seq) <= 20 else f"{len(seq)} items"
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedInstall:
     """`StateMachine.prepare_install`'s work for one snapshot, done off the event loop."""
 
     snapshot: ClusterSnapshot
-    elements: dict[str, Element]
-    changes: tuple[Changed, ...]
+    #: The new state's values; None: the machine holds most of them already, and `install`
+    #: applies `changes` to its own values instead.
+    values: dict[str, bytes] | None
+    expiries: dict[str, int]
+    changes: ChangeList
     #: The machine's mutation count the changes were computed against.
     version: int
 
@@ -135,10 +249,18 @@ _ABSENT = ApplyResult(created=False)
 
 
 class StateMachine:
-    """Map name → `Element`, changed only by `apply` and `install`."""
+    """Map name → value and expiry, changed only by `apply` and `install`.
+
+    Stored compactly (docs/raft.md#large-state): one dict name → value bytes, and one
+    name → expire_at for the elements that have a TTL; `element`/`elements` build `Element`
+    objects on access.
+    """
 
     def __init__(self) -> None:
-        self._elements: dict[str, Element] = {}
+        #: name → value of every stored element, expired ones included.
+        self._values: dict[str, bytes] = {}
+        #: name → expire_at (epoch ms) of the stored elements that have a TTL.
+        self._expiries: dict[str, int] = {}
         #: The configuration of the last applied `ConfigChange` (None: none applied).
         self.membership: Membership | None = None
         self.sessions = SessionTable()
@@ -146,37 +268,54 @@ class StateMachine:
         #: Counts `apply` calls: a `PreparedInstall` is valid only at the count it was made at.
         self._version = 0
         self._prepared: PreparedInstall | None = None
+        #: None, or where `install` puts the replaced state's dicts for its caller to free off
+        #: the event loop (`dref_raft.bulk.release_in_slices`) instead of dropping them.
+        self.retired: list[dict[Any, Any] | list[Any]] | None = None
 
     def __len__(self) -> int:
-        return len(self._elements)
+        return len(self._values)
+
+    def _put(self, name: str, value: bytes, expire_at: int | None) -> None:
+        self._values[name] = value
+        if expire_at is not None:
+            self._expiries[name] = expire_at
+        elif self._expiries:
+            self._expiries.pop(name, None)
+
+    def _remove(self, name: str) -> None:
+        self._values.pop(name, None)
+        self._expiries.pop(name, None)
+
+    def _expired(self, name: str, now_ms: int) -> bool:
+        expire_at = self._expiries.get(name)
+        return expire_at is not None and expire_at <= now_ms
 
     def apply(self, command: Command) -> ApplyResult:
         """Apply one command and return its events (and `created` for `SetIfNotExist`)."""
         self._version += 1
-        elements = self._elements
+        values = self._values
         match command:
             case SetElement(name, value, expire_at):
-                elements[name] = Element(value, expire_at)
+                self._put(name, value, expire_at)
                 return ApplyResult((Changed(name, value),))
             case SetIfNotExist(name, value, expire_at):
-                if name in elements:
+                if name in values:
                     return ApplyResult((), created=False)
-                elements[name] = Element(value, expire_at)
+                self._put(name, value, expire_at)
                 return ApplyResult((Changed(name, value),), created=True)
             case DeleteElement(name):
-                elements.pop(name, None)
+                self._remove(name)
                 return ApplyResult((Changed(name, None),))
             case ExpireElement(name, expire_at):
-                current = elements.get(name)
+                current = values.get(name)
                 if current is None:
                     return _ABSENT
-                elements[name] = Element(current.value, expire_at)
+                self._put(name, current, expire_at)
                 return _PRESENT
             case DeleteIfExpired(name, now):
-                current = elements.get(name)
-                if current is None or not current.expired(now):
+                if name not in values or not self._expired(name, now):
                     return _NOTHING
-                del elements[name]
+                self._remove(name)
                 return ApplyResult((Changed(name, None),))
             case StartNewTerm() | NoOp():
                 return _NOTHING
@@ -185,8 +324,8 @@ class StateMachine:
                 if not matched:
                     return ApplyResult((), created=False, current=found)
                 # Matched a create (`expected` None) while present: the old one had expired.
-                expired = expected is None and name in elements
-                elements[name] = Element(value, expire_at)
+                expired = expected is None and name in values
+                self._put(name, value, expire_at)
                 if expired:
                     return ApplyResult((Changed(name, None), Changed(name, value)), created=True)
                 return ApplyResult((Changed(name, value),), created=True)
@@ -194,13 +333,13 @@ class StateMachine:
                 matched, found = self._matching(name, expected, now)
                 if not matched:
                     return ApplyResult((), created=False, current=found)
-                del elements[name]
+                self._remove(name)
                 return ApplyResult((Changed(name, None),), created=True)
             case CompareAndExpire(name, expected, expire_at, now):
                 matched, found = self._matching(name, expected, now)
                 if not matched:
                     return ApplyResult((), created=False, current=found)
-                elements[name] = Element(expected, expire_at)
+                self._put(name, expected, expire_at)
                 return ApplyResult((), created=True)
             case FencedWrite():
                 return self._fenced(command)
@@ -272,16 +411,17 @@ class StateMachine:
         return () if ticket is None else ((name, ticket),)
 
     def _fenced(self, command: FencedWrite) -> ApplyResult:
-        lock = self._elements.get(command.lock)
+        token = self._values.get(command.lock)
         now = command.now
-        if lock is None or lock.value != command.token or (now > 0 and lock.expired(now)):
+        stale = now > 0 and self._expired(command.lock, now)
+        if token is None or token != command.token or stale:
             return ApplyResult((), created=False, stale=True)
         name, value = command.name, command.value
         if value is None:  # a fenced delete
-            self._elements.pop(name, None)
+            self._remove(name)
             return ApplyResult((Changed(name, None),), created=True)
         if command.condition == FENCE_SET:
-            self._elements[name] = Element(value, command.expire_at)
+            self._put(name, value, command.expire_at)
             return ApplyResult((Changed(name, value),), created=True)
         expected = None if command.condition == FENCE_IF_ABSENT else command.expected
         return self.apply(CompareAndSet(name, expected, value, command.expire_at, now))
@@ -289,10 +429,10 @@ class StateMachine:
     def _matching(self, name: str, expected: bytes | None, now: int) -> tuple[bool, bytes | None]:
         """Whether `name` holds `expected` unexpired at `now` (`now` 0: no expiry check;
         `expected` None: absent), and the live value (None: absent or expired)."""
-        element = self._elements.get(name)
-        if element is None or (now > 0 and element.expired(now)):
+        value = self._values.get(name)
+        if value is None or (now > 0 and self._expired(name, now)):
             return expected is None, None
-        return element.value == expected, element.value
+        return value == expected, value
 
     def compare(self, name: str, expected: bytes | None, now: int) -> tuple[bool, bytes | None]:
         """What a compare command on `name` would find now, without applying it: whether it
@@ -301,58 +441,75 @@ class StateMachine:
 
     def get(self, name: str, now_ms: int) -> bytes | None:
         """The value of `name`, or None if it is absent or expired at `now_ms`."""
-        element = self._elements.get(name)
-        if element is None or element.expired(now_ms):
+        value = self._values.get(name)
+        if value is None or self._expired(name, now_ms):
             return None
-        return element.value
+        return value
 
     def element(self, name: str) -> Element | None:
         """The stored element, expired or not."""
-        return self._elements.get(name)
+        value = self._values.get(name)
+        return None if value is None else Element(value, self._expiries.get(name))
 
     def elements(self) -> Mapping[str, Element]:
-        """A read-only live view of every stored element, expired ones included."""
-        return MappingProxyType(self._elements)
+        """A read-only live view of every stored element, expired ones included (an `Element`
+        is made per access)."""
+        return _ElementsView(self._values, self._expiries)
+
+    def values(self) -> Mapping[str, bytes]:
+        """A read-only live view name → value of every stored element, expired ones included."""
+        return MappingProxyType(self._values)
+
+    def expiries(self) -> Mapping[str, int]:
+        """A read-only live view name → expire_at of the elements that have a TTL."""
+        return MappingProxyType(self._expiries)
 
     def expiration_table(self) -> dict[str, int]:
         """Name → expire_at of every element that has a TTL (what the reaper scans)."""
-        return {n: e.expire_at for n, e in self._elements.items() if e.expire_at is not None}
+        return dict(self._expiries)
 
     def snapshot(self, last_seq: int = 0) -> ClusterSnapshot:
         """Every element (expired ones included), sorted by name, stamped with `last_seq`."""
-        state = StateCopy(
-            self._elements, self.membership, self.sessions.states(), self.lines.states()
-        )
-        return snapshot_of_state(state, last_seq)
-
-    def copy_elements(self) -> dict[str, Element]:
-        """A point-in-time copy of the elements (one C-level dict copy; the elements themselves
-        are immutable)."""
-        return self._elements.copy()
+        return snapshot_of_state(self.copy_state(), last_seq)
 
     def copy_state(self) -> StateCopy:
-        """A point-in-time copy of everything a snapshot holds (the elements: one C-level dict
-        copy; the configuration; the sessions): build a snapshot from it in another thread with
-        `snapshot_of_state` while this machine keeps applying."""
+        """A point-in-time copy of everything a snapshot holds (the names and the values as two
+        lists, each one C-level copy sharing the objects; the expiries; the configuration; the
+        sessions; the lines of contended writers): build a snapshot from it in another thread
+        with `snapshot_of_state` while this machine keeps applying."""
+        values = self._values
         return StateCopy(
-            self._elements.copy(), self.membership, self.sessions.states(), self.lines.states()
+            list(values),
+            list(values.values()),
+            self._expiries.copy(),
+            self.membership,
+            self.sessions.states(),
+            self.lines.states(),
         )
 
     def prepare_install(self, snapshot: ClusterSnapshot) -> PreparedInstall:
         """Do `install`'s heavy work for `snapshot` (safe in a worker thread while the event
-        loop applies): the new elements and the changes against the current ones. Hand it to
+        loop applies): the new state and the changes against the current one. Hand it to
         `offer_prepared`; `install` uses it if nothing was applied in between."""
         version = self._version
-        old = self._elements.copy()
         with paused_gc():
-            new = _elements_of(snapshot.entries)
-            return PreparedInstall(snapshot, new, _changes(old, new), version)
+            try:
+                in_place = _difference(self._values, snapshot.entries)
+                if in_place is not None:
+                    changes, expiries = in_place
+                    return PreparedInstall(snapshot, None, expiries, changes, version)
+                values, expiries = _state_of(snapshot.entries)
+                changes = _changes(self._values, values, snapshot.entries)
+            except RuntimeError:  # the loop applied meanwhile: `install` will not use it
+                values, expiries = _state_of(snapshot.entries)
+                changes = _changes(self._values.copy(), values, snapshot.entries)
+        return PreparedInstall(snapshot, values, expiries, changes, version)
 
     def offer_prepared(self, prepared: PreparedInstall) -> None:
         """Let the next `install` of `prepared.snapshot` swap in the prepared state."""
         self._prepared = prepared
 
-    def install(self, snapshot: ClusterSnapshot) -> tuple[Changed, ...]:
+    def install(self, snapshot: ClusterSnapshot) -> ChangeList:
         """Replace the whole state with `snapshot` and return what changed, sorted by name.
 
         An element is reported when it was removed (value None) or when its value is new or
@@ -369,43 +526,119 @@ class StateMachine:
             and prepared.snapshot.entries is snapshot.entries
             and prepared.version == self._version - 1
         ):
-            self._elements = prepared.elements
+            self._retire(prepared.values is not None)
+            self._expiries = prepared.expiries
+            if prepared.values is None:  # a few differences, applied here
+                values = self._values
+                for name, value in zip(
+                    prepared.changes.names, prepared.changes.values, strict=True
+                ):
+                    if value is None:
+                        del values[name]
+                    else:
+                        values[name] = value
+            else:
+                self._values = prepared.values
             return prepared.changes
-        new = _elements_of(snapshot.entries)
-        changes = _changes(self._elements, new)
-        self._elements = new
+        self._retire(True)
+        with paused_gc():
+            values, expiries = _state_of(snapshot.entries)
+            changes = _changes(self._values, values, snapshot.entries)
+        self._values, self._expiries = values, expiries
         return changes
+
+    def _retire(self, values: bool) -> None:
+        """Hand the expiries (and the values) about to be replaced to `retired`."""
+        if self.retired is not None:
+            self.retired.append(self._expiries)
+            if values:
+                self.retired.append(self._values)
+
+
+class _ElementsView(Mapping[str, Element]):
+    """`StateMachine.elements`: the two dicts seen as name → `Element`."""
+
+    __slots__ = ("_expiries", "_values")
+
+    def __init__(self, values: dict[str, bytes], expiries: dict[str, int]) -> None:
+        self._values = values
+        self._expiries = expiries
+
+    def __getitem__(self, name: str) -> Element:
+        return Element(self._values[name], self._expiries.get(name))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values
 
 
 @dataclass(frozen=True, slots=True)
 class StateCopy:
-    """`StateMachine.copy_state`: the elements (a copy), the configuration, the sessions and
-    the lines of contended writers."""
+    """`StateMachine.copy_state`: the names and their values (parallel lists), the expiries,
+    the configuration, the sessions and the lines of contended writers."""
 
-    elements: dict[str, Element]
+    names: list[str]
+    values: list[bytes]
+    expiries: dict[str, int]
     membership: Membership | None
     sessions: tuple[tuple[bytes, SessionState], ...]
     lines: tuple[tuple[str, LineState], ...] = ()
 
+    def clear(self) -> None:
+        """Drop the copied names, values and expiries."""
+        self.names.clear()
+        self.values.clear()
+        self.expiries.clear()
+
 
 def snapshot_of_state(state: StateCopy, last_seq: int) -> ClusterSnapshot:
-    """A snapshot of `state` (a `copy_state` copy), elements sorted by name."""
-    elements = state.elements
+    """A snapshot of `state` (a `copy_state` copy; its names and values lists are emptied on
+    the way), elements sorted by name, as `PackedEntries` sharing the names and values."""
     with paused_gc():
-        return ClusterSnapshot(
-            tuple(
-                SnapshotEntry(name, elements[name].value, elements[name].expire_at)
-                for name in sorted_in_slices(elements)
-            ),
-            last_seq,
-            membership=state.membership,
-            sessions=state.sessions,
-            lines=state.lines,
-        )
+        names, values = _sorted_pairs(state.names, state.values)
+        expiries = {bisect.bisect_left(names, name): at for name, at in state.expiries.items()}
+        entries = PackedEntries(names, values, expiries)
+        del names, values  # the lists: the tuples hold the same
+    return ClusterSnapshot(
+        entries,
+        last_seq,
+        membership=state.membership,
+        sessions=state.sessions,
+        lines=state.lines,
+    )
+
+
+def _sorted_pairs(names: list[str], values: list[bytes]) -> tuple[list[str], list[bytes]]:
+    """`names` sorted and `values` in the same order, as short sorts merged in Python (see
+    `sorted_in_slices`); the two input lists are emptied as the sorted runs are made, so memory
+    holds about two copies of the references, never a tuple per element."""
+    runs: list[tuple[list[str], list[bytes]]] = []
+    while names:
+        chunk, chunk_values = names[-_SORT_SLICE:], values[-_SORT_SLICE:]
+        del names[-_SORT_SLICE:], values[-_SORT_SLICE:]
+        order = sorted(range(len(chunk)), key=chunk.__getitem__)
+        runs.append(([chunk[i] for i in order], [chunk_values[i] for i in order]))
+    if len(runs) == 1:
+        return runs[0]
+    out_names: list[str] = []
+    out_values: list[bytes] = []
+    add_name, add_value = out_names.append, out_values.append
+    for name, value in heapq.merge(*(zip(n, v, strict=True) for n, v in runs)):
+        add_name(name)
+        add_value(value)
+    runs.clear()  # before the caller copies the results into tuples
+    return out_names, out_values
 
 
 #: Names sorted per C call by `sorted_in_slices`.
 _SORT_SLICE = 8192
+#: Entries added to a dict per C call by `_state_of`.
+_BUILD_SLICE = 16384
 
 
 def sorted_in_slices(names: Iterable[str]) -> list[str]:
@@ -419,14 +652,77 @@ def sorted_in_slices(names: Iterable[str]) -> list[str]:
     return list(heapq.merge(*runs))
 
 
-def _changes(old: Mapping[str, Element], new: Mapping[str, Element]) -> tuple[Changed, ...]:
-    changed: dict[str, bytes | None] = {name: None for name in old if name not in new}
-    for name, after in new.items():
-        before = old.get(name)
-        if before is None or before.value != after.value:
-            changed[name] = after.value
-    return tuple(Changed(name, changed[name]) for name in sorted_in_slices(changed))
+def _state_of(entries: Sequence[SnapshotEntry]) -> tuple[dict[str, bytes], dict[str, int]]:
+    """The values and expiries `entries` hold (duplicate names: the later wins), built a slice
+    at a time (each C call holds the GIL)."""
+    values: dict[str, bytes] = {}
+    expiries: dict[str, int] = {}
+    if isinstance(entries, PackedEntries):
+        names, packed = entries.names, entries.values
+        for start in range(0, len(names), _BUILD_SLICE):
+            end = start + _BUILD_SLICE
+            values.update(zip(names[start:end], packed[start:end], strict=True))
+        if len(values) == len(names):  # no duplicates: each expiry belongs to its name
+            expiries = {names[i]: at for i, at in entries.expiries.items()}
+            return values, expiries
+    for entry in entries:
+        values[entry.key] = entry.value
+        if entry.expire_at is not None:
+            expiries[entry.key] = entry.expire_at
+        elif expiries:
+            expiries.pop(entry.key, None)
+    return values, expiries
 
 
-def _elements_of(entries: Iterable[SnapshotEntry]) -> dict[str, Element]:
-    return {entry.key: Element(entry.value, entry.expire_at) for entry in entries}
+def _changes(
+    old: Mapping[str, bytes], new: Mapping[str, bytes], entries: Sequence[SnapshotEntry]
+) -> ChangeList:
+    if (
+        not old
+        and isinstance(entries, PackedEntries)
+        and len(new) == len(entries)
+        and _ascending(entries.names)
+    ):  # a new member: everything changed, in the snapshot's order already
+        return ChangeList(entries.names, entries.values)
+    changed = [name for name in old if name not in new]
+    changed += [name for name, value in new.items() if old.get(name) != value]
+    names = sorted_in_slices(changed)
+    return ChangeList(names, [new.get(name) for name in names])
+
+
+#: `prepare_install` applies at most this many differences to the held state in place (on the
+#: event loop, in `install`); more, and it builds the new state in the worker thread instead.
+IN_PLACE_MAX = 65536
+
+
+def _difference(
+    old: Mapping[str, bytes], entries: Sequence[SnapshotEntry]
+) -> tuple[ChangeList, dict[str, int]] | None:
+    """For a machine that already holds most of `entries` (a restarted member): the changes
+    (which are the differences to apply) and the new expiries; None when the differences are
+    many, or `entries` are not `PackedEntries` with strictly ascending (so unique) names."""
+    if not old or not isinstance(entries, PackedEntries) or not _ascending(entries.names):
+        return None
+    names, values = entries.names, entries.values
+    held = old.get
+    changed = [
+        i for i, (name, value) in enumerate(zip(names, values, strict=True)) if held(name) != value
+    ]
+    if len(changed) > IN_PLACE_MAX:
+        return None
+    new: dict[str, bytes | None] = {names[i]: values[i] for i in changed}
+    if len(old) > len(names) - sum(1 for i in changed if names[i] not in old):
+        # Some held names are not in the snapshot: removed (`names` are sorted: bisect).
+        for name in list(old):
+            at = bisect.bisect_left(names, name)
+            if at == len(names) or names[at] != name:
+                new[name] = None
+                if len(new) > IN_PLACE_MAX:
+                    return None
+    order = sorted_in_slices(new)
+    changes = ChangeList(order, [new[name] for name in order])
+    return changes, {names[i]: at for i, at in entries.expiries.items()}
+
+
+def _ascending(names: Sequence[str]) -> bool:
+    return all(a < b for a, b in itertools.pairwise(names))

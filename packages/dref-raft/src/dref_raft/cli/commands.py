@@ -41,6 +41,7 @@ from dref_raft.cli.event_loop import run as run_on_loop
 from dref_raft.cli.local_cluster import STATUS_INTERVAL, LocalCluster, NodeStatus, write_status
 from dref_raft.cli.snapshot_commands import snapshot
 from dref_raft.commands import MembersView
+from dref_raft.member.loop_stalls import LoopStalls
 from dref_raft.settings import RaftSettings, format_address
 
 __all__ = ["raft", "run_member", "status_table"]
@@ -48,9 +49,14 @@ __all__ = ["raft", "run_member", "status_table"]
 
 # -- one member ------------------------------------------------------------------------------------
 async def _serve(
-    options: dict[str, Any], status_file: Path | None, metrics_port: int | None = None
+    options: dict[str, Any],
+    status_file: Path | None,
+    metrics_port: int | None = None,
+    loop_stalls: LoopStalls | None = None,
 ) -> None:
     from dref_raft.member.registry import local_members
+
+    sampler = None if loop_stalls is None else asyncio.create_task(loop_stalls.run())
 
     member = await local_members.acquire(load_settings(RaftSettings, options, table="raft"))
     settings = member.settings  # with discovery: the voter set and address found at bootstrap
@@ -74,7 +80,7 @@ async def _serve(
                 address=settings.address,
                 at=time.time(),
             )
-            write_status(status_file, status)  # a few hundred bytes: no thread needed
+            write_status(status_file, status)
 
     try:
         print(f"dref-raft node {settings.node_id} serving {settings.address}", flush=True)
@@ -87,7 +93,10 @@ async def _serve(
             print(f"dref-raft node {settings.node_id} metrics at {url}", flush=True)
         period = STATUS_INTERVAL if status_file is not None else None  # None: just wait
         while not stop.is_set():
-            report()
+            if status_file is not None:
+                # A few hundred bytes, but a create and a rename: on a disk busy writing a
+                # snapshot they can wait on the file system's journal, so not on the loop.
+                await asyncio.to_thread(report)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(period):
                     await stop.wait()
@@ -97,6 +106,8 @@ async def _serve(
             stop_metrics()
         await local_members.release(member)
         report("stopped")
+        if sampler is not None:
+            sampler.cancel()
 
 
 async def _hand_over(node: Any) -> None:
@@ -118,12 +129,13 @@ def run_member(
     status_file: Path | None = None,
     metrics_port: int | None = None,
     event_loop: EventLoopName = "auto",
+    loop_stalls: LoopStalls | None = None,
 ) -> int:
     """Run one member from `options` (over `DREF_RAFT_*`) until SIGTERM/SIGINT; exit status.
     `metrics_port`: serve Prometheus metrics at http://<host>:<port>/metrics; `event_loop`:
-    see `dref_raft.cli.event_loop`."""
+    see `dref_raft.cli.event_loop`; `loop_stalls`: sampled while the member runs."""
     try:
-        run_on_loop(_serve(options, status_file, metrics_port), event_loop)
+        run_on_loop(_serve(options, status_file, metrics_port, loop_stalls), event_loop)
     except DRefError as exc:
         print(f"dref-raft: {exc}", file=sys.stderr)
         return 2
@@ -318,15 +330,24 @@ def raft() -> None:
     help="auto: uvloop when installed (pip install 'dref-raft[uvloop]'), else asyncio's.",
 )
 @click.option("--log-level", default="WARNING", show_default=True)
+@click.option(
+    "--log-loop-stalls",
+    type=click.FloatRange(1, None),
+    metavar="MS",
+    help="Log (at INFO) every event-loop stall longer than MS milliseconds.",
+)
 def node(
     status_file: Path | None,
     metrics_port: int | None,
     event_loop: EventLoopName,
     log_level: str,
+    log_loop_stalls: float | None,
     **options: Any,
 ) -> None:
     """Run one Raft member until SIGTERM or Ctrl-C (same as `python -m dref_raft`)."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr)
+    if log_loop_stalls is not None:
+        logging.getLogger("dref_raft.member.loop").setLevel(logging.INFO)
     if metrics_port is not None:
         try:
             import prometheus_client  # noqa: F401
@@ -341,7 +362,11 @@ def node(
             raise click.UsageError(str(exc)) from None
     given = {k: v for k, v in options.items() if v is not None}
     code = run_member(
-        given, status_file=status_file, metrics_port=metrics_port, event_loop=event_loop
+        given,
+        status_file=status_file,
+        metrics_port=metrics_port,
+        event_loop=event_loop,
+        loop_stalls=None if log_loop_stalls is None else LoopStalls(log_loop_stalls / 1000),
     )
     if code:
         raise click.exceptions.Exit(code)

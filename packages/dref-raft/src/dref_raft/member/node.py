@@ -40,6 +40,7 @@ from dref.errors import (
     QuorumLostError,
 )
 from dref_raft.apply import ReadyApplier, StoreWriter
+from dref_raft.bulk import release_in_slices
 from dref_raft.commands import (
     Command,
     CompareAndSet,
@@ -203,6 +204,7 @@ class RaftNode:
         self.peers = dict(config.peers)
         self._transport = transport
         self.machine = machine if machine is not None else StateMachine()
+        self.machine.retired = []  # freed off the event loop (`snapshot_installed`)
         self.core = RaftCore(
             self.id,
             list(self.peers),
@@ -754,7 +756,6 @@ class RaftNode:
         started = time.perf_counter()
         try:
             data = await asyncio.to_thread(_snapshot_at, state, seq, term)
-            state.elements.clear()
             stores = self._applier.writer.stores
             size = await asyncio.to_thread(stores.snapshot.save, data) if stores else 0
         except Exception:  # a full disk...: the log stays as it is, the next one retries
@@ -775,6 +776,10 @@ class RaftNode:
     # ------------------------------------------------------------------ ReadyEffects
 
     def snapshot_installed(self, snapshot: Snapshot, changes: Sequence[Changed]) -> None:
+        retired = self.machine.retired
+        if retired:  # the replaced state: freed a slice at a time off the event loop
+            self.machine.retired = []
+            self.track(asyncio.create_task(asyncio.to_thread(release_in_slices, retired)))
         hub = self.hub
         if hub.subscriber_count():  # a million-element install: skip the loop when nobody listens
             seq = snapshot.seq
@@ -908,19 +913,14 @@ class RaftNode:
 
     async def _expired(self, now: int) -> list[str]:
         """Up to `_MAX_REAP` names past their expiry at `now` and not being reaped, scanned a
-        slice at a time (a million elements in one pass would stall the event loop)."""
-        elements = self.machine.elements()
-        names = list(elements)  # one C-level copy of the keys
+        slice at a time (only the elements that have a TTL; many would stall the event loop)."""
+        expiries = self.machine.expiries()
+        names = list(expiries)  # one C-level copy of the keys
         due: list[str] = []
         for start in range(0, len(names), _REAP_SCAN_SLICE):
             for name in names[start : start + _REAP_SCAN_SLICE]:
-                element = elements.get(name)
-                if (
-                    element is not None
-                    and element.expire_at is not None
-                    and element.expire_at <= now
-                    and name not in self._reaping
-                ):
+                expire_at = expiries.get(name)
+                if expire_at is not None and expire_at <= now and name not in self._reaping:
                     due.append(name)
             if len(due) >= _MAX_REAP:
                 break
@@ -962,7 +962,10 @@ class RaftNode:
 
 
 def _snapshot_at(state: StateCopy, seq: int, term: int) -> ClusterSnapshot:
-    return dataclasses.replace(snapshot_of_state(state, seq), last_term=term)
+    """The snapshot of `state` (a copy, emptied here, in the worker thread)."""
+    snapshot = dataclasses.replace(snapshot_of_state(state, seq), last_term=term)
+    state.clear()
+    return snapshot
 
 
 def _fail(future: asyncio.Future[_T], error: BaseException) -> None:

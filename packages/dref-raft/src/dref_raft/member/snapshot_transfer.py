@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 from dref_raft.core import InstallSnapshot, InstallSnapshotResponse, PeerKind
 from dref_raft.errors import ChunkRefusedError
-from dref_raft.fsm import ClusterSnapshot, StateCopy, snapshot_of_state
+from dref_raft.fsm import ClusterSnapshot, PackedEntries, StateCopy, snapshot_of_state
 from dref_raft.storage.snapshot_files import (
     CHUNK_SIZE,
     IncomingSnapshot,
@@ -229,7 +229,11 @@ class SnapshotTransfer:
                     raise ChunkRefusedError(f"the stream ended at {held} of {header.size} bytes")
                 received = time.perf_counter()
                 await asyncio.to_thread(incoming.seal, header)
-                snapshot = await asyncio.to_thread(incoming.load, header)
+                # What this member holds is shared, not duplicated (a restarted member).
+                values = node.machine.values()
+                base = node.core.log.snapshot.data.entries
+                names = base.names if isinstance(base, PackedEntries) else None
+                snapshot = await asyncio.to_thread(incoming.load, header, values, names)
                 decoded = time.perf_counter()
             except ChunkRefusedError as exc:
                 held = await asyncio.to_thread(incoming.held, header)
@@ -297,7 +301,6 @@ class SnapshotTransfer:
         path = Path(name)
         try:
             spooled = await asyncio.to_thread(_spool_state, state, applied, term, path)
-            state.elements.clear()  # not the machine's: the copy
             header = SnapshotHeader(node.id, node.term, applied, term, spooled.size, spooled.sha256)
             offset = 0
             while offset < spooled.size:
@@ -312,4 +315,5 @@ class SnapshotTransfer:
 
 def _spool_state(state: StateCopy, last_seq: int, last_term: int, path: Path) -> SpooledSnapshot:
     data = dataclasses.replace(snapshot_of_state(state, last_seq), last_term=last_term)
+    state.clear()  # the copy's, in this worker thread
     return spool_snapshot(data, path)

@@ -8,6 +8,7 @@ Layout: "DRFS" · version 01 · payload length N (4, BE signed) · N bytes of pr
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -23,9 +24,28 @@ from dref_raft.storage._binary import (
     read_i32,
     require,
 )
-from dref_raft.storage.layout import MAX_U63, PREAMBLE_SIZE, SNAPSHOT_FILE, SNAPSHOT_MAGIC
-from dref_raft.storage.media import FileMedium, InMemoryFile, Medium, MemoryMedium
-from dref_raft.wire.commands import decode_snapshot, encode_snapshot
+from dref_raft.storage.layout import (
+    FORMAT_VERSION,
+    MAX_U63,
+    PREAMBLE_SIZE,
+    SNAPSHOT_FILE,
+    SNAPSHOT_MAGIC,
+    TMP_SUFFIX,
+)
+from dref_raft.storage.media import (
+    FileMedium,
+    InMemoryFile,
+    Medium,
+    MemoryMedium,
+    _ensure_directory,
+    _fsync_directory,
+)
+from dref_raft.wire.commands import (
+    SnapshotDecoder,
+    decode_snapshot,
+    encode_snapshot,
+    encode_snapshot_parts,
+)
 
 __all__ = [
     "InMemorySnapshotStore",
@@ -33,10 +53,14 @@ __all__ = [
     "SnapshotStore",
     "decode_snapshot_file",
     "encode_snapshot_file",
+    "read_snapshot_file",
+    "write_snapshot_file",
 ]
 
 _LENGTH_OFFSET = PREAMBLE_SIZE
 _PAYLOAD_OFFSET = _LENGTH_OFFSET + 4
+#: Bytes read (and decoded) at a time by `read_snapshot_file`.
+_READ_BLOCK = 1024 * 1024
 
 
 def encode_snapshot_file(snapshot: ClusterSnapshot) -> bytes:
@@ -66,6 +90,74 @@ def decode_snapshot_file(data: bytes, path: str) -> ClusterSnapshot:
         raise CorruptStateError(path, _PAYLOAD_OFFSET, str(exc)) from exc
     if snapshot.last_seq > MAX_U63:
         raise CorruptStateError(path, _PAYLOAD_OFFSET, f"last_seq {snapshot.last_seq} is too large")
+    return snapshot
+
+
+def write_snapshot_file(snapshot: ClusterSnapshot, path: Path, *, durable: bool) -> int:
+    """Write `snapshot`'s `state-snapshot` bytes (those of `encode_snapshot_file`) to `path`
+    through `<path>.tmp`, a slice of entries at a time (memory stays bounded by a slice), and
+    rename it into place; `durable`: fsync the file before the rename and the directory after.
+    The file's size."""
+    check_u63("last_seq", snapshot.last_seq)
+    _ensure_directory(path.parent)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    length = 0
+    with open(tmp, "wb") as f:
+        f.write(preamble(SNAPSHOT_MAGIC) + I32.pack(0))  # the length is known at the end
+        with paused_gc():
+            for part in encode_snapshot_parts(snapshot):
+                f.write(part)
+                length += len(part)
+        check_length("the snapshot", length)
+        f.seek(_LENGTH_OFFSET)
+        f.write(I32.pack(length))
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if durable:
+        _fsync_directory(path.parent)
+    return _PAYLOAD_OFFSET + length
+
+
+def read_snapshot_file(
+    path: Path,
+    reuse: Mapping[str, bytes] | None = None,
+    reuse_names: Sequence[str] | None = None,
+) -> ClusterSnapshot:
+    """`decode_snapshot_file` of the file at `path`, read and decoded a block at a time: memory
+    holds the decoded snapshot and one block, never the whole file. `reuse`, `reuse_names`:
+    see `SnapshotDecoder`."""
+    name = str(path)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(_PAYLOAD_OFFSET)
+        well_formed = (
+            len(head) == _PAYLOAD_OFFSET
+            and head[: len(SNAPSHOT_MAGIC)] == SNAPSHOT_MAGIC
+            and head[len(SNAPSHOT_MAGIC)] == FORMAT_VERSION
+            and size == _PAYLOAD_OFFSET + read_i32(head, _LENGTH_OFFSET)
+        )
+        snapshot: ClusterSnapshot | None = None
+        if well_formed:
+            decoder = SnapshotDecoder(reuse, reuse_names)
+            left, scanned = size - _PAYLOAD_OFFSET, True
+            try:
+                with paused_gc():
+                    while scanned and left:
+                        block = f.read(min(_READ_BLOCK, left))
+                        if not block:
+                            break  # the file shrank meanwhile
+                        left -= len(block)
+                        scanned = decoder.feed(block, final=not left)
+                    if scanned and not left:
+                        snapshot = decoder.result()
+            except WireError as exc:
+                raise CorruptStateError(name, _PAYLOAD_OFFSET, str(exc)) from exc
+    if snapshot is None:  # one whole decode says exactly what is wrong
+        return decode_snapshot_file(path.read_bytes(), name)
+    if snapshot.last_seq > MAX_U63:
+        raise CorruptStateError(name, _PAYLOAD_OFFSET, f"last_seq {snapshot.last_seq} is too large")
     return snapshot
 
 
@@ -99,11 +191,23 @@ class _SnapshotStoreBase:
 
 
 class SnapshotStore(_SnapshotStoreBase):
-    """`<directory>/state-snapshot` on disk."""
+    """`<directory>/state-snapshot` on disk, read and written a block at a time."""
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.path = Path(directory) / SNAPSHOT_FILE
         super().__init__(FileMedium(self.path))
+
+    def load(self) -> ClusterSnapshot | None:
+        """The saved snapshot, or None when there is none."""
+        try:
+            return read_snapshot_file(self.path)
+        except FileNotFoundError:
+            return None
+
+    def save(self, snapshot: ClusterSnapshot) -> int:
+        """Persist `snapshot` durably (atomic whole-file replace) before returning; the bytes
+        written."""
+        return write_snapshot_file(snapshot, self.path, durable=True)
 
 
 class InMemorySnapshotStore(InMemoryFile, _SnapshotStoreBase):

@@ -18,29 +18,26 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from dref_raft.bulk import paused_gc
 from dref_raft.errors import ChunkRefusedError, CorruptStateError, StorageNotEmptyError
 from dref_raft.fsm import ClusterSnapshot
-from dref_raft.storage._binary import I32, check_length, check_u63, preamble
 from dref_raft.storage.layout import (
     COMMAND_LOG_FILE,
-    PREAMBLE_SIZE,
     SNAPSHOT_FILE,
-    SNAPSHOT_MAGIC,
-    TMP_SUFFIX,
 )
 from dref_raft.storage.media import FileMedium, _ensure_directory, _fsync_directory
 from dref_raft.storage.snapshot import (
     SnapshotStorage,
     SnapshotStore,
     decode_snapshot_file,
+    read_snapshot_file,
+    write_snapshot_file,
 )
 from dref_raft.storage.voter_state import VoterState, VoterStateStore
-from dref_raft.wire.commands import encode_snapshot_parts
 from dref_raft.wire.snapshot_messages import SnapshotChunk, SnapshotHeader
 
 __all__ = [
@@ -80,24 +77,8 @@ def spool_snapshot(snapshot: ClusterSnapshot, path: Path) -> SpooledSnapshot:
     """Write `snapshot`'s DRFS file to `path` a slice at a time (memory stays bounded by a
     slice; not fsynced: it is only read back to send). The same bytes as
     `encode_snapshot_file`."""
-    check_u63("last_seq", snapshot.last_seq)
-    _ensure_directory(path.parent)
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    length = 0
-    with open(tmp, "wb") as f:
-        f.write(preamble(SNAPSHOT_MAGIC) + I32.pack(0))  # the length is known at the end
-        with paused_gc():
-            for part in encode_snapshot_parts(snapshot):
-                f.write(part)
-                length += len(part)
-        check_length("the snapshot", length)
-        f.seek(PREAMBLE_SIZE)
-        f.write(I32.pack(length))
-    sha = _sha256_of(tmp)
-    os.replace(tmp, path)
-    return SpooledSnapshot(
-        path, PREAMBLE_SIZE + 4 + length, sha, snapshot.last_seq, snapshot.last_term
-    )
+    size = write_snapshot_file(snapshot, path, durable=False)
+    return SpooledSnapshot(path, size, _sha256_of(path), snapshot.last_seq, snapshot.last_term)
 
 
 def read_chunk(path: Path, offset: int, size: int = CHUNK_SIZE) -> bytes:
@@ -199,9 +180,15 @@ class IncomingSnapshot:
             os.fsync(f.fileno())
         return self.part
 
-    def load(self, header: SnapshotHeader) -> ClusterSnapshot:
-        """Decode the sealed file; it must cover `header`'s seq and term."""
-        snapshot = decode_snapshot_file(self.part.read_bytes(), str(self.part))
+    def load(
+        self,
+        header: SnapshotHeader,
+        reuse: Mapping[str, bytes] | None = None,
+        reuse_names: Sequence[str] | None = None,
+    ) -> ClusterSnapshot:
+        """Decode the sealed file (a block at a time; `reuse`, `reuse_names`: see
+        `SnapshotDecoder`); it must cover `header`'s seq and term."""
+        snapshot = read_snapshot_file(self.part, reuse, reuse_names)
         if (snapshot.last_seq, snapshot.last_term) != (header.last_seq, header.last_term):
             self.discard()
             raise ChunkRefusedError(

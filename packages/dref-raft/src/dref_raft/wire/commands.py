@@ -8,7 +8,7 @@ payload of snapshot files and of InstallSnapshot.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from google.protobuf.message import DecodeError, EncodeError
@@ -41,7 +41,7 @@ from dref_raft.commands import (
     StartNewTerm,
 )
 from dref_raft.errors import WireError
-from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
+from dref_raft.fsm import ClusterSnapshot, PackedEntries, SnapshotEntry
 from dref_raft.lines import LineState
 from dref_raft.sessions import RecordedResult, SessionState
 
@@ -55,6 +55,7 @@ __all__ = [
     "FENCED_WRITE_FIELD",
     "LEAVE_LINE_FIELD",
     "SESSION_FIELD",
+    "SnapshotDecoder",
     "decode_command",
     "decode_command_term",
     "decode_snapshot",
@@ -304,13 +305,16 @@ def encode_snapshot_parts(snapshot: ClusterSnapshot) -> Iterator[bytes]:
     memory stays bounded by a slice)."""
     entries = snapshot.entries
     try:
-        for start in range(0, len(entries), SNAPSHOT_SLICE_ENTRIES):
-            msg: Any = dref_consensus_pb2.ClusterSnapshot()
-            for entry in entries[start : start + SNAPSHOT_SLICE_ENTRIES]:
-                kv: Any = msg.entries.add(key=entry.key, value=entry.value)
-                if entry.expire_at is not None:
-                    kv.expireAt = entry.expire_at
-            yield bytes(msg.SerializeToString())
+        if isinstance(entries, PackedEntries):
+            yield from _encode_packed(entries)
+        else:
+            for start in range(0, len(entries), SNAPSHOT_SLICE_ENTRIES):
+                msg: Any = dref_consensus_pb2.ClusterSnapshot()
+                for entry in entries[start : start + SNAPSHOT_SLICE_ENTRIES]:
+                    kv: Any = msg.entries.add(key=entry.key, value=entry.value)
+                    if entry.expire_at is not None:
+                        kv.expireAt = entry.expire_at
+                yield bytes(msg.SerializeToString())
         # Every other field has a number above the entries' (1), so it follows them.
         tail: Any = dref_consensus_pb2.ClusterSnapshot()
         tail.last_seq = snapshot.last_seq
@@ -326,70 +330,223 @@ def encode_snapshot_parts(snapshot: ClusterSnapshot) -> Iterator[bytes]:
         raise ValueError(f"cannot encode snapshot: {exc}") from exc
 
 
+def _encode_packed(entries: PackedEntries) -> Iterator[bytes]:
+    """The entries' bytes a slice at a time, straight from the parallel lists."""
+    names, values = entries.names, entries.values
+    timed = sorted(entries.expiries.items())
+    t = 0
+    for start in range(0, len(names), SNAPSHOT_SLICE_ENTRIES):
+        end = start + SNAPSHOT_SLICE_ENTRIES
+        msg: Any = dref_consensus_pb2.ClusterSnapshot()
+        add = msg.entries.add
+        for name, value in zip(names[start:end], values[start:end], strict=True):
+            add(key=name, value=value)
+        while t < len(timed) and timed[t][0] < end:
+            index, expire_at = timed[t]
+            msg.entries[index - start].expireAt = expire_at
+            t += 1
+        yield bytes(msg.SerializeToString())
+
+
 def decode_snapshot(data: bytes) -> ClusterSnapshot:
-    """Decode upstream `ClusterSnapshot` bytes (entries keep their encoded order).
+    """Decode upstream `ClusterSnapshot` bytes (entries keep their encoded order, as
+    `PackedEntries`).
 
     Parsed a slice of fields at a time (see `SNAPSHOT_SLICE_ENTRIES`); a message is the
     concatenation of its fields, and a later scalar field wins, as in one parse.
     """
-    cuts = _field_boundaries(data, SNAPSHOT_SLICE_ENTRIES)
-    if cuts is None:  # malformed: one parse says what is wrong
+    decoder = SnapshotDecoder()
+    if not decoder.feed(data, final=True):  # malformed: one parse says what is wrong
         return snapshot_of(_parse(dref_consensus_pb2.ClusterSnapshot(), data, "ClusterSnapshot"))
-    entries: list[SnapshotEntry] = []
-    sessions: list[tuple[bytes, SessionState]] = []
-    lines: list[tuple[str, LineState]] = []
-    last_seq = last_term = 0
-    membership: Membership | None = None
-    view = memoryview(data)
-    for start, end in itertools.pairwise(cuts):
-        msg = _parse(dref_consensus_pb2.ClusterSnapshot(), view[start:end], "ClusterSnapshot")
-        entries.extend(_entries_of(msg))
+    return decoder.result()
+
+
+class SnapshotDecoder:
+    """Decodes `ClusterSnapshot` bytes fed in pieces of any size (a file read a block at a
+    time), a slice of fields per protobuf call, into `PackedEntries` (no object per entry).
+
+    `reuse` (a member's current values): a decoded value equal to the one held under the same
+    name is replaced by the held object, so a member that already holds most of a snapshot
+    does not hold its values twice while it installs it; `reuse_names` (sorted names the
+    member holds, e.g. its previous snapshot's) does the same for the names of a snapshot
+    sorted by name.
+    """
+
+    def __init__(
+        self,
+        reuse: Mapping[str, bytes] | None = None,
+        reuse_names: Sequence[str] | None = None,
+    ) -> None:
+        self._reuse = reuse
+        self._reuse_names = reuse_names
+        self._names_at = 0
+        self._pending = b""
+        self._names: list[str] = []
+        self._values: list[bytes] = []
+        self._expiries: dict[int, int] = {}
+        self._sessions: list[tuple[bytes, SessionState]] = []
+        self._lines: list[tuple[str, LineState]] = []
+        self._last_seq = 0
+        self._last_term = 0
+        self._membership: Membership | None = None
+
+    def feed(self, data: bytes, *, final: bool = False) -> bool:
+        """Decode the whole fields in what was fed so far (all of it when `final`); False when
+        the bytes do not scan as fields (`WireError` when a slice does not parse).
+
+        Entries of the common form (a name, a non-empty value, no expiry, short lengths) are
+        read directly from the bytes; everything else a slice of fields per protobuf parse.
+        """
+        if self._pending:
+            data = self._pending + data
+        offset, size = 0, len(data)
+        view = memoryview(data)
+        while offset < size:
+            names, values, offset = _plain_entries(data, offset)
+            if names:
+                self._add(names, values)
+            if offset >= size:
+                break
+            end = _slice_end(data, offset, SNAPSHOT_SLICE_ENTRIES, partial=not final)
+            if end is None:
+                return False
+            if end == offset:  # a field that the next bytes complete
+                break
+            msg = _parse(dref_consensus_pb2.ClusterSnapshot(), view[offset:end], "ClusterSnapshot")
+            self._take(msg)
+            offset = end
+        self._pending = data[offset:]
+        return True
+
+    def _add(self, names: list[str], values: list[bytes]) -> None:
+        if self._reuse:
+            held = self._reuse.get
+            values = [
+                old if (old := held(name)) == value else value
+                for name, value in zip(names, values, strict=True)
+            ]
+        if self._reuse_names:
+            self._names_at = _reuse_sorted(names, self._reuse_names, self._names_at)
+        self._names.extend(names)
+        self._values.extend(values)
+
+    def _take(self, msg: Any) -> None:
+        kvs = msg.entries
+        base = len(self._names)
+        self._add([kv.key for kv in kvs], [kv.value for kv in kvs])
+        timed = [kv.HasField("expireAt") for kv in kvs]
+        if any(timed):
+            for i in itertools.compress(range(len(timed)), timed):
+                self._expiries[base + i] = int(kvs[i].expireAt)
         if msg.last_seq:
-            last_seq = int(msg.last_seq)
+            self._last_seq = int(msg.last_seq)
         if msg.last_term:
-            last_term = int(msg.last_term)
+            self._last_term = int(msg.last_term)
         if msg.HasField("membership"):
-            membership = membership_of(msg.membership)
-        sessions.extend(_session_of(s) for s in msg.sessions)
-        lines.extend(_line_of(line) for line in msg.lines)
-    return ClusterSnapshot(
-        tuple(entries), last_seq, last_term, membership, tuple(sessions), tuple(lines)
-    )
+            self._membership = membership_of(msg.membership)
+        self._sessions.extend(_session_of(s) for s in msg.sessions)
+        self._lines.extend(_line_of(line) for line in msg.lines)
+
+    def result(self) -> ClusterSnapshot:
+        """The snapshot decoded (everything fed must have been decoded)."""
+        if self._pending:
+            raise WireError(f"ClusterSnapshot ends inside a field ({len(self._pending)} bytes)")
+        entries = PackedEntries(self._names, self._values, self._expiries)
+        self._names, self._values = [], []  # the tuples hold the same
+        return ClusterSnapshot(
+            entries,
+            self._last_seq,
+            self._last_term,
+            self._membership,
+            tuple(self._sessions),
+            tuple(self._lines),
+        )
 
 
-def _field_boundaries(data: bytes, per_slice: int) -> list[int] | None:
-    """Offsets that cut `data` (a protobuf message) between fields, every `per_slice` fields,
-    from 0 to len(data); None if it does not scan as a sequence of fields."""
-    cuts, offset, count, size = [0], 0, 0, len(data)
-    while offset < size:
-        if data[offset] == 0x0A and offset + 1 < size and data[offset + 1] < 0x80:
-            offset += 2 + data[offset + 1]  # the common case: a short entry (field 1, length)
-            if offset > size:
-                return None
-            count += 1
-            if count % per_slice == 0 and offset < size:
-                cuts.append(offset)
-            continue
-        key, offset = _varint(data, offset)
-        wire_type = key & 7
-        if wire_type == 0:
-            _, offset = _varint(data, offset)
-        elif wire_type == 2:
-            length, offset = _varint(data, offset)
-            offset += length
-        elif wire_type == 1:
-            offset += 8
-        elif wire_type == 5:
-            offset += 4
-        else:
+def _reuse_sorted(names: list[str], known: Sequence[str], at: int) -> int:
+    """Replace each of `names` found in `known` (both ascending; searched from `at` on) by the
+    object in `known`; where the search got to."""
+    end = len(known)
+    for i, name in enumerate(names):
+        while at < end and known[at] < name:
+            at += 1
+        if at < end and known[at] == name:
+            names[i] = known[at]
+    return at
+
+
+def _plain_entries(data: bytes, offset: int) -> tuple[list[str], list[bytes], int]:
+    """The entries from `offset` on that have exactly the form `0A len (0A klen name) (12 vlen
+    value)` — a name below 128 bytes, a value of 1 to 16383 bytes, no expiry, nothing else — read
+    straight from the bytes (what a protobuf parse gives for them, without a message object per
+    entry); their names, values, and the offset of the first field that is not one of them."""
+    names: list[str] = []
+    values: list[bytes] = []
+    add_name, add_value = names.append, values.append
+    size = len(data)
+    while offset + 8 <= size and data[offset] == 0x0A:
+        length, at = data[offset + 1], offset + 2
+        if length >= 0x80:
+            if data[at] >= 0x80:
+                break
+            length, at = (length & 0x7F) | data[at] << 7, at + 1
+        end = at + length
+        if length < 5 or end > size or data[at] != 0x0A:
+            break
+        name_end = at + 2 + data[at + 1]  # a name length >= 0x80 fails the checks below
+        if name_end + 2 > end or data[name_end] != 0x12:
+            break
+        value_length, value_at = data[name_end + 1], name_end + 2
+        if value_length >= 0x80:
+            if value_at >= end or data[value_at] >= 0x80:
+                break
+            value_length, value_at = (value_length & 0x7F) | data[value_at] << 7, value_at + 1
+        if value_at + value_length != end or value_length == 0 or data[at + 1] >= 0x80:
+            break
+        try:
+            add_name(data[at + 2 : name_end].decode())
+        except UnicodeDecodeError:
+            break  # the protobuf parse of this field says what is wrong
+        add_value(data[value_at:end])
+        offset = end
+    return names, values, offset
+
+
+def _slice_end(data: bytes, offset: int, fields: int, *, partial: bool) -> int | None:
+    """The offset after up to `fields` whole protobuf fields from `offset`; None if the bytes do
+    not scan as fields. `partial`: `data` may end inside a field, which then ends the slice."""
+    size = len(data)
+    for _ in range(fields):
+        if offset >= size:
+            break
+        end = _field_end(data, offset)
+        if end is None:
             return None
-        if offset < 0 or offset > size:
-            return None
-        count += 1
-        if count % per_slice == 0 and offset < size:
-            cuts.append(offset)
-    cuts.append(size)
-    return cuts
+        if end < 0 or end > size:
+            return offset if partial else None
+        offset = end
+    return offset
+
+
+def _field_end(data: bytes, offset: int) -> int | None:
+    """Where the field at `offset` ends (-1, or past the end, if `data` ends inside it); None
+    for a wire type a message cannot hold."""
+    if data[offset] == 0x0A and offset + 1 < len(data) and data[offset + 1] < 0x80:
+        return offset + 2 + data[offset + 1]  # the common case: a short entry (field 1, length)
+    key, offset = _varint(data, offset)
+    if offset < 0:
+        return -1
+    wire_type = key & 7
+    if wire_type == 0:
+        return _varint(data, offset)[1]
+    if wire_type == 2:
+        length, offset = _varint(data, offset)
+        return -1 if offset < 0 else offset + length
+    if wire_type == 1:
+        return offset + 8
+    if wire_type == 5:
+        return offset + 4
+    return None
 
 
 def _varint(data: bytes, offset: int) -> tuple[int, int]:
