@@ -15,7 +15,7 @@ from redis_procs import RedisServer
 from dref.errors import BackendUnavailableError
 from dref_compat.conformance import eventually
 from dref_redis import RedisBackend
-from dref_redis.keys import CHANNEL, is_companion, session_key
+from dref_redis.keys import CHANNEL, fence_key, is_companion, session_key
 
 
 @pytest.fixture
@@ -44,14 +44,39 @@ async def test_a_duplicate_request_returns_the_recorded_result_without_applying(
         return [value, b"", b"payload", CHANNEL.encode(), number, number, b"60000"]
 
     assert await script(keys=keys, args=args(b"a", 7)) == 1
+    assert await raw.get(keys[1]) == b"7=1;"
     # The same (session, request) again: the recorded answer, and nothing written.
     assert await script(keys=keys, args=args(b"b", 7)) == 1
     assert await raw.get(key) == b"a"
-    # A new request is applied: the element exists, so set_if_not_exist answers 0.
+    # A new request that does not apply (the element exists) is answered, not recorded...
     assert await script(keys=keys, args=args(b"c", 8)) == 0
-    assert await raw.get(key) == b"a"
+    assert await raw.get(keys[1]) == b"7=1;"
+    # ...so its resend is evaluated again: it changed nothing the first time.
+    await raw.delete(key)
+    assert await script(keys=keys, args=args(b"d", 8)) == 1
+    assert await raw.get(key) == b"d"
     # Request 8 was the first incomplete one: the answered request 7 was dropped.
-    assert await raw.hkeys(keys[1]) == [b"8"]
+    assert await raw.get(keys[1]) == b"8=1;"
+
+
+async def test_recorded_answers_keep_fences_and_tables(
+    backend: RedisBackend, raw: aioredis.Redis
+) -> None:
+    """A lock's fence and a swap's table come back from the record as the script returned them."""
+    name = element()
+    lost = lose_next_answer(backend)
+    grant = await backend.try_lock(name, b"\x00" * 7 + b"\x01", 5)
+    assert lost() == 1
+    assert grant is not None
+    assert grant.fence == int(await raw.get(fence_key(name.encode())))
+    await backend.set(name + ":v", b"\x00")
+    lost = lose_next_answer(backend)
+    assert await backend.fair_compare_and_swap(name + ":v", b"\x00", b"\x01", b"t1") == (
+        True,
+        b"\x01",
+        0,
+    )
+    assert lost() == 1
 
 
 async def test_a_lost_answer_is_resent_and_the_write_applied_once(
@@ -65,7 +90,8 @@ async def test_a_lost_answer_is_resent_and_the_write_applied_once(
     assert await raw.get(name) == b"\x01"
     keys = [k async for k in raw.scan_iter(match=b"{" + name.encode() + b"}:dref-session:*")]
     assert keys == [session_key(name.encode(), backend._session.id)]
-    assert len(await raw.hkeys(keys[0])) == 1  # only the last request's result is kept
+    # Only the last request's answer is kept: the swap's table {1}, recorded as "{".
+    assert await raw.get(keys[0]) == b"%d={;" % (backend._session.first_incomplete() - 1)
 
 
 async def test_the_session_record_expires_after_session_idle(
