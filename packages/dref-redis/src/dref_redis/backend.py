@@ -225,15 +225,10 @@ class RedisBackend(Backend):
         if not script.session:
             return await self._call(what, name, lambda: self._send(script, keys, args))
         session = self._session
-        request = session.begin()
+        request, first = session.begin()
         try:
             keys = [*keys, self._session_key(keys[0])]
-            args = [
-                *args,
-                b"%d" % request,
-                b"%d" % session.first_incomplete(),
-                self._session_idle,
-            ]
+            args = [*args, b"%d" % request, b"%d" % first, self._session_idle]
             return await self._call(what, name, lambda: self._send_until_known(script, keys, args))
         finally:
             session.end(request)

@@ -19,9 +19,10 @@ first element is 1 and whose other elements are numbers (recorded as `{` and the
 false and any other table mean "not applied".
 
 The session key is a string named after the element's key, `keys.session_key`, so it is in the
-element's Redis Cluster slot: one small key per (element, session) holding `<request>=<answer>;`
+element's Redis Cluster slot: one small key per (element, session) holding `;<request>=<answer>`
 for each recorded request not yet known to be answered (one, when the session writes the
-element from one task), which expires when the session has not written the element for
+element from one task; when no other request of the session is open, the script drops the
+others without parsing them), which expires when the session has not written the element for
 `session_idle`. The wrapper removes its extra arguments before the write runs, so the write sees
 exactly its own KEYS and ARGV (and the history stream of `dref_redis.revisions` stays their last
 entry). Upstream's keys and notifications are unchanged; upstream clients never read session
@@ -61,17 +62,21 @@ local function dref_answer(record)
 end
 local dref_session = table.remove(KEYS)
 local dref_idle = table.remove(ARGV)
-local dref_first = tonumber(table.remove(ARGV))
+local dref_first = table.remove(ARGV)
 local dref_request = table.remove(ARGV)
 local dref_kept = ''
 local dref_record = redis.call('GET', dref_session)
 if dref_record then
-  for request, answer in string.gmatch(dref_record, '(%d+)=([^;]*);') do
-    if request == dref_request then
-      return dref_answer(answer)
-    end
-    if tonumber(request) >= dref_first then
-      dref_kept = dref_kept .. request .. '=' .. answer .. ';'
+  local at = string.find(dref_record, ';' .. dref_request .. '=', 1, true)
+  if at then
+    return dref_answer(string.match(dref_record, '=([^;]*)', at))
+  end
+  if dref_first ~= dref_request then
+    local first = tonumber(dref_first)
+    for request, answer in string.gmatch(dref_record, ';(%d+)=([^;]*)') do
+      if tonumber(request) >= first then
+        dref_kept = dref_kept .. ';' .. request .. '=' .. answer
+      end
     end
   end
 end
@@ -83,7 +88,7 @@ end
 local dref_result = dref_write()
 local dref_answer_now = dref_recorded(dref_result)
 if dref_answer_now then
-  local record = dref_kept .. dref_request .. '=' .. dref_answer_now .. ';'
+  local record = dref_kept .. ';' .. dref_request .. '=' .. dref_answer_now
   redis.call('SET', dref_session, record, 'PX', dref_idle)
 end
 return dref_result
@@ -104,18 +109,20 @@ class WriteSession:
         self._next = 1
         self._open: set[int] = set()
 
-    def begin(self) -> int:
-        """A new request number, open until `end`."""
+    def begin(self) -> tuple[int, int]:
+        """A new request number, open until `end`, and the first incomplete request number
+        (the smallest open one): every result recorded below it has been answered and may be
+        dropped."""
         request = self._next
-        self._next += 1
-        self._open.add(request)
-        return request
+        self._next = request + 1
+        opened = self._open
+        opened.add(request)
+        return request, (min(opened) if len(opened) > 1 else request)
 
     def end(self, request: int) -> None:
         """The request's outcome is known (answered, or given up on)."""
         self._open.discard(request)
 
     def first_incomplete(self) -> int:
-        """The smallest open request number (the next one when none is open): every result
-        recorded below it has been answered and may be dropped."""
+        """The smallest open request number (the next one when none is open)."""
         return min(self._open) if self._open else self._next
