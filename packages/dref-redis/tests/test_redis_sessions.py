@@ -174,6 +174,10 @@ async def test_without_exactly_once_writes_are_as_before(
     await backend.set(name, b"\x01")
     assert await backend.set_if_not_exist(element(), b"\x01")
     assert await backend.compare_and_set(name, b"\x01", b"\x02")
+    assert await backend.expire(name, 30)  # upstream's plain PEXPIRE
+    assert 0 < await raw.pttl(name) <= 30_000
+    assert await backend.try_lock(name + ":lock", b"\x00" * 7 + b"\x01", 5) is not None
+    assert await backend.release_lock(name + ":lock", b"\x00" * 7 + b"\x01")
     await backend.delete(name)
     assert [k async for k in raw.scan_iter(match=b"*" + name.encode() + b"*dref-session*")] == []
 
