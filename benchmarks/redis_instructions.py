@@ -7,8 +7,11 @@ Time on a machine shared with other work varies by tens of percent between round
 instructions a process executes do not. Each side runs a private `redis-server` and a client
 process, both under valgrind's callgrind (so it needs `valgrind` on PATH, and takes a few minutes),
 twice: 200 operations, then 200 + `--calls`; the difference over `--calls` is the count per
-operation, without start-up and warm-up. One task, loopback. The counts leave out the kernel's
-share of each round trip (the same on both sides). See docs/redis.md#exactly-once-writes.
+operation, without start-up and warm-up. One task, loopback. redis-server runs with `hz 1`: its
+timer work follows the clock, not the operations, and under valgrind an operation takes
+milliseconds, so at the default `hz 10` the timer would add some 20k instructions to every one.
+The counts leave out the kernel's share of each round trip (the same on both sides). See
+docs/redis.md#exactly-once-writes.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ def count(work: Path, exactly_once: bool, op: str, calls: int) -> tuple[int, int
     server_out, client_out = work / f"server.{port}", work / f"client.{port}"
     server = subprocess.Popen(
         [*_callgrind(server_out), "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", str(work)],
+         "--save", "", "--appendonly", "no", "--dir", str(work), "--hz", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     try:
