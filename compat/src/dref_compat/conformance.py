@@ -41,6 +41,7 @@ from dref.errors import (
     UnsupportedOperationError,
 )
 from dref_compat import fairness
+from dref_compat.lost_answers import LostAnswerConformance
 from dref_compat.vectors import load_vectors
 
 __all__ = ["BackendConformance", "eventually"]
@@ -74,8 +75,9 @@ class Wrapper:
     value: str
 
 
-class BackendConformance:
-    """Subclass with `backend = "<id>"` (and optionally a `connect_options` fixture)."""
+class BackendConformance(LostAnswerConformance):
+    """Subclass with `backend = "<id>"` (and optionally a `connect_options` fixture); a backend
+    claiming `exactly_once` implements `lose_next_answer` (`dref_compat.lost_answers`)."""
 
     backend: ClassVar[str]
     contenders: ClassVar[int] = 20
@@ -123,17 +125,6 @@ class BackendConformance:
     @pytest.fixture
     def name(self) -> str:
         return f"conformance:{uuid.uuid4().hex}"
-
-    def lose_next_answer(self, ctx: dref.DRefContext) -> Callable[[], int] | None:
-        """Fault injection for `exactly_once`: make the answer of `ctx`'s next write get lost
-        AFTER the store applied it (as a connection that drops before the reply arrives), and
-        return a function counting the answers lost so far. A test class whose backend claims
-        `exactly_once` and can lose an answer overrides this; a backend that cannot lose one (an
-        in-process store) returns None, and the test then checks the result only."""
-        raise NotImplementedError(
-            f"{type(self).__name__}: the backend claims exactly_once, so the test class must "
-            "implement lose_next_answer(ctx)"
-        )
 
     # -- golden vectors -------------------------------------------------------------------------
     async def test_string_value_bytes_match_upstream(

@@ -18,5 +18,5 @@ class TestInMemory(BackendConformance):
     def connect_options(self) -> dict[str, Any]:
         return {"namespace": f"conformance-{uuid.uuid4().hex}", "history": self.revision_history}
 
-    def lose_next_answer(self, ctx: Any) -> None:
+    def lose_next_answer(self, ctx: Any, meanwhile: Any = None) -> None:
         """An in-process write is applied and answered in one call: no answer can be lost."""

@@ -8,13 +8,16 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 import dref
+from dref_compat.lost_answers import Meanwhile
 from dref_redis import RedisBackend
 
 
-def lose_next_answer(backend: RedisBackend) -> Callable[[], int]:
-    """The next write script the backend sends for a user write (a session write) runs on the
-    server, then its reply is lost as when the connection drops (redis-py's `ConnectionError`).
-    Returns the count of answers lost."""
+def lose_next_answer(
+    backend: RedisBackend, meanwhile: Meanwhile | None = None
+) -> Callable[[], int]:
+    """The next write script the backend sends in its session runs on the server, then (after
+    `meanwhile`, when given) its reply is lost as when the connection drops (redis-py's
+    `ConnectionError`). Returns the count of answers lost."""
     real = backend._send
     lost: list[object] = []
 
@@ -22,6 +25,8 @@ def lose_next_answer(backend: RedisBackend) -> Callable[[], int]:
         reply = await real(script, keys, args)
         if script.session and not lost:
             lost.append(reply)
+            if meanwhile is not None:
+                await meanwhile()
             raise RedisConnectionError("test: the answer was lost")
         return reply
 
@@ -32,6 +37,8 @@ def lose_next_answer(backend: RedisBackend) -> Callable[[], int]:
 class LosesAnswers:
     """Conformance mixin: `lose_next_answer` for Redis contexts."""
 
-    def lose_next_answer(self, ctx: dref.DRefContext) -> Callable[[], int] | None:
+    def lose_next_answer(
+        self, ctx: dref.DRefContext, meanwhile: Meanwhile | None = None
+    ) -> Callable[[], int] | None:
         assert isinstance(ctx.backend, RedisBackend)
-        return lose_next_answer(ctx.backend)
+        return lose_next_answer(ctx.backend, meanwhile)

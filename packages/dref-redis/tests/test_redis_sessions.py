@@ -15,7 +15,7 @@ from redis_procs import RedisServer
 from dref.errors import BackendUnavailableError
 from dref_compat.conformance import eventually
 from dref_redis import RedisBackend
-from dref_redis.keys import CHANNEL, is_companion, session_key
+from dref_redis.keys import CHANNEL, fence_key, is_companion, session_key
 
 
 @pytest.fixture
@@ -44,14 +44,62 @@ async def test_a_duplicate_request_returns_the_recorded_result_without_applying(
         return [value, b"", b"payload", CHANNEL.encode(), number, number, b"60000"]
 
     assert await script(keys=keys, args=args(b"a", 7)) == 1
+    assert await raw.get(keys[1]) == b";7=1"
     # The same (session, request) again: the recorded answer, and nothing written.
     assert await script(keys=keys, args=args(b"b", 7)) == 1
     assert await raw.get(key) == b"a"
-    # A new request is applied: the element exists, so set_if_not_exist answers 0.
+    # A new request that does not apply (the element exists) is answered, not recorded...
     assert await script(keys=keys, args=args(b"c", 8)) == 0
-    assert await raw.get(key) == b"a"
+    assert await raw.get(keys[1]) == b";7=1"
+    # ...so its resend is evaluated again: it changed nothing the first time.
+    await raw.delete(key)
+    assert await script(keys=keys, args=args(b"d", 8)) == 1
+    assert await raw.get(key) == b"d"
     # Request 8 was the first incomplete one: the answered request 7 was dropped.
-    assert await raw.hkeys(keys[1]) == [b"8"]
+    assert await raw.get(keys[1]) == b";8=1"
+
+
+async def test_records_of_open_requests_are_kept_until_answered(
+    redis_server: RedisServer, open_backend: Callable[..., Any], raw: aioredis.Redis
+) -> None:
+    """Requests of one session in flight together on one element: each keeps its record while
+    an older one is open, and a resend of any of them is answered from it."""
+    backend: RedisBackend = await open_backend(redis_server.url, history=0)
+    key = element().encode()
+    keys = [key, session_key(key, b"cd" * 16)]
+    script = backend._set.routed
+
+    async def send(value: bytes, request: int, first: int) -> Any:
+        args = [value, b"", b"payload", CHANNEL.encode(), b"%d" % request, b"%d" % first]
+        return await script(keys=keys, args=[*args, b"60000"])
+
+    assert await send(b"a", 10, 10) == 1
+    assert await send(b"b", 11, 10) == 1  # 10 is still open: its record stays
+    assert await raw.get(keys[1]) == b";10=1;11=1"
+    assert await send(b"c", 10, 10) == 1  # a resend of 10: answered, not applied
+    assert await raw.get(key) == b"b"
+    assert await send(b"d", 12, 11) == 1  # 10 answered: dropped; 11 still open: kept
+    assert await raw.get(keys[1]) == b";11=1;12=1"
+
+
+async def test_recorded_answers_keep_fences_and_tables(
+    backend: RedisBackend, raw: aioredis.Redis
+) -> None:
+    """A lock's fence and a swap's table come back from the record as the script returned them."""
+    name = element()
+    lost = lose_next_answer(backend)
+    grant = await backend.try_lock(name, b"\x00" * 7 + b"\x01", 5)
+    assert lost() == 1
+    assert grant is not None
+    assert grant.fence == int(await raw.get(fence_key(name.encode())))
+    await backend.set(name + ":v", b"\x00")
+    lost = lose_next_answer(backend)
+    assert await backend.fair_compare_and_swap(name + ":v", b"\x00", b"\x01", b"t1") == (
+        True,
+        b"\x01",
+        0,
+    )
+    assert lost() == 1
 
 
 async def test_a_lost_answer_is_resent_and_the_write_applied_once(
@@ -65,7 +113,8 @@ async def test_a_lost_answer_is_resent_and_the_write_applied_once(
     assert await raw.get(name) == b"\x01"
     keys = [k async for k in raw.scan_iter(match=b"{" + name.encode() + b"}:dref-session:*")]
     assert keys == [session_key(name.encode(), backend._session.id)]
-    assert len(await raw.hkeys(keys[0])) == 1  # only the last request's result is kept
+    # Only the last request's answer is kept: the swap's table {1}, recorded as "{".
+    assert await raw.get(keys[0]) == b";%d={" % (backend._session.first_incomplete() - 1)
 
 
 async def test_the_session_record_expires_after_session_idle(
@@ -125,6 +174,10 @@ async def test_without_exactly_once_writes_are_as_before(
     await backend.set(name, b"\x01")
     assert await backend.set_if_not_exist(element(), b"\x01")
     assert await backend.compare_and_set(name, b"\x01", b"\x02")
+    assert await backend.expire(name, 30)  # upstream's plain PEXPIRE
+    assert 0 < await raw.pttl(name) <= 30_000
+    assert await backend.try_lock(name + ":lock", b"\x00" * 7 + b"\x01", 5) is not None
+    assert await backend.release_lock(name + ":lock", b"\x00" * 7 + b"\x01")
     await backend.delete(name)
     assert [k async for k in raw.scan_iter(match=b"*" + name.encode() + b"*dref-session*")] == []
 

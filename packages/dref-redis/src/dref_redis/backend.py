@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -131,6 +132,10 @@ class RedisBackend(Backend):
         self._history = b"%d" % settings.history
         self._session = sessions.WriteSession()
         self._session_idle = _px(settings.session_idle)
+        session_id = self._session.id
+        self._session_key: Callable[[bytes], bytes] = functools.lru_cache(maxsize=4096)(
+            lambda key: session_key(key, session_id)
+        )
         write = self._write_script
         self._set = write(scripts.SET)
         self._set_if_not_exist = write(scripts.SET_IF_NOT_EXIST)
@@ -141,9 +146,11 @@ class RedisBackend(Backend):
         self._fenced_set = write(scripts.FENCED_SET)
         self._fenced_cas = write(scripts.FENCED_COMPARE_AND_SET)
         self._fenced_delete = write(scripts.FENCED_DELETE)
-        self._try_lock = self._write_script(scripts.TRY_LOCK, session=False)
-        self._refresh_lock = self._script(scripts.REFRESH_LOCK)
-        self._release_lock = self._write_script(scripts.RELEASE_LOCK, session=False)
+        self._try_lock = write(scripts.TRY_LOCK)
+        self._refresh_lock = write(scripts.REFRESH_LOCK, publishes=False)
+        self._release_lock = write(scripts.RELEASE_LOCK)
+        # Without sessions `expire` is upstream's plain PEXPIRE; with them, a recording script.
+        self._expire = write(scripts.EXPIRE, publishes=False) if settings.exactly_once else None
         self._get_with_revision = self._script(revisions.GET_WITH_REVISION)
         self._resync_since_script = self._script(revisions.RESYNC_SINCE)
         self._base_script = self._script(revisions.BASE)
@@ -198,13 +205,13 @@ class RedisBackend(Backend):
         routed = self._client.register_script(source)
         return _Script(routed, ScriptCommand(source, routed.sha), history, session)
 
-    def _write_script(self, source: str, *, session: bool = True) -> _Script:
-        """A script that publishes changes: recording them too while revisions are on, and its
-        result in the session while exactly-once writes are on (a user write, not a lock's)."""
-        history = self.settings.history > 0
+    def _write_script(self, source: str, *, publishes: bool = True) -> _Script:
+        """A write (of an element, a lock or a TTL): recording the changes it publishes while
+        revisions are on, and its answer in the session while exactly-once writes are on."""
+        history = publishes and self.settings.history > 0
         if history:
             source = revisions.with_history(source)
-        session = session and self.settings.exactly_once
+        session = self.settings.exactly_once
         if session:
             source = sessions.with_session(source)
         return self._script(source, history=history, session=session)
@@ -218,15 +225,10 @@ class RedisBackend(Backend):
         if not script.session:
             return await self._call(what, name, lambda: self._send(script, keys, args))
         session = self._session
-        request = session.begin()
+        request, first = session.begin()
         try:
-            keys = [*keys, session_key(keys[0], session.id)]
-            args = [
-                *args,
-                b"%d" % request,
-                b"%d" % session.first_incomplete(),
-                self._session_idle,
-            ]
+            keys = [*keys, self._session_key(keys[0])]
+            args = [*args, b"%d" % request, b"%d" % first, self._session_idle]
             return await self._call(what, name, lambda: self._send_until_known(script, keys, args))
         finally:
             session.end(request)
@@ -320,8 +322,10 @@ class RedisBackend(Backend):
         await self._run(self._delete, "delete", name, [key], [self._payload(key, None), _CHANNEL])
 
     async def expire(self, name: str, ttl: float) -> bool:
-        reply = await self._command("expire", name, "PEXPIRE", self.keys.key(name), _px(ttl))
-        return bool(reply)
+        key = self.keys.key(name)
+        if self._expire is None:
+            return bool(await self._command("expire", name, "PEXPIRE", key, _px(ttl)))
+        return bool(await self._run(self._expire, "expire", name, [key], [_px(ttl)]))
 
     async def subscribe(self, name: str) -> Subscription:
         if self._closed:

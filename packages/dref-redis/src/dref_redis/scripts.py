@@ -12,6 +12,7 @@ __all__ = [
     "BARRIER",
     "COMPARE_AND_SET",
     "DELETE",
+    "EXPIRE",
     "FAIR_COMPARE_AND_SET",
     "FENCED_COMPARE_AND_SET",
     "FENCED_DELETE",
@@ -285,6 +286,12 @@ redis.call('PUBLISH', ARGV[2], ARGV[1])
 return {1}
 """
 )
+
+EXPIRE = """
+-- KEYS: key; ARGV: px. 1 when the key exists and its TTL was set, else 0 (as PEXPIRE; a script
+-- only so that exactly-once writes can record it, `dref_redis.sessions`).
+return redis.call('PEXPIRE', KEYS[1], ARGV[1])
+"""
 
 REFRESH_LOCK = """
 -- KEYS: lock key; ARGV: token, px. 1 iff the lock is still ours and was extended.

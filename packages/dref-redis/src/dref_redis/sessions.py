@@ -1,22 +1,32 @@
-"""Exactly-once writes on Redis: a per-session record of each write's result, kept by the script.
+"""Exactly-once writes on Redis: a per-session record of the writes that applied, kept by scripts.
 
 Every context (`RedisBackend`) is a session with a random 16-byte id (hex) and a request counter.
 With `exactly_once` on, each write script is wrapped by `with_session`: it takes four extra
 trailing arguments — the session key (last KEYS entry), the request number, the session's first
 incomplete request number and the idle time in ms (last three ARGV entries) — and, atomically:
 
-- if the session key already records the request number, returns the recorded result and
-  applies nothing (a duplicate: the answer of the first attempt was lost);
-- otherwise runs the write, records its result (MessagePack) under the request number, drops
-  the recorded results below the first incomplete request (their answers have arrived) and
-  sets the session key to expire after the idle time.
+- if the session key records the request number, returns the recorded answer and applies
+  nothing (a duplicate: the answer of the first attempt was lost);
+- otherwise runs the write and, when it applied, records its answer under the request number,
+  drops the records below the first incomplete request (their answers have arrived) and sets
+  the session key to expire after the idle time: one `GET` and one `SET … PX` more per write.
 
-The session key is a hash named after the element's key, `keys.session_key`, so it is in the
-element's Redis Cluster slot: one small hash per (element, session), which expires when the
-session has not written the element for `session_idle`. The wrapper removes its extra arguments
-before the write runs, so the write sees exactly its own KEYS and ARGV (and the history stream
-of `dref_redis.revisions` stays their last entry). Upstream's keys and notifications are
-unchanged; upstream clients never read session keys.
+Only what a duplicate needs is recorded: a write that did not apply (a failed compare, a held
+lock, a stale fence) changed nothing, so its resend is evaluated again, which is as valid an
+answer as the first one's; nothing is written for it. A write script's result therefore says
+whether it applied: a non-zero number (recorded as it is: a lock's fence, `1`), or a table whose
+first element is 1 and whose other elements are numbers (recorded as `{` and the others); 0,
+false and any other table mean "not applied".
+
+The session key is a string named after the element's key, `keys.session_key`, so it is in the
+element's Redis Cluster slot: one small key per (element, session) holding `;<request>=<answer>`
+for each recorded request not yet known to be answered (one, when the session writes the
+element from one task; when no other request of the session is open, the script drops the
+others without parsing them), which expires when the session has not written the element for
+`session_idle`. The wrapper removes its extra arguments before the write runs, so the write sees
+exactly its own KEYS and ARGV (and the history stream of `dref_redis.revisions` stays their last
+entry). Upstream's keys and notifications are unchanged; upstream clients never read session
+keys.
 """
 
 from __future__ import annotations
@@ -26,13 +36,49 @@ import secrets
 __all__ = ["WriteSession", "with_session"]
 
 _PROLOGUE = """
+local function dref_recorded(result)
+  if type(result) == 'number' then
+    if result ~= 0 then
+      return string.format('%d', result)
+    end
+  elseif type(result) == 'table' and result[1] == 1 then
+    local rest = {}
+    for i = 2, #result do
+      rest[i - 1] = string.format('%d', result[i])
+    end
+    return '{' .. table.concat(rest, ',')
+  end
+  return nil
+end
+local function dref_answer(record)
+  if string.sub(record, 1, 1) ~= '{' then
+    return tonumber(record)
+  end
+  local result = {1}
+  for n in string.gmatch(record, '-?%d+') do
+    result[#result + 1] = tonumber(n)
+  end
+  return result
+end
 local dref_session = table.remove(KEYS)
 local dref_idle = table.remove(ARGV)
-local dref_first = tonumber(table.remove(ARGV))
+local dref_first = table.remove(ARGV)
 local dref_request = table.remove(ARGV)
-local dref_recorded = redis.call('HGET', dref_session, dref_request)
-if dref_recorded then
-  return cmsgpack.unpack(dref_recorded)
+local dref_kept = ''
+local dref_record = redis.call('GET', dref_session)
+if dref_record then
+  local at = string.find(dref_record, ';' .. dref_request .. '=', 1, true)
+  if at then
+    return dref_answer(string.match(dref_record, '=([^;]*)', at))
+  end
+  if dref_first ~= dref_request then
+    local first = tonumber(dref_first)
+    for request, answer in string.gmatch(dref_record, ';(%d+)=([^;]*)') do
+      if tonumber(request) >= first then
+        dref_kept = dref_kept .. ';' .. request .. '=' .. answer
+      end
+    end
+  end
 end
 local function dref_write()
 """
@@ -40,19 +86,18 @@ local function dref_write()
 _EPILOGUE = """
 end
 local dref_result = dref_write()
-redis.call('HSET', dref_session, dref_request, cmsgpack.pack(dref_result))
-for _, field in ipairs(redis.call('HKEYS', dref_session)) do
-  if tonumber(field) < dref_first then
-    redis.call('HDEL', dref_session, field)
-  end
+local dref_answer_now = dref_recorded(dref_result)
+if dref_answer_now then
+  local record = dref_kept .. ';' .. dref_request .. '=' .. dref_answer_now
+  redis.call('SET', dref_session, record, 'PX', dref_idle)
 end
-redis.call('PEXPIRE', dref_session, dref_idle)
 return dref_result
 """
 
 
 def with_session(source: str) -> str:
-    """`source` (a write script) that answers a duplicate request with its recorded result."""
+    """`source` (a write script) that answers a duplicate of an applied request with its
+    recorded answer."""
     return _PROLOGUE + source + _EPILOGUE
 
 
@@ -64,18 +109,20 @@ class WriteSession:
         self._next = 1
         self._open: set[int] = set()
 
-    def begin(self) -> int:
-        """A new request number, open until `end`."""
+    def begin(self) -> tuple[int, int]:
+        """A new request number, open until `end`, and the first incomplete request number
+        (the smallest open one): every result recorded below it has been answered and may be
+        dropped."""
         request = self._next
-        self._next += 1
-        self._open.add(request)
-        return request
+        self._next = request + 1
+        opened = self._open
+        opened.add(request)
+        return request, (min(opened) if len(opened) > 1 else request)
 
     def end(self, request: int) -> None:
         """The request's outcome is known (answered, or given up on)."""
         self._open.discard(request)
 
     def first_incomplete(self) -> int:
-        """The smallest open request number (the next one when none is open): every result
-        recorded below it has been answered and may be dropped."""
+        """The smallest open request number (the next one when none is open)."""
         return min(self._open) if self._open else self._next

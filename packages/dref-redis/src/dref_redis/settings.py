@@ -77,9 +77,9 @@ class RedisSettings(BaseSettings):
     )
     exactly_once: bool = Field(
         True,
-        description="Each write records its result in a per-session key, so a write whose "
-        "answer was lost is resent and applied once (docs/redis.md#exactly-once-writes); "
-        "off: writes exactly as before, not resent.",
+        description="Each write (expire and lock operations included) records its answer in a "
+        "per-session key, so a write whose answer was lost is resent and applied once "
+        "(docs/redis.md#exactly-once-writes); off: writes exactly as before, not resent.",
     )
     session_idle: float = Field(
         60.0,
