@@ -574,7 +574,9 @@ class BackendConformance(LostAnswerConformance):
                 total=self.fairness_updates,
                 seconds=20,
             )
-        assert sum(result.counts) >= self.fairness_updates, result.row()
+        assert result.updates >= self.fairness_updates, result.row()  # not cut off by time
+        # Most of the run had every contender asking (the window the counts are from).
+        assert sum(result.counts) >= self.fairness_updates // 2, result.row()
         assert result.ratio >= 0.5, result.row()
 
     async def test_leaving_or_swapping_hands_the_turn_to_the_next_in_line(

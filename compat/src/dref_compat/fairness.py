@@ -7,7 +7,12 @@ every process has connected) and stop when the element reaches `total` or `secon
 whichever comes first, so a run is bounded in count and in time. `run_contexts` does the same
 with contexts of this process (for backends that do not share state across processes).
 
-`FairnessResult.ratio` is least ÷ most updates per contender (process or context).
+`FairnessResult.ratio` is least ÷ most updates per contender (process or context), counted in
+the window in which every contender was contending: from the last one's first attempt to the
+first one's stop. A process the machine schedules late (spawned processes wake from the barrier
+at different moments on a loaded machine) is not counted as starved for the time it was not
+asking; one that asks and is not served is (its attempts start the window, its updates do not
+come).
 """
 
 from __future__ import annotations
@@ -22,15 +27,34 @@ from typing import Any
 
 import dref
 
-__all__ = ["FairnessResult", "run_contexts", "run_processes"]
+__all__ = ["Contention", "FairnessResult", "run_contexts", "run_processes"]
+
+
+@dataclass(frozen=True)
+class Contention:
+    """What one contender did: when it first asked, when it stopped, when each update ended."""
+
+    started: float
+    stopped: float
+    done: tuple[float, ...]
 
 
 @dataclass(frozen=True)
 class FairnessResult:
     counts: tuple[int, ...]
-    """Updates done by each contender (process or context)."""
+    """Updates done by each contender (process or context) while every one was contending."""
     seconds: float
-    """From the common start to the last contender's stop."""
+    """How long every one was contending (the window the counts are from)."""
+    updates: int = 0
+    """Updates done in the whole run, in the window or not."""
+
+    @classmethod
+    def of(cls, contenders: list[Contention]) -> FairnessResult:
+        """The counts in the window in which every contender was contending."""
+        start = max(c.started for c in contenders)
+        end = min(c.stopped for c in contenders)
+        counts = tuple(sum(start <= t <= end for t in c.done) for c in contenders)
+        return cls(counts, max(0.0, end - start), sum(len(c.done) for c in contenders))
 
     @property
     def ratio(self) -> float:
@@ -44,24 +68,25 @@ class FairnessResult:
     def row(self) -> str:
         return (
             f"least ÷ most {self.ratio:.3f}, {self.per_second:,.0f} updates/s, "
-            f"counts {list(self.counts)}"
+            f"counts {list(self.counts)} in {self.seconds:.2f} s of {self.updates} updates"
         )
 
 
-async def _contend(ref: dref.DRef[int], tasks: int, total: int, stop_at: float) -> int:
-    done = 0
+async def _contend(ref: dref.DRef[int], tasks: int, total: int, stop_at: float) -> Contention:
+    done: list[float] = []
     stop = False
 
     async def one() -> None:
-        nonlocal done, stop
+        nonlocal stop
         while not stop and time.monotonic() < stop_at:
             value = await ref.update_and_get(lambda n: n + 1)
-            done += 1
+            done.append(time.monotonic())
             if value >= total:
                 stop = True
 
+    started = time.monotonic()
     await asyncio.gather(*(one() for _ in range(tasks)))
-    return done
+    return Contention(started, time.monotonic(), tuple(done))
 
 
 def _worker(
@@ -75,7 +100,7 @@ def _worker(
     go: Any,
     results: Any,
 ) -> None:
-    async def main() -> int:
+    async def main() -> Contention:
         async with dref.connect(backend, **options) as ctx:
             ref = await ctx.make(0, name)
             await ref.get()  # warm: connected, and the first guess is loaded
@@ -114,7 +139,6 @@ def run_processes(
         for _ in procs:
             if not ready.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 raise TimeoutError(f"fairness workers not ready within {start_timeout} s")
-        started = time.monotonic()
         go.set()
         outcomes = [results.get(timeout=seconds + start_timeout) for _ in procs]
     finally:
@@ -126,8 +150,7 @@ def run_processes(
     failures = [detail for ok, detail, _ in outcomes if not ok]
     if failures:
         raise RuntimeError(f"fairness workers failed: {failures}")
-    ended = max(at for _, _, at in outcomes)
-    return FairnessResult(tuple(int(n) for _, n, _ in outcomes), ended - started)
+    return FairnessResult.of([c for _, c, _ in outcomes])
 
 
 async def run_contexts(
@@ -149,7 +172,6 @@ async def run_contexts(
         refs = [await ctx.make(0, name) for ctx in ctxs]
         for ref in refs:
             await ref.get()
-        started = time.monotonic()
-        stop_at = started + seconds
-        counts = await asyncio.gather(*(_contend(ref, tasks, total, stop_at) for ref in refs))
-        return FairnessResult(tuple(counts), time.monotonic() - started)
+        stop_at = time.monotonic() + seconds
+        contenders = await asyncio.gather(*(_contend(ref, tasks, total, stop_at) for ref in refs))
+        return FairnessResult.of(list(contenders))
