@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis_lost_answers import lose_next_answer
 from redis_procs import RedisServer
 
@@ -44,19 +45,19 @@ async def test_a_duplicate_request_returns_the_recorded_result_without_applying(
         return [value, b"", b"payload", CHANNEL.encode(), number, number, b"60000"]
 
     assert await script(keys=keys, args=args(b"a", 7)) == 1
-    assert await raw.get(keys[1]) == b";7=1"
+    assert await raw.get(keys[1]) == b"7;7=1"
     # The same (session, request) again: the recorded answer, and nothing written.
     assert await script(keys=keys, args=args(b"b", 7)) == 1
     assert await raw.get(key) == b"a"
     # A new request that does not apply (the element exists) is answered, not recorded...
     assert await script(keys=keys, args=args(b"c", 8)) == 0
-    assert await raw.get(keys[1]) == b";7=1"
+    assert await raw.get(keys[1]) == b"7;7=1"
     # ...so its resend is evaluated again: it changed nothing the first time.
     await raw.delete(key)
     assert await script(keys=keys, args=args(b"d", 8)) == 1
     assert await raw.get(key) == b"d"
     # Request 8 was the first incomplete one: the answered request 7 was dropped.
-    assert await raw.get(keys[1]) == b";8=1"
+    assert await raw.get(keys[1]) == b"8;8=1"
 
 
 async def test_records_of_open_requests_are_kept_until_answered(
@@ -75,11 +76,34 @@ async def test_records_of_open_requests_are_kept_until_answered(
 
     assert await send(b"a", 10, 10) == 1
     assert await send(b"b", 11, 10) == 1  # 10 is still open: its record stays
-    assert await raw.get(keys[1]) == b";10=1;11=1"
+    assert await raw.get(keys[1]) == b"10;10=1;11=1"
     assert await send(b"c", 10, 10) == 1  # a resend of 10: answered, not applied
     assert await raw.get(key) == b"b"
     assert await send(b"d", 12, 11) == 1  # 10 answered: dropped; 11 still open: kept
-    assert await raw.get(keys[1]) == b";11=1;12=1"
+    assert await raw.get(keys[1]) == b"11;11=1;12=1"
+
+
+async def test_a_delayed_copy_of_an_answered_request_is_refused(
+    redis_server: RedisServer, open_backend: Callable[..., Any], raw: aioredis.Redis
+) -> None:
+    """A copy of request 10 that runs after 10 was answered and its record dropped (sent on a
+    connection given up on, executed after its resend) applies nothing a second time."""
+    backend: RedisBackend = await open_backend(redis_server.url, history=0)
+    key = element().encode()
+    keys = [key, session_key(key, b"ef" * 16)]
+    script = backend._set.routed
+
+    async def send(value: bytes, request: int, first: int) -> Any:
+        args = [value, b"", b"payload", CHANNEL.encode(), b"%d" % request, b"%d" % first]
+        return await script(keys=keys, args=[*args, b"60000"])
+
+    assert await send(b"a", 10, 10) == 1
+    assert await send(b"b", 11, 11) == 1  # 10 was answered: its record is dropped
+    assert await raw.get(keys[1]) == b"11;11=1"
+    with pytest.raises(ResponseError, match="DREFSTALE request 10"):
+        await send(b"a", 10, 10)  # the delayed copy
+    assert await raw.get(key) == b"b"  # not set back to a
+    assert await raw.get(keys[1]) == b"11;11=1"
 
 
 async def test_recorded_answers_keep_fences_and_tables(
@@ -114,7 +138,8 @@ async def test_a_lost_answer_is_resent_and_the_write_applied_once(
     keys = [k async for k in raw.scan_iter(match=b"{" + name.encode() + b"}:dref-session:*")]
     assert keys == [session_key(name.encode(), backend._session.id)]
     # Only the last request's answer is kept: the swap's table {1}, recorded as "{".
-    assert await raw.get(keys[0]) == b";%d={" % (backend._session.first_incomplete() - 1)
+    last = backend._session.first_incomplete() - 1
+    assert await raw.get(keys[0]) == b"%d;%d={" % (last, last)
 
 
 async def test_the_session_record_expires_after_session_idle(

@@ -18,8 +18,14 @@ whether it applied: a non-zero number (recorded as it is: a lock's fence, `1`), 
 first element is 1 and whose other elements are numbers (recorded as `{` and the others); 0,
 false and any other table mean "not applied".
 
+A request below the session's first incomplete request as last recorded (the record's leading
+number) is refused with a `DREFSTALE` error and applies nothing: its answer has arrived and
+its record may be gone, so it can only be a delayed copy (sent on a connection given up on and
+executed after its resend), which must not apply a second time.
+
 The session key is a string named after the element's key, `keys.session_key`, so it is in the
-element's Redis Cluster slot: one small key per (element, session) holding `;<request>=<answer>`
+element's Redis Cluster slot: one small key per (element, session) holding
+`<first incomplete>` then `;<request>=<answer>`
 for each recorded request not yet known to be answered (one, when the session writes the
 element from one task; when no other request of the session is open, the script drops the
 others without parsing them), which expires when the session has not written the element for
@@ -65,11 +71,22 @@ local dref_idle = table.remove(ARGV)
 local dref_first = table.remove(ARGV)
 local dref_request = table.remove(ARGV)
 local dref_kept = ''
+local dref_floor = dref_first
 local dref_record = redis.call('GET', dref_session)
 if dref_record then
   local at = string.find(dref_record, ';' .. dref_request .. '=', 1, true)
   if at then
     return dref_answer(string.match(dref_record, '=([^;]*)', at))
+  end
+  local floor = tonumber(string.match(dref_record, '^%d+'))
+  if floor then
+    if tonumber(dref_request) < floor then
+      return redis.error_reply('DREFSTALE request ' .. dref_request ..
+        ' of this session was answered already (a delayed copy): not applied')
+    end
+    if floor > tonumber(dref_first) then
+      dref_floor = string.format('%d', floor)
+    end
   end
   if dref_first ~= dref_request then
     local first = tonumber(dref_first)
@@ -88,7 +105,7 @@ end
 local dref_result = dref_write()
 local dref_answer_now = dref_recorded(dref_result)
 if dref_answer_now then
-  local record = dref_kept .. ';' .. dref_request .. '=' .. dref_answer_now
+  local record = dref_floor .. dref_kept .. ';' .. dref_request .. '=' .. dref_answer_now
   redis.call('SET', dref_session, record, 'PX', dref_idle)
 end
 return dref_result
