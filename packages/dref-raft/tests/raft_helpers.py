@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import strategies as st
 
 from dref_raft.commands import (
@@ -29,6 +31,16 @@ from dref_raft.storage import (
     VoterStateStore,
 )
 from dref_raft.storage.layout import COMMAND_LOG_FILE, SNAPSHOT_FILE, VOTER_STATE_FILE
+
+
+def count_syncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, the descriptors of every `os.fsync` and `os.fdatasync` call, in order."""
+    calls: list[int] = []
+    for name in ("fsync", "fdatasync"):
+        real = getattr(os, name, None)
+        if real is not None:
+            monkeypatch.setattr(os, name, lambda fd, real=real: (calls.append(fd), real(fd))[1])
+    return calls
 
 
 def load_vectors(name: str) -> Any:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from raft_helpers import count_syncs
 
 from dref_raft.apply import TRUNCATE_LOG_EVERY, ReadyApplier, StoreWriter
 from dref_raft.commands import SetElement
@@ -22,7 +23,7 @@ from dref_raft.core import (
 from dref_raft.core.types import Entry, HardState
 from dref_raft.fsm import StateMachine
 from dref_raft.simulation.harness import Harness
-from dref_raft.storage import open_stores
+from dref_raft.storage import LogRecord, open_stores
 from dref_raft.storage.recovery import boot
 
 IDS = ["a", "b", "c"]
@@ -39,13 +40,13 @@ class _Recording(StoreWriter):
         self.commit_during: list[int] = []
         self.during: list[object] = []
 
-    def persist(self, ready: Ready) -> None:
+    def persist(self, ready: Ready, records: Sequence[LogRecord] | None = None) -> None:
         if ready.entries or ready.hard_state:
             self.sent_before.append([m for m in self.harness.inflight if m.sender == self.node])
             self.commit_during.append(self.harness.cores[self.node].commit)
             for hook in self.during:
                 hook()  # type: ignore[operator]
-        super().persist(ready)
+        super().persist(ready, records)
 
 
 def _record(h: Harness, node: str) -> _Recording:
@@ -153,9 +154,7 @@ def test_a_batch_with_a_commit_costs_one_fsync(
     stores = open_stores(tmp_path)
     writer = StoreWriter(stores, term=1, vote="a", commit=0)
     writer.persist(Ready(entries=(Entry(1, 1, _set(0)),), hard_state=HardState(1, "a", 0)))
-    calls: list[int] = []
-    real = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    calls = count_syncs(monkeypatch)
     batch = tuple(Entry(s, 1, _set(s)) for s in range(2, 12))
     writer.persist(Ready(entries=batch, hard_state=HardState(1, "a", 6)))
     assert len(calls) == 1

@@ -4,15 +4,25 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from raft_helpers import U63, NodeStorage, load_vectors
+from raft_helpers import U63, NodeStorage, count_syncs, load_vectors
 
-from dref_raft.storage import CommandLogStorage, CommandLogStore, CorruptStateError, LogRecord
+from dref_raft.storage import (
+    CommandLogStorage,
+    CommandLogStore,
+    CorruptStateError,
+    LogRecord,
+    media,
+)
 from dref_raft.storage.command_log import (
     decode_command_log,
     encode_log_header,
@@ -141,14 +151,7 @@ def test_group_commit_appends_many_records_with_one_fsync(
 ) -> None:
     log = CommandLogStore(tmp_path)
     log.set_commit_seq(0)
-    calls: list[int] = []
-    real_fsync = os.fsync
-
-    def counting_fsync(fd: int) -> None:
-        calls.append(fd)
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", counting_fsync)
+    calls = count_syncs(monkeypatch)
     log.append_many([LogRecord(s, b"x" * s) for s in range(1, 101)])
     assert len(calls) == 1
     log.append(101, b"y")
@@ -252,3 +255,65 @@ def test_a_corrupt_log_raises_and_is_left_untouched(
         with pytest.raises(CorruptStateError):
             write(node.command_log())
     assert node.read(COMMAND_LOG_FILE) == data
+
+
+def test_appends_reuse_one_open_file_and_follow_a_rewrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file stays open between appends (one sync each); after a rewrite (truncation)
+    appends go to the new file, and after `close` the next append opens it again."""
+    log = CommandLogStore(tmp_path)
+    log.append(1, b"a")
+    calls = count_syncs(monkeypatch)
+    opened: list[object] = []
+
+    def counting_open(*args: Any, **kwargs: Any) -> Any:
+        opened.append(args[0])
+        return open(*args, **kwargs)
+
+    monkeypatch.setattr(media, "open", counting_open, raising=False)
+    log.append(2, b"b")
+    log.append(3, b"c")
+    assert len(calls) == 2
+    assert opened == []  # the descriptor of the first append, still open
+    log.truncate_from(3)  # a rewrite: renames a new file over the old one
+    log.append(3, b"C")
+    log.truncate_through(1)
+    log.append(4, b"d")
+    log.close()
+    log.append(5, b"e")
+    log.close()
+    assert CommandLogStore(tmp_path).load().records == (
+        LogRecord(2, b"b"),
+        LogRecord(3, b"C"),
+        LogRecord(4, b"d"),
+        LogRecord(5, b"e"),
+    )
+
+
+def test_close_waits_for_an_append_running_in_another_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver closes the log while a worker thread may still be syncing an append: the
+    close waits, and the append completes on the descriptor it started with."""
+    log = CommandLogStore(tmp_path)
+    log.append(1, b"a")
+    syncing, release = threading.Event(), threading.Event()
+    real = getattr(os, "fdatasync", os.fsync)
+
+    def slow_sync(fd: int) -> None:
+        syncing.set()
+        assert release.wait(10)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync" if hasattr(os, "fdatasync") else "fsync", slow_sync)
+    with ThreadPoolExecutor(2) as pool:
+        append = pool.submit(log.append, 2, b"b")
+        assert syncing.wait(10)
+        close = pool.submit(log.close)
+        with pytest.raises(FuturesTimeout):
+            close.result(timeout=0.05)  # still blocked behind the append
+        release.set()
+        append.result(timeout=10)
+        close.result(timeout=10)
+    assert [r.seq for r in CommandLogStore(tmp_path).load().records] == [1, 2]

@@ -54,6 +54,7 @@ __all__ = [
     "ReadyApplier",
     "ReadyEffects",
     "StoreWriter",
+    "log_records",
 ]
 
 #: What only a leader sends, and may send before its own persist finishes (step 0): none of
@@ -87,6 +88,17 @@ class ReadyEffects(Protocol):
         """The role, term or known leader changed."""
 
 
+def log_records(ready: Ready) -> tuple[LogRecord, ...]:
+    """`ready`'s entries as the command log's records (the commands' wire bytes)."""
+    return tuple(
+        LogRecord(
+            e.seq,
+            encode_command(e.command, term=e.term if isinstance(e.command, StartNewTerm) else None),
+        )
+        for e in ready.entries
+    )
+
+
 class StoreWriter:
     """Step 1 against a node's three stores (None: a node that persists nothing).
 
@@ -100,8 +112,11 @@ class StoreWriter:
         self._saved_commit = commit
         self._snapshots_saved = 0
 
-    def persist(self, ready: Ready) -> None:
+    def persist(self, ready: Ready, records: Sequence[LogRecord] | None = None) -> None:
         """Save `ready`'s snapshot, truncation, entries and hard state, in that order.
+
+        `records` is `log_records(ready)` when the caller encoded them already (a driver does,
+        on its own thread, so that the worker thread only writes and syncs).
 
         Each file written is fsync'ed once. The commit seq alone is written without an fsync
         of its own, after the entries: it becomes durable with the log's next append (or a
@@ -126,15 +141,7 @@ class StoreWriter:
         if ready.truncate_from is not None:
             log.truncate_from(ready.truncate_from)
         if ready.entries:
-            log.append_many(
-                LogRecord(
-                    e.seq,
-                    encode_command(
-                        e.command, term=e.term if isinstance(e.command, StartNewTerm) else None
-                    ),
-                )
-                for e in ready.entries
-            )
+            log.append_many(log_records(ready) if records is None else records)
         hard = ready.hard_state
         if hard is not None and (hard.term, hard.vote) != self._saved_voter:
             stores.voter_state.save(VoterState(hard.term, hard.vote))
@@ -236,9 +243,10 @@ class ReadyApplier:
             self._sent_early = ready
             self.effects.send(early)
 
-    def persist(self, ready: Ready) -> None:
-        """Step 1 (blocking; safe in a worker thread while the core waits)."""
-        self.writer.persist(ready)
+    def persist(self, ready: Ready, records: Sequence[LogRecord] | None = None) -> None:
+        """Step 1 (blocking; safe in a worker thread while the core waits); `records`: see
+        `StoreWriter.persist`."""
+        self.writer.persist(ready, records)
 
     def carry_out(self, ready: Ready) -> None:
         """Every step after persisting, ending with `advance`."""

@@ -39,7 +39,7 @@ from dref.errors import (
     NotLeaderError,
     QuorumLostError,
 )
-from dref_raft.apply import ReadyApplier, StoreWriter
+from dref_raft.apply import ReadyApplier, StoreWriter, log_records
 from dref_raft.bulk import release_in_slices
 from dref_raft.commands import (
     Command,
@@ -307,6 +307,9 @@ class RaftNode:
         self._fail_all(ClosedError(f"raft node {self.id} stopped"))
         self.hub.close()
         self.snapshots.aclose()
+        stores = self._applier.writer.stores
+        if stores is not None:  # waits for a write still running in its thread
+            await asyncio.to_thread(stores.command_log.close)
 
     @property
     def closed(self) -> bool:
@@ -724,7 +727,9 @@ class RaftNode:
                 while (ready := applier.next_ready()) is not None:
                     applier.send_early(ready)
                     if applier.must_persist(ready):
-                        await asyncio.to_thread(applier.persist, ready)
+                        # Encoded here: the worker thread only writes and syncs (no GIL needed).
+                        records = log_records(ready)
+                        await asyncio.to_thread(applier.persist, ready, records)
                     else:
                         applier.persist(ready)  # at most a commit seq: no fsync
                     applier.carry_out(ready)

@@ -164,6 +164,10 @@ class CommandLogStorage(Protocol):
         """Drop records with seq >= `seq` (uncommitted suffix); commit_seq unchanged."""
         ...
 
+    def close(self) -> None:
+        """Close the file kept open between appends (a later write opens it again)."""
+        ...
+
 
 class _CommandLogStoreBase:
     def __init__(self, medium: Medium) -> None:
@@ -240,6 +244,10 @@ class _CommandLogStoreBase:
                 f"(commit_seq {contents.commit_seq}, seqs {committed[0]}..{committed[-1]})"
             )
         self._rewrite(contents.commit_seq, [r for r in contents.records if r.seq < seq])
+
+    def close(self) -> None:
+        """Close the file kept open between appends (a later write opens it again)."""
+        self._medium.close()
 
     def _read(self) -> LogContents:
         data = self._medium.read()

@@ -4,13 +4,17 @@ File durability (docs/protocol.md#storage-common, plus the directory fsync upstr
 
 * `replace` writes `<name>.tmp`, fsyncs it, renames it over `<name>`, then fsyncs the directory,
   so after a crash the file holds either the old or the new bytes, and the rename survives;
-* `append_at` changes the file in place and fsyncs before it returns; so does `write_at`, unless
-  called with `sync=False` (the bytes then become durable with the file's next fsync).
+* `append_at` changes the file in place and syncs it (`fdatasync`: the data and the size)
+  before it returns; so does `write_at`, unless called with `sync=False` (the bytes then become
+  durable with the file's next sync).
 """
 
 from __future__ import annotations
 
+import io
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -45,12 +49,23 @@ class Medium(Protocol):
         """Drop everything from `offset` on, then write `data` there: one durable append."""
         ...
 
+    def close(self) -> None:
+        """Release what is kept open between writes (writing again reopens it)."""
+        ...
+
 
 class FileMedium:
-    """A file on disk, written durably."""
+    """A file on disk, written durably.
+
+    `write_at` and `append_at` keep the file open between calls (one `os.write` and one
+    `fdatasync` per append, no open/close); `replace` and `close` drop that descriptor. A lock
+    serialises them, so `close` from one thread waits for a write in another to finish.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._file: io.FileIO | None = None
+        self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -63,26 +78,29 @@ class FileMedium:
             return None
 
     def replace(self, data: bytes) -> None:
-        _ensure_directory(self.path.parent)
-        tmp = self.path.with_name(self.path.name + TMP_SUFFIX)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        _fsync_directory(self.path.parent)
+        with self._lock:
+            self._close()  # the open descriptor would keep writing the replaced file
+            _ensure_directory(self.path.parent)
+            tmp = self.path.with_name(self.path.name + TMP_SUFFIX)
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            _fsync_directory(self.path.parent)
 
     def write_at(self, offset: int, data: bytes, *, sync: bool = True) -> None:
-        with open(self.path, "r+b") as f:
+        with self._lock:
+            f = self._open()
             f.seek(offset)
-            f.write(data)
-            f.flush()
+            _write_all(f, data)
             if sync:
-                os.fsync(f.fileno())
+                _datasync(f.fileno())
 
     def append_at(self, offset: int, data: bytes) -> None:
-        with open(self.path, "r+b") as f:
-            size = f.seek(0, os.SEEK_END)
+        with self._lock:
+            f = self._open()
+            size = os.fstat(f.fileno()).st_size
             if size < offset:
                 raise CorruptStateError(
                     self.name, size, f"the file shrank to {size} bytes while in use"
@@ -90,9 +108,40 @@ class FileMedium:
             if size > offset:
                 f.truncate(offset)  # a torn record left by a crash: never acknowledged
             f.seek(offset)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            _write_all(f, data)
+            _datasync(f.fileno())  # also makes the new size durable
+
+    def close(self) -> None:
+        """Close the descriptor kept open for writes (the next write opens it again)."""
+        with self._lock:
+            self._close()
+
+    def _open(self) -> io.FileIO:
+        if self._file is None:
+            self._file = open(self.path, "r+b", buffering=0)  # noqa: SIM115 (kept open)
+        return self._file
+
+    def _close(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
+
+
+def _write_all(f: io.FileIO, data: bytes) -> None:
+    """Write all of `data` to an unbuffered file (a raw write may write less)."""
+    view = memoryview(data)
+    while view:
+        written = f.write(view)
+        if not written:  # None: cannot happen on a blocking file
+            raise OSError(f"writing {f.name}: no progress")
+        view = view[written:]
+
+
+def _datasync(fd: int) -> None:
+    """Flush a file's data and the metadata needed to read it back (its size), not its times:
+    enough for writes into an existing file. `fsync` where `fdatasync` is missing (macOS)."""
+    sync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+    sync(fd)
 
 
 class MemoryMedium:
@@ -125,6 +174,9 @@ class MemoryMedium:
                 self.name, len(current), f"the content shrank to {len(current)} bytes while in use"
             )
         self.data = current[:offset] + data
+
+    def close(self) -> None:
+        """Nothing is kept open."""
 
     def _existing(self) -> bytes:
         if self.data is None:
