@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import heapq
 import itertools
 import logging
@@ -88,6 +89,7 @@ from dref_raft.fsm import (
     StateMachine,
     snapshot_of_state,
 )
+from dref_raft.member.disk_thread import DiskThread
 from dref_raft.member.snapshot_transfer import SnapshotTransfer
 from dref_raft.member.turns import TurnWaiters
 from dref_raft.ops import wall_clock_ms
@@ -254,6 +256,8 @@ class RaftNode:
         self._applier = ReadyApplier(
             self.core, self.machine, writer, self, snapshot_every=config.snapshot_every
         )
+        self._disk = DiskThread(f"dref-raft-disk:{self.id}")
+        """Runs the driver's blocking writes (`persist`), one at a time."""
         self._driver: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
         #: The snapshot being taken in the background, and one taken, saved, not yet compacted.
@@ -307,9 +311,8 @@ class RaftNode:
         self._fail_all(ClosedError(f"raft node {self.id} stopped"))
         self.hub.close()
         self.snapshots.aclose()
-        stores = self._applier.writer.stores
-        if stores is not None:  # waits for a write still running in its thread
-            await asyncio.to_thread(stores.command_log.close)
+        stores = self._applier.writer.stores  # after a write still running in the thread:
+        await self._disk.close(stores.command_log.close if stores is not None else None)
 
     @property
     def closed(self) -> bool:
@@ -729,7 +732,7 @@ class RaftNode:
                     if applier.must_persist(ready):
                         # Encoded here: the worker thread only writes and syncs (no GIL needed).
                         records = log_records(ready)
-                        await asyncio.to_thread(applier.persist, ready, records)
+                        await self._disk.run(functools.partial(applier.persist, ready, records))
                     else:
                         applier.persist(ready)  # at most a commit seq: no fsync
                     applier.carry_out(ready)
@@ -739,7 +742,9 @@ class RaftNode:
                     data, self._compacted = self._compacted, None
                     self.core.compact(data.last_seq, data)
                     if applier.writer.stores is not None:
-                        await asyncio.to_thread(applier.writer.drop_log_through, data.last_seq)
+                        await self._disk.run(
+                            functools.partial(applier.writer.drop_log_through, data.last_seq)
+                        )
                 if self._compaction is None and (point := applier.compaction_due()) is not None:
                     # A point-in-time copy now; sorted, encoded and saved in a worker thread.
                     task = asyncio.create_task(self._compact(*point, self.machine.copy_state()))

@@ -92,8 +92,7 @@ class FileMedium:
     def write_at(self, offset: int, data: bytes, *, sync: bool = True) -> None:
         with self._lock:
             f = self._open()
-            f.seek(offset)
-            _write_all(f, data)
+            _write_at(f, offset, data)
             if sync:
                 _datasync(f.fileno())
 
@@ -107,8 +106,7 @@ class FileMedium:
                 )
             if size > offset:
                 f.truncate(offset)  # a torn record left by a crash: never acknowledged
-            f.seek(offset)
-            _write_all(f, data)
+            _write_at(f, offset, data)
             _datasync(f.fileno())  # also makes the new size durable
 
     def close(self) -> None:
@@ -127,14 +125,22 @@ class FileMedium:
             file.close()
 
 
-def _write_all(f: io.FileIO, data: bytes) -> None:
-    """Write all of `data` to an unbuffered file (a raw write may write less)."""
+def _write_at(f: io.FileIO, offset: int, data: bytes) -> None:
+    """Write all of `data` at `offset` (one `pwrite` where there is one: each system call of
+    a worker thread takes the GIL back from the event loop afterwards)."""
     view = memoryview(data)
     while view:
-        written = f.write(view)
-        if not written:  # None: cannot happen on a blocking file
-            raise OSError(f"writing {f.name}: no progress")
-        view = view[written:]
+        if _pwrite is not None:
+            written = _pwrite(f.fileno(), view, offset)
+        else:
+            f.seek(offset)
+            written = f.write(view) or 0  # None only for a non-blocking file
+        if not written:
+            raise OSError(f"writing {f.name}: no progress at offset {offset}")
+        view, offset = view[written:], offset + written
+
+
+_pwrite: Callable[[int, memoryview, int], int] | None = getattr(os, "pwrite", None)
 
 
 def _datasync(fd: int) -> None:
