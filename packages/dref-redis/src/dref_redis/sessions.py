@@ -37,6 +37,7 @@ keys.
 
 from __future__ import annotations
 
+import re
 import secrets
 
 __all__ = ["WriteSession", "with_session"]
@@ -72,15 +73,34 @@ local dref_first = table.remove(ARGV)
 local dref_request = table.remove(ARGV)
 local dref_kept = ''
 local dref_floor = dref_first
-local dref_record = redis.call('GET', dref_session)
+local dref_record, dref_new
+if dref_guess and dref_first == dref_request then
+  dref_new = dref_request .. ';' .. dref_request .. '=' .. dref_guess
+  dref_record = redis.call('SET', dref_session, dref_new, 'PX', dref_idle, 'GET')
+else
+  dref_record = redis.call('GET', dref_session)
+end
+local function dref_restore()
+  if dref_record then
+    redis.call('SET', dref_session, dref_record, 'PX', dref_idle)
+  else
+    redis.call('DEL', dref_session)
+  end
+end
 if dref_record then
   local at = string.find(dref_record, ';' .. dref_request .. '=', 1, true)
   if at then
+    if dref_new then
+      dref_restore()
+    end
     return dref_answer(string.match(dref_record, '=([^;]*)', at))
   end
   local floor = tonumber(string.match(dref_record, '^%d+'))
   if floor then
     if tonumber(dref_request) < floor then
+      if dref_new then
+        dref_restore()
+      end
       return redis.error_reply('DREFSTALE request ' .. dref_request ..
         ' of this session was answered already (a delayed copy): not applied')
     end
@@ -102,20 +122,47 @@ local function dref_write()
 
 _EPILOGUE = """
 end
-local dref_result = dref_write()
+local dref_result
+if dref_new then
+  local ok
+  ok, dref_result = pcall(dref_write)
+  if not ok then
+    dref_restore()
+    error(dref_result, 0)
+  end
+else
+  dref_result = dref_write()
+end
 local dref_answer_now = dref_recorded(dref_result)
-if dref_answer_now then
-  local record = dref_floor .. dref_kept .. ';' .. dref_request .. '=' .. dref_answer_now
-  redis.call('SET', dref_session, record, 'PX', dref_idle)
+if dref_answer_now ~= (dref_new and dref_guess) then
+  if dref_answer_now then
+    local record = dref_floor .. dref_kept .. ';' .. dref_request .. '=' .. dref_answer_now
+    redis.call('SET', dref_session, record, 'PX', dref_idle)
+  elseif dref_new then
+    dref_restore()
+  end
 end
 return dref_result
 """
 
+_ANSWER = re.compile(r"\{?(-?\d+(,-?\d+)*)?")
 
-def with_session(source: str) -> str:
+
+def with_session(source: str, applied: str | None = None) -> str:
     """`source` (a write script) that answers a duplicate of an applied request with its
-    recorded answer."""
-    return _PROLOGUE + source + _EPILOGUE
+    recorded answer.
+
+    `applied` is the recorded form of the answer `source` gives whenever it applies (`"1"` for
+    1, `"{"` for `{1}`), when it is always the same: then the record is written and the old
+    one read in one `SET … PX … GET` (Redis ≥ 6.2) before the write, and put back when the
+    write did not apply. `None`: one `GET` before and one `SET … PX` after the write."""
+    if applied is None:
+        guess = "false"
+    elif _ANSWER.fullmatch(applied) and applied not in ("", "0"):
+        guess = f"'{applied}'"
+    else:
+        raise ValueError(f"applied: {applied!r} is not a recorded answer of a write that applied")
+    return f"local dref_guess = {guess}" + _PROLOGUE + source + _EPILOGUE
 
 
 class WriteSession:
