@@ -15,7 +15,7 @@ from redis_procs import RedisServer
 
 from dref.errors import BackendUnavailableError
 from dref_compat.conformance import eventually
-from dref_redis import RedisBackend
+from dref_redis import RedisBackend, sessions
 from dref_redis.keys import CHANNEL, fence_key, is_companion, session_key
 
 
@@ -153,6 +153,32 @@ async def test_a_write_that_raises_leaves_the_record_as_it_was(
     assert await swap_value(b"x", b"y", 5) == [1]  # the resend: evaluated, and applied now
     assert await raw.get(key) == b"y"
     assert await raw.get(keys[1]) == b"5;5={"
+
+
+async def test_an_applied_answer_other_than_the_expected_one_is_recorded(
+    raw: aioredis.Redis,
+) -> None:
+    """A write expected to answer {1, 0} when it applies that answers {1, 5} (a fair swap with
+    waiters ahead) records {1, 5}; a failed one leaves the old record."""
+    script = raw.register_script(
+        sessions.with_session("return {tonumber(ARGV[1]), tonumber(ARGV[2])}", applied="{0")
+    )
+    key = element().encode()
+    keys = [key, session_key(key, b"ab" * 16)]
+
+    async def send(applied: bytes, ahead: bytes, request: int) -> Any:
+        number = b"%d" % request
+        return await script(keys=keys, args=[applied, ahead, number, number, b"60000"])
+
+    assert await send(b"1", b"0", 3) == [1, 0]
+    assert await raw.get(keys[1]) == b"3;3={0"
+    assert await send(b"1", b"5", 4) == [1, 5]
+    assert await raw.get(keys[1]) == b"4;4={5"
+    assert await send(b"1", b"0", 4) == [1, 5]  # a duplicate: the recorded answer
+    assert await send(b"0", b"0", 5) == [0, 0]  # not applied: nothing recorded
+    assert await raw.get(keys[1]) == b"4;4={5"
+    with pytest.raises(ValueError, match="applied"):
+        sessions.with_session("return 1", applied="0")
 
 
 @pytest.mark.parametrize(

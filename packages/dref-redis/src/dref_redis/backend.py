@@ -226,7 +226,8 @@ class RedisBackend(Backend):
         self._set_if_not_exist = write(scripts.SET_IF_NOT_EXIST, applied="1")
         self._delete = write(scripts.DELETE, applied="1")
         self._cas = write(scripts.COMPARE_AND_SET, applied="{")
-        self._fair_cas = write(scripts.FAIR_COMPARE_AND_SET)  # {1, waiters ahead}
+        # {1, waiters ahead}: {1, 0} when nobody waits (another answer is recorded after it).
+        self._fair_cas = write(scripts.FAIR_COMPARE_AND_SET, applied="{0")
         self._fenced_set = write(scripts.FENCED_SET, applied="{")
         self._fenced_cas = write(scripts.FENCED_COMPARE_AND_SET, applied="{")
         self._fenced_delete = write(scripts.FENCED_DELETE, applied="{")

@@ -11,6 +11,15 @@ incomplete request number and the idle time in ms (last three ARGV entries) — 
   drops the records below the first incomplete request (their answers have arrived) and sets
   the session key to expire after the idle time: one `GET` and one `SET … PX` more per write.
 
+When the write's answer when it applies is known beforehand (`applied`: 1 for a `set`, `{1}`
+for a swap; not a lock's fence) and no other request of the session is open, the new record does not
+depend on the old one, so the wrapper writes it and reads the old one in one
+`SET … PX … GET` (Redis >= 6.2) before the write: one call more per write instead of two. It
+puts the old record back (`SET … PX`, or `DEL` when there was none) when the old one shows a
+duplicate or a delayed copy, when the write did not apply, and when the write raised an error
+(the wrapper runs it under `pcall` and raises the error again), so what it leaves is what the
+two-call path leaves, except that a kept record's expiry restarts.
+
 Only what a duplicate needs is recorded: a write that did not apply (a failed compare, a held
 lock, a stale fence) changed nothing, so its resend is evaluated again, which is as valid an
 answer as the first one's; nothing is written for it. A write script's result therefore says
@@ -67,10 +76,19 @@ local function dref_answer(record)
   end
   return result
 end
-local dref_session = table.remove(KEYS)
-local dref_idle = table.remove(ARGV)
-local dref_first = table.remove(ARGV)
-local dref_request = table.remove(ARGV)
+-- Decimal numbers without leading zeros, compared without converting them (strtod).
+local function dref_below(a, b)
+  return #a < #b or (#a == #b and a < b)
+end
+local dref_keys, dref_args = #KEYS, #ARGV
+local dref_session = KEYS[dref_keys]
+local dref_request = ARGV[dref_args - 2]
+local dref_first = ARGV[dref_args - 1]
+local dref_idle = ARGV[dref_args]
+KEYS[dref_keys] = nil
+ARGV[dref_args] = nil
+ARGV[dref_args - 1] = nil
+ARGV[dref_args - 2] = nil
 local dref_kept = ''
 local dref_floor = dref_first
 local dref_record, dref_new
@@ -95,17 +113,17 @@ if dref_record then
     end
     return dref_answer(string.match(dref_record, '=([^;]*)', at))
   end
-  local floor = tonumber(string.match(dref_record, '^%d+'))
+  local floor = string.match(dref_record, '^%d+')
   if floor then
-    if tonumber(dref_request) < floor then
+    if dref_below(dref_request, floor) then
       if dref_new then
         dref_restore()
       end
       return redis.error_reply('DREFSTALE request ' .. dref_request ..
         ' of this session was answered already (a delayed copy): not applied')
     end
-    if floor > tonumber(dref_first) then
-      dref_floor = string.format('%d', floor)
+    if dref_below(dref_first, floor) then
+      dref_floor = floor
     end
   end
   if dref_first ~= dref_request then
@@ -152,10 +170,11 @@ def with_session(source: str, applied: str | None = None) -> str:
     """`source` (a write script) that answers a duplicate of an applied request with its
     recorded answer.
 
-    `applied` is the recorded form of the answer `source` gives whenever it applies (`"1"` for
-    1, `"{"` for `{1}`), when it is always the same: then the record is written and the old
-    one read in one `SET … PX … GET` (Redis ≥ 6.2) before the write, and put back when the
-    write did not apply. `None`: one `GET` before and one `SET … PX` after the write."""
+    `applied` is the recorded form of the answer `source` gives when it applies (`"1"` for
+    1, `"{"` for `{1}`, `"{0"` for `{1, 0}`), when that is (nearly) always the same: then the
+    record is written and the old one read in one `SET … PX … GET` (Redis ≥ 6.2) before the
+    write, put back when the write did not apply and rewritten when it applied with another
+    answer. `None`: one `GET` before and one `SET … PX` after the write."""
     if applied is None:
         guess = "false"
     elif _ANSWER.fullmatch(applied) and applied not in ("", "0"):
