@@ -102,6 +102,27 @@ async def test_records_of_open_requests_are_kept_until_answered(
 
 
 @RECORD_PATHS
+async def test_a_request_begun_later_that_ran_first_keeps_its_record(
+    redis_server: RedisServer, open_backend: Callable[..., Any], raw: aioredis.Redis, swap: bool
+) -> None:
+    """Request 11 began while 10 was open but ran first: 10 (which began alone) keeps 11's
+    record, so a resend of 11 is answered, not applied again."""
+    backend = await open_with(open_backend, redis_server.url, swap, history=0)
+    key = element().encode()
+    keys = [key, session_key(key, b"ab" * 16)]
+
+    async def send(value: bytes, request: int, first: int) -> Any:
+        args = [value, b"", b"payload", CHANNEL.encode(), b"%d" % request, b"%d" % first]
+        return await backend._set.routed(keys=keys, args=[*args, b"60000"])
+
+    assert await send(b"b", 11, 10) == 1
+    assert await send(b"a", 10, 10) == 1
+    assert await raw.get(keys[1]) == b"10;11=1;10=1"
+    assert await send(b"b", 11, 10) == 1  # a resend of 11: answered, not applied
+    assert await raw.get(key) == b"a"
+
+
+@RECORD_PATHS
 async def test_a_delayed_copy_of_an_answered_request_is_refused(
     redis_server: RedisServer, open_backend: Callable[..., Any], raw: aioredis.Redis, swap: bool
 ) -> None:

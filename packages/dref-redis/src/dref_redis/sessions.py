@@ -36,8 +36,8 @@ The session key is a string named after the element's key, `keys.session_key`, s
 element's Redis Cluster slot: one small key per (element, session) holding
 `<first incomplete>` then `;<request>=<answer>`
 for each recorded request not yet known to be answered (one, when the session writes the
-element from one task; when no other request of the session is open, the script drops the
-others without parsing them), which expires when the session has not written the element for
+element from one task; the usual record of one request below the current one is dropped
+without parsing it), which expires when the session has not written the element for
 `session_idle`. The wrapper removes its extra arguments before the write runs, so the write sees
 exactly its own KEYS and ARGV (and the history stream of `dref_redis.revisions` stays their last
 entry). Upstream's keys and notifications are unchanged; upstream clients never read session
@@ -126,7 +126,12 @@ if dref_record then
       dref_floor = floor
     end
   end
-  if dref_first ~= dref_request then
+  -- Keep the records from the first incomplete request up (requests begun after this one may
+  -- have run first); the usual `<f>;<f>=<answer>` with f below the first is dropped unparsed.
+  local only_floor = floor and dref_below(floor, dref_first) and
+    not string.find(dref_record, ';', #floor + 2, true) and
+    string.sub(dref_record, #floor + 2, 2 * #floor + 2) == floor .. '='
+  if not only_floor then
     local first = tonumber(dref_first)
     for request, answer in string.gmatch(dref_record, ';(%d+)=([^;]*)') do
       if tonumber(request) >= first then
@@ -152,7 +157,7 @@ else
   dref_result = dref_write()
 end
 local dref_answer_now = dref_recorded(dref_result)
-if dref_answer_now ~= (dref_new and dref_guess) then
+if dref_answer_now ~= (dref_new and dref_guess) or (dref_answer_now and dref_kept ~= '') then
   if dref_answer_now then
     local record = dref_floor .. dref_kept .. ';' .. dref_request .. '=' .. dref_answer_now
     redis.call('SET', dref_session, record, 'PX', dref_idle)
