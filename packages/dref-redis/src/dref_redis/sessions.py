@@ -12,9 +12,11 @@ incomplete request number and the idle time in ms (last three ARGV entries) — 
   the session key to expire after the idle time: one `GET` and one `SET … PX` more per write.
 
 When the write's answer when it applies is known beforehand (`applied`: 1 for a `set`, `{1}`
-for a swap; not a lock's fence) and no other request of the session is open, the new record does not
-depend on the old one, so the wrapper writes it and reads the old one in one
-`SET … PX … GET` (Redis >= 6.2) before the write: one call more per write instead of two. It
+for a swap; not a lock's fence) and no other request of the session was open when this one
+began, the new record usually does not depend on the old one, so the wrapper writes it and
+reads the old one in one `SET … PX … GET` (Redis >= 6.2) before the write: one call more per
+write instead of two. When the old record holds requests begun after this one that ran first,
+the record with them kept is written again after the write. It
 puts the old record back (`SET … PX`, or `DEL` when there was none) when the old one shows a
 duplicate or a delayed copy, when the write did not apply, and when the write raised an error
 (the wrapper runs it under `pcall` and raises the error again), so what it leaves is what the
