@@ -15,7 +15,7 @@ from redis_procs import RedisServer
 
 from dref.errors import BackendUnavailableError
 from dref_compat.conformance import eventually
-from dref_redis import RedisBackend
+from dref_redis import RedisBackend, sessions
 from dref_redis.keys import CHANNEL, fence_key, is_companion, session_key
 
 
@@ -30,10 +30,27 @@ def element() -> str:
     return f"sessions:{uuid.uuid4().hex}"
 
 
+# How the record is read and written: one `SET … GET` (Redis >= 6.2, this server) or `GET`
+# then `SET` (older servers).
+RECORD_PATHS = pytest.mark.parametrize("swap", [True, False], ids=["set-get", "get-then-set"])
+
+
+async def open_with(
+    open_backend: Callable[..., Any], url: str, swap: bool, **settings: Any
+) -> RedisBackend:
+    backend: RedisBackend = await open_backend(url, **settings)
+    assert backend._swap_records  # redis-server >= 6.2
+    if not swap:
+        backend._swap_records = False
+        backend._build_writes()
+    return backend
+
+
+@RECORD_PATHS
 async def test_a_duplicate_request_returns_the_recorded_result_without_applying(
-    redis_server: RedisServer, open_backend: Callable[..., Any], raw: aioredis.Redis
+    redis_server: RedisServer, open_backend: Callable[..., Any], raw: aioredis.Redis, swap: bool
 ) -> None:
-    backend: RedisBackend = await open_backend(redis_server.url, history=0)
+    backend = await open_with(open_backend, redis_server.url, swap, history=0)
     name = element()
     key = name.encode()
     session = b"ab" * 16
@@ -60,12 +77,13 @@ async def test_a_duplicate_request_returns_the_recorded_result_without_applying(
     assert await raw.get(keys[1]) == b"8;8=1"
 
 
+@RECORD_PATHS
 async def test_records_of_open_requests_are_kept_until_answered(
-    redis_server: RedisServer, open_backend: Callable[..., Any], raw: aioredis.Redis
+    redis_server: RedisServer, open_backend: Callable[..., Any], raw: aioredis.Redis, swap: bool
 ) -> None:
     """Requests of one session in flight together on one element: each keeps its record while
     an older one is open, and a resend of any of them is answered from it."""
-    backend: RedisBackend = await open_backend(redis_server.url, history=0)
+    backend = await open_with(open_backend, redis_server.url, swap, history=0)
     key = element().encode()
     keys = [key, session_key(key, b"cd" * 16)]
     script = backend._set.routed
@@ -83,12 +101,34 @@ async def test_records_of_open_requests_are_kept_until_answered(
     assert await raw.get(keys[1]) == b"11;11=1;12=1"
 
 
+@RECORD_PATHS
+async def test_a_request_begun_later_that_ran_first_keeps_its_record(
+    redis_server: RedisServer, open_backend: Callable[..., Any], raw: aioredis.Redis, swap: bool
+) -> None:
+    """Request 11 began while 10 was open but ran first: 10 (which began alone) keeps 11's
+    record, so a resend of 11 is answered, not applied again."""
+    backend = await open_with(open_backend, redis_server.url, swap, history=0)
+    key = element().encode()
+    keys = [key, session_key(key, b"ab" * 16)]
+
+    async def send(value: bytes, request: int, first: int) -> Any:
+        args = [value, b"", b"payload", CHANNEL.encode(), b"%d" % request, b"%d" % first]
+        return await backend._set.routed(keys=keys, args=[*args, b"60000"])
+
+    assert await send(b"b", 11, 10) == 1
+    assert await send(b"a", 10, 10) == 1
+    assert await raw.get(keys[1]) == b"10;11=1;10=1"
+    assert await send(b"b", 11, 10) == 1  # a resend of 11: answered, not applied
+    assert await raw.get(key) == b"a"
+
+
+@RECORD_PATHS
 async def test_a_delayed_copy_of_an_answered_request_is_refused(
-    redis_server: RedisServer, open_backend: Callable[..., Any], raw: aioredis.Redis
+    redis_server: RedisServer, open_backend: Callable[..., Any], raw: aioredis.Redis, swap: bool
 ) -> None:
     """A copy of request 10 that runs after 10 was answered and its record dropped (sent on a
     connection given up on, executed after its resend) applies nothing a second time."""
-    backend: RedisBackend = await open_backend(redis_server.url, history=0)
+    backend = await open_with(open_backend, redis_server.url, swap, history=0)
     key = element().encode()
     keys = [key, session_key(key, b"ef" * 16)]
     script = backend._set.routed
@@ -104,6 +144,90 @@ async def test_a_delayed_copy_of_an_answered_request_is_refused(
         await send(b"a", 10, 10)  # the delayed copy
     assert await raw.get(key) == b"b"  # not set back to a
     assert await raw.get(keys[1]) == b"11;11=1"
+
+
+@RECORD_PATHS
+async def test_a_write_that_raises_leaves_the_record_as_it_was(
+    redis_server: RedisServer, open_backend: Callable[..., Any], raw: aioredis.Redis, swap: bool
+) -> None:
+    """A write that fails with an error reply (a wrong type) applied nothing: its resend is
+    evaluated again, not answered as applied, and the session's older record is kept."""
+    backend = await open_with(open_backend, redis_server.url, swap, history=0)
+    key = element().encode()
+    keys = [key, session_key(key, b"ab" * 16)]
+
+    async def swap_value(expected: bytes, value: bytes, request: int) -> Any:
+        number = b"%d" % request
+        args = [expected, value, b"", b"payload", CHANNEL.encode(), number, number, b"60000"]
+        return await backend._cas.routed(keys=keys, args=args)
+
+    await backend._set.routed(
+        keys=keys, args=[b"x", b"", b"payload", CHANNEL.encode(), b"4", b"4", b"60000"]
+    )
+    await raw.delete(key)
+    await raw.hset(key, "field", "value")  # not a string: the swap's GET raises WRONGTYPE
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await swap_value(b"x", b"y", 5)
+    assert await raw.get(keys[1]) == b"4;4=1"
+    await raw.delete(key)
+    await raw.set(key, b"x")
+    assert await swap_value(b"x", b"y", 5) == [1]  # the resend: evaluated, and applied now
+    assert await raw.get(key) == b"y"
+    assert await raw.get(keys[1]) == b"5;5={"
+
+
+async def test_an_applied_answer_other_than_the_expected_one_is_recorded(
+    raw: aioredis.Redis,
+) -> None:
+    """A write expected to answer {1, 0} when it applies that answers {1, 5} (a fair swap with
+    waiters ahead) records {1, 5}; a failed one leaves the old record."""
+    script = raw.register_script(
+        sessions.with_session("return {tonumber(ARGV[1]), tonumber(ARGV[2])}", applied="{0")
+    )
+    key = element().encode()
+    keys = [key, session_key(key, b"ab" * 16)]
+
+    async def send(applied: bytes, ahead: bytes, request: int) -> Any:
+        number = b"%d" % request
+        return await script(keys=keys, args=[applied, ahead, number, number, b"60000"])
+
+    assert await send(b"1", b"0", 3) == [1, 0]
+    assert await raw.get(keys[1]) == b"3;3={0"
+    assert await send(b"1", b"5", 4) == [1, 5]
+    assert await raw.get(keys[1]) == b"4;4={5"
+    assert await send(b"1", b"0", 4) == [1, 5]  # a duplicate: the recorded answer
+    assert await send(b"0", b"0", 5) == [0, 0]  # not applied: nothing recorded
+    assert await raw.get(keys[1]) == b"4;4={5"
+    with pytest.raises(ValueError, match="applied"):
+        sessions.with_session("return 1", applied="0")
+
+
+@pytest.mark.parametrize(
+    ("info", "swap"),
+    [
+        ({"redis_version": "6.0.16"}, False),
+        ({"redis_version": "6.2.0"}, True),
+        ({"redis_version": "7.4.1"}, True),
+        ({"redis_version": "unknown"}, False),
+        ({"a:1": {"redis_version": "7.0.15"}, "b:2": {"redis_version": "6.0.9"}}, False),
+        ({"a:1": {"redis_version": "7.0.15"}, "b:2": {"redis_version": "7.2.4"}}, True),
+        (ResponseError("unknown command 'INFO'"), False),
+    ],
+)
+async def test_records_are_swapped_in_one_call_only_where_the_server_has_set_get(
+    backend: RedisBackend, info: object, swap: bool
+) -> None:
+    """`SET … GET` needs Redis 6.2; older servers (or one that hides its version) get the
+    two-call path."""
+
+    async def server_command(*args: str) -> Any:
+        assert args == ("INFO", "server")
+        if isinstance(info, Exception):
+            raise info
+        return info
+
+    backend._server_command = server_command  # type: ignore[method-assign]
+    assert await backend._server_has_set_get() is swap
 
 
 async def test_recorded_answers_keep_fences_and_tables(

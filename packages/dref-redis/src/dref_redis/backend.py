@@ -69,6 +69,14 @@ class _Script(NamedTuple):
     """A write recording its result in the session's key (`dref_redis.sessions`)."""
 
 
+def _at_least(version: str, oldest: tuple[int, int]) -> bool:
+    """Whether a `redis_version` such as "7.0.15" is `oldest` or newer (False when unreadable)."""
+    parts = version.split(".")[:2]
+    if len(parts) < 2 or not all(part.isdigit() for part in parts):
+        return False
+    return (int(parts[0]), int(parts[1])) >= oldest
+
+
 def _px(ttl: float | None) -> bytes:
     """A TTL in seconds as the PX milliseconds argument of the scripts (b"" = no expiry)."""
     if ttl is None:
@@ -136,21 +144,10 @@ class RedisBackend(Backend):
         self._session_key: Callable[[bytes], bytes] = functools.lru_cache(maxsize=4096)(
             lambda key: session_key(key, session_id)
         )
-        write = self._write_script
-        self._set = write(scripts.SET)
-        self._set_if_not_exist = write(scripts.SET_IF_NOT_EXIST)
-        self._delete = write(scripts.DELETE)
-        self._cas = write(scripts.COMPARE_AND_SET)
-        self._fair_cas = write(scripts.FAIR_COMPARE_AND_SET)
+        # Whether session records are swapped in one `SET … GET` (Redis >= 6.2, found at open).
+        self._swap_records = False
+        self._build_writes()
         self._leave_line = self._script(scripts.LEAVE_LINE)
-        self._fenced_set = write(scripts.FENCED_SET)
-        self._fenced_cas = write(scripts.FENCED_COMPARE_AND_SET)
-        self._fenced_delete = write(scripts.FENCED_DELETE)
-        self._try_lock = write(scripts.TRY_LOCK)
-        self._refresh_lock = write(scripts.REFRESH_LOCK, publishes=False)
-        self._release_lock = write(scripts.RELEASE_LOCK)
-        # Without sessions `expire` is upstream's plain PEXPIRE; with them, a recording script.
-        self._expire = write(scripts.EXPIRE, publishes=False) if settings.exactly_once else None
         self._get_with_revision = self._script(revisions.GET_WITH_REVISION)
         self._resync_since_script = self._script(revisions.RESYNC_SINCE)
         self._base_script = self._script(revisions.BASE)
@@ -180,6 +177,9 @@ class RedisBackend(Backend):
         backend = cls(settings, clock=clock, change_buffer=change_buffer)
         try:
             await backend._call("connect", None, backend._conns.initialize)
+            if settings.exactly_once and await backend._server_has_set_get():
+                backend._swap_records = True
+                backend._build_writes()
             if await set_up_expiry_events(settings, backend._server_command):
                 backend.capabilities = dataclasses.replace(backend.capabilities, expiry_events=True)
                 backend.listener.expired_channel = expired_channel(settings.database)
@@ -205,16 +205,51 @@ class RedisBackend(Backend):
         routed = self._client.register_script(source)
         return _Script(routed, ScriptCommand(source, routed.sha), history, session)
 
-    def _write_script(self, source: str, *, publishes: bool = True) -> _Script:
+    def _write_script(
+        self, source: str, *, publishes: bool = True, applied: str | None = None
+    ) -> _Script:
         """A write (of an element, a lock or a TTL): recording the changes it publishes while
-        revisions are on, and its answer in the session while exactly-once writes are on."""
+        revisions are on, and its answer in the session while exactly-once writes are on
+        (`applied`: its answer whenever it applies, if always the same, see `with_session`)."""
         history = publishes and self.settings.history > 0
         if history:
             source = revisions.with_history(source)
         session = self.settings.exactly_once
         if session:
-            source = sessions.with_session(source)
+            source = sessions.with_session(source, applied if self._swap_records else None)
         return self._script(source, history=history, session=session)
+
+    def _build_writes(self) -> None:
+        """The write scripts, as `_write_script` builds them with the current settings."""
+        write = self._write_script
+        self._set = write(scripts.SET, applied="1")
+        self._set_if_not_exist = write(scripts.SET_IF_NOT_EXIST, applied="1")
+        self._delete = write(scripts.DELETE, applied="1")
+        self._cas = write(scripts.COMPARE_AND_SET, applied="{")
+        # {1, waiters ahead}: {1, 0} when nobody waits (another answer is recorded after it).
+        self._fair_cas = write(scripts.FAIR_COMPARE_AND_SET, applied="{0")
+        self._fenced_set = write(scripts.FENCED_SET, applied="{")
+        self._fenced_cas = write(scripts.FENCED_COMPARE_AND_SET, applied="{")
+        self._fenced_delete = write(scripts.FENCED_DELETE, applied="{")
+        self._try_lock = write(scripts.TRY_LOCK)  # the fence
+        self._refresh_lock = write(scripts.REFRESH_LOCK, publishes=False, applied="1")
+        self._release_lock = write(scripts.RELEASE_LOCK, applied="1")
+        # Without sessions `expire` is upstream's plain PEXPIRE; with them, a recording script.
+        exactly_once = self.settings.exactly_once
+        self._expire = write(scripts.EXPIRE, publishes=False, applied="1") if exactly_once else None
+
+    async def _server_has_set_get(self) -> bool:
+        """Whether the server runs `SET … GET` (Redis >= 6.2), from `INFO server`; no when that
+        cannot be told (INFO refused, several differing nodes)."""
+        try:
+            info = await self._server_command("INFO", "server")
+        except ResponseError:
+            return False
+        nodes = [info] if isinstance(info, dict) and "redis_version" in info else []
+        if isinstance(info, dict) and not nodes:  # Cluster: {node: its INFO}
+            nodes = [node for node in info.values() if isinstance(node, dict)]
+        versions = [str(node.get("redis_version", "")) for node in nodes]
+        return bool(versions) and all(_at_least(version, (6, 2)) for version in versions)
 
     async def _run(
         self, script: _Script, what: str, name: str, keys: list[bytes], args: list[bytes]

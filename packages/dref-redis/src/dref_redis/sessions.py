@@ -11,6 +11,17 @@ incomplete request number and the idle time in ms (last three ARGV entries) — 
   drops the records below the first incomplete request (their answers have arrived) and sets
   the session key to expire after the idle time: one `GET` and one `SET … PX` more per write.
 
+When the write's answer when it applies is known beforehand (`applied`: 1 for a `set`, `{1}`
+for a swap; not a lock's fence) and no other request of the session was open when this one
+began, the new record usually does not depend on the old one, so the wrapper writes it and
+reads the old one in one `SET … PX … GET` (Redis >= 6.2) before the write: one call more per
+write instead of two. When the old record holds requests begun after this one that ran first,
+the record with them kept is written again after the write. It
+puts the old record back (`SET … PX`, or `DEL` when there was none) when the old one shows a
+duplicate or a delayed copy, when the write did not apply, and when the write raised an error
+(the wrapper runs it under `pcall` and raises the error again), so what it leaves is what the
+two-call path leaves, except that a kept record's expiry restarts.
+
 Only what a duplicate needs is recorded: a write that did not apply (a failed compare, a held
 lock, a stale fence) changed nothing, so its resend is evaluated again, which is as valid an
 answer as the first one's; nothing is written for it. A write script's result therefore says
@@ -27,8 +38,8 @@ The session key is a string named after the element's key, `keys.session_key`, s
 element's Redis Cluster slot: one small key per (element, session) holding
 `<first incomplete>` then `;<request>=<answer>`
 for each recorded request not yet known to be answered (one, when the session writes the
-element from one task; when no other request of the session is open, the script drops the
-others without parsing them), which expires when the session has not written the element for
+element from one task; the usual record of one request below the current one is dropped
+without parsing it), which expires when the session has not written the element for
 `session_idle`. The wrapper removes its extra arguments before the write runs, so the write sees
 exactly its own KEYS and ARGV (and the history stream of `dref_redis.revisions` stays their last
 entry). Upstream's keys and notifications are unchanged; upstream clients never read session
@@ -37,6 +48,7 @@ keys.
 
 from __future__ import annotations
 
+import re
 import secrets
 
 __all__ = ["WriteSession", "with_session"]
@@ -66,29 +78,62 @@ local function dref_answer(record)
   end
   return result
 end
-local dref_session = table.remove(KEYS)
-local dref_idle = table.remove(ARGV)
-local dref_first = table.remove(ARGV)
-local dref_request = table.remove(ARGV)
+-- Decimal numbers without leading zeros, compared without converting them (strtod).
+local function dref_below(a, b)
+  return #a < #b or (#a == #b and a < b)
+end
+local dref_keys, dref_args = #KEYS, #ARGV
+local dref_session = KEYS[dref_keys]
+local dref_request = ARGV[dref_args - 2]
+local dref_first = ARGV[dref_args - 1]
+local dref_idle = ARGV[dref_args]
+KEYS[dref_keys] = nil
+ARGV[dref_args] = nil
+ARGV[dref_args - 1] = nil
+ARGV[dref_args - 2] = nil
 local dref_kept = ''
 local dref_floor = dref_first
-local dref_record = redis.call('GET', dref_session)
+local dref_record, dref_new
+if dref_guess and dref_first == dref_request then
+  dref_new = dref_request .. ';' .. dref_request .. '=' .. dref_guess
+  dref_record = redis.call('SET', dref_session, dref_new, 'PX', dref_idle, 'GET')
+else
+  dref_record = redis.call('GET', dref_session)
+end
+local function dref_restore()
+  if dref_record then
+    redis.call('SET', dref_session, dref_record, 'PX', dref_idle)
+  else
+    redis.call('DEL', dref_session)
+  end
+end
 if dref_record then
   local at = string.find(dref_record, ';' .. dref_request .. '=', 1, true)
   if at then
+    if dref_new then
+      dref_restore()
+    end
     return dref_answer(string.match(dref_record, '=([^;]*)', at))
   end
-  local floor = tonumber(string.match(dref_record, '^%d+'))
+  local floor = string.match(dref_record, '^%d+')
   if floor then
-    if tonumber(dref_request) < floor then
+    if dref_below(dref_request, floor) then
+      if dref_new then
+        dref_restore()
+      end
       return redis.error_reply('DREFSTALE request ' .. dref_request ..
         ' of this session was answered already (a delayed copy): not applied')
     end
-    if floor > tonumber(dref_first) then
-      dref_floor = string.format('%d', floor)
+    if dref_below(dref_first, floor) then
+      dref_floor = floor
     end
   end
-  if dref_first ~= dref_request then
+  -- Keep the records from the first incomplete request up (requests begun after this one may
+  -- have run first); the usual `<f>;<f>=<answer>` with f below the first is dropped unparsed.
+  local only_floor = floor and dref_below(floor, dref_first) and
+    not string.find(dref_record, ';', #floor + 2, true) and
+    string.sub(dref_record, #floor + 2, 2 * #floor + 2) == floor .. '='
+  if not only_floor then
     local first = tonumber(dref_first)
     for request, answer in string.gmatch(dref_record, ';(%d+)=([^;]*)') do
       if tonumber(request) >= first then
@@ -102,20 +147,48 @@ local function dref_write()
 
 _EPILOGUE = """
 end
-local dref_result = dref_write()
+local dref_result
+if dref_new then
+  local ok
+  ok, dref_result = pcall(dref_write)
+  if not ok then
+    dref_restore()
+    error(dref_result, 0)
+  end
+else
+  dref_result = dref_write()
+end
 local dref_answer_now = dref_recorded(dref_result)
-if dref_answer_now then
-  local record = dref_floor .. dref_kept .. ';' .. dref_request .. '=' .. dref_answer_now
-  redis.call('SET', dref_session, record, 'PX', dref_idle)
+if dref_answer_now ~= (dref_new and dref_guess) or (dref_answer_now and dref_kept ~= '') then
+  if dref_answer_now then
+    local record = dref_floor .. dref_kept .. ';' .. dref_request .. '=' .. dref_answer_now
+    redis.call('SET', dref_session, record, 'PX', dref_idle)
+  elseif dref_new then
+    dref_restore()
+  end
 end
 return dref_result
 """
 
+_ANSWER = re.compile(r"\{?(-?\d+(,-?\d+)*)?")
 
-def with_session(source: str) -> str:
+
+def with_session(source: str, applied: str | None = None) -> str:
     """`source` (a write script) that answers a duplicate of an applied request with its
-    recorded answer."""
-    return _PROLOGUE + source + _EPILOGUE
+    recorded answer.
+
+    `applied` is the recorded form of the answer `source` gives when it applies (`"1"` for
+    1, `"{"` for `{1}`, `"{0"` for `{1, 0}`), when that is (nearly) always the same: then the
+    record is written and the old one read in one `SET … PX … GET` (Redis ≥ 6.2) before the
+    write, put back when the write did not apply and rewritten when it applied with another
+    answer. `None`: one `GET` before and one `SET … PX` after the write."""
+    if applied is None:
+        guess = "false"
+    elif _ANSWER.fullmatch(applied) and applied not in ("", "0"):
+        guess = f"'{applied}'"
+    else:
+        raise ValueError(f"applied: {applied!r} is not a recorded answer of a write that applied")
+    return f"local dref_guess = {guess}" + _PROLOGUE + source + _EPILOGUE
 
 
 class WriteSession:
