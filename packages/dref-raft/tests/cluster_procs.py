@@ -161,6 +161,7 @@ class ProcCluster:
         )
         for node_id, port in list(zip(self.ids, self.ports, strict=True))[: self.size]:
             args = ["--node-id", node_id, "--port", str(port), "--endpoints", self.endpoints]
+            args.append("--exit-with-parent")  # a killed test run leaves no member behind
             if self.storage is not None:
                 args += ["--storage-dir", str(self.storage / node_id)]
             args += self.node_args

@@ -145,6 +145,49 @@ def test_raft_node_runs_a_member_from_flags_and_env_and_stops_on_sigterm(tmp_pat
     assert (tmp_path / "data").is_dir()  # DREF_RAFT_STORAGE_DIR was read
 
 
+def test_a_member_started_with_exit_with_parent_stops_when_its_parent_is_killed(
+    tmp_path: Path,
+) -> None:
+    """`dref raft cluster` starts its members so: killed with SIGKILL, it leaves no orphan."""
+    (port,) = free_ports(1)
+    status = tmp_path / "status.json"
+    member = [
+        sys.executable, "-m", "dref_raft", "--node-id", "solo", "--port", str(port),
+        "--status-file", str(status), "--exit-with-parent",
+    ]  # fmt: skip
+    parent_code = (
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen({member!r}, stdout=subprocess.DEVNULL)\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True, env=ENV
+    )
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        deadline = time.monotonic() + 20
+        while (now := read_status(status)) is None or now.role != "leader":
+            assert time.monotonic() < deadline, f"the member did not start: {now}"
+            time.sleep(0.05)
+        parent.kill()  # no chance to stop its child
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while not gone(pid):
+            assert time.monotonic() < deadline, "the member outlived its parent"
+            time.sleep(0.05)
+        stopped = read_status(status)
+        assert stopped is not None
+        assert stopped.role == "stopped"  # a graceful stop
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        with contextlib.suppress(ProcessLookupError, NameError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_raft_node_reports_a_configuration_error_with_exit_status_2() -> None:
     result = subprocess.run(
         [*DREF, "raft", "node", "--heartbeat-interval", "0.1", "--election-timeout", "0.15"],

@@ -46,6 +46,9 @@ from dref_raft.settings import RaftSettings, format_address
 
 __all__ = ["raft", "run_member", "status_table"]
 
+PARENT_CHECK = 0.5
+"""Seconds between checks of `--exit-with-parent`."""
+
 
 # -- one member ------------------------------------------------------------------------------------
 async def _serve(
@@ -53,10 +56,12 @@ async def _serve(
     status_file: Path | None,
     metrics_port: int | None = None,
     loop_stalls: LoopStalls | None = None,
+    exit_with_parent: bool = False,
 ) -> None:
     from dref_raft.member.registry import local_members
 
     sampler = None if loop_stalls is None else asyncio.create_task(loop_stalls.run())
+    parent = os.getppid()
 
     member = await local_members.acquire(load_settings(RaftSettings, options, table="raft"))
     settings = member.settings  # with discovery: the voter set and address found at bootstrap
@@ -65,6 +70,7 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.create_task(_watch_parent(parent, stop)) if exit_with_parent else None
     node = member.node
 
     def report(role: str | None = None) -> None:
@@ -106,8 +112,19 @@ async def _serve(
             stop_metrics()
         await local_members.release(member)
         report("stopped")
-        if sampler is not None:
-            sampler.cancel()
+        for task in (sampler, watcher):
+            if task is not None:
+                task.cancel()
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    """Set `stop` once the process that started this one is gone (this process was handed to
+    another parent): a member of `dref raft cluster` or of a test harness does not outlive it,
+    even when it was killed without stopping its members."""
+    while os.getppid() == parent:  # noqa: ASYNC110 (nothing signals a parent's exit portably)
+        await asyncio.sleep(PARENT_CHECK)
+    print(f"dref-raft: parent process {parent} is gone: stopping", file=sys.stderr, flush=True)
+    stop.set()
 
 
 async def _hand_over(node: Any) -> None:
@@ -130,12 +147,15 @@ def run_member(
     metrics_port: int | None = None,
     event_loop: EventLoopName = "auto",
     loop_stalls: LoopStalls | None = None,
+    exit_with_parent: bool = False,
 ) -> int:
     """Run one member from `options` (over `DREF_RAFT_*`) until SIGTERM/SIGINT; exit status.
     `metrics_port`: serve Prometheus metrics at http://<host>:<port>/metrics; `event_loop`:
-    see `dref_raft.cli.event_loop`; `loop_stalls`: sampled while the member runs."""
+    see `dref_raft.cli.event_loop`; `loop_stalls`: sampled while the member runs;
+    `exit_with_parent`: also stop (gracefully) once the parent process is gone."""
     try:
-        run_on_loop(_serve(options, status_file, metrics_port, loop_stalls), event_loop)
+        serving = _serve(options, status_file, metrics_port, loop_stalls, exit_with_parent)
+        run_on_loop(serving, event_loop)
     except DRefError as exc:
         print(f"dref-raft: {exc}", file=sys.stderr)
         return 2
@@ -336,12 +356,19 @@ def raft() -> None:
     metavar="MS",
     help="Log (at INFO) every event-loop stall longer than MS milliseconds.",
 )
+@click.option(
+    "--exit-with-parent",
+    is_flag=True,
+    help="Stop (gracefully) once the process that started this one is gone "
+    "(`dref raft cluster` starts its members so).",
+)
 def node(
     status_file: Path | None,
     metrics_port: int | None,
     event_loop: EventLoopName,
     log_level: str,
     log_loop_stalls: float | None,
+    exit_with_parent: bool,
     **options: Any,
 ) -> None:
     """Run one Raft member until SIGTERM or Ctrl-C (same as `python -m dref_raft`)."""
@@ -367,6 +394,7 @@ def node(
         metrics_port=metrics_port,
         event_loop=event_loop,
         loop_stalls=None if log_loop_stalls is None else LoopStalls(log_loop_stalls / 1000),
+        exit_with_parent=exit_with_parent,
     )
     if code:
         raise click.exceptions.Exit(code)

@@ -184,6 +184,7 @@ class LocalCluster:
             args = [
                 *("--node-id", node_id, "--host", HOST, "--port", str(port)),
                 *("--endpoints", self.endpoints, "--status-file", str(status_file)),
+                "--exit-with-parent",  # killed without stopping them, we leave no orphans
                 *self.node_args,
             ]
             if self.storage_dir is not None:
