@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from dref.changes import Subscription
 from dref.clock import Clock
-from dref.errors import BackendTimeoutError, ClosedError, ConfigurationError
+from dref.errors import BackendTimeoutError, ClosedError
 from dref.settings import DRefSettings
 from dref.spi import Backend, BackendStatus, Capabilities, LockGrant
 from dref_raft.commands import (
@@ -292,12 +292,8 @@ class RaftBackend(CompareOps):
 
 
 async def open_backend(settings: RaftSettings, core: DRefSettings, clock: Clock) -> Backend:
-    """Start or join this process's member and wait up to `leader_wait` for a leader."""
-    if settings.mode == "client":
-        raise ConfigurationError(
-            "mode = 'client': client mode (DRefRaft + DRefWatch to a member) is not implemented "
-            "yet; run a member (mode = 'member')"
-        )
+    """Start or join this process's member and wait up to `leader_wait` for a leader
+    (`mode = "member"`; `dref_raft.plugin.open_raft` opens client mode with `dref_raft.client`)."""
     member = await local_members.acquire(settings, core.change_buffer)
     backend = RaftBackend(
         member,
