@@ -103,6 +103,29 @@ class _Channels:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
 
+def _stream_session(
+    channels: _Channels, address: str, service: str, *, window: int, max_bytes: int
+) -> StreamSession:
+    """A `Session` stream (`DRefStream` or `DRefPeer`) to `address` over `channels`' channel;
+    after UNAVAILABLE / DEADLINE_EXCEEDED the stream's channel is dropped, as after a failed
+    unary call."""
+    opened: Any = None
+
+    def open_call() -> Any:
+        nonlocal opened
+        opened = channels.get(address)
+        return opened.stream_stream(messages.method_path(service, messages.SESSION_METHOD))()
+
+    def failed(code: grpc.StatusCode) -> None:
+        if code in _REBUILD_CODES and opened is not None:
+            channels.drop(address, opened, 1.0)
+
+    short = service.rpartition(".")[2]
+    return StreamSession(
+        address, open_call, failed, window=window, max_bytes=max_bytes, service=short
+    )
+
+
 class PeerClients(AsyncResource):
     """`DRefConsensus` calls to peers by address (`host:port`)."""
 
@@ -119,7 +142,6 @@ class PeerClients(AsyncResource):
         #: peer that does not serve it, asked again after `PEER_STREAM_RETRY` seconds).
         self._stream_window = stream_window
         self._sessions: dict[str, tuple[StreamSession, float]] = {}
-        self._session_channels: dict[str, Any] = {}
         #: Snapshot streams get channels of their own: a consensus call that times out drops
         #: its channel, which must not cut a long transfer to a busy follower.
         self._stream_channels = _Channels(self._channels.security)
@@ -194,24 +216,12 @@ class PeerClients(AsyncResource):
             if now - since < PEER_STREAM_RETRY:
                 return None
             self._retire(session)
-
-        def open_call() -> Any:
-            channel = self._session_channels[address] = self._channels.get(address)
-            path = messages.method_path(messages.PEER_SERVICE, messages.SESSION_METHOD)
-            return channel.stream_stream(path)()
-
-        def failed(code: grpc.StatusCode) -> None:
-            channel = self._session_channels.get(address)
-            if code in _REBUILD_CODES and channel is not None:
-                self._channels.drop(address, channel, 1.0)
-
-        session = StreamSession(
+        session = _stream_session(
+            self._channels,
             address,
-            open_call,
-            failed,
+            messages.PEER_SERVICE,
             window=self._stream_window,
             max_bytes=self._max,
-            service="DRefPeer",
         )
         self._sessions[address] = (session, now)
         return session
@@ -307,23 +317,13 @@ class LeaderClient(AsyncResource):
         self.session: StreamSession | None = None
         """The `DRefStream` session (None: unary calls only)."""
         if stream_window is not None:
-            self.session = StreamSession(
+            self.session = _stream_session(
+                self._channels,
                 address,
-                self._open_session,
-                self._session_failed,
+                messages.STREAM_SERVICE,
                 window=stream_window,
                 max_bytes=self._max,
             )
-        self._session_channel: Any = None
-
-    def _open_session(self) -> Any:
-        channel = self._session_channel = self._channels.get(self.address)
-        path = messages.method_path(messages.STREAM_SERVICE, messages.SESSION_METHOD)
-        return channel.stream_stream(path)()
-
-    def _session_failed(self, code: grpc.StatusCode) -> None:
-        if code in _REBUILD_CODES and self._session_channel is not None:
-            self._channels.drop(self.address, self._session_channel, 1.0)
 
     async def _invoke(self, service: str, method: str, data: bytes, timeout: float | None) -> bytes:
         """One call of `service/method` (over the stream when the member serves it); a failure
