@@ -40,7 +40,7 @@ from dref_raft.core.types import Entry
 from dref_raft.errors import TransportError, WatchUnsupportedError
 from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
 from dref_raft.reads import FOLLOWER_READ, LEADER_READ, ReadRequest
-from dref_raft.transport import GrpcServer, LeaderClient, PeerClients, WatchClient
+from dref_raft.transport import GrpcServer, LeaderClient, PeerClients, WatchClient, grpc_client
 from dref_raft.wire import messages
 
 pytestmark = pytest.mark.timeout(30)
@@ -203,6 +203,33 @@ async def test_a_peer_without_drefpeer_is_called_unary(served: Any) -> None:
         assert session.unsupported
         assert session.calls_sent == 0
     assert consensus.seen == REQUESTS[:3]  # each exactly once
+
+
+async def test_a_peer_without_drefpeer_is_asked_again_after_the_retry_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An upgraded peer (restarted on its address, now serving `DRefPeer`) is not asked again
+    before `PEER_STREAM_RETRY`; after it, calls go over a new stream."""
+    consensus = Consensus()
+    async with PeerClients(stream_window=8) as peers:
+        async with GrpcServer("n1", consensus, Client(), Watch(), port=0) as old:
+            address, port = old.address, int(old.address.rpartition(":")[2])
+            await peers.call(address, REQUESTS[1], timeout=5)
+        async with GrpcServer(
+            "n1", consensus, Client(), Watch(), port=port, stream_window=64
+        ) as upgraded:
+            assert upgraded.address == address
+            await peers.call(address, REQUESTS[1], timeout=5)
+            ((first, _),) = peers._sessions.values()
+            assert first.unsupported  # within the interval: unary
+            assert first.calls_sent == 0
+            monkeypatch.setattr(grpc_client, "PEER_STREAM_RETRY", 0.0)
+            await peers.call(address, REQUESTS[1], timeout=5)
+            ((second, _),) = peers._sessions.values()
+            assert second is not first
+            assert not second.unsupported
+            assert (second.streams_opened, second.calls_sent) == (1, 1)
+    assert len(consensus.seen) == 3  # each call exactly once
 
 
 async def test_consensus_handler_failure_over_drefpeer_is_unavailable_and_logged(
