@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from cluster_procs import wait_until
+from memory_cluster import memory_members, memory_options
 from raft_lost_answers import LosesAnswers
 
 import dref
@@ -18,7 +19,6 @@ from dref_compat.conformance import BackendConformance, eventually
 from dref_raft.client.backend import RaftClientBackend
 from dref_raft.errors import CompareUnsupportedError
 from dref_raft.member.registry import Member, local_members
-from dref_raft.settings import RaftSettings
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,14 +28,7 @@ HISTORY = 8
 
 
 def member_options(node_id: str) -> dict[str, Any]:
-    return {
-        "node_id": node_id,
-        "host": f"mem-{node_id}",
-        "port": 1,
-        "endpoints": ENDPOINTS,
-        "transport": "memory",
-        "watch_history": HISTORY,
-    }
+    return memory_options(IDS, node_id, watch_history=HISTORY)
 
 
 CLIENT = {"mode": "client", "transport": "memory", "endpoints": ENDPOINTS}
@@ -43,17 +36,8 @@ CLIENT = {"mode": "client", "transport": "memory", "endpoints": ENDPOINTS}
 
 @pytest.fixture
 async def cluster() -> AsyncIterator[list[Member]]:
-    local_members.reset_network()
-    members = [await local_members.acquire(RaftSettings(**member_options(i))) for i in IDS]
-    try:
-        for member in members:
-            assert await member.node.wait_for_leader(10) is not None
+    async with memory_members(IDS, watch_history=HISTORY) as members:
         yield members
-    finally:
-        for member in members:
-            if member.refs > 0:
-                await local_members.release(member)
-        local_members.reset_network()
 
 
 class TestRaftClientMemory(LosesAnswers, BackendConformance):

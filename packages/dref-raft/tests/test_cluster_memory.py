@@ -12,42 +12,26 @@ from typing import Any
 
 import msgpack
 import pytest
+from memory_cluster import memory_members, memory_options
 from raft_lost_answers import LosesAnswers
 
 import dref
 from dref_compat.conformance import BackendConformance
 from dref_raft.errors import TransportError
-from dref_raft.member.registry import Member, local_members
-from dref_raft.settings import RaftSettings
+from dref_raft.member.registry import Member
 
 IDS = ("n1", "n2", "n3")
 HISTORY = 64
 
 
 def member_options(node_id: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "node_id": node_id,
-        "host": f"mem-{node_id}",
-        "port": 1,
-        "endpoints": [f"{i}=mem-{i}:1" for i in IDS],
-        "transport": "memory",
-        "watch_history": HISTORY,
-        **extra,
-    }
+    return memory_options(IDS, node_id, watch_history=HISTORY, **extra)
 
 
 @pytest.fixture
 async def memory_cluster() -> AsyncIterator[list[Member]]:
-    local_members.reset_network()
-    members = [await local_members.acquire(RaftSettings(**member_options(i))) for i in IDS]
-    try:
-        for member in members:
-            assert await member.node.wait_for_leader(10) is not None
+    async with memory_members(IDS, watch_history=HISTORY) as members:
         yield members
-    finally:
-        for member in members:
-            await local_members.release(member)
-        local_members.reset_network()
 
 
 class TestRaftMemoryCluster(LosesAnswers, BackendConformance):

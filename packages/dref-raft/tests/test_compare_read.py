@@ -9,29 +9,21 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from test_client_memory import CLIENT, IDS, member_options
+from memory_cluster import memory_members
+from test_client_memory import CLIENT, HISTORY, IDS
 
 import dref
 from dref_raft.commands import CompareAndDelete, CompareAndExpire, CompareAndSet
-from dref_raft.member.registry import Member, local_members
-from dref_raft.settings import RaftSettings
+from dref_raft.member.registry import Member
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
 async def leader() -> AsyncIterator[Member]:
-    local_members.reset_network()
-    members = [await local_members.acquire(RaftSettings(**member_options(i))) for i in IDS]
-    try:
+    async with memory_members(IDS, watch_history=HISTORY) as members:
         leader_id = await members[0].node.wait_for_leader(10)
-        assert leader_id is not None
         yield next(m for m in members if m.node.id == leader_id)
-    finally:
-        for member in members:
-            if member.refs > 0:
-                await local_members.release(member)
-        local_members.reset_network()
 
 
 def last_seq(member: Member) -> int:

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from memory_cluster import memory_members, memory_options
 
 import dref
 from dref_compat.conformance import DEADLINE, eventually
-from dref_raft.member.registry import Member, local_members
-from dref_raft.settings import RaftSettings
+from dref_raft.member.registry import Member
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,28 +22,13 @@ LIFE = 0.4
 
 
 def options(node_id: str) -> dict[str, Any]:
-    return {
-        "node_id": node_id,
-        "host": f"mem-{node_id}",
-        "port": 1,
-        "endpoints": [f"{i}=mem-{i}:1" for i in IDS],
-        "transport": "memory",
-        "waiter_life": LIFE,
-    }
+    return memory_options(IDS, node_id, waiter_life=LIFE)
 
 
 @pytest.fixture
 async def cluster() -> AsyncIterator[list[Member]]:
-    local_members.reset_network()
-    members = [await local_members.acquire(RaftSettings(**options(i))) for i in IDS]
-    try:
-        for member in members:
-            assert await member.node.wait_for_leader(10) is not None
+    async with memory_members(IDS, waiter_life=LIFE) as members:
         yield members
-    finally:
-        for member in members:
-            await local_members.release(member)
-        local_members.reset_network()
 
 
 async def test_an_update_behind_a_head_that_never_returns_completes(cluster: list[Member]) -> None:

@@ -14,11 +14,11 @@ import pytest
 import dref
 from dref import metrics
 from dref_raft.member.metrics import RaftCollector
-from dref_raft.member.registry import Member, local_members
-from dref_raft.settings import RaftSettings
+from dref_raft.member.registry import Member
 
 prometheus_client = pytest.importorskip("prometheus_client")
 from cluster_procs import wait_until  # noqa: E402
+from memory_cluster import memory_members, memory_options  # noqa: E402
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from test_cli_raft import DREF, ENV, Lines  # noqa: E402
@@ -28,15 +28,8 @@ from dref_raft.cli.local_cluster import free_ports  # noqa: E402
 IDS = ("n1", "n2", "n3")
 
 
-def member_options(node_id: str, **extra: object) -> dict[str, object]:
-    return {
-        "node_id": node_id,
-        "host": f"mem-{node_id}",
-        "port": 1,
-        "endpoints": [f"{i}=mem-{i}:1" for i in IDS],
-        "transport": "memory",
-        **extra,
-    }
+def member_options(node_id: str) -> dict[str, object]:
+    return memory_options(IDS, node_id)
 
 
 def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -49,19 +42,8 @@ def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 @pytest.fixture
 async def cluster() -> AsyncIterator[list[Member]]:
-    local_members.reset_network()
-    members = [
-        await local_members.acquire(RaftSettings(**member_options(i, snapshot_every=5)))
-        for i in IDS
-    ]
-    try:
-        for member in members:
-            assert await member.node.wait_for_leader(10) is not None
+    async with memory_members(IDS, snapshot_every=5) as members:
         yield members
-    finally:
-        for member in members:
-            await local_members.release(member)
-        local_members.reset_network()
 
 
 async def test_role_term_commit_applied_lag_elections_and_snapshots(
