@@ -21,7 +21,9 @@ from types import ModuleType
 import pytest
 
 from dref_compat.fencing import Hold, check_mutual_exclusion, check_within_grants
+from dref_raft.commands import FairSwap
 from dref_raft.errors import MissingSimulationDependency
+from dref_raft.fsm import ApplyResult, StateMachine
 from dref_raft.simulation import SimConfig, run_seed
 from dref_raft.simulation.runner import NEMESES, SimResult
 
@@ -112,6 +114,36 @@ def test_lock_clients_in_the_state_machines_line() -> None:
     assert totals["locks_acquired"] > 80, totals
     assert totals["locks_queued_behind"] > 5, totals  # waiters were lined up behind others
     assert totals["lock_expiries"] > 10, totals
+
+
+@pytest.mark.timeout(300)
+def test_fair_swaps_stay_linearizable() -> None:
+    """Register clients updating with `FairSwap` in their own place in line (as `modify` with
+    `fair_updates`) under every nemesis: the history stays linearizable, swaps were refused
+    behind waiters and made it later (docs/simulation.md)."""
+    results = _results(range(400, 430), replace(THREE, fair_swaps=True))
+    assert _failures(results) == []
+    totals: Counter[str] = Counter()
+    for result in results:
+        totals.update(result.stats)
+    assert totals["fair_swaps_ok"] > 300, totals
+    assert totals["fair_swaps_queued_behind"] > 400, totals
+
+
+def test_a_fair_swap_that_ignores_its_expected_value_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    swap = StateMachine._fair_swap
+
+    def ignores_expected(machine: StateMachine, command: FairSwap) -> ApplyResult:
+        found = machine.get(command.name, command.now)
+        return swap(machine, replace(command, expected=found))
+
+    monkeypatch.setattr(StateMachine, "_fair_swap", ignores_expected)
+    config = replace(THREE, fair_swaps=True)
+    failures = [f for s in range(400, 404) if (f := run_seed(s, config).failure) is not None]
+    assert len(failures) == 4, failures
+    assert all("not linearizable" in f for f in failures), failures
 
 
 def test_a_seed_replays_exactly() -> None:

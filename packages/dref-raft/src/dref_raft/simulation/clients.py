@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from dref_raft.commands import Command, DeleteElement, SetElement, SetIfNotExist
+from dref_raft.commands import Command, DeleteElement, FairSwap, SetElement, SetIfNotExist
 from dref_raft.core import NotLeader, Proposed
 
 __all__ = ["ClientOp", "LockClient", "RecordedOp", "SimClient"]
@@ -47,9 +47,18 @@ class ClientOp:
     #: `index`, the read index its leader answered (-1: not answered yet).
     reader: str | None = None
     index: int = -1
+    #: A fair swap: the value it expects (None: absent), its ticket and whether it rejoins.
+    expected: bytes | None = None
+    ticket: bytes = b""
+    rejoin: bool = False
 
-    def command(self) -> Command:
-        """The command a write proposes."""
+    def command(self, now_ms: int = 0, life_ms: int = 0) -> Command:
+        """The command a write proposes (a fair swap's `now` and place life are the node's)."""
+        if self.kind == "fair_swap":
+            assert self.value is not None
+            return FairSwap(
+                self.key, self.expected, self.value, self.ticket, None, self.rejoin, life_ms, now_ms
+            )
         if self.kind == "set":
             assert self.value is not None
             return SetElement(self.key, self.value)
@@ -101,18 +110,32 @@ class SimClient(_Proposer):
 
     counter: int = 0
     history: list[RecordedOp] = field(default_factory=list)
+    #: The last value this client saw of each key (what its fair swaps expect).
+    seen: dict[str, bytes | None] = field(default_factory=dict)
 
-    def new_op(self, rng: random.Random, now: int, keys: tuple[str, ...]) -> ClientOp:
-        """Start a random operation (writes carry values unique to this client)."""
+    def new_op(
+        self, rng: random.Random, now: int, keys: tuple[str, ...], *, fair_swaps: bool = False
+    ) -> ClientOp:
+        """Start a random operation (writes carry values unique to this client); with
+        `fair_swaps`, some are `FairSwap`s of the value last seen, in the client's own place
+        in line (one ticket per client, so it keeps its place from one attempt to the next)."""
         # A client pinned to a (perhaps partitioned) node mostly reads: a write there would
         # leave it waiting for OP_TIMEOUT, and stale reads are what the pin is for.
+        kinds = ["get", "set", "set_if_not_exist", "delete"]
         weights = [35, 30, 20, 15] if self.pinned is None else [85, 7, 4, 4]
-        kind = rng.choices(["get", "set", "set_if_not_exist", "delete"], weights)[0]
+        if fair_swaps:
+            kinds.append("fair_swap")
+            weights.append(40 if self.pinned is None else 4)
+        kind = rng.choices(kinds, weights)[0]
         self.counter += 1
-        value = (
-            f"c{self.id}-{self.counter}".encode() if kind in ("set", "set_if_not_exist") else None
-        )
-        self.op = ClientOp(kind, rng.choice(keys), value, now)
+        writes = kind not in ("get", "delete")
+        value = f"c{self.id}-{self.counter}".encode() if writes else None
+        key = rng.choice(keys)
+        self.op = ClientOp(kind, key, value, now)
+        if kind == "fair_swap":
+            self.op.expected = self.seen.get(key)
+            self.op.ticket = f"c{self.id}".encode()
+            self.op.rejoin = rng.random() < 0.3
         return self.op
 
     def finish(self, now: int | None, output: Any = None) -> None:
@@ -120,12 +143,11 @@ class SimClient(_Proposer):
         op = self.op
         assert op is not None
         self.op = None
-        kind = op.kind
         self.history.append(
             RecordedOp(
                 self.id,
                 op.key,
-                kind,
+                op.kind,
                 op.value,
                 None,
                 output,
@@ -133,6 +155,36 @@ class SimClient(_Proposer):
                 None if now is None else float(now),
             )
         )
+        if now is None:
+            return
+        if op.kind == "get":
+            self.seen[op.key] = output
+        elif op.kind == "delete":
+            self.seen[op.key] = None
+        elif op.kind == "set" or output is True:
+            self.seen[op.key] = op.value
+
+    def finish_fair_swap(self, now: int | None, swapped: bool, current: bytes | None) -> None:
+        """Complete a fair swap: one that swapped is a compare-and-set that matched; one that
+        did not changed no value and answered the value at its place in the log (a read); an
+        unknown outcome (`now=None`) is a compare-and-set that may or may not have happened."""
+        op = self.op
+        assert op is not None
+        self.op = None
+        ret = None if now is None else float(now)
+        if now is not None and not swapped:
+            self.history.append(
+                RecordedOp(self.id, op.key, "get", None, None, current, float(op.call), ret)
+            )
+            self.seen[op.key] = current
+            return
+        self.history.append(
+            RecordedOp(
+                self.id, op.key, "compare_and_set", op.value, op.expected, True, float(op.call), ret
+            )
+        )
+        if now is not None:
+            self.seen[op.key] = op.value
 
 
 @dataclass(slots=True)

@@ -106,6 +106,9 @@ class SimConfig:
     #: Lock clients acquire in the state machine's line (`FairSwap`, the lock's token as the
     #: ticket) and release with `LeaveLine(release=True)`, as contexts with `lock_queue` do.
     fair_locks: bool = False
+    #: Register clients also update with `FairSwap` (as `modify` does with `fair_updates`):
+    #: a compare-and-set of the value they last saw, in their own place in the key's line.
+    fair_swaps: bool = False
     #: Nemeses of this run (names from `NEMESES`); None: each seed picks its own mix.
     nemeses: tuple[str, ...] | None = None
     #: Share of the reads served as follower reads (docs/raft.md#read-modes): a random node
@@ -299,7 +302,12 @@ class _Run:
         if client is None or client.op is None:
             return
         op = client.op
-        if entry.term == op.term:
+        if entry.term == op.term and op.kind == "fair_swap":
+            client.finish_fair_swap(self.now, bool(result.created), result.current)
+            self.count("fair_swaps_ok" if result.created else "fair_swaps_refused")
+            if result.ahead:
+                self.count("fair_swaps_queued_behind")
+        elif entry.term == op.term:
             client.finish(self.now, result.created if op.kind == "set_if_not_exist" else None)
             self.stats["writes_ok"] = self.stats.get("writes_ok", 0) + 1
         else:
@@ -731,7 +739,9 @@ class _Run:
         for client in self.clients:
             if client.op is None:
                 if rng.random() < 0.2:
-                    new = client.new_op(rng, self.now, self.cfg.keys)
+                    new = client.new_op(
+                        rng, self.now, self.cfg.keys, fair_swaps=self.cfg.fair_swaps
+                    )
                     self.trace(f"client {client.id} calls {new.kind} {new.key} {new.value!r}")
                 else:
                     continue
@@ -754,7 +764,8 @@ class _Run:
                     if node.core.term < self.max_leader_term:
                         self.count("reads_at_superseded_leader")
             else:
-                proposed = node.core.propose([op.command()])
+                life_ms = FAIR_WAITER_STEPS * STEP_MS
+                proposed = node.core.propose([op.command(self.clock_ms(node.id), life_ms)])
                 if client.submitted(proposed, node.id, self.now):
                     self.pending_writes[(node.id, op.seq)] = client
                     if node.core.term < self.max_leader_term:
@@ -824,7 +835,10 @@ class _Run:
             client.discard()
         else:
             self.pending_writes.pop((op.node, op.seq), None)
-            client.finish(None)
+            if op.kind == "fair_swap":
+                client.finish_fair_swap(None, False, None)
+            else:
+                client.finish(None)
             self.count("writes_unknown")
 
     def count(self, what: str) -> None:
