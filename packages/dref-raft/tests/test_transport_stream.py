@@ -179,6 +179,35 @@ async def test_the_window_bounds_calls_in_flight(served: Any) -> None:
         assert session.calls_sent == 3
 
 
+async def test_each_call_sent_times_out_at_its_own_deadline(served: Any) -> None:
+    # The calls in flight share one deadline timer per stream: a call sent later with a shorter
+    # timeout still fails first, a longer one later, and the stream keeps serving the others.
+    server, handler = served
+    handler.held = {"long": asyncio.Event(), "short": asyncio.Event()}
+    loop = asyncio.get_running_loop()
+    async with LeaderClient(server.address, stream_window=64) as leader:
+        failed: dict[str, float] = {}
+
+        async def held(name: str, timeout: float) -> None:
+            with pytest.raises(TransportError, match="DEADLINE_EXCEEDED"):
+                await leader.set_element(name, b"x", timeout=timeout)
+            failed[name] = loop.time()
+
+        start = loop.time()
+        long = asyncio.create_task(held("long", 1.5))
+        await wait_until(lambda: "long" in handler.started, 10, "the long call to start")
+        short = asyncio.create_task(held("short", 0.2))
+        await short
+        assert "long" not in failed
+        assert 0.2 <= failed["short"] - start < 1.5
+        assert await leader.get_element("free") is None  # the stream still answers
+        await long
+        assert failed["long"] - start >= 1.5
+        assert session_of(leader).streams_opened == 1
+        for event in handler.held.values():
+            event.set()
+
+
 async def test_a_server_without_the_stream_gets_unary_calls() -> None:
     handler = Client()
     async with (

@@ -32,8 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
+import math
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -61,6 +64,9 @@ SILENT_RESET: Final = 1.0
 meantime resets the stream (a hung member: the next call reconnects, as a unary call rebuilds
 its channel after DEADLINE_EXCEEDED)."""
 
+_RESOLUTION: Final = time.get_clock_info("monotonic").resolution
+"""A loop timer may run this much before its time (asyncio runs timers due within it)."""
+
 _CODES: Final[dict[int, grpc.StatusCode]] = {code.value[0]: code for code in grpc.StatusCode}
 
 _REFUSALS: Final = frozenset(
@@ -85,6 +91,7 @@ class _Stream:
         self.call = call
         self.pending: dict[int, asyncio.Future[bytes]] = {}
         self.queue: deque[tuple[int, str, bytes]] = deque()
+        self.deadlines = _Deadlines(self.pending)
         self.wake = asyncio.Event()
         self.broken = False
         self.accepted = False
@@ -93,10 +100,15 @@ class _Stream:
         self.writer = asyncio.create_task(self._write(), name=f"dref-stream-write:{where}")
         self.reader = asyncio.create_task(self._read(), name=f"dref-stream-read:{where}")
 
-    def send(self, call_id: int, method: str, request: bytes) -> asyncio.Future[bytes]:
+    def send(
+        self, call_id: int, method: str, request: bytes, deadline: float
+    ) -> asyncio.Future[bytes]:
+        """Queue a call; its future fails with `TimeoutError` once `deadline` (loop time)
+        passes unanswered."""
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.pending[call_id] = future
         self.queue.append((call_id, method, request))
+        self.deadlines.add(deadline, call_id)
         self.wake.set()
         return future
 
@@ -216,6 +228,7 @@ class _Stream:
                 )
         self.pending.clear()
         self.queue.clear()
+        self.deadlines.clear()
         self.call.cancel()
         current = asyncio.current_task()
         for task in (self.writer, self.reader):
@@ -227,11 +240,54 @@ class _Stream:
         await asyncio.gather(self.writer, self.reader, return_exceptions=True)
 
 
-def _expire(future: asyncio.Future[bytes]) -> None:
-    """A call's deadline passed before its answer came (`StreamSession.call`): answers only
-    ever fail with `RpcStatusError`, so a `TimeoutError` is this timer's."""
-    if not future.done():
-        future.set_exception(TimeoutError())
+class _Deadlines:
+    """The deadlines of one stream's calls in flight, behind ONE loop timer (armed for the
+    earliest): a timer per call would cost a heap push and a cancelled handle left in the
+    loop's heap for every call. A call past its deadline and still in `pending` fails with
+    `TimeoutError` (answers only ever fail with `RpcStatusError`, so that one is this timer's);
+    entries of answered calls are dropped lazily, and the heap is rebuilt without them once
+    they outnumber the calls in flight."""
+
+    def __init__(self, pending: dict[int, asyncio.Future[bytes]]) -> None:
+        self._pending = pending
+        self._heap: list[tuple[float, int]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed = math.inf
+        """When the timer fires (inf: not armed)."""
+
+    def add(self, deadline: float, call_id: int) -> None:
+        heap = self._heap
+        if len(heap) > 64 and len(heap) > 4 * len(self._pending):
+            pending = self._pending
+            heap[:] = [entry for entry in heap if entry[1] in pending]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (deadline, call_id))
+        if deadline < self._armed:
+            self._arm(deadline)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed = when
+        self._timer = asyncio.get_running_loop().call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._timer, self._armed = None, math.inf
+        heap, pending = self._heap, self._pending
+        due = asyncio.get_running_loop().time() + _RESOLUTION
+        while heap and (heap[0][0] <= due or heap[0][1] not in pending):
+            _, call_id = heapq.heappop(heap)
+            future = pending.get(call_id)
+            if future is not None and not future.done():
+                future.set_exception(TimeoutError())
+        if heap:
+            self._arm(heap[0][0])
+
+    def clear(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._armed = None, math.inf
+        self._heap.clear()
 
 
 class StreamSession:
@@ -313,9 +369,7 @@ class StreamSession:
             stream = self._current()
             call_id = next(self._ids)
             sent_at = loop.time()
-            future = stream.send(call_id, method, request)
-            # A plain timer rather than `asyncio.timeout`: this runs for every client call.
-            timer = loop.call_at(deadline, _expire, future)
+            future = stream.send(call_id, method, request, deadline)
             try:
                 return await future
             except TimeoutError:
@@ -324,7 +378,6 @@ class StreamSession:
                 code = grpc.StatusCode.DEADLINE_EXCEEDED
                 raise RpcStatusError(code, "Deadline Exceeded") from None
             finally:
-                timer.cancel()
                 stream.pending.pop(call_id, None)
         finally:
             window.release()
