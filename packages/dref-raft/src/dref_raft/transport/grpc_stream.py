@@ -48,7 +48,7 @@ from dref_raft.errors import RpcStatusError, StreamUnsupportedError, WireError
 from dref_raft.transport.status import status_of
 from dref_raft.wire import messages
 
-__all__ = ["ACCEPTED_KEY", "ACCEPTED_VALUE", "StreamSession", "serve_session"]
+__all__ = ["ACCEPTED_KEY", "ACCEPTED_VALUE", "Instant", "StreamSession", "serve_session"]
 
 logger = logging.getLogger("dref_raft.transport")
 
@@ -81,6 +81,9 @@ call gets them (a message above the member's limit fails every call of that stre
 
 Method = Callable[[bytes], Awaitable[bytes]]
 """A served method: request bytes in, response bytes out; raises what the unary method would."""
+Instant = Callable[[bytes], bytes | None]
+"""A method's answer computed at once when it can be (None, or an exception: it cannot, the
+`Method` serves the call)."""
 
 
 class _Stream:
@@ -414,10 +417,13 @@ async def serve_session(
     max_bytes: int,
     node_id: str,
     service: str = "DRefStream",
+    instant: Mapping[str, Instant] | None = None,
 ) -> None:
     """Serve one `Session`: run each call of each `StreamCalls` message read from `requests`
     with `methods[path]`, write answers in batches with `write`. Returns once the client has
-    finished sending and every call is answered; an undecodable message raises `WireError`."""
+    finished sending and every call is answered; an undecodable message raises `WireError`.
+    A call `instant[path]` answers at once needs no task of its own."""
+    instant = instant or {}
     state = _Session(window)
 
     async def answer(call_id: int, method: str, request: bytes) -> None:
@@ -463,6 +469,16 @@ async def serve_session(
                     await writing
                     return
                 await state.slots.acquire()
+                now = instant.get(method)
+                if now is not None:
+                    try:
+                        response = now(request)
+                    except Exception:
+                        response = None  # the method itself answers it (with its error)
+                    if response is not None:
+                        state.out.append((call_id, response, 0, ""))
+                        state.wake.set()
+                        continue
                 task = asyncio.create_task(answer(call_id, method, request))
                 state.tasks.add(task)
                 task.add_done_callback(state.tasks.discard)
