@@ -10,8 +10,9 @@ previous message was being written goes out in one `StreamCalls` message, and th
 whatever finished meanwhile in one `StreamAnswers` message.
 
 Client half, `StreamSession`: one stream at a time per member; at most `window` calls in flight
-(more callers wait, bounded by their own timeout). A caller that is cancelled or times out only
-forgets its id (the answer is dropped when it comes). When the stream breaks every call in flight
+(more callers wait, bounded by their own timeout; the calls sent share one deadline timer per
+stream). A caller that is cancelled or times out only forgets its id (the answer is dropped when
+it comes). When the stream breaks every call in flight
 on it fails with the stream's status (UNAVAILABLE when the member went away: the caller's retry
 policy takes over, exactly as after a failed unary call) and the next call opens a new stream.
 Nothing is written on a new stream before the member accepts it (initial metadata
@@ -23,7 +24,8 @@ unreachable member). Failures of single
 calls raise `RpcStatusError` with the status the unary call would have failed with.
 
 Server half, `serve_session`: each call runs as its own task (a batch's proposals reach the
-node's driver in the same turn, so they share one Ready and one fsync), at most `window` per
+node's driver in the same turn, so they share one Ready and one fsync) unless it can be answered
+at once (`instant`: a session read of a seq the member has applied), at most `window` per
 stream counting answers not yet written; beyond that the member stops reading and HTTP/2 flow
 control pushes back on the client.
 """
