@@ -17,8 +17,9 @@ import dref
 from dref.errors import BackendUnavailableError, ChangeStreamLaggedError
 from dref_compat.conformance import BackendConformance, eventually
 from dref_raft.client.backend import RaftClientBackend
-from dref_raft.errors import CompareUnsupportedError
+from dref_raft.errors import CompareUnsupportedError, LimitExceededError
 from dref_raft.member.registry import Member, local_members
+from dref_raft.reads import FOLLOWER_READ, ReadRequest
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -187,3 +188,25 @@ async def test_resume_replays_within_the_ring_and_raises_lagged_beyond_it(
         await writer.set("k", b"end")  # nothing else was queued before it
         assert (await asyncio.wait_for(anext(sub), 10)).value == b"end"
         await sub.aclose()
+
+
+async def test_read_now_answers_only_what_get_element_would_without_waiting(
+    cluster: list[Member], client: RaftClientBackend
+) -> None:
+    # `InstantReads.read_now` (DRefStream answers it without a task): a session read of a seq
+    # the member has applied gets the value `get_element` returns; a seq beyond it, or a read
+    # that is not a session read, is left to `get_element`.
+    await client.set("k", b"v")
+    seq = client._seen_seq()
+    for member in cluster:
+        await wait_until(lambda m=member: m.node.applied >= seq, 10, "the write to be applied")
+        handler = member.handler
+        read = ReadRequest(session_seq=seq, follower=True)
+        assert handler.read_now("k", read) == (True, await handler.get_element("k", read))
+        assert handler.read_now("k", read) == (True, b"v")
+        assert handler.read_now("nope", read) == (True, None)
+        beyond = ReadRequest(session_seq=member.node.applied + 1, follower=True)
+        assert handler.read_now("k", beyond) == (False, None)
+        assert handler.read_now("k", FOLLOWER_READ) == (False, None)
+        with pytest.raises(LimitExceededError):
+            handler.read_now("x" * (member.settings.max_name_bytes + 1), read)

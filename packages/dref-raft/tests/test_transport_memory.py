@@ -108,7 +108,9 @@ async def test_memory_watch() -> None:
 FAST = RetryPolicy(0.001, 0.001, 3, 0.001, 3)
 
 
-async def test_with_leader_follows_hints_and_retries_transport_errors() -> None:
+@pytest.mark.parametrize("bounded", [False, True])
+async def test_with_leader_follows_hints_and_retries_transport_errors(bounded: bool) -> None:
+    # `bounded` (the first attempt without a deadline timer) retries exactly as without it.
     loop = asyncio.get_running_loop()
     tried: list[str] = []
 
@@ -123,11 +125,12 @@ async def test_with_leader_follows_hints_and_retries_transport_errors() -> None:
     async def find() -> str | None:
         return "n1"
 
-    assert await with_leader(op, find, loop.time() + 5, FAST) == "n2"
+    assert await with_leader(op, find, loop.time() + 5, FAST, bounded=bounded) == "n2"
     assert tried == ["n1", "n2", "n1", "n2"]
 
 
-async def test_with_leader_is_bounded() -> None:
+@pytest.mark.parametrize("bounded", [False, True])
+async def test_with_leader_is_bounded(bounded: bool) -> None:
     loop = asyncio.get_running_loop()
 
     async def not_leader(target: str) -> None:
@@ -144,15 +147,15 @@ async def test_with_leader_is_bounded() -> None:
 
     start = loop.time()
     with pytest.raises(NotLeaderError):
-        await with_leader(not_leader, find, loop.time() + 0.1, FAST)
+        await with_leader(not_leader, find, loop.time() + 0.1, FAST, bounded=bounded)
     assert loop.time() - start < 1
     with pytest.raises(TransportError):
-        await with_leader(down, find, loop.time() + 5, FAST)
+        await with_leader(down, find, loop.time() + 5, FAST, bounded=bounded)
     with pytest.raises(NoLeaderError):
-        await with_leader(down, nobody, loop.time() + 5, FAST)
+        await with_leader(down, nobody, loop.time() + 5, FAST, bounded=bounded)
 
     async def fatal(target: str) -> None:
         raise CodecError("x")
 
     with pytest.raises(CodecError):
-        await with_leader(fatal, find, loop.time() + 5, FAST)
+        await with_leader(fatal, find, loop.time() + 5, FAST, bounded=bounded)

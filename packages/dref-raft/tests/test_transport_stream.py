@@ -179,6 +179,81 @@ async def test_the_window_bounds_calls_in_flight(served: Any) -> None:
         assert session.calls_sent == 3
 
 
+async def test_each_call_sent_times_out_at_its_own_deadline(served: Any) -> None:
+    # The calls in flight share one deadline timer per stream: a call sent later with a shorter
+    # timeout still fails first, a longer one later, and the stream keeps serving the others.
+    server, handler = served
+    handler.held = {"long": asyncio.Event(), "short": asyncio.Event()}
+    loop = asyncio.get_running_loop()
+    async with LeaderClient(server.address, stream_window=64) as leader:
+        failed: dict[str, float] = {}
+
+        async def held(name: str, timeout: float) -> None:
+            with pytest.raises(TransportError, match="DEADLINE_EXCEEDED"):
+                await leader.set_element(name, b"x", timeout=timeout)
+            failed[name] = loop.time()
+
+        start = loop.time()
+        long = asyncio.create_task(held("long", 1.5))
+        await wait_until(lambda: "long" in handler.started, 10, "the long call to start")
+        short = asyncio.create_task(held("short", 0.2))
+        await short
+        assert "long" not in failed
+        assert 0.2 <= failed["short"] - start < 1.5
+        assert await leader.get_element("free") is None  # the stream still answers
+        await long
+        assert failed["long"] - start >= 1.5
+        assert session_of(leader).streams_opened == 1
+        for event in handler.held.values():
+            event.set()
+
+
+class InstantClient(Client):
+    """A `Client` that answers session reads of a seq it has "applied" at once (`read_now`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.applied = 0
+        self.waited: list[str] = []
+
+    def read_now(self, name: str, read: ReadRequest) -> tuple[bool, bytes | None]:
+        if name in self.errors:
+            raise self.errors[name]
+        if read.session_seq is None or read.session_seq > self.applied:
+            return False, None
+        return True, self.data.get(name)
+
+    async def get_element(self, name: str, read: ReadRequest = LEADER_READ) -> bytes | None:
+        self.waited.append(name)
+        return await super().get_element(name, read)
+
+
+async def test_session_reads_answered_at_once_match_the_method() -> None:
+    # A member answers a session read of a seq it has applied without running the method (no
+    # task per call); anything else, and any failure, goes to the method as before.
+    handler = InstantClient()
+    handler.data["k"] = b"v"
+    handler.applied = 5
+    handler.errors["bad"] = NotLeaderError("n2")
+    async with (
+        GrpcServer("n1", Consensus(), handler, port=0, stream_window=64) as server,
+        LeaderClient(server.address, stream_window=64) as leader,
+    ):
+        now = ReadRequest(session_seq=5, follower=True)
+        assert await leader.get_element("k", read=now) == b"v"
+        assert await leader.get_element("missing", read=now) is None
+        assert leader.last_applied_seq == 1  # the answer carries applied_seq as the method's
+        assert handler.waited == []
+        later = ReadRequest(session_seq=6, follower=True)
+        assert await leader.get_element("k", read=later) == b"v"
+        assert await leader.get_element("k") == b"v"  # not a session read
+        assert handler.waited == ["k", "k"]
+        with pytest.raises(NotLeaderError) as caught:
+            await leader.get_element("bad", read=now)
+        assert caught.value.leader_id == "n2"
+        assert handler.waited[-1] == "bad"
+
+
 async def test_a_server_without_the_stream_gets_unary_calls() -> None:
     handler = Client()
     async with (

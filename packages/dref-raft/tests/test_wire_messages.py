@@ -248,6 +248,17 @@ def test_oversized_bytes_and_unknown_methods_raise_wire_error() -> None:
         )
 
 
+def test_a_misplaced_field_of_a_flat_message_raises_wire_error() -> None:
+    # A message with no message inside (GetElementResponse, client mode's hottest answer) is
+    # checked on its own unknown fields: a declared field with a wire type its type does not
+    # use is an error, an undeclared field (a newer peer's addition) is not.
+    _, response = messages.raft_pb_classes("GetElement")
+    with pytest.raises(WireError, match=r"field value \(number 1\) has wire type 0"):
+        messages.parse(response, _field(1, 7) + _field(1000, 3), "GetElementResponse")
+    msg = messages.parse(response, _field(1, b"v") + _field(1000, 3) + _field(5000, 9), "x")
+    assert (msg.value, msg.applied_seq) == (b"v", 3)
+
+
 @given(st.lists(names, max_size=3), u64, names, st.none() | st.binary(max_size=8), u64)
 def test_watch_messages_round_trip(
     watched: list[str], from_seq: int, name: str, value: bytes | None, seq: int

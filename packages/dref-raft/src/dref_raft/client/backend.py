@@ -275,7 +275,7 @@ class RaftClientBackend(CompareOps):
             self._leader = target
             return result
 
-        return await with_leader(op, self._find_leader, deadline)
+        return await with_leader(op, self._find_leader, deadline, bounded=True)
 
     def _expire_at(self, ttl: float | None) -> int | None:
         return expire_at_ms(wall_clock_ms(), ttl)
@@ -415,7 +415,7 @@ class RaftClientBackend(CompareOps):
                 self._reader = self._first_reader()
             return self._reader
 
-        return await with_leader(op, reader, deadline)
+        return await with_leader(op, reader, deadline, bounded=True)
 
     # -- operations -------------------------------------------------------------------------------
 

@@ -129,6 +129,15 @@ class NodeClientHandler:
             await self.node.read_barrier(self.settings.op_timeout)
         return self.node.get_local(name)
 
+    def read_now(self, name: str, read: ReadRequest) -> tuple[bool, bytes | None]:
+        """`get_element`'s answer when it needs no wait (`InstantReads`): a session read of a
+        seq this member has applied."""
+        seq = read.session_seq
+        if seq is None or self.reads is None or seq > self.node.applied:
+            return False, None
+        self._check_sizes((name,))
+        return True, self.node.get_local(name)
+
     async def read_index(self) -> int:
         """dref-only (`GetElement` with `read_index`, from a follower): confirm leadership
         with a ReadIndex round; the seq applied here then (at least the read index)."""

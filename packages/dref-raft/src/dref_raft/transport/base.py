@@ -8,7 +8,7 @@ same methods, so the node is written once against these protocols.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from dref.errors import UnsupportedOperationError
 from dref_raft.commands import Command, CompareResult, MemberStatus, NamesPage, WatchEvent
@@ -21,6 +21,7 @@ __all__ = [
     "CompareHandler",
     "ConsensusHandler",
     "InfoHandler",
+    "InstantReads",
     "LeaderApi",
     "PeerTransport",
     "WatchApi",
@@ -93,6 +94,18 @@ class ClientHandler(Protocol):
     def applied_seq(self) -> int:
         """Every entry through this seq is applied here (sent back in the data responses'
         `applied_seq` extension field, read after the operation; 0: not known)."""
+        ...
+
+
+@runtime_checkable
+class InstantReads(Protocol):
+    """A `ClientHandler` that answers some reads at once, without a task or a wait: over
+    `DRefStream` such a read costs the member no task of its own (`grpc_stream.serve_session`)."""
+
+    def read_now(self, name: str, read: ReadRequest) -> tuple[bool, bytes | None]:
+        """(True, the value) when `get_element(name, read)` would return it without waiting
+        (a session read of a seq applied here); else (False, None): `get_element` serves it.
+        May raise what `get_element` would (the caller then serves it with `get_element`)."""
         ...
 
 

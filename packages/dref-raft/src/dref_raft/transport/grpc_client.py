@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import grpc
+from google.protobuf.message import EncodeError
 
 from dref.errors import ClosedError, DRefError, UnsupportedOperationError
 from dref.resources import AsyncResource
@@ -47,6 +48,7 @@ logger = logging.getLogger("dref_raft.transport")
 DEFAULT_TIMEOUT: Final = 5.0
 """Per-call timeout of `LeaderClient` when none is given (upstream Rust's connection timeout)."""
 
+_GET_ELEMENT: Final = messages.raft_pb_classes("GetElement")[0]
 _REBUILD_CODES: Final = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 PEER_STREAM_RETRY: Final = 60.0
 """Seconds before a peer that did not serve `DRefPeer` is asked again (it may have been
@@ -349,21 +351,31 @@ class LeaderClient(AsyncResource):
         return answer
 
     async def _call(self, method: str, timeout: float | None, **fields: Any) -> Any:
-        pb_request, pb_response = messages.raft_pb_classes(method)
+        pb_request, _ = messages.raft_pb_classes(method)
         try:
-            data = bytes(pb_request(**fields).SerializeToString())
+            request = pb_request(**fields)
         except (ValueError, TypeError) as exc:
+            raise WireError(f"cannot encode {method} request: {exc}") from exc
+        return await self._send(method, request, timeout)
+
+    async def _send(self, method: str, request: Any, timeout: float | None) -> Any:
+        """`DRefRaft/<method>` with the built `request`; its parsed response."""
+        try:
+            data = request.SerializeToString()
+        except (ValueError, TypeError, EncodeError) as exc:
             raise WireError(f"cannot encode {method} request: {exc}") from exc
         try:
             answer = await self._invoke(messages.RAFT_SERVICE, method, data, timeout)
         except RpcStatusError as exc:
             raise self._error(exc) from exc
+        pb_response = messages.raft_pb_classes(method)[1]
         try:
             msg = messages.parse(pb_response, answer, pb_response.DESCRIPTOR.name, self._max)
         except WireError as exc:
             raise TransportError(f"{self.address}: {method}: undecodable response: {exc}") from exc
-        self.last_applied_seq = int(getattr(msg, "applied_seq", 0))
-        self.applied_seq = max(self.applied_seq, self.last_applied_seq)
+        self.last_applied_seq = seq = int(getattr(msg, "applied_seq", 0))
+        if seq > self.applied_seq:
+            self.applied_seq = seq
         return msg
 
     async def set_element(
@@ -388,12 +400,15 @@ class LeaderClient(AsyncResource):
     ) -> bytes | None:
         """`GetElement` (the leader runs ReadIndex; `read`: one of dref's read kinds, dref
         members only); None if missing or expired."""
-        extra: dict[str, Any] = {}
+        try:
+            request = _GET_ELEMENT(id=self.target_id, name=name)
+        except (ValueError, TypeError) as exc:
+            raise WireError(f"cannot encode GetElement request: {exc}") from exc
         if read.session_seq is not None:
-            extra["session_seq"] = read.session_seq
+            request.session_seq = read.session_seq
         if read.follower:
-            extra["follower_read"] = True
-        msg = await self._call("GetElement", timeout, id=self.target_id, name=name, **extra)
+            request.follower_read = True
+        msg = await self._send("GetElement", request, timeout)
         return bytes(msg.value) if msg.HasField("value") else None
 
     async def read_index(self, *, timeout: float | None = None) -> int:

@@ -43,10 +43,17 @@ from dref_raft.transport.base import (
     CompareHandler,
     ConsensusHandler,
     InfoHandler,
+    InstantReads,
     WatchHandler,
     aclose_iterator,
 )
-from dref_raft.transport.grpc_stream import ACCEPTED_KEY, ACCEPTED_VALUE, Method, serve_session
+from dref_raft.transport.grpc_stream import (
+    ACCEPTED_KEY,
+    ACCEPTED_VALUE,
+    Instant,
+    Method,
+    serve_session,
+)
 from dref_raft.transport.security import PLAINTEXT, TransportSecurity, is_loopback
 from dref_raft.transport.snapshot_stream import SnapshotHandler, snapshot_rpc_handler
 from dref_raft.transport.status import status_of
@@ -282,7 +289,8 @@ class GrpcServer(AsyncResource):
             )
             for service, methods in streams:
                 short = service.rpartition(".")[2]
-                rpc = self._session_rpc(short, methods)
+                instant = self._instant() if service == messages.STREAM_SERVICE else {}
+                rpc = self._session_rpc(short, methods, instant)
                 handlers.append(
                     grpc.method_handlers_generic_handler(
                         service,
@@ -464,8 +472,31 @@ class GrpcServer(AsyncResource):
 
     # ------------------------------------------------------------------ DRefStream
 
+    def _instant(self) -> dict[str, Instant]:
+        """The `DRefStream` calls answered without a task when they can be: session reads of
+        a seq applied here (a handler with `read_now`)."""
+        client = self._client
+        if not isinstance(client, InstantReads):
+            return {}
+        pb_request, _ = messages.raft_pb_classes("GetElement")
+        what = pb_request.DESCRIPTOR.name
+
+        def get_element_now(data: bytes) -> bytes | None:
+            msg = messages.parse(pb_request, data, what, self._max)
+            if msg.read_index or not msg.HasField("session_seq"):
+                return None
+            read = ReadRequest(int(msg.session_seq), bool(msg.follower_read))
+            ready, value = client.read_now(str(msg.name), read)
+            if not ready:
+                return None
+            if value is None:
+                return self._data_response("GetElement")
+            return self._data_response("GetElement", value=bytes(value))
+
+        return {messages.method_path(messages.RAFT_SERVICE, "GetElement"): get_element_now}
+
     def _session_rpc(
-        self, service: str, methods: Mapping[str, Method]
+        self, service: str, methods: Mapping[str, Method], instant: Mapping[str, Instant]
     ) -> Callable[[AsyncIterator[bytes], Any], Awaitable[None]]:
         """The `Session` handler of `DRefStream` (client calls) or `DRefPeer` (another member's
         consensus calls): `grpc_stream.serve_session` over `methods`."""
@@ -483,6 +514,7 @@ class GrpcServer(AsyncResource):
                     max_bytes=self._max,
                     node_id=self.node_id,
                     service=service,
+                    instant=instant,
                 )
             except WireError as exc:
                 await _reject(context, service, messages.SESSION_METHOD, exc)

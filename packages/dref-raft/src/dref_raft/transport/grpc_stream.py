@@ -10,8 +10,9 @@ previous message was being written goes out in one `StreamCalls` message, and th
 whatever finished meanwhile in one `StreamAnswers` message.
 
 Client half, `StreamSession`: one stream at a time per member; at most `window` calls in flight
-(more callers wait, bounded by their own timeout). A caller that is cancelled or times out only
-forgets its id (the answer is dropped when it comes). When the stream breaks every call in flight
+(more callers wait, bounded by their own timeout; the calls sent share one deadline timer per
+stream). A caller that is cancelled or times out only forgets its id (the answer is dropped when
+it comes). When the stream breaks every call in flight
 on it fails with the stream's status (UNAVAILABLE when the member went away: the caller's retry
 policy takes over, exactly as after a failed unary call) and the next call opens a new stream.
 Nothing is written on a new stream before the member accepts it (initial metadata
@@ -23,7 +24,8 @@ unreachable member). Failures of single
 calls raise `RpcStatusError` with the status the unary call would have failed with.
 
 Server half, `serve_session`: each call runs as its own task (a batch's proposals reach the
-node's driver in the same turn, so they share one Ready and one fsync), at most `window` per
+node's driver in the same turn, so they share one Ready and one fsync) unless it can be answered
+at once (`instant`: a session read of a seq the member has applied), at most `window` per
 stream counting answers not yet written; beyond that the member stops reading and HTTP/2 flow
 control pushes back on the client.
 """
@@ -32,8 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
+import math
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -45,7 +50,7 @@ from dref_raft.errors import RpcStatusError, StreamUnsupportedError, WireError
 from dref_raft.transport.status import status_of
 from dref_raft.wire import messages
 
-__all__ = ["ACCEPTED_KEY", "ACCEPTED_VALUE", "StreamSession", "serve_session"]
+__all__ = ["ACCEPTED_KEY", "ACCEPTED_VALUE", "Instant", "StreamSession", "serve_session"]
 
 logger = logging.getLogger("dref_raft.transport")
 
@@ -61,6 +66,9 @@ SILENT_RESET: Final = 1.0
 meantime resets the stream (a hung member: the next call reconnects, as a unary call rebuilds
 its channel after DEADLINE_EXCEEDED)."""
 
+_RESOLUTION: Final = time.get_clock_info("monotonic").resolution
+"""A loop timer may run this much before its time (asyncio runs timers due within it)."""
+
 _CODES: Final[dict[int, grpc.StatusCode]] = {code.value[0]: code for code in grpc.StatusCode}
 
 _REFUSALS: Final = frozenset(
@@ -75,6 +83,9 @@ call gets them (a message above the member's limit fails every call of that stre
 
 Method = Callable[[bytes], Awaitable[bytes]]
 """A served method: request bytes in, response bytes out; raises what the unary method would."""
+Instant = Callable[[bytes], bytes | None]
+"""A method's answer computed at once when it can be (None, or an exception: it cannot, the
+`Method` serves the call)."""
 
 
 class _Stream:
@@ -85,6 +96,7 @@ class _Stream:
         self.call = call
         self.pending: dict[int, asyncio.Future[bytes]] = {}
         self.queue: deque[tuple[int, str, bytes]] = deque()
+        self.deadlines = _Deadlines(self.pending)
         self.wake = asyncio.Event()
         self.broken = False
         self.accepted = False
@@ -93,10 +105,15 @@ class _Stream:
         self.writer = asyncio.create_task(self._write(), name=f"dref-stream-write:{where}")
         self.reader = asyncio.create_task(self._read(), name=f"dref-stream-read:{where}")
 
-    def send(self, call_id: int, method: str, request: bytes) -> asyncio.Future[bytes]:
+    def send(
+        self, call_id: int, method: str, request: bytes, deadline: float
+    ) -> asyncio.Future[bytes]:
+        """Queue a call; its future fails with `TimeoutError` once `deadline` (loop time)
+        passes unanswered."""
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.pending[call_id] = future
         self.queue.append((call_id, method, request))
+        self.deadlines.add(deadline, call_id)
         self.wake.set()
         return future
 
@@ -216,6 +233,7 @@ class _Stream:
                 )
         self.pending.clear()
         self.queue.clear()
+        self.deadlines.clear()
         self.call.cancel()
         current = asyncio.current_task()
         for task in (self.writer, self.reader):
@@ -227,11 +245,54 @@ class _Stream:
         await asyncio.gather(self.writer, self.reader, return_exceptions=True)
 
 
-def _expire(future: asyncio.Future[bytes]) -> None:
-    """A call's deadline passed before its answer came (`StreamSession.call`): answers only
-    ever fail with `RpcStatusError`, so a `TimeoutError` is this timer's."""
-    if not future.done():
-        future.set_exception(TimeoutError())
+class _Deadlines:
+    """The deadlines of one stream's calls in flight, behind ONE loop timer (armed for the
+    earliest): a timer per call would cost a heap push and a cancelled handle left in the
+    loop's heap for every call. A call past its deadline and still in `pending` fails with
+    `TimeoutError` (answers only ever fail with `RpcStatusError`, so that one is this timer's);
+    entries of answered calls are dropped lazily, and the heap is rebuilt without them once
+    they outnumber the calls in flight."""
+
+    def __init__(self, pending: dict[int, asyncio.Future[bytes]]) -> None:
+        self._pending = pending
+        self._heap: list[tuple[float, int]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed = math.inf
+        """When the timer fires (inf: not armed)."""
+
+    def add(self, deadline: float, call_id: int) -> None:
+        heap = self._heap
+        if len(heap) > 64 and len(heap) > 4 * len(self._pending):
+            pending = self._pending
+            heap[:] = [entry for entry in heap if entry[1] in pending]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (deadline, call_id))
+        if deadline < self._armed:
+            self._arm(deadline)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed = when
+        self._timer = asyncio.get_running_loop().call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._timer, self._armed = None, math.inf
+        heap, pending = self._heap, self._pending
+        due = asyncio.get_running_loop().time() + _RESOLUTION
+        while heap and (heap[0][0] <= due or heap[0][1] not in pending):
+            _, call_id = heapq.heappop(heap)
+            future = pending.get(call_id)
+            if future is not None and not future.done():
+                future.set_exception(TimeoutError())
+        if heap:
+            self._arm(heap[0][0])
+
+    def clear(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._armed = None, math.inf
+        self._heap.clear()
 
 
 class StreamSession:
@@ -313,9 +374,7 @@ class StreamSession:
             stream = self._current()
             call_id = next(self._ids)
             sent_at = loop.time()
-            future = stream.send(call_id, method, request)
-            # A plain timer rather than `asyncio.timeout`: this runs for every client call.
-            timer = loop.call_at(deadline, _expire, future)
+            future = stream.send(call_id, method, request, deadline)
             try:
                 return await future
             except TimeoutError:
@@ -324,7 +383,6 @@ class StreamSession:
                 code = grpc.StatusCode.DEADLINE_EXCEEDED
                 raise RpcStatusError(code, "Deadline Exceeded") from None
             finally:
-                timer.cancel()
                 stream.pending.pop(call_id, None)
         finally:
             window.release()
@@ -361,10 +419,13 @@ async def serve_session(
     max_bytes: int,
     node_id: str,
     service: str = "DRefStream",
+    instant: Mapping[str, Instant] | None = None,
 ) -> None:
     """Serve one `Session`: run each call of each `StreamCalls` message read from `requests`
     with `methods[path]`, write answers in batches with `write`. Returns once the client has
-    finished sending and every call is answered; an undecodable message raises `WireError`."""
+    finished sending and every call is answered; an undecodable message raises `WireError`.
+    A call `instant[path]` answers at once needs no task of its own."""
+    instant = instant or {}
     state = _Session(window)
 
     async def answer(call_id: int, method: str, request: bytes) -> None:
@@ -410,6 +471,16 @@ async def serve_session(
                     await writing
                     return
                 await state.slots.acquire()
+                now = instant.get(method)
+                if now is not None:
+                    try:
+                        response = now(request)
+                    except Exception:
+                        response = None  # the method itself answers it (with its error)
+                    if response is not None:
+                        state.out.append((call_id, response, 0, ""))
+                        state.wake.set()
+                        continue
                 task = asyncio.create_task(answer(call_id, method, request))
                 state.tasks.add(task)
                 task.add_done_callback(state.tasks.discard)

@@ -38,11 +38,41 @@ class RetryPolicy:
     """When `find_leader` knows no leader: at most this many retries."""
 
 
+class _Retries:
+    """What one `with_leader` call has left: retry budgets, the last error, a leader hint."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.last: BackendError | None = None
+        self.hint: str | None = None
+        self.transport_left = policy.transport_retries
+        self.unknown_left = policy.unknown_retries
+
+    def pause_after(self, exc: BackendError) -> float:
+        """The pause before retrying after `exc` (a retryable error); raises `exc` when its
+        budget is spent."""
+        self.last = exc
+        if isinstance(exc, NotLeaderError):
+            self.hint = exc.leader_id
+            return self.policy.not_leader_pause
+        if isinstance(exc, NoLeaderError):
+            return self.policy.not_leader_pause
+        if self.transport_left <= 0:
+            raise exc
+        self.transport_left -= 1
+        return self.policy.transport_pause
+
+
+_RETRYABLE = (NotLeaderError, NoLeaderError, QuorumLostError, BackendUnavailableError)
+
+
 async def with_leader(
     op: Callable[[str], Awaitable[T]],
     find_leader: Callable[[], Awaitable[str | None]],
     deadline: float,
     policy: RetryPolicy = RetryPolicy(),
+    *,
+    bounded: bool = False,
 ) -> T:
     """Run `op(leader_id)` against the current leader, retrying per `policy` until `deadline`.
 
@@ -50,41 +80,44 @@ async def with_leader(
     node sees it, or None. A `NotLeaderError` with a hint retries with that id first. On
     giving up, the last error is raised (`NoLeaderError` if no leader was ever found); any
     other exception (a fatal one) propagates at once.
+
+    `bounded`: `op` itself never outlasts `deadline` (it hands the time left to a call with
+    its own timeout), so the first attempt runs without a deadline timer (one loop timer less
+    per operation: client mode's hot path); retries run under one as always.
     """
     loop = asyncio.get_running_loop()
-    last: BackendError | None = None
-    hint: str | None = None
-    transport_left, unknown_left = policy.transport_retries, policy.unknown_retries
+    retries = _Retries(policy)
+    pause: float | None = None
+    if bounded:
+        target = await find_leader()
+        if target is not None:
+            try:
+                return await op(target)
+            except _RETRYABLE as exc:
+                pause = retries.pause_after(exc)
     timeout = asyncio.timeout_at(deadline)
     try:
         async with timeout:
+            if pause is not None:
+                await _pause(loop, pause, deadline)
             while True:
-                target = hint if hint is not None else await find_leader()
-                hint = None
+                target = retries.hint if retries.hint is not None else await find_leader()
+                retries.hint = None
                 if target is None:
-                    if unknown_left <= 0:
-                        raise last or NoLeaderError("no leader known")
-                    unknown_left -= 1
+                    if retries.unknown_left <= 0:
+                        raise retries.last or NoLeaderError("no leader known")
+                    retries.unknown_left -= 1
                     await _pause(loop, policy.unknown_pause, deadline)
                     continue
                 try:
                     return await op(target)
-                except NotLeaderError as exc:
-                    last, hint = exc, exc.leader_id
-                    pause = policy.not_leader_pause
-                except NoLeaderError as exc:
-                    last, pause = exc, policy.not_leader_pause
-                except (QuorumLostError, BackendUnavailableError) as exc:
-                    last = exc
-                    if transport_left <= 0:
-                        raise
-                    transport_left -= 1
-                    pause = policy.transport_pause
+                except _RETRYABLE as exc:
+                    pause = retries.pause_after(exc)
                 await _pause(loop, pause, deadline)
     except TimeoutError:
         if not timeout.expired():
             raise
-        raise last or NoLeaderError("no leader found before the deadline") from None
+        raise retries.last or NoLeaderError("no leader found before the deadline") from None
 
 
 async def _pause(loop: asyncio.AbstractEventLoop, seconds: float, deadline: float) -> None:

@@ -7,6 +7,7 @@ payload of snapshot files and of InstallSnapshot.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -676,8 +677,16 @@ def misplaced_field(msg: Any) -> str | None:
     return _misplaced_field(msg, "") if _has_unknown_fields(msg) else None
 
 
+@functools.cache
+def _flat(descriptor: Any) -> bool:
+    """Whether messages of `descriptor` hold no message-typed field (cached per type)."""
+    return all(fd.message_type is None for fd in descriptor.fields)
+
+
 def _has_unknown_fields(msg: Any) -> bool:
     """Whether `msg` or a message inside it kept unknown fields (a cheap test, in C)."""
+    if _flat(msg.DESCRIPTOR):
+        return len(UnknownFieldSet(msg)) > 0  # no message inside: only its own to look at
     bare = type(msg)()
     bare.CopyFrom(msg)
     bare.DiscardUnknownFields()
