@@ -249,7 +249,10 @@ class RaftNode:
             snapshot_store.path.parent if isinstance(snapshot_store, SnapshotStore) else None
         )
         if stores is not None:  # snapshots are saved from the background too (`_compact`)
-            stores = dataclasses.replace(stores, snapshot=MonotonicSnapshotStore(stores.snapshot))
+            booted = self.core.log.snapshot  # what `stores.snapshot` holds, if anything
+            saved = (booted.seq, booted.term) if booted.seq > 0 else None
+            store = MonotonicSnapshotStore(stores.snapshot, saved)
+            stores = dataclasses.replace(stores, snapshot=store)
         writer = StoreWriter(
             stores, term=self.core.term, vote=self.core.vote, commit=self.core.commit
         )
@@ -334,6 +337,14 @@ class RaftNode:
         stores = self._applier.writer.stores
         if stores is not None and isinstance(stores.snapshot, MonotonicSnapshotStore):
             stores.snapshot.adopt(path, snapshot)
+
+    def link_saved_snapshot(self, dest: Path, last_seq: int, last_term: int) -> bool:
+        """Hard-link the saved `state-snapshot` file to `dest` if it holds the snapshot at
+        (`last_seq`, `last_term`) (`MonotonicSnapshotStore.link_saved`; blocking)."""
+        stores = self._applier.writer.stores
+        if stores is None or not isinstance(stores.snapshot, MonotonicSnapshotStore):
+            return False
+        return stores.snapshot.link_saved(dest, last_seq, last_term)
 
     def deliver(self, response: Response) -> None:
         """Step a peer's `response` (received outside `PeerTransport.call`) into the core."""
