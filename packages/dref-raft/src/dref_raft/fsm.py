@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, overload
@@ -246,6 +246,8 @@ class PreparedInstall:
 _NOTHING = ApplyResult()
 _PRESENT = ApplyResult(created=True)
 _ABSENT = ApplyResult(created=False)
+#: Elements copied per step by `StateMachine.copy_state_in_slices`.
+COPY_SLICE = 16384
 
 
 class StateMachine:
@@ -485,6 +487,28 @@ class StateMachine:
             self.membership,
             self.sessions.states(),
             self.lines.states(),
+        )
+
+    def copy_state_in_slices(self, size: int = COPY_SLICE) -> Generator[None, None, StateCopy]:
+        """`copy_state` a slice of `size` elements per step: each `next` copies one slice (a
+        C call each for the names, the values, the expiries), and the generator returns the
+        copy. Nothing may be applied or installed until it is done (`RuntimeError` otherwise):
+        the caller pauses its applies and lets the event loop run between the steps."""
+        values, expiries, version = self._values, self._expiries, self._version
+        names: list[str] = []
+        copied: list[bytes] = []
+        timed: dict[str, int] = {}
+        name_iter, value_iter = iter(values), iter(values.values())
+        expiry_iter = iter(expiries.items())
+        while len(names) < len(values) or len(timed) < len(expiries):
+            names.extend(itertools.islice(name_iter, size))
+            copied.extend(itertools.islice(value_iter, size))
+            timed.update(itertools.islice(expiry_iter, size))
+            yield
+            if self._version != version or values is not self._values:
+                raise RuntimeError("the state machine changed while its state was being copied")
+        return StateCopy(
+            names, copied, timed, self.membership, self.sessions.states(), self.lines.states()
         )
 
     def prepare_install(self, snapshot: ClusterSnapshot) -> PreparedInstall:

@@ -757,8 +757,10 @@ class RaftNode:
                             functools.partial(applier.writer.drop_log_through, data.last_seq)
                         )
                 if self._compaction is None and (point := applier.compaction_due()) is not None:
-                    # A point-in-time copy now; sorted, encoded and saved in a worker thread.
-                    task = asyncio.create_task(self._compact(*point, self.machine.copy_state()))
+                    # A point-in-time copy now (nothing applied meanwhile); sorted, encoded
+                    # and saved in a worker thread.
+                    state = await self._copy_state()
+                    task = asyncio.create_task(self._compact(*point, state))
                     self._compaction = task  # not cancelled by `aclose`: awaited
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
@@ -770,6 +772,17 @@ class RaftNode:
             self.failure = exc
             self._fail_all(ConsensusError(f"raft node {self.id} failed: {exc}"))
             self.hub.close(ConsensusError(f"raft node {self.id} failed: {exc}"))
+
+    async def _copy_state(self) -> StateCopy:
+        """The state machine's `StateCopy`, a slice at a time with the event loop running in
+        between (the driver awaits it: nothing is applied meanwhile)."""
+        steps = self.machine.copy_state_in_slices()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            await asyncio.sleep(0)
 
     async def _compact(self, seq: int, term: int, state: StateCopy) -> None:
         """Take the snapshot at `seq` from `state` (a copy) and save it, off the event loop;
