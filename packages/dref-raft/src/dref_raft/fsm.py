@@ -54,6 +54,7 @@ __all__ = [
     "StateMachine",
     "snapshot_of_state",
     "sorted_in_slices",
+    "sorted_pairs",
 ]
 
 
@@ -624,7 +625,7 @@ def snapshot_of_state(state: StateCopy, last_seq: int) -> ClusterSnapshot:
     """A snapshot of `state` (a `copy_state` copy; its names and values lists are emptied on
     the way), elements sorted by name, as `PackedEntries` sharing the names and values."""
     with paused_gc():
-        names, values = _sorted_pairs(state.names, state.values)
+        names, values = sorted_pairs(state.names, state.values)
         expiries = {bisect.bisect_left(names, name): at for name, at in state.expiries.items()}
         entries = PackedEntries(names, values, expiries)
         del names, values  # the lists: the tuples hold the same
@@ -637,7 +638,7 @@ def snapshot_of_state(state: StateCopy, last_seq: int) -> ClusterSnapshot:
     )
 
 
-def _sorted_pairs(names: list[str], values: list[bytes]) -> tuple[list[str], list[bytes]]:
+def sorted_pairs(names: list[str], values: list[bytes]) -> tuple[list[str], list[bytes]]:
     """`names` sorted and `values` in the same order, as short sorts merged in Python (see
     `sorted_in_slices`); the two input lists are emptied as the sorted runs are made, so memory
     holds about two copies of the references, never a tuple per element."""
