@@ -92,6 +92,36 @@ def test_a_machine_snapshot_is_packed_sorted_and_shares_the_values() -> None:
     assert not gc.is_tracked(snapshot.entries.values)
 
 
+@pytest.mark.parametrize("count", [0, 1, 7, 40])
+def test_a_state_copied_in_slices_is_the_whole_copy(count: int) -> None:
+    machine = StateMachine()
+    for i in range(count):
+        machine.apply(SetElement(f"n{i}", bytes([i]), 100 + i if i % 3 == 0 else None))
+    machine.apply(DeleteElement("n1"))
+    steps = machine.copy_state_in_slices(4)
+    taken = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            copy = done.value
+            break
+        taken += 1
+    assert taken == -(-len(machine) // 4)  # a step per slice of 4: the copy is never one call
+    assert copy == machine.copy_state()
+
+
+def test_a_state_copy_in_slices_refuses_a_change_meanwhile() -> None:
+    machine = StateMachine()
+    for i in range(10):
+        machine.apply(SetElement(f"n{i}", b"v", None))
+    steps = machine.copy_state_in_slices(4)
+    next(steps)
+    machine.apply(SetElement("n1", b"w", None))
+    with pytest.raises(RuntimeError, match="changed while its state was being copied"):
+        next(steps)
+
+
 @pytest.mark.parametrize("count", [0, 1, 5000, 9000])
 def test_fed_in_pieces_the_decoder_gives_the_whole_decode(count: int) -> None:
     snapshot = ClusterSnapshot(

@@ -17,7 +17,10 @@ import dref
 from dref.cli import main
 from dref.errors import NotLeaderError, UnsupportedOperationError
 from dref_compat.conformance import eventually
-from dref_raft.commands import MemberStatus, NamesPage
+from dref_raft.commands import MemberStatus, NamesPage, SetElement
+from dref_raft.member.handler import NodeClientHandler
+from dref_raft.member.node import NodeConfig, RaftNode
+from dref_raft.settings import RaftSettings
 from dref_raft.transport.grpc_client import LeaderClient
 from dref_raft.transport.grpc_server import GrpcServer
 from dref_raft.transport.memory import MemoryNetwork
@@ -146,3 +149,22 @@ def test_cli_status_of_an_unreachable_cluster_is_exit_4() -> None:
     code, _, err = cli(env, "get", "x")
     assert code == 4
     assert err.startswith("error: ")
+
+
+async def test_a_member_pages_its_live_names_sorted_without_the_expired_ones() -> None:
+    node = RaftNode(NodeConfig("n", {}), MemoryNetwork().peer_clients("n"))
+    node.start()
+    try:
+        assert await node.wait_for_leader(10) == "n"
+        now = node.wall_ms()
+        for i in (5, 3, 0, 4, 1, 2):
+            expire_at = now - 1 if i == 3 else now + 600_000 if i == 4 else None
+            await node.propose(SetElement(f"k{i}", b"v", expire_at), 10)
+        await node.propose(SetElement("other", b"v", None), 10)
+        handler = NodeClientHandler(node, RaftSettings())
+        assert await handler.names("k", "", 2) == NamesPage(("k0", "k1"), True)
+        assert await handler.names("k", "k1", 2) == NamesPage(("k2", "k4"), True)
+        assert await handler.names("k", "k4", 2) == NamesPage(("k5",), False)
+        assert await handler.names("", "k5", 0) == NamesPage(("other",), False)
+    finally:
+        await node.aclose()

@@ -17,7 +17,11 @@ from dref_raft.errors import WireError
 from dref_raft.fsm import ClusterSnapshot, SnapshotEntry, sorted_in_slices
 from dref_raft.storage import SnapshotStore
 from dref_raft.storage.snapshot import encode_snapshot_file
-from dref_raft.storage.snapshot_files import MonotonicSnapshotStore, spool_snapshot
+from dref_raft.storage.snapshot_files import (
+    MonotonicSnapshotStore,
+    spool_snapshot,
+    spooled_file,
+)
 from dref_raft.wire import commands
 from dref_raft.wire.commands import SNAPSHOT_SLICE_ENTRIES, decode_snapshot, encode_snapshot
 
@@ -102,3 +106,25 @@ def test_a_spooled_file_is_the_snapshot_file_with_its_size_and_sha256(tmp_path: 
     data = (tmp_path / "out").read_bytes()
     assert data == encode_snapshot_file(snapshot)
     assert (spooled.size, spooled.sha256) == (len(data), hashlib.sha256(data).digest())
+
+
+def test_the_saved_file_is_linked_for_streaming_only_when_it_holds_that_snapshot(
+    tmp_path: Path,
+) -> None:
+    store = MonotonicSnapshotStore(SnapshotStore(tmp_path))
+    out = tmp_path / "outgoing"
+    assert not store.link_saved(out, 3, 1), "nothing saved yet"
+    first = _snapshot(5, 12)
+    first = ClusterSnapshot(first.entries, 3, 1)
+    store.save(first)
+    assert not store.link_saved(out, 3, 2), "another term"
+    assert store.link_saved(out, 3, 1)
+    spooled = spooled_file(out, 3, 1)
+    data = encode_snapshot_file(first)
+    assert (spooled.size, spooled.sha256) == (len(data), hashlib.sha256(data).digest())
+    store.save(ClusterSnapshot(first.entries[:2], 9, 1))
+    assert out.read_bytes() == data, "a newer save leaves the linked file's bytes alone"
+    assert not store.link_saved(out, 3, 1)
+    # A store over a file saved earlier (a member's boot) knows what that file holds.
+    assert MonotonicSnapshotStore(SnapshotStore(tmp_path), (9, 1)).link_saved(out, 9, 1)
+    assert out.read_bytes() == (tmp_path / "state-snapshot").read_bytes()

@@ -122,6 +122,8 @@ async def test_a_restarted_follower_gets_the_snapshot_streamed_in_chunks(
     leader, _ = await _restart_behind_a_snapshot(settings, members, hook)
     assert hook.starts == [0]
     assert leader.node.snapshots.transfers_done == 1
+    # The leader streamed the `state-snapshot` file it had saved, not a new encoding of it.
+    assert leader.node.snapshots.encoded_for_sending == 0
 
 
 async def test_a_dropped_stream_resumes_from_the_offset_the_follower_holds(

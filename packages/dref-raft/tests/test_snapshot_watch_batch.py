@@ -5,10 +5,11 @@ resync) instead of buffering a million events, a watcher of a few names gets exa
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
-from dref_raft.commands import WatchEvent
+from dref_raft.commands import SetElement, WatchEvent
 from dref_raft.core import Snapshot
 from dref_raft.errors import WatchLaggedError
 from dref_raft.fsm import Changed, ClusterSnapshot
@@ -45,4 +46,19 @@ async def test_a_large_install_reaches_watchers_as_one_bounded_batch() -> None:
         async for _ in everything:
             pass
     await few.aclose()
+    await node.aclose()
+
+
+async def test_a_watch_of_every_name_resyncs_the_whole_state_sorted_at_the_applied_seq() -> None:
+    node = RaftNode(NodeConfig("n", {}), MemoryNetwork().peer_clients("n"))
+    service = WatchService(node)
+    names = [f"k{i:05d}" for i in range(20_000)]
+    random.Random(3).shuffle(names)
+    for name in names:
+        node.machine.apply(SetElement(name, name.encode(), None))
+    everything = service.watch([], 0)
+    first = [await anext(everything) for _ in range(20_000)]
+    assert [e.name for e in first] == sorted(names)
+    assert all(e.value == e.name.encode() and e.resync and e.seq == node.applied for e in first)
+    await everything.aclose()
     await node.aclose()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, overload
@@ -54,6 +54,7 @@ __all__ = [
     "StateMachine",
     "snapshot_of_state",
     "sorted_in_slices",
+    "sorted_pairs",
 ]
 
 
@@ -246,6 +247,8 @@ class PreparedInstall:
 _NOTHING = ApplyResult()
 _PRESENT = ApplyResult(created=True)
 _ABSENT = ApplyResult(created=False)
+#: Elements copied per step by `StateMachine.copy_state_in_slices`.
+COPY_SLICE = 16384
 
 
 class StateMachine:
@@ -487,6 +490,28 @@ class StateMachine:
             self.lines.states(),
         )
 
+    def copy_state_in_slices(self, size: int = COPY_SLICE) -> Generator[None, None, StateCopy]:
+        """`copy_state` a slice of `size` elements per step: each `next` copies one slice (a
+        C call each for the names, the values, the expiries), and the generator returns the
+        copy. Nothing may be applied or installed until it is done (`RuntimeError` otherwise):
+        the caller pauses its applies and lets the event loop run between the steps."""
+        values, expiries, version = self._values, self._expiries, self._version
+        names: list[str] = []
+        copied: list[bytes] = []
+        timed: dict[str, int] = {}
+        name_iter, value_iter = iter(values), iter(values.values())
+        expiry_iter = iter(expiries.items())
+        while len(names) < len(values) or len(timed) < len(expiries):
+            names.extend(itertools.islice(name_iter, size))
+            copied.extend(itertools.islice(value_iter, size))
+            timed.update(itertools.islice(expiry_iter, size))
+            yield
+            if self._version != version or values is not self._values:
+                raise RuntimeError("the state machine changed while its state was being copied")
+        return StateCopy(
+            names, copied, timed, self.membership, self.sessions.states(), self.lines.states()
+        )
+
     def prepare_install(self, snapshot: ClusterSnapshot) -> PreparedInstall:
         """Do `install`'s heavy work for `snapshot` (safe in a worker thread while the event
         loop applies): the new state and the changes against the current one. Hand it to
@@ -600,7 +625,7 @@ def snapshot_of_state(state: StateCopy, last_seq: int) -> ClusterSnapshot:
     """A snapshot of `state` (a `copy_state` copy; its names and values lists are emptied on
     the way), elements sorted by name, as `PackedEntries` sharing the names and values."""
     with paused_gc():
-        names, values = _sorted_pairs(state.names, state.values)
+        names, values = sorted_pairs(state.names, state.values)
         expiries = {bisect.bisect_left(names, name): at for name, at in state.expiries.items()}
         entries = PackedEntries(names, values, expiries)
         del names, values  # the lists: the tuples hold the same
@@ -613,7 +638,7 @@ def snapshot_of_state(state: StateCopy, last_seq: int) -> ClusterSnapshot:
     )
 
 
-def _sorted_pairs(names: list[str], values: list[bytes]) -> tuple[list[str], list[bytes]]:
+def sorted_pairs(names: list[str], values: list[bytes]) -> tuple[list[str], list[bytes]]:
     """`names` sorted and `values` in the same order, as short sorts merged in Python (see
     `sorted_in_slices`); the two input lists are emptied as the sorted runs are made, so memory
     holds about two copies of the references, never a tuple per element."""

@@ -7,7 +7,9 @@ id (`NotLeaderError`) so that the caller retries there. Names and values above `
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import heapq
 from collections.abc import Iterable
 
 from dref.errors import ConsensusError, NoLeaderError, NotLeaderError
@@ -43,6 +45,21 @@ __all__ = ["NAMES_PAGE", "NodeClientHandler"]
 
 NAMES_PAGE = 1000
 """Names per `DRefExt/Names` answer when the request sets no (or a larger) limit."""
+
+
+def _names_page(
+    names: list[str], expiries: dict[str, int], prefix: str, after: str, limit: int, now: int
+) -> list[str]:
+    """The first `limit` + 1 of `names` (sorted) that start with `prefix`, come after `after`
+    and have not expired at `now` (Python code: holds the GIL a switch interval at a time)."""
+    live = (
+        name
+        for name in names
+        if name > after
+        and name.startswith(prefix)
+        and ((at := expiries.get(name)) is None or at > now)
+    )
+    return heapq.nsmallest(limit + 1, live)
 
 
 class NodeClientHandler:
@@ -200,11 +217,10 @@ class NodeClientHandler:
         await self.node.read_barrier(self.settings.op_timeout)
         limit = NAMES_PAGE if limit <= 0 else min(limit, NAMES_PAGE)
         now = self.node.wall_ms()
-        found = sorted(
-            name
-            for name, element in self.node.machine.elements().items()
-            if name.startswith(prefix) and name > after and not element.expired(now)
-        )
+        machine = self.node.machine
+        # Copies (a C call each) on the loop; the O(elements) scan in a worker thread.
+        held, expiries = list(machine.values()), machine.expiration_table()
+        found = await asyncio.to_thread(_names_page, held, expiries, prefix, after, limit, now)
         return NamesPage(tuple(found[:limit]), len(found) > limit)
 
     def status(self) -> MemberStatus:

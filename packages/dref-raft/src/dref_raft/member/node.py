@@ -249,7 +249,10 @@ class RaftNode:
             snapshot_store.path.parent if isinstance(snapshot_store, SnapshotStore) else None
         )
         if stores is not None:  # snapshots are saved from the background too (`_compact`)
-            stores = dataclasses.replace(stores, snapshot=MonotonicSnapshotStore(stores.snapshot))
+            booted = self.core.log.snapshot  # what `stores.snapshot` holds, if anything
+            saved = (booted.seq, booted.term) if booted.seq > 0 else None
+            store = MonotonicSnapshotStore(stores.snapshot, saved)
+            stores = dataclasses.replace(stores, snapshot=store)
         writer = StoreWriter(
             stores, term=self.core.term, vote=self.core.vote, commit=self.core.commit
         )
@@ -334,6 +337,14 @@ class RaftNode:
         stores = self._applier.writer.stores
         if stores is not None and isinstance(stores.snapshot, MonotonicSnapshotStore):
             stores.snapshot.adopt(path, snapshot)
+
+    def link_saved_snapshot(self, dest: Path, last_seq: int, last_term: int) -> bool:
+        """Hard-link the saved `state-snapshot` file to `dest` if it holds the snapshot at
+        (`last_seq`, `last_term`) (`MonotonicSnapshotStore.link_saved`; blocking)."""
+        stores = self._applier.writer.stores
+        if stores is None or not isinstance(stores.snapshot, MonotonicSnapshotStore):
+            return False
+        return stores.snapshot.link_saved(dest, last_seq, last_term)
 
     def deliver(self, response: Response) -> None:
         """Step a peer's `response` (received outside `PeerTransport.call`) into the core."""
@@ -746,8 +757,10 @@ class RaftNode:
                             functools.partial(applier.writer.drop_log_through, data.last_seq)
                         )
                 if self._compaction is None and (point := applier.compaction_due()) is not None:
-                    # A point-in-time copy now; sorted, encoded and saved in a worker thread.
-                    task = asyncio.create_task(self._compact(*point, self.machine.copy_state()))
+                    # A point-in-time copy now (nothing applied meanwhile); sorted, encoded
+                    # and saved in a worker thread.
+                    state = await self._copy_state()
+                    task = asyncio.create_task(self._compact(*point, state))
                     self._compaction = task  # not cancelled by `aclose`: awaited
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
@@ -759,6 +772,17 @@ class RaftNode:
             self.failure = exc
             self._fail_all(ConsensusError(f"raft node {self.id} failed: {exc}"))
             self.hub.close(ConsensusError(f"raft node {self.id} failed: {exc}"))
+
+    async def _copy_state(self) -> StateCopy:
+        """The state machine's `StateCopy`, a slice at a time with the event loop running in
+        between (the driver awaits it: nothing is applied meanwhile)."""
+        steps = self.machine.copy_state_in_slices()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            await asyncio.sleep(0)
 
     async def _compact(self, seq: int, term: int, state: StateCopy) -> None:
         """Take the snapshot at `seq` from `state` (a copy) and save it, off the event loop;

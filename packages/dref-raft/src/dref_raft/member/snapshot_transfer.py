@@ -3,10 +3,12 @@
 `SnapshotTransfer` is both sides for one `RaftNode`:
 
 * leader: `ship` takes over an `InstallSnapshot` the core sends to a dref peer: the snapshot's
-  DRFS file is written once (in a worker thread) and streamed with `DRefSnapshot/Install` from
-  the offset the follower already holds, one transfer per follower at a time; the follower's
-  answer is stepped into the core like an `InstallSnapshotResponse`. Upstream peers (and
-  transports without streaming) keep getting the single `InstallSnapshot` message;
+  DRFS file — the member's saved `state-snapshot` when it holds that snapshot (hard-linked, not
+  encoded again), else one written once in a worker thread — is streamed with
+  `DRefSnapshot/Install` from the offset the follower already holds, one transfer per follower
+  at a time; the follower's answer is stepped into the core like an `InstallSnapshotResponse`.
+  Upstream peers (and transports without streaming) keep getting the single `InstallSnapshot`
+  message;
 * follower: `held` / `install` receive the chunks into `IncomingSnapshot` in the storage
   directory, verify them (CRC-32 per chunk, SHA-256 of the file), decode the file and prepare
   the state machine's swap in worker threads, then step the `InstallSnapshot` into the core;
@@ -34,6 +36,7 @@ from dref_raft.storage.snapshot_files import (
     SpooledSnapshot,
     read_chunk,
     spool_snapshot,
+    spooled_file,
 )
 from dref_raft.transport.snapshot_stream import ChunkHook
 from dref_raft.wire.snapshot_messages import InstallResult, SnapshotChunk, SnapshotHeader
@@ -90,6 +93,9 @@ class SnapshotTransfer:
         """Called before each chunk is sent (tests inject faults with it)."""
         self.transfers_done = 0
         """Snapshots this node streamed to followers that installed them."""
+        self.encoded_for_sending = 0
+        """Snapshots this node encoded into a file to stream them (not its saved file: it
+        had none at that seq, or no storage directory)."""
 
     def aclose(self) -> None:
         """Remove the outgoing file, or the temporary directory (the node cancelled the
@@ -124,11 +130,15 @@ class SnapshotTransfer:
                 msg.last_seq,
                 msg.last_term,
             ):
-                data = dataclasses.replace(
-                    msg.snapshot, last_seq=msg.last_seq, last_term=msg.last_term
-                )
                 path = self.directory / OUTGOING_FILE
-                spooled = await asyncio.to_thread(spool_snapshot, data, path)
+                seq, term = msg.last_seq, msg.last_term
+                if await asyncio.to_thread(self._node.link_saved_snapshot, path, seq, term):
+                    # The file this member saved: streamed as it is, not encoded again.
+                    spooled = await asyncio.to_thread(spooled_file, path, seq, term)
+                else:
+                    data = dataclasses.replace(msg.snapshot, last_seq=seq, last_term=term)
+                    spooled = await asyncio.to_thread(spool_snapshot, data, path)
+                    self.encoded_for_sending += 1
                 self._spooled = spooled
             return spooled
 

@@ -6,7 +6,8 @@ last `history` of them with their log seq in a ring. `watch(names, from_seq)`:
 * `from_seq` > 0 and still covered by the ring: replay every event after it for `names` (all
   when empty), then stream live ones;
 * otherwise (0: a new watch, or too old): send the current value of each name (`resync=True`,
-  with the member's applied seq; for all names, every stored element), then stream live ones.
+  with the member's applied seq; for all names, every stored element: the names and values are
+  copied when the watch starts and sorted in a worker thread), then stream live ones.
 
 Every live watcher has a bounded buffer; one that falls behind ends with `WatchLaggedError`
 (`UNAVAILABLE` on the wire) so its client resumes — never a silent gap.
@@ -27,7 +28,7 @@ from dref.changes import ChangeEvent
 from dref.errors import BackendUnavailableError, ChangeStreamLaggedError, ClosedError
 from dref_raft.commands import WatchEvent
 from dref_raft.errors import WatchLaggedError
-from dref_raft.fsm import Changed
+from dref_raft.fsm import Changed, sorted_pairs
 from dref_raft.member.node import RaftNode
 
 __all__ = ["DEFAULT_HISTORY", "WatchService"]
@@ -60,6 +61,15 @@ class _Watcher:
         if self.error is None:
             self.error = error
         self.wake.set()
+
+
+@dataclass(frozen=True, slots=True)
+class _Everything:
+    """A resync of every name: the names and values held at `seq` (unsorted copies)."""
+
+    names: list[str]
+    values: list[bytes]
+    seq: int
 
 
 class WatchService:
@@ -110,11 +120,15 @@ class WatchService:
                     self._watchers.discard(watcher)
                     break
 
-    def _start(self, names: list[str], from_seq: int) -> tuple[list[WatchEvent], _Watcher]:
-        """The first events and the registered live watcher (synchronous: nothing between)."""
+    def _start(
+        self, names: list[str], from_seq: int
+    ) -> tuple[list[WatchEvent] | _Everything, _Watcher]:
+        """The first events (or, for a resync of every name, a copy of the state to send) and
+        the registered live watcher (synchronous: nothing between)."""
         if self._closed or self.node.closed:
             raise ClosedError(f"node {self.node.id} does not serve watches any more")
         wanted = frozenset(names)
+        first: list[WatchEvent] | _Everything
         if from_seq > 0 and from_seq >= self._floor:
             first = [e for e in self._ring if e.seq > from_seq and (not wanted or e.name in wanted)]
             after = from_seq
@@ -122,13 +136,13 @@ class WatchService:
             after = self.node.applied
             machine = self.node.machine
             if wanted:
-                current = {n: machine.element(n) for n in sorted(wanted)}
-            else:
-                current = dict(sorted(machine.elements().items()))
-            first = [
-                WatchEvent(n, None if e is None else e.value, after, resync=True)
-                for n, e in current.items()
-            ]
+                first = [
+                    WatchEvent(n, machine.values().get(n), after, resync=True)
+                    for n in sorted(wanted)
+                ]
+            else:  # two C-call copies here; sorted in a worker thread by `watch`
+                held = machine.values()
+                first = _Everything(list(held), list(held.values()), after)
         watcher = _Watcher(wanted, after, self.buffer)
         self._watchers.add(watcher)
         return first, watcher
@@ -149,8 +163,14 @@ class WatchService:
         """Committed changes of `names` (all when empty) after `from_seq`; see the module."""
         first, watcher = self._start(names, from_seq)
         try:
-            for event in first:
-                yield event
+            if isinstance(first, _Everything):
+                seq = first.seq
+                order, values = await asyncio.to_thread(sorted_pairs, first.names, first.values)
+                for name, value in zip(order, values, strict=True):
+                    yield WatchEvent(name, value, seq, resync=True)
+            else:
+                for event in first:
+                    yield event
             while True:
                 while watcher.buffer:
                     yield watcher.buffer.popleft()

@@ -50,6 +50,7 @@ __all__ = [
     "read_chunk",
     "restore_backup",
     "spool_snapshot",
+    "spooled_file",
     "write_backup_trailer",
 ]
 
@@ -79,6 +80,12 @@ def spool_snapshot(snapshot: ClusterSnapshot, path: Path) -> SpooledSnapshot:
     `encode_snapshot_file`."""
     size = write_snapshot_file(snapshot, path, durable=False)
     return SpooledSnapshot(path, size, _sha256_of(path), snapshot.last_seq, snapshot.last_term)
+
+
+def spooled_file(path: Path, last_seq: int, last_term: int) -> SpooledSnapshot:
+    """A DRFS file already written (the saved snapshot at `last_seq`, `last_term`, linked for
+    streaming): its size and SHA-256."""
+    return SpooledSnapshot(path, path.stat().st_size, _sha256_of(path), last_seq, last_term)
 
 
 def read_chunk(path: Path, offset: int, size: int = CHUNK_SIZE) -> bytes:
@@ -208,10 +215,13 @@ class MonotonicSnapshotStore:
     background, one it received): saves are serialized and one older than the last saved is
     skipped, so a slow background save never replaces a newer installed snapshot."""
 
-    def __init__(self, inner: SnapshotStorage) -> None:
+    def __init__(self, inner: SnapshotStorage, saved: tuple[int, int] | None = None) -> None:
+        """`saved`: (last_seq, last_term) of the snapshot `inner` holds (loaded at boot)."""
         self._inner = inner
         self._lock = threading.Lock()
-        self._saved_seq = -1
+        self._saved_seq = -1 if saved is None else saved[0]
+        #: (last_seq, last_term) of the snapshot the file holds (None: unknown, or no file).
+        self._saved = saved
         self._adopted: tuple[Path, ClusterSnapshot] | None = None
 
     def adopt(self, path: Path, snapshot: ClusterSnapshot) -> None:
@@ -225,7 +235,9 @@ class MonotonicSnapshotStore:
         """The saved snapshot, or None when there is none."""
         snapshot = self._inner.load()
         if snapshot is not None:
-            self._saved_seq = max(self._saved_seq, snapshot.last_seq)
+            with self._lock:
+                self._saved_seq = max(self._saved_seq, snapshot.last_seq)
+                self._saved = (snapshot.last_seq, snapshot.last_term)
         return snapshot
 
     def save(self, snapshot: ClusterSnapshot) -> int:
@@ -234,11 +246,29 @@ class MonotonicSnapshotStore:
             if snapshot.last_seq < self._saved_seq:
                 return 0
             adopted, self._adopted = self._adopted, None
+            self._saved = None  # until the new file is in place
             size = self._adopt(adopted, snapshot)
             if size is None:
                 size = self._inner.save(snapshot)
             self._saved_seq = snapshot.last_seq
+            self._saved = (snapshot.last_seq, snapshot.last_term)
             return size
+
+    def link_saved(self, dest: Path, last_seq: int, last_term: int) -> bool:
+        """Hard-link the saved `state-snapshot` file to `dest` (replacing it) if it holds the
+        snapshot at (`last_seq`, `last_term`): `dest` then keeps those bytes even after a newer
+        save renames another file into place. False (nothing done): another snapshot, no file,
+        or a file system without hard links."""
+        inner = self._inner
+        with self._lock:
+            if not isinstance(inner, SnapshotStore) or self._saved != (last_seq, last_term):
+                return False
+            dest.unlink(missing_ok=True)
+            try:
+                os.link(inner.path, dest)
+            except OSError:
+                return False
+            return True
 
     def _adopt(
         self, adopted: tuple[Path, ClusterSnapshot] | None, snapshot: ClusterSnapshot
