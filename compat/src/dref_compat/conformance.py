@@ -278,6 +278,10 @@ class BackendConformance(LostAnswerConformance):
     ) -> None:
         ref = await ctx.make(0, name)
         other = ctx2.ref(name, type=int)
+        # A write returns once the writer's own side has it; ctx2 may be served by another
+        # (a Raft follower that applies it a moment later): it reads the seed first, so that its
+        # stream too starts after the seed.
+        assert await other.get() == 0
         async with ref.changes() as s1, other.changes() as s2, ref.changes() as s3:
             for i in range(1, 21):
                 await ref.set(i)

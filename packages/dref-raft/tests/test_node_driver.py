@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dref.errors import DRefError, NoLeaderError, NotLeaderError
+from dref.errors import BackendTimeoutError, DRefError, NoLeaderError, NotLeaderError
 from dref_raft.commands import DeleteElement, SetElement, SetIfNotExist
 from dref_raft.member.node import NodeConfig, RaftNode
 from dref_raft.storage import open_stores
@@ -140,3 +140,26 @@ async def test_partitioned_leader_steps_down_and_loses_no_acknowledged_write(
     cluster.net.heal()
     await until(lambda: old.leader_id == new.id and old.applied >= new.applied)
     assert old.get_local("lost?") == new.get_local("lost?")
+
+
+async def test_a_proposal_without_a_quorum_times_out_and_a_cancelled_one_frees_its_slot(
+    cluster: Cluster,
+) -> None:
+    leader = await cluster.leader()
+    await leader.propose(SetElement("before", b"1"), 5)
+    for other in IDS:
+        if other != leader.id:
+            cluster.net.partition(f"mem:{leader.id}", f"mem:{other}")
+    # Both within the election timeout (0.4 s), before check-quorum makes it step down.
+    waiting = asyncio.create_task(leader.propose(SetElement("cancelled", b"1"), 30))
+    await until(lambda: leader._pending)  # proposed: its entry waits for a quorum
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(BackendTimeoutError, match=r"not applied within 0\.2 s"):
+        await leader.propose(SetElement("timed out", b"1"), 0.2)
+    assert loop.time() - started < 0.4  # failed at its own deadline
+    assert leader._slots._value == leader.config.max_pending  # both slots given back
+    cluster.net.heal()

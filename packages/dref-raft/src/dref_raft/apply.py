@@ -46,6 +46,7 @@ from dref_raft.core import (
 )
 from dref_raft.fsm import ApplyResult, Changed, ClusterSnapshot, StateMachine
 from dref_raft.storage import LogRecord, Stores, VoterState
+from dref_raft.wire.command_bytes import command_bytes
 from dref_raft.wire.commands import encode_command
 
 __all__ = [
@@ -89,11 +90,14 @@ class ReadyEffects(Protocol):
 
 
 def log_records(ready: Ready) -> tuple[LogRecord, ...]:
-    """`ready`'s entries as the command log's records (the commands' wire bytes)."""
+    """`ready`'s entries as the command log's records (the commands' wire bytes, encoded once
+    for the log and the AppendEntries that carry them: `dref_raft.wire.command_bytes`)."""
     return tuple(
         LogRecord(
             e.seq,
-            encode_command(e.command, term=e.term if isinstance(e.command, StartNewTerm) else None),
+            encode_command(e.command, term=e.term)
+            if isinstance(e.command, StartNewTerm)
+            else command_bytes(e.command),
         )
         for e in ready.entries
     )

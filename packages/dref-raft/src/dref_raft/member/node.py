@@ -558,14 +558,22 @@ class RaftNode:
         self._check_open()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        try:
-            async with asyncio.timeout_at(deadline):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise BackendTimeoutError(
-                f"node {self.id}: {self.config.max_pending} proposals in flight"
-            ) from None
+        slots = self._slots
+        if slots.locked():
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await slots.acquire()
+            except TimeoutError:
+                raise BackendTimeoutError(
+                    f"node {self.id}: {self.config.max_pending} proposals in flight"
+                ) from None
+        else:
+            await slots.acquire()  # free: returns at once
         future: asyncio.Future[tuple[int, ApplyResult]] = loop.create_future()
+        # The caller awaits `future` itself and a plain timer fails it at the deadline: no
+        # `shield` or `timeout` in between, whose callbacks would cost the write another loop
+        # turn before its caller runs (a cancelled caller cancels `future`, as `finally` would).
+        timer = loop.call_at(deadline, _expire, future)
         try:
 
             def go() -> None:
@@ -579,17 +587,17 @@ class RaftNode:
 
             self._submit(go)
             try:
-                async with asyncio.timeout_at(deadline):
-                    return await asyncio.shield(future)
+                return await future
             except TimeoutError:
                 raise BackendTimeoutError(
                     f"node {self.id}: {type(command).__name__} not applied within "
                     f"{timeout:g} s (outcome unknown)"
                 ) from None
         finally:
+            timer.cancel()
             if not future.done():
                 future.cancel()
-            self._slots.release()
+            slots.release()
 
     async def read_barrier(self, timeout: float) -> None:
         """Return once every write committed before the call is applied here (leader only)."""
@@ -1000,6 +1008,13 @@ def _snapshot_at(state: StateCopy, seq: int, term: int) -> ClusterSnapshot:
     snapshot = dataclasses.replace(snapshot_of_state(state, seq), last_term=term)
     state.clear()
     return snapshot
+
+
+def _expire(future: asyncio.Future[_T]) -> None:
+    """`propose`'s deadline passed: its future fails with `TimeoutError` (no proposal's future
+    is ever failed with one otherwise)."""
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def _fail(future: asyncio.Future[_T], error: BaseException) -> None:

@@ -54,9 +54,9 @@ from dref_raft.core.messages import (
 )
 from dref_raft.core.types import Entry
 from dref_raft.errors import WireError
+from dref_raft.wire.command_bytes import command_bytes, remember
 from dref_raft.wire.commands import (
     decode_command,
-    encode_command,
     encode_snapshot,
     misplaced_field,
     snapshot_of,
@@ -208,16 +208,18 @@ def _serialize(msg: Any, what: str) -> bytes:
 
 def _command_bytes(command: Command) -> bytes:
     try:
-        return encode_command(command)
+        return command_bytes(command)  # the leader's log write encoded it already
     except ValueError as exc:
         raise WireError(str(exc)) from exc
 
 
 def _command(data: bytes) -> Command:
     try:
-        return decode_command(data)
+        command = decode_command(data)
     except ValueError as exc:  # wire.WireError is a ValueError
         raise WireError(f"malformed command: {exc}") from exc
+    remember(command, data)  # a follower's log write stores these bytes
+    return command
 
 
 # ---------------------------------------------------------------------------- requests
