@@ -31,18 +31,15 @@ def element() -> str:
 
 
 # How the record is read and written: one `SET … GET` (Redis >= 6.2, this server) or `GET`
-# then `SET` (older servers).
+# then `SET` (older servers, or `session_set_get = false`).
 RECORD_PATHS = pytest.mark.parametrize("swap", [True, False], ids=["set-get", "get-then-set"])
 
 
 async def open_with(
     open_backend: Callable[..., Any], url: str, swap: bool, **settings: Any
 ) -> RedisBackend:
-    backend: RedisBackend = await open_backend(url, **settings)
-    assert backend._swap_records  # redis-server >= 6.2
-    if not swap:
-        backend._swap_records = False
-        backend._build_writes()
+    backend: RedisBackend = await open_backend(url, session_set_get=swap, **settings)
+    assert backend._swap_records is swap  # redis-server >= 6.2
     return backend
 
 
@@ -59,7 +56,7 @@ async def test_a_duplicate_request_returns_the_recorded_result_without_applying(
 
     def args(value: bytes, request: int) -> list[bytes]:
         number = b"%d" % request  # the request, and the first incomplete one
-        return [value, b"", b"payload", CHANNEL.encode(), number, number, b"60000"]
+        return [value, b"", b"payload", CHANNEL.encode(), number, number]
 
     assert await script(keys=keys, args=args(b"a", 7)) == 1
     assert await raw.get(keys[1]) == b"7;7=1"
@@ -90,7 +87,7 @@ async def test_records_of_open_requests_are_kept_until_answered(
 
     async def send(value: bytes, request: int, first: int) -> Any:
         args = [value, b"", b"payload", CHANNEL.encode(), b"%d" % request, b"%d" % first]
-        return await script(keys=keys, args=[*args, b"60000"])
+        return await script(keys=keys, args=args)
 
     assert await send(b"a", 10, 10) == 1
     assert await send(b"b", 11, 10) == 1  # 10 is still open: its record stays
@@ -113,7 +110,7 @@ async def test_a_request_begun_later_that_ran_first_keeps_its_record(
 
     async def send(value: bytes, request: int, first: int) -> Any:
         args = [value, b"", b"payload", CHANNEL.encode(), b"%d" % request, b"%d" % first]
-        return await backend._set.routed(keys=keys, args=[*args, b"60000"])
+        return await backend._set.routed(keys=keys, args=args)
 
     assert await send(b"b", 11, 10) == 1
     assert await send(b"a", 10, 10) == 1
@@ -135,7 +132,7 @@ async def test_a_delayed_copy_of_an_answered_request_is_refused(
 
     async def send(value: bytes, request: int, first: int) -> Any:
         args = [value, b"", b"payload", CHANNEL.encode(), b"%d" % request, b"%d" % first]
-        return await script(keys=keys, args=[*args, b"60000"])
+        return await script(keys=keys, args=args)
 
     assert await send(b"a", 10, 10) == 1
     assert await send(b"b", 11, 11) == 1  # 10 was answered: its record is dropped
@@ -158,12 +155,10 @@ async def test_a_write_that_raises_leaves_the_record_as_it_was(
 
     async def swap_value(expected: bytes, value: bytes, request: int) -> Any:
         number = b"%d" % request
-        args = [expected, value, b"", b"payload", CHANNEL.encode(), number, number, b"60000"]
+        args = [expected, value, b"", b"payload", CHANNEL.encode(), number, number]
         return await backend._cas.routed(keys=keys, args=args)
 
-    await backend._set.routed(
-        keys=keys, args=[b"x", b"", b"payload", CHANNEL.encode(), b"4", b"4", b"60000"]
-    )
+    await backend._set.routed(keys=keys, args=[b"x", b"", b"payload", CHANNEL.encode(), b"4", b"4"])
     await raw.delete(key)
     await raw.hset(key, "field", "value")  # not a string: the swap's GET raises WRONGTYPE
     with pytest.raises(ResponseError, match="WRONGTYPE"):
@@ -182,14 +177,16 @@ async def test_an_applied_answer_other_than_the_expected_one_is_recorded(
     """A write expected to answer {1, 0} when it applies that answers {1, 5} (a fair swap with
     waiters ahead) records {1, 5}; a failed one leaves the old record."""
     script = raw.register_script(
-        sessions.with_session("return {tonumber(ARGV[1]), tonumber(ARGV[2])}", applied="{0")
+        sessions.with_session(
+            "return {tonumber(ARGV[1]), tonumber(ARGV[2])}", b"60000", applied="{0"
+        )
     )
     key = element().encode()
     keys = [key, session_key(key, b"ab" * 16)]
 
     async def send(applied: bytes, ahead: bytes, request: int) -> Any:
         number = b"%d" % request
-        return await script(keys=keys, args=[applied, ahead, number, number, b"60000"])
+        return await script(keys=keys, args=[applied, ahead, number, number])
 
     assert await send(b"1", b"0", 3) == [1, 0]
     assert await raw.get(keys[1]) == b"3;3={0"
@@ -199,7 +196,7 @@ async def test_an_applied_answer_other_than_the_expected_one_is_recorded(
     assert await send(b"0", b"0", 5) == [0, 0]  # not applied: nothing recorded
     assert await raw.get(keys[1]) == b"4;4={5"
     with pytest.raises(ValueError, match="applied"):
-        sessions.with_session("return 1", applied="0")
+        sessions.with_session("return 1", b"60000", applied="0")
 
 
 @pytest.mark.parametrize(
