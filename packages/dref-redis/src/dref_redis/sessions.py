@@ -82,8 +82,8 @@ end
 -- request (answered: nothing in it to answer, refuse or keep).
 local dref_plain = not dref_record
 if dref_record then
-  local f, r = string.match(dref_record, '^(%d+);(%d+)=[^;]*$')
-  dref_plain = f == r and f and (#f < #dref_first or (#f == #dref_first and f < dref_first))
+  local f = string.match(dref_record, '^(%d+);%1=[^;]*$')
+  dref_plain = f and (#f < #dref_first or (#f == #dref_first and f < dref_first))
 end
 local function dref_write()
 """
