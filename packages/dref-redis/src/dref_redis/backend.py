@@ -267,9 +267,14 @@ class RedisBackend(Backend):
             raise ClosedError("the redis backend is closed")
         session = self._session
         request, first = session.begin()
-        number = b"%d" % request
-        keys = [*keys, self._session_key(keys[0])]
-        args = [*args, number, number if first == request else b"%d" % first]
+        # As `sessions.session_arguments` (inline: this runs for every write).
+        session_key = self._session_key(keys[0])
+        if first == request:
+            keys = [*keys, session_key]
+            args = [*args, b"%d" % request]
+        else:
+            keys = [*keys, session_key, session_key]
+            args = [*args, b"%d" % first, b"%d" % request]
         try:
             async with asyncio.timeout(self._deadline) as deadline:
                 try:

@@ -1,10 +1,12 @@
 """Exactly-once writes on Redis: a per-session record of the writes that applied, kept by scripts.
 
 Every context (`RedisBackend`) is a session with a random 16-byte id (hex) and a request counter.
-With `exactly_once` on, each write script is wrapped by `with_session`: it takes three extra
-trailing arguments — the session key (last KEYS entry), the request number and the session's
-first incomplete request number (last two ARGV entries; the idle time is part of the script) —
-and, atomically:
+With `exactly_once` on, each write script is wrapped by `with_session`: it takes two extra
+trailing arguments — the session key (last KEYS entry) and the request number (last ARGV
+entry) — and, when another request of the session is open, the session's first incomplete
+request number (otherwise the request itself) as a third: then the session key is sent twice
+(the last two KEYS entries, so the script can tell) and the number comes just before the
+request's (`session_arguments`; the idle time is part of the script). Atomically, it:
 
 - if the session key records the request number, returns the recorded answer and applies
   nothing (a duplicate: the answer of the first attempt was lost);
@@ -57,7 +59,7 @@ from __future__ import annotations
 import re
 import secrets
 
-__all__ = ["WriteSession", "with_session"]
+__all__ = ["WriteSession", "session_arguments", "with_session"]
 
 # The wrapper, in three parts around the write. Python fills in `dref_guess` (the recorded
 # answer expected when the write applies, or false), the idle time and `{applied_check}`.
@@ -67,10 +69,15 @@ _PROLOGUE = """
 local dref_n = #KEYS
 local dref_session = KEYS[dref_n]
 KEYS[dref_n] = nil
-dref_n = #ARGV
-local dref_request, dref_first = ARGV[dref_n - 1], ARGV[dref_n]
-ARGV[dref_n] = nil
-ARGV[dref_n - 1] = nil
+local dref_m = #ARGV
+local dref_request = ARGV[dref_m]
+ARGV[dref_m] = nil
+local dref_first = dref_request
+if KEYS[dref_n - 1] == dref_session then
+  KEYS[dref_n - 1] = nil
+  dref_first = ARGV[dref_m - 1]
+  ARGV[dref_m - 1] = nil
+end
 local dref_record, dref_new
 if dref_guess and dref_first == dref_request then
   dref_new = dref_request .. ';' .. dref_request .. '=' .. dref_guess
@@ -224,6 +231,18 @@ def with_session(source: str, idle: bytes, applied: str | None = None) -> str:
         raise ValueError(f"applied: {applied!r} is not a recorded answer of a write that applied")
     head = f"local dref_guess, dref_idle = {guess}, '{idle.decode()}'"
     return head + _PROLOGUE + source + _FAST.replace("{applied_check}", check) + _GENERAL
+
+
+def session_arguments(
+    keys: list[bytes], args: list[bytes], session: bytes, request: int, first: int
+) -> tuple[list[bytes], list[bytes]]:
+    """`keys` and `args` of a write with the session's extra arguments (for the request
+    `request` whose session's first incomplete request is `first`) appended, as `with_session`
+    takes them. The backend builds the same inline (`RedisBackend._run`)."""
+    number = b"%d" % request
+    if first == request:
+        return [*keys, session], [*args, number]
+    return [*keys, session, session], [*args, b"%d" % first, number]
 
 
 class WriteSession:
