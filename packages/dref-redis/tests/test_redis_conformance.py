@@ -8,7 +8,9 @@ import pytest
 from redis_lost_answers import LosesAnswers
 from redis_procs import RedisServer
 
+import dref
 from dref_compat.conformance import BackendConformance
+from dref_redis import RedisBackend
 
 
 class TestRedisConformance(LosesAnswers, BackendConformance):
@@ -28,7 +30,9 @@ class TestRedisConformance(LosesAnswers, BackendConformance):
 
 
 class TestRedisConformanceLockStrategy(LosesAnswers, BackendConformance):
-    """`modify_strategy = "lock"`: `update` goes through upstream's lock protocol."""
+    """`modify_strategy = "lock"`: `update` goes through upstream's lock protocol; and session
+    records are read and written with `GET` then `SET` (`session_set_get = false`), the path of
+    servers older than Redis 6.2."""
 
     backend = "redis"
     revision_history = 256  # the default `history`
@@ -40,7 +44,12 @@ class TestRedisConformanceLockStrategy(LosesAnswers, BackendConformance):
             "poll_interval": 0.2,
             "modify_strategy": "lock",
             "expiry_events": "off",
+            "session_set_get": False,
         }
+
+    async def test_session_records_take_the_two_call_path(self, ctx: dref.DRefContext) -> None:
+        assert isinstance(ctx.backend, RedisBackend)
+        assert not ctx.backend._swap_records
 
 
 class TestRedisConformanceKeyPrefix(LosesAnswers, BackendConformance):

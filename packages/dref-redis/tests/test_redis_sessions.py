@@ -16,7 +16,8 @@ from redis_procs import RedisServer
 from dref.errors import BackendUnavailableError
 from dref_compat.conformance import eventually
 from dref_redis import RedisBackend, sessions
-from dref_redis.keys import CHANNEL, fence_key, is_companion, session_key
+from dref_redis.keys import CHANNEL, fence_key, history_key, is_companion, session_key
+from dref_redis.sessions import session_arguments
 
 
 @pytest.fixture
@@ -31,18 +32,15 @@ def element() -> str:
 
 
 # How the record is read and written: one `SET … GET` (Redis >= 6.2, this server) or `GET`
-# then `SET` (older servers).
+# then `SET` (older servers, or `session_set_get = false`).
 RECORD_PATHS = pytest.mark.parametrize("swap", [True, False], ids=["set-get", "get-then-set"])
 
 
 async def open_with(
     open_backend: Callable[..., Any], url: str, swap: bool, **settings: Any
 ) -> RedisBackend:
-    backend: RedisBackend = await open_backend(url, **settings)
-    assert backend._swap_records  # redis-server >= 6.2
-    if not swap:
-        backend._swap_records = False
-        backend._build_writes()
+    backend: RedisBackend = await open_backend(url, session_set_get=swap, **settings)
+    assert backend._swap_records is swap  # redis-server >= 6.2
     return backend
 
 
@@ -55,26 +53,29 @@ async def test_a_duplicate_request_returns_the_recorded_result_without_applying(
     key = name.encode()
     session = b"ab" * 16
     script = backend._set_if_not_exist.routed
-    keys = [key, session_key(key, session)]
+    record = session_key(key, session)
 
-    def args(value: bytes, request: int) -> list[bytes]:
-        number = b"%d" % request  # the request, and the first incomplete one
-        return [value, b"", b"payload", CHANNEL.encode(), number, number, b"60000"]
+    async def send(value: bytes, request: int) -> Any:
+        # The request is the first incomplete one.
+        keys, args = session_arguments(
+            [key], [value, b"", b"payload", CHANNEL.encode()], record, request, request
+        )
+        return await script(keys=keys, args=args)
 
-    assert await script(keys=keys, args=args(b"a", 7)) == 1
-    assert await raw.get(keys[1]) == b"7;7=1"
+    assert await send(b"a", 7) == 1
+    assert await raw.get(record) == b"7;7=1"
     # The same (session, request) again: the recorded answer, and nothing written.
-    assert await script(keys=keys, args=args(b"b", 7)) == 1
+    assert await send(b"b", 7) == 1
     assert await raw.get(key) == b"a"
     # A new request that does not apply (the element exists) is answered, not recorded...
-    assert await script(keys=keys, args=args(b"c", 8)) == 0
-    assert await raw.get(keys[1]) == b"7;7=1"
+    assert await send(b"c", 8) == 0
+    assert await raw.get(record) == b"7;7=1"
     # ...so its resend is evaluated again: it changed nothing the first time.
     await raw.delete(key)
-    assert await script(keys=keys, args=args(b"d", 8)) == 1
+    assert await send(b"d", 8) == 1
     assert await raw.get(key) == b"d"
     # Request 8 was the first incomplete one: the answered request 7 was dropped.
-    assert await raw.get(keys[1]) == b"8;8=1"
+    assert await raw.get(record) == b"8;8=1"
 
 
 @RECORD_PATHS
@@ -89,8 +90,8 @@ async def test_records_of_open_requests_are_kept_until_answered(
     script = backend._set.routed
 
     async def send(value: bytes, request: int, first: int) -> Any:
-        args = [value, b"", b"payload", CHANNEL.encode(), b"%d" % request, b"%d" % first]
-        return await script(keys=keys, args=[*args, b"60000"])
+        args = [value, b"", b"payload", CHANNEL.encode()]
+        return await script(*session_arguments([key], args, keys[1], request, first))
 
     assert await send(b"a", 10, 10) == 1
     assert await send(b"b", 11, 10) == 1  # 10 is still open: its record stays
@@ -112,8 +113,8 @@ async def test_a_request_begun_later_that_ran_first_keeps_its_record(
     keys = [key, session_key(key, b"ab" * 16)]
 
     async def send(value: bytes, request: int, first: int) -> Any:
-        args = [value, b"", b"payload", CHANNEL.encode(), b"%d" % request, b"%d" % first]
-        return await backend._set.routed(keys=keys, args=[*args, b"60000"])
+        args = [value, b"", b"payload", CHANNEL.encode()]
+        return await backend._set.routed(*session_arguments([key], args, keys[1], request, first))
 
     assert await send(b"b", 11, 10) == 1
     assert await send(b"a", 10, 10) == 1
@@ -134,8 +135,8 @@ async def test_a_delayed_copy_of_an_answered_request_is_refused(
     script = backend._set.routed
 
     async def send(value: bytes, request: int, first: int) -> Any:
-        args = [value, b"", b"payload", CHANNEL.encode(), b"%d" % request, b"%d" % first]
-        return await script(keys=keys, args=[*args, b"60000"])
+        args = [value, b"", b"payload", CHANNEL.encode()]
+        return await script(*session_arguments([key], args, keys[1], request, first))
 
     assert await send(b"a", 10, 10) == 1
     assert await send(b"b", 11, 11) == 1  # 10 was answered: its record is dropped
@@ -157,13 +158,11 @@ async def test_a_write_that_raises_leaves_the_record_as_it_was(
     keys = [key, session_key(key, b"ab" * 16)]
 
     async def swap_value(expected: bytes, value: bytes, request: int) -> Any:
-        number = b"%d" % request
-        args = [expected, value, b"", b"payload", CHANNEL.encode(), number, number, b"60000"]
-        return await backend._cas.routed(keys=keys, args=args)
+        args = [expected, value, b"", b"payload", CHANNEL.encode()]
+        return await backend._cas.routed(*session_arguments([key], args, keys[1], request, request))
 
-    await backend._set.routed(
-        keys=keys, args=[b"x", b"", b"payload", CHANNEL.encode(), b"4", b"4", b"60000"]
-    )
+    args = [b"x", b"", b"payload", CHANNEL.encode()]
+    await backend._set.routed(*session_arguments([key], args, keys[1], 4, 4))
     await raw.delete(key)
     await raw.hset(key, "field", "value")  # not a string: the swap's GET raises WRONGTYPE
     with pytest.raises(ResponseError, match="WRONGTYPE"):
@@ -182,14 +181,15 @@ async def test_an_applied_answer_other_than_the_expected_one_is_recorded(
     """A write expected to answer {1, 0} when it applies that answers {1, 5} (a fair swap with
     waiters ahead) records {1, 5}; a failed one leaves the old record."""
     script = raw.register_script(
-        sessions.with_session("return {tonumber(ARGV[1]), tonumber(ARGV[2])}", applied="{0")
+        sessions.with_session(
+            "return {tonumber(ARGV[1]), tonumber(ARGV[2])}", b"60000", applied="{0"
+        )
     )
     key = element().encode()
     keys = [key, session_key(key, b"ab" * 16)]
 
     async def send(applied: bytes, ahead: bytes, request: int) -> Any:
-        number = b"%d" % request
-        return await script(keys=keys, args=[applied, ahead, number, number, b"60000"])
+        return await script(*session_arguments([key], [applied, ahead], keys[1], request, request))
 
     assert await send(b"1", b"0", 3) == [1, 0]
     assert await raw.get(keys[1]) == b"3;3={0"
@@ -199,7 +199,7 @@ async def test_an_applied_answer_other_than_the_expected_one_is_recorded(
     assert await send(b"0", b"0", 5) == [0, 0]  # not applied: nothing recorded
     assert await raw.get(keys[1]) == b"4;4={5"
     with pytest.raises(ValueError, match="applied"):
-        sessions.with_session("return 1", applied="0")
+        sessions.with_session("return 1", b"60000", applied="0")
 
 
 @pytest.mark.parametrize(
@@ -264,6 +264,33 @@ async def test_a_lost_answer_is_resent_and_the_write_applied_once(
     # Only the last request's answer is kept: the swap's table {1}, recorded as "{".
     last = backend._session.first_incomplete() - 1
     assert await raw.get(keys[0]) == b"%d;%d={" % (last, last)
+
+
+async def test_a_write_sends_the_first_incomplete_request_only_while_another_is_open(
+    backend: RedisBackend, raw: aioredis.Redis
+) -> None:
+    """Alone, a write sends its request number only; while an older request of the session is
+    open, that one's number too (and the session key twice), and its record is kept above it."""
+    name = element()
+    record = session_key(name.encode(), backend._session.id)
+    sent: list[tuple[list[bytes], list[bytes]]] = []
+    real = backend._send
+
+    async def spy(script: Any, keys: list[bytes], args: list[bytes]) -> Any:
+        sent.append((keys, args))
+        return await real(script, keys, args)
+
+    backend._send = spy  # type: ignore[method-assign]
+    older, _ = backend._session.begin()  # still open
+    await backend.set(name, b"\x01")
+    assert sent[-1][0][-3:] == [history_key(name.encode()), record, record]
+    assert sent[-1][1][-2:] == [b"%d" % older, b"%d" % (older + 1)]
+    assert await raw.get(record) == b"%d;%d=1" % (older, older + 1)
+    backend._session.end(older)
+    await backend.set(name, b"\x02")
+    assert sent[-1][0][-2:] == [history_key(name.encode()), record]
+    assert sent[-1][1][-1] == b"%d" % (older + 2)
+    assert await raw.get(record) == b"%d;%d=1" % (older + 2, older + 2)
 
 
 async def test_the_session_record_expires_after_session_idle(

@@ -177,7 +177,8 @@ class RedisBackend(Backend):
         backend = cls(settings, clock=clock, change_buffer=change_buffer)
         try:
             await backend._call("connect", None, backend._conns.initialize)
-            if settings.exactly_once and await backend._server_has_set_get():
+            set_get = settings.exactly_once and settings.session_set_get
+            if set_get and await backend._server_has_set_get():
                 backend._swap_records = True
                 backend._build_writes()
             if await set_up_expiry_events(settings, backend._server_command):
@@ -216,7 +217,8 @@ class RedisBackend(Backend):
             source = revisions.with_history(source)
         session = self.settings.exactly_once
         if session:
-            source = sessions.with_session(source, applied if self._swap_records else None)
+            guess = applied if self._swap_records else None
+            source = sessions.with_session(source, self._session_idle, guess)
         return self._script(source, history=history, session=session)
 
     def _build_writes(self) -> None:
@@ -254,17 +256,38 @@ class RedisBackend(Backend):
     async def _run(
         self, script: _Script, what: str, name: str, keys: list[bytes], args: list[bytes]
     ) -> Any:
+        """Run a script within the deadline. A session write is sent once, and again (same
+        request number) only while its outcome is unknown (`_resend`)."""
         if script.history:
             keys = [*keys, history_key(keys[0])]
             args = [*args, self._history]
         if not script.session:
             return await self._call(what, name, lambda: self._send(script, keys, args))
+        if self._closed:
+            raise ClosedError("the redis backend is closed")
         session = self._session
         request, first = session.begin()
+        # As `sessions.session_arguments` (inline: this runs for every write).
+        session_key = self._session_key(keys[0])
+        if first == request:
+            keys = [*keys, session_key]
+            args = [*args, b"%d" % request]
+        else:
+            keys = [*keys, session_key, session_key]
+            args = [*args, b"%d" % first, b"%d" % request]
         try:
-            keys = [*keys, self._session_key(keys[0])]
-            args = [*args, b"%d" % request, b"%d" % first, self._session_idle]
-            return await self._call(what, name, lambda: self._send_until_known(script, keys, args))
+            async with asyncio.timeout(self._deadline) as deadline:
+                try:
+                    return await self._send(script, keys, args)
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    unknown = exc
+                # The deadline is `connect_timeout + op_timeout` after the first attempt began.
+                give_up = deadline.when() - self.settings.connect_timeout  # type: ignore[operator]
+                return await self._resend(script, keys, args, give_up, unknown)
+        except DRefError:
+            raise
+        except (RedisError, OSError) as exc:
+            raise map_error(exc, where=self._where, what=what, name=name) from exc
         finally:
             session.end(request)
 
@@ -275,22 +298,28 @@ class RedisBackend(Backend):
             return script.routed(keys=keys, args=args)
         return lane.run_script(script.direct, script.direct.call(keys, args))
 
-    async def _send_until_known(self, script: _Script, keys: list[bytes], args: list[bytes]) -> Any:
-        """Send a session write (same request number every time) until its answer arrives:
-        after a connection error or timeout the write may or may not have been applied, and
-        the script answers a repeat with the recorded result. Gives up after `op_timeout`;
-        other errors are not resent."""
+    async def _resend(
+        self,
+        script: _Script,
+        keys: list[bytes],
+        args: list[bytes],
+        give_up: float,
+        unknown: BaseException,
+    ) -> Any:
+        """Send a session write whose outcome is `unknown` (after a connection error or timeout
+        it may or may not have been applied) again until its answer arrives: the script answers
+        a repeat with the recorded result. Raises the last such error at `give_up` (loop time,
+        `op_timeout` after the first attempt) or once closed; other errors are not resent."""
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.settings.op_timeout
         delay = _RESEND_FIRST_DELAY
-        while True:
-            try:
-                return await self._send(script, keys, args)
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                if self._closed or loop.time() + delay > give_up:
-                    raise
+        while not (self._closed or loop.time() + delay > give_up):
             await asyncio.sleep(delay)  # back-off before resending to a dropped server
             delay = min(delay * 2, _RESEND_MAX_DELAY)
+            try:
+                return await self._send(script, keys, args)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                unknown = exc
+        raise unknown
 
     async def _command(self, what: str, name: str, command: str, *args: bytes) -> Any:
         """A plain command: through the lane, or routed by redis-py's client in Cluster."""

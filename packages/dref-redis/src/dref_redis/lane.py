@@ -32,10 +32,20 @@ def _bulk(arg: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(arg), arg)
 
 
+# The `$<length>\r\n` of every bulk string shorter than 1 KiB: a lookup and one concatenation
+# cost a third of formatting each argument (`b"%d" %` is slow in CPython).
+_HEADS = [b"$%d\r\n" % n for n in range(1024)]
+
+
 def _command(head: bytes, words: int, args: Sequence[bytes]) -> bytes:
     """A RESP array: `head` holds its first `words` bulk strings already encoded, then `args`."""
-    bulks = b"".join([b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args])  # `_bulk`, inlined
-    return b"*%d\r\n%s%s" % (words + len(args), head, bulks)
+    if not args:
+        return b"*%d\r\n%s" % (words, head)
+    try:
+        bulks = b"\r\n".join([_HEADS[len(arg)] + arg for arg in args])
+    except IndexError:  # an argument of 1 KiB or more
+        bulks = b"\r\n".join([b"$%d\r\n%s" % (len(arg), arg) for arg in args])
+    return b"*%d\r\n%s%s\r\n" % (words + len(args), head, bulks)
 
 
 def pack(*args: bytes) -> bytes:

@@ -88,6 +88,12 @@ class RedisSettings(BaseSettings):
         "write there (longer than any resend: at least op_timeout).",
     )
 
+    session_set_get: bool = Field(
+        True,
+        description="Read and write a session record in one SET … GET where the server has it "
+        "(Redis >= 6.2); off: GET before and SET after each write, as on older servers.",
+    )
+
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
