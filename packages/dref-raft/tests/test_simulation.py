@@ -50,16 +50,22 @@ def _failures(results: list[SimResult]) -> list[str]:
     return [f"seed {r.seed}: {r.failure}" for r in results if not r.ok]
 
 
-@pytest.mark.timeout(300)
-def test_three_node_seeds() -> None:
-    results = _results(range(200), THREE)
+def _totals(seeds: range, config: SimConfig) -> Counter[str]:
+    """Run `seeds`, require every check to pass, and sum their stats."""
+    results = _results(seeds, config)
     assert _failures(results) == []
-    # The lock histories are not trivial: contention, expiries that hand a lock on, renewals,
-    # paused holders overlapping their successors (only their lower fence protects the
-    # resource) and unknown outcomes all happen across these seeds.
     totals: Counter[str] = Counter()
     for result in results:
         totals.update(result.stats)
+    return totals
+
+
+@pytest.mark.timeout(300)
+def test_three_node_seeds() -> None:
+    # The lock histories are not trivial: contention, expiries that hand a lock on, renewals,
+    # paused holders overlapping their successors (only their lower fence protects the
+    # resource) and unknown outcomes all happen across these seeds.
+    totals = _totals(range(200), THREE)
     assert totals["locks_acquired"] > 1000, totals
     assert totals["locks_busy"] > 300, totals
     assert totals["lock_expiries"] > 200, totals
@@ -106,11 +112,7 @@ def test_five_node_seeds() -> None:
 def test_lock_clients_in_the_state_machines_line() -> None:
     """Locks acquired with `FairSwap` and released with `LeaveLine` (`lock_queue`): exclusion,
     fences and recovered state (the lines included) hold under the same faults."""
-    results = _results(range(16), replace(THREE, fair_locks=True))
-    assert _failures(results) == []
-    totals: Counter[str] = Counter()
-    for result in results:
-        totals.update(result.stats)
+    totals = _totals(range(16), replace(THREE, fair_locks=True))
     assert totals["locks_acquired"] > 80, totals
     assert totals["locks_queued_behind"] > 5, totals  # waiters were lined up behind others
     assert totals["lock_expiries"] > 10, totals
@@ -121,11 +123,7 @@ def test_fair_swaps_stay_linearizable() -> None:
     """Register clients updating with `FairSwap` in their own place in line (as `modify` with
     `fair_updates`) under every nemesis: the history stays linearizable, swaps were refused
     behind waiters and made it later (docs/simulation.md)."""
-    results = _results(range(400, 430), replace(THREE, fair_swaps=True))
-    assert _failures(results) == []
-    totals: Counter[str] = Counter()
-    for result in results:
-        totals.update(result.stats)
+    totals = _totals(range(400, 430), replace(THREE, fair_swaps=True))
     assert totals["fair_swaps_ok"] > 300, totals
     assert totals["fair_swaps_queued_behind"] > 400, totals
 
@@ -222,11 +220,7 @@ def test_a_client_trusting_its_lease_too_long_is_caught() -> None:
 def test_follower_reads_stay_linearizable() -> None:
     """Half the reads served by a random node once it applied its leader's read index
     (docs/raft.md#read-modes), under every nemesis; many had to wait for it."""
-    results = _results(range(300, 340), replace(THREE, follower_reads=0.5))
-    assert _failures(results) == []
-    totals: Counter[str] = Counter()
-    for result in results:
-        totals.update(result.stats)
+    totals = _totals(range(300, 340), replace(THREE, follower_reads=0.5))
     assert totals["follower_reads_ok"] > 800, totals
     assert totals["follower_reads_waited"] > 200, totals
 
