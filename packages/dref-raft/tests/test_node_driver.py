@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from dref.errors import BackendTimeoutError, DRefError, NoLeaderError, NotLeaderError
+from dref.errors import (
+    BackendTimeoutError,
+    DRefError,
+    NoLeaderError,
+    NotLeaderError,
+    QuorumLostError,
+)
 from dref_raft.commands import DeleteElement, SetElement, SetIfNotExist
 from dref_raft.member.node import NodeConfig, RaftNode
 from dref_raft.storage import open_stores
@@ -87,6 +93,42 @@ async def test_one_leader_and_every_node_applies_in_order(cluster: Cluster) -> N
     with pytest.raises(NotLeaderError):
         await follower.read_barrier(1)
     await leader.read_barrier(1)
+
+
+async def test_reads_waiting_together_share_one_read_index_request(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leader = await cluster.leader()
+    await leader.propose(SetElement("k", b"1"), 5)
+    requests: list[int] = []
+    read_index = leader.core.read_index
+
+    def counted(request_id: int) -> object:
+        requests.append(request_id)
+        return read_index(request_id)
+
+    monkeypatch.setattr(leader.core, "read_index", counted)
+    readers = [asyncio.create_task(leader.read_barrier(5)) for _ in range(50)]
+    await asyncio.sleep(0)  # every reader has joined; the driver has not made the request yet
+    readers[0].cancel()  # one reader giving up leaves the others waiting for the same round
+    await asyncio.gather(*readers[1:])
+    assert readers[0].cancelled()
+    assert len(requests) == 1
+    await leader.read_barrier(5)  # a later read never uses an index taken before it began
+    assert len(requests) == 2
+    assert not leader._reads
+
+
+async def test_a_read_without_a_majority_fails_at_its_deadline(cluster: Cluster) -> None:
+    leader = await cluster.leader()
+    for node_id in [i for i in IDS if i != leader.id]:
+        await cluster.stop(node_id)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises((QuorumLostError, NotLeaderError)):
+        await asyncio.gather(*(leader.read_barrier(0.3) for _ in range(3)))
+    assert loop.time() - started < 5
+    await until(lambda: not leader._reads and leader._read_batch is None)
 
 
 async def test_restart_of_every_node_keeps_all_data(cluster: Cluster) -> None:

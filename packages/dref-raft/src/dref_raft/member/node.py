@@ -187,6 +187,38 @@ class _Pending:
     future: asyncio.Future[tuple[int, ApplyResult]]
 
 
+class _ReadBatch:
+    """`read_barrier` callers that one ReadIndex request serves: all of them began before the
+    driver made it (its read index covers every write committed before each began)."""
+
+    __slots__ = ("futures", "request_id")
+
+    def __init__(self) -> None:
+        self.futures: list[asyncio.Future[None]] = []
+        self.request_id = 0
+        """Its ReadIndex request (0: not made yet)."""
+
+    def settle(self, error: BaseException | None) -> None:
+        for future in self.futures:
+            if not future.done():
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+
+    def abandoned(self) -> bool:
+        return all(future.done() for future in self.futures)
+
+
+def _quorum_not_confirmed(future: asyncio.Future[None], node_id: str, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(
+            QuorumLostError(
+                f"node {node_id}: leadership not confirmed by a majority within {timeout:g} s"
+            )
+        )
+
+
 class RaftNode:
     """One member: create with `await RaftNode.open(...)`, then `start()`, finally `aclose()`."""
 
@@ -227,7 +259,9 @@ class RaftNode:
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(config.max_pending)
         self._pending: dict[int, _Pending] = {}
-        self._reads: dict[int, asyncio.Future[None]] = {}
+        #: ReadIndex requests made, by id; `_read_batch`: the callers waiting for the next one.
+        self._reads: dict[int, _ReadBatch] = {}
+        self._read_batch: _ReadBatch | None = None
         #: `wait_applied` callers: (seq, tiebreak, future), smallest seq first.
         self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_ids = itertools.count()
@@ -600,34 +634,44 @@ class RaftNode:
             slots.release()
 
     async def read_barrier(self, timeout: float) -> None:
-        """Return once every write committed before the call is applied here (leader only)."""
+        """Return once every write committed before the call is applied here (leader only).
+
+        Callers that arrive before the driver makes the next ReadIndex request share it (one
+        quorum round and one request for every read waiting); `QuorumLostError` after
+        `timeout` s."""
         self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._read_ids += 1
-        request_id = self._read_ids
-
-        def go() -> None:
-            if future.done():
-                return
-            result = self.core.read_index(request_id)
-            if isinstance(result, NotLeader):
-                future.set_exception(_not_leader(result.leader_id))
-            else:
-                self._reads[request_id] = future
-
-        self._submit(go)
+        batch = self._read_batch
+        if batch is None:
+            batch = self._read_batch = _ReadBatch()
+            self._submit(functools.partial(self._request_read, batch))
+        batch.futures.append(future)
+        timer = loop.call_later(timeout, _quorum_not_confirmed, future, self.id, timeout)
         try:
-            async with asyncio.timeout(timeout):
-                await asyncio.shield(future)
-        except TimeoutError:
-            raise QuorumLostError(
-                f"node {self.id}: leadership not confirmed by a majority within {timeout:g} s"
-            ) from None
+            await future
         finally:
-            self._reads.pop(request_id, None)
+            timer.cancel()
             if not future.done():
                 future.cancel()
+            failed = future.cancelled() or future.exception() is not None
+            if failed and batch.request_id and batch.abandoned():
+                self._reads.pop(batch.request_id, None)  # nobody waits for its answer
+
+    def _request_read(self, batch: _ReadBatch) -> None:
+        """On the driver's turn: the ReadIndex request of `batch` (callers from now on wait for
+        the next one)."""
+        if self._read_batch is batch:
+            self._read_batch = None
+        if batch.abandoned():
+            return
+        self._read_ids += 1
+        result = self.core.read_index(self._read_ids)
+        if isinstance(result, NotLeader):
+            batch.settle(_not_leader(result.leader_id))
+        else:
+            batch.request_id = self._read_ids
+            self._reads[self._read_ids] = batch
 
     async def wait_applied(self, seq: int, timeout: float) -> bool:
         """Wait until every entry through `seq` is applied here; False if `timeout` ran out
@@ -865,12 +909,9 @@ class RaftNode:
                 pending.future.set_exception(_not_leader(self.core.leader_id))
 
     def read_done(self, request_id: int, ok: bool) -> None:
-        future = self._reads.pop(request_id, None)
-        if future is not None and not future.done():
-            if ok:
-                future.set_result(None)
-            else:
-                future.set_exception(_not_leader(self.core.leader_id))
+        batch = self._reads.pop(request_id, None)
+        if batch is not None:
+            batch.settle(None if ok else _not_leader(self.core.leader_id))
 
     def role_changed(self, soft: SoftState) -> None:
         # A leader of term T campaigned in T, though a quick win may skip reporting CANDIDATE.
@@ -983,10 +1024,12 @@ class RaftNode:
             if not pending.future.done():
                 pending.future.set_exception(error)
         self._pending.clear()
-        for future in self._reads.values():
-            if not future.done():
-                future.set_exception(error)
+        for batch in self._reads.values():
+            batch.settle(error)
         self._reads.clear()
+        if self._read_batch is not None:
+            self._read_batch.settle(error)
+            self._read_batch = None
         for _, _, future in self._applied_waiters:
             if not future.done():
                 future.set_exception(error)
