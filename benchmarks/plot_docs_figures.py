@@ -22,6 +22,8 @@ FIGURES = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 LABELS = {
     "inmemory": ("dict + msgpack", "dref inmemory"),
     "redis-lock": ("redis-py Lock", "dref redis"),
+    "raft-client": ("etcd 3.4", "dref raft, client mode"),
+    "raft-members": ("PySyncObj (no fsync)", "dref raft (fsync)"),
 }
 
 
@@ -38,6 +40,10 @@ def plot(path: Path) -> Path:
     ax.bar([x - width / 2 for x in xs], base, width, label=base_label, color="#9e9e9e")
     ax.bar([x + width / 2 for x in xs], dref, width, label=dref_label, color="#3f51b5")
     ax.set_xticks(list(xs), ops)
+    if len(ops) > 4:  # long rows: slanted labels, so that they do not run into each other
+        ax.tick_params(axis="x", labelrotation=25)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
     ax.set_ylabel(data.get("unit", "ops/s"))
     ax.set_title(f"{data['benchmark']}: ops/s, higher is better")
     ax.legend()
