@@ -607,7 +607,8 @@ class RaftNode:
         # The caller awaits `future` itself and a plain timer fails it at the deadline: no
         # `shield` or `timeout` in between, whose callbacks would cost the write another loop
         # turn before its caller runs (a cancelled caller cancels `future`, as `finally` would).
-        timer = loop.call_at(deadline, _expire, future)
+        # (`TimeoutError`: no proposal's future is ever failed with one otherwise.)
+        timer = loop.call_at(deadline, _fail, future, TimeoutError())
         try:
 
             def go() -> None:
@@ -1051,13 +1052,6 @@ def _snapshot_at(state: StateCopy, seq: int, term: int) -> ClusterSnapshot:
     snapshot = dataclasses.replace(snapshot_of_state(state, seq), last_term=term)
     state.clear()
     return snapshot
-
-
-def _expire(future: asyncio.Future[_T]) -> None:
-    """`propose`'s deadline passed: its future fails with `TimeoutError` (no proposal's future
-    is ever failed with one otherwise)."""
-    if not future.done():
-        future.set_exception(TimeoutError())
 
 
 def _fail(future: asyncio.Future[_T], error: BaseException) -> None:

@@ -105,6 +105,14 @@ class _Channels:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
 
+def _built(method: str, pb_request: Any, **fields: Any) -> Any:
+    """A `method` request message with `fields`; `WireError` when they do not fit it."""
+    try:
+        return pb_request(**fields)
+    except (ValueError, TypeError) as exc:
+        raise WireError(f"cannot encode {method} request: {exc}") from exc
+
+
 def _stream_session(
     channels: _Channels, address: str, service: str, *, window: int, max_bytes: int
 ) -> StreamSession:
@@ -351,11 +359,7 @@ class LeaderClient(AsyncResource):
         return answer
 
     async def _call(self, method: str, timeout: float | None, **fields: Any) -> Any:
-        pb_request, _ = messages.raft_pb_classes(method)
-        try:
-            request = pb_request(**fields)
-        except (ValueError, TypeError) as exc:
-            raise WireError(f"cannot encode {method} request: {exc}") from exc
+        request = _built(method, messages.raft_pb_classes(method)[0], **fields)
         return await self._send(method, request, timeout)
 
     async def _send(self, method: str, request: Any, timeout: float | None) -> Any:
@@ -400,10 +404,7 @@ class LeaderClient(AsyncResource):
     ) -> bytes | None:
         """`GetElement` (the leader runs ReadIndex; `read`: one of dref's read kinds, dref
         members only); None if missing or expired."""
-        try:
-            request = _GET_ELEMENT(id=self.target_id, name=name)
-        except (ValueError, TypeError) as exc:
-            raise WireError(f"cannot encode GetElement request: {exc}") from exc
+        request = _built("GetElement", _GET_ELEMENT, id=self.target_id, name=name)
         if read.session_seq is not None:
             request.session_seq = read.session_seq
         if read.follower:

@@ -427,7 +427,10 @@ class GrpcServer(AsyncResource):
         if msg.HasField("session_seq") or msg.follower_read:
             session_seq = int(msg.session_seq) if msg.HasField("session_seq") else None
             read = ReadRequest(session_seq, bool(msg.follower_read))
-        value = await self._client.get_element(str(msg.name), read)
+        return self._value_response(await self._client.get_element(str(msg.name), read))
+
+    def _value_response(self, value: bytes | None) -> bytes:
+        """`GetElement`'s answer with `value` (None: missing or expired)."""
         if value is None:
             return self._data_response("GetElement")
         return self._data_response("GetElement", value=bytes(value))
@@ -487,11 +490,7 @@ class GrpcServer(AsyncResource):
                 return None
             read = ReadRequest(int(msg.session_seq), bool(msg.follower_read))
             ready, value = client.read_now(str(msg.name), read)
-            if not ready:
-                return None
-            if value is None:
-                return self._data_response("GetElement")
-            return self._data_response("GetElement", value=bytes(value))
+            return self._value_response(value) if ready else None
 
         return {messages.method_path(messages.RAFT_SERVICE, "GetElement"): get_element_now}
 

@@ -62,6 +62,14 @@ class _Retries:
         self.transport_left -= 1
         return self.policy.transport_pause
 
+    def pause_without_leader(self) -> float:
+        """The pause before asking again when no leader is known; raises the last error (or
+        `NoLeaderError`) when that budget is spent."""
+        if self.unknown_left <= 0:
+            raise self.last or NoLeaderError("no leader known")
+        self.unknown_left -= 1
+        return self.policy.unknown_pause
+
 
 _RETRYABLE = (NotLeaderError, NoLeaderError, QuorumLostError, BackendUnavailableError)
 
@@ -88,9 +96,11 @@ async def with_leader(
     loop = asyncio.get_running_loop()
     retries = _Retries(policy)
     pause: float | None = None
-    if bounded:
+    if bounded:  # the first attempt, without the timer
         target = await find_leader()
-        if target is not None:
+        if target is None:
+            pause = retries.pause_without_leader()
+        else:
             try:
                 return await op(target)
             except _RETRYABLE as exc:
@@ -98,22 +108,18 @@ async def with_leader(
     timeout = asyncio.timeout_at(deadline)
     try:
         async with timeout:
-            if pause is not None:
-                await _pause(loop, pause, deadline)
             while True:
+                if pause is not None:
+                    await _pause(loop, pause, deadline)
                 target = retries.hint if retries.hint is not None else await find_leader()
                 retries.hint = None
                 if target is None:
-                    if retries.unknown_left <= 0:
-                        raise retries.last or NoLeaderError("no leader known")
-                    retries.unknown_left -= 1
-                    await _pause(loop, policy.unknown_pause, deadline)
+                    pause = retries.pause_without_leader()
                     continue
                 try:
                     return await op(target)
                 except _RETRYABLE as exc:
                     pause = retries.pause_after(exc)
-                await _pause(loop, pause, deadline)
     except TimeoutError:
         if not timeout.expired():
             raise
