@@ -267,15 +267,9 @@ class RedisBackend(Backend):
             raise ClosedError("the redis backend is closed")
         session = self._session
         request, first = session.begin()
-        # As `sessions.session_arguments` (inline: this runs for every write).
-        session_key = self._session_key(keys[0])
-        if first == request:
-            keys = [*keys, session_key]
-            args = [*args, b"%d" % request]
-        else:
-            keys = [*keys, session_key, session_key]
-            args = [*args, b"%d" % first, b"%d" % request]
         try:
+            session_key = self._session_key(keys[0])
+            keys, args = sessions.session_arguments(keys, args, session_key, request, first)
             async with asyncio.timeout(self._deadline) as deadline:
                 try:
                     return await self._send(script, keys, args)

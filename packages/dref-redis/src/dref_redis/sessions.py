@@ -238,7 +238,7 @@ def session_arguments(
 ) -> tuple[list[bytes], list[bytes]]:
     """`keys` and `args` of a write with the session's extra arguments (for the request
     `request` whose session's first incomplete request is `first`) appended, as `with_session`
-    takes them. The backend builds the same inline (`RedisBackend._run`)."""
+    takes them (`RedisBackend._run`)."""
     number = b"%d" % request
     if first == request:
         return [*keys, session], [*args, number]
