@@ -134,14 +134,10 @@ class WatchService:
             after = from_seq
         else:
             after = self.node.applied
-            machine = self.node.machine
+            held = self.node.machine.values()
             if wanted:
-                first = [
-                    WatchEvent(n, machine.values().get(n), after, resync=True)
-                    for n in sorted(wanted)
-                ]
+                first = [WatchEvent(n, held.get(n), after, resync=True) for n in sorted(wanted)]
             else:  # two C-call copies here; sorted in a worker thread by `watch`
-                held = machine.values()
                 first = _Everything(list(held), list(held.values()), after)
         watcher = _Watcher(wanted, after, self.buffer)
         self._watchers.add(watcher)

@@ -40,8 +40,9 @@ __all__ = ["NEMESES", "SimConfig", "SimResult", "run_seed"]
 
 #: One simulation step is 5 ms; a core tick (40 ms) is about 8 steps, skewed per node.
 STEP_MS = 5
-#: `fair_locks`: steps a lock waiter's place in line lives without another attempt.
+#: `fair_locks`, `fair_swaps`: steps a waiter's place in line lives without another attempt.
 FAIR_WAITER_STEPS = 40
+FAIR_WAITER_MS = FAIR_WAITER_STEPS * STEP_MS
 #: Steps after the run in which the cluster must converge (liveness).
 SETTLE_STEPS = 4000
 #: The simulated wall clock (epoch ms) at step 0; node clocks are offset by the seed's skew.
@@ -764,8 +765,8 @@ class _Run:
                     if node.core.term < self.max_leader_term:
                         self.count("reads_at_superseded_leader")
             else:
-                life_ms = FAIR_WAITER_STEPS * STEP_MS
-                proposed = node.core.propose([op.command(self.clock_ms(node.id), life_ms)])
+                command = op.command(self.clock_ms(node.id), FAIR_WAITER_MS)
+                proposed = node.core.propose([command])
                 if client.submitted(proposed, node.id, self.now):
                     self.pending_writes[(node.id, op.seq)] = client
                     if node.core.term < self.max_leader_term:
@@ -920,9 +921,8 @@ class _Run:
         expire_at = now_ms + lc.ttl * STEP_MS
         if op.kind == "lock":
             if self.cfg.fair_locks:
-                life_ms = FAIR_WAITER_STEPS * STEP_MS
                 return FairSwap(
-                    lc.name, None, lc.token, lc.token, expire_at, False, life_ms, now_ms
+                    lc.name, None, lc.token, lc.token, expire_at, False, FAIR_WAITER_MS, now_ms
                 )
             return SetIfNotExist(lc.name, lc.token, expire_at)
         if op.kind == "renew":

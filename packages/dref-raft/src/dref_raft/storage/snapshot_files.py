@@ -78,13 +78,13 @@ def spool_snapshot(snapshot: ClusterSnapshot, path: Path) -> SpooledSnapshot:
     """Write `snapshot`'s DRFS file to `path` a slice at a time (memory stays bounded by a
     slice; not fsynced: it is only read back to send). The same bytes as
     `encode_snapshot_file`."""
-    size = write_snapshot_file(snapshot, path, durable=False)
-    return SpooledSnapshot(path, size, _sha256_of(path), snapshot.last_seq, snapshot.last_term)
+    write_snapshot_file(snapshot, path, durable=False)
+    return spooled_file(path, snapshot.last_seq, snapshot.last_term)
 
 
 def spooled_file(path: Path, last_seq: int, last_term: int) -> SpooledSnapshot:
-    """A DRFS file already written (the saved snapshot at `last_seq`, `last_term`, linked for
-    streaming): its size and SHA-256."""
+    """A DRFS file already written (spooled, or the saved snapshot at `last_seq`, `last_term`
+    linked for streaming): its size and SHA-256."""
     return SpooledSnapshot(path, path.stat().st_size, _sha256_of(path), last_seq, last_term)
 
 
