@@ -17,7 +17,8 @@ A 3-member cluster on 127.0.0.1 (one process per member, files in a temporary di
    member takes (and saves) a snapshot of the whole state while it keeps serving;
 4. restarted member: n3 is stopped, 2 x `--writes` more sets compact the others' logs past it,
    and n3 is restarted: it boots from its own files and gets a fresh snapshot streamed;
-5. memory: each member's peak RSS (VmHWM) against the data size (elements x (key + value)).
+5. memory: each member's peak RSS (VmHWM, and VmRSS sampled every 20 ms: the highest per
+   phase says which phase set the peak) against the data size (elements x (key + value)).
 
 Stalls are measured inside each member (`dref raft node --log-loop-stalls 20`: a task that
 asks to wake every 5 ms logs how late it ran whenever that exceeds 20 ms); the longest per
@@ -62,6 +63,8 @@ class Probe:
     members: list[MemberProcess]
     phase: str = "boot"
     worst: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The highest VmRSS sampled of each member per phase, bytes.
+    rss: dict[str, dict[str, int]] = field(default_factory=dict)
     stopped: bool = False
     started: list[tuple[float, str]] = field(default_factory=lambda: [(0.0, "boot")])
 
@@ -75,10 +78,25 @@ class Probe:
     async def run(self) -> None:
         clients = {m.node_id: LeaderClient(m.address, timeout=30.0) for m in self.members}
         try:
-            await asyncio.gather(*(self._probe(n, c) for n, c in clients.items()))
+            await asyncio.gather(
+                self._sample_rss(), *(self._probe(n, c) for n, c in clients.items())
+            )
         finally:
             for client in clients.values():
                 await client.aclose()
+
+    async def _sample_rss(self) -> None:
+        """VmRSS of every running member every 20 ms, the highest kept per phase (VmHWM is
+        only the run's peak; this says which phase set it)."""
+        while not self.stopped:
+            for member in self.members:
+                if member.proc is None or member.proc.poll() is not None:
+                    continue
+                with contextlib.suppress(OSError, KeyError):
+                    rss = peak_rss(member)[1]
+                    per = self.rss.setdefault(self.phase, {})
+                    per[member.node_id] = max(per.get(member.node_id, 0), rss)
+            await asyncio.sleep(0.02)
 
     async def _probe(self, node_id: str, client: LeaderClient) -> None:
         while not self.stopped:
@@ -285,9 +303,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             probe.enter("end")
             results["elections_during_the_run"] = await term_of([n1, n2, n3]) - first_term
 
-            rss = {m.node_id: peak_rss(m) for m in (n1, n2, n3)}
-            results["peak_rss_bytes"] = {k: v[0] for k, v in rss.items()}
-            results["peak_rss_over_data"] = {k: v[0] / data_bytes for k, v in rss.items()}
+            # VmHWM of each member's last process, or the highest VmRSS sampled of an
+            # earlier one (n3 restarted) when that was higher.
+            peaks = {m.node_id: peak_rss(m)[0] for m in (n1, n2, n3)}
+            for per in probe.rss.values():
+                for node_id, sampled in per.items():
+                    peaks[node_id] = max(peaks[node_id], sampled)
+            results["peak_rss_bytes"] = peaks
+            results["peak_rss_over_data"] = {k: v / data_bytes for k, v in peaks.items()}
         finally:
             probe.stopped = True
             if probe_task is not None:
@@ -309,6 +332,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
                         (root / member.log_file.name).write_bytes(member.log_file.read_bytes())
             cluster.stop()
         results["max_status_latency_seconds"] = probe.worst
+        results["peak_rss_over_data_per_phase"] = {
+            phase: {n: rss / data_bytes for n, rss in per.items()}
+            for phase, per in probe.rss.items()
+        }
     return results
 
 
@@ -337,7 +364,9 @@ def main() -> None:
             print(f"  {key}:")
             for sub, v in value.items():
                 shown = (
-                    " ".join(f"{n}={x * 1000:.0f}ms" for n, x in v.items())
+                    " ".join(f"{n}={x:.2f}x" for n, x in v.items())
+                    if isinstance(v, dict) and key == "peak_rss_over_data_per_phase"
+                    else " ".join(f"{n}={x * 1000:.0f}ms" for n, x in v.items())
                     if isinstance(v, dict)
                     else f"{v:.2f}"
                     if isinstance(v, float)

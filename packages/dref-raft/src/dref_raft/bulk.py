@@ -1,5 +1,5 @@
 """Bulk work on a snapshot's million objects: `paused_gc` while they are built,
-`release_in_slices` when they go.
+`release_in_slices` when they go, `tune_malloc` so that the memory they leave is returned.
 
 `release_in_slices` empties big containers (an installed-over state's dicts) a slice at a time
 in a worker thread: dropping a million-entry dict at once frees its objects in one C call that
@@ -20,17 +20,39 @@ holds the GIL (about 0.1 s per million objects here) wherever it happens, the ev
 thread included. A frozen object is still freed by reference counting; only a reference cycle
 that was alive at that moment and becomes garbage later is never collected (a small, one-off
 cost per large snapshot; the elements themselves form no cycles).
+
+`tune_malloc` (a member process calls it once at start, docs/raft.md#large-state): glibc's
+allocator keeps memory a snapshot's transient buffers leave behind. A freed block served by
+its own mapping raises glibc's mapping threshold to that block's size, so the next lists,
+tuples, dict tables and 1 MiB chunks of up to that size (32 MiB at most) are carved from the
+heap, where a freed block below a live one is never given back; and each worker thread that
+allocates while another does gets an arena of its own (up to 8 per core), each holding its
+own freed memory. Measured with 1,000,000 elements: a member's resident memory stayed ~0.4x
+the data above its live objects after a few installs and snapshots. `tune_malloc` fixes the
+threshold (blocks from `MMAP_THRESHOLD` up are mapped, and unmapped when freed) and caps the
+arenas at `ARENA_MAX`; a parameter set through glibc's environment (`MALLOC_MMAP_THRESHOLD_`,
+`MALLOC_ARENA_MAX`, `GLIBC_TUNABLES`) is left as given.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
+import os
+import platform
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["FREEZE_AFTER", "paused_gc", "release_in_slices"]
+__all__ = [
+    "ARENA_MAX",
+    "FREEZE_AFTER",
+    "MMAP_THRESHOLD",
+    "paused_gc",
+    "release_in_slices",
+    "tune_malloc",
+]
 
 FREEZE_AFTER = 100_000
 """Young tracked objects left by a pause above which they are frozen (see the module)."""
@@ -76,3 +98,37 @@ def release_in_slices(containers: list[dict[Any, Any] | list[Any]]) -> None:
         else:
             while container:
                 del container[-RELEASE_SLICE:]
+
+
+MMAP_THRESHOLD = 256 * 1024
+"""Bytes from which `tune_malloc` has glibc map a block of its own (returned when freed)."""
+ARENA_MAX = 2
+"""glibc arenas `tune_malloc` allows (the event loop's thread and the worker threads')."""
+
+#: glibc's `mallopt` parameters (malloc.h) and the environment variables that set them.
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+_PARAMETERS = (
+    ("mmap_threshold", _M_MMAP_THRESHOLD, MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_"),
+    ("arena_max", _M_ARENA_MAX, ARENA_MAX, "MALLOC_ARENA_MAX"),
+)
+
+
+def tune_malloc(environ: Mapping[str, str] | None = None) -> dict[str, int]:
+    """Set glibc's mapping threshold and arena count for a process holding a large state (see
+    the module docstring); what was set, by name ({} off glibc, or when the environment
+    `environ`, default `os.environ`, sets them: `GLIBC_TUNABLES` leaves both as given)."""
+    env = os.environ if environ is None else environ
+    if platform.libc_ver()[0] != "glibc" or "GLIBC_TUNABLES" in env:
+        return {}
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return {}
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    done: dict[str, int] = {}
+    for name, parameter, value, variable in _PARAMETERS:
+        if variable not in env and mallopt(parameter, value) == 1:
+            done[name] = value
+    return done

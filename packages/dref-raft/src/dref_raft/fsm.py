@@ -623,12 +623,21 @@ class StateCopy:
 
 def snapshot_of_state(state: StateCopy, last_seq: int) -> ClusterSnapshot:
     """A snapshot of `state` (a `copy_state` copy; its names and values lists are emptied on
-    the way), elements sorted by name, as `PackedEntries` sharing the names and values."""
+    the way), elements sorted by name, as `PackedEntries` sharing the names and values.
+
+    At most about two references per element are held at any time besides the state's own
+    (docs/raft.md#large-state): the sorted lists become tuples one at a time, each list freed
+    as soon as its tuple exists."""
     with paused_gc():
-        names, values = sorted_pairs(state.names, state.values)
-        expiries = {bisect.bisect_left(names, name): at for name, at in state.expiries.items()}
+        sorted_names, sorted_values = sorted_pairs(state.names, state.values)
+        expiries = {
+            bisect.bisect_left(sorted_names, name): at for name, at in state.expiries.items()
+        }
+        names = tuple(sorted_names)
+        del sorted_names[:]
+        values = tuple(sorted_values)
+        del sorted_values[:]
         entries = PackedEntries(names, values, expiries)
-        del names, values  # the lists: the tuples hold the same
     return ClusterSnapshot(
         entries,
         last_seq,
@@ -640,24 +649,41 @@ def snapshot_of_state(state: StateCopy, last_seq: int) -> ClusterSnapshot:
 
 def sorted_pairs(names: list[str], values: list[bytes]) -> tuple[list[str], list[bytes]]:
     """`names` sorted and `values` in the same order, as short sorts merged in Python (see
-    `sorted_in_slices`); the two input lists are emptied as the sorted runs are made, so memory
-    holds about two copies of the references, never a tuple per element."""
+    `sorted_in_slices`); the two input lists are emptied as the sorted runs are made, and each
+    run is freed once merged, so memory holds about two copies of the references, never a
+    tuple per element."""
+    runs = _sorted_runs(names, values)
+    if len(runs) == 1:
+        return runs[0]
+    out_names: list[str] = []
+    out_values: list[bytes] = []
+    add_name, add_value = out_names.append, out_values.append
+    for name, value in _merged(runs):
+        add_name(name)
+        add_value(value)
+    return out_names, out_values
+
+
+def _merged(runs: list[tuple[list[str], list[bytes]]]) -> Iterator[tuple[str, bytes]]:
+    """The (name, value) pairs of `runs` (each sorted by name) in name order; `runs` is emptied
+    at once, so that only the merge's iterators hold the runs: an exhausted list iterator lets
+    its list go (`strict` exhausts the values' iterator with the names' one), and each run is
+    freed as soon as it is merged."""
+    iterators = [zip(iter(names), iter(values), strict=True) for names, values in runs]
+    runs.clear()
+    return heapq.merge(*iterators)
+
+
+def _sorted_runs(names: list[str], values: list[bytes]) -> list[tuple[list[str], list[bytes]]]:
+    """`sorted_pairs`' runs: `names` and `values` a slice at a time from the end (the input
+    lists shrink as the runs grow), each slice sorted by name."""
     runs: list[tuple[list[str], list[bytes]]] = []
     while names:
         chunk, chunk_values = names[-_SORT_SLICE:], values[-_SORT_SLICE:]
         del names[-_SORT_SLICE:], values[-_SORT_SLICE:]
         order = sorted(range(len(chunk)), key=chunk.__getitem__)
         runs.append(([chunk[i] for i in order], [chunk_values[i] for i in order]))
-    if len(runs) == 1:
-        return runs[0]
-    out_names: list[str] = []
-    out_values: list[bytes] = []
-    add_name, add_value = out_names.append, out_values.append
-    for name, value in heapq.merge(*(zip(n, v, strict=True) for n, v in runs)):
-        add_name(name)
-        add_value(value)
-    runs.clear()  # before the caller copies the results into tuples
-    return out_names, out_values
+    return runs
 
 
 #: Names sorted per C call by `sorted_in_slices`.

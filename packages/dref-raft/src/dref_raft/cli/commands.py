@@ -36,6 +36,7 @@ from dref.context import connect as dref_connect
 from dref.errors import BackendUnavailableError, DRefError, ElementNotFoundError
 from dref.ref import DRef
 from dref.settings import load_settings
+from dref_raft.bulk import tune_malloc
 from dref_raft.cli.event_loop import EVENT_LOOPS, EventLoopName, loop_factory
 from dref_raft.cli.event_loop import run as run_on_loop
 from dref_raft.cli.local_cluster import STATUS_INTERVAL, LocalCluster, NodeStatus, write_status
@@ -373,6 +374,8 @@ def node(
 ) -> None:
     """Run one Raft member until SIGTERM or Ctrl-C (same as `python -m dref_raft`)."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr)
+    # A member may hold a large state: freed memory goes back (docs/raft.md#large-state).
+    logging.getLogger(__name__).debug("glibc malloc parameters set: %s", tune_malloc())
     if log_loop_stalls is not None:
         logging.getLogger("dref_raft.member.loop").setLevel(logging.INFO)
     if metrics_port is not None:

@@ -452,8 +452,12 @@ class SnapshotDecoder:
         """The snapshot decoded (everything fed must have been decoded)."""
         if self._pending:
             raise WireError(f"ClusterSnapshot ends inside a field ({len(self._pending)} bytes)")
-        entries = PackedEntries(self._names, self._values, self._expiries)
-        self._names, self._values = [], []  # the tuples hold the same
+        # One list at a time becomes a tuple and goes: never both lists and both tuples.
+        names = tuple(self._names)
+        self._names = []
+        values = tuple(self._values)
+        self._values = []
+        entries = PackedEntries(names, values, self._expiries)
         return ClusterSnapshot(
             entries,
             self._last_seq,

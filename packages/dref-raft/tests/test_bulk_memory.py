@@ -1,0 +1,150 @@
+"""Memory of a large state (docs/raft.md#large-state): what a member gives back after the
+transient buffers of snapshots, and how many references taking and decoding a snapshot hold
+on top of the state."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dref_raft.bulk import ARENA_MAX, MMAP_THRESHOLD, tune_malloc
+from dref_raft.cli import commands
+from dref_raft.fsm import ClusterSnapshot, PackedEntries, StateMachine, snapshot_of_state
+from dref_raft.storage.snapshot import read_snapshot_file, write_snapshot_file
+
+glibc = pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc", reason="tune_malloc sets glibc's allocator only"
+)
+
+#: Worker threads allocate 1 MiB-class transient buffers (chunks, lists' arrays) and keep a
+#: small object allocated after each one, as a member's snapshot work does; MiB still resident
+#: once the buffers are gone.
+_TRANSIENTS = textwrap.dedent(
+    """
+    import sys, threading
+    from dref_raft.bulk import tune_malloc
+
+    def rss():
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    if sys.argv[1] == "tuned":
+        assert tune_malloc(), "nothing set"
+    kept = []
+    big = b"z" * (1 << 20)  # mapped on its own; freeing it raises glibc's threshold
+    del big
+
+    def work():
+        held = []
+        for _ in range(128):
+            held.append(b"x" * (256 << 10))
+            held.append(b"y" * 1024)
+        kept.extend(held[1::2])
+
+    before = rss()
+    for _ in range(2):
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    print((rss() - before) >> 20)
+    """
+)
+
+
+def _retained_mib(mode: str) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", _TRANSIENTS, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))},
+    )
+    return int(out.stdout)
+
+
+@glibc
+def test_tune_malloc_gives_back_what_transient_buffers_of_worker_threads_leave() -> None:
+    untuned = _retained_mib("untuned")
+    assert untuned >= 10, f"glibc kept only {untuned} MiB untuned: the test shows nothing"
+    assert _retained_mib("tuned") <= 3
+
+
+@glibc
+def test_tune_malloc_leaves_parameters_set_through_the_environment() -> None:
+    assert tune_malloc({"MALLOC_MMAP_THRESHOLD_": "1", "MALLOC_ARENA_MAX": "1"}) == {}
+    assert tune_malloc({"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"}) == {}
+    script = "from dref_raft.bulk import tune_malloc; print(tune_malloc({'MALLOC_ARENA_MAX': '4'}))"
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == repr({"mmap_threshold": MMAP_THRESHOLD})
+    assert ARENA_MAX >= 1
+
+
+def test_a_member_process_tunes_malloc(monkeypatch: pytest.MonkeyPatch) -> None:
+    called: list[bool] = []
+    monkeypatch.setattr(commands, "tune_malloc", lambda: called.append(True) or {})
+    monkeypatch.setattr(commands, "run_member", lambda *args, **kwargs: 0)
+    result = CliRunner().invoke(commands.node, ["--node-id", "n1"])
+    assert result.exit_code == 0, result.output
+    assert called == [True]
+
+
+def _state_in_name_order(count: int) -> StateMachine:
+    machine = StateMachine()
+    names = tuple(f"key{i:08d}" for i in range(count))
+    machine.install(ClusterSnapshot(PackedEntries(names, tuple(n.encode() for n in names))))
+    return machine
+
+
+def test_taking_a_snapshot_holds_under_two_references_per_element_beyond_the_state() -> None:
+    count = 100_000
+    machine = _state_in_name_order(count)
+    state = machine.copy_state()  # (the copy's own 16 bytes per element are not counted)
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        snapshot = snapshot_of_state(state, 7)
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [(e.key, e.value) for e in snapshot.entries] == sorted(machine.values().items())
+    assert (held - start) / count < 16.5  # the snapshot's two tuples
+    # Sorted runs freed as merged, lists freed as they become tuples: ~27 (it was ~33: the
+    # runs and the merged lists, then the lists and the tuples, all held at once).
+    assert (peak - start) / count < 29
+
+
+def test_decoding_a_snapshot_file_holds_a_list_and_a_tuple_at_most(tmp_path: Path) -> None:
+    count = 300_000
+    names = tuple(f"key{i:08d}" for i in range(count))
+    path = tmp_path / "state-snapshot"
+    write_snapshot_file(
+        ClusterSnapshot(PackedEntries(names, (b"v",) * count), 3), path, durable=False
+    )
+    del names
+    tracemalloc.start()
+    try:
+        snapshot = read_snapshot_file(path)
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(snapshot.entries) == count
+    assert snapshot.last_seq == 3
+    # Beyond what the result holds (objects and two tuples): a list of references and one
+    # tuple at most (it was both lists and both tuples), plus a block being decoded.
+    assert (peak - held) / count < 14  # ~10.5 (it was ~18.5)
