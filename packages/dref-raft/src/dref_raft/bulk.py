@@ -27,8 +27,8 @@ its own mapping raises glibc's mapping threshold to that block's size, so the ne
 tuples, dict tables and 1 MiB chunks of up to that size (32 MiB at most) are carved from the
 heap, where a freed block below a live one is never given back; and each worker thread that
 allocates while another does gets an arena of its own (up to 8 per core), each holding its
-own freed memory. Measured with 1,000,000 elements: a member's resident memory stayed ~0.4x
-the data above its live objects after a few installs and snapshots. `tune_malloc` fixes the
+own freed memory. Measured with 1,000,000 elements: a member's resident memory stayed up to
+~0.5x the data above its live objects after a few installs and snapshots. `tune_malloc` fixes the
 threshold (blocks from `MMAP_THRESHOLD` up are mapped, and unmapped when freed) and caps the
 arenas at `ARENA_MAX`; a parameter set through glibc's environment (`MALLOC_MMAP_THRESHOLD_`,
 `MALLOC_ARENA_MAX`, `GLIBC_TUNABLES`) is left as given.
