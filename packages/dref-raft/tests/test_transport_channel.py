@@ -11,17 +11,24 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
 from cluster_procs import ProcCluster, follower_member, wait_until
 from test_security import TOKEN, Pki, pki, vote  # noqa: F401 (pki: fixture)
 from test_transport_grpc import Client, Consensus
 
 import dref
-from dref_raft.errors import AccessDeniedError
+from dref_raft.errors import AccessDeniedError, LimitExceededError
 from dref_raft.transport import GrpcServer, LeaderClient, PeerClients
 from dref_raft.transport.grpc_stream import StreamSession
 from dref_raft.transport.security import PLAINTEXT, load_security
-from dref_raft.transport.tcp_channel import ChannelDialer, encode_hello, frame
+from dref_raft.transport.tcp_channel import (
+    ChannelDialer,
+    ChannelEnded,
+    encode_hello,
+    frame,
+    read_frame,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -132,21 +139,34 @@ async def raw(server: GrpcServer) -> tuple[asyncio.StreamReader, asyncio.StreamW
 
 
 @pytest.mark.parametrize(
-    ("sent", "logged"),
+    ("sent", "code", "logged"),
     [
-        (struct.pack(">I", (16 << 20) + 1), "exceeds the max message size"),
-        (frame(b"\xff\xff\xff garbage"), "closing the channel connection"),
+        (
+            struct.pack(">I", (16 << 20) + 1),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "larger than max message size",
+        ),
+        (frame(b"\xff\xff\xff garbage"), grpc.StatusCode.INVALID_ARGUMENT, "malformed StreamCalls"),
     ],
 )
 async def test_an_oversized_or_malformed_frame_closes_the_connection(
-    served: GrpcServer, caplog: pytest.LogCaptureFixture, sent: bytes, logged: str
+    served: GrpcServer,
+    caplog: pytest.LogCaptureFixture,
+    sent: bytes,
+    code: grpc.StatusCode,
+    logged: str,
 ) -> None:
     caplog.set_level(logging.WARNING, "dref_raft.transport")
     reader, writer = await raw(served)
     writer.write(sent)
     async with asyncio.timeout(10):
-        assert await reader.read() == b""  # closed, nothing answered
+        with pytest.raises(ChannelEnded) as ended:  # the closing status, then the end
+            await read_frame(reader, 1 << 20)
+        assert await reader.read() == b""
     writer.close()
+    assert ended.value.code == code
+    assert logged in ended.value.details
+    assert "closing the channel connection from" in caplog.text
     assert logged in caplog.text
     async with LeaderClient(served.address, stream_window=8, channel=True) as leader:
         await leader.set_element("still", b"serving")
@@ -159,10 +179,31 @@ async def test_a_hello_that_is_not_one_closes_the_connection(
     reader, writer = await asyncio.open_connection("127.0.0.1", channel_of(served).port)
     writer.write(b"GET / HTTP/1.1\r\n\r\n")
     async with asyncio.timeout(10):
-        assert await reader.read() == b""
+        answer = await reader.read()  # the closing status frame, then the end
     writer.close()
+    assert b"larger than max message size" in answer
     assert "closing the channel connection" in caplog.text
-    assert "exceeds the max message size" in caplog.text  # b"GET " read as a length
+    assert "larger than max message size" in caplog.text  # b"GET " read as a length
+
+
+async def test_a_request_above_the_members_limit_fails_as_over_grpc() -> None:
+    async with (
+        GrpcServer(
+            "n1",
+            Consensus(),
+            Client(),
+            port=0,
+            stream_window=8,
+            channel_port=0,
+            max_message_bytes=128 * 1024,
+        ) as server,
+        LeaderClient(server.address, stream_window=8, channel=True) as leader,
+    ):
+        await leader.set_element("small", b"x")
+        with pytest.raises(LimitExceededError, match=r"larger than max.*max_message_bytes"):
+            await leader.set_element("huge", b"x" * 200_000)
+        await leader.set_element("small", b"y")  # a new channel
+        assert parts(leader)[1].opened == 2
 
 
 # -- security: the gRPC port's rules -----------------------------------------------------------

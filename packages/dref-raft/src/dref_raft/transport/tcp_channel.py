@@ -67,13 +67,28 @@ RETRY: Final = 30.0
 """Seconds before a channel that failed (same announcement) is dialed again."""
 
 _LENGTH: Final = struct.Struct(">I")
+_STATUS_BIT: Final = 1 << 31
 _HELLO: Final = struct.Struct(">4sBBH")  # magic, version, service, instance length
 _ACCEPT: Final = struct.Struct(">4sBB")  # magic, version, status code
 _CODES: Final[dict[int, grpc.StatusCode]] = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class FrameError(Exception):
-    """A frame that cannot be read: too long, truncated, or not the expected handshake."""
+    """A frame that cannot be read: too long, truncated, or not the expected handshake.
+    `code`: the status the member sends before closing (`status_frame`)."""
+
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT):
+        super().__init__(message)
+        self.code = code
+
+
+class ChannelEnded(Exception):
+    """The member's closing status frame: the channel ended with `code` and `details`."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
 
 
 # ------------------------------------------------------------------------------ frames
@@ -81,7 +96,7 @@ class FrameError(Exception):
 
 async def read_frame(reader: asyncio.StreamReader, limit: int) -> bytes:
     """The next frame's payload; `FrameError` when longer than `limit`, `EOFError` at a clean
-    end between frames."""
+    end between frames, `ChannelEnded` for a status frame (its length's high bit set)."""
     try:
         head = await reader.readexactly(4)
     except asyncio.IncompleteReadError as exc:
@@ -89,18 +104,35 @@ async def read_frame(reader: asyncio.StreamReader, limit: int) -> bytes:
             raise FrameError("connection closed inside a frame's length") from None
         raise EOFError from None
     (size,) = _LENGTH.unpack(head)
+    status = bool(size & _STATUS_BIT)
+    if status:
+        size &= ~_STATUS_BIT
+        limit = MAX_HELLO_BYTES
     if size > limit:
-        raise FrameError(f"frame of {size} bytes exceeds the max message size {limit}")
+        raise FrameError(
+            f"frame of {size} bytes is larger than max message size {limit}",
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        )
     try:
-        return await reader.readexactly(size)
+        data = await reader.readexactly(size)
     except asyncio.IncompleteReadError as exc:
         got = len(exc.partial)
         raise FrameError(f"connection closed {got} bytes into a {size}-byte frame") from None
+    if status:
+        raise ChannelEnded(*decode_accept(data))
+    return data
 
 
 def frame(payload: bytes) -> bytes:
     """`payload` with its length prefix."""
     return _LENGTH.pack(len(payload)) + payload
+
+
+def status_frame(code: grpc.StatusCode, details: str) -> bytes:
+    """The member's last frame before it closes a channel (as a gRPC stream's trailing
+    status): an accept-format payload, its length's high bit set."""
+    payload = encode_accept(code, details[:1000])
+    return _LENGTH.pack(len(payload) | _STATUS_BIT) + payload
 
 
 def encode_hello(service: str, instance: str, token: str | None) -> bytes:
@@ -227,6 +259,8 @@ class ChannelCall:
             return await read_frame(self._reader, self._max)
         except EOFError:
             self._end(grpc.StatusCode.UNAVAILABLE, "the member closed the channel")
+        except ChannelEnded as exc:
+            self._end(exc.code, exc.details)
         except FrameError as exc:
             logger.warning("closing the channel to %s: %s", self._peer(), exc)
             self._end(grpc.StatusCode.UNAVAILABLE, str(exc))
@@ -519,7 +553,11 @@ class ChannelServer:
             logger.warning(
                 "node %s: closing the channel connection from %s: %s", self.node_id, peer, exc
             )
-        except (EOFError, ConnectionError, ssl.SSLError, TimeoutError) as exc:
+            code = exc.code if isinstance(exc, FrameError) else grpc.StatusCode.INVALID_ARGUMENT
+            text = str(exc) if code != grpc.StatusCode.INVALID_ARGUMENT else f"undecodable: {exc}"
+            with contextlib.suppress(Exception):
+                writer.write(status_frame(code, text))
+        except (EOFError, ConnectionError, ssl.SSLError, TimeoutError, ChannelEnded) as exc:
             logger.debug("node %s: channel from %s ended: %r", self.node_id, peer, exc)
         finally:
             self._connections.discard(task)
