@@ -63,6 +63,8 @@ SERVICES: Final[dict[str, int]] = {"DRefStream": 1, "DRefPeer": 2}
 MAX_HELLO_BYTES: Final = 64 * 1024
 HANDSHAKE_TIMEOUT: Final = 2.0
 """Seconds to connect, handshake TLS and get the accept; else the gRPC stream is used."""
+CLOSE_GRACE: Final = 1.0
+"""Seconds a member waits for a closed connection's buffered bytes to leave."""
 RETRY: Final = 30.0
 """Seconds before a channel that failed (same announcement) is dialed again."""
 
@@ -274,7 +276,7 @@ class ChannelCall:
     def _end(self, code: grpc.StatusCode, details: str) -> None:
         if self._code is None:
             self._code, self._details = code, details
-        self._writer.close()
+        self._writer.transport.abort()  # the session is over: nothing buffered matters
 
     async def code(self) -> grpc.StatusCode:
         return self._code or grpc.StatusCode.UNAVAILABLE
@@ -561,9 +563,11 @@ class ChannelServer:
             logger.debug("node %s: channel from %s ended: %r", self.node_id, peer, exc)
         finally:
             self._connections.discard(task)
-            writer.close()
+            writer.close()  # flushes what is buffered (the closing status)
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                async with asyncio.timeout(CLOSE_GRACE):
+                    await writer.wait_closed()
+            writer.transport.abort()  # a peer that reads nothing does not hold it open
 
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Any
