@@ -18,13 +18,12 @@ from test_security import TOKEN, Pki, pki, vote  # noqa: F401 (pki: fixture)
 from test_transport_grpc import Client, Consensus
 
 import dref
-from dref_raft.errors import AccessDeniedError, LimitExceededError
+from dref_raft.errors import AccessDeniedError, LimitExceededError, RpcStatusError
 from dref_raft.transport import GrpcServer, LeaderClient, PeerClients
 from dref_raft.transport.grpc_stream import StreamSession
 from dref_raft.transport.security import PLAINTEXT, load_security
 from dref_raft.transport.tcp_channel import (
     ChannelDialer,
-    ChannelEnded,
     encode_hello,
     frame,
     read_frame,
@@ -160,7 +159,7 @@ async def test_an_oversized_or_malformed_frame_closes_the_connection(
     reader, writer = await raw(served)
     writer.write(sent)
     async with asyncio.timeout(10):
-        with pytest.raises(ChannelEnded) as ended:  # the closing status, then the end
+        with pytest.raises(RpcStatusError) as ended:  # the closing status, then the end
             await read_frame(reader, 1 << 20)
         assert await reader.read() == b""
     writer.close()

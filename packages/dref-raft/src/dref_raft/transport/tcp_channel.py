@@ -38,7 +38,7 @@ from typing import Any, Final
 import grpc
 
 from dref.errors import ClosedError
-from dref_raft.errors import TransportError, WireError
+from dref_raft.errors import LimitExceededError, RpcStatusError, TransportError, WireError
 from dref_raft.transport.grpc_stream import ACCEPTED_KEY, ACCEPTED_VALUE, Instant, Method
 from dref_raft.transport.grpc_stream import serve_session as _serve_session
 from dref_raft.transport.security import TransportSecurity
@@ -48,7 +48,6 @@ __all__ = [
     "RETRY",
     "ChannelDialer",
     "ChannelServer",
-    "FrameError",
 ]
 
 logger = logging.getLogger("dref_raft.transport")
@@ -75,35 +74,18 @@ _ACCEPT: Final = struct.Struct(">4sBB")  # magic, version, status code
 _CODES: Final[dict[int, grpc.StatusCode]] = {code.value[0]: code for code in grpc.StatusCode}
 
 
-class FrameError(Exception):
-    """A frame that cannot be read: too long, truncated, or not the expected handshake.
-    `code`: the status the member sends before closing (`status_frame`)."""
-
-    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT):
-        super().__init__(message)
-        self.code = code
-
-
-class ChannelEnded(Exception):
-    """The member's closing status frame: the channel ended with `code` and `details`."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.details = details
-
-
 # ------------------------------------------------------------------------------ frames
 
 
 async def read_frame(reader: asyncio.StreamReader, limit: int) -> bytes:
-    """The next frame's payload; `FrameError` when longer than `limit`, `EOFError` at a clean
-    end between frames, `ChannelEnded` for a status frame (its length's high bit set)."""
+    """The next frame's payload. Raises `LimitExceededError` when it is longer than `limit`,
+    `WireError` when the connection ends inside it, `EOFError` at a clean end between frames,
+    `RpcStatusError` for a closing status frame (its length's high bit set)."""
     try:
         head = await reader.readexactly(4)
     except asyncio.IncompleteReadError as exc:
         if exc.partial:
-            raise FrameError("connection closed inside a frame's length") from None
+            raise WireError("connection closed inside a frame's length") from None
         raise EOFError from None
     (size,) = _LENGTH.unpack(head)
     status = bool(size & _STATUS_BIT)
@@ -111,17 +93,14 @@ async def read_frame(reader: asyncio.StreamReader, limit: int) -> bytes:
         size &= ~_STATUS_BIT
         limit = MAX_HELLO_BYTES
     if size > limit:
-        raise FrameError(
-            f"frame of {size} bytes is larger than max message size {limit}",
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-        )
+        raise LimitExceededError(f"frame of {size} bytes is larger than max message size {limit}")
     try:
         data = await reader.readexactly(size)
     except asyncio.IncompleteReadError as exc:
         got = len(exc.partial)
-        raise FrameError(f"connection closed {got} bytes into a {size}-byte frame") from None
+        raise WireError(f"connection closed {got} bytes into a {size}-byte frame") from None
     if status:
-        raise ChannelEnded(*decode_accept(data))
+        raise RpcStatusError(*decode_accept(data))
     return data
 
 
@@ -145,25 +124,25 @@ def encode_hello(service: str, instance: str, token: str | None) -> bytes:
 
 
 def decode_hello(data: bytes) -> tuple[str, str, str | None]:
-    """(service, instance, token or None); `FrameError` naming what is wrong."""
+    """(service, instance, token or None); `WireError` naming what is wrong."""
     if len(data) < _HELLO.size:
-        raise FrameError(f"hello of {len(data)} bytes is shorter than {_HELLO.size}")
+        raise WireError(f"hello of {len(data)} bytes is shorter than {_HELLO.size}")
     magic, version, code, size = _HELLO.unpack_from(data)
     if magic != HELLO_MAGIC:
-        raise FrameError(f"not a dref channel hello (magic {magic!r})")
+        raise WireError(f"not a dref channel hello (magic {magic!r})")
     if version != VERSION:
-        raise FrameError(f"hello version {version}, this member speaks {VERSION}")
+        raise WireError(f"hello version {version}, this member speaks {VERSION}")
     service = next((name for name, c in SERVICES.items() if c == code), None)
     if service is None:
-        raise FrameError(f"hello names unknown service {code}")
+        raise WireError(f"hello names unknown service {code}")
     end = _HELLO.size + size
     if end > len(data):
-        raise FrameError("hello truncated inside its instance")
+        raise WireError("hello truncated inside its instance")
     try:
         instance = data[_HELLO.size : end].decode()
         token = data[end:].decode()
     except UnicodeDecodeError as exc:
-        raise FrameError(f"hello is not UTF-8: {exc}") from None
+        raise WireError(f"hello is not UTF-8: {exc}") from None
     return service, instance, token or None
 
 
@@ -174,10 +153,10 @@ def encode_accept(code: grpc.StatusCode, details: str) -> bytes:
 
 def decode_accept(data: bytes) -> tuple[grpc.StatusCode, str]:
     if len(data) < _ACCEPT.size:
-        raise FrameError(f"accept of {len(data)} bytes is shorter than {_ACCEPT.size}")
+        raise WireError(f"accept of {len(data)} bytes is shorter than {_ACCEPT.size}")
     magic, version, code = _ACCEPT.unpack_from(data)
     if magic != ACCEPT_MAGIC or version != VERSION:
-        raise FrameError(f"not a dref channel accept (magic {magic!r}, version {version})")
+        raise WireError(f"not a dref channel accept (magic {magic!r}, version {version})")
     details = data[_ACCEPT.size :].decode(errors="replace")
     return _CODES.get(code, grpc.StatusCode.UNKNOWN), details
 
@@ -261,9 +240,9 @@ class ChannelCall:
             return await read_frame(self._reader, self._max)
         except EOFError:
             self._end(grpc.StatusCode.UNAVAILABLE, "the member closed the channel")
-        except ChannelEnded as exc:
+        except RpcStatusError as exc:
             self._end(exc.code, exc.details)
-        except FrameError as exc:
+        except (WireError, LimitExceededError) as exc:
             logger.warning("closing the channel to %s: %s", self._peer(), exc)
             self._end(grpc.StatusCode.UNAVAILABLE, str(exc))
         except (OSError, ssl.SSLError) as exc:
@@ -551,15 +530,16 @@ class ChannelServer:
         peer = writer.get_extra_info("peername")
         try:
             await self._serve(reader, writer, peer)
-        except (FrameError, WireError) as exc:
+        except (WireError, LimitExceededError) as exc:
             logger.warning(
                 "node %s: closing the channel connection from %s: %s", self.node_id, peer, exc
             )
-            code = exc.code if isinstance(exc, FrameError) else grpc.StatusCode.INVALID_ARGUMENT
-            text = str(exc) if code != grpc.StatusCode.INVALID_ARGUMENT else f"undecodable: {exc}"
+            limit = isinstance(exc, LimitExceededError)
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED if limit else grpc.StatusCode.INVALID_ARGUMENT
+            text = str(exc) if limit else f"undecodable: {exc}"
             with contextlib.suppress(Exception):
                 writer.write(status_frame(code, text))
-        except (EOFError, ConnectionError, ssl.SSLError, TimeoutError, ChannelEnded) as exc:
+        except (EOFError, ConnectionError, ssl.SSLError, TimeoutError, RpcStatusError) as exc:
             logger.debug("node %s: channel from %s ended: %r", self.node_id, peer, exc)
         finally:
             self._connections.discard(task)
@@ -649,7 +629,7 @@ class ChannelServer:
 
 
 async def _frames(reader: asyncio.StreamReader, limit: int) -> AsyncIterator[bytes]:
-    """The frames of a connection until the client closes it (`FrameError` when one is bad)."""
+    """The frames of a connection until the client closes it (`WireError` when one is bad)."""
     while True:
         try:
             yield await read_frame(reader, limit)
