@@ -14,11 +14,13 @@ from typing import Any
 import grpc
 import pytest
 from cluster_procs import ProcCluster, follower_member, wait_until
+from pydantic import ValidationError
 from test_security import TOKEN, Pki, pki, vote  # noqa: F401 (pki: fixture)
 from test_transport_grpc import Client, Consensus
 
 import dref
 from dref_raft.errors import AccessDeniedError, LimitExceededError, RpcStatusError
+from dref_raft.settings import RaftSettings
 from dref_raft.transport import GrpcServer, LeaderClient, PeerClients
 from dref_raft.transport.grpc_stream import StreamSession
 from dref_raft.transport.security import PLAINTEXT, load_security
@@ -305,3 +307,15 @@ async def test_cluster_members_and_clients_use_the_channel() -> None:
             assert parts(client)[0].calls_sent >= 100
             values = await asyncio.gather(*(ctx.backend.get(f"c:{i}") for i in range(100)))
             assert values == [b"%d" % i for i in range(100)]
+
+
+# -- settings ----------------------------------------------------------------------------------
+def test_channel_settings_and_their_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    endpoints = "n2=127.0.0.1:7002,n3=127.0.0.1:7003"
+    assert RaftSettings(node_id="n1", endpoints=endpoints).channel  # on by default, port 0
+    with pytest.raises(ValidationError, match="channel_port 7001 is taken by port"):
+        RaftSettings(node_id="n1", port=7001, endpoints=endpoints, channel_port=7001)
+    monkeypatch.setenv("DREF_RAFT_CHANNEL", "false")
+    monkeypatch.setenv("DREF_RAFT_CHANNEL_PORT", "7101")
+    settings = RaftSettings(node_id="n1", endpoints=endpoints)
+    assert (settings.channel, settings.channel_port) == (False, 7101)
