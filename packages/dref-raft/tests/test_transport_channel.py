@@ -309,6 +309,26 @@ async def test_cluster_members_and_clients_use_the_channel() -> None:
             assert values == [b"%d" % i for i in range(100)]
 
 
+async def test_cluster_members_without_the_channel_are_called_over_grpc() -> None:
+    with ProcCluster(2, extra=1, node_args=("--no-channel",)).running() as procs:
+        async with (
+            follower_member(procs) as member,
+            dref.connect("raft", **procs.member_options(0)) as ctx,
+        ):
+            await asyncio.gather(*(ctx.backend.set(f"g:{i}", b"%d" % i) for i in range(50)))
+            values = await asyncio.gather(*(ctx.backend.get(f"g:{i}") for i in range(50)))
+            assert values == [b"%d" % i for i in range(50)]
+            leader = member.node.leader_id
+            assert leader is not None
+            client = member.leader_client(leader)
+            assert isinstance(client, LeaderClient)
+            session, dialer = parts(client)
+            assert (dialer.opened, dialer.fallbacks) == (0, 0)  # nothing announced
+            assert session.calls_sent >= 50  # the gRPC stream
+            assert member.server is not None
+            assert channel_of(member.server).accepted == {}  # the others do not dial
+
+
 # -- settings ----------------------------------------------------------------------------------
 def test_channel_settings_and_their_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     endpoints = "n2=127.0.0.1:7002,n3=127.0.0.1:7003"
