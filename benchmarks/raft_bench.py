@@ -327,7 +327,9 @@ def _free_ports(count: int) -> list[int]:
     return free_ports(count)
 
 
-def dref_specs(tmp: Path, storage: str, event_loop: str) -> list[dict[str, Any]]:
+def dref_specs(
+    tmp: Path, storage: str, event_loop: str, channel: bool = True
+) -> list[dict[str, Any]]:
     ports = _free_ports(NODES)
     endpoints = ",".join(f"n{i}=127.0.0.1:{p}" for i, p in enumerate(ports))
     specs = []
@@ -337,6 +339,7 @@ def dref_specs(tmp: Path, storage: str, event_loop: str) -> list[dict[str, Any]]
             "port": port,
             "endpoints": endpoints,
             "leader_wait": 20.0,
+            "channel": channel,
         }
         if storage == "fsync":
             options["storage_dir"] = str(tmp / f"dref-n{i}")
@@ -490,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="also write results here")
     parser.add_argument("--no-pysyncobj", action="store_true", help="run the dref side only")
     parser.add_argument(
+        "--no-channel", action="store_true", help="dref with channel=false (the gRPC stream)"
+    )
+    parser.add_argument(
         "--fairness", action="store_true", help="only the fairness row (benchmarks/_fairness.py)"
     )
     parser.add_argument(
@@ -549,13 +555,15 @@ def main(argv: list[str] | None = None) -> int:
         "readers": args.readers,
         "dref_storage": args.dref_storage,
         "event_loop": _loop_name(args.event_loop),
+        "channel": not args.no_channel,
         "cpus": os.cpu_count(),
     }
     console.print(
         f"Python {meta['python']}, dref {meta['dref']}, {meta['cpus']} CPUs; {NODES} processes "
         f"per side; {inflight} writes in flight; {args.readers} readers; {args.seconds:g} s per "
         "row; dref storage "
-        f"{args.dref_storage}; dref event loop {meta['event_loop']}",
+        f"{args.dref_storage}; dref event loop {meta['event_loop']}; "
+        f"channel {'on' if meta['channel'] else 'off'}",
         highlight=False,
     )
     if not have_pso:
@@ -566,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         ours = run_side(
             "dref",
             dref_worker,
-            dref_specs(tmp, args.dref_storage, args.event_loop),
+            dref_specs(tmp, args.dref_storage, args.event_loop, not args.no_channel),
             inflight,
             args.readers,
             args.seconds,

@@ -129,7 +129,9 @@ def cpu_seconds(pid: int) -> float:
 
 # -- dref ------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def dref_cluster(tmp: Path, storage: str) -> Iterator[tuple[str, dict[str, int]]]:
+def dref_cluster(
+    tmp: Path, storage: str, channel: bool = True
+) -> Iterator[tuple[str, dict[str, int]]]:
     """3 `python -m dref_raft` members; yields the client's `endpoints` and their pids by id."""
     ports = free_ports(NODES)
     endpoints = ",".join(f"d{i}=127.0.0.1:{p}" for i, p in enumerate(ports))
@@ -140,6 +142,8 @@ def dref_cluster(tmp: Path, storage: str) -> Iterator[tuple[str, dict[str, int]]
             args = ["--node-id", f"d{i}", "--port", str(port), "--endpoints", endpoints]
             if storage == "fsync":
                 args += ["--storage-dir", str(tmp / f"d{i}")]
+            if not channel:
+                args.append("--no-channel")
             proc = subprocess.Popen(
                 [sys.executable, "-m", "dref_raft", *args],
                 stdout=subprocess.PIPE,
@@ -437,7 +441,9 @@ async def measure(
     results: dict[str, dict[str, Stats]] = {"dref": {}, "etcd": {}}
     cpu_per_op: dict[str, dict[str, float]] = {}
     with contextlib.ExitStack() as stack:
-        endpoints, pids = stack.enter_context(dref_cluster(tmp, args.dref_storage))
+        endpoints, pids = stack.enter_context(
+            dref_cluster(tmp, args.dref_storage, not args.no_channel)
+        )
         etcd_side = None
         if etcd is not None:
             etcd_side = EtcdSide(stack.enter_context(etcd_cluster(etcd, tmp)))
@@ -445,6 +451,8 @@ async def measure(
         options: dict[str, Any] = {"mode": "client", "endpoints": endpoints}
         if args.no_stream:
             options["stream"] = False
+        if args.no_channel:
+            options["channel"] = False
         async with (
             dref.connect("raft", **options) as ctx,
             dref.connect("raft", **options, read_from="any") as any_ctx,
@@ -485,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dref-storage", choices=("fsync", "ram"), default="fsync")
     parser.add_argument("--no-etcd", action="store_true", help="run the dref side only")
     parser.add_argument("--no-stream", action="store_true", help="dref client with stream=false")
+    parser.add_argument(
+        "--no-channel", action="store_true", help="dref with channel=false (the gRPC stream)"
+    )
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="also write results here")
     args = parser.parse_args(argv)
     if args.seconds <= 0:
@@ -497,12 +508,14 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": args.seconds,
         "dref_storage": args.dref_storage,
         "dref_stream": not args.no_stream,
+        "dref_channel": not args.no_channel,
         "cpus": os.cpu_count(),
     }
     console.print(
         f"Python {meta['python']}, dref {meta['dref']}, {meta['cpus']} CPUs; {NODES} members per "
         f"side; {args.seconds:g} s per row; dref storage {args.dref_storage}, "
-        f"stream {'on' if meta['dref_stream'] else 'off'}",
+        f"stream {'on' if meta['dref_stream'] else 'off'}, "
+        f"channel {'on' if meta['dref_channel'] else 'off'}",
         highlight=False,
     )
     with tempfile.TemporaryDirectory(prefix="dref-client-bench-") as tmp:

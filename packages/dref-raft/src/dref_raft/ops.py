@@ -85,10 +85,12 @@ def open_leader_client(
     source: str,
     security: TransportSecurity = PLAINTEXT,
     stream_window: int | None = None,
+    *,
+    channel: bool = False,
 ) -> LeaderApi:
     """A `DRefRaft` client to `address`: gRPC (secured per `security`; over `DRefStream` when
-    `stream_window` is set and the member serves it), or from `source` on an in-memory
-    `network`."""
+    `stream_window` is set and the member serves it; over its TCP channel when `channel` and
+    the member announces one), or from `source` on an in-memory `network`."""
     if network is not None:
         return network.leader_client(source, address)
     return LeaderClient(
@@ -97,6 +99,7 @@ def open_leader_client(
         timeout=timeout,
         security=security,
         stream_window=stream_window,
+        channel=channel,
     )
 
 

@@ -189,6 +189,15 @@ class RaftSettings(BaseSettings):
     stream_window: int = Field(
         1024, ge=1, description="DRefStream: calls in flight per stream; more callers wait."
     )
+    channel: bool = Field(
+        True,
+        description="dref-only TCP channel (with stream): a member serves DRefStream and "
+        "DRefPeer sessions on channel_port too and announces it; clients and peers use it when "
+        "announced (else, or when it fails, the gRPC stream). false: neither served nor used.",
+    )
+    channel_port: int = Field(
+        0, ge=0, lt=65536, description="Port of the TCP channel (0: a free port, announced)."
+    )
     watch_history: int = Field(
         4096, ge=1, description="Committed change events a member keeps to resume DRefWatch."
     )
@@ -449,6 +458,12 @@ class RaftSettings(BaseSettings):
             )
         if self.client_port is not None and self.client_port == self.port:
             raise ValueError(f"client_port and port are both {self.port}")
+        if (
+            self.channel
+            and self.channel_port
+            and self.channel_port in (self.port, self.client_port)
+        ):
+            raise ValueError(f"channel_port {self.channel_port} is taken by port or client_port")
 
     def _check_discovery_settings(self) -> None:
         what = (

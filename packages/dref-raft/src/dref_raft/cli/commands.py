@@ -255,6 +255,17 @@ def _limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
                 type=click.IntRange(1, 65535),
                 help="TLS: port for clients without a certificate [DREF_RAFT_CLIENT_PORT].",
             ),
+            click.option(
+                "--channel/--no-channel",
+                default=None,
+                help="Serve and use the dref-only TCP channel for sessions [DREF_RAFT_CHANNEL; "
+                "on].",
+            ),
+            click.option(
+                "--channel-port",
+                type=click.IntRange(0, 65535),
+                help="Port of the TCP channel [DREF_RAFT_CHANNEL_PORT; 0: a free port].",
+            ),
             click.option("--max-message-bytes", type=int, help="Largest gRPC message [16 MiB]."),
             click.option("--max-name-bytes", type=int, help="Largest element name [4096]."),
             click.option("--max-value-bytes", type=int, help="Largest element value [4 MiB]."),

@@ -479,6 +479,7 @@ class RaftClientBackend(CompareOps):
                 self._source,
                 self.settings.security,
                 self.settings.stream_window if self.settings.stream else None,
+                channel=self.settings.channel,
             )
             self._leaders[node_id] = client
         return client

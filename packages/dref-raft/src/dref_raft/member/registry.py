@@ -62,6 +62,7 @@ class Member:
                 settings.address,
                 settings.security,
                 settings.stream_window if settings.stream else None,
+                channel=settings.channel,
             )
             self.clients[node_id] = client
         return client
@@ -164,6 +165,7 @@ class MemberRegistry:
             else PeerClients(
                 security=settings.security,
                 stream_window=settings.stream_window if settings.stream else None,
+                channel=settings.channel,
             )
         )
         node = await RaftNode.open(config, transport, stores=stores)
@@ -204,6 +206,7 @@ class MemberRegistry:
                     port=settings.port,
                     security=settings.security,
                     client_port=settings.client_port,
+                    channel_port=settings.channel_port if settings.channel else None,
                 )
                 await member.server.start()
             node.start()

@@ -2,6 +2,8 @@
 
 * `grpc_server.GrpcServer`: `DRefConsensus` + `DRefRaft` + `DRefWatch` + `DRefExt` on one port;
 * `grpc_client.PeerClients` / `LeaderClient` / `WatchClient`: the calling side;
+* `tcp_channel`: the dref-only TCP channel that carries `Session`s between dref nodes when a
+  member announces it (docs/raft-wire.md#tcp-channel);
 * `memory.MemoryNetwork`: the same interfaces without sockets, with fault injection;
 * `retry.with_leader`: upstream's client retry policy, bounded by a deadline;
 * `status`: dref errors ⇄ upstream's gRPC statuses.

@@ -38,6 +38,7 @@ from dref_raft.transport.grpc_stream import StreamSession
 from dref_raft.transport.security import PLAINTEXT, TransportSecurity
 from dref_raft.transport.snapshot_stream import ChunkHook, download_snapshot, send_snapshot
 from dref_raft.transport.status import error_of
+from dref_raft.transport.tcp_channel import ChannelDialer
 from dref_raft.wire import fair_messages, messages
 from dref_raft.wire.snapshot_messages import InstallResult, SnapshotHeader
 
@@ -114,17 +115,30 @@ def _built(method: str, pb_request: Any, **fields: Any) -> Any:
 
 
 def _stream_session(
-    channels: _Channels, address: str, service: str, *, window: int, max_bytes: int
+    channels: _Channels,
+    address: str,
+    service: str,
+    *,
+    window: int,
+    max_bytes: int,
+    dialer: ChannelDialer | None = None,
 ) -> StreamSession:
-    """A `Session` stream (`DRefStream` or `DRefPeer`) to `address` over `channels`' channel;
-    after UNAVAILABLE / DEADLINE_EXCEEDED the stream's channel is dropped, as after a failed
-    unary call."""
+    """A `Session` stream (`DRefStream` or `DRefPeer`) to `address` over `channels`' channel,
+    or over the member's TCP channel through `dialer` when it announces one; after
+    UNAVAILABLE / DEADLINE_EXCEEDED the stream's channel is dropped, as after a failed unary
+    call."""
     opened: Any = None
 
-    def open_call() -> Any:
+    def open_grpc() -> Any:
         nonlocal opened
         opened = channels.get(address)
         return opened.stream_stream(messages.method_path(service, messages.SESSION_METHOD))()
+
+    def open_call() -> Any:
+        if dialer is None:
+            return open_grpc()
+        channels.get(address)  # raises ClosedError once closed
+        return dialer.call(address, open_grpc)
 
     def failed(code: grpc.StatusCode) -> None:
         if code in _REBUILD_CODES and opened is not None:
@@ -145,12 +159,17 @@ class PeerClients(AsyncResource):
         max_message_bytes: int | None = None,
         security: TransportSecurity = PLAINTEXT,
         stream_window: int | None = None,
+        channel: bool = False,
     ) -> None:
         self._channels = _Channels(_security(security, max_message_bytes))
         self._max = self._channels.security.max_message_bytes
         #: `stream_window` set: calls go over one `DRefPeer` session per peer (unary to a
         #: peer that does not serve it, asked again after `PEER_STREAM_RETRY` seconds).
         self._stream_window = stream_window
+        #: `channel`: sessions use a peer's TCP channel when it announces one.
+        self.dialer = (
+            ChannelDialer(self._channels.security, "DRefPeer", self._max) if channel else None
+        )
         self._sessions: dict[str, tuple[StreamSession, float]] = {}
         #: Snapshot streams get channels of their own: a consensus call that times out drops
         #: its channel, which must not cut a long transfer to a busy follower.
@@ -232,6 +251,7 @@ class PeerClients(AsyncResource):
             messages.PEER_SERVICE,
             window=self._stream_window,
             max_bytes=self._max,
+            dialer=self.dialer,
         )
         self._sessions[address] = (session, now)
         return session
@@ -304,7 +324,8 @@ class LeaderClient(AsyncResource):
     With a `stream_window` every call goes over one dref-only `DRefStream/Session` to the
     member (`grpc_stream.StreamSession`, at most that many in flight), with the same requests,
     responses and errors as the unary calls; a member that does not serve it (UNIMPLEMENTED:
-    upstream, or `stream = false`) gets unary calls from then on.
+    upstream, or `stream = false`) gets unary calls from then on. With `channel` the session
+    uses the member's dref-only TCP channel when it announces one (`tcp_channel`).
     """
 
     def __init__(
@@ -316,6 +337,7 @@ class LeaderClient(AsyncResource):
         max_message_bytes: int | None = None,
         security: TransportSecurity = PLAINTEXT,
         stream_window: int | None = None,
+        channel: bool = False,
     ) -> None:
         self.address = address
         self.target_id = target_id
@@ -326,6 +348,10 @@ class LeaderClient(AsyncResource):
         self.last_applied_seq = 0
         self.session: StreamSession | None = None
         """The `DRefStream` session (None: unary calls only)."""
+        self.dialer = (
+            ChannelDialer(self._channels.security, "DRefStream", self._max) if channel else None
+        )
+        """Opens the member's TCP channel for the session (None: the gRPC stream only)."""
         if stream_window is not None:
             self.session = _stream_session(
                 self._channels,
@@ -333,6 +359,7 @@ class LeaderClient(AsyncResource):
                 messages.STREAM_SERVICE,
                 window=stream_window,
                 max_bytes=self._max,
+                dialer=self.dialer,
             )
 
     async def _invoke(self, service: str, method: str, data: bytes, timeout: float | None) -> bytes:

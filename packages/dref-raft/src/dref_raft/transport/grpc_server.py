@@ -57,6 +57,7 @@ from dref_raft.transport.grpc_stream import (
 from dref_raft.transport.security import PLAINTEXT, TransportSecurity, is_loopback
 from dref_raft.transport.snapshot_stream import SnapshotHandler, snapshot_rpc_handler
 from dref_raft.transport.status import status_of
+from dref_raft.transport.tcp_channel import ANNOUNCE_KEY, ChannelServer
 from dref_raft.wire import fair_messages, messages
 
 if TYPE_CHECKING:
@@ -95,7 +96,9 @@ class GrpcServer(AsyncResource):
     `snapshot` handler `DRefSnapshot` is not (callers get `UNIMPLEMENTED`, as from upstream).
     `client_port` (TLS only): a second port for clients without a certificate
     (docs/security.md#client-authentication); 0 picks a free one. `max_message_bytes`, when
-    given, overrides the security's.
+    given, overrides the security's. `channel_port` (with a `stream_window`): also serve both
+    `Session`s on the dref-only TCP channel there (0: a free port), announced in every gRPC
+    `Session` accept (docs/raft-wire.md#tcp-channel).
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class GrpcServer(AsyncResource):
         max_message_bytes: int | None = None,
         security: TransportSecurity = PLAINTEXT,
         client_port: int | None = None,
+        channel_port: int | None = None,
     ) -> None:
         self.node_id = node_id
         self._consensus = consensus
@@ -136,6 +140,21 @@ class GrpcServer(AsyncResource):
         self._security = security
         self._max = security.max_message_bytes
         self._requested_client_port = client_port
+        self.channel: ChannelServer | None = None
+        """The TCP channel's listener (None: not served)."""
+        if channel_port is not None and stream_window is not None:
+            self.channel = ChannelServer(
+                node_id,
+                {
+                    "DRefStream": (self._served, self._instant()),
+                    "DRefPeer": (self._peer_served, {}),
+                },
+                host=host,
+                port=channel_port,
+                window=stream_window,
+                security=security,
+            )
+        self._session_metadata: tuple[tuple[str, str], ...] = ((ACCEPTED_KEY, ACCEPTED_VALUE),)
         self._server: Any = None
         self._port: int | None = None
         self._client_port: int | None = None
@@ -174,14 +193,23 @@ class GrpcServer(AsyncResource):
         client_port = None
         if self._requested_client_port is not None:
             client_port = await self._bind(server, self._requested_client_port, client_port=True)
+        channel = self.channel
+        if channel is not None:
+            try:
+                await channel.start()
+            except TransportError:
+                await server.stop(None)
+                raise
+            self._session_metadata = (*self._session_metadata, (ANNOUNCE_KEY, channel.announcement))
         await server.start()
         self._server, self._port, self._client_port = server, port, client_port
         logger.info(
-            "gRPC server of node %s listening on %s (%s)%s",
+            "gRPC server of node %s listening on %s (%s)%s%s",
             self.node_id,
             self.address,
             "TLS, client certificates required" if self._security.tls else "plaintext",
             "" if client_port is None else f"; clients without certificate on port {client_port}",
+            "" if channel is None else f"; dref TCP channel on port {channel.port}",
             extra={"dref_node": self.node_id},
         )
         self._warn_plaintext()
@@ -210,17 +238,20 @@ class GrpcServer(AsyncResource):
             return
         _warned_plaintext.add(self.address)
         logger.warning(
-            "node %s serves PLAINTEXT gRPC on %s, beyond loopback: anyone who reaches this "
+            "node %s serves PLAINTEXT gRPC on %s%s, beyond loopback: anyone who reaches this "
             "port can read and write every element and vote in elections; set tls_cert_file, "
             "tls_key_file and tls_ca_file (docs/security.md)",
             self.node_id,
             self.address,
+            "" if self.channel is None else f" and its TCP channel on port {self.channel.port}",
             extra={"dref_node": self.node_id},
         )
 
     async def aclose(self, grace: float | None = 0.5) -> None:
         """Stop serving; in-flight calls get `grace` seconds to finish (idempotent)."""
         self._closed = True
+        if self.channel is not None:
+            await self.channel.aclose()
         server, self._server = self._server, None
         if server is not None:
             await server.stop(grace)
@@ -503,7 +534,7 @@ class GrpcServer(AsyncResource):
         assert window is not None
 
         async def session(requests: AsyncIterator[bytes], context: Any) -> None:
-            await context.send_initial_metadata(((ACCEPTED_KEY, ACCEPTED_VALUE),))
+            await context.send_initial_metadata(self._session_metadata)
             try:
                 await serve_session(
                     requests,
