@@ -683,10 +683,26 @@ def _flat(descriptor: Any) -> bool:
     return all(fd.message_type is None for fd in descriptor.fields)
 
 
+@functools.cache
+def _shallow(descriptor: Any) -> bool:
+    """Whether every message-typed field of `descriptor` is singular and of a flat type (a
+    `SnapshotChunk` and its header): cached per type."""
+    return all(
+        fd.message_type is None or (not _repeated(fd) and _flat(fd.message_type))
+        for fd in descriptor.fields
+    )
+
+
 def _has_unknown_fields(msg: Any) -> bool:
     """Whether `msg` or a message inside it kept unknown fields (a cheap test, in C)."""
     if _flat(msg.DESCRIPTOR):
         return len(UnknownFieldSet(msg)) > 0  # no message inside: only its own to look at
+    if _shallow(msg.DESCRIPTOR):  # each message inside looked at, not a copy of the whole
+        return len(UnknownFieldSet(msg)) > 0 or any(
+            len(UnknownFieldSet(value)) > 0
+            for fd, value in msg.ListFields()
+            if fd.message_type is not None
+        )
     bare = type(msg)()
     bare.CopyFrom(msg)
     bare.DiscardUnknownFields()
