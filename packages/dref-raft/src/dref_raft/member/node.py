@@ -300,6 +300,8 @@ class RaftNode:
         #: The snapshot being taken in the background, and one taken, saved, not yet compacted.
         self._compaction: asyncio.Task[None] | None = None
         self._compacted: ClusterSnapshot | None = None
+        #: Callers of `copy_state_at_applied`, served by the driver between two turns.
+        self._copies: list[asyncio.Future[tuple[StateCopy, int, int]]] = []
         self._closed = False
         self.failure: BaseException | None = None
         self.stats = NodeStats()
@@ -815,6 +817,8 @@ class RaftNode:
                     state = await self._copy_state()
                     task = asyncio.create_task(self._compact(*point, state))
                     self._compaction = task  # not cancelled by `aclose`: awaited
+                if self._copies:
+                    await self._serve_copies()
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
@@ -836,6 +840,29 @@ class RaftNode:
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
             await asyncio.sleep(0)
+
+    async def copy_state_at_applied(self) -> tuple[StateCopy, int, int]:
+        """A `StateCopy` of the state machine at `applied`, that seq and its term: copied by
+        the driver between two of its turns, a slice at a time (`_copy_state`), so that the
+        copy is consistent and the event loop runs meanwhile (`dref raft snapshot save`)."""
+        self._check_open()
+        future: asyncio.Future[tuple[StateCopy, int, int]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._copies.append(future)
+        self._wake.set()
+        return await future
+
+    async def _serve_copies(self) -> None:
+        """Answer the waiting `copy_state_at_applied` callers (the driver: nothing applied)."""
+        waiting, self._copies = self._copies, []
+        for future in waiting:
+            if future.done():  # the caller gave up
+                continue
+            state = await self._copy_state()
+            applied = self.core.applied
+            if not future.done():
+                future.set_result((state, applied, self.core.log.term_at(applied) or 0))
 
     async def _compact(self, seq: int, term: int, state: StateCopy) -> None:
         """Take the snapshot at `seq` from `state` (a copy) and save it, off the event loop;
@@ -1045,6 +1072,9 @@ class RaftNode:
                 created.set_exception(error)
         self.turns.close()
         self._inputs.clear()
+        for copy in self._copies:
+            _fail(copy, error)
+        self._copies.clear()
 
 
 def _snapshot_at(state: StateCopy, seq: int, term: int) -> ClusterSnapshot:
