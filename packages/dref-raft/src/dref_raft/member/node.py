@@ -87,6 +87,7 @@ from dref_raft.fsm import (
     ClusterSnapshot,
     StateCopy,
     StateMachine,
+    release_snapshot,
     snapshot_of_state,
 )
 from dref_raft.member.disk_thread import DiskThread
@@ -749,7 +750,12 @@ class RaftNode:
         def go() -> None:
             if future.done():
                 return
-            self.core.step(request)
+            if isinstance(request, InstallSnapshot):
+                replaced = [self.core.log.snapshot.data]
+                self.core.step(request)
+                self._release_replaced(replaced)
+            else:
+                self.core.step(request)
             if request.sender == self.core.leader_id:
                 self._leader_contact = time.monotonic()
             self._replies.setdefault(key, deque()).append(future)
@@ -806,7 +812,9 @@ class RaftNode:
                 self._fail_unanswered()
                 if self._compacted is not None:
                     data, self._compacted = self._compacted, None
+                    replaced = [self.core.log.snapshot.data]
                     self.core.compact(data.last_seq, data)
+                    self._release_replaced(replaced)
                     if applier.writer.stores is not None:
                         await self._disk.run(
                             functools.partial(applier.writer.drop_log_through, data.last_seq)
@@ -840,6 +848,15 @@ class RaftNode:
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
             await asyncio.sleep(0)
+
+    def _release_replaced(self, box: list[ClusterSnapshot]) -> None:
+        """The core's previous snapshot (in `box`), if a compaction or an install replaced it,
+        is freed in a worker thread a tuple of names or values at a time (`release_snapshot`):
+        dropped here, its million-item tuples would go in one C call each on the loop."""
+        if box[0] is self.core.log.snapshot.data:
+            box.clear()
+        else:
+            self.track(asyncio.create_task(asyncio.to_thread(release_snapshot, box)))
 
     async def copy_state_at_applied(self) -> tuple[StateCopy, int, int]:
         """A `StateCopy` of the state machine at `applied`, that seq and its term: copied by

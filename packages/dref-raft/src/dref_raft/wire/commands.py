@@ -379,8 +379,9 @@ class SnapshotDecoder:
         reuse_names: Sequence[str] | None = None,
     ) -> None:
         self._reuse = reuse
-        self._reuse_names = reuse_names
-        self._names_at = 0
+        #: `reuse_names` from the first not yet passed (None: none left).
+        self._known: Iterator[str] = iter(reuse_names or ())
+        self._known_at: str | None = next(self._known, None)
         self._pending = b""
         self._names: list[str] = []
         self._values: list[bytes] = []
@@ -426,8 +427,8 @@ class SnapshotDecoder:
                 old if (old := held(name)) == value else value
                 for name, value in zip(names, values, strict=True)
             ]
-        if self._reuse_names:
-            self._names_at = _reuse_sorted(names, self._reuse_names, self._names_at)
+        if self._known_at is not None:
+            self._known_at = _reuse_sorted(names, self._known, self._known_at)
         self._names.extend(names)
         self._values.extend(values)
 
@@ -464,15 +465,17 @@ class SnapshotDecoder:
         )
 
 
-def _reuse_sorted(names: list[str], known: Sequence[str], at: int) -> int:
-    """Replace each of `names` found in `known` (both ascending; searched from `at` on) by the
-    object in `known`; where the search got to."""
-    end = len(known)
+def _reuse_sorted(names: list[str], known: Iterator[str], at: str | None) -> str | None:
+    """Replace each of `names` found in `known` (both ascending; `at` the first of `known` not
+    yet passed, the rest to come from the iterator) by the object in `known`; the first of
+    `known` not passed now (None: `known` is exhausted)."""
     for i, name in enumerate(names):
-        while at < end and known[at] < name:
-            at += 1
-        if at < end and known[at] == name:
-            names[i] = known[at]
+        while at is not None and at < name:
+            at = next(known, None)
+        if at is None:
+            break
+        if at == name:
+            names[i] = at
     return at
 
 
