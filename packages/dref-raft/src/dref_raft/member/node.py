@@ -871,15 +871,17 @@ class RaftNode:
         return await future
 
     async def _serve_copies(self) -> None:
-        """Answer the waiting `copy_state_at_applied` callers (the driver: nothing applied)."""
-        waiting, self._copies = self._copies, []
-        for future in waiting:
-            if future.done():  # the caller gave up
-                continue
-            state = await self._copy_state()
-            applied = self.core.applied
-            if not future.done():
-                future.set_result((state, applied, self.core.log.term_at(applied) or 0))
+        """Answer the waiting `copy_state_at_applied` callers (the driver: nothing applied);
+        each stays in `_copies` until answered, for `_fail_all` should the driver stop."""
+        while self._copies:
+            future = self._copies[0]
+            if not future.done():  # else the caller gave up
+                state = await self._copy_state()
+                applied = self.core.applied
+                if not future.done():
+                    future.set_result((state, applied, self.core.log.term_at(applied) or 0))
+            if self._copies and self._copies[0] is future:  # not failed meanwhile
+                self._copies.pop(0)
 
     async def _compact(self, seq: int, term: int, state: StateCopy) -> None:
         """Take the snapshot at `seq` from `state` (a copy) and save it, off the event loop;
