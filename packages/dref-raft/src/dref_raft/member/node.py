@@ -41,7 +41,7 @@ from dref.errors import (
     QuorumLostError,
 )
 from dref_raft.apply import ReadyApplier, StoreWriter, log_records
-from dref_raft.bulk import release_in_slices
+from dref_raft.bulk import FREEZE_AFTER, built_large, paused_gc, release_in_slices
 from dref_raft.commands import (
     Command,
     CompareAndSet,
@@ -842,12 +842,18 @@ class RaftNode:
         """The state machine's `StateCopy`, a slice at a time with the event loop running in
         between (the driver awaits it: nothing is applied meanwhile)."""
         steps = self.machine.copy_state_in_slices()
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            await asyncio.sleep(0)
+        # The copy's lists grow to a million references while the loop runs: a collection
+        # meanwhile (or the first one after) would walk them all, the GIL held (`bulk`).
+        with paused_gc():
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    state: StateCopy = done.value
+                    if len(state.names) >= FREEZE_AFTER:
+                        built_large()
+                    return state
+                await asyncio.sleep(0)
 
     def _release_replaced(self, box: list[ClusterSnapshot]) -> None:
         """The core's previous snapshot (in `box`), if a compaction or an install replaced it,
