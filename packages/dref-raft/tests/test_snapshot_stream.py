@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,11 @@ from cluster_procs import free_ports, wait_until
 
 from dref_raft.commands import SetElement
 from dref_raft.errors import TransportError
+from dref_raft.fsm import StateCopy, StateMachine
 from dref_raft.member.registry import Member, local_members
 from dref_raft.settings import RaftSettings
 from dref_raft.storage import SnapshotStore
+from dref_raft.storage.snapshot import decode_snapshot_file
 from dref_raft.storage.snapshot_files import CHUNK_SIZE
 from dref_raft.wire.snapshot_messages import SnapshotChunk
 
@@ -156,3 +159,53 @@ async def test_a_file_failing_its_sha256_is_discarded_and_sent_again_whole(
         await _restart_behind_a_snapshot(settings, members, hook)
     assert hook.starts[:2] == [0, 0]
     assert "SHA-256 of the received" in caplog.text
+
+
+async def test_a_save_during_writes_holds_the_state_at_exactly_its_seq(
+    cluster: tuple[list[RaftSettings], list[Member]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `DRefSnapshot/Save` (`dref raft snapshot save`) has the driver copy the state a slice at
+    # a time, the event loop running in between (2 elements a slice here, and a pause after
+    # the first for up to 0.1 s, until 2 more writes were answered — none can be while the
+    # driver copies): the file holds exactly the writes through the seq it names.
+    _, members = cluster
+    sliced = StateMachine.copy_state_in_slices
+    seqs: dict[str, int] = {}
+
+    def copy_with_a_pause(machine: StateMachine, size: int = 2) -> Generator[None, None, StateCopy]:
+        steps = sliced(machine, size)
+        next(steps)
+        seen, deadline = len(seqs), time.monotonic() + 0.1
+        while len(seqs) < seen + 2 and time.monotonic() < deadline:
+            yield
+        return (yield from steps)
+
+    monkeypatch.setattr(StateMachine, "copy_state_in_slices", copy_with_a_pause)
+    leader = next(m for m in members if m.node.is_leader)
+    await asyncio.gather(
+        *(leader.node.propose(SetElement(f"pre{i}", b"x", None), 10) for i in range(40))
+    )
+    saved_all = False
+
+    async def write() -> None:
+        for i in range(100):
+            if saved_all:
+                return
+            name = f"w{i:03d}"
+            seqs[name], _ = await leader.node.propose(SetElement(name, b"v", None), 10)
+
+    writer = asyncio.create_task(write())
+    await wait_until(lambda: len(seqs) >= 5, 10, "the writes to start")
+    chunks = [chunk async for chunk in leader.node.snapshots.save()]
+    saved_all = True
+    await writer
+    header = chunks[0].header
+    assert header is not None
+    saved = decode_snapshot_file(b"".join(chunk.data for chunk in chunks), "saved")
+    assert saved.last_seq == header.last_seq
+    written = {e.key for e in saved.entries if e.key.startswith("w")}
+    assert written == {name for name, seq in seqs.items() if seq <= saved.last_seq}
+    assert len(written) >= 5
+    assert {e.key for e in saved.entries if e.key.startswith("pre")} == {
+        f"pre{i}" for i in range(40)
+    }

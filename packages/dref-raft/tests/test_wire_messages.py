@@ -39,6 +39,7 @@ from dref_raft.core.types import Entry
 from dref_raft.errors import WireError
 from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
 from dref_raft.wire import messages
+from dref_raft.wire.snapshot_messages import decode_chunk
 
 u64 = st.integers(0, 2**64 - 1)
 small = st.integers(0, 2**20)
@@ -270,3 +271,16 @@ def test_watch_messages_round_trip(
     for resync in (False, True):
         event = WatchEvent(name, value, seq, resync)
         assert messages.decode_watch_event(messages.encode_watch_event(event)) == event
+
+
+def test_a_misplaced_field_of_a_snapshot_chunk_or_its_header_raises_wire_error() -> None:
+    # A chunk holds one message (its header): both are checked without copying the chunk's
+    # megabyte; an undeclared field (a newer peer's addition) is not an error.
+    header = _field(1, "n1") + _field(2, 3) + _field(6, b"s" * 32)
+    chunk = _field(1, header) + _field(2, 0) + _field(3, b"data") + _field(4, 9)
+    decoded = decode_chunk(chunk + _field(1000, 1), 1024)
+    assert (decoded.data, decoded.crc32, decoded.header is not None) == (b"data", 9, True)
+    with pytest.raises(WireError, match=r"field data \(number 3\) has wire type 0"):
+        decode_chunk(_field(3, 7) + _field(2, 0), 1024)
+    with pytest.raises(WireError, match=r"field header.term \(number 2\) has wire type 2"):
+        decode_chunk(_field(1, _field(1, "n1") + _field(2, b"x")) + _field(3, b"d"), 1024)

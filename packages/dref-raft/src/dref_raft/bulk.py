@@ -14,10 +14,12 @@ from the event loop meanwhile). Nothing built here forms reference cycles; refer
 still frees everything. Nested and concurrent uses (threads) are counted: the collector is back
 on when the last one ends, if it was on before the first.
 
-When the pause leaves many young objects (`FREEZE_AFTER`), they are moved to the collector's
-permanent generation (`gc.freeze()`) instead of being walked by the next collection: that walk
-holds the GIL (about 0.1 s per million objects here) wherever it happens, the event loop's
-thread included. A frozen object is still freed by reference counting; only a reference cycle
+When the pause leaves many young objects (`FREEZE_AFTER`), or built a container of that many
+references (`built_large`: a snapshot's names or values, few objects but a million references
+to walk), they are moved to the collector's permanent generation (`gc.freeze()`) instead of
+being walked by the next collection: that walk holds the GIL (about 0.1 s per million objects
+or ~80 ms per two million references here) wherever it happens, the event loop's thread
+included. A frozen object is still freed by reference counting; only a reference cycle
 that was alive at that moment and becomes garbage later is never collected (a small, one-off
 cost per large snapshot; the elements themselves form no cycles).
 
@@ -49,6 +51,7 @@ __all__ = [
     "ARENA_MAX",
     "FREEZE_AFTER",
     "MMAP_THRESHOLD",
+    "built_large",
     "paused_gc",
     "release_in_slices",
     "tune_malloc",
@@ -63,12 +66,22 @@ RELEASE_SLICE = 8192
 _lock = threading.Lock()
 _depth = 0
 _was_enabled = False
+_built_large = False
+
+
+def built_large() -> None:
+    """Note that a container of `FREEZE_AFTER` or more references was built (a snapshot's
+    names or values): the next pause to end freezes the young objects however few they are,
+    as the first collection to see that container would walk every reference in it (~80 ms
+    per two million on a loaded machine, the GIL held, on whichever thread it runs)."""
+    global _built_large
+    _built_large = True
 
 
 @contextlib.contextmanager
 def paused_gc() -> Iterator[None]:
     """Disable the cyclic garbage collector inside the block (see the module docstring)."""
-    global _depth, _was_enabled
+    global _depth, _was_enabled, _built_large
     with _lock:
         if _depth == 0:
             _was_enabled = gc.isenabled()
@@ -80,7 +93,8 @@ def paused_gc() -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0 and _was_enabled:
-                if gc.get_count()[0] > FREEZE_AFTER:
+                if _built_large or gc.get_count()[0] > FREEZE_AFTER:
+                    _built_large = False
                     gc.freeze()
                 gc.enable()
 

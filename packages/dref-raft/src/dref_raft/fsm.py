@@ -11,12 +11,13 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
+import sys
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
-from dref_raft.bulk import paused_gc
+from dref_raft.bulk import FREEZE_AFTER, built_large, paused_gc
 from dref_raft.commands import (
     FENCE_IF_ABSENT,
     FENCE_SET,
@@ -42,9 +43,11 @@ from dref_raft.lines import LineState, LineTable
 from dref_raft.sessions import RecordedResult, SessionState, SessionTable
 
 __all__ = [
+    "CHUNK_ITEMS",
     "ApplyResult",
     "ChangeList",
     "Changed",
+    "ChunkedTuple",
     "ClusterSnapshot",
     "Element",
     "PackedEntries",
@@ -52,10 +55,13 @@ __all__ = [
     "SnapshotEntry",
     "StateCopy",
     "StateMachine",
+    "release_snapshot",
     "snapshot_of_state",
     "sorted_in_slices",
     "sorted_pairs",
 ]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,15 +113,80 @@ class SnapshotEntry:
     expire_at: int | None = None
 
 
-class PackedEntries(Sequence[SnapshotEntry]):
-    """A snapshot's entries as two parallel tuples, names and values, and the expiry of each
-    entry that has one (by index): 16 bytes per entry besides the names and values, which are
-    shared with the state they were taken from (a `SnapshotEntry` object each costs ~64).
-    Entries are made on access; equal to any sequence of the same entries.
+#: Items per tuple of a `ChunkedTuple` (a power of two).
+CHUNK_ITEMS = 16384
+_CHUNK_SHIFT = CHUNK_ITEMS.bit_length() - 1
 
-    Tuples, not lists: the cyclic garbage collector stops tracking a tuple of strings or bytes
-    the first time it sees one, while it walks every item of a list in each full collection
-    (tens of milliseconds per million, on whichever thread triggers it: the event loop's too).
+
+class ChunkedTuple(Sequence[_T]):
+    """An immutable sequence held as a list of tuples of `CHUNK_ITEMS` items each (the last
+    one shorter): made a tuple at a time from a list, and freed a tuple at a time
+    (`release_snapshot`), so that neither holds the GIL for a million items. Equal to any
+    sequence of the same items.
+
+    Tuples: the cyclic garbage collector stops tracking a tuple of strings or bytes the first
+    time it sees one, while it walks every item of a list in each full collection (tens of
+    milliseconds per million, on whichever thread triggers it: the event loop's too); the list
+    of the tuples is one item per `CHUNK_ITEMS`.
+    """
+
+    __slots__ = ("_len", "chunks")
+
+    def __init__(self, items: Iterable[_T] = ()) -> None:
+        if isinstance(items, ChunkedTuple):
+            chunks = list(items.chunks)  # the tuples shared, never the list
+        else:
+            if not isinstance(items, list | tuple):
+                items = list(items)
+            chunks = [tuple(items[i : i + CHUNK_ITEMS]) for i in range(0, len(items), CHUNK_ITEMS)]
+        self.chunks: list[tuple[_T, ...]] = chunks
+        self._len = sum(map(len, chunks))
+        if self._len >= FREEZE_AFTER:
+            built_large()
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, index: int) -> _T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[_T, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> _T | tuple[_T, ...]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._len)
+            if step != 1:
+                return tuple(self)[index]
+            pieces: list[tuple[_T, ...]] = []
+            while start < stop:
+                piece = self.chunks[start >> _CHUNK_SHIFT][start % CHUNK_ITEMS :][: stop - start]
+                pieces.append(piece)
+                start += len(piece)
+            if len(pieces) == 1:
+                return pieces[0]
+            return tuple(itertools.chain.from_iterable(pieces))
+        i = range(self._len)[index]  # negative indices, IndexError
+        return self.chunks[i >> _CHUNK_SHIFT][i % CHUNK_ITEMS]
+
+    def __iter__(self) -> Iterator[_T]:
+        return itertools.chain.from_iterable(self.chunks)
+
+    def __eq__(self, other: object) -> bool:
+        return _same_items(self, other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"ChunkedTuple({_shown(self)})"
+
+
+class PackedEntries(Sequence[SnapshotEntry]):
+    """A snapshot's entries as two parallel `ChunkedTuple`s, names and values, and the expiry
+    of each entry that has one (by index): 16 bytes per entry besides the names and values,
+    which are shared with the state they were taken from (a `SnapshotEntry` object each costs
+    ~64). Entries are made on access; equal to any sequence of the same entries.
     """
 
     __slots__ = ("expiries", "names", "values")
@@ -128,8 +199,8 @@ class PackedEntries(Sequence[SnapshotEntry]):
     ) -> None:
         if len(names) != len(values):
             raise ValueError(f"{len(names)} names but {len(values)} values")
-        self.names: tuple[str, ...] = names if isinstance(names, tuple) else tuple(names)
-        self.values: tuple[bytes, ...] = values if isinstance(values, tuple) else tuple(values)
+        self.names: ChunkedTuple[str] = ChunkedTuple(names)
+        self.values: ChunkedTuple[bytes] = ChunkedTuple(values)
         self.expiries: dict[int, int] = {} if expiries is None else expiries
 
     def __len__(self) -> int:
@@ -621,21 +692,40 @@ class StateCopy:
         self.expiries.clear()
 
 
+def release_snapshot(box: list[ClusterSnapshot]) -> None:
+    """Drop the snapshot `box` holds (its one item, taken out): when nothing else holds it,
+    its entries or their names and values, a tuple of `CHUNK_ITEMS` at a time, so that
+    freeing a million of them never holds the GIL for long (blocking: a worker thread);
+    otherwise only this reference goes (the last holder frees it)."""
+    snapshot = box.pop()
+    entries = snapshot.entries
+    # getrefcount's own argument counts one; `snapshot`: this frame; `entries`: this frame and
+    # the snapshot's field; `names`, `values`: this frame and the entries' field.
+    if not isinstance(entries, PackedEntries) or sys.getrefcount(snapshot) > 2:
+        return
+    names, values = entries.names, entries.values
+    if sys.getrefcount(entries) > 3 or sys.getrefcount(names) > 3 or sys.getrefcount(values) > 3:
+        return
+    for chunks in (names.chunks, values.chunks):
+        while chunks:
+            chunks.pop()
+
+
 def snapshot_of_state(state: StateCopy, last_seq: int) -> ClusterSnapshot:
     """A snapshot of `state` (a `copy_state` copy; its names and values lists are emptied on
     the way), elements sorted by name, as `PackedEntries` sharing the names and values.
 
     At most about two references per element are held at any time besides the state's own
-    (docs/raft.md#large-state): the sorted lists become tuples one at a time, each list freed
-    as soon as its tuple exists."""
+    (docs/raft.md#large-state): the sorted lists become `ChunkedTuple`s one at a time, each
+    list freed as soon as its copy exists."""
     with paused_gc():
         sorted_names, sorted_values = sorted_pairs(state.names, state.values)
         expiries = {
             bisect.bisect_left(sorted_names, name): at for name, at in state.expiries.items()
         }
-        names = tuple(sorted_names)
+        names = ChunkedTuple(sorted_names)
         del sorted_names[:]
-        values = tuple(sorted_values)
+        values = ChunkedTuple(sorted_values)
         del sorted_values[:]
         entries = PackedEntries(names, values, expiries)
     return ClusterSnapshot(
@@ -688,8 +778,6 @@ def _sorted_runs(names: list[str], values: list[bytes]) -> list[tuple[list[str],
 
 #: Names sorted per C call by `sorted_in_slices`.
 _SORT_SLICE = 8192
-#: Entries added to a dict per C call by `_state_of`.
-_BUILD_SLICE = 16384
 
 
 def sorted_in_slices(names: Iterable[str]) -> list[str]:
@@ -704,15 +792,14 @@ def sorted_in_slices(names: Iterable[str]) -> list[str]:
 
 
 def _state_of(entries: Sequence[SnapshotEntry]) -> tuple[dict[str, bytes], dict[str, int]]:
-    """The values and expiries `entries` hold (duplicate names: the later wins), built a slice
-    at a time (each C call holds the GIL)."""
+    """The values and expiries `entries` hold (duplicate names: the later wins), built a
+    `ChunkedTuple` chunk at a time (each C call holds the GIL)."""
     values: dict[str, bytes] = {}
     expiries: dict[str, int] = {}
     if isinstance(entries, PackedEntries):
-        names, packed = entries.names, entries.values
-        for start in range(0, len(names), _BUILD_SLICE):
-            end = start + _BUILD_SLICE
-            values.update(zip(names[start:end], packed[start:end], strict=True))
+        names = entries.names
+        for name_chunk, value_chunk in zip(names.chunks, entries.values.chunks, strict=True):
+            values.update(zip(name_chunk, value_chunk, strict=True))
         if len(values) == len(names):  # no duplicates: each expiry belongs to its name
             expiries = {names[i]: at for i, at in entries.expiries.items()}
             return values, expiries

@@ -41,7 +41,7 @@ from dref.errors import (
     QuorumLostError,
 )
 from dref_raft.apply import ReadyApplier, StoreWriter, log_records
-from dref_raft.bulk import release_in_slices
+from dref_raft.bulk import FREEZE_AFTER, built_large, paused_gc, release_in_slices
 from dref_raft.commands import (
     Command,
     CompareAndSet,
@@ -87,6 +87,7 @@ from dref_raft.fsm import (
     ClusterSnapshot,
     StateCopy,
     StateMachine,
+    release_snapshot,
     snapshot_of_state,
 )
 from dref_raft.member.disk_thread import DiskThread
@@ -300,6 +301,8 @@ class RaftNode:
         #: The snapshot being taken in the background, and one taken, saved, not yet compacted.
         self._compaction: asyncio.Task[None] | None = None
         self._compacted: ClusterSnapshot | None = None
+        #: Callers of `copy_state_at_applied`, served by the driver between two turns.
+        self._copies: list[asyncio.Future[tuple[StateCopy, int, int]]] = []
         self._closed = False
         self.failure: BaseException | None = None
         self.stats = NodeStats()
@@ -747,7 +750,12 @@ class RaftNode:
         def go() -> None:
             if future.done():
                 return
-            self.core.step(request)
+            if isinstance(request, InstallSnapshot):
+                replaced = [self.core.log.snapshot.data]
+                self.core.step(request)
+                self._release_replaced(replaced)
+            else:
+                self.core.step(request)
             if request.sender == self.core.leader_id:
                 self._leader_contact = time.monotonic()
             self._replies.setdefault(key, deque()).append(future)
@@ -804,7 +812,9 @@ class RaftNode:
                 self._fail_unanswered()
                 if self._compacted is not None:
                     data, self._compacted = self._compacted, None
+                    replaced = [self.core.log.snapshot.data]
                     self.core.compact(data.last_seq, data)
+                    self._release_replaced(replaced)
                     if applier.writer.stores is not None:
                         await self._disk.run(
                             functools.partial(applier.writer.drop_log_through, data.last_seq)
@@ -815,6 +825,8 @@ class RaftNode:
                     state = await self._copy_state()
                     task = asyncio.create_task(self._compact(*point, state))
                     self._compaction = task  # not cancelled by `aclose`: awaited
+                if self._copies:
+                    await self._serve_copies()
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
@@ -830,12 +842,52 @@ class RaftNode:
         """The state machine's `StateCopy`, a slice at a time with the event loop running in
         between (the driver awaits it: nothing is applied meanwhile)."""
         steps = self.machine.copy_state_in_slices()
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            await asyncio.sleep(0)
+        # The copy's lists grow to a million references while the loop runs: a collection
+        # meanwhile (or the first one after) would walk them all, the GIL held (`bulk`).
+        with paused_gc():
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    state: StateCopy = done.value
+                    if len(state.names) >= FREEZE_AFTER:
+                        built_large()
+                    return state
+                await asyncio.sleep(0)
+
+    def _release_replaced(self, box: list[ClusterSnapshot]) -> None:
+        """The core's previous snapshot (in `box`), if a compaction or an install replaced it,
+        is freed in a worker thread a tuple of names or values at a time (`release_snapshot`):
+        dropped here, its million-item tuples would go in one C call each on the loop."""
+        if box[0] is self.core.log.snapshot.data:
+            box.clear()
+        else:
+            self.track(asyncio.create_task(asyncio.to_thread(release_snapshot, box)))
+
+    async def copy_state_at_applied(self) -> tuple[StateCopy, int, int]:
+        """A `StateCopy` of the state machine at `applied`, that seq and its term: copied by
+        the driver between two of its turns, a slice at a time (`_copy_state`), so that the
+        copy is consistent and the event loop runs meanwhile (`dref raft snapshot save`)."""
+        self._check_open()
+        future: asyncio.Future[tuple[StateCopy, int, int]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._copies.append(future)
+        self._wake.set()
+        return await future
+
+    async def _serve_copies(self) -> None:
+        """Answer the waiting `copy_state_at_applied` callers (the driver: nothing applied);
+        each stays in `_copies` until answered, for `_fail_all` should the driver stop."""
+        while self._copies:
+            future = self._copies[0]
+            if not future.done():  # else the caller gave up
+                state = await self._copy_state()
+                applied = self.core.applied
+                if not future.done():
+                    future.set_result((state, applied, self.core.log.term_at(applied) or 0))
+            if self._copies and self._copies[0] is future:  # not failed meanwhile
+                self._copies.pop(0)
 
     async def _compact(self, seq: int, term: int, state: StateCopy) -> None:
         """Take the snapshot at `seq` from `state` (a copy) and save it, off the event loop;
@@ -1045,6 +1097,9 @@ class RaftNode:
                 created.set_exception(error)
         self.turns.close()
         self._inputs.clear()
+        for copy in self._copies:
+            _fail(copy, error)
+        self._copies.clear()
 
 
 def _snapshot_at(state: StateCopy, seq: int, term: int) -> ClusterSnapshot:

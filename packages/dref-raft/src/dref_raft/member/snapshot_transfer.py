@@ -302,10 +302,7 @@ class SnapshotTransfer:
     async def save(self) -> AsyncIterator[SnapshotChunk]:
         """`DRefSnapshot/Save`: this member's state machine at its applied seq, in chunks."""
         node = self._node
-        # No await between these three: the copy is the state at exactly `applied`.
-        state = node.machine.copy_state()
-        applied = node.core.applied
-        term = node.core.log.term_at(applied) or 0
+        state, applied, term = await node.copy_state_at_applied()
         fd, name = tempfile.mkstemp(prefix="save-", suffix=".drfs", dir=self.directory)
         os.close(fd)
         path = Path(name)

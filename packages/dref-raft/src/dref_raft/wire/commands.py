@@ -42,7 +42,7 @@ from dref_raft.commands import (
     StartNewTerm,
 )
 from dref_raft.errors import WireError
-from dref_raft.fsm import ClusterSnapshot, PackedEntries, SnapshotEntry
+from dref_raft.fsm import ChunkedTuple, ClusterSnapshot, PackedEntries, SnapshotEntry
 from dref_raft.lines import LineState
 from dref_raft.sessions import RecordedResult, SessionState
 
@@ -379,8 +379,9 @@ class SnapshotDecoder:
         reuse_names: Sequence[str] | None = None,
     ) -> None:
         self._reuse = reuse
-        self._reuse_names = reuse_names
-        self._names_at = 0
+        #: `reuse_names` from the first not yet passed (None: none left).
+        self._known: Iterator[str] = iter(reuse_names or ())
+        self._known_at: str | None = next(self._known, None)
         self._pending = b""
         self._names: list[str] = []
         self._values: list[bytes] = []
@@ -426,8 +427,8 @@ class SnapshotDecoder:
                 old if (old := held(name)) == value else value
                 for name, value in zip(names, values, strict=True)
             ]
-        if self._reuse_names:
-            self._names_at = _reuse_sorted(names, self._reuse_names, self._names_at)
+        if self._known_at is not None:
+            self._known_at = _reuse_sorted(names, self._known, self._known_at)
         self._names.extend(names)
         self._values.extend(values)
 
@@ -452,10 +453,10 @@ class SnapshotDecoder:
         """The snapshot decoded (everything fed must have been decoded)."""
         if self._pending:
             raise WireError(f"ClusterSnapshot ends inside a field ({len(self._pending)} bytes)")
-        # One list at a time becomes a tuple and goes: never both lists and both tuples.
-        names = tuple(self._names)
+        # One list at a time becomes tuples and goes: never both lists and both copies.
+        names = ChunkedTuple(self._names)
         self._names = []
-        values = tuple(self._values)
+        values = ChunkedTuple(self._values)
         self._values = []
         entries = PackedEntries(names, values, self._expiries)
         return ClusterSnapshot(
@@ -468,15 +469,17 @@ class SnapshotDecoder:
         )
 
 
-def _reuse_sorted(names: list[str], known: Sequence[str], at: int) -> int:
-    """Replace each of `names` found in `known` (both ascending; searched from `at` on) by the
-    object in `known`; where the search got to."""
-    end = len(known)
+def _reuse_sorted(names: list[str], known: Iterator[str], at: str | None) -> str | None:
+    """Replace each of `names` found in `known` (both ascending; `at` the first of `known` not
+    yet passed, the rest to come from the iterator) by the object in `known`; the first of
+    `known` not passed now (None: `known` is exhausted)."""
     for i, name in enumerate(names):
-        while at < end and known[at] < name:
-            at += 1
-        if at < end and known[at] == name:
-            names[i] = known[at]
+        while at is not None and at < name:
+            at = next(known, None)
+        if at is None:
+            break
+        if at == name:
+            names[i] = at
     return at
 
 
@@ -687,10 +690,26 @@ def _flat(descriptor: Any) -> bool:
     return all(fd.message_type is None for fd in descriptor.fields)
 
 
+@functools.cache
+def _shallow(descriptor: Any) -> bool:
+    """Whether every message-typed field of `descriptor` is singular and of a flat type (a
+    `SnapshotChunk` and its header): cached per type."""
+    return all(
+        fd.message_type is None or (not _repeated(fd) and _flat(fd.message_type))
+        for fd in descriptor.fields
+    )
+
+
 def _has_unknown_fields(msg: Any) -> bool:
     """Whether `msg` or a message inside it kept unknown fields (a cheap test, in C)."""
     if _flat(msg.DESCRIPTOR):
         return len(UnknownFieldSet(msg)) > 0  # no message inside: only its own to look at
+    if _shallow(msg.DESCRIPTOR):  # each message inside looked at, not a copy of the whole
+        return len(UnknownFieldSet(msg)) > 0 or any(
+            len(UnknownFieldSet(value)) > 0
+            for fd, value in msg.ListFields()
+            if fd.message_type is not None
+        )
     bare = type(msg)()
     bare.CopyFrom(msg)
     bare.DiscardUnknownFields()
