@@ -204,9 +204,22 @@ def test_raft_cluster_shows_a_leader_and_stops_cleanly_on_sigint(tmp_path: Path)
     args = [*DREF, "raft", "cluster", "--nodes", "3", "--storage-dir", str(tmp_path)]
     with running(args) as proc:
         lines = Lines(proc)
-        row = lines.until(lambda line: "│ leader " in line, 30)
-        leader = row.split("│")[1].strip()
-        lines.until(lambda line: line.startswith("└"), 5)  # the end of that table
+        serving: dict[str, int] = {}
+
+        def all_serving(line: str) -> bool:
+            """The end of a table in which every member knows a leader of term 1 or later (so
+            each has started and persisted its term: its storage exists), not only two."""
+            cells = [c.strip() for c in line.split("│")]
+            if len(cells) > 8 and cells[4] in {"leader", "follower"} and cells[5].isdigit():
+                serving[cells[1]] = int(cells[5]) if cells[8] != "—" else 0
+            return line.startswith("└") and len(serving) == 3 and min(serving.values()) >= 1
+
+        lines.until(all_serving, 30)
+        leader = next(
+            cells[1]
+            for line in lines.seen
+            if len(cells := [c.strip() for c in line.split("│")]) > 4 and cells[4] == "leader"
+        )
         pids = [
             int(cells[3])
             for line in lines.seen

@@ -541,6 +541,11 @@ class ChannelServer:
                 writer.write(status_frame(code, text))
         except (EOFError, ConnectionError, ssl.SSLError, TimeoutError, RpcStatusError) as exc:
             logger.debug("node %s: channel from %s ended: %r", self.node_id, peer, exc)
+        except asyncio.CancelledError:
+            # `aclose` ends the connection. The task returns instead of ending cancelled:
+            # asyncio's stream callback (3.11) logs a cancelled handler task as an error.
+            task.uncancel()
+            logger.debug("node %s: channel from %s closed with the server", self.node_id, peer)
         finally:
             self._connections.discard(task)
             writer.close()  # flushes what is buffered (the closing status)
