@@ -136,9 +136,10 @@ class RaftBackend(CompareOps):
             client = self.member.leader_client(target)
             result = await remote(client, max(0.001, deadline - loop.time()))
             self._session_seq = max(self._session_seq, client.applied_seq)
-            # Read your writes in events too: return once this member has applied what the
-            # leader had when it answered, so a subscription opened next starts after it.
-            await self.node.wait_applied(client.applied_seq, max(0.0, deadline - loop.time()))
+            # Read your writes in events too, lazily: what reads this member's own state next
+            # (a session read, a stream opened, a revision, a place in line) waits until this
+            # member has applied what the leader had when it answered (`_applied_through`).
+            self.node.acknowledged(client.applied_seq)
             return result
 
         return await with_leader(op, self._here if here else self._find_leader, deadline)
@@ -175,13 +176,18 @@ class RaftBackend(CompareOps):
         if self.settings.mixed_cluster:
             # An upstream leader does not say what it applied: a linearizable read instead.
             return await self.get(name)
-        node, seq = self.node, self._session_seq
+        await self._applied_through(self._session_seq, f"session read of {name}")
+        return self.node.get_local(name)
+
+    async def _applied_through(self, seq: int, what: str) -> None:
+        """Return once this member has applied `seq` (at once when it has: as a rule after
+        the previous call); `BackendTimeoutError` after `op_timeout`."""
+        node = self.node
         if seq > node.applied and not await node.wait_applied(seq, self.settings.op_timeout):
             raise BackendTimeoutError(
-                f"node {node.id}: session read of {name}: seq {seq} not applied here within "
+                f"node {node.id}: {what}: seq {seq} not applied here within "
                 f"{self.settings.op_timeout:g} s (applied {node.applied})"
             )
-        return node.get_local(name)
 
     async def set(self, name: str, value: bytes, ttl: float | None = None) -> None:
         expire_at = self._expire_at(ttl)
@@ -224,17 +230,20 @@ class RaftBackend(CompareOps):
 
     async def subscribe(self, name: str) -> Subscription:
         self._check()
+        await self._applied_through(self.node.acknowledged_seq, f"stream of {name}")
         return self.node.hub.subscribe(name, self._change_buffer)
 
     async def get_with_revision(self, name: str) -> tuple[bytes | None, int]:
         """A linearizable read (as `get`), then this member's value and applied seq, taken
         together: the member has applied at least what the read had to see."""
         await self.get(name)
+        await self._applied_through(self._session_seq, f"revision of {name}")
         return self.node.get_local(name), self.node.applied
 
     async def subscribe_since(self, name: str, since: int) -> Subscription:
         """Replay from the member's watch history (`watch_history` events), then live."""
         self._check()
+        await self._applied_through(self.node.acknowledged_seq, f"stream of {name}")
         watch = self.member.watch
         assert watch is not None, "a member always keeps its watch history"
         replay = watch.replay(name, since)
@@ -276,9 +285,10 @@ class RaftBackend(CompareOps):
 
     # -- native paths -----------------------------------------------------------------------------
     async def _wait_turn(self, name: str, ticket: bytes, wait: float) -> tuple[bool, bytes | None]:
-        """From this member's applied state: the fair swap that queued `ticket` returned once
-        this member had applied it, so the line is here already."""
+        """From this member's applied state, once it has applied the fair swap that queued
+        `ticket` (`_applied_through`): the line is here then."""
         self._check()
+        await self._applied_through(self._session_seq, f"turn on {name}")
         return await self.node.turns.wait(name, ticket, wait)
 
     async def try_lock(self, name: str, token: bytes, ttl: float) -> LockGrant | None:

@@ -263,6 +263,9 @@ class RaftNode:
         #: ReadIndex requests made, by id; `_read_batch`: the callers waiting for the next one.
         self._reads: dict[int, _ReadBatch] = {}
         self._read_batch: _ReadBatch | None = None
+        #: The highest applied seq the leader answered an operation of this process with
+        #: (`acknowledged`): change streams opened here wait until this member applied it.
+        self.acknowledged_seq = 0
         #: `wait_applied` callers: (seq, tiebreak, future), smallest seq first.
         self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_ids = itertools.count()
@@ -676,6 +679,12 @@ class RaftNode:
         else:
             batch.request_id = self._read_ids
             self._reads[self._read_ids] = batch
+
+    def acknowledged(self, seq: int) -> None:
+        """An operation forwarded from this process returned with the leader's applied `seq`:
+        a subscription opened here from now on starts after it (`acknowledged_seq`)."""
+        if seq > self.acknowledged_seq:
+            self.acknowledged_seq = seq
 
     async def wait_applied(self, seq: int, timeout: float) -> bool:
         """Wait until every entry through `seq` is applied here; False if `timeout` ran out
