@@ -14,7 +14,9 @@ A 3-member cluster on 127.0.0.1 (one process per member, files in a temporary di
    (docs/raft-wire.md#snapshot-streaming); timed from the start of the process to n3 applying
    the leader's last entry;
 3. compaction: `--writes` sets go to the leader with `--snapshot-every` equal to them, so every
-   member takes (and saves) a snapshot of the whole state while it keeps serving;
+   member takes (and saves) a snapshot of the whole state while it keeps serving; the phase
+   lasts until every member has saved it (its snapshot file replaced), else a snapshot taken
+   after the last write would count in the next phase;
 4. restarted member: n3 is stopped, 2 x `--writes` more sets compact the others' logs past it,
    and n3 is restarted: it boots from its own files and gets a fresh snapshot streamed;
 5. memory: each member's peak RSS (VmHWM, and VmRSS sampled every 20 ms: the highest per
@@ -50,6 +52,7 @@ from pathlib import Path
 from dref.errors import DRefError
 from dref_raft.cli.local_cluster import LocalCluster, MemberProcess
 from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
+from dref_raft.storage.layout import SNAPSHOT_FILE
 from dref_raft.storage.snapshot import encode_snapshot_file
 from dref_raft.storage.snapshot_files import restore_backup, write_backup_trailer
 from dref_raft.transport.grpc_client import LeaderClient
@@ -212,6 +215,25 @@ async def write(members: list[MemberProcess], count: int, prefix: str) -> int:
     return applied_seq
 
 
+def saved_snapshot(root: Path, member: MemberProcess) -> int:
+    """When `member` last saved a snapshot (its snapshot file's mtime, ns; 0: none)."""
+    try:
+        return (root / "storage" / member.node_id / SNAPSHOT_FILE).stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
+async def wait_snapshots_saved(
+    root: Path, members: list[MemberProcess], before: dict[str, int], timeout: float
+) -> None:
+    """Until each of `members` saved a snapshot after `before` (`saved_snapshot` values)."""
+    deadline = time.perf_counter() + timeout
+    while any(saved_snapshot(root, m) == before[m.node_id] for m in members):
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"not every member saved a snapshot within {timeout} s")
+        await asyncio.sleep(0.05)
+
+
 async def term_of(members: list[MemberProcess]) -> int:
     terms = []
     for member in members:
@@ -285,8 +307,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
 
             probe.enter("compaction")
             started = time.perf_counter()
+            saved = {m.node_id: saved_snapshot(root, m) for m in (n1, n2, n3)}
             target = await write([n1, n2, n3], args.writes, "a")
             await wait_applied(n3, target, args.timeout)
+            await wait_snapshots_saved(root, [n1, n2, n3], saved, args.timeout)
             results["compaction_phase_seconds"] = time.perf_counter() - started
 
             probe.enter("restarted member catch-up")
