@@ -8,7 +8,13 @@ import random
 import pytest
 from test_transport_grpc import REQUESTS, Client, Consensus, Watch
 
-from dref.errors import CodecError, NoLeaderError, NotLeaderError, QuorumLostError
+from dref.errors import (
+    BackendTimeoutError,
+    CodecError,
+    NoLeaderError,
+    NotLeaderError,
+    QuorumLostError,
+)
 from dref_raft.commands import WatchEvent
 from dref_raft.core.messages import HeartbeatResponse
 from dref_raft.errors import TransportError, WatchUnsupportedError
@@ -159,3 +165,11 @@ async def test_with_leader_is_bounded(bounded: bool) -> None:
 
     with pytest.raises(CodecError):
         await with_leader(fatal, find, loop.time() + 5, FAST, bounded=bounded)
+
+    async def hangs(target: str) -> None:
+        await asyncio.Event().wait()
+
+    # A leader was found but the attempt was cut off by the deadline: its outcome is unknown,
+    # so the caller must not read it as "no leader" (refused, certainly not applied).
+    with pytest.raises(BackendTimeoutError, match="n1 did not answer"):
+        await with_leader(hangs, find, loop.time() + 0.1, FAST)

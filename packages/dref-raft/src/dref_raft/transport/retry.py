@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from dref.errors import (
     BackendError,
+    BackendTimeoutError,
     BackendUnavailableError,
     NoLeaderError,
     NotLeaderError,
@@ -86,8 +87,9 @@ async def with_leader(
 
     `deadline` is an absolute `loop.time()`. `find_leader()` returns the leader's id as this
     node sees it, or None. A `NotLeaderError` with a hint retries with that id first. On
-    giving up, the last error is raised (`NoLeaderError` if no leader was ever found); any
-    other exception (a fatal one) propagates at once.
+    giving up, the last error is raised (`NoLeaderError` if no leader was ever found), or
+    `BackendTimeoutError` when the deadline cut an attempt short (its outcome is unknown, unlike
+    a refusal or an unreachable leader); any other exception (a fatal one) propagates at once.
 
     `bounded`: `op` itself never outlasts `deadline` (it hands the time left to a call with
     its own timeout), so the first attempt runs without a deadline timer (one loop timer less
@@ -106,6 +108,7 @@ async def with_leader(
             except _RETRYABLE as exc:
                 pause = retries.pause_after(exc)
     timeout = asyncio.timeout_at(deadline)
+    asked: str | None = None
     try:
         async with timeout:
             while True:
@@ -117,12 +120,18 @@ async def with_leader(
                     pause = retries.pause_without_leader()
                     continue
                 try:
+                    asked = target
                     return await op(target)
                 except _RETRYABLE as exc:
+                    asked = None
                     pause = retries.pause_after(exc)
     except TimeoutError:
         if not timeout.expired():
             raise
+        if asked is not None:
+            raise BackendTimeoutError(
+                f"{asked} did not answer before the deadline (the outcome is unknown)"
+            ) from None
         raise retries.last or NoLeaderError("no leader found before the deadline") from None
 
 
