@@ -143,7 +143,10 @@ async def _dref_main(conn: Connection, spec: dict[str, Any]) -> None:
                 result = first_ack_after(acks, args["kill_at"])
             else:
                 raise ValueError(cmd)
-            conn.send(("ok", result))
+            # In a thread: a large result fills the pipe until the driver reads it, and the driver
+            # reads the nodes one by one; a blocking send here would stop this member's event
+            # loop meanwhile (a leader frozen for the other nodes' last calls).
+            await asyncio.to_thread(conn.send, ("ok", result))
 
 
 async def _dref_run(
