@@ -24,6 +24,34 @@ glibc = pytest.mark.skipif(
     platform.libc_ver()[0] != "glibc", reason="tune_malloc sets glibc's allocator only"
 )
 
+#: Prepended to each script below: the process's resident memory, in bytes.
+_RSS = textwrap.dedent(
+    """
+    def rss():
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+    """
+)
+
+
+def _retained_mib(script: str, *args: str, env: dict[str, str] | None = None) -> int:
+    """What `script` (run after `_RSS` in a fresh interpreter, glibc's allocator left to what
+    the process sets, plus `env`) prints: MiB still resident."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS + script, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=clean | (env or {}),
+    )
+    return int(out.stdout)
+
+
 #: Worker threads allocate 1 MiB-class transient buffers (chunks, lists' arrays) and keep a
 #: small object allocated after each one, as a member's snapshot work does; MiB still resident
 #: once the buffers are gone.
@@ -31,13 +59,6 @@ _TRANSIENTS = textwrap.dedent(
     """
     import sys, threading
     from dref_raft.bulk import tune_malloc
-
-    def rss():
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
 
     if sys.argv[1] == "tuned":
         assert tune_malloc(), "nothing set"
@@ -64,23 +85,11 @@ _TRANSIENTS = textwrap.dedent(
 )
 
 
-def _retained_mib(mode: str) -> int:
-    out = subprocess.run(
-        [sys.executable, "-c", _TRANSIENTS, mode],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))},
-    )
-    return int(out.stdout)
-
-
 @glibc
 def test_tune_malloc_gives_back_what_transient_buffers_of_worker_threads_leave() -> None:
-    untuned = _retained_mib("untuned")
+    untuned = _retained_mib(_TRANSIENTS, "untuned")
     assert untuned >= 10, f"glibc kept only {untuned} MiB untuned: the test shows nothing"
-    assert _retained_mib("tuned") <= 3
+    assert _retained_mib(_TRANSIENTS, "tuned") <= 3
 
 
 @glibc
@@ -104,13 +113,6 @@ _CHUNKS = textwrap.dedent(
     from dref_raft.bulk import tune_malloc
     from dref_raft.fsm import ChunkedTuple
 
-    def rss():
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
-
     tune_malloc()
     items = [None] * 1_000_000
     held, kept = [], []
@@ -131,22 +133,9 @@ _CHUNKS = textwrap.dedent(
 
 @glibc
 def test_tune_malloc_gives_back_the_tuples_of_a_freed_snapshot() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))}
-
-    def retained(extra: dict[str, str]) -> int:
-        out = subprocess.run(
-            [sys.executable, "-c", _CHUNKS],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-            env=env | extra,
-        )
-        return int(out.stdout)
-
     # The previous threshold (256 KiB) kept them: the test can fail.
-    assert retained({"MALLOC_MMAP_THRESHOLD_": str(256 * 1024)}) >= 6
-    assert retained({}) <= 2
+    assert _retained_mib(_CHUNKS, env={"MALLOC_MMAP_THRESHOLD_": str(256 * 1024)}) >= 6
+    assert _retained_mib(_CHUNKS) <= 2
 
 
 def test_a_member_process_tunes_malloc(monkeypatch: pytest.MonkeyPatch) -> None:
