@@ -304,32 +304,50 @@ class _AccessGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return _guarded(handler, check)
 
     async def _check(self, service: str, method: str, context: Any) -> None:
-        if context.auth_context().get("x509_pem_cert"):
-            return  # the handshake verified it against the cluster CA: a cluster identity
-        if service not in CLIENT_SERVICES:
-            logger.warning(
-                "refused %s from %s: member-to-member traffic needs a certificate signed by "
-                "the cluster CA",
-                method,
-                context.peer(),
-            )
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"{method.lstrip('/')} is member-to-member traffic: it needs a client "
-                "certificate signed by the cluster CA, this connection presented none",
-            )
-        if self._security.client_auth != "token":
-            return
-        offered = _bearer(context.invocation_metadata())
-        expected = self._security.expected_token
-        if offered is not None and expected is not None and expected.matches(offered):
-            return
-        reason = "no bearer token was sent" if offered is None else "the bearer token was refused"
-        logger.warning("refused %s from %s: %s", method, context.peer(), reason)
-        await context.abort(
-            grpc.StatusCode.UNAUTHENTICATED,
-            f"this member requires a bearer token (client_auth = 'token'): {reason}",
+        refused = access_refusal(
+            self._security,
+            method.lstrip("/"),
+            member_traffic=service not in CLIENT_SERVICES,
+            certified=bool(context.auth_context().get("x509_pem_cert")),
+            token=lambda: _bearer(context.invocation_metadata()),
         )
+        if refused is not None:
+            code, details = refused
+            logger.warning("refused %s from %s: %s", method, context.peer(), details)
+            await context.abort(code, details)
+
+
+def access_refusal(
+    security: TransportSecurity,
+    what: str,
+    *,
+    member_traffic: bool,
+    certified: bool,
+    token: Callable[[], str | None],
+) -> tuple[grpc.StatusCode, str] | None:
+    """Why a TLS member refuses `what` (a method, or a channel's service) from a connection
+    (None: served): `certified`, its certificate was verified against the cluster CA in the
+    handshake (a cluster identity); `member_traffic` needs one; client traffic needs the
+    bearer `token()` when `client_auth = "token"` (compared in constant time)."""
+    if certified:
+        return None
+    if member_traffic:
+        return (
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"{what} is member-to-member traffic: it needs a client certificate signed by the "
+            "cluster CA, this connection presented none",
+        )
+    if security.client_auth != "token":
+        return None
+    offered = token()
+    expected = security.expected_token
+    if offered is not None and expected is not None and expected.matches(offered):
+        return None
+    reason = "no bearer token was sent" if offered is None else "the bearer token was refused"
+    return (
+        grpc.StatusCode.UNAUTHENTICATED,
+        f"this member requires a bearer token (client_auth = 'token'): {reason}",
+    )
 
 
 def _bearer(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:

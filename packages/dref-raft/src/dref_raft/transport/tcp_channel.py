@@ -41,7 +41,7 @@ from dref.errors import ClosedError
 from dref_raft.errors import LimitExceededError, RpcStatusError, TransportError, WireError
 from dref_raft.transport.grpc_stream import ACCEPTED_KEY, ACCEPTED_VALUE, Instant, Method
 from dref_raft.transport.grpc_stream import serve_session as _serve_session
-from dref_raft.transport.security import TransportSecurity
+from dref_raft.transport.security import TransportSecurity, access_refusal
 
 __all__ = [
     "ANNOUNCE_KEY",
@@ -607,29 +607,20 @@ class ChannelServer:
         security = self._security
         if not security.tls:
             return None
-        if writer.get_extra_info("peercert"):
-            return None  # verified against the cluster CA in the handshake: a cluster identity
-        if service != "DRefStream":
-            return (
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"{service} is member-to-member traffic: it needs a client certificate signed "
-                "by the cluster CA, this connection presented none",
-            )
-        if security.client_auth == "mtls":
+        certified = bool(writer.get_extra_info("peercert"))
+        if not certified and service == "DRefStream" and security.client_auth == "mtls":
+            # (the gRPC port's TLS handshake itself refuses these; the channel's asks only)
             return (
                 grpc.StatusCode.UNAUTHENTICATED,
                 "this member requires a client certificate signed by the cluster CA "
                 "(client_auth = 'mtls'), this connection presented none",
             )
-        if security.client_auth != "token":
-            return None
-        expected = security.expected_token
-        if token is not None and expected is not None and expected.matches(token):
-            return None
-        reason = "no bearer token was sent" if token is None else "the bearer token was refused"
-        return (
-            grpc.StatusCode.UNAUTHENTICATED,
-            f"this member requires a bearer token (client_auth = 'token'): {reason}",
+        return access_refusal(
+            security,
+            service,
+            member_traffic=service != "DRefStream",
+            certified=certified,
+            token=lambda: token,
         )
 
 
