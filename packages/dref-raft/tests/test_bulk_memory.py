@@ -87,8 +87,11 @@ _TRANSIENTS = textwrap.dedent(
 
 @glibc
 def test_tune_malloc_gives_back_what_transient_buffers_of_worker_threads_leave() -> None:
-    untuned = _retained_mib(_TRANSIENTS, "untuned")
-    assert untuned >= 10, f"glibc kept only {untuned} MiB untuned: the test shows nothing"
+    # Untuned, what glibc keeps depends on how the threads met its arenas (about 1 run in 4
+    # keeps nothing): the most of three runs shows it.
+    untuned = max(_retained_mib(_TRANSIENTS, "untuned") for _ in range(3))
+    if untuned < 10:
+        pytest.skip(f"glibc kept only {untuned} MiB untuned in three runs: nothing to compare")
     assert _retained_mib(_TRANSIENTS, "tuned") <= 3
 
 
