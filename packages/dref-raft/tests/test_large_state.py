@@ -28,6 +28,7 @@ from dref_raft.fsm import (
     Changed,
     ChangeList,
     ChunkedTuple,
+    ChunkedTupleBuilder,
     ClusterSnapshot,
     Element,
     PackedEntries,
@@ -37,6 +38,8 @@ from dref_raft.fsm import (
 )
 from dref_raft.member.loop_stalls import LoopStalls
 from dref_raft.member.node import NodeConfig, RaftNode
+from dref_raft.storage import open_stores
+from dref_raft.storage.recovery import boot
 from dref_raft.storage.snapshot import (
     decode_snapshot_file,
     encode_snapshot_file,
@@ -205,6 +208,73 @@ def test_decoded_values_equal_to_held_ones_are_the_held_objects(tmp_path: Path) 
     assert all(name is known_names[name] for name in decoded.entries.names)
     assert by_name["changed"] == b"new"
     assert machine.install(decoded) == (Changed("changed", b"new"),)
+
+
+@pytest.mark.parametrize("count", [0, 1, CHUNK_ITEMS - 1, CHUNK_ITEMS, 2 * CHUNK_ITEMS + 5])
+def test_a_chunked_tuple_built_in_batches_equals_the_flat_one(count: int) -> None:
+    flat = [f"n{i:06d}" for i in range(count)]
+    builder: ChunkedTupleBuilder[str] = ChunkedTupleBuilder()
+    rng, at = random.Random(count), 0
+    while at < count:
+        size = rng.choice([1, 7, 4000, CHUNK_ITEMS, CHUNK_ITEMS + 3])
+        builder.extend(flat[at : at + size])
+        at += size
+        assert builder.count == min(at, count)
+        # Never more than a chunk's worth waits beside the tuples.
+        assert len(builder._tail) < CHUNK_ITEMS
+    built = builder.build()
+    assert all(len(chunk) == CHUNK_ITEMS for chunk in built.chunks[:-1])
+    assert (len(built), built) == (count, tuple(flat))
+    assert len(builder.build()) == 0  # it starts over
+    with pytest.raises(ValueError, match="every chunk but the last"):
+        ChunkedTuple.of_chunks([("a",), ("b",)])
+
+
+def test_a_decoder_given_a_state_fills_it_as_an_install_would_build_it(tmp_path: Path) -> None:
+    # Duplicates (the later wins), expiries, both entry forms (plain, and one with an expiry
+    # parsed by protobuf): the state filled while decoding is the one an install builds, and
+    # an install given it takes it as it is.
+    names = ["a", "b", "a", "c"] + [f"k{i:05d}" for i in range(3 * CHUNK_ITEMS)]
+    values = [b"1", b"2", b"3", b"4"] + [b"v%d" % i for i in range(3 * CHUNK_ITEMS)]
+    path = tmp_path / "state-snapshot"
+    snapshot = ClusterSnapshot(PackedEntries(names, values, {0: 5, 1: 6}), 9)
+    write_snapshot_file(snapshot, path, durable=False)
+    state: dict[str, bytes] = {}
+    decoded = read_snapshot_file(path, state=state)
+    assert decoded.entries == snapshot.entries
+    built = StateMachine()
+    changes = built.install(decoded)
+    assert state == dict(built.values())
+    machine = StateMachine()
+    prepared = machine.prepare_install(decoded, state)
+    assert prepared.values is state
+    machine.offer_prepared(prepared)
+    assert machine.install(decoded) == changes
+    assert dict(machine.elements()) == dict(built.elements())
+    assert machine.expiries() == {"b": 6}
+    with pytest.raises(ValueError, match="start empty"):
+        SnapshotDecoder(state={"x": b"y"})
+
+
+def test_a_member_booting_from_its_snapshot_file_fills_its_state_while_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = [f"k{i:05d}" for i in range(CHUNK_ITEMS + 9)]
+    snapshot = ClusterSnapshot(PackedEntries(names, [n.encode() for n in names]), 4, 1)
+    open_stores(tmp_path).snapshot.save(snapshot)
+    filled: list[int] = []
+    install = StateMachine.install
+
+    def recording(
+        machine: StateMachine, snapshot: ClusterSnapshot, state: dict[str, bytes] | None = None
+    ) -> ChangeList:
+        filled.append(len(state or ()))
+        return install(machine, snapshot, state)
+
+    monkeypatch.setattr(StateMachine, "install", recording)
+    machine, _ = boot(open_stores(tmp_path))
+    assert filled == [len(names)]
+    assert dict(machine.values()) == {n: n.encode() for n in names}
 
 
 def test_install_of_packed_entries_keeps_expiries_and_the_later_duplicate() -> None:

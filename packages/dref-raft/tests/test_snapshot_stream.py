@@ -1,12 +1,15 @@
 """Snapshots streamed in chunks over `DRefSnapshot` (docs/raft-wire.md#snapshot-streaming): a
 3-member cluster in this process over real gRPC, a follower restarted behind a compacted log,
-faults injected into the leader's stream (dropped, corrupted chunk, corrupted file)."""
+faults injected into the leader's stream (dropped, corrupted chunk, corrupted file); the
+snapshot a member holds in its file instead of memory while it takes or receives the next one
+(docs/raft.md#large-state)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
@@ -15,14 +18,16 @@ import pytest
 from cluster_procs import free_ports, wait_until
 
 from dref_raft.commands import SetElement
+from dref_raft.core import InstallSnapshot
 from dref_raft.errors import TransportError
-from dref_raft.fsm import StateCopy, StateMachine
+from dref_raft.fsm import ClusterSnapshot, PackedEntries, SnapshotEntry, StateCopy, StateMachine
+from dref_raft.member.node import RaftNode
 from dref_raft.member.registry import Member, local_members
 from dref_raft.settings import RaftSettings
 from dref_raft.storage import SnapshotStore
-from dref_raft.storage.snapshot import decode_snapshot_file
-from dref_raft.storage.snapshot_files import CHUNK_SIZE
-from dref_raft.wire.snapshot_messages import SnapshotChunk
+from dref_raft.storage.snapshot import FileEntries, decode_snapshot_file
+from dref_raft.storage.snapshot_files import CHUNK_SIZE, IncomingSnapshot
+from dref_raft.wire.snapshot_messages import SnapshotChunk, SnapshotHeader
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -87,7 +92,7 @@ async def _restart_behind_a_snapshot(
     assert saved is not None
     assert saved.last_seq >= 8
     assert len(saved.entries) >= 6  # the state at its seq; the later values came as entries
-    assert all(VALUES[e.key] == e.value for e in saved.entries)
+    assert all(VALUES[e.key] == e.value for e in saved.entries if not e.key.startswith("a"))
     return leader, follower
 
 
@@ -209,3 +214,141 @@ async def test_a_save_during_writes_holds_the_state_at_exactly_its_seq(
     assert {e.key for e in saved.entries if e.key.startswith("pre")} == {
         f"pre{i}" for i in range(40)
     }
+
+
+def _held_files(directory: Path | None) -> list[Path]:
+    assert directory is not None
+    return sorted(directory.glob("state-snapshot.held-*"))
+
+
+def _packed(node: RaftNode) -> PackedEntries | None:
+    entries = node.core.log.snapshot.data.entries
+    return entries if isinstance(entries, PackedEntries) and len(entries) > 0 else None
+
+
+async def test_while_a_member_takes_a_snapshot_the_one_it_replaces_is_held_in_its_file(
+    cluster: tuple[list[RaftSettings], list[Member]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The driver copies its state for the next snapshot only once the core's snapshot is held
+    # as `FileEntries` over a hard link of the saved file (the same entries), and the tuples of
+    # names and values it held are freed; when the new snapshot replaces it, the link goes.
+    settings, members = cluster
+    index, leader = next((i, m) for i, m in enumerate(members) if m.node.is_leader)
+    node, directory = leader.node, settings[index].storage_dir
+    for i in range(6):
+        await node.propose(SetElement(f"a{i}", b"x", None), 10)
+    await wait_until(lambda: _packed(node) is not None, 10, "the leader to compact")
+    first = _packed(node)
+    assert first is not None
+    first_seq = node.core.log.base_seq
+    expected = list(first)
+    chunk = first.names.chunks[0]
+    del first
+    seen: list[tuple[int, object, list[Path], list[SnapshotEntry] | None]] = []
+    copy = node._copy_state
+
+    async def recording() -> StateCopy:
+        held = node.core.log.snapshot
+        entries = held.data.entries
+        read = await asyncio.to_thread(list, entries) if isinstance(entries, FileEntries) else None
+        seen.append((held.seq, entries, _held_files(directory), read))
+        # Before the copy is taken: nothing holds the replaced tuples but this test.
+        await wait_until(lambda: sys.getrefcount(chunk) == 2, 10, "the tuples to be freed")
+        return await copy()
+
+    monkeypatch.setattr(node, "_copy_state", recording)
+    for i in range(6):
+        await node.propose(SetElement(f"b{i}", b"y", None), 10)
+    await wait_until(lambda: node.core.log.base_seq > first_seq, 10, "the next compaction")
+    seq, entries, files, read = seen[0]
+    assert seq == first_seq
+    assert isinstance(entries, FileEntries)
+    assert files == [entries.path]
+    assert entries.path.name == f"state-snapshot.held-{first_seq}"
+    assert read == expected
+    # The link goes with the held snapshot.
+    await wait_until(lambda: _packed(node) is not None, 10, "the new snapshot in the core")
+    await wait_until(lambda: not _held_files(directory), 10, "the held file to be removed")
+
+
+async def test_a_held_snapshot_newer_saves_replaced_is_streamed_from_its_file(
+    cluster: tuple[list[RaftSettings], list[Member]],
+) -> None:
+    # A transfer of the held snapshot once the saved file holds another one: the held file is
+    # streamed as it is (linked), never decoded and encoded again.
+    _, members = cluster
+    node = next(m for m in members if m.node.is_leader).node
+    for i in range(6):
+        await node.propose(SetElement(f"a{i}", b"x", None), 10)
+    await wait_until(lambda: _packed(node) is not None, 10, "the leader to compact")
+    await node.hold_snapshot_in_file()
+    held = node.core.log.snapshot
+    assert isinstance(held.data.entries, FileEntries)
+    # Another term: the saved file does not hold that snapshot.
+    msg = InstallSnapshot(node.id, "s9", node.term, held.data, held.seq, True, held.term + 7)
+    spooled = await node.snapshots._spool(msg)
+    assert spooled.path.read_bytes() == held.data.entries.path.read_bytes()
+    assert node.snapshots.encoded_for_sending == 0
+
+
+async def test_a_restarted_follower_holds_its_snapshot_in_its_file_while_it_decodes_one(
+    cluster: tuple[list[RaftSettings], list[Member]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A follower restarted on its own snapshot gets a newer one: while it decodes it, its own
+    # is held in its file (only the names kept, to be shared with the decoded snapshot).
+    settings, members = cluster
+    leader = next(m for m in members if m.node.is_leader)
+    for i in range(8):
+        await leader.node.propose(SetElement(f"a{i}", b"x", None), 10)
+    await wait_until(
+        lambda: all(_packed(m.node) is not None for m in members), 10, "every member to compact"
+    )
+    decoding: list[tuple[list[Path], bool]] = []
+    load = IncomingSnapshot.load
+
+    def recording(
+        incoming: IncomingSnapshot,
+        header: SnapshotHeader,
+        reuse: object = None,
+        reuse_names: PackedEntries | None = None,
+        state: dict[str, bytes] | None = None,
+    ) -> ClusterSnapshot:
+        files = _held_files(incoming.directory)
+        assert state is None  # it holds a state: the snapshot is compared with it instead
+        snapshot = load(incoming, header, reuse, reuse_names, state)  # type: ignore[arg-type]
+        assert isinstance(snapshot.entries, PackedEntries)
+        known = {name: name for name in reuse_names or ()}
+        shared = all(known[n] is n for n in snapshot.entries.names if n in known)
+        decoding.append((files, bool(known) and shared))
+        return snapshot
+
+    monkeypatch.setattr(IncomingSnapshot, "load", recording)
+    await _restart_behind_a_snapshot(settings, members, _Faulty("none"))
+    files, shared = decoding[0]
+    assert len(files) == 1
+    assert shared
+
+
+async def test_a_snapshot_being_streamed_is_held_by_its_file_alone(
+    cluster: tuple[list[RaftSettings], list[Member]],
+) -> None:
+    # While the leader streams its snapshot, nothing but the file keeps it: held in its file
+    # meanwhile (as a compaction would), its tuples are freed.
+    settings, members = cluster
+    leader = next(m for m in members if m.node.is_leader)
+    freed: list[bool] = []
+
+    class _HoldMidway(_Faulty):
+        async def __call__(self, chunk: SnapshotChunk) -> SnapshotChunk:
+            if chunk.header is not None and not freed:
+                entries = _packed(leader.node)
+                assert entries is not None
+                names = entries.names.chunks[0]
+                del entries
+                await leader.node.hold_snapshot_in_file()
+                await wait_until(lambda: sys.getrefcount(names) == 2, 10, "the tuples to go")
+                freed.append(True)
+            return chunk
+
+    await _restart_behind_a_snapshot(settings, members, _HoldMidway("none"))
+    assert freed == [True]

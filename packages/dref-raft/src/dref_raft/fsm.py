@@ -15,7 +15,7 @@ import sys
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 from dref_raft.bulk import FREEZE_AFTER, built_large, paused_gc
 from dref_raft.commands import (
@@ -48,6 +48,7 @@ __all__ = [
     "ChangeList",
     "Changed",
     "ChunkedTuple",
+    "ChunkedTupleBuilder",
     "ClusterSnapshot",
     "Element",
     "PackedEntries",
@@ -144,6 +145,19 @@ class ChunkedTuple(Sequence[_T]):
         if self._len >= FREEZE_AFTER:
             built_large()
 
+    @classmethod
+    def of_chunks(cls, chunks: list[tuple[_T, ...]]) -> ChunkedTuple[_T]:
+        """The sequence of `chunks` (taken, not copied): each of `CHUNK_ITEMS` items but the
+        last (`ChunkedTupleBuilder`)."""
+        if any(len(chunk) != CHUNK_ITEMS for chunk in chunks[:-1]):
+            raise ValueError(f"every chunk but the last must hold {CHUNK_ITEMS} items")
+        built = cls()
+        built.chunks = chunks
+        built._len = sum(map(len, chunks))
+        if built._len >= FREEZE_AFTER:
+            built_large()
+        return built
+
     def __len__(self) -> int:
         return self._len
 
@@ -180,6 +194,41 @@ class ChunkedTuple(Sequence[_T]):
 
     def __repr__(self) -> str:
         return f"ChunkedTuple({_shown(self)})"
+
+
+class ChunkedTupleBuilder(Generic[_T]):
+    """A `ChunkedTuple` made from items added in batches, each tuple of `CHUNK_ITEMS` as soon
+    as that many are there: never a list of all the items beside the tuples (what a decoded
+    snapshot's names and values are built with)."""
+
+    __slots__ = ("_chunks", "_tail", "count")
+
+    def __init__(self) -> None:
+        self._chunks: list[tuple[_T, ...]] = []
+        self._tail: list[_T] = []
+        #: Items added so far.
+        self.count = 0
+
+    def extend(self, items: list[_T]) -> None:
+        """Add `items` at the end."""
+        tail = self._tail
+        tail.extend(items)
+        self.count += len(items)
+        if len(tail) >= CHUNK_ITEMS:
+            full = len(tail) - len(tail) % CHUNK_ITEMS
+            self._chunks.extend(
+                tuple(tail[i : i + CHUNK_ITEMS]) for i in range(0, full, CHUNK_ITEMS)
+            )
+            del tail[:full]
+
+    def build(self) -> ChunkedTuple[_T]:
+        """The items added, as a `ChunkedTuple` (the builder starts over empty)."""
+        chunks, self._chunks = self._chunks, []
+        if self._tail:
+            chunks.append(tuple(self._tail))
+            self._tail = []
+        self.count = 0
+        return ChunkedTuple.of_chunks(chunks)
 
 
 class PackedEntries(Sequence[SnapshotEntry]):
@@ -583,10 +632,14 @@ class StateMachine:
             names, copied, timed, self.membership, self.sessions.states(), self.lines.states()
         )
 
-    def prepare_install(self, snapshot: ClusterSnapshot) -> PreparedInstall:
+    def prepare_install(
+        self, snapshot: ClusterSnapshot, state: dict[str, bytes] | None = None
+    ) -> PreparedInstall:
         """Do `install`'s heavy work for `snapshot` (safe in a worker thread while the event
         loop applies): the new state and the changes against the current one. Hand it to
-        `offer_prepared`; `install` uses it if nothing was applied in between."""
+        `offer_prepared`; `install` uses it if nothing was applied in between. `state`: the
+        snapshot's name → value, filled while it was decoded (`SnapshotDecoder`), used as the
+        new state instead of building it."""
         version = self._version
         with paused_gc():
             try:
@@ -594,10 +647,10 @@ class StateMachine:
                 if in_place is not None:
                     changes, expiries = in_place
                     return PreparedInstall(snapshot, None, expiries, changes, version)
-                values, expiries = _state_of(snapshot.entries)
+                values, expiries = _state_of(snapshot.entries, state)
                 changes = _changes(self._values, values, snapshot.entries)
             except RuntimeError:  # the loop applied meanwhile: `install` will not use it
-                values, expiries = _state_of(snapshot.entries)
+                values, expiries = _state_of(snapshot.entries, state)
                 changes = _changes(self._values.copy(), values, snapshot.entries)
         return PreparedInstall(snapshot, values, expiries, changes, version)
 
@@ -605,12 +658,15 @@ class StateMachine:
         """Let the next `install` of `prepared.snapshot` swap in the prepared state."""
         self._prepared = prepared
 
-    def install(self, snapshot: ClusterSnapshot) -> ChangeList:
+    def install(
+        self, snapshot: ClusterSnapshot, state: dict[str, bytes] | None = None
+    ) -> ChangeList:
         """Replace the whole state with `snapshot` and return what changed, sorted by name.
 
         An element is reported when it was removed (value None) or when its value is new or
         different; a changed expiry alone is not a change. Duplicate keys: the later wins.
-        A matching `offer_prepared` result (nothing applied since) makes this a quick swap.
+        A matching `offer_prepared` result (nothing applied since) makes this a quick swap;
+        `state`: as for `prepare_install`.
         """
         prepared, self._prepared = self._prepared, None
         self._version += 1
@@ -638,7 +694,7 @@ class StateMachine:
             return prepared.changes
         self._retire(True)
         with paused_gc():
-            values, expiries = _state_of(snapshot.entries)
+            values, expiries = _state_of(snapshot.entries, state)
             changes = _changes(self._values, values, snapshot.entries)
         self._values, self._expiries = values, expiries
         return changes
@@ -791,15 +847,19 @@ def sorted_in_slices(names: Iterable[str]) -> list[str]:
     return list(heapq.merge(*runs))
 
 
-def _state_of(entries: Sequence[SnapshotEntry]) -> tuple[dict[str, bytes], dict[str, int]]:
+def _state_of(
+    entries: Sequence[SnapshotEntry], built: dict[str, bytes] | None = None
+) -> tuple[dict[str, bytes], dict[str, int]]:
     """The values and expiries `entries` hold (duplicate names: the later wins), built a
-    `ChunkedTuple` chunk at a time (each C call holds the GIL)."""
-    values: dict[str, bytes] = {}
+    `ChunkedTuple` chunk at a time (each C call holds the GIL); `built`: those values, filled
+    while `entries` were decoded, taken as they are."""
+    values: dict[str, bytes] = {} if built is None else built
     expiries: dict[str, int] = {}
     if isinstance(entries, PackedEntries):
         names = entries.names
-        for name_chunk, value_chunk in zip(names.chunks, entries.values.chunks, strict=True):
-            values.update(zip(name_chunk, value_chunk, strict=True))
+        if built is None:
+            for name_chunk, value_chunk in zip(names.chunks, entries.values.chunks, strict=True):
+                values.update(zip(name_chunk, value_chunk, strict=True))
         if len(values) == len(names):  # no duplicates: each expiry belongs to its name
             expiries = {names[i]: at for i, at in entries.expiries.items()}
             return values, expiries

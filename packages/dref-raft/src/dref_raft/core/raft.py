@@ -338,6 +338,22 @@ class RaftCore:
             return  # already compacted further
         self.log.compact(Snapshot(through_seq, term, data))
 
+    def hold_snapshot_as(self, data: ClusterSnapshot) -> bool:
+        """Hold the log's snapshot as `data`, the same state held another way (the driver
+        keeps its entries in the saved file while it takes the next snapshot). False (nothing
+        changed) while that snapshot is still to be installed, or when `data` covers another
+        seq or count of entries."""
+        self._check_not_in_ready()
+        held = self.log.snapshot
+        if (
+            self._snapshot_to_install is not None
+            or data.last_seq != held.data.last_seq
+            or len(data.entries) != len(held.data.entries)
+        ):
+            return False
+        self.log.snapshot = Snapshot(held.seq, held.term, data)
+        return True
+
     def offer_snapshot(self, seq: int, data: ClusterSnapshot) -> None:
         """The driver's state machine at `seq` (= `applied`), asked for by `wants_snapshot`:
         sent as `InstallSnapshot` to every upstream peer waiting for one."""

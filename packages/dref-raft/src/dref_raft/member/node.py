@@ -96,6 +96,7 @@ from dref_raft.member.turns import TurnWaiters
 from dref_raft.ops import wall_clock_ms
 from dref_raft.storage import SnapshotStore, Stores
 from dref_raft.storage.recovery import boot
+from dref_raft.storage.snapshot import FileEntries
 from dref_raft.storage.snapshot_files import MonotonicSnapshotStore
 from dref_raft.transport.base import PeerTransport
 
@@ -306,6 +307,8 @@ class RaftNode:
         self._compacted: ClusterSnapshot | None = None
         #: Callers of `copy_state_at_applied`, served by the driver between two turns.
         self._copies: list[asyncio.Future[tuple[StateCopy, int, int]]] = []
+        #: Callers of `hold_snapshot_in_file`, served by the driver between two turns.
+        self._holds: list[asyncio.Future[None]] = []
         self._closed = False
         self.failure: BaseException | None = None
         self.stats = NodeStats()
@@ -762,7 +765,7 @@ class RaftNode:
             if isinstance(request, InstallSnapshot):
                 replaced = [self.core.log.snapshot.data]
                 self.core.step(request)
-                self._release_replaced(replaced)
+                self.release_replaced(replaced)
             else:
                 self.core.step(request)
             if request.sender == self.core.leader_id:
@@ -820,22 +823,19 @@ class RaftNode:
                     self._wake_applied()
                 self._fail_unanswered()
                 if self._compacted is not None:
-                    data, self._compacted = self._compacted, None
-                    replaced = [self.core.log.snapshot.data]
-                    self.core.compact(data.last_seq, data)
-                    self._release_replaced(replaced)
-                    if applier.writer.stores is not None:
-                        await self._disk.run(
-                            functools.partial(applier.writer.drop_log_through, data.last_seq)
-                        )
+                    await self._compact_log()
                 if self._compaction is None and (point := applier.compaction_due()) is not None:
                     # A point-in-time copy now (nothing applied meanwhile); sorted, encoded
-                    # and saved in a worker thread.
+                    # and saved in a worker thread. The snapshot it replaces is meanwhile
+                    # held in its file, not in memory.
+                    await self.snapshots.hold_in_file()
                     state = await self._copy_state()
                     task = asyncio.create_task(self._compact(*point, state))
                     self._compaction = task  # not cancelled by `aclose`: awaited
                 if self._copies:
                     await self._serve_copies()
+                if self._holds:
+                    await self._serve_holds()
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
@@ -846,6 +846,18 @@ class RaftNode:
             self.failure = exc
             self._fail_all(ConsensusError(f"raft node {self.id} failed: {exc}"))
             self.hub.close(ConsensusError(f"raft node {self.id} failed: {exc}"))
+
+    async def _compact_log(self) -> None:
+        """Compact the core and the stored log to the snapshot `_compact` took and saved (a
+        method: no frame of the driver's loop keeps that snapshot alive once it is replaced)."""
+        data, self._compacted = self._compacted, None
+        assert data is not None
+        replaced = [self.core.log.snapshot.data]
+        self.core.compact(data.last_seq, data)
+        self.release_replaced(replaced)
+        writer = self._applier.writer
+        if writer.stores is not None:
+            await self._disk.run(functools.partial(writer.drop_log_through, data.last_seq))
 
     async def _copy_state(self) -> StateCopy:
         """The state machine's `StateCopy`, a slice at a time with the event loop running in
@@ -864,14 +876,37 @@ class RaftNode:
                     return state
                 await asyncio.sleep(0)
 
-    def _release_replaced(self, box: list[ClusterSnapshot]) -> None:
-        """The core's previous snapshot (in `box`), if a compaction or an install replaced it,
-        is freed in a worker thread a tuple of names or values at a time (`release_snapshot`):
-        dropped here, its million-item tuples would go in one C call each on the loop."""
-        if box[0] is self.core.log.snapshot.data:
+    def release_replaced(self, box: list[ClusterSnapshot]) -> None:
+        """The core's previous snapshot (in `box`), if a compaction, an install or
+        `SnapshotTransfer.hold_in_file` replaced it, is freed in a worker thread a tuple of
+        names or values at a time (`release_snapshot`): dropped here, its million-item tuples
+        would go in one C call each on the loop. One held in its file: the file is removed."""
+        replaced = box[0]
+        if replaced is self.core.log.snapshot.data:
             box.clear()
+        elif isinstance(replaced.entries, FileEntries):
+            box.clear()
+            path = replaced.entries.path
+            self.track(asyncio.create_task(asyncio.to_thread(path.unlink, missing_ok=True)))
         else:
+            del replaced
             self.track(asyncio.create_task(asyncio.to_thread(release_snapshot, box)))
+
+    async def hold_snapshot_in_file(self) -> None:
+        """`SnapshotTransfer.hold_in_file`, done by the driver between two of its turns (the
+        core is not in the middle of a `Ready` then)."""
+        self._check_open()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._holds.append(future)
+        self._wake.set()
+        await future
+
+    async def _serve_holds(self) -> None:
+        await self.snapshots.hold_in_file()
+        holds, self._holds = self._holds, []
+        for future in holds:
+            if not future.done():
+                future.set_result(None)
 
     async def copy_state_at_applied(self) -> tuple[StateCopy, int, int]:
         """A `StateCopy` of the state machine at `applied`, that seq and its term: copied by
@@ -1109,6 +1144,9 @@ class RaftNode:
         for copy in self._copies:
             _fail(copy, error)
         self._copies.clear()
+        for hold in self._holds:
+            _fail(hold, error)
+        self._holds.clear()
 
 
 def _snapshot_at(state: StateCopy, seq: int, term: int) -> ClusterSnapshot:

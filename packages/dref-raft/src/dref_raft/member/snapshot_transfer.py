@@ -12,7 +12,9 @@
 * follower: `held` / `install` receive the chunks into `IncomingSnapshot` in the storage
   directory, verify them (CRC-32 per chunk, SHA-256 of the file), decode the file and prepare
   the state machine's swap in worker threads, then step the `InstallSnapshot` into the core;
-* any member: `save` streams a consistent snapshot of its state machine (for backups).
+* any member: `save` streams a consistent snapshot of its state machine (for backups);
+  `hold_in_file` keeps the core's snapshot in its saved file instead of memory while the
+  member takes the next one or installs one (docs/raft.md#large-state).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 from dref_raft.core import InstallSnapshot, InstallSnapshotResponse, PeerKind
 from dref_raft.errors import ChunkRefusedError
 from dref_raft.fsm import ClusterSnapshot, PackedEntries, StateCopy, snapshot_of_state
+from dref_raft.storage.snapshot import FileEntries
 from dref_raft.storage.snapshot_files import (
     CHUNK_SIZE,
     IncomingSnapshot,
@@ -55,6 +58,8 @@ _FAILURE_LOG_INTERVAL: Final = 10.0
 _MIN_RATE: Final = 1024 * 1024
 _MIN_TIMEOUT: Final = 60.0
 OUTGOING_FILE: Final = "state-snapshot.outgoing"
+#: The core's snapshot at seq N while `hold_in_file` keeps it on disk: `<HELD_PREFIX>N`.
+HELD_PREFIX: Final = "state-snapshot.held-"
 
 
 @runtime_checkable
@@ -98,12 +103,57 @@ class SnapshotTransfer:
         had none at that seq, or no storage directory)."""
 
     def aclose(self) -> None:
-        """Remove the outgoing file, or the temporary directory (the node cancelled the
-        transfers)."""
+        """Remove the outgoing and held files, or the temporary directory (the node cancelled
+        the transfers)."""
         if self._tempdir is not None:
             self._tempdir.cleanup()
         else:
             (self.directory / OUTGOING_FILE).unlink(missing_ok=True)
+            _remove_held(self.directory, None)
+
+    # ------------------------------------------------------------------ held snapshot
+
+    async def hold_in_file(self) -> None:
+        """Keep the core's snapshot in its saved file instead of memory, if the member saved
+        it and streams snapshots to its dref peers (upstream peers are sent the state at
+        `applied`, never this snapshot): its file is hard-linked to `<HELD_PREFIX><seq>` (a
+        newer save does not change it), the core holds it as `FileEntries`, and the tuples of
+        names and values go (0.14x of the data for 100-byte values) before the member takes a
+        copy of its state for the next snapshot, or decodes one it receives."""
+        node = self._node
+        core = node.core
+        held = core.log.snapshot
+        entries = held.data.entries
+        if not isinstance(entries, PackedEntries) or not isinstance(
+            node.transport, StreamingTransport
+        ):
+            return
+        path = self.directory / f"{HELD_PREFIX}{held.seq}"
+        linked = await asyncio.to_thread(self._link_held, path, held.seq, held.term)
+        if not linked:
+            return
+        data = dataclasses.replace(held.data, entries=FileEntries(path, len(entries)))
+        if core.log.snapshot is not held or not core.hold_snapshot_as(data):
+            node.track(asyncio.create_task(asyncio.to_thread(path.unlink, missing_ok=True)))
+            return
+        box = [held.data]
+        del held, entries  # `release_snapshot` frees the tuples only if nothing else holds them
+        node.release_replaced(box)
+
+    def _link_held(self, path: Path, seq: int, term: int) -> bool:
+        try:
+            _remove_held(self.directory, path)  # a previous one (a crash left it)
+            return self._node.link_saved_snapshot(path, seq, term)
+        except OSError as exc:  # the snapshot stays in memory
+            logger.warning(
+                "node %s: cannot keep snapshot seq %d in %s (it stays in memory): %s",
+                self._node.id,
+                seq,
+                path,
+                exc,
+                extra=self._node.log_fields(),
+            )
+            return False
 
     # ------------------------------------------------------------------ leader side
 
@@ -132,8 +182,12 @@ class SnapshotTransfer:
             ):
                 path = self.directory / OUTGOING_FILE
                 seq, term = msg.last_seq, msg.last_term
+                entries = msg.snapshot.entries
                 if await asyncio.to_thread(self._node.link_saved_snapshot, path, seq, term):
                     # The file this member saved: streamed as it is, not encoded again.
+                    spooled = await asyncio.to_thread(spooled_file, path, seq, term)
+                elif isinstance(entries, FileEntries):  # held in its file: streamed as it is
+                    await asyncio.to_thread(_link, entries.path, path)
                     spooled = await asyncio.to_thread(spooled_file, path, seq, term)
                 else:
                     data = dataclasses.replace(msg.snapshot, last_seq=seq, last_term=term)
@@ -147,11 +201,15 @@ class SnapshotTransfer:
     ) -> None:
         node = self._node
         started = time.perf_counter()
+        term, last_seq, last_term = msg.term, msg.last_seq, msg.last_term
         try:
             spooled = await self._spool(msg)
+            # The file is all the transfer needs: the snapshot's tuples may go meanwhile
+            # (`hold_in_file`).
+            del msg
             spooled_at = time.perf_counter()
             header = SnapshotHeader(
-                node.id, msg.term, msg.last_seq, msg.last_term, spooled.size, spooled.sha256
+                node.id, term, last_seq, last_term, spooled.size, spooled.sha256
             )
             timeout = max(_MIN_TIMEOUT, spooled.size / _MIN_RATE)
             result = await transport.send_snapshot(
@@ -171,7 +229,7 @@ class SnapshotTransfer:
             "node %s: snapshot seq %d (%d bytes) streamed to %s and installed there in %.2f s "
             "(written for sending in %.2f s)",
             node.id,
-            msg.last_seq,
+            last_seq,
             spooled.size,
             peer,
             done - spooled_at,
@@ -239,11 +297,18 @@ class SnapshotTransfer:
                     raise ChunkRefusedError(f"the stream ended at {held} of {header.size} bytes")
                 received = time.perf_counter()
                 await asyncio.to_thread(incoming.seal, header)
-                # What this member holds is shared, not duplicated (a restarted member).
+                # What this member holds is shared, not duplicated (a restarted member): its
+                # values, and its snapshot's names, while the rest of that snapshot is held in
+                # its file.
+                # A member without a state fills the new one as it decodes.
                 values = node.machine.values()
                 base = node.core.log.snapshot.data.entries
                 names = base.names if isinstance(base, PackedEntries) else None
-                snapshot = await asyncio.to_thread(incoming.load, header, values, names)
+                del base
+                await node.hold_snapshot_in_file()
+                state: dict[str, bytes] | None = None if values else {}
+                snapshot = await asyncio.to_thread(incoming.load, header, values, names, state)
+                del names
                 decoded = time.perf_counter()
             except ChunkRefusedError as exc:
                 held = await asyncio.to_thread(incoming.held, header)
@@ -257,7 +322,8 @@ class SnapshotTransfer:
                     extra=node.log_fields(),
                 )
                 return InstallResult(False, node.term, 0, False, held, str(exc))
-            prepared = await asyncio.to_thread(node.machine.prepare_install, snapshot)
+            prepared = await asyncio.to_thread(node.machine.prepare_install, snapshot, state)
+            del state
             node.machine.offer_prepared(prepared)
             node.adopt_snapshot_file(incoming.part, snapshot)
             prepared_at = time.perf_counter()
@@ -324,3 +390,15 @@ def _spool_state(state: StateCopy, last_seq: int, last_term: int, path: Path) ->
     data = dataclasses.replace(snapshot_of_state(state, last_seq), last_term=last_term)
     state.clear()  # the copy's, in this worker thread
     return spool_snapshot(data, path)
+
+
+def _link(source: Path, dest: Path) -> None:
+    dest.unlink(missing_ok=True)
+    os.link(source, dest)
+
+
+def _remove_held(directory: Path, keep: Path | None) -> None:
+    """Remove the held snapshot files in `directory`, but `keep`."""
+    for path in directory.glob(f"{HELD_PREFIX}*"):
+        if path != keep:
+            path.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from dref_raft.commands import Command
 from dref_raft.core import CoreState, Snapshot, restore_entries
 from dref_raft.errors import CorruptStateError, WireError
 from dref_raft.fsm import ClusterSnapshot, StateMachine
-from dref_raft.storage import Stores
+from dref_raft.storage import SnapshotStore, Stores
 from dref_raft.storage.command_log import LogContents
 from dref_raft.storage.layout import COMMIT_SEQ_OFFSET
 from dref_raft.storage.voter_state import VoterState
@@ -56,10 +56,14 @@ class RecoveredState:
 
 
 def recover(
-    snapshot: ClusterSnapshot | None, log: LogContents, voter: VoterState
+    snapshot: ClusterSnapshot | None,
+    log: LogContents,
+    voter: VoterState,
+    state: dict[str, bytes] | None = None,
 ) -> RecoveredState:
     """Rebuild a node's state from what its three stores loaded (docs/protocol.md#storage-recovery
-    steps 2 to 7).
+    steps 2 to 7); `state`: the snapshot's name → value, filled while it was decoded
+    (`SnapshotDecoder`).
 
     Raises `CorruptStateError` when a committed entry is missing from the log or cannot be
     decoded: the node must not start from a state it cannot rebuild fully.
@@ -67,7 +71,7 @@ def recover(
     machine = StateMachine()
     snapshot_last_seq = 0
     if snapshot is not None:
-        machine.install(snapshot)  # boot: nobody is subscribed, the events are irrelevant
+        machine.install(snapshot, state)  # boot: nobody is subscribed, the events are irrelevant
         snapshot_last_seq = snapshot.last_seq
     commands = {record.seq: record.command for record in log.records}
     stored_through = max(snapshot_last_seq, log.last_seq)
@@ -111,10 +115,18 @@ def recover(
 def boot(stores: Stores) -> tuple[StateMachine, CoreState]:
     """The state machine and the core's start state from the three stores (`recover`, then
     the stored entries with their terms rebuilt)."""
-    snapshot = stores.snapshot.load()
+    # A file store fills the state as it decodes (never the whole snapshot and then the
+    # state built from it: docs/raft.md#large-state).
+    values: dict[str, bytes] | None = None
+    if isinstance(stores.snapshot, SnapshotStore):
+        values = {}
+        snapshot = stores.snapshot.load(values)
+    else:
+        snapshot = stores.snapshot.load()
     log = stores.command_log.load()
     voter = stores.voter_state.load()
-    recovered = recover(snapshot, log, voter)
+    recovered = recover(snapshot, log, voter, values)
+    del values
     base = snapshot if snapshot is not None else ClusterSnapshot()
     records: list[tuple[int, Command, int | None]] = []
     expected = base.last_seq + 1

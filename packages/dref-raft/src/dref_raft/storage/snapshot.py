@@ -8,13 +8,13 @@ Layout: "DRFS" · version 01 · payload length N (4, BE signed) · N bytes of pr
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, overload
 
 from dref_raft.bulk import paused_gc
 from dref_raft.errors import CorruptStateError, WireError
-from dref_raft.fsm import ClusterSnapshot
+from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
 from dref_raft.storage._binary import (
     I32,
     check_length,
@@ -48,6 +48,7 @@ from dref_raft.wire.commands import (
 )
 
 __all__ = [
+    "FileEntries",
     "InMemorySnapshotStore",
     "SnapshotStorage",
     "SnapshotStore",
@@ -124,10 +125,11 @@ def read_snapshot_file(
     path: Path,
     reuse: Mapping[str, bytes] | None = None,
     reuse_names: Sequence[str] | None = None,
+    state: dict[str, bytes] | None = None,
 ) -> ClusterSnapshot:
     """`decode_snapshot_file` of the file at `path`, read and decoded a block at a time: memory
-    holds the decoded snapshot and one block, never the whole file. `reuse`, `reuse_names`:
-    see `SnapshotDecoder`."""
+    holds the decoded snapshot and one block, never the whole file. `reuse`, `reuse_names`,
+    `state`: see `SnapshotDecoder`."""
     name = str(path)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -140,7 +142,7 @@ def read_snapshot_file(
         )
         snapshot: ClusterSnapshot | None = None
         if well_formed:
-            decoder = SnapshotDecoder(reuse, reuse_names)
+            decoder = SnapshotDecoder(reuse, reuse_names, state)
             left, scanned = size - _PAYLOAD_OFFSET, True
             try:
                 with paused_gc():
@@ -155,10 +157,45 @@ def read_snapshot_file(
             except WireError as exc:
                 raise CorruptStateError(name, _PAYLOAD_OFFSET, str(exc)) from exc
     if snapshot is None:  # one whole decode says exactly what is wrong
-        return decode_snapshot_file(path.read_bytes(), name)
+        snapshot = decode_snapshot_file(path.read_bytes(), name)
+        if state is not None:
+            state.clear()
+            state.update((entry.key, entry.value) for entry in snapshot.entries)
+        return snapshot
     if snapshot.last_seq > MAX_U63:
         raise CorruptStateError(name, _PAYLOAD_OFFSET, f"last_seq {snapshot.last_seq} is too large")
     return snapshot
+
+
+class FileEntries(Sequence[SnapshotEntry]):
+    """The entries of a snapshot held in its DRFS file at `path` instead of in memory (a
+    member's snapshot while it takes the next one, docs/raft.md#large-state): their count is
+    known; the entries themselves are decoded from the file on access (blocking, and the
+    whole file: a worker thread, and only where the file cannot be used as it is)."""
+
+    __slots__ = ("_count", "path")
+
+    def __init__(self, path: Path, count: int) -> None:
+        self.path = path
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> SnapshotEntry: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[SnapshotEntry]: ...
+
+    def __getitem__(self, index: int | slice) -> SnapshotEntry | Sequence[SnapshotEntry]:
+        return read_snapshot_file(self.path).entries[index]
+
+    def __iter__(self) -> Iterator[SnapshotEntry]:
+        return iter(read_snapshot_file(self.path).entries)
+
+    def __repr__(self) -> str:
+        return f"FileEntries({str(self.path)!r}, {self._count} entries)"
 
 
 class SnapshotStorage(Protocol):
@@ -197,10 +234,10 @@ class SnapshotStore(_SnapshotStoreBase):
         self.path = Path(directory) / SNAPSHOT_FILE
         super().__init__(FileMedium(self.path))
 
-    def load(self) -> ClusterSnapshot | None:
-        """The saved snapshot, or None when there is none."""
+    def load(self, state: dict[str, bytes] | None = None) -> ClusterSnapshot | None:
+        """The saved snapshot, or None when there is none; `state`: see `SnapshotDecoder`."""
         try:
-            return read_snapshot_file(self.path)
+            return read_snapshot_file(self.path, state=state)
         except FileNotFoundError:
             return None
 

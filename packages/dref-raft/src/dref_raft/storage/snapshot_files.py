@@ -192,10 +192,11 @@ class IncomingSnapshot:
         header: SnapshotHeader,
         reuse: Mapping[str, bytes] | None = None,
         reuse_names: Sequence[str] | None = None,
+        state: dict[str, bytes] | None = None,
     ) -> ClusterSnapshot:
-        """Decode the sealed file (a block at a time; `reuse`, `reuse_names`: see
+        """Decode the sealed file (a block at a time; `reuse`, `reuse_names`, `state`: see
         `SnapshotDecoder`); it must cover `header`'s seq and term."""
-        snapshot = read_snapshot_file(self.part, reuse, reuse_names)
+        snapshot = read_snapshot_file(self.part, reuse, reuse_names, state)
         if (snapshot.last_seq, snapshot.last_term) != (header.last_seq, header.last_term):
             self.discard()
             raise ChunkRefusedError(

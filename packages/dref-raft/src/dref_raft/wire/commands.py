@@ -42,7 +42,7 @@ from dref_raft.commands import (
     StartNewTerm,
 )
 from dref_raft.errors import WireError
-from dref_raft.fsm import ChunkedTuple, ClusterSnapshot, PackedEntries, SnapshotEntry
+from dref_raft.fsm import ChunkedTupleBuilder, ClusterSnapshot, PackedEntries, SnapshotEntry
 from dref_raft.lines import LineState
 from dref_raft.sessions import RecordedResult, SessionState
 
@@ -370,21 +370,27 @@ class SnapshotDecoder:
     name is replaced by the held object, so a member that already holds most of a snapshot
     does not hold its values twice while it installs it; `reuse_names` (sorted names the
     member holds, e.g. its previous snapshot's) does the same for the names of a snapshot
-    sorted by name.
+    sorted by name. `state` (an empty dict): filled with name → value as the entries come
+    (later duplicates win), the state a member without one installs, so that it is not built
+    afterwards with the whole snapshot already in memory (`StateMachine.prepare_install`).
     """
 
     def __init__(
         self,
         reuse: Mapping[str, bytes] | None = None,
         reuse_names: Sequence[str] | None = None,
+        state: dict[str, bytes] | None = None,
     ) -> None:
+        if state:
+            raise ValueError("the state to fill must start empty")
+        self._state = state
         self._reuse = reuse
         #: `reuse_names` from the first not yet passed (None: none left).
         self._known: Iterator[str] = iter(reuse_names or ())
         self._known_at: str | None = next(self._known, None)
         self._pending = b""
-        self._names: list[str] = []
-        self._values: list[bytes] = []
+        self._names: ChunkedTupleBuilder[str] = ChunkedTupleBuilder()
+        self._values: ChunkedTupleBuilder[bytes] = ChunkedTupleBuilder()
         self._expiries: dict[int, int] = {}
         self._sessions: list[tuple[bytes, SessionState]] = []
         self._lines: list[tuple[str, LineState]] = []
@@ -431,10 +437,12 @@ class SnapshotDecoder:
             self._known_at = _reuse_sorted(names, self._known, self._known_at)
         self._names.extend(names)
         self._values.extend(values)
+        if self._state is not None:
+            self._state.update(zip(names, values, strict=True))
 
     def _take(self, msg: Any) -> None:
         kvs = msg.entries
-        base = len(self._names)
+        base = self._names.count
         self._add([kv.key for kv in kvs], [kv.value for kv in kvs])
         timed = [kv.HasField("expireAt") for kv in kvs]
         if any(timed):
@@ -453,12 +461,8 @@ class SnapshotDecoder:
         """The snapshot decoded (everything fed must have been decoded)."""
         if self._pending:
             raise WireError(f"ClusterSnapshot ends inside a field ({len(self._pending)} bytes)")
-        # One list at a time becomes tuples and goes: never both lists and both copies.
-        names = ChunkedTuple(self._names)
-        self._names = []
-        values = ChunkedTuple(self._values)
-        self._values = []
-        entries = PackedEntries(names, values, self._expiries)
+        # Tuples made as the entries came: no list of them all beside the tuples.
+        entries = PackedEntries(self._names.build(), self._values.build(), self._expiries)
         return ClusterSnapshot(
             entries,
             self._last_seq,
