@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from dref_raft.commands import CompareAndSet, SetElement, StartNewTerm
 from dref_raft.core import (
     AppendEntries,
@@ -270,3 +272,30 @@ def test_a_stale_message_in_the_other_format_does_not_change_the_peer_kind() -> 
     assert b.peer_kinds["a"] is PeerKind.DREF
     replies = [m for m in b.ready().messages if isinstance(m, AppendEntriesResponse)]
     assert [(m.success, m.term) for m in replies] == [(False, 3)]
+
+
+def test_an_offer_older_than_the_state_a_peer_asked_at_waits_for_a_newer_one() -> None:
+    # A driver may build the state an upstream peer needs while it applies on, and offer it
+    # later at the seq it copied: never to a peer that asked when more was applied (it may
+    # hold more than that state), never above what is applied.
+    a, _ = _leader_with_upstream_peer()
+    a.step(AppendEntriesResponse("b", "a", 1, True, match_seq=1, ext=True))
+    ready = a.ready()
+    a.advance(ready)
+    assert a.applied == 1
+    a.step(AppendEntriesResponse("c", "a", 1, True, match_seq=1, ext=False))
+    a.advance(a.ready())
+    assert a.wants_snapshot  # asked at applied 1
+    with pytest.raises(ValueError, match="applied is 1"):
+        a.offer_snapshot(2, ClusterSnapshot((), 2))
+    a.offer_snapshot(0, ClusterSnapshot((), 0))
+    assert a.wants_snapshot
+    ready = a.ready()
+    a.advance(ready)
+    assert not [m for m in ready.messages if isinstance(m, InstallSnapshot)]
+    a.offer_snapshot(1, ClusterSnapshot((), 1))
+    assert not a.wants_snapshot
+    ready = a.ready()
+    a.advance(ready)
+    sent = [m for m in ready.messages if isinstance(m, InstallSnapshot)]
+    assert [(m.to, m.last_seq) for m in sent] == [("c", 1)]

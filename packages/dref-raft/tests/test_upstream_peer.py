@@ -5,6 +5,7 @@ upstream follower. Every byte the double receives is checked against upstream's 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from upstream_double import (
 import dref
 from dref_raft._pb import dref_consensus_pb2 as cpb
 from dref_raft.commands import SetElement
+from dref_raft.member import node as node_module
 from dref_raft.member.backend import RaftBackend
 from dref_raft.member.registry import Member, local_members
 from dref_raft.settings import RaftSettings
@@ -277,6 +279,38 @@ async def test_a_rejected_append_is_repaired_by_a_snapshot_of_the_applied_state(
     assert len(repair) == 1
     assert repair[0].last_seq == node.applied - 1
     assert {e.key: e.value for e in repair[0].snapshot.entries} == {"kept": b"1"}
+    check_requests(double, node.term)
+
+
+async def test_the_repair_snapshot_of_an_upstream_follower_is_built_off_the_event_loop(
+    upstream_follower: tuple[UpstreamFollower, Member], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The driver copies its state a slice at a time and builds the snapshot in a worker
+    # thread (a million elements would stall the loop for a second); the follower is repaired
+    # by it all the same, then gets the writes made meanwhile.
+    double, member = upstream_follower
+    node = member.node
+    built_on: list[bool] = []
+    build = node_module._snapshot_at
+
+    def recording(state: Any, seq: int, term: int) -> Any:
+        built_on.append(threading.current_thread() is threading.main_thread())
+        return build(state, seq, term)
+
+    monkeypatch.setattr(node_module, "_snapshot_at", recording)
+    await wait_until(lambda: node.is_leader, 10, "d leads")
+    await node.propose(SetElement("kept", b"1", None), 3.0)
+    await wait_until(lambda: double.state == {"kept": b"1"}, 5, "the follower applied kept")
+    double.reject_next_append = True
+    await node.propose(SetElement("k", b"v", None), 3.0)
+    await node.propose(SetElement("after", b"2", None), 3.0)
+    await wait_until(
+        lambda: double.state == {"kept": b"1", "k": b"v", "after": b"2"},
+        5,
+        "the follower holds all",
+    )
+    assert built_on
+    assert not any(built_on)
     check_requests(double, node.term)
 
 

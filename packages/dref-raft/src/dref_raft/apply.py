@@ -196,8 +196,13 @@ class ReadyApplier:
         effects: ReadyEffects,
         *,
         snapshot_every: int,
+        offers_snapshots: bool = True,
     ) -> None:
         self.core = core
+        #: Whether `next_ready` gives a core that `wants_snapshot` the state machine's snapshot
+        #: itself, on the caller's thread; False: the driver offers it (`RaftNode` builds it
+        #: in a worker thread).
+        self.offers_snapshots = offers_snapshots
         self.machine = machine
         self.writer = writer
         self.effects = effects
@@ -211,11 +216,11 @@ class ReadyApplier:
         """The core's next `Ready`, or None when it has nothing to do.
 
         A core that asks for the state machine (an upstream peer needs a snapshot) is given it
-        first, which may itself produce work.
+        first, which may itself produce work (unless `offers_snapshots` is False).
         """
         core = self.core
         while True:
-            if core.wants_snapshot:
+            if self.offers_snapshots and core.wants_snapshot:
                 core.offer_snapshot(core.applied, self.snapshot_at(core.applied))
             elif core.has_ready():
                 return core.ready()

@@ -42,6 +42,9 @@ class Progress:
     #: and the leader ticks since it was asked for.
     snapshot_seq: int = 0
     snapshot_age: int = 0
+    #: SNAPSHOT, waiting for an offer: the leader's applied seq when it asked for one (an
+    #: offer of an older state is not sent to this peer: it may hold more than that).
+    offer_from: int = 0
     #: An upstream peer's log is trusted only after it installed our snapshot in this term.
     synced: bool = False
     #: The peer answered during the current check-quorum period.

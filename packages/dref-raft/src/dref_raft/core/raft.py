@@ -355,17 +355,20 @@ class RaftCore:
         return True
 
     def offer_snapshot(self, seq: int, data: ClusterSnapshot) -> None:
-        """The driver's state machine at `seq` (= `applied`), asked for by `wants_snapshot`:
-        sent as `InstallSnapshot` to every upstream peer waiting for one."""
+        """The driver's state machine at `seq` (≤ `applied`: a driver may take it at `applied`
+        and build it while it applies on), asked for by `wants_snapshot`: sent as
+        `InstallSnapshot` to every upstream peer waiting for one that asked when `applied` was
+        at most `seq` (the others wait for a newer offer). Ignored when this node no longer
+        leads or `seq` was compacted away meanwhile."""
         self._check_not_in_ready()
-        if seq != self.applied:
-            raise ValueError(f"offer the state at applied ({self.applied}), not at {seq}")
+        if seq > self.applied:
+            raise ValueError(f"cannot offer the state at {seq}: applied is {self.applied}")
         term = self.log.term_at(seq)
         if self.role is not Role.LEADER or term is None:
             return
         snap = Snapshot(seq, term, data)
         for peer, pr in self._progress.items():
-            if pr.awaits_offer:
+            if pr.awaits_offer and pr.offer_from <= seq:
                 self._send_install(peer, snap)
 
     def step(self, msg: Message) -> None:
@@ -1002,7 +1005,9 @@ class RaftCore:
             # Upstream replaces its state wholesale and continues at the snapshot's seq + 1:
             # send the state at `applied` (as upstream's leader does), not the older compacted
             # snapshot, which would throw away what the peer already holds.
-            self._progress[peer].become_snapshot(-1)  # see `wants_snapshot`
+            progress = self._progress[peer]
+            progress.become_snapshot(-1)  # see `wants_snapshot`
+            progress.offer_from = self.applied
             return
         self._send_install(peer, self.log.snapshot)
 

@@ -116,6 +116,8 @@ _REPLY_TYPE: dict[type[Request], type[Response]] = {
 _REQUESTS = (AppendEntries, Heartbeat, Vote, PreVote, ReadIndex, InstallSnapshot)
 #: Most inputs handled per driver turn before a Ready is processed (fairness).
 _MAX_INPUTS_PER_TURN = 4096
+#: Seconds before the driver builds again a snapshot for an upstream peer after a failure.
+_OFFER_RETRY = 1.0
 #: Most RPCs in flight to one peer; more are dropped (Raft tolerates loss).
 _MAX_INFLIGHT_PER_PEER = 64
 #: Most DeleteIfExpired proposals per reaper round.
@@ -296,7 +298,12 @@ class RaftNode:
             stores, term=self.core.term, vote=self.core.vote, commit=self.core.commit
         )
         self._applier = ReadyApplier(
-            self.core, self.machine, writer, self, snapshot_every=config.snapshot_every
+            self.core,
+            self.machine,
+            writer,
+            self,
+            snapshot_every=config.snapshot_every,
+            offers_snapshots=False,  # `_offer_snapshot`, off the event loop
         )
         self._disk = DiskThread(f"dref-raft-disk:{self.id}")
         """Runs the driver's blocking writes (`persist`), one at a time."""
@@ -305,6 +312,9 @@ class RaftNode:
         #: The snapshot being taken in the background, and one taken, saved, not yet compacted.
         self._compaction: asyncio.Task[None] | None = None
         self._compacted: ClusterSnapshot | None = None
+        #: The snapshot an upstream peer waits for, being built; one built, not yet offered.
+        self._offering: asyncio.Task[None] | None = None
+        self._offered: ClusterSnapshot | None = None
         #: Callers of `copy_state_at_applied`, served by the driver between two turns.
         self._copies: list[asyncio.Future[tuple[StateCopy, int, int]]] = []
         #: Callers of `hold_snapshot_in_file`, served by the driver between two turns.
@@ -810,6 +820,20 @@ class RaftNode:
                     if not self._inputs:
                         break
                     self._inputs.popleft()()
+                if self._offered is not None:
+                    offered, self._offered = self._offered, None
+                    self.core.offer_snapshot(offered.last_seq, offered)
+                    del offered
+                if self._offering is None and self.core.wants_snapshot:
+                    # An upstream peer needs the state machine: a point-in-time copy now
+                    # (nothing applied meanwhile), built in a worker thread, offered later.
+                    state = await self._copy_state()
+                    seq = self.core.applied
+                    self._offering = asyncio.create_task(
+                        self._offer_snapshot(state, seq, self.core.log.term_at(seq) or 0)
+                    )
+                    self.track(self._offering)
+                    del state
                 applier = self._applier
                 while (ready := applier.next_ready()) is not None:
                     applier.send_early(ready)
@@ -846,6 +870,23 @@ class RaftNode:
             self.failure = exc
             self._fail_all(ConsensusError(f"raft node {self.id} failed: {exc}"))
             self.hub.close(ConsensusError(f"raft node {self.id} failed: {exc}"))
+
+    async def _offer_snapshot(self, state: StateCopy, seq: int, term: int) -> None:
+        """Build the snapshot at `seq` an upstream peer waits for from `state` (a copy) in a
+        worker thread; the driver offers it to the core (`_offered`)."""
+        try:
+            self._offered = await asyncio.to_thread(_snapshot_at, state, seq, term)
+        except Exception:  # the core still wants one: the driver tries again, a second later
+            logger.exception(
+                "node %s: building a snapshot at seq %d for an upstream peer failed",
+                self.id,
+                seq,
+                extra=self.log_fields(),
+            )
+            await asyncio.sleep(_OFFER_RETRY)
+        finally:
+            self._offering = None
+        self._wake.set()
 
     async def _compact_log(self) -> None:
         """Compact the core and the stored log to the snapshot `_compact` took and saved (a
