@@ -274,6 +274,8 @@ async def test_tls_channel_refuses_what_the_grpc_port_refuses(
     dialer = ChannelDialer(intruder, "DRefPeer", 1 << 20)
     assert await dialer.dial(address, f"{channel.port}/{channel.instance}") is None
     assert "its TLS refused this side's certificate?" in caplog.text
+    # ... and the member says so too (the gRPC port's handshake is logged by gRPC itself)
+    assert "refused a channel connection from ('127.0.0.1'" in caplog.text
     # a member certificate this side's CA did not sign
     rogue = load_security(ca_file=pki.other_ca, token_file=pki.token, member=False)
     dialer = ChannelDialer(rogue, "DRefStream", 1 << 20)
@@ -284,6 +286,14 @@ async def test_tls_channel_refuses_what_the_grpc_port_refuses(
     assert await dialer.dial(address, f"{channel.port}/{channel.instance}") is None
     assert "(a TLS member? this side is plaintext)" in caplog.text
     assert channel.accepted == {}
+    refused = [
+        r
+        for r in caplog.records
+        if "TLS handshake failed" in r.getMessage() and r.name == "dref_raft.transport"
+    ]
+    # Three handshakes failed (another CA's member, an unknown CA, plaintext): the first
+    # at WARNING, the next ones from the same host within `RETRY` seconds at DEBUG.
+    assert [r.levelno for r in refused] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
 
 
 # -- a real cluster ----------------------------------------------------------------------------

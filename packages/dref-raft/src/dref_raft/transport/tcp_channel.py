@@ -66,6 +66,8 @@ CLOSE_GRACE: Final = 1.0
 """Seconds a member waits for a closed connection's buffered bytes to leave."""
 RETRY: Final = 30.0
 """Seconds before a channel that failed (same announcement) is dialed again."""
+_MAX_HOSTS_LOGGED: Final = 1024
+"""Hosts whose failed TLS handshakes are remembered for rate-limited logging (then forgotten)."""
 
 _LENGTH: Final = struct.Struct(">I")
 _STATUS_BIT: Final = 1 << 31
@@ -475,9 +477,12 @@ class ChannelServer:
         self._requested_port = port
         self._window = window
         self._security = security
+        self._tls = server_context(security)
         self._max = security.max_message_bytes
         self._server: asyncio.Server | None = None
         self._port: int | None = None
+        #: When a failed TLS handshake from each host was last logged at WARNING.
+        self._handshake_logged: dict[str, float] = {}
         self._connections: set[asyncio.Task[None]] = set()
         self.accepted: Counter[str] = Counter()
         """Connections accepted (hello checked), by service."""
@@ -496,13 +501,9 @@ class ChannelServer:
     async def start(self) -> int:
         """Bind and listen; the bound port."""
         try:
+            # TLS is started by `_connection`, which sees (and logs) a refused handshake.
             server = await asyncio.start_server(
-                self._connection,
-                self._host,
-                self._requested_port,
-                ssl=server_context(self._security),
-                reuse_address=True,
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self._security.tls else None,
+                self._connection, self._host, self._requested_port, reuse_address=True
             )
         except OSError as exc:
             raise TransportError(
@@ -529,6 +530,8 @@ class ChannelServer:
         self._connections.add(task)
         peer = writer.get_extra_info("peername")
         try:
+            if self._tls is not None and not await self._start_tls(writer, peer):
+                return
             await self._serve(reader, writer, peer)
         except (WireError, LimitExceededError) as exc:
             logger.warning(
@@ -553,6 +556,34 @@ class ChannelServer:
                 async with asyncio.timeout(CLOSE_GRACE):
                     await writer.wait_closed()
             writer.transport.abort()  # a peer that reads nothing does not hold it open
+
+    async def _start_tls(self, writer: asyncio.StreamWriter, peer: Any) -> bool:
+        """The TLS handshake of a connection; False (logged: at WARNING at most once per
+        `RETRY` seconds per host) when it fails, as the gRPC port's handshake refuses a
+        certificate the cluster CA did not sign, a client without one under `mtls`, or
+        plaintext."""
+        assert self._tls is not None
+        try:
+            await writer.start_tls(self._tls, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        except (ssl.SSLError, ConnectionError, TimeoutError, EOFError) as exc:
+            host = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+            now = time.monotonic()
+            last = self._handshake_logged.get(host)
+            level = logging.DEBUG
+            if last is None or now - last >= RETRY:
+                if len(self._handshake_logged) >= _MAX_HOSTS_LOGGED:
+                    self._handshake_logged.clear()
+                self._handshake_logged[host] = now
+                level = logging.WARNING
+            logger.log(
+                level,
+                "node %s: refused a channel connection from %s: TLS handshake failed: %s",
+                self.node_id,
+                peer,
+                getattr(exc, "reason", None) or exc,
+            )
+            return False
+        return True
 
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Any
