@@ -17,8 +17,10 @@ A 3-member cluster on 127.0.0.1 (one process per member, files in a temporary di
    member takes (and saves) a snapshot of the whole state while it keeps serving; the phase
    lasts until every member has saved it (its snapshot file replaced), else a snapshot taken
    after the last write would count in the next phase;
-4. restarted member: n3 is stopped, 2 x `--writes` more sets compact the others' logs past it,
-   and n3 is restarted: it boots from its own files and gets a fresh snapshot streamed;
+4. restarted member: n3 is stopped, 3 x `--writes` more sets compact the others' logs past it
+   (a compaction keeps the last `snapshot_every` entries: the second one after n3 stopped
+   drops what n3 lacks), and n3 is restarted: it boots from its own files and gets a fresh
+   snapshot streamed;
 5. memory: each member's peak RSS (VmHWM, and VmRSS sampled every 20 ms: the highest per
    phase says which phase set the peak) against the data size (elements x (key + value)).
 
@@ -317,9 +319,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             n3.terminate()
             assert n3.proc is not None
             await asyncio.to_thread(n3.proc.wait, 30)
-            # Twice `--writes`: the others take a snapshot half-way, well before n3 is back,
-            # so n3 is behind their compacted logs and gets a snapshot (not just the log).
-            target = await write([n1, n2], 2 * args.writes, "b")
+            # Three times `--writes`, and a snapshot saved by both after the first two: a
+            # compaction keeps the last `snapshot_every` entries its snapshot covers, so only
+            # the second one after n3 stopped moves their logs' base past it, and n3 gets a
+            # snapshot (not just the log).
+            await write([n1, n2], 2 * args.writes, "b")
+            saved = {m.node_id: saved_snapshot(root, m) for m in (n1, n2)}
+            target = await write([n1, n2], args.writes, "c")
+            await wait_snapshots_saved(root, [n1, n2], saved, args.timeout)
             started = time.perf_counter()
             n3.spawn()
             await wait_applied(n3, target, args.timeout)

@@ -17,6 +17,7 @@ from dref.errors import (
     QuorumLostError,
 )
 from dref_raft.commands import DeleteElement, SetElement, SetIfNotExist
+from dref_raft.core import RaftCore, Snapshot
 from dref_raft.member.node import NodeConfig, RaftNode
 from dref_raft.storage import open_stores
 from dref_raft.transport.memory import MemoryNetwork
@@ -160,6 +161,37 @@ async def test_lagging_follower_catches_up_from_a_snapshot(cluster: Cluster) -> 
             pytest.fail("snapshot not installed")
         assert events.pending() <= 1
     assert all(node.get_local(f"s{i}") == b"v" for i in range(200))
+
+
+async def test_a_follower_a_little_behind_a_compaction_catches_up_from_the_log(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The leader compacts past what the stopped follower holds, but keeps the last
+    # `min(catch_up_entries, snapshot_every)` = 50 entries its snapshot covers: the follower,
+    # fewer than that behind, gets them appended instead of the whole state.
+    installs: list[str] = []
+    send_install = RaftCore._send_install
+
+    def recording(core: RaftCore, peer: str, snap: Snapshot) -> None:
+        installs.append(peer)
+        send_install(core, peer, snap)
+
+    monkeypatch.setattr(RaftCore, "_send_install", recording)
+    leader = await cluster.leader()
+    lagging = next(i for i in IDS if i != leader.id)
+    for i in range(40):  # the first compaction comes after 50 applies
+        await leader.propose(SetElement(f"s{i}", b"v"), 5)
+    await until(lambda: cluster.nodes[lagging].applied >= leader.applied)
+    held = cluster.nodes[lagging].applied
+    await cluster.stop(lagging)
+    for i in range(30):
+        await leader.propose(SetElement(f"t{i}", b"v"), 5)
+    await until(lambda: leader.core.log.snapshot.seq > held)  # compacted past it
+    assert leader.core.log.base_seq <= held  # ... keeping what it lacks
+    node = await cluster.start(lagging)
+    await until(lambda: node.applied >= leader.applied)
+    assert all(node.get_local(f"t{i}") == b"v" for i in range(30))
+    assert lagging not in installs
 
 
 async def test_partitioned_leader_steps_down_and_loses_no_acknowledged_write(

@@ -240,7 +240,7 @@ async def test_while_a_member_takes_a_snapshot_the_one_it_replaces_is_held_in_it
     await wait_until(lambda: _packed(node) is not None, 10, "the leader to compact")
     first = _packed(node)
     assert first is not None
-    first_seq = node.core.log.base_seq
+    first_seq = node.core.log.snapshot.seq
     expected = list(first)
     chunk = first.names.chunks[0]
     del first
@@ -259,7 +259,7 @@ async def test_while_a_member_takes_a_snapshot_the_one_it_replaces_is_held_in_it
     monkeypatch.setattr(node, "_copy_state", recording)
     for i in range(6):
         await node.propose(SetElement(f"b{i}", b"y", None), 10)
-    await wait_until(lambda: node.core.log.base_seq > first_seq, 10, "the next compaction")
+    await wait_until(lambda: node.core.log.snapshot.seq > first_seq, 10, "the next compaction")
     seq, entries, files, read = seen[0]
     assert seq == first_seq
     assert isinstance(entries, FileEntries)

@@ -197,8 +197,12 @@ class ReadyApplier:
         *,
         snapshot_every: int,
         offers_snapshots: bool = True,
+        catch_up_entries: int = 0,
     ) -> None:
         self.core = core
+        #: Entries a compaction keeps of those its snapshot covers (`RaftCore.compact`'s
+        #: `keep`): a follower that far behind catches up from the log.
+        self.catch_up_entries = catch_up_entries
         #: Whether `next_ready` gives a core that `wants_snapshot` the state machine's snapshot
         #: itself, on the caller's thread; False: the driver offers it (`RaftNode` builds it
         #: in a worker thread).
@@ -298,7 +302,7 @@ class ReadyApplier:
         if point is None:
             return None
         data = self.snapshot_at(point[0])
-        self.core.compact(point[0], data)
+        self.core.compact(point[0], data, keep=self.catch_up_entries)
         return data
 
     def compaction_due(self) -> tuple[int, int] | None:
@@ -310,7 +314,7 @@ class ReadyApplier:
             return None
         self.applies_since_snapshot = 0
         applied = self.core.applied
-        if applied <= self.core.log.base_seq:
+        if applied <= self.core.log.snapshot.seq:
             return None
         term = self.core.log.term_at(applied)
         assert term is not None, "applied is never below the log's base"

@@ -41,7 +41,7 @@ def latest_config(log: RaftLog, bootstrap: Membership) -> tuple[int, Membership]
         return entry.seq, entry.command.membership
     membership = log.snapshot.data.membership
     if membership is not None:
-        return log.base_seq, membership
+        return log.snapshot.seq, membership
     return 0, bootstrap
 
 

@@ -110,7 +110,7 @@ class RaftCore:
             raise ValueError(f"commit {state.commit} is beyond the log ({self.log.last_seq})")
         self.term = state.term
         self.vote = state.vote
-        self.commit = max(state.commit, self.log.base_seq)
+        self.commit = max(state.commit, self.log.snapshot.seq)
         #: Highest seq handed to the driver to apply (restored state: applied through commit).
         self.applied = self.commit
         self._stable = self.log.last_seq
@@ -327,16 +327,18 @@ class RaftCore:
             self._reads_waiting.append(request_id)
         return None
 
-    def compact(self, through_seq: int, data: ClusterSnapshot) -> None:
+    def compact(self, through_seq: int, data: ClusterSnapshot, *, keep: int = 0) -> None:
         """Record the driver's snapshot of the state machine at `through_seq` (≤ applied)
-        and drop the log entries it covers. The driver saves the snapshot itself."""
+        and drop the log entries it covers but the last `keep` of them (a follower less than
+        `keep` entries behind then catches up from the log, not from a snapshot). The driver
+        saves the snapshot itself."""
         self._check_not_in_ready()
         if through_seq > self.applied:
             raise ValueError(f"cannot compact through {through_seq}: applied is {self.applied}")
         term = self.log.term_at(through_seq)
         if term is None:
             return  # already compacted further
-        self.log.compact(Snapshot(through_seq, term, data))
+        self.log.compact(Snapshot(through_seq, term, data), keep=keep)
 
     def hold_snapshot_as(self, data: ClusterSnapshot) -> bool:
         """Hold the log's snapshot as `data`, the same state held another way (the driver

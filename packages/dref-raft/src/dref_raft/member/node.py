@@ -148,6 +148,9 @@ class NodeConfig:
     joining: bool = False
     """Start without a voter set, to be added by the leader (`dref raft member add`)."""
     learner_promotion_lag: int = 64
+    catch_up_entries: int = 5000
+    """A compaction keeps up to this many of the entries its snapshot covers (at most
+    `snapshot_every`): a follower that far behind catches up from the log, not a snapshot."""
     read_mode: str = "read_index"
     """`lease`: lease reads, `max_clock_drift` (s) shorter than the election timeout."""
     max_clock_drift: float = 0.1
@@ -894,7 +897,9 @@ class RaftNode:
         data, self._compacted = self._compacted, None
         assert data is not None
         replaced = [self.core.log.snapshot.data]
-        self.core.compact(data.last_seq, data)
+        config = self.config
+        keep = min(config.catch_up_entries, config.snapshot_every)
+        self.core.compact(data.last_seq, data, keep=keep)
         self.release_replaced(replaced)
         writer = self._applier.writer
         if writer.stores is not None:

@@ -41,8 +41,10 @@ class SimNode:
         on_read: ReadHook,
         trace: TraceHook | None = None,
         joining: bool = False,
+        catch_up_entries: int = 0,
     ) -> None:
         self.id = node_id
+        self.catch_up_entries = catch_up_entries
         #: Started to join a running cluster: it learns its configuration from the leader.
         self.joining = joining
         self.peers = peers
@@ -73,7 +75,12 @@ class SimNode:
         )
         writer = StoreWriter(self.stores, term=state.term, vote=state.vote, commit=state.commit)
         self._applier = ReadyApplier(
-            core, machine, writer, self, snapshot_every=self.snapshot_every
+            core,
+            machine,
+            writer,
+            self,
+            snapshot_every=self.snapshot_every,
+            catch_up_entries=self.catch_up_entries,
         )
         self.core = core
 

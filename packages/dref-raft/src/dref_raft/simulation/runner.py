@@ -119,6 +119,9 @@ class SimConfig:
     #: False: a deliberately broken follower that answers without waiting for the read index
     #: (tests show that the history check catches it).
     follower_read_wait: bool = True
+    #: Entries each compaction keeps of those its snapshot covers (`RaftCore.compact`'s
+    #: `keep`, as members keep `catch_up_entries`); 0 leaves the run as it was.
+    catch_up_entries: int = 0
 
 
 @dataclass(slots=True)
@@ -230,6 +233,7 @@ class _Run:
                 on_apply=self.on_apply,
                 on_read=self.on_read,
                 trace=self.trace if trace else None,
+                catch_up_entries=cfg.catch_up_entries,
             )
             for i in ids
         }
@@ -479,6 +483,7 @@ class _Run:
             on_read=self.on_read,
             trace=self.trace if self.tracing else None,
             joining=True,
+            catch_up_entries=self.cfg.catch_up_entries,
         )
         base = self.core_config.tick_ms // STEP_MS
         self.tick_period[node_id] = rng.randint(base * 7 // 8, base * 9 // 8)
