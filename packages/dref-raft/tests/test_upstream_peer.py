@@ -291,13 +291,13 @@ async def test_the_repair_snapshot_of_an_upstream_follower_is_built_off_the_even
     double, member = upstream_follower
     node = member.node
     built_on: list[bool] = []
-    build = node_module._snapshot_at
+    build = node_module.snapshot_of_state
 
     def recording(state: Any, seq: int, term: int) -> Any:
         built_on.append(threading.current_thread() is threading.main_thread())
         return build(state, seq, term)
 
-    monkeypatch.setattr(node_module, "_snapshot_at", recording)
+    monkeypatch.setattr(node_module, "snapshot_of_state", recording)
     await wait_until(lambda: node.is_leader, 10, "d leads")
     await node.propose(SetElement("kept", b"1", None), 3.0)
     await wait_until(lambda: double.state == {"kept": b"1"}, 5, "the follower applied kept")

@@ -767,9 +767,10 @@ def release_snapshot(box: list[ClusterSnapshot]) -> None:
             chunks.pop()
 
 
-def snapshot_of_state(state: StateCopy, last_seq: int) -> ClusterSnapshot:
-    """A snapshot of `state` (a `copy_state` copy; its names and values lists are emptied on
-    the way), elements sorted by name, as `PackedEntries` sharing the names and values.
+def snapshot_of_state(state: StateCopy, last_seq: int, last_term: int = 0) -> ClusterSnapshot:
+    """A snapshot of `state` (a `copy_state` copy, emptied on the way: the caller's thread
+    frees it), elements sorted by name, as `PackedEntries` sharing the names and values;
+    `last_term`: the term of the entry at `last_seq` (0: unknown).
 
     At most about two references per element are held at any time besides the state's own
     (docs/raft.md#large-state): the sorted lists become `ChunkedTuple`s one at a time, each
@@ -784,13 +785,16 @@ def snapshot_of_state(state: StateCopy, last_seq: int) -> ClusterSnapshot:
         values = ChunkedTuple(sorted_values)
         del sorted_values[:]
         entries = PackedEntries(names, values, expiries)
-    return ClusterSnapshot(
+    snapshot = ClusterSnapshot(
         entries,
         last_seq,
+        last_term,
         membership=state.membership,
         sessions=state.sessions,
         lines=state.lines,
     )
+    state.clear()
+    return snapshot
 
 
 def sorted_pairs(names: list[str], values: list[bytes]) -> tuple[list[str], list[bytes]]:

@@ -878,7 +878,7 @@ class RaftNode:
         """Build the snapshot at `seq` an upstream peer waits for from `state` (a copy) in a
         worker thread; the driver offers it to the core (`_offered`)."""
         try:
-            self._offered = await asyncio.to_thread(_snapshot_at, state, seq, term)
+            self._offered = await asyncio.to_thread(snapshot_of_state, state, seq, term)
         except Exception:  # the core still wants one: the driver tries again, a second later
             logger.exception(
                 "node %s: building a snapshot at seq %d for an upstream peer failed",
@@ -984,7 +984,7 @@ class RaftNode:
         the driver then compacts the log (`_compacted`)."""
         started = time.perf_counter()
         try:
-            data = await asyncio.to_thread(_snapshot_at, state, seq, term)
+            data = await asyncio.to_thread(snapshot_of_state, state, seq, term)
             stores = self._applier.writer.stores
             size = await asyncio.to_thread(stores.snapshot.save, data) if stores else 0
         except Exception:  # a full disk...: the log stays as it is, the next one retries
@@ -1193,13 +1193,6 @@ class RaftNode:
         for hold in self._holds:
             _fail(hold, error)
         self._holds.clear()
-
-
-def _snapshot_at(state: StateCopy, seq: int, term: int) -> ClusterSnapshot:
-    """The snapshot of `state` (a copy, emptied here, in the worker thread)."""
-    snapshot = dataclasses.replace(snapshot_of_state(state, seq), last_term=term)
-    state.clear()
-    return snapshot
 
 
 def _fail(future: asyncio.Future[_T], error: BaseException) -> None:

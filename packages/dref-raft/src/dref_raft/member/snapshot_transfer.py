@@ -387,9 +387,7 @@ class SnapshotTransfer:
 
 
 def _spool_state(state: StateCopy, last_seq: int, last_term: int, path: Path) -> SpooledSnapshot:
-    data = dataclasses.replace(snapshot_of_state(state, last_seq), last_term=last_term)
-    state.clear()  # the copy's, in this worker thread
-    return spool_snapshot(data, path)
+    return spool_snapshot(snapshot_of_state(state, last_seq, last_term), path)
 
 
 def _link(source: Path, dest: Path) -> None:
