@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 from dref_raft.core import InstallSnapshot, InstallSnapshotResponse, PeerKind
 from dref_raft.errors import ChunkRefusedError
 from dref_raft.fsm import ClusterSnapshot, PackedEntries, StateCopy, snapshot_of_state
+from dref_raft.log_throttle import LogThrottle
 from dref_raft.storage.snapshot import FileEntries
 from dref_raft.storage.snapshot_files import (
     CHUNK_SIZE,
@@ -93,7 +94,7 @@ class SnapshotTransfer:
         self._sending: dict[str, asyncio.Task[None]] = {}
         self._spooled: SpooledSnapshot | None = None
         self._spooling: asyncio.Lock = asyncio.Lock()
-        self._failure_logged: dict[str, float] = {}
+        self._failures = LogThrottle(_FAILURE_LOG_INTERVAL)
         self.on_chunk: ChunkHook | None = None
         """Called before each chunk is sent (tests inject faults with it)."""
         self.transfers_done = 0
@@ -242,14 +243,8 @@ class SnapshotTransfer:
         node.deliver(response)
 
     def _log_failure(self, peer: str, reason: str) -> None:
-        now = time.monotonic()
-        last = self._failure_logged.get(peer)
-        level = logging.DEBUG
-        if last is None or now - last >= _FAILURE_LOG_INTERVAL:
-            self._failure_logged[peer] = now
-            level = logging.WARNING
         logger.log(
-            level,
+            logging.WARNING if self._failures.due(peer) else logging.DEBUG,
             "node %s: streaming a snapshot to %s failed (retried, resuming from what it holds): %s",
             self._node.id,
             peer,

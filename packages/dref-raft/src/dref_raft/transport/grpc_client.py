@@ -32,6 +32,7 @@ from dref_raft.errors import (
     WatchUnsupportedError,
     WireError,
 )
+from dref_raft.log_throttle import LogThrottle
 from dref_raft.reads import LEADER_READ, ReadRequest
 from dref_raft.transport.base import read_index_of
 from dref_raft.transport.grpc_stream import StreamSession
@@ -175,7 +176,7 @@ class PeerClients(AsyncResource):
         #: its channel, which must not cut a long transfer to a busy follower.
         self._stream_channels = _Channels(self._channels.security)
         #: address → time.monotonic() of the last ERROR about an oversized InstallSnapshot.
-        self._oversized_logged: dict[str, float] = {}
+        self._oversized = LogThrottle(OVERSIZED_LOG_INTERVAL)
 
     async def call(self, address: str, request: Request, timeout: float) -> Response:
         """Send `request` to the peer at `address` and return its response.
@@ -261,11 +262,8 @@ class PeerClients(AsyncResource):
         self._channels.track(task)
 
     def _log_oversized(self, address: str, request: InstallSnapshot, size: int) -> None:
-        now = time.monotonic()
-        last = self._oversized_logged.get(address)
-        if last is not None and now - last < OVERSIZED_LOG_INTERVAL:
+        if not self._oversized.due(address):
             return
-        self._oversized_logged[address] = now
         logger.error(
             "snapshot for follower %s at %s NOT sent: InstallSnapshot of %d bytes exceeds the max "
             "message size of %d bytes (seq %d); the follower cannot catch up. It does not serve "

@@ -39,6 +39,7 @@ import grpc
 
 from dref.errors import ClosedError
 from dref_raft.errors import LimitExceededError, RpcStatusError, TransportError, WireError
+from dref_raft.log_throttle import LogThrottle
 from dref_raft.transport.grpc_stream import ACCEPTED_KEY, ACCEPTED_VALUE, Instant, Method
 from dref_raft.transport.grpc_stream import serve_session as _serve_session
 from dref_raft.transport.security import TransportSecurity, access_refusal
@@ -66,8 +67,6 @@ CLOSE_GRACE: Final = 1.0
 """Seconds a member waits for a closed connection's buffered bytes to leave."""
 RETRY: Final = 30.0
 """Seconds before a channel that failed (same announcement) is dialed again."""
-_MAX_HOSTS_LOGGED: Final = 1024
-"""Hosts whose failed TLS handshakes are remembered for rate-limited logging (then forgotten)."""
 
 _LENGTH: Final = struct.Struct(">I")
 _STATUS_BIT: Final = 1 << 31
@@ -481,8 +480,8 @@ class ChannelServer:
         self._max = security.max_message_bytes
         self._server: asyncio.Server | None = None
         self._port: int | None = None
-        #: When a failed TLS handshake from each host was last logged at WARNING.
-        self._handshake_logged: dict[str, float] = {}
+        #: Failed TLS handshakes, logged at WARNING at most once per `RETRY` s per host.
+        self._handshake_failures = LogThrottle(RETRY)
         self._connections: set[asyncio.Task[None]] = set()
         self.accepted: Counter[str] = Counter()
         """Connections accepted (hello checked), by service."""
@@ -567,16 +566,8 @@ class ChannelServer:
             await writer.start_tls(self._tls, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         except (ssl.SSLError, ConnectionError, TimeoutError, EOFError) as exc:
             host = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
-            now = time.monotonic()
-            last = self._handshake_logged.get(host)
-            level = logging.DEBUG
-            if last is None or now - last >= RETRY:
-                if len(self._handshake_logged) >= _MAX_HOSTS_LOGGED:
-                    self._handshake_logged.clear()
-                self._handshake_logged[host] = now
-                level = logging.WARNING
             logger.log(
-                level,
+                logging.WARNING if self._handshake_failures.due(host) else logging.DEBUG,
                 "node %s: refused a channel connection from %s: TLS handshake failed: %s",
                 self.node_id,
                 peer,
