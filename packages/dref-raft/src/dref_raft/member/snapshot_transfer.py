@@ -39,6 +39,7 @@ from dref_raft.storage.snapshot_files import (
     IncomingSnapshot,
     SpooledSnapshot,
     read_chunk,
+    relink,
     spool_snapshot,
     spooled_file,
 )
@@ -188,7 +189,7 @@ class SnapshotTransfer:
                     # The file this member saved: streamed as it is, not encoded again.
                     spooled = await asyncio.to_thread(spooled_file, path, seq, term)
                 elif isinstance(entries, FileEntries):  # held in its file: streamed as it is
-                    await asyncio.to_thread(_link, entries.path, path)
+                    await asyncio.to_thread(relink, entries.path, path)
                     spooled = await asyncio.to_thread(spooled_file, path, seq, term)
                 else:
                     data = dataclasses.replace(msg.snapshot, last_seq=seq, last_term=term)
@@ -383,11 +384,6 @@ class SnapshotTransfer:
 
 def _spool_state(state: StateCopy, last_seq: int, last_term: int, path: Path) -> SpooledSnapshot:
     return spool_snapshot(snapshot_of_state(state, last_seq, last_term), path)
-
-
-def _link(source: Path, dest: Path) -> None:
-    dest.unlink(missing_ok=True)
-    os.link(source, dest)
 
 
 def _remove_held(directory: Path, keep: Path | None) -> None:

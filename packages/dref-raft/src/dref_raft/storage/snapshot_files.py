@@ -48,6 +48,7 @@ __all__ = [
     "SpooledSnapshot",
     "read_backup",
     "read_chunk",
+    "relink",
     "restore_backup",
     "spool_snapshot",
     "spooled_file",
@@ -86,6 +87,13 @@ def spooled_file(path: Path, last_seq: int, last_term: int) -> SpooledSnapshot:
     """A DRFS file already written (spooled, or the saved snapshot at `last_seq`, `last_term`
     linked for streaming): its size and SHA-256."""
     return SpooledSnapshot(path, path.stat().st_size, _sha256_of(path), last_seq, last_term)
+
+
+def relink(source: Path, dest: Path) -> None:
+    """Make `dest` a hard link to `source` (replacing it): it keeps `source`'s bytes even after
+    another file is renamed into `source`'s place."""
+    dest.unlink(missing_ok=True)
+    os.link(source, dest)
 
 
 def read_chunk(path: Path, offset: int, size: int = CHUNK_SIZE) -> bytes:
@@ -264,9 +272,8 @@ class MonotonicSnapshotStore:
         with self._lock:
             if not isinstance(inner, SnapshotStore) or self._saved != (last_seq, last_term):
                 return False
-            dest.unlink(missing_ok=True)
             try:
-                os.link(inner.path, dest)
+                relink(inner.path, dest)
             except OSError:
                 return False
             return True
