@@ -18,6 +18,7 @@ from dref.errors import (
 )
 from dref_raft.commands import DeleteElement, SetElement, SetIfNotExist
 from dref_raft.core import RaftCore, Snapshot
+from dref_raft.fsm import PackedEntries
 from dref_raft.member.node import NodeConfig, RaftNode
 from dref_raft.storage import open_stores
 from dref_raft.transport.memory import MemoryNetwork
@@ -192,6 +193,9 @@ async def test_a_follower_a_little_behind_a_compaction_catches_up_from_the_log(
     await until(lambda: node.applied >= leader.applied)
     assert all(node.get_local(f"t{i}") == b"v" for i in range(30))
     assert lagging not in installs
+    # A transport that cannot stream snapshots: the core's snapshot stays in memory.
+    await leader.hold_snapshot_in_file()
+    assert isinstance(leader.core.log.snapshot.data.entries, PackedEntries)
 
 
 async def test_partitioned_leader_steps_down_and_loses_no_acknowledged_write(

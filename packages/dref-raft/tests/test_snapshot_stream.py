@@ -257,13 +257,15 @@ async def test_while_a_member_takes_a_snapshot_the_one_it_replaces_is_held_in_it
         return await copy()
 
     monkeypatch.setattr(node, "_copy_state", recording)
+    assert directory is not None
+    (directory / "state-snapshot.held-1").write_bytes(b"left by a crash")
     for i in range(6):
         await node.propose(SetElement(f"b{i}", b"y", None), 10)
     await wait_until(lambda: node.core.log.snapshot.seq > first_seq, 10, "the next compaction")
     seq, entries, files, read = seen[0]
     assert seq == first_seq
     assert isinstance(entries, FileEntries)
-    assert files == [entries.path]
+    assert files == [entries.path]  # the one a crash left is gone
     assert entries.path.name == f"state-snapshot.held-{first_seq}"
     assert read == expected
     # The link goes with the held snapshot.
