@@ -41,6 +41,7 @@ from dref_raft.member.node import NodeConfig, RaftNode
 from dref_raft.storage import open_stores
 from dref_raft.storage.recovery import boot
 from dref_raft.storage.snapshot import (
+    FileEntries,
     decode_snapshot_file,
     encode_snapshot_file,
     read_snapshot_file,
@@ -116,7 +117,17 @@ def test_a_state_copied_in_slices_is_the_whole_copy(count: int) -> None:
             break
         taken += 1
     assert taken == -(-len(machine) // 4)  # a step per slice of 4: the copy is never one call
-    assert copy == machine.copy_state()
+    whole = machine.copy_state()
+    assert [len(names) for names, _ in copy.slices] == [4] * (len(machine) // 4) + (
+        [len(machine) % 4] if len(machine) % 4 else []
+    )
+    assert list(copy.pairs()) == list(whole.pairs())
+    assert (copy.expiries, copy.membership, copy.sessions, copy.lines) == (
+        whole.expiries,
+        whole.membership,
+        whole.sessions,
+        whole.lines,
+    )
 
 
 def test_a_state_copy_in_slices_refuses_a_change_meanwhile() -> None:
@@ -275,6 +286,40 @@ def test_a_member_booting_from_its_snapshot_file_fills_its_state_while_decoding(
     machine, _ = boot(open_stores(tmp_path))
     assert filled == [len(names)]
     assert dict(machine.values()) == {n: n.encode() for n in names}
+
+
+def test_a_member_booting_with_a_held_file_keeps_the_entries_there(tmp_path: Path) -> None:
+    names = [f"k{i:05d}" for i in range(CHUNK_ITEMS + 9)]
+    expiries = {3: 70, CHUNK_ITEMS + 1: 80}
+    members = Membership(("a", "b"))
+    snapshot = ClusterSnapshot(
+        PackedEntries(names, [n.encode() for n in names], expiries), 4, 1, members
+    )
+    open_stores(tmp_path).snapshot.save(snapshot)
+    held = tmp_path / "held"
+    machine, state = boot(open_stores(tmp_path), held)
+    entries = state.snapshot.data.entries
+    assert isinstance(entries, FileEntries)
+    assert entries.path == held
+    assert held.stat().st_ino == (tmp_path / "state-snapshot").stat().st_ino
+    assert list(entries) == list(snapshot.entries)
+    assert dict(machine.values()) == {n: n.encode() for n in names}
+    assert machine.expiries() == {names[i]: at for i, at in expiries.items()}
+    assert machine.membership == members
+    assert (state.snapshot.seq, state.snapshot.term) == (4, 1)
+
+
+def test_a_snapshot_file_out_of_name_order_is_booted_in_memory(tmp_path: Path) -> None:
+    # Not a dref member's file (names not strictly ascending): held in memory, duplicates
+    # resolved as an install resolves them (the later wins).
+    entries = (SnapshotEntry("b", b"1"), SnapshotEntry("a", b"2", 9), SnapshotEntry("a", b"3"))
+    open_stores(tmp_path).snapshot.save(ClusterSnapshot(entries, 4, 1))
+    held = tmp_path / "held"
+    machine, state = boot(open_stores(tmp_path), held)
+    assert not held.exists()
+    assert not isinstance(state.snapshot.data.entries, FileEntries)
+    assert dict(machine.values()) == {"a": b"3", "b": b"1"}
+    assert machine.expiries() == {}
 
 
 def test_install_of_packed_entries_keeps_expiries_and_the_later_duplicate() -> None:
@@ -538,7 +583,7 @@ async def test_the_drivers_copy_of_a_large_state_is_never_walked_by_the_collecto
         state = await node._copy_state()
     finally:
         await node.aclose()
-    assert (len(state.names), len(state.values)) == (FREEZE_AFTER, FREEZE_AFTER)
+    assert len(state) == FREEZE_AFTER
     tracked = {id(o) for o in gc.get_objects()}
-    assert id(state.names) not in tracked
-    assert id(state.values) not in tracked
+    assert id(state.slices) not in tracked
+    assert not any(id(names) in tracked or id(values) in tracked for names, values in state.slices)

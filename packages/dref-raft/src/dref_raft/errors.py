@@ -8,6 +8,8 @@ DRefError
 │                                installed: `pip install 'dref-raft[simulation]'`
 ├── StorageNotEmptyError (+ FileExistsError) `dref raft snapshot restore` into a storage
 │                                directory that already holds a node's files (without --force)
+├── SnapshotAbandonedError       member-internal: a snapshot being taken from a copy of the
+│                                names was given up, an install replaced the state meanwhile
 └── BackendError
     ├── WireError (+ ValueError) bytes received, stored or about to be sent are not a valid
     │   │                        (or are a too large) protobuf message of the expected type
@@ -57,6 +59,7 @@ __all__ = [
     "MembershipError",
     "MissingSimulationDependency",
     "RpcStatusError",
+    "SnapshotAbandonedError",
     "SnapshotUnsupportedError",
     "StorageNotEmptyError",
     "StreamUnsupportedError",
@@ -156,3 +159,11 @@ class SnapshotUnsupportedError(TransportError):
 
 class StorageNotEmptyError(DRefError, FileExistsError):
     """`restore_backup` into a storage directory that already holds a node's files."""
+
+
+class SnapshotAbandonedError(DRefError):
+    """A snapshot being taken from a copy of the names (its values copied on write) cannot be
+    completed: an install replaced the whole state meanwhile, and brought a newer snapshot.
+
+    Member-internal: the member drops the snapshot it was taking; callers never see it.
+    """

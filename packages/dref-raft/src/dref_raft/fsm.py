@@ -50,16 +50,23 @@ __all__ = [
     "ChunkedTuple",
     "ChunkedTupleBuilder",
     "ClusterSnapshot",
+    "CopyOnWrite",
     "Element",
+    "NamedEntrySink",
+    "NamesCopy",
     "PackedEntries",
     "PreparedInstall",
     "SnapshotEntry",
+    "StateChanges",
     "StateCopy",
     "StateMachine",
     "release_snapshot",
     "snapshot_of_state",
     "sorted_in_slices",
+    "sorted_items",
+    "sorted_names",
     "sorted_pairs",
+    "sorted_slices",
 ]
 
 _T = TypeVar("_T")
@@ -301,10 +308,25 @@ class ClusterSnapshot:
     lines: tuple[tuple[str, LineState], ...] = ()
 
 
-class ChangeList(Sequence[Changed]):
+class _Changes(Sequence[Changed]):
+    """What an install changed, as `Changed` objects made on access (an install may change a
+    million elements): equal to any sequence of the same changes."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return _same_items(self, other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({_shown(self)})"
+
+
+class ChangeList(_Changes):
     """What a snapshot install changed, sorted by name: parallel lists of the names and their
-    new values (None: deleted), as `Changed` objects on access (an install may change a
-    million elements). Equal to any sequence of the same changes."""
+    new values (None: deleted)."""
 
     __slots__ = ("names", "values")
 
@@ -330,14 +352,51 @@ class ChangeList(Sequence[Changed]):
         for name, value in zip(self.names, self.values, strict=True):
             yield Changed(name, value)
 
-    def __eq__(self, other: object) -> bool:
-        return _same_items(self, other)
 
-    def __hash__(self) -> int:
-        return hash(tuple(self))
+class StateChanges(_Changes):
+    """Every element of `values` as a change, in the dict's order (a new member's install,
+    its state filled as the snapshot was decoded: by name): a view, not a copy of a million
+    names, so it is valid until the machine changes again (the install's listeners read it
+    while they are called). Slices from either end cost only their length."""
 
-    def __repr__(self) -> str:
-        return f"ChangeList({_shown(self)})"
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, bytes]) -> None:
+        self._values = values
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    @overload
+    def __getitem__(self, index: int) -> Changed: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> ChangeList: ...
+
+    def __getitem__(self, index: int | slice) -> Changed | ChangeList:
+        count = len(self._values)
+        if isinstance(index, int):
+            at = index + count if index < 0 else index
+            if not 0 <= at < count:
+                raise IndexError("change index out of range")
+            return self[at : at + 1][0]
+        start, stop, step = index.indices(count)
+        items = self._values.items()
+        if step != 1:
+            pairs = list(items)[index]
+        elif stop <= start:
+            pairs = []
+        elif count - start < stop:  # nearer the end: read from there
+            pairs = list(itertools.islice(reversed(items), count - start))
+            pairs.reverse()
+            del pairs[stop - start :]
+        else:
+            pairs = list(itertools.islice(items, start, stop))
+        return ChangeList([name for name, _ in pairs], [value for _, value in pairs])
+
+    def __iter__(self) -> Iterator[Changed]:
+        for name, value in self._values.items():
+            yield Changed(name, value)
 
 
 def _same_items(seq: Sequence[object], other: object) -> bool:
@@ -359,7 +418,8 @@ class PreparedInstall:
     #: applies `changes` to its own values instead.
     values: dict[str, bytes] | None
     expiries: dict[str, int]
-    changes: ChangeList
+    #: What the install changes (`ChangeList`, or `StateChanges` for a new member's).
+    changes: Sequence[Changed]
     #: The machine's mutation count the changes were computed against.
     version: int
 
@@ -394,11 +454,23 @@ class StateMachine:
         #: None, or where `install` puts the replaced state's dicts for its caller to free off
         #: the event loop (`dref_raft.bulk.release_in_slices`) instead of dropping them.
         self.retired: list[dict[Any, Any] | list[Any]] | None = None
+        #: The values as they were when `copy_names_in_slices` copied the names, while a
+        #: snapshot is taken from that copy (None: none is).
+        self._cow: CopyOnWrite | None = None
 
     def __len__(self) -> int:
         return len(self._values)
 
+    @property
+    def version(self) -> int:
+        """Counts the changes (`apply`, `install`): work done off the event loop against the
+        state is valid only while this stays the same."""
+        return self._version
+
     def _put(self, name: str, value: bytes, expire_at: int | None) -> None:
+        cow = self._cow
+        if cow is not None and name not in cow.replaced:  # recorded before it changes
+            cow.replaced[name] = self._values.get(name)
         self._values[name] = value
         if expire_at is not None:
             self._expiries[name] = expire_at
@@ -406,6 +478,9 @@ class StateMachine:
             self._expiries.pop(name, None)
 
     def _remove(self, name: str) -> None:
+        cow = self._cow
+        if cow is not None and name not in cow.replaced:
+            cow.replaced[name] = self._values.get(name)
         self._values.pop(name, None)
         self._expiries.pop(name, None)
 
@@ -602,8 +677,7 @@ class StateMachine:
         with `snapshot_of_state` while this machine keeps applying."""
         values = self._values
         return StateCopy(
-            list(values),
-            list(values.values()),
+            [(list(values), list(values.values()))],
             self._expiries.copy(),
             self.membership,
             self.sessions.states(),
@@ -616,21 +690,62 @@ class StateMachine:
         copy. Nothing may be applied or installed until it is done (`RuntimeError` otherwise):
         the caller pauses its applies and lets the event loop run between the steps."""
         values, expiries, version = self._values, self._expiries, self._version
-        names: list[str] = []
-        copied: list[bytes] = []
+        slices: list[tuple[list[str], list[bytes]]] = []
+        copied = 0
         timed: dict[str, int] = {}
         name_iter, value_iter = iter(values), iter(values.values())
         expiry_iter = iter(expiries.items())
-        while len(names) < len(values) or len(timed) < len(expiries):
-            names.extend(itertools.islice(name_iter, size))
-            copied.extend(itertools.islice(value_iter, size))
+        while copied < len(values) or len(timed) < len(expiries):
+            names = list(itertools.islice(name_iter, size))
+            if names:
+                slices.append((names, list(itertools.islice(value_iter, size))))
+                copied += len(names)
             timed.update(itertools.islice(expiry_iter, size))
             yield
             if self._version != version or values is not self._values:
                 raise RuntimeError("the state machine changed while its state was being copied")
         return StateCopy(
-            names, copied, timed, self.membership, self.sessions.states(), self.lines.states()
+            slices, timed, self.membership, self.sessions.states(), self.lines.states()
         )
+
+    def copy_names_in_slices(self, size: int = COPY_SLICE) -> Generator[None, None, NamesCopy]:
+        """Like `copy_state_in_slices`, but the names only (8 bytes per element instead of
+        16): the values are read later, while the snapshot is written, from the live values,
+        each one this machine changes meanwhile first recorded as it was (`CopyOnWrite`) —
+        until `end_copy_on_write`, or an install, which makes the copy unusable
+        (`CopyOnWrite.abandoned`). One at a time (`RuntimeError` while another is used)."""
+        if self._cow is not None:
+            raise RuntimeError("a snapshot is already being taken from a copy of the names")
+        values, expiries, version = self._values, self._expiries, self._version
+        slices: list[list[str]] = []
+        copied = 0
+        timed: dict[str, int] = {}
+        name_iter, expiry_iter = iter(values), iter(expiries.items())
+        while copied < len(values) or len(timed) < len(expiries):
+            names = list(itertools.islice(name_iter, size))
+            if names:
+                slices.append(names)
+                copied += len(names)
+            timed.update(itertools.islice(expiry_iter, size))
+            yield
+            if self._version != version or values is not self._values:
+                raise RuntimeError("the state machine changed while its state was being copied")
+        cow = self._cow = CopyOnWrite(values)
+        return NamesCopy(
+            slices, cow, timed, self.membership, self.sessions.states(), self.lines.states()
+        )
+
+    def end_copy_on_write(self, cow: CopyOnWrite) -> None:
+        """The snapshot taken from `cow`'s copy is written (or given up): stop recording."""
+        if self._cow is cow:
+            self._cow = None
+
+    def _abandon_copy_on_write(self) -> None:
+        """The whole state is replaced: a snapshot being taken from a copy of the names can no
+        longer read the values it needs."""
+        if self._cow is not None:
+            self._cow.abandoned = True
+            self._cow = None
 
     def prepare_install(
         self, snapshot: ClusterSnapshot, state: dict[str, bytes] | None = None
@@ -660,7 +775,7 @@ class StateMachine:
 
     def install(
         self, snapshot: ClusterSnapshot, state: dict[str, bytes] | None = None
-    ) -> ChangeList:
+    ) -> Sequence[Changed]:
         """Replace the whole state with `snapshot` and return what changed, sorted by name.
 
         An element is reported when it was removed (value None) or when its value is new or
@@ -670,6 +785,7 @@ class StateMachine:
         """
         prepared, self._prepared = self._prepared, None
         self._version += 1
+        self._abandon_copy_on_write()
         self.membership = snapshot.membership
         self.sessions.restore(snapshot.sessions)
         self.lines.restore(snapshot.lines)
@@ -680,11 +796,11 @@ class StateMachine:
         ):
             self._retire(prepared.values is not None)
             self._expiries = prepared.expiries
+            changes = prepared.changes
             if prepared.values is None:  # a few differences, applied here
+                assert isinstance(changes, ChangeList)
                 values = self._values
-                for name, value in zip(
-                    prepared.changes.names, prepared.changes.values, strict=True
-                ):
+                for name, value in zip(changes.names, changes.values, strict=True):
                     if value is None:
                         del values[name]
                     else:
@@ -698,6 +814,20 @@ class StateMachine:
             changes = _changes(self._values, values, snapshot.entries)
         self._values, self._expiries = values, expiries
         return changes
+
+    def restore(
+        self, snapshot: ClusterSnapshot, values: dict[str, bytes], expiries: dict[str, int]
+    ) -> None:
+        """Start from `snapshot` whose elements were decoded into `values` and `expiries`
+        (taken as they are: a member booting from a snapshot held in its file); the current
+        state is dropped, nothing is reported."""
+        self._version += 1
+        self._prepared = None
+        self._abandon_copy_on_write()
+        self.membership = snapshot.membership
+        self.sessions.restore(snapshot.sessions)
+        self.lines.restore(snapshot.lines)
+        self._values, self._expiries = values, expiries
 
     def _retire(self, values: bool) -> None:
         """Hand the expiries (and the values) about to be replaced to `retired`."""
@@ -731,21 +861,80 @@ class _ElementsView(Mapping[str, Element]):
 
 @dataclass(frozen=True, slots=True)
 class StateCopy:
-    """`StateMachine.copy_state`: the names and their values (parallel lists), the expiries,
-    the configuration, the sessions and the lines of contended writers."""
+    """`StateMachine.copy_state`: the names and their values as parallel lists in slices
+    (one per step of `copy_state_in_slices`, so that sorting them needs no second copy of
+    them all: each slice is sorted and freed in turn), the expiries, the configuration, the
+    sessions and the lines of contended writers."""
 
-    names: list[str]
-    values: list[bytes]
+    slices: list[tuple[list[str], list[bytes]]]
     expiries: dict[str, int]
     membership: Membership | None
     sessions: tuple[tuple[bytes, SessionState], ...]
     lines: tuple[tuple[str, LineState], ...] = ()
 
+    def __len__(self) -> int:
+        return sum(len(names) for names, _ in self.slices)
+
+    def pairs(self) -> Iterator[tuple[str, bytes]]:
+        """The (name, value) pairs, in the copy's order."""
+        for names, values in self.slices:
+            yield from zip(names, values, strict=True)
+
     def clear(self) -> None:
         """Drop the copied names, values and expiries."""
-        self.names.clear()
-        self.values.clear()
+        self.slices.clear()
         self.expiries.clear()
+
+
+class CopyOnWrite:
+    """The values of a `StateMachine` as they were when `copy_names_in_slices` copied its
+    names: `values` (the live dict) and `replaced`, each name's value before this machine
+    first changed it since (None: it had none). The machine records into `replaced` before it
+    changes `values`; `value_of` reads them in the other order, so that a worker thread
+    reading while the event loop applies gets the old value either way."""
+
+    __slots__ = ("abandoned", "replaced", "values")
+
+    def __init__(self, values: dict[str, bytes]) -> None:
+        self.values = values
+        self.replaced: dict[str, bytes | None] = {}
+        #: The machine's whole state was replaced (an install): `values` is no longer it.
+        self.abandoned = False
+
+    def value_of(self, name: str) -> bytes | None:
+        """`name`'s value at the copy (None: it had none)."""
+        value = self.values.get(name)
+        return self.replaced.get(name, value)
+
+
+@dataclass(frozen=True, slots=True)
+class NamesCopy:
+    """`StateMachine.copy_names_in_slices`: the names in slices (each sorted in place by
+    `sorted_names`), their values through `cow`, and the rest as in `StateCopy`."""
+
+    slices: list[list[str]]
+    cow: CopyOnWrite
+    expiries: dict[str, int]
+    membership: Membership | None
+    sessions: tuple[tuple[bytes, SessionState], ...]
+    lines: tuple[tuple[str, LineState], ...] = ()
+
+    def __len__(self) -> int:
+        return sum(len(names) for names in self.slices)
+
+
+def sorted_names(copy: NamesCopy) -> Iterator[str]:
+    """The copied names in order: each slice sorted in place, the slices merged as they are
+    consumed (each freed once merged; `copy.slices` emptied)."""
+    runs = copy.slices[:]
+    copy.slices.clear()
+    for run in runs:
+        run.sort()
+    if len(runs) == 1:
+        return iter(runs.pop())
+    iterators = [iter(run) for run in runs]
+    runs.clear()
+    return heapq.merge(*iterators)
 
 
 def release_snapshot(box: list[ClusterSnapshot]) -> None:
@@ -776,7 +965,7 @@ def snapshot_of_state(state: StateCopy, last_seq: int, last_term: int = 0) -> Cl
     (docs/raft.md#large-state): the sorted lists become `ChunkedTuple`s one at a time, each
     list freed as soon as its copy exists."""
     with paused_gc():
-        sorted_names, sorted_values = sorted_pairs(state.names, state.values)
+        sorted_names, sorted_values = _sorted_lists(_sorted_runs(state.slices))
         expiries = {
             bisect.bisect_left(sorted_names, name): at for name, at in state.expiries.items()
         }
@@ -797,14 +986,29 @@ def snapshot_of_state(state: StateCopy, last_seq: int, last_term: int = 0) -> Cl
     return snapshot
 
 
+def sorted_items(state: StateCopy) -> Iterator[tuple[str, bytes]]:
+    """The (name, value) pairs of `state` (a `copy_state` copy) in name order, as short sorts
+    merged as they are consumed: the copy's lists are emptied as the sorted runs are made,
+    and each run is freed once merged; never a sorted list of them all."""
+    runs = _sorted_runs(state.slices)
+    if len(runs) == 1:
+        names, values = runs.pop()
+        return zip(names, values, strict=True)
+    return _merged(runs)
+
+
 def sorted_pairs(names: list[str], values: list[bytes]) -> tuple[list[str], list[bytes]]:
     """`names` sorted and `values` in the same order, as short sorts merged in Python (see
     `sorted_in_slices`); the two input lists are emptied as the sorted runs are made, and each
     run is freed once merged, so memory holds about two copies of the references, never a
     tuple per element."""
-    runs = _sorted_runs(names, values)
+    return _sorted_lists(_sorted_runs([(names, values)]))
+
+
+def _sorted_lists(runs: list[tuple[list[str], list[bytes]]]) -> tuple[list[str], list[bytes]]:
+    """The names and values of `runs` merged into two lists (`runs` emptied)."""
     if len(runs) == 1:
-        return runs[0]
+        return runs.pop()
     out_names: list[str] = []
     out_values: list[bytes] = []
     add_name, add_value = out_names.append, out_values.append
@@ -824,15 +1028,28 @@ def _merged(runs: list[tuple[list[str], list[bytes]]]) -> Iterator[tuple[str, by
     return heapq.merge(*iterators)
 
 
-def _sorted_runs(names: list[str], values: list[bytes]) -> list[tuple[list[str], list[bytes]]]:
-    """`sorted_pairs`' runs: `names` and `values` a slice at a time from the end (the input
-    lists shrink as the runs grow), each slice sorted by name."""
+def _sorted_runs(
+    slices: list[tuple[list[str], list[bytes]]],
+) -> list[tuple[list[str], list[bytes]]]:
+    """Sorted runs of the parallel lists in `slices` (emptied as the runs are made). A slice
+    of at most `COPY_SLICE` (a step of `copy_state_in_slices`) is sorted in place and is the
+    run: no second list of its references. A longer one is taken `_SORT_SLICE` at a time
+    from its end, and dropped once empty."""
     runs: list[tuple[list[str], list[bytes]]] = []
-    while names:
-        chunk, chunk_values = names[-_SORT_SLICE:], values[-_SORT_SLICE:]
-        del names[-_SORT_SLICE:], values[-_SORT_SLICE:]
-        order = sorted(range(len(chunk)), key=chunk.__getitem__)
-        runs.append(([chunk[i] for i in order], [chunk_values[i] for i in order]))
+    slices.reverse()
+    while slices:
+        names, values = slices.pop()
+        if len(names) <= COPY_SLICE:
+            order = sorted(range(len(names)), key=names.__getitem__)
+            names[:] = [names[i] for i in order]
+            values[:] = [values[i] for i in order]
+            runs.append((names, values))
+            continue
+        while names:
+            chunk, chunk_values = names[-_SORT_SLICE:], values[-_SORT_SLICE:]
+            del names[-_SORT_SLICE:], values[-_SORT_SLICE:]
+            order = sorted(range(len(chunk)), key=chunk.__getitem__)
+            runs.append(([chunk[i] for i in order], [chunk_values[i] for i in order]))
     return runs
 
 
@@ -843,12 +1060,21 @@ _SORT_SLICE = 8192
 def sorted_in_slices(names: Iterable[str]) -> list[str]:
     """`sorted(names)`, as short sorts merged in Python: one `sorted` of a million names holds
     the GIL for about a second, stalling the event loop even when run in a worker thread."""
-    items = list(names)
-    if len(items) <= _SORT_SLICE:
-        return sorted(items)
-    runs = [sorted(items[i : i + _SORT_SLICE]) for i in range(0, len(items), _SORT_SLICE)]
-    del items
+    runs = sorted_slices(names)
+    if len(runs) <= 1:
+        return runs[0] if runs else []
     return list(heapq.merge(*runs))
+
+
+def sorted_slices(names: Iterable[str]) -> list[list[str]]:
+    """`names` taken `_SORT_SLICE` at a time, each slice sorted (one short C call each): runs
+    for `heapq.merge`."""
+    items = iter(names)
+    runs: list[list[str]] = []
+    while run := list(itertools.islice(items, _SORT_SLICE)):
+        run.sort()
+        runs.append(run)
+    return runs
 
 
 def _state_of(
@@ -924,6 +1150,33 @@ def _difference(
     order = sorted_in_slices(new)
     changes = ChangeList(order, [new[name] for name in order])
     return changes, {names[i]: at for i, at in entries.expiries.items()}
+
+
+class NamedEntrySink:
+    """Base of the `EntrySink`s that take a snapshot's entries by name (`take`): keeps the
+    expiries by name, and whether the names came strictly ascending (`ascending`: each once,
+    as a dref member writes them; else what the subclass built may not be what an install
+    builds, duplicates being resolved by position)."""
+
+    def __init__(self) -> None:
+        self.expiries: dict[str, int] = {}
+        self.ascending = True
+        self._last: str | None = None
+
+    def add(self, names: list[str], values: list[bytes]) -> None:
+        if names:
+            if self.ascending:
+                last = self._last
+                self.ascending = (last is None or last < names[0]) and _ascending(names)
+            self._last = names[-1]
+        self.take(names, values)
+
+    def take(self, names: list[str], values: list[bytes]) -> None:
+        """The next entries, in the snapshot's order."""
+        raise NotImplementedError
+
+    def expire(self, name: str, expire_at: int) -> None:
+        self.expiries[name] = expire_at
 
 
 def _ascending(names: Sequence[str]) -> bool:

@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -80,18 +80,24 @@ from dref_raft.core import (
     Vote,
     VoteResponse,
 )
-from dref_raft.errors import MembershipError
+from dref_raft.errors import MembershipError, SnapshotAbandonedError
 from dref_raft.fsm import (
     ApplyResult,
     Changed,
     ClusterSnapshot,
+    NamesCopy,
     StateCopy,
     StateMachine,
     release_snapshot,
     snapshot_of_state,
 )
 from dref_raft.member.disk_thread import DiskThread
-from dref_raft.member.snapshot_transfer import SnapshotTransfer
+from dref_raft.member.snapshot_transfer import (
+    BOOT_HELD_FILE,
+    SnapshotTransfer,
+    StreamingTransport,
+    remove_held,
+)
 from dref_raft.member.turns import TurnWaiters
 from dref_raft.ops import wall_clock_ms
 from dref_raft.storage import SnapshotStore, Stores
@@ -99,11 +105,13 @@ from dref_raft.storage.recovery import boot
 from dref_raft.storage.snapshot import FileEntries
 from dref_raft.storage.snapshot_files import MonotonicSnapshotStore
 from dref_raft.transport.base import PeerTransport
+from dref_raft.wire.commands import encode_names_parts
 
 __all__ = ["NodeConfig", "NodeStats", "RaftNode", "not_leader_error"]
 
 logger = logging.getLogger("dref_raft.member.node")
 _T = TypeVar("_T")
+_Copy = TypeVar("_Copy", StateCopy, NamesCopy)
 
 _REPLY_TYPE: dict[type[Request], type[Response]] = {
     AppendEntries: AppendEntriesResponse,
@@ -344,7 +352,14 @@ class RaftNode:
         """Boot from `stores` (None: empty, in memory); `CorruptStateError` refuses to start."""
         machine, state = None, None
         if stores is not None:
-            machine, state = await asyncio.to_thread(boot, stores)
+            held = None
+            if isinstance(stores.snapshot, SnapshotStore) and isinstance(
+                transport, StreamingTransport
+            ):  # its snapshot stays in its file (docs/raft.md#large-state)
+                directory = stores.snapshot.path.parent
+                held = directory / BOOT_HELD_FILE
+                await asyncio.to_thread(remove_held, directory)  # left by a crash
+            machine, state = await asyncio.to_thread(boot, stores, held)
         return cls(
             config, transport, stores=stores, machine=machine, state=state, rng=rng, wall_ms=wall_ms
         )
@@ -856,8 +871,10 @@ class RaftNode:
                     # and saved in a worker thread. The snapshot it replaces is meanwhile
                     # held in its file, not in memory.
                     await self.snapshots.hold_in_file()
-                    state = await self._copy_state()
-                    task = asyncio.create_task(self._compact(*point, state))
+                    copy = await (
+                        self._copy_names() if self._takes_into_files() else self._copy_state()
+                    )
+                    task = asyncio.create_task(self._compact(*point, copy))
                     self._compaction = task  # not cancelled by `aclose`: awaited
                 if self._copies:
                     await self._serve_copies()
@@ -901,6 +918,8 @@ class RaftNode:
         keep = min(config.catch_up_entries, config.snapshot_every)
         self.core.compact(data.last_seq, data, keep=keep)
         self.release_replaced(replaced)
+        if self.core.log.snapshot.data is not data:  # older than the core's: not used
+            self.release_replaced([data])
         writer = self._applier.writer
         if writer.stores is not None:
             await self._disk.run(functools.partial(writer.drop_log_through, data.last_seq))
@@ -908,19 +927,22 @@ class RaftNode:
     async def _copy_state(self) -> StateCopy:
         """The state machine's `StateCopy`, a slice at a time with the event loop running in
         between (the driver awaits it: nothing is applied meanwhile)."""
-        steps = self.machine.copy_state_in_slices()
-        # The copy's lists grow to a million references while the loop runs: a collection
-        # meanwhile (or the first one after) would walk them all, the GIL held (`bulk`).
-        with paused_gc():
-            while True:
-                try:
-                    next(steps)
-                except StopIteration as done:
-                    state: StateCopy = done.value
-                    if len(state.names) >= FREEZE_AFTER:
-                        built_large()
-                    return state
-                await asyncio.sleep(0)
+        return await _copied(self.machine.copy_state_in_slices())
+
+    async def _copy_names(self) -> NamesCopy:
+        """The state machine's `NamesCopy` (its values copied on write), as `_copy_state`."""
+        return await _copied(self.machine.copy_names_in_slices())
+
+    def _takes_into_files(self) -> bool:
+        """Whether this member writes the snapshots it takes straight into their files and
+        holds them there (`NamesCopy`, `MonotonicSnapshotStore.save_written`)."""
+        stores = self._applier.writer.stores
+        store = stores.snapshot if stores is not None else None
+        return (
+            isinstance(store, MonotonicSnapshotStore)
+            and store.directory is not None
+            and self.snapshots.holds_in_files
+        )
 
     def release_replaced(self, box: list[ClusterSnapshot]) -> None:
         """The core's previous snapshot (in `box`), if a compaction, an install or
@@ -979,14 +1001,32 @@ class RaftNode:
             if self._copies and self._copies[0] is future:  # not failed meanwhile
                 self._copies.pop(0)
 
-    async def _compact(self, seq: int, term: int, state: StateCopy) -> None:
-        """Take the snapshot at `seq` from `state` (a copy) and save it, off the event loop;
-        the driver then compacts the log (`_compacted`)."""
+    async def _compact(self, seq: int, term: int, copy: StateCopy | NamesCopy) -> None:
+        """Take the snapshot at `seq` from `copy` and save it, off the event loop; the driver
+        then compacts the log (`_compacted`)."""
         started = time.perf_counter()
+        stores = self._applier.writer.stores
+        store = stores.snapshot if stores is not None else None
         try:
-            data = await asyncio.to_thread(snapshot_of_state, state, seq, term)
-            stores = self._applier.writer.stores
-            size = await asyncio.to_thread(stores.snapshot.save, data) if stores else 0
+            if isinstance(copy, NamesCopy):
+                # Written straight from the copy into a file that holds it: never in memory.
+                assert isinstance(store, MonotonicSnapshotStore)
+                data = ClusterSnapshot(
+                    FileEntries(self.snapshots.held_path(seq), len(copy)),
+                    seq,
+                    term,
+                    copy.membership,
+                    copy.sessions,
+                    copy.lines,
+                )
+                parts = encode_names_parts(copy, seq, term)
+                size = await asyncio.to_thread(store.save_written, parts, data)
+            else:
+                data = await asyncio.to_thread(snapshot_of_state, copy, seq, term)
+                size = await asyncio.to_thread(store.save, data) if store is not None else 0
+        except SnapshotAbandonedError as exc:  # an install brought a newer snapshot
+            logger.debug("node %s: snapshot at seq %d given up: %s", self.id, seq, exc)
+            return
         except Exception:  # a full disk...: the log stays as it is, the next one retries
             logger.exception(
                 "node %s: taking a snapshot at seq %d failed", self.id, seq, extra=self.log_fields()
@@ -994,6 +1034,8 @@ class RaftNode:
             return
         finally:
             self._compaction = None
+            if isinstance(copy, NamesCopy):
+                self.machine.end_copy_on_write(copy.cow)
         self._compacted = data
         self._wake.set()
         stats = self.stats
@@ -1193,6 +1235,23 @@ class RaftNode:
         for hold in self._holds:
             _fail(hold, error)
         self._holds.clear()
+
+
+async def _copied(steps: Generator[None, None, _Copy]) -> _Copy:
+    """Run a state machine's copy in slices (`copy_state_in_slices`, `copy_names_in_slices`)
+    with the event loop running between the slices; the copy."""
+    # The copy's lists grow to a million references while the loop runs: a collection
+    # meanwhile (or the first one after) would walk them all, the GIL held (`bulk`).
+    with paused_gc():
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                copy: _Copy = done.value
+                if len(copy) >= FREEZE_AFTER:
+                    built_large()
+                return copy
+            await asyncio.sleep(0)
 
 
 def _fail(future: asyncio.Future[_T], error: BaseException) -> None:

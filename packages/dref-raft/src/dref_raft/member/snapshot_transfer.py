@@ -13,34 +13,42 @@
   directory, verify them (CRC-32 per chunk, SHA-256 of the file), decode the file and prepare
   the state machine's swap in worker threads, then step the `InstallSnapshot` into the core;
 * any member: `save` streams a consistent snapshot of its state machine (for backups);
-  `hold_in_file` keeps the core's snapshot in its saved file instead of memory while the
-  member takes the next one or installs one (docs/raft.md#large-state).
+  `hold_in_file` keeps a snapshot the core holds in memory in its saved file instead, before
+  the member takes the next one or installs one; a member with a storage directory holds
+  every other snapshot in its file from the start (`holds_in_files`, `held_path`;
+  docs/raft.md#large-state).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Final, Literal, Protocol, runtime_checkable
 
+from dref_raft.bulk import paused_gc
 from dref_raft.core import InstallSnapshot, InstallSnapshotResponse, PeerKind
 from dref_raft.errors import ChunkRefusedError
-from dref_raft.fsm import ClusterSnapshot, PackedEntries, StateCopy, snapshot_of_state
+from dref_raft.fsm import ClusterSnapshot, PackedEntries, PreparedInstall, StateChanges
+from dref_raft.install_difference import SnapshotDifference, prepare_difference, removed_names
 from dref_raft.log_throttle import LogThrottle
-from dref_raft.storage.snapshot import FileEntries
+from dref_raft.storage.layout import SNAPSHOT_FILE
+from dref_raft.storage.snapshot import FileEntries, StateFiller
 from dref_raft.storage.snapshot_files import (
     CHUNK_SIZE,
+    TAKING_SUFFIX,
     IncomingSnapshot,
     SpooledSnapshot,
     read_chunk,
     relink,
     spool_snapshot,
+    spool_state,
     spooled_file,
 )
 from dref_raft.transport.snapshot_stream import ChunkHook
@@ -49,7 +57,7 @@ from dref_raft.wire.snapshot_messages import InstallResult, SnapshotChunk, Snaps
 if TYPE_CHECKING:
     from dref_raft.member.node import RaftNode
 
-__all__ = ["SnapshotTransfer", "StreamingTransport"]
+__all__ = ["BOOT_HELD_FILE", "SnapshotTransfer", "StreamingTransport", "remove_held"]
 
 logger = logging.getLogger("dref_raft.member.snapshots")
 
@@ -60,8 +68,14 @@ _FAILURE_LOG_INTERVAL: Final = 10.0
 _MIN_RATE: Final = 1024 * 1024
 _MIN_TIMEOUT: Final = 60.0
 OUTGOING_FILE: Final = "state-snapshot.outgoing"
-#: The core's snapshot at seq N while `hold_in_file` keeps it on disk: `<HELD_PREFIX>N`.
+#: A file holding the core's snapshot at seq N (`FileEntries`): `<HELD_PREFIX>N-<n>`.
 HELD_PREFIX: Final = "state-snapshot.held-"
+#: The snapshot a member booted from, held in its file.
+BOOT_HELD_FILE: Final = f"{HELD_PREFIX}boot"
+#: Times a received snapshot is decoded into its file (`_decode_into_file`) before it is
+#: decoded whole, when the member applied entries while it was decoded.
+_FILE_DECODE_TRIES: Final = 3
+_STALE: Final = "stale"
 
 
 @runtime_checkable
@@ -95,6 +109,7 @@ class SnapshotTransfer:
         self._sending: dict[str, asyncio.Task[None]] = {}
         self._spooled: SpooledSnapshot | None = None
         self._spooling: asyncio.Lock = asyncio.Lock()
+        self._held_ids = itertools.count(1)
         self._failures = LogThrottle(_FAILURE_LOG_INTERVAL)
         self.on_chunk: ChunkHook | None = None
         """Called before each chunk is sent (tests inject faults with it)."""
@@ -111,26 +126,37 @@ class SnapshotTransfer:
             self._tempdir.cleanup()
         else:
             (self.directory / OUTGOING_FILE).unlink(missing_ok=True)
-            _remove_held(self.directory, None)
+            remove_held(self.directory)
 
     # ------------------------------------------------------------------ held snapshot
+
+    @property
+    def holds_in_files(self) -> bool:
+        """Whether this member keeps its snapshots in their files, not in memory: it has a
+        storage directory and streams snapshots to its dref peers (upstream peers are sent
+        the state at `applied`, never the core's snapshot)."""
+        return self._tempdir is None and isinstance(self._node.transport, StreamingTransport)
+
+    def held_path(self, seq: int) -> Path:
+        """A new name for a file that holds the snapshot at `seq` (`FileEntries`): removed
+        when that snapshot is replaced, or when the member starts."""
+        return self.directory / f"{HELD_PREFIX}{seq}-{next(self._held_ids)}"
 
     async def hold_in_file(self) -> None:
         """Keep the core's snapshot in its saved file instead of memory, if the member saved
         it and streams snapshots to its dref peers (upstream peers are sent the state at
-        `applied`, never this snapshot): its file is hard-linked to `<HELD_PREFIX><seq>` (a
-        newer save does not change it), the core holds it as `FileEntries`, and the tuples of
-        names and values go (0.14x of the data for 100-byte values) before the member takes a
-        copy of its state for the next snapshot, or decodes one it receives."""
+        `applied`, never this snapshot): its file is hard-linked to a `held_path` (a newer
+        save does not change it), the core holds it as `FileEntries`, and the tuples of names
+        and values go (0.14x of the data for 100-byte values). A member that keeps its
+        snapshots in their files holds in memory only one it booted from or built without a
+        file; the others never had tuples."""
         node = self._node
         core = node.core
         held = core.log.snapshot
         entries = held.data.entries
-        if not isinstance(entries, PackedEntries) or not isinstance(
-            node.transport, StreamingTransport
-        ):
+        if not isinstance(entries, PackedEntries) or not self.holds_in_files:
             return
-        path = self.directory / f"{HELD_PREFIX}{held.seq}"
+        path = self.held_path(held.seq)
         linked = await asyncio.to_thread(self._link_held, path, held.seq, held.term)
         if not linked:
             return
@@ -144,7 +170,6 @@ class SnapshotTransfer:
 
     def _link_held(self, path: Path, seq: int, term: int) -> bool:
         try:
-            _remove_held(self.directory, path)  # a previous one (a crash left it)
             return self._node.link_saved_snapshot(path, seq, term)
         except OSError as exc:  # the snapshot stays in memory
             logger.warning(
@@ -293,19 +318,7 @@ class SnapshotTransfer:
                     raise ChunkRefusedError(f"the stream ended at {held} of {header.size} bytes")
                 received = time.perf_counter()
                 await asyncio.to_thread(incoming.seal, header)
-                # What this member holds is shared, not duplicated (a restarted member): its
-                # values, and its snapshot's names, while the rest of that snapshot is held in
-                # its file.
-                # A member without a state fills the new one as it decodes.
-                values = node.machine.values()
-                base = node.core.log.snapshot.data.entries
-                names = base.names if isinstance(base, PackedEntries) else None
-                del base
-                await node.hold_snapshot_in_file()
-                state: dict[str, bytes] | None = None if values else {}
-                snapshot = await asyncio.to_thread(incoming.load, header, values, names, state)
-                del names
-                decoded = time.perf_counter()
+                snapshot, prepared, decoded = await self._decode(header)
             except ChunkRefusedError as exc:
                 held = await asyncio.to_thread(incoming.held, header)
                 logger.warning(
@@ -318,12 +331,19 @@ class SnapshotTransfer:
                     extra=node.log_fields(),
                 )
                 return InstallResult(False, node.term, 0, False, held, str(exc))
-            prepared = await asyncio.to_thread(node.machine.prepare_install, snapshot, state)
-            del state
             node.machine.offer_prepared(prepared)
+            del prepared
             node.adopt_snapshot_file(incoming.part, snapshot)
             prepared_at = time.perf_counter()
             result = await self._step(header, snapshot, header.size)
+            entries = snapshot.entries
+            if (
+                isinstance(entries, FileEntries)
+                and node.core.log.snapshot.data.entries is not entries
+            ):
+                # Not installed (a newer term, or a snapshot installed meanwhile): its link goes.
+                await asyncio.to_thread(entries.path.unlink, missing_ok=True)
+            del entries
             await asyncio.to_thread(incoming.discard)
             logger.info(
                 "node %s: snapshot seq %d (%d elements, %d bytes) from %s: received in %.2f s, "
@@ -340,6 +360,102 @@ class SnapshotTransfer:
                 extra=node.log_fields(),
             )
             return result
+
+    async def _decode(
+        self, header: SnapshotHeader
+    ) -> tuple[ClusterSnapshot, PreparedInstall, float]:
+        """The received snapshot (sealed), its install prepared, and when it was decoded: held
+        in its file by a member that keeps its snapshots there (`_decode_into_file`), else
+        decoded whole."""
+        node = self._node
+        if self.holds_in_files:
+            decoded = await self._decode_into_file(header)
+            if decoded is not None:
+                return decoded
+        # What this member holds is shared, not duplicated: its values, and its snapshot's
+        # names, while the rest of that snapshot is held in its file. A member without a
+        # state fills the new one as it decodes.
+        values = node.machine.values()
+        base = node.core.log.snapshot.data.entries
+        names = base.names if isinstance(base, PackedEntries) else None
+        del base
+        await node.hold_snapshot_in_file()
+        state: dict[str, bytes] | None = None if values else {}
+        snapshot = await asyncio.to_thread(self.incoming.load, header, values, names, state)
+        del names
+        decoded_at = time.perf_counter()
+        prepared = await asyncio.to_thread(node.machine.prepare_install, snapshot, state)
+        return snapshot, prepared, decoded_at
+
+    async def _decode_into_file(
+        self, header: SnapshotHeader
+    ) -> tuple[ClusterSnapshot, PreparedInstall, float] | None:
+        """Decode the received snapshot without keeping its entries in memory
+        (docs/raft.md#large-state): against the member's values (only the differences kept),
+        or straight into the new state by a member without one; its file is hard-linked to a
+        `held_path` and the snapshot holds its entries there (`FileEntries`). Decoded again
+        when the member applied entries meanwhile (at most `_FILE_DECODE_TRIES` times); None
+        when it cannot be (no hard links, names not strictly ascending, still changing)."""
+        node = self._node
+        await node.hold_snapshot_in_file()  # the previous snapshot's tuples go first
+        machine = node.machine
+        path = self.held_path(header.last_seq)
+        decoded = None
+        try:
+            for _ in range(_FILE_DECODE_TRIES):
+                version, held = machine.version, machine.values()
+                got = await asyncio.to_thread(self._decode_in_worker, header, held, version, path)
+                if got == _STALE:
+                    continue
+                decoded = got
+                if decoded is None or decoded[1].version == machine.version:
+                    break
+                decoded = None  # applied meanwhile: decoded again
+        finally:
+            if decoded is None:
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+        return decoded
+
+    def _decode_in_worker(
+        self, header: SnapshotHeader, held: Mapping[str, bytes], version: int, path: Path
+    ) -> tuple[ClusterSnapshot, PreparedInstall, float] | Literal["stale"] | None:
+        """`_decode_into_file`'s work, in a worker thread; `_STALE` when `held` changed while
+        it was read."""
+        incoming = self.incoming
+        try:
+            relink(incoming.part, path)
+        except OSError:
+            return None
+        try:
+            with paused_gc():
+                if not held:  # a new member: the state filled as the entries come
+                    filler = StateFiller({})
+                    snapshot = incoming.load(header, sink=filler)
+                    if not filler.ascending:
+                        return None
+                    decoded = time.perf_counter()
+                    snapshot = dataclasses.replace(
+                        snapshot, entries=FileEntries(path, len(snapshot.entries))
+                    )
+                    values = filler.values
+                    changes = StateChanges(values)
+                    prepared = PreparedInstall(snapshot, values, filler.expiries, changes, version)
+                    return snapshot, prepared, decoded
+                difference = SnapshotDifference(held)
+                snapshot = incoming.load(header, sink=difference)
+                if not difference.ascending:
+                    return None
+                removed: list[str] = []
+                if difference.present != len(held):
+                    removed = removed_names(held, lambda sink: incoming.load(header, sink=sink))
+                decoded = time.perf_counter()
+                snapshot = dataclasses.replace(
+                    snapshot, entries=FileEntries(path, len(snapshot.entries))
+                )
+                prepared = prepare_difference(held, snapshot, difference, removed, version)
+        except RuntimeError:  # `held` changed while it was read (dict iteration)
+            return _STALE
+        return snapshot, prepared, decoded
 
     async def _step(
         self, header: SnapshotHeader, snapshot: ClusterSnapshot, held: int
@@ -369,7 +485,7 @@ class SnapshotTransfer:
         os.close(fd)
         path = Path(name)
         try:
-            spooled = await asyncio.to_thread(_spool_state, state, applied, term, path)
+            spooled = await asyncio.to_thread(spool_state, state, applied, term, path)
             header = SnapshotHeader(node.id, node.term, applied, term, spooled.size, spooled.sha256)
             offset = 0
             while offset < spooled.size:
@@ -382,12 +498,9 @@ class SnapshotTransfer:
             await asyncio.to_thread(path.unlink, missing_ok=True)
 
 
-def _spool_state(state: StateCopy, last_seq: int, last_term: int, path: Path) -> SpooledSnapshot:
-    return spool_snapshot(snapshot_of_state(state, last_seq, last_term), path)
-
-
-def _remove_held(directory: Path, keep: Path | None) -> None:
-    """Remove the held snapshot files in `directory`, but `keep`."""
+def remove_held(directory: Path) -> None:
+    """Remove the held snapshot files in `directory` (and a taken one not yet in place):
+    when the member starts (`RaftNode.open`, those a crash left) and stops."""
     for path in directory.glob(f"{HELD_PREFIX}*"):
-        if path != keep:
-            path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+    (directory / (SNAPSHOT_FILE + TAKING_SUFFIX)).unlink(missing_ok=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
 from dref_raft.commands import Command
@@ -60,17 +61,22 @@ def recover(
     log: LogContents,
     voter: VoterState,
     state: dict[str, bytes] | None = None,
+    expiries: dict[str, int] | None = None,
 ) -> RecoveredState:
     """Rebuild a node's state from what its three stores loaded (docs/protocol.md#storage-recovery
     steps 2 to 7); `state`: the snapshot's name → value, filled while it was decoded
-    (`SnapshotDecoder`).
+    (`SnapshotDecoder`); `expiries`: with `state`, for a snapshot held in its file (its
+    entries not in memory: `SnapshotStore.load_held`), its name → expire_at.
 
     Raises `CorruptStateError` when a committed entry is missing from the log or cannot be
     decoded: the node must not start from a state it cannot rebuild fully.
     """
     machine = StateMachine()
     snapshot_last_seq = 0
-    if snapshot is not None:
+    if snapshot is not None and state is not None and expiries is not None:
+        machine.restore(snapshot, state, expiries)
+        snapshot_last_seq = snapshot.last_seq
+    elif snapshot is not None:
         machine.install(snapshot, state)  # boot: nobody is subscribed, the events are irrelevant
         snapshot_last_seq = snapshot.last_seq
     commands = {record.seq: record.command for record in log.records}
@@ -112,21 +118,29 @@ def recover(
     )
 
 
-def boot(stores: Stores) -> tuple[StateMachine, CoreState]:
+def boot(stores: Stores, held: Path | None = None) -> tuple[StateMachine, CoreState]:
     """The state machine and the core's start state from the three stores (`recover`, then
-    the stored entries with their terms rebuilt)."""
+    the stored entries with their terms rebuilt). `held`: with a file store, where to keep
+    the snapshot (hard-linked, `SnapshotStore.load_held`): its entries stay in that file, not
+    in memory."""
     # A file store fills the state as it decodes (never the whole snapshot and then the
     # state built from it: docs/raft.md#large-state).
     values: dict[str, bytes] | None = None
+    expiries: dict[str, int] | None = None
+    snapshot: ClusterSnapshot | None
     if isinstance(stores.snapshot, SnapshotStore):
         values = {}
-        snapshot = stores.snapshot.load(values)
+        loaded = stores.snapshot.load_held(held, values) if held is not None else None
+        if loaded is not None:
+            snapshot, expiries = loaded
+        else:
+            snapshot = stores.snapshot.load(values)
     else:
         snapshot = stores.snapshot.load()
     log = stores.command_log.load()
     voter = stores.voter_state.load()
-    recovered = recover(snapshot, log, voter, values)
-    del values
+    recovered = recover(snapshot, log, voter, values, expiries)
+    del values, expiries
     base = snapshot if snapshot is not None else ClusterSnapshot()
     records: list[tuple[int, Command, int | None]] = []
     expected = base.last_seq + 1

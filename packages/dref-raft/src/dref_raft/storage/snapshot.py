@@ -7,14 +7,16 @@ Layout: "DRFS" · version 01 · payload length N (4, BE signed) · N bytes of pr
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import shutil
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, overload
 
 from dref_raft.bulk import paused_gc
 from dref_raft.errors import CorruptStateError, WireError
-from dref_raft.fsm import ClusterSnapshot, SnapshotEntry
+from dref_raft.fsm import ClusterSnapshot, NamedEntrySink, SnapshotEntry
 from dref_raft.storage._binary import (
     I32,
     check_length,
@@ -41,6 +43,7 @@ from dref_raft.storage.media import (
     _fsync_directory,
 )
 from dref_raft.wire.commands import (
+    EntrySink,
     SnapshotDecoder,
     decode_snapshot,
     encode_snapshot,
@@ -56,6 +59,7 @@ __all__ = [
     "encode_snapshot_file",
     "read_snapshot_file",
     "write_snapshot_file",
+    "write_snapshot_parts",
 ]
 
 _LENGTH_OFFSET = PREAMBLE_SIZE
@@ -98,27 +102,44 @@ def write_snapshot_file(snapshot: ClusterSnapshot, path: Path, *, durable: bool)
     """Write `snapshot`'s `state-snapshot` bytes (those of `encode_snapshot_file`) to `path`
     through `<path>.tmp`, a slice of entries at a time (memory stays bounded by a slice), and
     rename it into place; `durable`: fsync the file before the rename and the directory after.
-    The file's size."""
+    A snapshot held in its file (`FileEntries`) is copied from it. The file's size."""
     check_u63("last_seq", snapshot.last_seq)
     _ensure_directory(path.parent)
     tmp = path.with_name(path.name + TMP_SUFFIX)
+    entries = snapshot.entries
+    if isinstance(entries, FileEntries):  # its file is these bytes: copied, not decoded
+        shutil.copyfile(entries.path, tmp)
+    else:
+        write_snapshot_parts(encode_snapshot_parts(snapshot), tmp)
+    return _put_in_place(tmp, path, durable=durable)
+
+
+def write_snapshot_parts(parts: Iterable[bytes], path: Path) -> None:
+    """Write a `state-snapshot` file at `path` (not synced) whose payload is `parts` (the
+    `ClusterSnapshot` bytes, written as they come)."""
     length = 0
-    with open(tmp, "wb") as f:
+    with open(path, "wb") as f:
         f.write(preamble(SNAPSHOT_MAGIC) + I32.pack(0))  # the length is known at the end
         with paused_gc():
-            for part in encode_snapshot_parts(snapshot):
+            for part in parts:
                 f.write(part)
                 length += len(part)
         check_length("the snapshot", length)
         f.seek(_LENGTH_OFFSET)
         f.write(I32.pack(length))
-        if durable:
-            f.flush()
+
+
+def _put_in_place(tmp: Path, path: Path, *, durable: bool) -> int:
+    """Rename the written `tmp` to `path` (`durable`: fsync the file first and the directory
+    after); its size."""
+    if durable:
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+    size = tmp.stat().st_size
     os.replace(tmp, path)
     if durable:
         _fsync_directory(path.parent)
-    return _PAYLOAD_OFFSET + length
+    return size
 
 
 def read_snapshot_file(
@@ -126,10 +147,13 @@ def read_snapshot_file(
     reuse: Mapping[str, bytes] | None = None,
     reuse_names: Sequence[str] | None = None,
     state: dict[str, bytes] | None = None,
+    *,
+    sink: EntrySink | None = None,
 ) -> ClusterSnapshot:
     """`decode_snapshot_file` of the file at `path`, read and decoded a block at a time: memory
     holds the decoded snapshot and one block, never the whole file. `reuse`, `reuse_names`,
-    `state`: see `SnapshotDecoder`."""
+    `state`, `sink`: see `SnapshotDecoder`; with `sink`, the snapshot's entries are
+    `FileEntries` of `path`."""
     name = str(path)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -142,7 +166,7 @@ def read_snapshot_file(
         )
         snapshot: ClusterSnapshot | None = None
         if well_formed:
-            decoder = SnapshotDecoder(reuse, reuse_names, state)
+            decoder = SnapshotDecoder(reuse, reuse_names, state, sink=sink)
             left, scanned = size - _PAYLOAD_OFFSET, True
             try:
                 with paused_gc():
@@ -161,10 +185,24 @@ def read_snapshot_file(
         if state is not None:
             state.clear()
             state.update((entry.key, entry.value) for entry in snapshot.entries)
+        if sink is not None:
+            _drain(snapshot.entries, sink)
+            snapshot = dataclasses.replace(
+                snapshot, entries=FileEntries(path, len(snapshot.entries))
+            )
         return snapshot
     if snapshot.last_seq > MAX_U63:
         raise CorruptStateError(name, _PAYLOAD_OFFSET, f"last_seq {snapshot.last_seq} is too large")
+    if sink is not None:
+        snapshot = dataclasses.replace(snapshot, entries=FileEntries(path, decoder.count))
     return snapshot
+
+
+def _drain(entries: Sequence[SnapshotEntry], sink: EntrySink) -> None:
+    for entry in entries:
+        sink.add([entry.key], [entry.value])
+        if entry.expire_at is not None:
+            sink.expire(entry.key, entry.expire_at)
 
 
 class FileEntries(Sequence[SnapshotEntry]):
@@ -241,10 +279,44 @@ class SnapshotStore(_SnapshotStoreBase):
         except FileNotFoundError:
             return None
 
+    def load_held(
+        self, held: Path, state: dict[str, bytes]
+    ) -> tuple[ClusterSnapshot, dict[str, int]] | None:
+        """The saved snapshot held in its file, not in memory: the file hard-linked to `held`
+        (a later save does not change it), decoded a block at a time into `state` (empty:
+        name → value) and the expiries returned with it; its entries are `FileEntries` of
+        `held`. None when there is no snapshot; also when its names are not strictly
+        ascending (not a dref member's file: `load` then, which keeps duplicates' order
+        exact), `held` removed and `state` emptied."""
+        try:
+            os.link(self.path, held)
+        except FileNotFoundError:
+            return None
+        filler = StateFiller(state)
+        snapshot = read_snapshot_file(held, sink=filler)
+        if not filler.ascending:
+            held.unlink()
+            state.clear()
+            return None
+        return snapshot, filler.expiries
+
     def save(self, snapshot: ClusterSnapshot) -> int:
         """Persist `snapshot` durably (atomic whole-file replace) before returning; the bytes
         written."""
         return write_snapshot_file(snapshot, self.path, durable=True)
+
+
+class StateFiller(NamedEntrySink):
+    """An `EntrySink` that fills `values` (name → value) and `expiries` (name → expire_at)
+    with a snapshot's entries, as an install would build them when the names are strictly
+    ascending (`ascending` says whether they were)."""
+
+    def __init__(self, values: dict[str, bytes]) -> None:
+        super().__init__()
+        self.values = values
+
+    def take(self, names: list[str], values: list[bytes]) -> None:
+        self.values.update(zip(names, values, strict=True))
 
 
 class InMemorySnapshotStore(InMemoryFile, _SnapshotStoreBase):

@@ -18,26 +18,30 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from dref_raft.errors import ChunkRefusedError, CorruptStateError, StorageNotEmptyError
-from dref_raft.fsm import ClusterSnapshot
+from dref_raft.fsm import ClusterSnapshot, StateCopy
+from dref_raft.storage._binary import check_u63
 from dref_raft.storage.layout import (
     COMMAND_LOG_FILE,
     SNAPSHOT_FILE,
 )
 from dref_raft.storage.media import FileMedium, _ensure_directory, _fsync_directory
 from dref_raft.storage.snapshot import (
+    FileEntries,
     SnapshotStorage,
     SnapshotStore,
     decode_snapshot_file,
     read_snapshot_file,
     write_snapshot_file,
+    write_snapshot_parts,
 )
 from dref_raft.storage.voter_state import VoterState, VoterStateStore
+from dref_raft.wire.commands import EntrySink, encode_state_parts
 from dref_raft.wire.snapshot_messages import SnapshotChunk, SnapshotHeader
 
 __all__ = [
@@ -61,6 +65,8 @@ BACKUP_MAGIC: Final = b"DRFK"
 """Magic of a backup's trailer: "DRFK" · SHA-256 (32 bytes) of the DRFS bytes before it."""
 _TRAILER_SIZE: Final = 4 + 32
 PART_SUFFIX: Final = ".part"
+#: `state-snapshot<TAKING_SUFFIX>`: a snapshot just taken, linked here to be renamed into place.
+TAKING_SUFFIX: Final = ".taking"
 HEADER_SUFFIX: Final = ".part-header"
 
 
@@ -81,6 +87,14 @@ def spool_snapshot(snapshot: ClusterSnapshot, path: Path) -> SpooledSnapshot:
     `encode_snapshot_file`."""
     write_snapshot_file(snapshot, path, durable=False)
     return spooled_file(path, snapshot.last_seq, snapshot.last_term)
+
+
+def spool_state(state: StateCopy, last_seq: int, last_term: int, path: Path) -> SpooledSnapshot:
+    """`spool_snapshot` of the snapshot of `state` (a `copy_state` copy, emptied) at
+    `last_seq`, written straight from the copy (`encode_state_parts`: never its tuples)."""
+    check_u63("last_seq", last_seq)
+    write_snapshot_parts(encode_state_parts(state, last_seq, last_term), path)
+    return spooled_file(path, last_seq, last_term)
 
 
 def spooled_file(path: Path, last_seq: int, last_term: int) -> SpooledSnapshot:
@@ -201,10 +215,12 @@ class IncomingSnapshot:
         reuse: Mapping[str, bytes] | None = None,
         reuse_names: Sequence[str] | None = None,
         state: dict[str, bytes] | None = None,
+        *,
+        sink: EntrySink | None = None,
     ) -> ClusterSnapshot:
-        """Decode the sealed file (a block at a time; `reuse`, `reuse_names`, `state`: see
-        `SnapshotDecoder`); it must cover `header`'s seq and term."""
-        snapshot = read_snapshot_file(self.part, reuse, reuse_names, state)
+        """Decode the sealed file (a block at a time; `reuse`, `reuse_names`, `state`, `sink`:
+        see `SnapshotDecoder`); it must cover `header`'s seq and term."""
+        snapshot = read_snapshot_file(self.part, reuse, reuse_names, state, sink=sink)
         if (snapshot.last_seq, snapshot.last_term) != (header.last_seq, header.last_term):
             self.discard()
             raise ChunkRefusedError(
@@ -262,6 +278,42 @@ class MonotonicSnapshotStore:
             self._saved_seq = snapshot.last_seq
             self._saved = (snapshot.last_seq, snapshot.last_term)
             return size
+
+    @property
+    def directory(self) -> Path | None:
+        """Where the `state-snapshot` file is (None: the store has no file)."""
+        inner = self._inner
+        return inner.path.parent if isinstance(inner, SnapshotStore) else None
+
+    def save_written(self, parts: Iterable[bytes], snapshot: ClusterSnapshot) -> int:
+        """Save `snapshot` as `save` would (skipped when a newer one was saved), its bytes
+        `parts` (`ClusterSnapshot` payload, e.g. `encode_names_parts`: never its entries in
+        memory) written to the file its `FileEntries` name (fsynced) and hard-linked into
+        place; the bytes written (0: skipped, the file kept for `snapshot`). On failure the
+        file is removed. Only for a store with a file (`directory`)."""
+        inner, entries = self._inner, snapshot.entries
+        if not isinstance(inner, SnapshotStore) or not isinstance(entries, FileEntries):
+            raise TypeError("save_written needs a store with a file and FileEntries")
+        check_u63("last_seq", snapshot.last_seq)
+        held = entries.path
+        try:
+            write_snapshot_parts(parts, held)
+            with open(held, "rb+") as f:
+                os.fsync(f.fileno())
+            with self._lock:
+                if snapshot.last_seq < self._saved_seq:
+                    return 0
+                self._saved = None  # until the new file is in place
+                taking = inner.path.with_name(inner.path.name + TAKING_SUFFIX)
+                relink(held, taking)
+                os.replace(taking, inner.path)
+                _fsync_directory(inner.path.parent)
+                self._saved_seq = snapshot.last_seq
+                self._saved = (snapshot.last_seq, snapshot.last_term)
+        except BaseException:
+            held.unlink(missing_ok=True)
+            raise
+        return held.stat().st_size
 
     def link_saved(self, dest: Path, last_seq: int, last_term: int) -> bool:
         """Hard-link the saved `state-snapshot` file to `dest` (replacing it) if it holds the

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf.message import DecodeError, EncodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
@@ -41,8 +41,17 @@ from dref_raft.commands import (
     SetIfNotExist,
     StartNewTerm,
 )
-from dref_raft.errors import WireError
-from dref_raft.fsm import ChunkedTupleBuilder, ClusterSnapshot, PackedEntries, SnapshotEntry
+from dref_raft.errors import SnapshotAbandonedError, WireError
+from dref_raft.fsm import (
+    ChunkedTupleBuilder,
+    ClusterSnapshot,
+    NamesCopy,
+    PackedEntries,
+    SnapshotEntry,
+    StateCopy,
+    sorted_items,
+    sorted_names,
+)
 from dref_raft.lines import LineState
 from dref_raft.sessions import RecordedResult, SessionState
 
@@ -56,14 +65,17 @@ __all__ = [
     "FENCED_WRITE_FIELD",
     "LEAVE_LINE_FIELD",
     "SESSION_FIELD",
+    "EntrySink",
     "SnapshotDecoder",
     "decode_command",
     "decode_command_term",
     "decode_snapshot",
     "encode_command",
     "encode_membership",
+    "encode_names_parts",
     "encode_snapshot",
     "encode_snapshot_parts",
+    "encode_state_parts",
     "fill_membership",
     "membership_of",
     "misplaced_field",
@@ -316,19 +328,95 @@ def encode_snapshot_parts(snapshot: ClusterSnapshot) -> Iterator[bytes]:
                     if entry.expire_at is not None:
                         kv.expireAt = entry.expire_at
                 yield bytes(msg.SerializeToString())
-        # Every other field has a number above the entries' (1), so it follows them.
-        tail: Any = dref_consensus_pb2.ClusterSnapshot()
-        tail.last_seq = snapshot.last_seq
-        tail.last_term = snapshot.last_term
-        if snapshot.membership is not None:
-            fill_membership(tail.membership, snapshot.membership)
-        for sid, state in snapshot.sessions:
-            tail.sessions.append(_session_state(sid, state))
-        for name, line in snapshot.lines:
-            tail.lines.append(_line_msg(name, line))
-        yield bytes(tail.SerializeToString())
+        yield _encode_tail(
+            snapshot.last_seq,
+            snapshot.last_term,
+            snapshot.membership,
+            snapshot.sessions,
+            snapshot.lines,
+        )
     except (ValueError, TypeError, EncodeError) as exc:
         raise ValueError(f"cannot encode snapshot: {exc}") from exc
+
+
+def encode_state_parts(state: StateCopy, last_seq: int, last_term: int) -> Iterator[bytes]:
+    """The bytes of `encode_snapshot_parts(snapshot_of_state(state, last_seq, last_term))`,
+    encoded from the copy itself: its pairs in name order (`sorted_items`, which empties the
+    copy), a slice at a time, never a snapshot's tuples of them all."""
+    expiries = state.expiries
+    items = sorted_items(state)
+    try:
+        while batch := list(itertools.islice(items, SNAPSHOT_SLICE_ENTRIES)):
+            msg: Any = dref_consensus_pb2.ClusterSnapshot()
+            add = msg.entries.add
+            if expiries:
+                for name, value in batch:
+                    kv: Any = add(key=name, value=value)
+                    expire_at = expiries.get(name)
+                    if expire_at is not None:
+                        kv.expireAt = expire_at
+            else:
+                for name, value in batch:
+                    add(key=name, value=value)
+            yield bytes(msg.SerializeToString())
+        yield _encode_tail(last_seq, last_term, state.membership, state.sessions, state.lines)
+    except (ValueError, TypeError, EncodeError) as exc:
+        raise ValueError(f"cannot encode snapshot: {exc}") from exc
+    finally:
+        state.clear()
+
+
+def encode_names_parts(copy: NamesCopy, last_seq: int, last_term: int) -> Iterator[bytes]:
+    """The bytes of the snapshot at `last_seq` of the state `copy` was taken of (the same as
+    `encode_snapshot_parts` of it), from the copied names in order (`sorted_names`) and their
+    values read through the copy-on-write record, a slice at a time.
+    `SnapshotAbandonedError` when the machine's whole state was replaced meanwhile (checked
+    after each slice is read)."""
+    expiries, cow = copy.expiries, copy.cow
+    value_of = cow.value_of
+    names = sorted_names(copy)
+    try:
+        while batch := list(itertools.islice(names, SNAPSHOT_SLICE_ENTRIES)):
+            values = [value_of(name) for name in batch]
+            if cow.abandoned:
+                raise SnapshotAbandonedError("the state was replaced while its snapshot was taken")
+            msg: Any = dref_consensus_pb2.ClusterSnapshot()
+            add = msg.entries.add
+            for name, value in zip(batch, values, strict=True):
+                if value is None:
+                    raise RuntimeError(f"element {name!r} has no value at the copy")
+                kv: Any = add(key=name, value=value)
+                expire_at = expiries.get(name) if expiries else None
+                if expire_at is not None:
+                    kv.expireAt = expire_at
+            yield bytes(msg.SerializeToString())
+        yield _encode_tail(last_seq, last_term, copy.membership, copy.sessions, copy.lines)
+    except (ValueError, TypeError, EncodeError) as exc:
+        raise ValueError(f"cannot encode snapshot: {exc}") from exc
+    finally:
+        copy.slices.clear()
+        expiries.clear()
+
+
+def _encode_tail(
+    last_seq: int,
+    last_term: int,
+    membership: Membership | None,
+    sessions: Sequence[tuple[bytes, SessionState]],
+    lines: Sequence[tuple[str, LineState]],
+) -> bytes:
+    """A snapshot's fields after its entries: every other field has a number above the
+    entries' (1), so it follows them."""
+    tail: Any = dref_consensus_pb2.ClusterSnapshot()
+    tail.last_seq = last_seq
+    tail.last_term = last_term
+    if membership is not None:
+        fill_membership(tail.membership, membership)
+    for sid, session in sessions:
+        tail.sessions.append(_session_state(sid, session))
+    for name, line in lines:
+        tail.lines.append(_line_msg(name, line))
+    return bytes(tail.SerializeToString())
 
 
 def _encode_packed(entries: PackedEntries) -> Iterator[bytes]:
@@ -362,6 +450,18 @@ def decode_snapshot(data: bytes) -> ClusterSnapshot:
     return decoder.result()
 
 
+class EntrySink(Protocol):
+    """Where a `SnapshotDecoder` given one sends the entries instead of keeping them."""
+
+    def add(self, names: list[str], values: list[bytes]) -> None:
+        """The next entries, in the snapshot's order."""
+        ...
+
+    def expire(self, name: str, expire_at: int) -> None:
+        """The entry `name` just added has this expiry."""
+        ...
+
+
 class SnapshotDecoder:
     """Decodes `ClusterSnapshot` bytes fed in pieces of any size (a file read a block at a
     time), a slice of fields per protobuf call, into `PackedEntries` (no object per entry).
@@ -373,6 +473,8 @@ class SnapshotDecoder:
     sorted by name. `state` (an empty dict): filled with name → value as the entries come
     (later duplicates win), the state a member without one installs, so that it is not built
     afterwards with the whole snapshot already in memory (`StateMachine.prepare_install`).
+    `sink`: every entry goes there and none is kept (`result` has no entries, `count` says
+    how many there were; the other arguments are unused).
     """
 
     def __init__(
@@ -380,9 +482,14 @@ class SnapshotDecoder:
         reuse: Mapping[str, bytes] | None = None,
         reuse_names: Sequence[str] | None = None,
         state: dict[str, bytes] | None = None,
+        *,
+        sink: EntrySink | None = None,
     ) -> None:
         if state:
             raise ValueError("the state to fill must start empty")
+        self._sink = sink
+        #: Entries decoded so far.
+        self.count = 0
         self._state = state
         self._reuse = reuse
         #: `reuse_names` from the first not yet passed (None: none left).
@@ -427,6 +534,10 @@ class SnapshotDecoder:
         return True
 
     def _add(self, names: list[str], values: list[bytes]) -> None:
+        self.count += len(names)
+        if self._sink is not None:
+            self._sink.add(names, values)
+            return
         if self._reuse:
             held = self._reuse.get
             values = [
@@ -446,8 +557,12 @@ class SnapshotDecoder:
         self._add([kv.key for kv in kvs], [kv.value for kv in kvs])
         timed = [kv.HasField("expireAt") for kv in kvs]
         if any(timed):
+            sink = self._sink
             for i in itertools.compress(range(len(timed)), timed):
-                self._expiries[base + i] = int(kvs[i].expireAt)
+                if sink is not None:
+                    sink.expire(kvs[i].key, int(kvs[i].expireAt))
+                else:
+                    self._expiries[base + i] = int(kvs[i].expireAt)
         if msg.last_seq:
             self._last_seq = int(msg.last_seq)
         if msg.last_term:
@@ -462,7 +577,11 @@ class SnapshotDecoder:
         if self._pending:
             raise WireError(f"ClusterSnapshot ends inside a field ({len(self._pending)} bytes)")
         # Tuples made as the entries came: no list of them all beside the tuples.
-        entries = PackedEntries(self._names.build(), self._values.build(), self._expiries)
+        entries: Sequence[SnapshotEntry] = (
+            ()
+            if self._sink
+            else PackedEntries(self._names.build(), self._values.build(), self._expiries)
+        )
         return ClusterSnapshot(
             entries,
             self._last_seq,
