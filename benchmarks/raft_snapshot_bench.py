@@ -48,6 +48,7 @@ import random
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,13 +166,19 @@ async def applied(member: MemberProcess) -> int:
         return (await client.status()).applied
 
 
-async def wait_applied(member: MemberProcess, target: int, timeout: float) -> float:
-    """Seconds until `member` applied `target` (polled every 20 ms)."""
+async def wait_applied(
+    member: MemberProcess, target: int, timeout: float, answered: Callable[[], None] | None = None
+) -> float:
+    """Seconds until `member` applied `target` (polled every 20 ms); `answered`: called when
+    it first answers (it booted)."""
     started = time.perf_counter()
     while True:
         try:
             if await applied(member) >= target:
                 return time.perf_counter() - started
+            if answered is not None:
+                answered()
+                answered = None
         except Exception:  # still starting
             pass
         if time.perf_counter() - started > timeout:
@@ -315,7 +322,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             await wait_snapshots_saved(root, [n1, n2, n3], saved, args.timeout)
             results["compaction_phase_seconds"] = time.perf_counter() - started
 
-            probe.enter("restarted member catch-up")
+            probe.enter("n3 stopped, more compactions")
             n3.terminate()
             assert n3.proc is not None
             await asyncio.to_thread(n3.proc.wait, 30)
@@ -328,8 +335,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             target = await write([n1, n2], args.writes, "c")
             await wait_snapshots_saved(root, [n1, n2], saved, args.timeout)
             started = time.perf_counter()
+            probe.enter("restarted member boots")
             n3.spawn()
-            await wait_applied(n3, target, args.timeout)
+            await wait_applied(
+                n3, target, args.timeout, lambda: probe.enter("restarted member installs")
+            )
             results["restarted_member_catch_up_seconds"] = time.perf_counter() - started
             probe.enter("end")
             results["elections_during_the_run"] = await term_of([n1, n2, n3]) - first_term
