@@ -872,7 +872,7 @@ class RaftNode:
                     # held in its file, not in memory.
                     await self.snapshots.hold_in_file()
                     copy = await (
-                        self._copy_names() if self._takes_into_files() else self._copy_state()
+                        self._copy_names() if self.snapshots.holds_in_files else self._copy_state()
                     )
                     task = asyncio.create_task(self._compact(*point, copy))
                     self._compaction = task  # not cancelled by `aclose`: awaited
@@ -932,17 +932,6 @@ class RaftNode:
     async def _copy_names(self) -> NamesCopy:
         """The state machine's `NamesCopy` (its values copied on write), as `_copy_state`."""
         return await _copied(self.machine.copy_names_in_slices())
-
-    def _takes_into_files(self) -> bool:
-        """Whether this member writes the snapshots it takes straight into their files and
-        holds them there (`NamesCopy`, `MonotonicSnapshotStore.save_written`)."""
-        stores = self._applier.writer.stores
-        store = stores.snapshot if stores is not None else None
-        return (
-            isinstance(store, MonotonicSnapshotStore)
-            and store.directory is not None
-            and self.snapshots.holds_in_files
-        )
 
     def release_replaced(self, box: list[ClusterSnapshot]) -> None:
         """The core's previous snapshot (in `box`), if a compaction, an install or

@@ -279,18 +279,12 @@ class MonotonicSnapshotStore:
             self._saved = (snapshot.last_seq, snapshot.last_term)
             return size
 
-    @property
-    def directory(self) -> Path | None:
-        """Where the `state-snapshot` file is (None: the store has no file)."""
-        inner = self._inner
-        return inner.path.parent if isinstance(inner, SnapshotStore) else None
-
     def save_written(self, parts: Iterable[bytes], snapshot: ClusterSnapshot) -> int:
         """Save `snapshot` as `save` would (skipped when a newer one was saved), its bytes
         `parts` (`ClusterSnapshot` payload, e.g. `encode_names_parts`: never its entries in
         memory) written to the file its `FileEntries` name (fsynced) and hard-linked into
         place; the bytes written (0: skipped, the file kept for `snapshot`). On failure the
-        file is removed. Only for a store with a file (`directory`)."""
+        file is removed. Only for a store with a file (`SnapshotStore`)."""
         inner, entries = self._inner, snapshot.entries
         if not isinstance(inner, SnapshotStore) or not isinstance(entries, FileEntries):
             raise TypeError("save_written needs a store with a file and FileEntries")
