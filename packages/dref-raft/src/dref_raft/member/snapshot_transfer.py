@@ -428,31 +428,26 @@ class SnapshotTransfer:
             return None
         try:
             with paused_gc():
-                if not held:  # a new member: the state filled as the entries come
-                    filler = StateFiller({})
-                    snapshot = incoming.load(header, sink=filler)
-                    if not filler.ascending:
-                        return None
-                    decoded = time.perf_counter()
-                    snapshot = dataclasses.replace(
-                        snapshot, entries=FileEntries(path, len(snapshot.entries))
-                    )
-                    values = filler.values
-                    changes = StateChanges(values)
-                    prepared = PreparedInstall(snapshot, values, filler.expiries, changes, version)
-                    return snapshot, prepared, decoded
-                difference = SnapshotDifference(held)
-                snapshot = incoming.load(header, sink=difference)
-                if not difference.ascending:
+                # A new member fills its state as the entries come; one with a state keeps
+                # only the differences.
+                sink = StateFiller({}) if not held else SnapshotDifference(held)
+                snapshot = incoming.load(header, sink=sink)
+                if not sink.ascending:
                     return None
                 removed: list[str] = []
-                if difference.present != len(held):
-                    removed = removed_names(held, lambda sink: incoming.load(header, sink=sink))
+                if isinstance(sink, SnapshotDifference) and sink.present != len(held):
+                    removed = removed_names(held, lambda absent: incoming.load(header, sink=absent))
                 decoded = time.perf_counter()
                 snapshot = dataclasses.replace(
                     snapshot, entries=FileEntries(path, len(snapshot.entries))
                 )
-                prepared = prepare_difference(held, snapshot, difference, removed, version)
+                if isinstance(sink, SnapshotDifference):
+                    prepared = prepare_difference(held, snapshot, sink, removed, version)
+                else:
+                    changes = StateChanges(sink.values)
+                    prepared = PreparedInstall(
+                        snapshot, sink.values, sink.expiries, changes, version
+                    )
         except RuntimeError:  # `held` changed while it was read (dict iteration)
             return _STALE
         return snapshot, prepared, decoded
