@@ -260,12 +260,16 @@ async def _emptied_follower(
 
 
 async def _compacted_everywhere(members: list[Member]) -> Member:
-    """Write 8 elements `a0`… and wait until every member took a snapshot; the leader."""
+    """Write 8 elements `a0`… and wait until every member applied them and took a snapshot;
+    the leader."""
     leader = next(m for m in members if m.node.is_leader)
     for i in range(8):
         await leader.node.propose(SetElement(f"a{i}", b"x", None), 10)
+    target = leader.node.applied
     await wait_until(
-        lambda: all(_held(m.node) is not None for m in members), 10, "every member to compact"
+        lambda: all(_held(m.node) is not None and m.node.applied >= target for m in members),
+        10,
+        "every member to apply the writes and compact",
     )
     return leader
 
