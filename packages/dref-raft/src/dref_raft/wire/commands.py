@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from google.protobuf.message import DecodeError, EncodeError
@@ -347,18 +347,7 @@ def encode_state_parts(state: StateCopy, last_seq: int, last_term: int) -> Itera
     items = sorted_items(state)
     try:
         while batch := list(itertools.islice(items, SNAPSHOT_SLICE_ENTRIES)):
-            msg: Any = dref_consensus_pb2.ClusterSnapshot()
-            add = msg.entries.add
-            if expiries:
-                for name, value in batch:
-                    kv: Any = add(key=name, value=value)
-                    expire_at = expiries.get(name)
-                    if expire_at is not None:
-                        kv.expireAt = expire_at
-            else:
-                for name, value in batch:
-                    add(key=name, value=value)
-            yield bytes(msg.SerializeToString())
+            yield _encode_named(batch, expiries)
         yield _encode_tail(last_seq, last_term, state.membership, state.sessions, state.lines)
     except (ValueError, TypeError, EncodeError) as exc:
         raise ValueError(f"cannot encode snapshot: {exc}") from exc
@@ -380,22 +369,34 @@ def encode_names_parts(copy: NamesCopy, last_seq: int, last_term: int) -> Iterat
             values = [value_of(name) for name in batch]
             if cow.abandoned:
                 raise SnapshotAbandonedError("the state was replaced while its snapshot was taken")
-            msg: Any = dref_consensus_pb2.ClusterSnapshot()
-            add = msg.entries.add
-            for name, value in zip(batch, values, strict=True):
-                if value is None:
-                    raise RuntimeError(f"element {name!r} has no value at the copy")
-                kv: Any = add(key=name, value=value)
-                expire_at = expiries.get(name) if expiries else None
-                if expire_at is not None:
-                    kv.expireAt = expire_at
-            yield bytes(msg.SerializeToString())
+            found = [value for value in values if value is not None]
+            if len(found) != len(batch):
+                missing = batch[values.index(None)]
+                raise RuntimeError(f"element {missing!r} has no value at the copy")
+            yield _encode_named(zip(batch, found, strict=True), expiries)
         yield _encode_tail(last_seq, last_term, copy.membership, copy.sessions, copy.lines)
     except (ValueError, TypeError, EncodeError) as exc:
         raise ValueError(f"cannot encode snapshot: {exc}") from exc
     finally:
         copy.slices.clear()
         expiries.clear()
+
+
+def _encode_named(pairs: Iterable[tuple[str, bytes]], expiries: Mapping[str, int]) -> bytes:
+    """One slice of a snapshot's entries: `pairs` (name, value) in order, each with its
+    expiry in `expiries` (by name) if it has one."""
+    msg: Any = dref_consensus_pb2.ClusterSnapshot()
+    add = msg.entries.add
+    if expiries:
+        for name, value in pairs:
+            kv: Any = add(key=name, value=value)
+            expire_at = expiries.get(name)
+            if expire_at is not None:
+                kv.expireAt = expire_at
+    else:
+        for name, value in pairs:
+            add(key=name, value=value)
+    return bytes(msg.SerializeToString())
 
 
 def _encode_tail(
