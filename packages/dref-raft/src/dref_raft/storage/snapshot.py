@@ -109,14 +109,17 @@ def write_snapshot_file(snapshot: ClusterSnapshot, path: Path, *, durable: bool)
     entries = snapshot.entries
     if isinstance(entries, FileEntries):  # its file is these bytes: copied, not decoded
         shutil.copyfile(entries.path, tmp)
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
     else:
-        write_snapshot_parts(encode_snapshot_parts(snapshot), tmp)
+        write_snapshot_parts(encode_snapshot_parts(snapshot), tmp, durable=durable)
     return _put_in_place(tmp, path, durable=durable)
 
 
-def write_snapshot_parts(parts: Iterable[bytes], path: Path) -> None:
-    """Write a `state-snapshot` file at `path` (not synced) whose payload is `parts` (the
-    `ClusterSnapshot` bytes, written as they come)."""
+def write_snapshot_parts(parts: Iterable[bytes], path: Path, *, durable: bool = False) -> None:
+    """Write a `state-snapshot` file at `path` whose payload is `parts` (the `ClusterSnapshot`
+    bytes, written as they come); `durable`: fsync it before it is closed."""
     length = 0
     with open(path, "wb") as f:
         f.write(preamble(SNAPSHOT_MAGIC) + I32.pack(0))  # the length is known at the end
@@ -127,14 +130,14 @@ def write_snapshot_parts(parts: Iterable[bytes], path: Path) -> None:
         check_length("the snapshot", length)
         f.seek(_LENGTH_OFFSET)
         f.write(I32.pack(length))
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def _put_in_place(tmp: Path, path: Path, *, durable: bool) -> int:
-    """Rename the written `tmp` to `path` (`durable`: fsync the file first and the directory
-    after); its size."""
-    if durable:
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+    """Rename the written (and, if `durable`, fsynced) `tmp` to `path`; `durable`: fsync the
+    directory after. Its size."""
     size = tmp.stat().st_size
     os.replace(tmp, path)
     if durable:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -267,14 +267,22 @@ class MonotonicSnapshotStore:
 
     def save(self, snapshot: ClusterSnapshot) -> int:
         """Persist `snapshot` unless a newer one was saved (then 0); the bytes written."""
+
+        def put() -> int:
+            adopted, self._adopted = self._adopted, None
+            size = self._adopt(adopted, snapshot)
+            return self._inner.save(snapshot) if size is None else size
+
+        return self._put_unless_older(snapshot, put)
+
+    def _put_unless_older(self, snapshot: ClusterSnapshot, put: Callable[[], int]) -> int:
+        """Under the lock: 0 when a newer snapshot than `snapshot` was saved; else `put()`
+        (which puts its file in place, its size), then `snapshot` is the one saved."""
         with self._lock:
             if snapshot.last_seq < self._saved_seq:
                 return 0
-            adopted, self._adopted = self._adopted, None
             self._saved = None  # until the new file is in place
-            size = self._adopt(adopted, snapshot)
-            if size is None:
-                size = self._inner.save(snapshot)
+            size = put()
             self._saved_seq = snapshot.last_seq
             self._saved = (snapshot.last_seq, snapshot.last_term)
             return size
@@ -290,24 +298,20 @@ class MonotonicSnapshotStore:
             raise TypeError("save_written needs a store with a file and FileEntries")
         check_u63("last_seq", snapshot.last_seq)
         held = entries.path
+
+        def put() -> int:
+            taking = inner.path.with_name(inner.path.name + TAKING_SUFFIX)
+            relink(held, taking)
+            os.replace(taking, inner.path)
+            _fsync_directory(inner.path.parent)
+            return held.stat().st_size
+
         try:
-            write_snapshot_parts(parts, held)
-            with open(held, "rb+") as f:
-                os.fsync(f.fileno())
-            with self._lock:
-                if snapshot.last_seq < self._saved_seq:
-                    return 0
-                self._saved = None  # until the new file is in place
-                taking = inner.path.with_name(inner.path.name + TAKING_SUFFIX)
-                relink(held, taking)
-                os.replace(taking, inner.path)
-                _fsync_directory(inner.path.parent)
-                self._saved_seq = snapshot.last_seq
-                self._saved = (snapshot.last_seq, snapshot.last_term)
+            write_snapshot_parts(parts, held, durable=True)
+            return self._put_unless_older(snapshot, put)
         except BaseException:
             held.unlink(missing_ok=True)
             raise
-        return held.stat().st_size
 
     def link_saved(self, dest: Path, last_seq: int, last_term: int) -> bool:
         """Hard-link the saved `state-snapshot` file to `dest` (replacing it) if it holds the
