@@ -10,11 +10,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from dref.errors import ElementNotFoundError
+from dref.ref import DRef
 from dref_raft.member.registry import Member, local_members
 from dref_raft.settings import RaftSettings
 
@@ -209,3 +213,16 @@ async def follower_member(
         yield member
     finally:
         await local_members.release(member)
+
+
+async def check_session_reads_see_own_writes(refs: Sequence[DRef[Any]], writes: int) -> None:
+    """Write 0 … `writes` - 1 round `refs`, each read back at once with
+    `consistency="session"`; then delete `refs[0]`, which the next session read no longer
+    finds."""
+    for n in range(writes):
+        ref = refs[n % len(refs)]
+        await ref.set(n)
+        assert await ref.get(consistency="session") == n
+    await refs[0].delete()
+    with pytest.raises(ElementNotFoundError):
+        await refs[0].get(consistency="session")

@@ -10,7 +10,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cluster_procs import ProcCluster, follower_member, wait_until
+from cluster_procs import (
+    ProcCluster,
+    check_session_reads_see_own_writes,
+    follower_member,
+    wait_until,
+)
 
 import dref
 from dref.errors import DRefError
@@ -79,13 +84,7 @@ async def test_session_reads_on_followers_see_the_callers_own_writes(
             refs = [ctx.ref(f"sess:{c}:{i}", type=int) for i in range(3)]
             await refs[0].set(-1)
             leader = backend._leader
-            for n in range(30):
-                ref = refs[n % len(refs)]
-                await ref.set(n)
-                assert await ref.get(consistency="session") == n
-            await refs[0].delete()
-            with pytest.raises(dref.errors.ElementNotFoundError):
-                await refs[0].get(consistency="session")
+            await check_session_reads_see_own_writes(refs, 30)
             assert backend._reader is not None
             if backend._leader == leader and backend._reader != backend._leader:
                 readers.add(backend._reader)  # a follower served them

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_procs import ProcCluster, follower_member
+from cluster_procs import ProcCluster, check_session_reads_see_own_writes, follower_member
 
 import dref
 
@@ -28,13 +28,8 @@ async def test_a_follower_session_read_sees_the_callers_own_writes(procs: ProcCl
         async with dref.connect("raft", **procs.member_options(0)) as ctx:
             assert ctx.backend.capabilities.session_reads
             refs = [ctx.ref(f"session:{i}", type=int) for i in range(4)]
-            for n in range(40):  # every write is forwarded to the leader in another process
-                ref = refs[n % len(refs)]
-                await ref.set(n)
-                assert await ref.get(consistency="session") == n
-            await refs[0].delete()
-            with pytest.raises(dref.errors.ElementNotFoundError):
-                await refs[0].get(consistency="session")
+            # Every write is forwarded to the leader in another process.
+            await check_session_reads_see_own_writes(refs, 40)
 
 
 async def test_a_session_read_is_served_by_the_follower_alone(procs: ProcCluster) -> None:
