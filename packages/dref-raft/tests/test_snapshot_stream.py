@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cluster_procs import free_ports, wait_until
@@ -484,6 +485,43 @@ async def test_a_restarted_follower_decodes_a_snapshot_against_its_state(
     values = follower.node.machine.values()
     assert len(entries) == len(held.entries) >= 8
     assert all(values[e.key] == e.value for e in entries)  # later writes: other names
+
+
+@pytest.mark.parametrize("stale", [1, 3])
+async def test_a_difference_made_stale_by_applies_is_decoded_again_then_whole(
+    cluster: tuple[list[RaftSettings], list[Member]], monkeypatch: pytest.MonkeyPatch, stale: int
+) -> None:
+    # The follower applied entries while it decoded (here: the first `stale` decodes come back
+    # prepared at an older version): the difference is decoded again, at most three times,
+    # then the snapshot is decoded whole; either way the follower ends up holding every value.
+    settings, members = cluster
+    await _compacted_everywhere(members)
+    calls: list[int] = []
+    whole: list[bool] = []
+    decode = SnapshotTransfer._decode_in_worker
+    load = IncomingSnapshot.load
+
+    def staled(self: SnapshotTransfer, *args: Any) -> Any:
+        got = decode(self, *args)
+        calls.append(1)
+        if len(calls) <= stale and isinstance(got, tuple):
+            snapshot, prepared, decoded = got
+            return snapshot, dataclasses.replace(prepared, version=prepared.version - 1), decoded
+        return got
+
+    def recording(
+        incoming: IncomingSnapshot, header: SnapshotHeader, *args: object, **kwargs: object
+    ) -> ClusterSnapshot:
+        whole.append(kwargs.get("sink") is None)
+        return load(incoming, header, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SnapshotTransfer, "_decode_in_worker", staled)
+    monkeypatch.setattr(IncomingSnapshot, "load", recording)
+    _, follower = await _restart_behind_a_snapshot(settings, members, _Faulty("none"))
+    assert len(calls) == min(stale + 1, 3)
+    assert whole[-1] == (stale >= 3)  # decoded whole after three stale differences
+    held = follower.node.core.log.snapshot.data.entries
+    assert isinstance(held, PackedEntries if stale >= 3 else FileEntries)
 
 
 async def test_a_restarted_follower_drops_the_names_deleted_while_it_was_down(
