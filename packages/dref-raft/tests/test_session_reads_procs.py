@@ -9,9 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_procs import ProcCluster, check_session_reads_see_own_writes, follower_member
+from cluster_procs import (
+    ProcCluster,
+    check_session_reads_see_own_writes,
+    follower_member,
+    wait_until,
+)
 
 import dref
+from dref_raft.member.backend import RaftBackend
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,6 +48,13 @@ async def test_a_session_read_is_served_by_the_follower_alone(procs: ProcCluster
         ref = ctx.ref("session:local", type=str)
         await ref.set("mine")
         assert not member.node.is_leader
+        # The leader answered once the write committed; the follower applies it when the
+        # leader's next message says so: before both stop, or it could never (that wait is
+        # the session read's own, tested above).
+        backend = ctx.backend
+        assert isinstance(backend, RaftBackend)
+        seen = backend._session_seq
+        await wait_until(lambda: member.node.applied >= seen, 10, "the follower to apply it")
         for node in procs.nodes:
             node.signal(signal.SIGSTOP)
         try:
