@@ -93,7 +93,7 @@ class Connections:
                 sentinel_kwargs["password"] = s.sentinel_password.get_secret_value()
             if s.tls:
                 sentinel_kwargs.update(ssl=True, **_tls_kwargs(s))
-            self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            self._sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
                 [parse_address(a) for a in s.sentinel_addresses],
                 sentinel_kwargs=sentinel_kwargs,
                 **({"ssl": True, **_tls_kwargs(s)} if s.tls else {}),

@@ -492,7 +492,7 @@ async def _close(pubsub: PubSub, node: Redis | None) -> None:
     """Close without letting a failure or a hung socket escape (bounded)."""
     try:
         async with asyncio.timeout(1.0):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
             if node is not None:
                 await node.aclose()
     except Exception as exc:
